@@ -1,0 +1,59 @@
+//! What happened to a machine, as the operator sees it in `kiln events`.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::MacAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Hostname of the machine, once known (the boot services know only MAC or IP).
+    pub machine: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub ip: Option<IpAddr>,
+    /// Dotted kind, protocol first: `dhcp.offer`, `tftp.sent`, `http.script`.
+    pub kind: String,
+    pub detail: String,
+}
+
+impl Event {
+    pub fn now(kind: impl Into<String>, detail: impl Into<String>) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Event { at_ms, machine: None, mac: None, ip: None, kind: kind.into(), detail: detail.into() }
+    }
+
+    pub fn with_mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    pub fn with_ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    pub fn with_machine(mut self, machine: impl Into<String>) -> Self {
+        self.machine = Some(machine.into());
+        self
+    }
+}
+
+/// Where the boot services send their events. Implementations must not block:
+/// they are called on the packet path.
+pub trait EventSink: Send + Sync + 'static {
+    fn emit(&self, event: Event);
+}
+
+/// Drops every event (tests, tools).
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _event: Event) {}
+}

@@ -1,0 +1,67 @@
+//! A machine as enrolled from hardware.csv.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MacAddr, Secret};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    pub hostname: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub gateway: Option<Ipv4Addr>,
+    pub nameservers: Vec<Ipv4Addr>,
+    pub labels: BTreeMap<String, String>,
+    pub disk: String,
+    pub vlan_id: Option<u16>,
+    pub bmc: Option<BmcEndpoint>,
+    /// Whether the machine should boot from the network (agent) or its disk.
+    #[serde(default)]
+    pub netboot: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcEndpoint {
+    /// As written in hardware.csv: an address, optionally with scheme and port.
+    pub address: String,
+    pub username: String,
+    /// Never serialized: API output and JSON never carry it. The store keeps it apart.
+    #[serde(skip)]
+    pub password: Secret,
+}
+
+impl Hardware {
+    /// Prefix length of the netmask (the CSV parser guarantees it is contiguous).
+    pub fn prefix_len(&self) -> u32 {
+        u32::from(self.netmask).count_ones()
+    }
+}
+
+/// Whether `mask` is a contiguous run of ones from the top bit (255.255.255.0, not 255.0.255.0).
+pub fn is_contiguous_netmask(mask: Ipv4Addr) -> bool {
+    let m = u32::from(mask);
+    m.leading_ones() + m.trailing_zeros() == 32 && m != 0
+}
+
+/// Whether `a` and `b` share the network defined by `mask`.
+pub fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, mask: Ipv4Addr) -> bool {
+    let m = u32::from(mask);
+    u32::from(a) & m == u32::from(b) & m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmask_contiguity() {
+        assert!(is_contiguous_netmask("255.255.255.0".parse().unwrap()));
+        assert!(is_contiguous_netmask("255.255.255.255".parse().unwrap()));
+        assert!(!is_contiguous_netmask("255.0.255.0".parse().unwrap()));
+        assert!(!is_contiguous_netmask("0.0.0.0".parse().unwrap()));
+    }
+}

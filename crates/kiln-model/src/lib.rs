@@ -1,0 +1,16 @@
+//! Kiln's data model: hardware records, the hardware.csv format, events and the
+//! in-memory inventory the boot services answer from. No I/O lives here.
+
+pub mod csv;
+pub mod event;
+pub mod hardware;
+pub mod inventory;
+pub mod labels;
+pub mod mac;
+pub mod secret;
+
+pub use event::{Event, EventSink, NullSink};
+pub use hardware::{BmcEndpoint, Hardware};
+pub use inventory::{Inventory, SharedInventory};
+pub use mac::MacAddr;
+pub use secret::Secret;

@@ -1,0 +1,91 @@
+//! Event history: bounded per machine, so a chatty machine cannot fill the disk.
+
+use kiln_model::Event;
+use rusqlite::params;
+
+use crate::{Store, StoreError};
+
+/// Events kept per machine (and for events of no known machine, together).
+pub const MAX_EVENTS_PER_MACHINE: i64 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Store {
+    /// Appends events in one transaction and trims each touched machine's history.
+    pub fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)")?;
+            for ev in events {
+                let record = serde_json::to_string(ev).expect("events serialize");
+                insert.execute(params![ev.at_ms as i64, ev.machine, record])?;
+            }
+            let mut machines: Vec<Option<&String>> = events.iter().map(|e| e.machine.as_ref()).collect();
+            machines.sort();
+            machines.dedup();
+            let mut trim = tx.prepare_cached(
+                "DELETE FROM events WHERE machine IS ?1 AND id <=
+                   (SELECT id FROM events WHERE machine IS ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?;
+            for m in machines {
+                trim.execute(params![m, MAX_EVENTS_PER_MACHINE])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events after `after_id`, oldest first, optionally of one machine.
+    pub fn events(&self, machine: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, record FROM events WHERE id > ?1 AND (?2 IS NULL OR machine = ?2) ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![after_id, machine, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, record) = row?;
+            let event = serde_json::from_str(&record)
+                .map_err(|e| StoreError::Corrupt { what: format!("event {id}"), why: e.to_string() })?;
+            out.push(EventRecord { id, event });
+        }
+        Ok(out)
+    }
+
+    /// The id of the newest event, to follow from "now".
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::temp_store;
+    use kiln_model::Event;
+
+    #[test]
+    fn history_is_bounded_per_machine_and_filterable() {
+        let (_d, store) = temp_store();
+        let n = super::MAX_EVENTS_PER_MACHINE as usize + 50;
+        let batch: Vec<Event> = (0..n).map(|i| Event::now("dhcp.offer", format!("#{i}")).with_machine("a")).collect();
+        store.append_events(&batch).unwrap();
+        store.append_events(&[Event::now("tftp.sent", "x").with_machine("b")]).unwrap();
+        let a = store.events(Some("a"), 0, 10_000).unwrap();
+        assert_eq!(a.len(), super::MAX_EVENTS_PER_MACHINE as usize);
+        assert_eq!(a.last().unwrap().event.detail, format!("#{}", n - 1), "the newest are kept");
+        let b = store.events(Some("b"), 0, 10).unwrap();
+        assert_eq!(b.len(), 1);
+        let after = store.events(None, b[0].id, 10).unwrap();
+        assert!(after.is_empty());
+        assert_eq!(store.last_event_id().unwrap(), b[0].id);
+    }
+}

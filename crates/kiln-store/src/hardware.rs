@@ -1,0 +1,283 @@
+//! Enrolment and hardware records.
+
+use std::collections::HashSet;
+
+use kiln_model::{Hardware, Secret};
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError};
+
+/// What one enrolment changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EnrollSummary {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// A machine in the file that clashes with a different machine already enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Index of the machine in the slice given to `enroll`.
+    pub index: usize,
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn decode(hostname: &str, record: &str, password: Option<String>, netboot: bool) -> Result<Hardware, StoreError> {
+    let mut hw: Hardware = serde_json::from_str(record)
+        .map_err(|e| StoreError::Corrupt { what: hostname.to_string(), why: e.to_string() })?;
+    if let (Some(bmc), Some(p)) = (hw.bmc.as_mut(), password) {
+        bmc.password = Secret::new(p);
+    }
+    hw.netboot = netboot;
+    Ok(hw)
+}
+
+const SELECT: &str = "SELECT hostname, record, bmc_password, netboot FROM hardware";
+
+impl Store {
+    /// Stores `machines` in one transaction: each replaces the enrolled machine
+    /// with the same hostname or MAC (keeping its netboot flag), or is added.
+    /// Any clash with another machine aborts the whole enrolment.
+    pub fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut summary = EnrollSummary::default();
+        let mut conflicts = Vec::new();
+        // Hostnames of stored machines that this file replaces.
+        let mut replaced: HashSet<String> = HashSet::new();
+        let mut plan = Vec::with_capacity(machines.len());
+        {
+            let find = |sql: &str, value: &str| -> Result<Option<String>, rusqlite::Error> {
+                tx.query_row(sql, [value], |r| r.get::<_, String>(0)).optional()
+            };
+            for (index, hw) in machines.iter().enumerate() {
+                let by_name = find("SELECT hostname FROM hardware WHERE hostname = ?1", &hw.hostname)?;
+                let by_mac = find("SELECT hostname FROM hardware WHERE mac = ?1", &hw.mac.to_string())?;
+                if let (Some(a), Some(b)) = (&by_name, &by_mac) {
+                    if a != b {
+                        conflicts.push(Conflict {
+                            index,
+                            field: "mac",
+                            message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
+                        });
+                        continue;
+                    }
+                }
+                let existing = by_name.or(by_mac);
+                if let Some(name) = &existing {
+                    replaced.insert(name.clone());
+                }
+                plan.push((index, existing));
+            }
+            // IP and BMC address must not belong to a machine this file leaves alone.
+            for (index, hw) in machines.iter().enumerate() {
+                let owner = find("SELECT hostname FROM hardware WHERE ip = ?1", &hw.ip.to_string())?;
+                if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
+                    conflicts.push(Conflict {
+                        index,
+                        field: "ip_address",
+                        message: format!("{} is already the address of enrolled machine {owner}", hw.ip),
+                    });
+                }
+                if let Some(bmc) = &hw.bmc {
+                    let owner = find("SELECT hostname FROM hardware WHERE bmc_address = ?1", &bmc.address)?;
+                    if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
+                        conflicts.push(Conflict {
+                            index,
+                            field: "bmc_ip",
+                            message: format!("{} is already the BMC of enrolled machine {owner}", bmc.address),
+                        });
+                    }
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            // Dropping the transaction rolls back: nothing is half-applied.
+            return Err(StoreError::Conflicts(conflicts));
+        }
+        // Read the replaced rows before deleting them, to keep netboot and spot no-ops.
+        let mut previous = std::collections::HashMap::new();
+        for name in &replaced {
+            let row = tx.query_row(&format!("{SELECT} WHERE hostname = ?1"), [name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?))
+            })?;
+            previous.insert(name.clone(), decode(&row.0, &row.1, row.2, row.3)?);
+            tx.execute("DELETE FROM hardware WHERE hostname = ?1", [name])?;
+        }
+        let now = now_ms();
+        for (index, existing) in plan {
+            let mut hw = machines[index].clone();
+            let old = existing.as_ref().and_then(|n| previous.get(n));
+            hw.netboot = old.map(|o| o.netboot).unwrap_or(false);
+            match old {
+                None => summary.added.push(hw.hostname.clone()),
+                Some(o) if o == &hw && o.bmc.as_ref().map(|b| &b.password) == hw.bmc.as_ref().map(|b| &b.password) => {
+                    summary.unchanged.push(hw.hostname.clone())
+                }
+                Some(_) => summary.updated.push(hw.hostname.clone()),
+            }
+            let record = serde_json::to_string(&hw).expect("hardware serializes");
+            tx.execute(
+                "INSERT INTO hardware (hostname, mac, ip, bmc_address, bmc_password, netboot, record, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    hw.hostname,
+                    hw.mac.to_string(),
+                    hw.ip.to_string(),
+                    hw.bmc.as_ref().map(|b| b.address.clone()),
+                    hw.bmc.as_ref().map(|b| b.password.expose().to_string()),
+                    hw.netboot,
+                    record,
+                    now
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// Every enrolled machine, by hostname.
+    pub fn hardware(&self) -> Result<Vec<Hardware>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY hostname"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, record, password, netboot) = row?;
+            out.push(decode(&name, &record, password, netboot)?);
+        }
+        Ok(out)
+    }
+
+    pub fn hardware_by_name(&self, hostname: &str) -> Result<Option<Hardware>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        row.map(|(n, rec, p, nb)| decode(&n, &rec, p, nb)).transpose()
+    }
+
+    /// Turns a machine's netboot on or off; the boot services pick it up.
+    pub fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE hardware SET netboot = ?2, updated_ms = ?3 WHERE hostname = ?1",
+            params![hostname, on, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(hostname.to_string()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::temp_store;
+    use kiln_model::csv::parse_hardware_csv;
+
+    const HEADER: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n";
+
+    fn machines(rows: &str) -> Vec<Hardware> {
+        parse_hardware_csv("t.csv", &format!("{HEADER}{rows}")).unwrap()
+    }
+
+    #[test]
+    fn enroll_is_idempotent_and_keeps_netboot() {
+        let (_d, store) = temp_store();
+        let hw = machines("n1,10.1.0.1,admin,pw,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,,type=cp,/dev/sda\n");
+        let s = store.enroll(&hw).unwrap();
+        assert_eq!(s.added, vec!["n1"]);
+        store.set_netboot("n1", true).unwrap();
+        let s = store.enroll(&hw).unwrap();
+        assert_eq!(s.unchanged, vec!["n1"]);
+        let got = store.hardware_by_name("n1").unwrap().unwrap();
+        assert!(got.netboot);
+        assert_eq!(got.bmc.unwrap().password.expose(), "pw");
+    }
+
+    #[test]
+    fn update_by_mac_renames_and_by_hostname_changes_mac() {
+        let (_d, store) = temp_store();
+        store.enroll(&machines("n1,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        let s = store.enroll(&machines("n1b,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        assert_eq!(s.updated, vec!["n1b"]);
+        let all = store.hardware().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].ip.to_string(), "10.0.0.12");
+    }
+
+    #[test]
+    fn ip_swap_in_one_file_is_allowed() {
+        let (_d, store) = temp_store();
+        store
+            .enroll(&machines(
+                "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
+        store
+            .enroll(&machines(
+                "a,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
+        assert_eq!(store.hardware_by_name("a").unwrap().unwrap().ip.to_string(), "10.0.0.12");
+    }
+
+    #[test]
+    fn conflicts_abort_everything() {
+        let (_d, store) = temp_store();
+        store.enroll(&machines("a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        let err = store
+            .enroll(&machines(
+                "c,,,,aa:00:00:00:00:03,10.0.0.13,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap_err();
+        match err {
+            StoreError::Conflicts(c) => {
+                assert_eq!(c.len(), 1);
+                assert_eq!((c[0].index, c[0].field), (1, "ip_address"));
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(store.hardware().unwrap().len(), 1, "c must not have been stored");
+        // A hostname and a MAC that belong to two different machines.
+        store.enroll(&machines("b,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        let err = store.enroll(&machines("a,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap_err();
+        assert!(matches!(err, StoreError::Conflicts(ref c) if c[0].field == "mac"), "{err:?}");
+    }
+
+    #[test]
+    fn netboot_on_unknown_machine() {
+        let (_d, store) = temp_store();
+        assert!(matches!(store.set_netboot("nope", true), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, store) = temp_store();
+        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn other_connections_commits_change_data_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Store::open(dir.path()).unwrap();
+        let cli = Store::open(dir.path()).unwrap();
+        let v0 = server.data_version().unwrap();
+        cli.enroll(&machines("a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        assert_ne!(server.data_version().unwrap(), v0);
+    }
+}

@@ -1,0 +1,105 @@
+//! Kiln's durable state. SQLite (WAL) in the data directory: every acknowledged
+//! change is committed before the call returns, so it survives `kill -9`.
+
+mod events;
+mod hardware;
+mod schema;
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
+pub use hardware::{Conflict, EnrollSummary};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "kiln.db";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// I/O on the data directory.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored record could not be read back.
+    #[error("database holds an unreadable record for {what}: {why}")]
+    Corrupt { what: String, why: String },
+    /// Enrolment clashes with machines already stored; nothing was changed.
+    #[error("{} conflict(s) with enrolled machines", .0.len())]
+    Conflicts(Vec<Conflict>),
+    /// The named machine is not enrolled.
+    #[error("no machine named {0:?} is enrolled")]
+    NotFound(String),
+    /// The database was written by a newer kiln.
+    #[error("the database schema is version {found}, newer than this kiln understands ({supported})")]
+    TooNew { found: i64, supported: i64 },
+}
+
+/// Kiln's state in one SQLite file. One connection, serialized by a mutex:
+/// SQLite allows one writer anyway, and callers use `spawn_blocking`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`. The directory is made
+    /// 0700 and the database 0600: it holds BMC passwords.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io { path: data_dir.to_path_buf(), source };
+        if !data_dir.exists() {
+            fs::create_dir_all(data_dir).map_err(io)?;
+            fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let path = data_dir.join(DB_FILE);
+        // Create with 0600 before SQLite touches it; tighten an existing file too.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk when it returns (WAL + NORMAL could lose the
+        // last commits on power loss; we promise acknowledged changes survive).
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&conn)?;
+        Ok(Store { conn: Mutex::new(conn), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever another connection commits; cheap to poll, so a server
+    /// notices the CLI's changes without a notification channel.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        (dir, store)
+    }
+}

@@ -1,0 +1,41 @@
+//! Schema migrations, numbered; `user_version` records the last applied.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: hardware and events.
+    "CREATE TABLE hardware (
+        hostname     TEXT PRIMARY KEY,
+        mac          TEXT NOT NULL UNIQUE,
+        ip           TEXT NOT NULL UNIQUE,
+        bmc_address  TEXT UNIQUE,
+        bmc_password TEXT,
+        netboot      INTEGER NOT NULL DEFAULT 0,
+        record       TEXT NOT NULL,
+        updated_ms   INTEGER NOT NULL
+     );
+     CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms   INTEGER NOT NULL,
+        machine TEXT,
+        record  TEXT NOT NULL
+     );
+     CREATE INDEX events_by_machine ON events (machine, id);",
+];
+
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::TooNew { found: current, supported });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
