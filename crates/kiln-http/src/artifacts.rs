@@ -1,0 +1,163 @@
+//! Files under a root: HEAD, single byte ranges, ETag and conditional requests,
+//! streamed from disk in large chunks.
+
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::path::{Component, Path as FsPath, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_model::Event;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::AppState;
+
+/// Read size for streaming: large reads keep syscalls off the profile.
+const CHUNK: usize = 256 * 1024;
+
+pub(crate) async fn artifact(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    let response = serve_file(&state.config.artifacts_dir, &path, &method, &headers).await;
+    let status = response.status();
+    if method == Method::GET {
+        let detail = format!("GET /artifacts/{path} {}", status.as_u16());
+        state.events.emit(Event::now("http.artifact", detail).with_ip(peer.ip()));
+    }
+    response
+}
+
+pub(crate) async fn boot_file(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    let response = serve_file(&state.config.boot_dir, &path, &method, &headers).await;
+    if method == Method::GET {
+        let detail = format!("GET /boot/{path} {}", response.status().as_u16());
+        state.events.emit(Event::now("http.boot", detail).with_ip(peer.ip()));
+    }
+    response
+}
+
+/// Joins a request path to `root`, refusing anything that could leave it:
+/// `..`, absolute paths, NUL, backslashes.
+pub(crate) fn safe_join(root: &FsPath, requested: &str) -> Option<PathBuf> {
+    if requested.is_empty() || requested.contains(['\0', '\\']) || requested.starts_with('/') {
+        return None;
+    }
+    let rel = FsPath::new(requested);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response {
+    (status, format!("{msg}\n")).into_response()
+}
+
+/// One `bytes=` range against a file of `len` bytes: `Ok(None)` means "serve it
+/// whole" (no or unsupported range), `Err` means unsatisfiable.
+pub(crate) fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None); // Multiple ranges: a full response is allowed (RFC 9110 §14.2).
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || len == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() { len.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)) };
+        if start >= len || end < start {
+            return Err(());
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+async fn serve_file(root: &FsPath, requested: &str, method: &Method, headers: &HeaderMap) -> Response {
+    let Some(path) = safe_join(root, requested) else {
+        return plain(StatusCode::FORBIDDEN, "path refused");
+    };
+    // Symlinks must not lead out of the root either.
+    let (Ok(real), Ok(real_root)) = (tokio::fs::canonicalize(&path).await, tokio::fs::canonicalize(root).await) else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    if !real.starts_with(&real_root) {
+        return plain(StatusCode::FORBIDDEN, "path refused");
+    }
+    let Ok(mut file) = tokio::fs::File::open(&real).await else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let Ok(meta) = file.metadata().await else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    if !meta.is_file() {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    }
+    let len = meta.len();
+    let modified = meta.modified().ok();
+    let mtime_ns = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    let etag = format!("\"{len:x}-{mtime_ns:x}\"");
+
+    let mut common = HeaderMap::new();
+    common.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    common.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(m) = modified {
+        common.insert(header::LAST_MODIFIED, HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("date"));
+    }
+
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(inm) = header_str(header::IF_NONE_MATCH) {
+        if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+            return (StatusCode::NOT_MODIFIED, common).into_response();
+        }
+    }
+    // If-Range with a stale validator: send the whole (new) file.
+    let range_allowed = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    let range = match header_str(header::RANGE).filter(|_| range_allowed) {
+        None => None,
+        Some(v) => match parse_range(v, len) {
+            Ok(r) => r,
+            Err(()) => {
+                common.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("range"));
+                return (StatusCode::RANGE_NOT_SATISFIABLE, common).into_response();
+            }
+        },
+    };
+    let (status, start, count) = match range {
+        Some((s, e)) => {
+            common.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")).expect("range"));
+            (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    common.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if method == Method::HEAD {
+        return (status, common).into_response();
+    }
+    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "seek failed");
+    }
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK));
+    (status, common, body).into_response()
+}

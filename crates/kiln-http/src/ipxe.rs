@@ -1,0 +1,81 @@
+//! iPXE scripts: the machine's agent boot, or a way back to its own disk.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_model::{Event, Hardware, MacAddr};
+
+use crate::AppState;
+
+const NETBOOT: &str = include_str!("../../../ipxe/netboot.ipxe");
+const LOCAL_DISK: &str = include_str!("../../../ipxe/local-disk.ipxe");
+
+/// What a netboot script needs; everything is already validated.
+pub struct ScriptParams<'a> {
+    pub server: &'a str,
+    pub kernel: &'a str,
+    pub initrd: &'a str,
+    pub kernel_args: &'a str,
+    pub hardware: &'a Hardware,
+}
+
+/// Fills `{{name}}` placeholders. Values come from validated records
+/// (hostnames, MACs) and the operator's configuration, never from the request.
+fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    out
+}
+
+pub fn netboot_script(p: &ScriptParams<'_>) -> String {
+    let mac = p.hardware.mac.to_string();
+    fill(
+        NETBOOT,
+        &[
+            ("server", p.server),
+            ("kernel", p.kernel),
+            ("initrd", p.initrd),
+            ("kernel_args", p.kernel_args),
+            ("hostname", &p.hardware.hostname),
+            ("mac", &mac),
+        ],
+    )
+}
+
+pub fn local_disk_script(who: &str, reason: &str) -> String {
+    fill(LOCAL_DISK, &[("who", who), ("reason", reason)])
+}
+
+pub(crate) async fn boot_script(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+) -> Response {
+    let Ok(mac) = mac.parse::<MacAddr>() else {
+        return (StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n")).into_response();
+    };
+    let inv = state.inventory.load();
+    let cfg = &state.config;
+    let (script, detail) = match inv.by_mac(&mac) {
+        Some(hw) if hw.netboot => {
+            let script = netboot_script(&ScriptParams {
+                server: &cfg.server_url,
+                kernel: &cfg.kernel,
+                initrd: &cfg.initrd,
+                kernel_args: &cfg.kernel_args,
+                hardware: hw,
+            });
+            (script, format!("script: netboot {} + {}", cfg.kernel, cfg.initrd))
+        }
+        Some(hw) => (local_disk_script(&hw.hostname, "netboot is off"), "script: local disk (netboot off)".to_string()),
+        None => (local_disk_script(&mac.to_string(), "this machine is not enrolled"), String::new()),
+    };
+    if !detail.is_empty() {
+        state.events.emit(Event::now("http.script", detail).with_mac(mac).with_ip(peer.ip()));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], script).into_response()
+}

@@ -1,0 +1,73 @@
+//! Kiln's HTTP service: iPXE scripts, boot artifacts, health and metrics.
+//! The router is built from a [`HttpConfig`] and the shared inventory; the
+//! binary binds it.
+
+mod artifacts;
+mod ipxe;
+mod metrics_layer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kiln_model::{EventSink, SharedInventory};
+
+pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
+
+/// Renders Prometheus metrics text; the binary owns the recorder.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// Base URL machines use to reach this server, e.g. `http://10.77.0.1:8080`.
+    pub server_url: String,
+    /// Kernel and initrd of the in-memory OS, and anything else served under `/artifacts/`.
+    pub artifacts_dir: PathBuf,
+    /// iPXE binaries (the TFTP root), also served under `/boot/` for UEFI HTTP boot.
+    pub boot_dir: PathBuf,
+    pub kernel: String,
+    pub initrd: String,
+    pub kernel_args: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub config: Arc<HttpConfig>,
+    pub inventory: SharedInventory,
+    pub events: Arc<dyn EventSink>,
+    pub metrics: MetricsRender,
+}
+
+/// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+/// so events can name the peer.
+pub fn router(config: HttpConfig, inventory: SharedInventory, events: Arc<dyn EventSink>, metrics: MetricsRender) -> Router {
+    let state = AppState { config: Arc::new(config), inventory, events, metrics };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .route("/ipxe/{mac}/boot.ipxe", get(ipxe::boot_script))
+        .route("/artifacts/{*path}", get(artifacts::artifact))
+        .route("/boot/{*path}", get(artifacts::boot_file))
+        .layer(axum::middleware::from_fn(metrics_layer::record))
+        .with_state(state)
+}
+
+async fn render_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    (state.metrics)()
+}
+
+/// Serves `router` on `addr` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests;
