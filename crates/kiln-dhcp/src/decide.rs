@@ -1,0 +1,363 @@
+//! The whole DHCP policy as one pure function: a decoded request, the
+//! inventory and the config in; whether to answer, with what, and where, out.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dhcproto::v4::{DhcpOption, Message, MessageType};
+use kiln_model::{Hardware, Inventory, MacAddr};
+
+use crate::boot::{self, BootFile};
+use crate::client::{self, ClientInfo, ClientKind};
+use crate::config::{Config, Mode};
+use crate::reply::{add_boot, add_lease_options, base_reply};
+
+/// Which socket the request arrived on. It matters in proxy mode, where the
+/// PXE port (4011) carries the client's second round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// The DHCP server port (67).
+    Dhcp,
+    /// The PXE boot-server port (4011).
+    Pxe,
+}
+
+/// What happened to one packet; the `outcome` label of `kiln_dhcp_packets_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    Offer,
+    Ack,
+    Nak,
+    /// Client released its lease (no reply).
+    Release,
+    /// Client declined the address, e.g. found it in use (no reply).
+    Decline,
+    /// MAC not enrolled.
+    IgnoredUnknown,
+    /// REQUEST that selected another server's offer.
+    IgnoredOtherServer,
+    /// Proxy mode: not a netboot client, netboot off, or an arch we cannot boot.
+    IgnoredNotNetboot,
+    /// Mode is off.
+    IgnoredOff,
+    /// Anything else we do not answer (BOOTREPLY, non-Ethernet, odd message types).
+    IgnoredOther,
+    /// Could not be decoded (set by `handle_packet`, never by `decide`).
+    Malformed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Offer => "offer",
+            Outcome::Ack => "ack",
+            Outcome::Nak => "nak",
+            Outcome::Release => "release",
+            Outcome::Decline => "decline",
+            Outcome::IgnoredUnknown => "ignored_unknown",
+            Outcome::IgnoredOtherServer => "ignored_other_server",
+            Outcome::IgnoredNotNetboot => "ignored_not_netboot",
+            Outcome::IgnoredOff => "ignored_off",
+            Outcome::IgnoredOther => "ignored_other",
+            Outcome::Malformed => "malformed",
+        }
+    }
+
+    /// Event kind for outcomes worth an operator-visible event (enrolled machines only).
+    pub fn event_kind(self) -> Option<&'static str> {
+        match self {
+            Outcome::Offer => Some("dhcp.offer"),
+            Outcome::Ack => Some("dhcp.ack"),
+            Outcome::Nak => Some("dhcp.nak"),
+            Outcome::Release => Some("dhcp.release"),
+            Outcome::Decline => Some("dhcp.decline"),
+            _ => None,
+        }
+    }
+}
+
+/// Where a reply goes (RFC 2131 §4.1). The shell maps these to socket addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255, client port (68). We do not inject ARP entries, so a
+    /// client without an address is always reached by broadcast.
+    Broadcast,
+    /// Unicast to the client's current address (ciaddr), client port.
+    Client(Ipv4Addr),
+    /// Unicast to the relay agent (giaddr), server port (67).
+    Relay(Ipv4Addr),
+    /// Back to the datagram's source address and port (PXE port 4011 requests).
+    Sender,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub message: Message,
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reply: Option<Reply>,
+    /// The client MAC, when the packet had one.
+    pub mac: Option<MacAddr>,
+    /// The enrolled machine the packet came from; only these get events.
+    pub machine: Option<Arc<Hardware>>,
+    /// One line for the event or the debug log.
+    pub detail: String,
+}
+
+impl Decision {
+    fn ignore(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Decision {
+            outcome,
+            reply: None,
+            mac: None,
+            machine: None,
+            detail: detail.into(),
+        }
+    }
+
+    fn with_mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    fn with_machine(mut self, hw: &Arc<Hardware>) -> Self {
+        self.mac = Some(hw.mac);
+        self.machine = Some(hw.clone());
+        self
+    }
+}
+
+/// `decide_via` for a request that arrived on the DHCP port.
+pub fn decide(req: &Message, inv: &Inventory, cfg: &Config) -> Decision {
+    decide_via(req, Ingress::Dhcp, inv, cfg)
+}
+
+pub fn decide_via(req: &Message, ingress: Ingress, inv: &Inventory, cfg: &Config) -> Decision {
+    if cfg.mode == Mode::Off {
+        return Decision::ignore(Outcome::IgnoredOff, "DHCP is off");
+    }
+    let client = match client::classify(req) {
+        Ok(c) => c,
+        Err(why) => return Decision::ignore(Outcome::IgnoredOther, why.to_string()),
+    };
+    let Some(hw) = inv.by_mac(&client.mac) else {
+        let detail = format!("{:?} from unknown MAC {}", client.msg_type, client.mac);
+        return Decision::ignore(Outcome::IgnoredUnknown, detail).with_mac(client.mac);
+    };
+    let decision = match cfg.mode {
+        Mode::Reservation => reservation(req, &client, hw, ingress, cfg),
+        Mode::Proxy => proxy(req, &client, hw, ingress, cfg),
+        Mode::Off => Decision::ignore(Outcome::IgnoredOff, "DHCP is off"),
+    };
+    decision.with_machine(hw)
+}
+
+fn reservation(
+    req: &Message,
+    client: &ClientInfo,
+    hw: &Hardware,
+    ingress: Ingress,
+    cfg: &Config,
+) -> Decision {
+    if ingress == Ingress::Pxe {
+        return Decision::ignore(
+            Outcome::IgnoredOther,
+            "PXE port request in reservation mode",
+        );
+    }
+    let boot = if hw.netboot {
+        boot::select(client, cfg)
+    } else {
+        None
+    };
+    match client.msg_type {
+        MessageType::Discover => {
+            let mut m = base_reply(req, client, MessageType::Offer, cfg);
+            m.set_yiaddr(hw.ip);
+            add_lease_options(&mut m, hw, cfg, true);
+            add_boot(&mut m, client, boot.as_ref(), cfg);
+            let detail = format!(
+                "offered {}{}",
+                hw.ip,
+                boot_detail(client, hw, boot.as_ref())
+            );
+            answer(
+                Outcome::Offer,
+                m,
+                destination(req, MessageType::Offer, ingress),
+                detail,
+            )
+        }
+        MessageType::Request => {
+            if let Some(sid) = client.server_id {
+                if sid != cfg.server_ip {
+                    return Decision::ignore(
+                        Outcome::IgnoredOtherServer,
+                        format!("client selected server {sid}"),
+                    );
+                }
+            }
+            let ciaddr = non_zero(req.ciaddr());
+            let Some(wanted) = client.requested_ip.or(ciaddr) else {
+                return Decision::ignore(Outcome::IgnoredOther, "REQUEST names no address");
+            };
+            if wanted != hw.ip {
+                let mut m = base_reply(req, client, MessageType::Nak, cfg);
+                let why = format!("{wanted} is not reserved for this client");
+                m.opts_mut().insert(DhcpOption::Message(why));
+                if !req.giaddr().is_unspecified() {
+                    // RFC 2131 §4.3.2: the relay must broadcast a NAK.
+                    m.set_flags(m.flags().set_broadcast());
+                }
+                let detail = format!("refused {wanted}: reserved address is {}", hw.ip);
+                return answer(
+                    Outcome::Nak,
+                    m,
+                    destination(req, MessageType::Nak, ingress),
+                    detail,
+                );
+            }
+            let mut m = base_reply(req, client, MessageType::Ack, cfg);
+            m.set_yiaddr(hw.ip).set_ciaddr(req.ciaddr());
+            add_lease_options(&mut m, hw, cfg, true);
+            add_boot(&mut m, client, boot.as_ref(), cfg);
+            let detail = format!("acked {}{}", hw.ip, boot_detail(client, hw, boot.as_ref()));
+            answer(
+                Outcome::Ack,
+                m,
+                destination(req, MessageType::Ack, ingress),
+                detail,
+            )
+        }
+        MessageType::Inform => {
+            // RFC 2131 §3.4: configuration only; no yiaddr, no lease time.
+            let mut m = base_reply(req, client, MessageType::Ack, cfg);
+            m.set_ciaddr(req.ciaddr());
+            add_lease_options(&mut m, hw, cfg, false);
+            add_boot(&mut m, client, boot.as_ref(), cfg);
+            let detail = format!("informed {}", req.ciaddr());
+            answer(
+                Outcome::Ack,
+                m,
+                destination(req, MessageType::Ack, ingress),
+                detail,
+            )
+        }
+        MessageType::Release => {
+            Decision::ignore(Outcome::Release, format!("released {}", req.ciaddr()))
+        }
+        MessageType::Decline => {
+            let ip = client.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Decision::ignore(
+                Outcome::Decline,
+                format!("declined {ip}: address in use on the network?"),
+            )
+        }
+        other => Decision::ignore(Outcome::IgnoredOther, format!("{other:?} is not handled")),
+    }
+}
+
+/// ProxyDHCP: boot information only, never an address, never to a plain client.
+fn proxy(
+    req: &Message,
+    client: &ClientInfo,
+    hw: &Hardware,
+    ingress: Ingress,
+    cfg: &Config,
+) -> Decision {
+    if !hw.netboot || !client.kind.is_netboot() {
+        let why = if hw.netboot {
+            "not a netboot client"
+        } else {
+            "netboot is off for this machine"
+        };
+        return Decision::ignore(Outcome::IgnoredNotNetboot, why);
+    }
+    let Some(boot) = boot::select(client, cfg) else {
+        let arch = client.arch.map_or("none".into(), |a| a.to_string());
+        return Decision::ignore(
+            Outcome::IgnoredNotNetboot,
+            format!("no boot file for arch {arch}"),
+        );
+    };
+    let (ty, outcome) = match (ingress, client.msg_type) {
+        (Ingress::Dhcp, MessageType::Discover) => (MessageType::Offer, Outcome::Offer),
+        (Ingress::Pxe, MessageType::Request) => (MessageType::Ack, Outcome::Ack),
+        (_, other) => {
+            // The lease itself is the other server's business.
+            return Decision::ignore(
+                Outcome::IgnoredOther,
+                format!("proxy mode ignores {other:?} on {ingress:?} port"),
+            );
+        }
+    };
+    let mut m = base_reply(req, client, ty, cfg);
+    if ty == MessageType::Ack {
+        m.set_ciaddr(req.ciaddr());
+    }
+    add_boot(&mut m, client, Some(&boot), cfg);
+    let verb = if ty == MessageType::Offer {
+        "proxy offer"
+    } else {
+        "proxy ack"
+    };
+    let detail = format!("{verb}{}", boot_detail(client, hw, Some(&boot)));
+    answer(outcome, m, destination(req, ty, ingress), detail)
+}
+
+fn answer(
+    outcome: Outcome,
+    message: Message,
+    destination: Destination,
+    detail: String,
+) -> Decision {
+    Decision {
+        outcome,
+        reply: Some(Reply {
+            message,
+            destination,
+        }),
+        mac: None,
+        machine: None,
+        detail,
+    }
+}
+
+/// RFC 2131 §4.1, in the order the RFC gives.
+fn destination(req: &Message, ty: MessageType, ingress: Ingress) -> Destination {
+    if ingress == Ingress::Pxe {
+        Destination::Sender
+    } else if !req.giaddr().is_unspecified() {
+        Destination::Relay(req.giaddr())
+    } else if ty == MessageType::Nak {
+        Destination::Broadcast
+    } else if let Some(ciaddr) = non_zero(req.ciaddr()) {
+        Destination::Client(ciaddr)
+    } else {
+        Destination::Broadcast
+    }
+}
+
+/// ` boot=undionly.kpxe arch=0 (BIOS)`, or why there is no boot file.
+fn boot_detail(client: &ClientInfo, hw: &Hardware, boot: Option<&BootFile>) -> String {
+    let arch = match client.arch {
+        Some(a) => format!("arch={a} ({})", boot::arch_name(a)),
+        None => "arch=none".to_string(),
+    };
+    match boot {
+        Some(b) if client.kind == ClientKind::Ipxe => format!(" boot={} (iPXE)", b.name),
+        Some(b) => format!(" boot={} {arch}", b.name),
+        None if !client.kind.is_netboot() => String::new(),
+        None if !hw.netboot => " (netboot off: no boot file)".to_string(),
+        None => format!(" (no boot file for {arch})"),
+    }
+}
+
+fn non_zero(ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    (!ip.is_unspecified()).then_some(ip)
+}
