@@ -18,7 +18,7 @@ pub mod wire;
 pub use config::{BootFiles, Config, Mode};
 pub use decide::{Decision, Destination, Ingress, Outcome, Reply, decide, decide_via};
 pub use router_advert::{RouterAdvertError, build_router_advert, run_router_advert};
-pub use server::{DhcpError, ServerOptions, run};
+pub use server::{DhcpError, DhcpServer, ServerOptions, run};
 pub use wire::{Handled, PacketError, fuzz_entry, handle_packet};
 
 #[cfg(test)]

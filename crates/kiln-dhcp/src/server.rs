@@ -77,66 +77,107 @@ pub enum DhcpError {
     },
 }
 
-/// Serves DHCP on `opts.interface` until `shutdown` turns true (or its sender
-/// is dropped). Returns an error only if the sockets cannot be set up; a bad
-/// packet or a failed send is logged and counted, never fatal.
+/// A DHCP responder with its sockets bound: setup errors (no interface, port
+/// taken) come from [`DhcpServer::bind`], so the caller can fail at start-up.
+pub struct DhcpServer {
+    opts: ServerOptions,
+    dhcp: Option<UdpSocket>,
+    pxe: Option<UdpSocket>,
+    inv: SharedInventory,
+    events: Arc<dyn EventSink>,
+}
+
+impl DhcpServer {
+    /// Checks the options and binds the sockets (none in off mode).
+    pub fn bind(
+        opts: ServerOptions,
+        inv: SharedInventory,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Self, DhcpError> {
+        if opts.interface.is_empty() {
+            return Err(DhcpError::NoInterface);
+        }
+        if opts.config.server_ip.is_unspecified() && opts.config.mode != Mode::Off {
+            return Err(DhcpError::NoServerIp);
+        }
+        let (dhcp, pxe) = match opts.config.mode {
+            Mode::Off => (None, None),
+            Mode::Reservation => (Some(bind_udp(&opts.interface, opts.port)?), None),
+            Mode::Proxy => (
+                Some(bind_udp(&opts.interface, opts.port)?),
+                Some(bind_udp(&opts.interface, opts.pxe_port)?),
+            ),
+        };
+        Ok(DhcpServer {
+            opts,
+            dhcp,
+            pxe,
+            inv,
+            events,
+        })
+    }
+
+    /// Answers until `shutdown` turns true (or its sender is dropped). Bad
+    /// packets and failed sends are logged and counted, never fatal.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) -> Result<(), DhcpError> {
+        let DhcpServer {
+            opts,
+            dhcp,
+            pxe,
+            inv,
+            events,
+        } = self;
+        let Some(dhcp) = dhcp else {
+            info!(interface = %opts.interface, "DHCP is off");
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            return Ok(());
+        };
+        info!(
+            interface = %opts.interface, port = opts.port, mode = ?opts.config.mode,
+            server_ip = %opts.config.server_ip, "DHCP listening"
+        );
+        let mut dhcp_buf = vec![0u8; RECV_BUF];
+        let mut pxe_buf = vec![0u8; RECV_BUF];
+        loop {
+            let (socket, ingress, received) = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                r = dhcp.recv_from(&mut dhcp_buf) => (&dhcp, Ingress::Dhcp, r.map(|(n, src)| (&dhcp_buf[..n], src))),
+                r = recv_maybe(pxe.as_ref(), &mut pxe_buf) => {
+                    let Some(pxe) = pxe.as_ref() else { continue };
+                    (pxe, Ingress::Pxe, r.map(|(n, src)| (&pxe_buf[..n], src)))
+                }
+            };
+            let (packet, sender) = match received {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "DHCP receive failed");
+                    // Do not spin if the error persists.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some((bytes, to)) = process(packet, sender, ingress, &opts, &inv, events.as_ref())
+            else {
+                continue;
+            };
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                warn!(error = %e, %to, "DHCP send failed");
+                metrics::counter!("kiln_dhcp_send_errors_total").increment(1);
+            }
+        }
+        info!(interface = %opts.interface, "DHCP stopped");
+        Ok(())
+    }
+}
+
+/// Binds and serves: [`DhcpServer::bind`] then [`DhcpServer::serve`].
 pub async fn run(
     opts: ServerOptions,
     inv: SharedInventory,
     events: Arc<dyn EventSink>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), DhcpError> {
-    if opts.interface.is_empty() {
-        return Err(DhcpError::NoInterface);
-    }
-    if opts.config.server_ip.is_unspecified() && opts.config.mode != Mode::Off {
-        return Err(DhcpError::NoServerIp);
-    }
-    if opts.config.mode == Mode::Off {
-        info!(interface = %opts.interface, "DHCP is off");
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        return Ok(());
-    }
-    let dhcp = bind_udp(&opts.interface, opts.port)?;
-    let pxe = match opts.config.mode {
-        Mode::Proxy => Some(bind_udp(&opts.interface, opts.pxe_port)?),
-        _ => None,
-    };
-    info!(
-        interface = %opts.interface, port = opts.port, mode = ?opts.config.mode,
-        server_ip = %opts.config.server_ip, "DHCP listening"
-    );
-    let mut dhcp_buf = vec![0u8; RECV_BUF];
-    let mut pxe_buf = vec![0u8; RECV_BUF];
-    loop {
-        let (socket, ingress, received) = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            r = dhcp.recv_from(&mut dhcp_buf) => (&dhcp, Ingress::Dhcp, r.map(|(n, src)| (&dhcp_buf[..n], src))),
-            r = recv_maybe(pxe.as_ref(), &mut pxe_buf) => {
-                let Some(pxe) = pxe.as_ref() else { continue };
-                (pxe, Ingress::Pxe, r.map(|(n, src)| (&pxe_buf[..n], src)))
-            }
-        };
-        let (packet, sender) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "DHCP receive failed");
-                // Do not spin if the error persists.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some((bytes, to)) = process(packet, sender, ingress, &opts, &inv, events.as_ref())
-        else {
-            continue;
-        };
-        if let Err(e) = socket.send_to(&bytes, to).await {
-            warn!(error = %e, %to, "DHCP send failed");
-            metrics::counter!("kiln_dhcp_send_errors_total").increment(1);
-        }
-    }
-    info!(interface = %opts.interface, "DHCP stopped");
-    Ok(())
+    DhcpServer::bind(opts, inv, events)?.serve(shutdown).await
 }
 
 /// One packet through the pure core, with metrics, logs and events. Returns

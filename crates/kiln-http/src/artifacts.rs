@@ -30,7 +30,9 @@ pub(crate) async fn artifact(
     let status = response.status();
     if method == Method::GET {
         let detail = format!("GET /artifacts/{path} {}", status.as_u16());
-        state.events.emit(Event::now("http.artifact", detail).with_ip(peer.ip()));
+        state
+            .events
+            .emit(Event::now("http.artifact", detail).with_ip(peer.ip()));
     }
     response
 }
@@ -45,7 +47,9 @@ pub(crate) async fn boot_file(
     let response = serve_file(&state.config.boot_dir, &path, &method, &headers).await;
     if method == Method::GET {
         let detail = format!("GET /boot/{path} {}", response.status().as_u16());
-        state.events.emit(Event::now("http.boot", detail).with_ip(peer.ip()));
+        state
+            .events
+            .emit(Event::now("http.boot", detail).with_ip(peer.ip()));
     }
     response
 }
@@ -70,11 +74,15 @@ fn plain(status: StatusCode, msg: &str) -> Response {
 /// One `bytes=` range against a file of `len` bytes: `Ok(None)` means "serve it
 /// whole" (no or unsupported range), `Err` means unsatisfiable.
 pub(crate) fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // Multiple ranges: a full response is allowed (RFC 9110 §14.2).
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
         let n: u64 = b.parse().map_err(|_| ())?;
@@ -84,7 +92,11 @@ pub(crate) fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, (
         (len.saturating_sub(n), len - 1)
     } else {
         let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() { len.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
         if start >= len || end < start {
             return Err(());
         }
@@ -93,12 +105,20 @@ pub(crate) fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, (
     Ok(Some(range))
 }
 
-async fn serve_file(root: &FsPath, requested: &str, method: &Method, headers: &HeaderMap) -> Response {
+async fn serve_file(
+    root: &FsPath,
+    requested: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
     let Some(path) = safe_join(root, requested) else {
         return plain(StatusCode::FORBIDDEN, "path refused");
     };
     // Symlinks must not lead out of the root either.
-    let (Ok(real), Ok(real_root)) = (tokio::fs::canonicalize(&path).await, tokio::fs::canonicalize(root).await) else {
+    let (Ok(real), Ok(real_root)) = (
+        tokio::fs::canonicalize(&path).await,
+        tokio::fs::canonicalize(root).await,
+    ) else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
     if !real.starts_with(&real_root) {
@@ -115,18 +135,34 @@ async fn serve_file(root: &FsPath, requested: &str, method: &Method, headers: &H
     }
     let len = meta.len();
     let modified = meta.modified().ok();
-    let mtime_ns = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    let mtime_ns = modified
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let etag = format!("\"{len:x}-{mtime_ns:x}\"");
 
     let mut common = HeaderMap::new();
-    common.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    common.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
     common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    common.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    common.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Some(m) = modified {
-        common.insert(header::LAST_MODIFIED, HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("date"));
+        common.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("date"),
+        );
     }
 
-    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(inm) = header_str(header::IF_NONE_MATCH) {
         if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
             return (StatusCode::NOT_MODIFIED, common).into_response();
@@ -139,14 +175,20 @@ async fn serve_file(root: &FsPath, requested: &str, method: &Method, headers: &H
         Some(v) => match parse_range(v, len) {
             Ok(r) => r,
             Err(()) => {
-                common.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("range"));
+                common.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("range"),
+                );
                 return (StatusCode::RANGE_NOT_SATISFIABLE, common).into_response();
             }
         },
     };
     let (status, start, count) = match range {
         Some((s, e)) => {
-            common.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")).expect("range"));
+            common.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")).expect("range"),
+            );
             (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
         }
         None => (StatusCode::OK, 0, len),

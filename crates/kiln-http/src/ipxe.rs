@@ -56,7 +56,11 @@ pub(crate) async fn boot_script(
     Path(mac): Path<String>,
 ) -> Response {
     let Ok(mac) = mac.parse::<MacAddr>() else {
-        return (StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        )
+            .into_response();
     };
     let inv = state.inventory.load();
     let cfg = &state.config;
@@ -69,13 +73,33 @@ pub(crate) async fn boot_script(
                 kernel_args: &cfg.kernel_args,
                 hardware: hw,
             });
-            (script, format!("script: netboot {} + {}", cfg.kernel, cfg.initrd))
+            (
+                script,
+                format!("script: netboot {} + {}", cfg.kernel, cfg.initrd),
+            )
         }
-        Some(hw) => (local_disk_script(&hw.hostname, "netboot is off"), "script: local disk (netboot off)".to_string()),
-        None => (local_disk_script(&mac.to_string(), "this machine is not enrolled"), String::new()),
+        Some(hw) => (
+            local_disk_script(&hw.hostname, "netboot is off"),
+            "script: local disk (netboot off)".to_string(),
+        ),
+        None => (
+            local_disk_script(&mac.to_string(), "this machine is not enrolled"),
+            String::new(),
+        ),
     };
     if !detail.is_empty() {
-        state.events.emit(Event::now("http.script", detail).with_mac(mac).with_ip(peer.ip()));
+        state.events.emit(
+            Event::now("http.script", detail)
+                .with_mac(mac)
+                .with_ip(peer.ip()),
+        );
     }
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], script).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        script,
+    )
+        .into_response()
 }

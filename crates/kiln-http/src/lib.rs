@@ -42,8 +42,18 @@ pub(crate) struct AppState {
 
 /// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
 /// so events can name the peer.
-pub fn router(config: HttpConfig, inventory: SharedInventory, events: Arc<dyn EventSink>, metrics: MetricsRender) -> Router {
-    let state = AppState { config: Arc::new(config), inventory, events, metrics };
+pub fn router(
+    config: HttpConfig,
+    inventory: SharedInventory,
+    events: Arc<dyn EventSink>,
+    metrics: MetricsRender,
+) -> Router {
+    let state = AppState {
+        config: Arc::new(config),
+        inventory,
+        events,
+        metrics,
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
@@ -64,9 +74,12 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]

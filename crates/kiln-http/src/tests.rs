@@ -30,7 +30,11 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let art = dir.path().join("artifacts");
     std::fs::create_dir_all(&art).unwrap();
-    std::fs::write(art.join("vmlinuz"), (0..=255u8).cycle().take(10_000).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        art.join("vmlinuz"),
+        (0..=255u8).cycle().take(10_000).collect::<Vec<_>>(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("secret.txt"), "nope").unwrap();
     let csv = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
                on1,,,,52:54:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/vda\n\
@@ -51,16 +55,27 @@ fn fixture() -> Fixture {
         events.clone(),
         Arc::new(|| "kiln_up 1\n".to_string()),
     );
-    Fixture { app, events, _dir: dir }
+    Fixture {
+        app,
+        events,
+        _dir: dir,
+    }
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = req;
-    req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 11], 5555))));
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 11], 5555))));
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
@@ -86,13 +101,22 @@ async fn netboot_on_renders_kernel_and_identity() {
 #[tokio::test]
 async fn netboot_off_and_unknown_leave_for_disk_on_both_firmwares() {
     let f = fixture();
-    for uri in ["/ipxe/52:54:00:00:00:02/boot.ipxe", "/ipxe/52:54:00:00:00:99/boot.ipxe"] {
+    for uri in [
+        "/ipxe/52:54:00:00:00:02/boot.ipxe",
+        "/ipxe/52:54:00:00:00:99/boot.ipxe",
+    ] {
         let (status, _, body) = send(&f.app, get(uri)).await;
         assert_eq!(status, StatusCode::OK);
         let s = String::from_utf8(body).unwrap();
         assert!(!s.contains("kernel "), "{s}");
-        assert!(s.contains("sanboot --no-describe --drive 0x80"), "BIOS path: {s}");
-        assert!(s.contains("iseq ${platform} efi") && s.contains("exit 1"), "UEFI path: {s}");
+        assert!(
+            s.contains("sanboot --no-describe --drive 0x80"),
+            "BIOS path: {s}"
+        );
+        assert!(
+            s.contains("iseq ${platform} efi") && s.contains("exit 1"),
+            "UEFI path: {s}"
+        );
     }
     let (status, _, _) = send(&f.app, get("/ipxe/not-a-mac/boot.ipxe")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -106,20 +130,32 @@ async fn artifacts_range_etag_head() {
     assert_eq!(body.len(), 10_000);
     let etag = h[header::ETAG].to_str().unwrap().to_string();
 
-    let req = Request::get("/artifacts/vmlinuz").header(header::RANGE, "bytes=100-199").body(Body::empty()).unwrap();
+    let req = Request::get("/artifacts/vmlinuz")
+        .header(header::RANGE, "bytes=100-199")
+        .body(Body::empty())
+        .unwrap();
     let (status, h, part) = send(&f.app, req).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(h[header::CONTENT_RANGE], "bytes 100-199/10000");
     assert_eq!(part, body[100..200]);
 
-    let req = Request::get("/artifacts/vmlinuz").header(header::RANGE, "bytes=9990-").body(Body::empty()).unwrap();
+    let req = Request::get("/artifacts/vmlinuz")
+        .header(header::RANGE, "bytes=9990-")
+        .body(Body::empty())
+        .unwrap();
     let (_, _, tail) = send(&f.app, req).await;
     assert_eq!(tail, body[9990..]);
 
-    let req = Request::get("/artifacts/vmlinuz").header(header::RANGE, "bytes=20000-").body(Body::empty()).unwrap();
+    let req = Request::get("/artifacts/vmlinuz")
+        .header(header::RANGE, "bytes=20000-")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&f.app, req).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
 
-    let req = Request::get("/artifacts/vmlinuz").header(header::IF_NONE_MATCH, &etag).body(Body::empty()).unwrap();
+    let req = Request::get("/artifacts/vmlinuz")
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&f.app, req).await.0, StatusCode::NOT_MODIFIED);
 
     let req = Request::get("/artifacts/vmlinuz")
@@ -130,7 +166,9 @@ async fn artifacts_range_etag_head() {
     let (status, _, whole) = send(&f.app, req).await;
     assert_eq!((status, whole.len()), (StatusCode::OK, 10_000));
 
-    let req = Request::head("/artifacts/vmlinuz").body(Body::empty()).unwrap();
+    let req = Request::head("/artifacts/vmlinuz")
+        .body(Body::empty())
+        .unwrap();
     let (status, h, body) = send(&f.app, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h[header::CONTENT_LENGTH], "10000");
@@ -140,9 +178,19 @@ async fn artifacts_range_etag_head() {
 #[tokio::test]
 async fn traversal_is_refused() {
     let f = fixture();
-    for uri in ["/artifacts/../secret.txt", "/artifacts/%2e%2e/secret.txt", "/artifacts/..%2fsecret.txt", "/artifacts/a%00b"] {
+    for uri in [
+        "/artifacts/../secret.txt",
+        "/artifacts/%2e%2e/secret.txt",
+        "/artifacts/..%2fsecret.txt",
+        "/artifacts/a%00b",
+    ] {
         let (status, _, body) = send(&f.app, get(uri)).await;
-        assert!(status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST, "{uri}: {status}");
+        assert!(
+            status == StatusCode::FORBIDDEN
+                || status == StatusCode::NOT_FOUND
+                || status == StatusCode::BAD_REQUEST,
+            "{uri}: {status}"
+        );
         assert_ne!(body, b"nope", "{uri} leaked the file");
     }
     let root = std::path::Path::new("/srv");

@@ -130,7 +130,11 @@ fn read_records(text: &str) -> Result<Vec<Vec<Field>>, (usize, usize, String)> {
             }
         }
         let blank_line = at_field_start && record.is_empty() && value.is_empty();
-        record.push(Field { text: value, line: start.0, column: start.1 });
+        record.push(Field {
+            text: value,
+            line: start.0,
+            column: start.1,
+        });
         at_field_start = false;
         match chars.next() {
             Some(',') => {
@@ -178,7 +182,10 @@ pub struct Row {
 /// Parses and validates a whole hardware.csv. Either every row is valid and all
 /// machines are returned, or every problem is.
 pub fn parse_hardware_csv(file: &str, text: &str) -> Result<Vec<Hardware>, CsvErrors> {
-    Ok(parse_hardware_csv_rows(file, text)?.into_iter().map(|r| r.hardware).collect())
+    Ok(parse_hardware_csv_rows(file, text)?
+        .into_iter()
+        .map(|r| r.hardware)
+        .collect())
 }
 
 /// As [`parse_hardware_csv`], keeping each row's line.
@@ -193,10 +200,17 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
     };
     let records = match read_records(text) {
         Ok(r) => r,
-        Err((line, column, message)) => return Err(CsvErrors(vec![err(line, column, "", message)])),
+        Err((line, column, message)) => {
+            return Err(CsvErrors(vec![err(line, column, "", message)]));
+        }
     };
     let Some((header, rows)) = records.split_first() else {
-        return Err(CsvErrors(vec![err(1, 1, "", "the file is empty: a header line is required".into())]));
+        return Err(CsvErrors(vec![err(
+            1,
+            1,
+            "",
+            "the file is empty: a header line is required".into(),
+        )]));
     };
 
     // Header: names in any order, each once, all required ones present.
@@ -204,14 +218,29 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
     for (i, f) in header.iter().enumerate() {
         let name = f.text.trim();
         if !REQUIRED_COLUMNS.contains(&name) && !OPTIONAL_COLUMNS.contains(&name) {
-            errors.push(err(f.line, f.column, "", format!("unknown column {name:?}")));
+            errors.push(err(
+                f.line,
+                f.column,
+                "",
+                format!("unknown column {name:?}"),
+            ));
         } else if index.insert(name, i).is_some() {
-            errors.push(err(f.line, f.column, "", format!("column {name:?} appears twice")));
+            errors.push(err(
+                f.line,
+                f.column,
+                "",
+                format!("column {name:?} appears twice"),
+            ));
         }
     }
     for name in REQUIRED_COLUMNS {
         if !index.contains_key(name) {
-            errors.push(err(header[0].line, 1, "", format!("the header lacks the required column {name:?}")));
+            errors.push(err(
+                header[0].line,
+                1,
+                "",
+                format!("the header lacks the required column {name:?}"),
+            ));
         }
     }
     if !errors.is_empty() {
@@ -228,13 +257,18 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
                 line,
                 1,
                 "",
-                format!("this row has {} fields, the header has {}", row.len(), header.len()),
+                format!(
+                    "this row has {} fields, the header has {}",
+                    row.len(),
+                    header.len()
+                ),
             ));
             continue;
         }
         let mut row_errors = Vec::new();
         let get = |name: &str| -> Option<&Field> { index.get(name).map(|&i| &row[i]) };
-        let mut bad = |f: &Field, name: &str, msg: String| row_errors.push(err(f.line, f.column, name, msg));
+        let mut bad =
+            |f: &Field, name: &str, msg: String| row_errors.push(err(f.line, f.column, name, msg));
 
         macro_rules! field {
             ($name:expr) => {
@@ -248,7 +282,9 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             bad(
                 host_f,
                 "hostname",
-                format!("{hostname:?} is not a valid hostname (lower-case letters, digits, '-' and '.', as in RFC 1123)"),
+                format!(
+                    "{hostname:?} is not a valid hostname (lower-case letters, digits, '-' and '.', as in RFC 1123)"
+                ),
             );
         }
 
@@ -261,13 +297,19 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             }
         };
 
-        let ip_field = |f: &Field, name: &str, bad: &mut dyn FnMut(&Field, &str, String)| {
-            match f.text.trim().parse::<Ipv4Addr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    bad(f, name, format!("{:?} is not an IPv4 address", f.text.trim()));
-                    None
-                }
+        let ip_field = |f: &Field, name: &str, bad: &mut dyn FnMut(&Field, &str, String)| match f
+            .text
+            .trim()
+            .parse::<Ipv4Addr>()
+        {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                bad(
+                    f,
+                    name,
+                    format!("{:?} is not an IPv4 address", f.text.trim()),
+                );
+                None
             }
         };
         let ip_f = field!("ip_address");
@@ -277,7 +319,11 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             if is_contiguous_netmask(m) {
                 Some(m)
             } else {
-                bad(mask_f, "netmask", format!("{m} is not a contiguous netmask (like 255.255.255.0)"));
+                bad(
+                    mask_f,
+                    "netmask",
+                    format!("{m} is not a contiguous netmask (like 255.255.255.0)"),
+                );
                 None
             }
         });
@@ -289,24 +335,49 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         };
         if let (Some(ip), Some(mask), Some(gw)) = (ip, netmask, gateway) {
             if !same_subnet(ip, gw, mask) {
-                bad(gw_f, "gateway", format!("{gw} is not in the machine's subnet {ip}/{}", u32::from(mask).count_ones()));
+                bad(
+                    gw_f,
+                    "gateway",
+                    format!(
+                        "{gw} is not in the machine's subnet {ip}/{}",
+                        u32::from(mask).count_ones()
+                    ),
+                );
             }
         }
 
         let ns_f = field!("nameservers");
         let mut nameservers = Vec::new();
-        for part in ns_f.text.split('|').map(str::trim).filter(|s| !s.is_empty()) {
+        for part in ns_f
+            .text
+            .split('|')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match part.parse::<Ipv4Addr>() {
                 Ok(a) => nameservers.push(a),
-                Err(_) => bad(ns_f, "nameservers", format!("{part:?} is not an IPv4 address (separate nameservers with '|')")),
+                Err(_) => bad(
+                    ns_f,
+                    "nameservers",
+                    format!("{part:?} is not an IPv4 address (separate nameservers with '|')"),
+                ),
             }
         }
 
         let labels_f = field!("labels");
         let mut label_map = BTreeMap::new();
-        for part in labels_f.text.split('|').map(str::trim).filter(|s| !s.is_empty()) {
+        for part in labels_f
+            .text
+            .split('|')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let Some((k, v)) = part.split_once('=') else {
-                bad(labels_f, "labels", format!("{part:?} is not key=value (separate labels with '|')"));
+                bad(
+                    labels_f,
+                    "labels",
+                    format!("{part:?} is not key=value (separate labels with '|')"),
+                );
                 continue;
             };
             let (k, v) = (k.trim(), v.trim());
@@ -320,21 +391,33 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         let disk_f = field!("disk");
         let disk = disk_f.text.trim().to_string();
         if !disk.starts_with("/dev/") || disk.len() <= 5 || disk.contains(char::is_whitespace) {
-            bad(disk_f, "disk", format!("{disk:?} is not a device path like /dev/sda"));
+            bad(
+                disk_f,
+                "disk",
+                format!("{disk:?} is not a device path like /dev/sda"),
+            );
         }
 
         let vlan_id = match get("vlan_id") {
             Some(f) if !f.text.trim().is_empty() => match f.text.trim().parse::<u16>() {
                 Ok(v) if (1..=4094).contains(&v) => Some(v),
                 _ => {
-                    bad(f, "vlan_id", format!("{:?} is not a VLAN id (1 to 4094)", f.text.trim()));
+                    bad(
+                        f,
+                        "vlan_id",
+                        format!("{:?} is not a VLAN id (1 to 4094)", f.text.trim()),
+                    );
                     None
                 }
             },
             _ => None,
         };
 
-        let (bmc_ip_f, user_f, pass_f) = (field!("bmc_ip"), field!("bmc_username"), field!("bmc_password"));
+        let (bmc_ip_f, user_f, pass_f) = (
+            field!("bmc_ip"),
+            field!("bmc_username"),
+            field!("bmc_password"),
+        );
         let bmc_address = bmc_ip_f.text.trim();
         let bmc = if bmc_address.is_empty() {
             None
@@ -359,7 +442,12 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         // Uniqueness across rows.
         let mut unique = |key: &'static str, value: String, f: &Field| {
             if let Some(first) = seen.get(&(key, value.clone())) {
-                row_errors.push(err(f.line, f.column, key, format!("{value} is already used on line {first}")));
+                row_errors.push(err(
+                    f.line,
+                    f.column,
+                    key,
+                    format!("{value} is already used on line {first}"),
+                ));
             } else {
                 seen.insert((key, value), line);
             }
@@ -376,27 +464,39 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         }
 
         if row_errors.is_empty() {
-            machines.push(Row { line, hardware: Hardware {
-                hostname,
-                mac: mac.expect("checked"),
-                ip: ip.expect("checked"),
-                netmask: netmask.expect("checked"),
-                gateway,
-                nameservers,
-                labels: label_map,
-                disk,
-                vlan_id,
-                bmc,
-                netboot: false,
-            }});
+            machines.push(Row {
+                line,
+                hardware: Hardware {
+                    hostname,
+                    mac: mac.expect("checked"),
+                    ip: ip.expect("checked"),
+                    netmask: netmask.expect("checked"),
+                    gateway,
+                    nameservers,
+                    labels: label_map,
+                    disk,
+                    vlan_id,
+                    bmc,
+                    netboot: false,
+                },
+            });
         } else {
             errors.extend(row_errors);
         }
     }
     if rows.is_empty() {
-        errors.push(err(header[0].line, 1, "", "no machines: the file has a header but no rows".into()));
+        errors.push(err(
+            header[0].line,
+            1,
+            "",
+            "no machines: the file has a header but no rows".into(),
+        ));
     }
-    if errors.is_empty() { Ok(machines) } else { Err(CsvErrors(errors)) }
+    if errors.is_empty() {
+        Ok(machines)
+    } else {
+        Err(CsvErrors(errors))
+    }
 }
 
 /// A BMC address: `host`, `host:port`, or `scheme://host[:port]` with a
@@ -406,7 +506,10 @@ fn check_bmc_address(address: &str) -> Result<(), String> {
     let rest = match address.split_once("://") {
         Some((scheme, rest)) => {
             if !SCHEMES.contains(&scheme) {
-                return Err(format!("unknown scheme {scheme:?} (use one of {})", SCHEMES.join(", ")));
+                return Err(format!(
+                    "unknown scheme {scheme:?} (use one of {})",
+                    SCHEMES.join(", ")
+                ));
             }
             rest
         }
@@ -418,7 +521,9 @@ fn check_bmc_address(address: &str) -> Result<(), String> {
         _ => (rest, None),
     };
     if host.is_empty() || host.contains(['/', ' ', '@']) {
-        return Err(format!("{address:?} is not a BMC address (host, host:port or scheme://host:port)"));
+        return Err(format!(
+            "{address:?} is not a BMC address (host, host:port or scheme://host:port)"
+        ));
     }
     if let Some(p) = port {
         if p.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
@@ -485,7 +590,10 @@ mod tests {
             "hw.csv:3:62: disk:",
         ];
         for prefix in expect {
-            assert!(shown.iter().any(|s| s.starts_with(prefix)), "missing {prefix} in {shown:#?}");
+            assert!(
+                shown.iter().any(|s| s.starts_with(prefix)),
+                "missing {prefix} in {shown:#?}"
+            );
         }
         assert_eq!(shown.len(), expect.len(), "{shown:#?}");
     }
@@ -499,23 +607,34 @@ mod tests {
         .unwrap_err()
         .0;
         assert_eq!(errs.len(), 3, "{errs:#?}");
-        assert!(errs.iter().all(|e| e.line == 3 && e.message.contains("line 2")));
+        assert!(
+            errs.iter()
+                .all(|e| e.line == 3 && e.message.contains("line 2"))
+        );
     }
 
     #[test]
     fn bmc_credentials_required_and_password_never_echoed() {
-        let errs = parse("n1,10.1.0.1,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n").unwrap_err();
+        let errs = parse("n1,10.1.0.1,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n")
+            .unwrap_err();
         let text = errs.to_string();
         assert!(text.contains("bmc_username: required"), "{text}");
         assert!(text.contains("bmc_password: required"), "{text}");
-        let errs = parse("n1,ftp://x,u,s3cret,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n").unwrap_err();
+        let errs =
+            parse("n1,ftp://x,u,s3cret,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n")
+                .unwrap_err();
         assert!(!errs.to_string().contains("s3cret"));
     }
 
     #[test]
     fn header_problems() {
-        let errs = parse_hardware_csv("h.csv", "hostname,mac,colour\n").unwrap_err().0;
-        assert!(errs.iter().any(|e| e.message.contains("unknown column \"colour\"") && e.column == 14));
+        let errs = parse_hardware_csv("h.csv", "hostname,mac,colour\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains("unknown column \"colour\"") && e.column == 14)
+        );
         assert!(errs.iter().any(|e| e.message.contains("\"disk\"")));
         assert!(parse_hardware_csv("h.csv", "").is_err());
         assert!(parse_hardware_csv("h.csv", &format!("{HEADER}\n")).is_err());
@@ -531,10 +650,22 @@ mod tests {
 
     #[test]
     fn bmc_addresses() {
-        for ok in ["10.0.0.5", "10.0.0.5:623", "ipmi://10.0.0.5:623", "redfish+https://bmc.example", "redfish+http://127.0.0.1:8000"] {
+        for ok in [
+            "10.0.0.5",
+            "10.0.0.5:623",
+            "ipmi://10.0.0.5:623",
+            "redfish+https://bmc.example",
+            "redfish+http://127.0.0.1:8000",
+        ] {
             assert!(check_bmc_address(ok).is_ok(), "{ok}");
         }
-        for bad in ["gopher://x", "ipmi://", "10.0.0.5:0", "10.0.0.5:99999", "a b"] {
+        for bad in [
+            "gopher://x",
+            "ipmi://",
+            "10.0.0.5:0",
+            "10.0.0.5:99999",
+            "a b",
+        ] {
             assert!(check_bmc_address(bad).is_err(), "{bad}");
         }
     }

@@ -26,7 +26,14 @@ impl Event {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Event { at_ms, machine: None, mac: None, ip: None, kind: kind.into(), detail: detail.into() }
+        Event {
+            at_ms,
+            machine: None,
+            mac: None,
+            ip: None,
+            kind: kind.into(),
+            detail: detail.into(),
+        }
     }
 
     pub fn with_mac(mut self, mac: MacAddr) -> Self {

@@ -24,12 +24,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached("INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)",
+            )?;
             for ev in events {
                 let record = serde_json::to_string(ev).expect("events serialize");
                 insert.execute(params![ev.at_ms as i64, ev.machine, record])?;
             }
-            let mut machines: Vec<Option<&String>> = events.iter().map(|e| e.machine.as_ref()).collect();
+            let mut machines: Vec<Option<&String>> =
+                events.iter().map(|e| e.machine.as_ref()).collect();
             machines.sort();
             machines.dedup();
             let mut trim = tx.prepare_cached(
@@ -45,17 +48,26 @@ impl Store {
     }
 
     /// Events after `after_id`, oldest first, optionally of one machine.
-    pub fn events(&self, machine: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+    pub fn events(
+        &self,
+        machine: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, record FROM events WHERE id > ?1 AND (?2 IS NULL OR machine = ?2) ORDER BY id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![after_id, machine, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map(params![after_id, machine, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, record) = row?;
-            let event = serde_json::from_str(&record)
-                .map_err(|e| StoreError::Corrupt { what: format!("event {id}"), why: e.to_string() })?;
+            let event = serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+                what: format!("event {id}"),
+                why: e.to_string(),
+            })?;
             out.push(EventRecord { id, event });
         }
         Ok(out)
@@ -63,7 +75,9 @@ impl Store {
 
     /// The id of the newest event, to follow from "now".
     pub fn last_event_id(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 }
 
@@ -76,12 +90,20 @@ mod tests {
     fn history_is_bounded_per_machine_and_filterable() {
         let (_d, store) = temp_store();
         let n = super::MAX_EVENTS_PER_MACHINE as usize + 50;
-        let batch: Vec<Event> = (0..n).map(|i| Event::now("dhcp.offer", format!("#{i}")).with_machine("a")).collect();
+        let batch: Vec<Event> = (0..n)
+            .map(|i| Event::now("dhcp.offer", format!("#{i}")).with_machine("a"))
+            .collect();
         store.append_events(&batch).unwrap();
-        store.append_events(&[Event::now("tftp.sent", "x").with_machine("b")]).unwrap();
+        store
+            .append_events(&[Event::now("tftp.sent", "x").with_machine("b")])
+            .unwrap();
         let a = store.events(Some("a"), 0, 10_000).unwrap();
         assert_eq!(a.len(), super::MAX_EVENTS_PER_MACHINE as usize);
-        assert_eq!(a.last().unwrap().event.detail, format!("#{}", n - 1), "the newest are kept");
+        assert_eq!(
+            a.last().unwrap().event.detail,
+            format!("#{}", n - 1),
+            "the newest are kept"
+        );
         let b = store.events(Some("b"), 0, 10).unwrap();
         assert_eq!(b.len(), 1);
         let after = store.events(None, b[0].id, 10).unwrap();

@@ -31,9 +31,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn decode(hostname: &str, record: &str, password: Option<String>, netboot: bool) -> Result<Hardware, StoreError> {
-    let mut hw: Hardware = serde_json::from_str(record)
-        .map_err(|e| StoreError::Corrupt { what: hostname.to_string(), why: e.to_string() })?;
+fn decode(
+    hostname: &str,
+    record: &str,
+    password: Option<String>,
+    netboot: bool,
+) -> Result<Hardware, StoreError> {
+    let mut hw: Hardware = serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
+        what: hostname.to_string(),
+        why: e.to_string(),
+    })?;
     if let (Some(bmc), Some(p)) = (hw.bmc.as_mut(), password) {
         bmc.password = Secret::new(p);
     }
@@ -57,11 +64,18 @@ impl Store {
         let mut plan = Vec::with_capacity(machines.len());
         {
             let find = |sql: &str, value: &str| -> Result<Option<String>, rusqlite::Error> {
-                tx.query_row(sql, [value], |r| r.get::<_, String>(0)).optional()
+                tx.query_row(sql, [value], |r| r.get::<_, String>(0))
+                    .optional()
             };
             for (index, hw) in machines.iter().enumerate() {
-                let by_name = find("SELECT hostname FROM hardware WHERE hostname = ?1", &hw.hostname)?;
-                let by_mac = find("SELECT hostname FROM hardware WHERE mac = ?1", &hw.mac.to_string())?;
+                let by_name = find(
+                    "SELECT hostname FROM hardware WHERE hostname = ?1",
+                    &hw.hostname,
+                )?;
+                let by_mac = find(
+                    "SELECT hostname FROM hardware WHERE mac = ?1",
+                    &hw.mac.to_string(),
+                )?;
                 if let (Some(a), Some(b)) = (&by_name, &by_mac) {
                     if a != b {
                         conflicts.push(Conflict {
@@ -80,21 +94,33 @@ impl Store {
             }
             // IP and BMC address must not belong to a machine this file leaves alone.
             for (index, hw) in machines.iter().enumerate() {
-                let owner = find("SELECT hostname FROM hardware WHERE ip = ?1", &hw.ip.to_string())?;
+                let owner = find(
+                    "SELECT hostname FROM hardware WHERE ip = ?1",
+                    &hw.ip.to_string(),
+                )?;
                 if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
                     conflicts.push(Conflict {
                         index,
                         field: "ip_address",
-                        message: format!("{} is already the address of enrolled machine {owner}", hw.ip),
+                        message: format!(
+                            "{} is already the address of enrolled machine {owner}",
+                            hw.ip
+                        ),
                     });
                 }
                 if let Some(bmc) = &hw.bmc {
-                    let owner = find("SELECT hostname FROM hardware WHERE bmc_address = ?1", &bmc.address)?;
+                    let owner = find(
+                        "SELECT hostname FROM hardware WHERE bmc_address = ?1",
+                        &bmc.address,
+                    )?;
                     if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
                         conflicts.push(Conflict {
                             index,
                             field: "bmc_ip",
-                            message: format!("{} is already the BMC of enrolled machine {owner}", bmc.address),
+                            message: format!(
+                                "{} is already the BMC of enrolled machine {owner}",
+                                bmc.address
+                            ),
                         });
                     }
                 }
@@ -108,7 +134,12 @@ impl Store {
         let mut previous = std::collections::HashMap::new();
         for name in &replaced {
             let row = tx.query_row(&format!("{SELECT} WHERE hostname = ?1"), [name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
             })?;
             previous.insert(name.clone(), decode(&row.0, &row.1, row.2, row.3)?);
             tx.execute("DELETE FROM hardware WHERE hostname = ?1", [name])?;
@@ -120,7 +151,11 @@ impl Store {
             hw.netboot = old.map(|o| o.netboot).unwrap_or(false);
             match old {
                 None => summary.added.push(hw.hostname.clone()),
-                Some(o) if o == &hw && o.bmc.as_ref().map(|b| &b.password) == hw.bmc.as_ref().map(|b| &b.password) => {
+                Some(o)
+                    if o == &hw
+                        && o.bmc.as_ref().map(|b| &b.password)
+                            == hw.bmc.as_ref().map(|b| &b.password) =>
+                {
                     summary.unchanged.push(hw.hostname.clone())
                 }
                 Some(_) => summary.updated.push(hw.hostname.clone()),
@@ -149,7 +184,14 @@ impl Store {
     pub fn hardware(&self) -> Result<Vec<Hardware>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY hostname"))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (name, record, password, netboot) = row?;
@@ -162,10 +204,16 @@ impl Store {
         let conn = self.conn();
         let row = conn
             .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
             })
             .optional()?;
-        row.map(|(n, rec, p, nb)| decode(&n, &rec, p, nb)).transpose()
+        row.map(|(n, rec, p, nb)| decode(&n, &rec, p, nb))
+            .transpose()
     }
 
     /// Turns a machine's netboot on or off; the boot services pick it up.
@@ -196,7 +244,9 @@ mod tests {
     #[test]
     fn enroll_is_idempotent_and_keeps_netboot() {
         let (_d, store) = temp_store();
-        let hw = machines("n1,10.1.0.1,admin,pw,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,,type=cp,/dev/sda\n");
+        let hw = machines(
+            "n1,10.1.0.1,admin,pw,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,,type=cp,/dev/sda\n",
+        );
         let s = store.enroll(&hw).unwrap();
         assert_eq!(s.added, vec!["n1"]);
         store.set_netboot("n1", true).unwrap();
@@ -210,8 +260,16 @@ mod tests {
     #[test]
     fn update_by_mac_renames_and_by_hostname_changes_mac() {
         let (_d, store) = temp_store();
-        store.enroll(&machines("n1,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
-        let s = store.enroll(&machines("n1b,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        store
+            .enroll(&machines(
+                "n1,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
+        let s = store
+            .enroll(&machines(
+                "n1b,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
         assert_eq!(s.updated, vec!["n1b"]);
         let all = store.hardware().unwrap();
         assert_eq!(all.len(), 1);
@@ -231,13 +289,20 @@ mod tests {
                 "a,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
             ))
             .unwrap();
-        assert_eq!(store.hardware_by_name("a").unwrap().unwrap().ip.to_string(), "10.0.0.12");
+        assert_eq!(
+            store.hardware_by_name("a").unwrap().unwrap().ip.to_string(),
+            "10.0.0.12"
+        );
     }
 
     #[test]
     fn conflicts_abort_everything() {
         let (_d, store) = temp_store();
-        store.enroll(&machines("a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        store
+            .enroll(&machines(
+                "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
         let err = store
             .enroll(&machines(
                 "c,,,,aa:00:00:00:00:03,10.0.0.13,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
@@ -250,24 +315,46 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        assert_eq!(store.hardware().unwrap().len(), 1, "c must not have been stored");
+        assert_eq!(
+            store.hardware().unwrap().len(),
+            1,
+            "c must not have been stored"
+        );
         // A hostname and a MAC that belong to two different machines.
-        store.enroll(&machines("b,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n")).unwrap();
-        let err = store.enroll(&machines("a,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap_err();
-        assert!(matches!(err, StoreError::Conflicts(ref c) if c[0].field == "mac"), "{err:?}");
+        store
+            .enroll(&machines(
+                "b,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap();
+        let err = store
+            .enroll(&machines(
+                "a,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflicts(ref c) if c[0].field == "mac"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn netboot_on_unknown_machine() {
         let (_d, store) = temp_store();
-        assert!(matches!(store.set_netboot("nope", true), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.set_netboot("nope", true),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]
     fn database_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let (_d, store) = temp_store();
-        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
@@ -277,7 +364,10 @@ mod tests {
         let server = Store::open(dir.path()).unwrap();
         let cli = Store::open(dir.path()).unwrap();
         let v0 = server.data_version().unwrap();
-        cli.enroll(&machines("a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n")).unwrap();
+        cli.enroll(&machines(
+            "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
+        ))
+        .unwrap();
         assert_ne!(server.data_version().unwrap(), v0);
     }
 }

@@ -23,7 +23,10 @@ pub const DB_FILE: &str = "kiln.db";
 pub enum StoreError {
     /// I/O on the data directory.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -37,7 +40,9 @@ pub enum StoreError {
     #[error("no machine named {0:?} is enrolled")]
     NotFound(String),
     /// The database was written by a newer kiln.
-    #[error("the database schema is version {found}, newer than this kiln understands ({supported})")]
+    #[error(
+        "the database schema is version {found}, newer than this kiln understands ({supported})"
+    )]
     TooNew { found: i64, supported: i64 },
 }
 
@@ -52,7 +57,10 @@ impl Store {
     /// Opens (creating if needed) the store in `data_dir`. The directory is made
     /// 0700 and the database 0600: it holds BMC passwords.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io { path: data_dir.to_path_buf(), source };
+        let io = |source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        };
         if !data_dir.exists() {
             fs::create_dir_all(data_dir).map_err(io)?;
             fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
@@ -64,9 +72,16 @@ impl Store {
             .append(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+            StoreError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -75,7 +90,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn), path })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,7 +107,9 @@ impl Store {
     /// Changes whenever another connection commits; cheap to poll, so a server
     /// notices the CLI's changes without a notification channel.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 }
 

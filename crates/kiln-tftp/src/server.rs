@@ -1,0 +1,526 @@
+//! The async shell: one UDP socket for requests, one task and one socket per
+//! transfer.
+//!
+//! Each transfer socket is bound to the server's IP on an ephemeral port (its
+//! TID, RFC 1350) and `connect`ed to the client. The kernel then delivers only
+//! that client's packets, and a datagram from any other address/port is
+//! dropped by the kernel (answered with ICMP port unreachable) rather than
+//! with a TFTP ERROR 5: the transfer is unaffected either way, and the
+//! connected socket saves a route lookup per DATA packet.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kiln_model::{Event, EventSink};
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{debug, info, warn};
+
+use crate::cache::FileCache;
+use crate::driver::{DriveError, drive, shutdown_signalled};
+use crate::options::{Limits, negotiate};
+use crate::packet::{
+    ErrorCode, Mode, PacketError, Request, RequestKind, encode_error, encode_oack, parse_request,
+};
+use crate::path::{PathError, open_under, sanitize};
+use crate::transfer::{ReadTransfer, TransferError};
+
+/// Server settings. Build with [`TftpConfig::new`] and adjust the fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TftpConfig {
+    /// Where requests arrive (port 69 in production). Bind the provisioning
+    /// interface's address rather than 0.0.0.0: transfer sockets bind the
+    /// same IP, so replies leave from the address the client talked to.
+    pub bind: SocketAddr,
+    /// Directory served read-only; must exist.
+    pub root: PathBuf,
+    /// Largest block size granted (default 1468 = 1500 MTU − 32).
+    pub max_blksize: u16,
+    /// Largest window granted (default 64, never above 32768).
+    pub max_windowsize: u16,
+    /// Retransmission timeout when the client does not ask for one (default 1 s).
+    pub default_timeout: Duration,
+    /// Retransmissions of a window before giving up (default 5).
+    pub retries: u32,
+    /// Concurrent transfers; more are refused with "server busy" (default 1024).
+    pub max_transfers: usize,
+    /// Larger files are refused (default 512 MiB): every file is served from memory.
+    pub max_file_size: u64,
+    /// Bytes of file contents kept cached between transfers (default 1 GiB).
+    pub cache_bytes: u64,
+}
+
+impl TftpConfig {
+    pub fn new(bind: SocketAddr, root: impl Into<PathBuf>) -> Self {
+        let limits = Limits::default();
+        TftpConfig {
+            bind,
+            root: root.into(),
+            max_blksize: limits.max_blksize,
+            max_windowsize: limits.max_windowsize,
+            default_timeout: limits.default_timeout,
+            retries: 5,
+            max_transfers: 1024,
+            max_file_size: 512 << 20,
+            cache_bytes: 1 << 30,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_blksize: self.max_blksize,
+            max_windowsize: self.max_windowsize,
+            default_timeout: self.default_timeout,
+        }
+    }
+}
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TftpError {
+    /// the request socket could not be bound
+    #[error("cannot bind TFTP socket {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    /// the root directory is missing or unreadable
+    #[error("TFTP root {path}: {source}")]
+    Root { path: PathBuf, source: io::Error },
+}
+
+/// Register metric descriptions with the installed recorder (optional).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "kiln_tftp_transfers_total",
+        "TFTP requests by outcome: sent, failed, aborted, not_found, refused, busy"
+    );
+    metrics::describe_counter!(
+        "kiln_tftp_bytes_total",
+        "File bytes acknowledged by TFTP clients"
+    );
+    metrics::describe_histogram!(
+        "kiln_tftp_transfer_seconds",
+        metrics::Unit::Seconds,
+        "Duration of successful TFTP transfers"
+    );
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("kiln_tftp_transfers_total", "outcome" => outcome).increment(1);
+}
+
+struct Shared {
+    cfg: TftpConfig,
+    /// Canonical root, for the containment check.
+    root: PathBuf,
+    /// The transfer sockets bind to this address (the request socket's IP).
+    local_ip: IpAddr,
+    files: HashMap<String, Bytes>,
+    events: Arc<dyn EventSink>,
+    cache: FileCache,
+    /// Clients with a transfer in progress.
+    active: Mutex<HashSet<SocketAddr>>,
+}
+
+/// Marks `peer` as having a transfer in progress until dropped.
+struct Claim {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl Claim {
+    fn new(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Claim> {
+        let fresh = shared
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer);
+        fresh.then(|| Claim {
+            shared: shared.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.peer);
+    }
+}
+
+/// A bound TFTP server; [`TftpServer::serve`] runs it.
+pub struct TftpServer {
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    max_transfers: u32,
+}
+
+/// Bind and serve until `shutdown` turns true (or its sender is dropped).
+///
+/// `files` are served before the directory, by exact name.
+pub async fn run(
+    cfg: TftpConfig,
+    files: HashMap<String, Bytes>,
+    events: Arc<dyn EventSink>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), TftpError> {
+    TftpServer::bind(cfg, files, events)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+impl TftpServer {
+    /// Check the root and bind the request socket.
+    pub async fn bind(
+        cfg: TftpConfig,
+        files: HashMap<String, Bytes>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<TftpServer, TftpError> {
+        let root_err = |source| TftpError::Root {
+            path: cfg.root.clone(),
+            source,
+        };
+        let root = std::fs::canonicalize(&cfg.root).map_err(root_err)?;
+        if !root.is_dir() {
+            return Err(root_err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        let bind_err = |source| TftpError::Bind {
+            addr: cfg.bind,
+            source,
+        };
+        let socket = UdpSocket::bind(cfg.bind).await.map_err(bind_err)?;
+        let local_ip = socket.local_addr().map_err(bind_err)?.ip();
+        let max_transfers = cfg.max_transfers.clamp(1, 1 << 20) as u32;
+        let cache = FileCache::new(cfg.cache_bytes);
+        let shared = Shared {
+            cfg,
+            root,
+            local_ip,
+            files,
+            events,
+            cache,
+            active: Mutex::new(HashSet::new()),
+        };
+        Ok(TftpServer {
+            socket,
+            shared: Arc::new(shared),
+            permits: Arc::new(Semaphore::new(max_transfers as usize)),
+            max_transfers,
+        })
+    }
+
+    /// The address requests arrive on (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serve until `shutdown` turns true or its sender is dropped. Running
+    /// transfers are then aborted (the client gets ERROR "server shutting
+    /// down") and awaited before this returns.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) -> Result<(), TftpError> {
+        info!(addr = ?self.socket.local_addr().ok(), root = %self.shared.root.display(), "tftp serving");
+        // Requests are small, but a truncated datagram would be misparsed: take the maximum.
+        let mut buf = vec![0u8; 65536];
+        let mut out = Vec::with_capacity(128);
+        loop {
+            let (n, peer) = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // One bad datagram (or ICMP noise) must not stop the server.
+                        debug!(error = %e, "tftp recv");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                },
+                () = shutdown_signalled(&mut shutdown) => break,
+            };
+            self.handle(&buf[..n], peer, &mut out, &shutdown).await;
+        }
+        // Every transfer holds a permit: having them all means all have ended.
+        let _all = self.permits.acquire_many(self.max_transfers).await;
+        info!("tftp stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        pkt: &[u8],
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let req = match parse_request(pkt) {
+            Ok(r) => r,
+            // Stray DATA/ACK or garbage on the request port: not worth an answer.
+            Err(
+                PacketError::TooShort | PacketError::UnknownOpcode(_) | PacketError::NotARequest(_),
+            ) => {
+                debug!(%peer, "ignoring non-request on the tftp port");
+                return;
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "bad tftp request");
+                self.reply_error(peer, ErrorCode::IllegalOperation, &e.to_string(), out)
+                    .await;
+                return;
+            }
+        };
+        let refusal = match (req.kind, req.mode) {
+            (RequestKind::Write, _) => Some((ErrorCode::AccessViolation, "read-only server")),
+            (_, Mode::Mail) => Some((ErrorCode::IllegalOperation, "mail mode not supported")),
+            _ => None,
+        };
+        if let Some((code, msg)) = refusal {
+            count("refused");
+            self.shared.emit(
+                "tftp.refused",
+                format!("{}: {msg}", printable(&req.filename)),
+                peer,
+            );
+            self.reply_error(peer, code, msg, out).await;
+            return;
+        }
+        // A client that retransmits its RRQ (our first reply was slow) must
+        // not start a second transfer from the same port.
+        let Some(claim) = Claim::new(&self.shared, peer) else {
+            debug!(%peer, "repeated request ignored: transfer in progress");
+            return;
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            count("busy");
+            warn!(%peer, file = %printable(&req.filename), "tftp busy: transfer refused");
+            self.reply_error(peer, ErrorCode::NotDefined, "server busy", out)
+                .await;
+            return;
+        };
+        let shared = self.shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(serve_read(shared, req, peer, shutdown, (permit, claim)));
+    }
+
+    async fn reply_error(&self, peer: SocketAddr, code: ErrorCode, msg: &str, out: &mut Vec<u8>) {
+        encode_error(out, code, msg);
+        if let Err(e) = self.socket.send_to(out, peer).await {
+            debug!(%peer, error = %e, "tftp error reply not sent");
+        }
+    }
+}
+
+impl Shared {
+    fn emit(&self, kind: &str, detail: String, peer: SocketAddr) {
+        self.events
+            .emit(Event::now(kind, detail).with_ip(peer.ip().to_canonical()));
+    }
+
+    /// In-memory files first, then the directory. The name is checked the
+    /// same way for both so the policy does not depend on where a file lives.
+    async fn lookup(&self, name: &str) -> Result<Bytes, LookupError> {
+        let rel = sanitize(name)?;
+        // Exact name first, then the normalised one (`./a\b` finds `a/b`).
+        let normalised = rel.to_str();
+        if let Some(b) = self
+            .files
+            .get(name)
+            .or_else(|| normalised.and_then(|n| self.files.get(n)))
+        {
+            return Ok(b.clone());
+        }
+        let root = self.root.clone();
+        let owned = name.to_owned();
+        let opened = tokio::task::spawn_blocking(move || open_under(&root, &owned))
+            .await
+            .map_err(|e| LookupError::Read(io::Error::other(e)))??;
+        if opened.len > self.cfg.max_file_size {
+            return Err(LookupError::TooLarge(opened.len));
+        }
+        self.cache.get(opened).await.map_err(LookupError::Read)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("file too large ({0} bytes)")]
+    TooLarge(u64),
+    #[error("read failed: {0}")]
+    Read(io::Error),
+}
+
+impl LookupError {
+    /// TFTP error to send, and the metric outcome.
+    fn reply(&self) -> (ErrorCode, &'static str, &'static str) {
+        match self {
+            LookupError::Path(PathError::NotFound | PathError::NotAFile) => {
+                (ErrorCode::FileNotFound, "file not found", "not_found")
+            }
+            LookupError::Path(PathError::Io(e)) if e.kind() != io::ErrorKind::PermissionDenied => {
+                (ErrorCode::NotDefined, "read error", "failed")
+            }
+            LookupError::Path(_) => (ErrorCode::AccessViolation, "access violation", "refused"),
+            LookupError::TooLarge(_) => (ErrorCode::AccessViolation, "file too large", "refused"),
+            LookupError::Read(_) => (ErrorCode::NotDefined, "read error", "failed"),
+        }
+    }
+}
+
+/// One read request, in its own task, from its own socket.
+async fn serve_read(
+    shared: Arc<Shared>,
+    req: Request,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+    _slot: (OwnedSemaphorePermit, Claim),
+) {
+    let started = Instant::now();
+    let name = printable(&req.filename);
+    let socket = match UdpSocket::bind((shared.local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, error = %e, "tftp: cannot bind a transfer socket");
+            count("failed");
+            return;
+        }
+    };
+    if let Err(e) = socket.connect(peer).await {
+        warn!(%peer, error = %e, "tftp: cannot connect the transfer socket");
+        count("failed");
+        return;
+    }
+    let mut out = Vec::with_capacity(64);
+    let data = match shared.lookup(&req.filename).await {
+        Ok(d) => d,
+        Err(e) => {
+            let (code, msg, outcome) = e.reply();
+            debug!(%peer, file = %name, error = %e, "tftp refused");
+            count(outcome);
+            let kind = if outcome == "failed" {
+                "tftp.failed"
+            } else {
+                "tftp.refused"
+            };
+            shared.emit(kind, format!("{name}: {e}"), peer);
+            encode_error(&mut out, code, msg);
+            let _ = socket.send(&out).await;
+            return;
+        }
+    };
+
+    let neg = negotiate(&req.options, &shared.cfg.limits(), data.len() as u64);
+    let oack = neg.oack.as_ref().map(|o| {
+        let mut v = Vec::new();
+        encode_oack(&mut v, o);
+        v
+    });
+    let had_oack = oack.is_some();
+    let mut transfer =
+        ReadTransfer::new(data, neg.blksize, neg.windowsize, oack, shared.cfg.retries);
+    let mut link = socket;
+    let result = drive(&mut transfer, &mut link, neg.timeout, &mut shutdown).await;
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            count("sent");
+            metrics::counter!("kiln_tftp_bytes_total").increment(transfer.len());
+            metrics::histogram!("kiln_tftp_transfer_seconds").record(secs);
+            let detail = format!(
+                "{name} {} bytes in {secs:.2} s blksize={} windowsize={}",
+                transfer.len(),
+                neg.blksize,
+                neg.windowsize
+            );
+            debug!(%peer, "tftp sent {detail}");
+            shared.emit("tftp.sent", detail, peer);
+        }
+        // PXE ROMs ask for tsize, then abort after the OACK to re-request
+        // with other options: normal, so no event.
+        Err(DriveError::Transfer(TransferError::Peer { code, ref message }))
+            if had_oack && transfer.acked_bytes() == 0 =>
+        {
+            count("aborted");
+            debug!(%peer, file = %name, code, message = %printable(message), "tftp client aborted after OACK");
+        }
+        Err(e) => {
+            count("failed");
+            metrics::counter!("kiln_tftp_bytes_total").increment(transfer.acked_bytes());
+            let why = match &e {
+                DriveError::Transfer(TransferError::Peer { code, message }) => {
+                    format!("client error {code}: {}", printable(message))
+                }
+                other => other.to_string(),
+            };
+            let tell_client = match e {
+                DriveError::Shutdown => Some("server shutting down"),
+                DriveError::Transfer(TransferError::TimedOut { .. }) => Some("timed out"),
+                _ => None,
+            };
+            if let Some(msg) = tell_client {
+                encode_error(&mut out, ErrorCode::NotDefined, msg);
+                let _ = link.send(&out).await;
+            }
+            let detail = format!(
+                "{name}: {why} after {} of {} bytes",
+                transfer.acked_bytes(),
+                transfer.len()
+            );
+            debug!(%peer, "tftp failed: {detail}");
+            shared.emit("tftp.failed", detail, peer);
+        }
+    }
+}
+
+/// A client-supplied string made safe for logs and events: control characters
+/// escaped, length bounded.
+fn printable(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::with_capacity(s.len().min(MAX));
+    for c in s.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes() {
+        assert_eq!(printable("undionly.kpxe"), "undionly.kpxe");
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
+        assert_eq!(printable(&"x".repeat(300)).chars().count(), 201);
+    }
+
+    #[test]
+    fn lookup_error_codes() {
+        let e = LookupError::Path(PathError::Parent);
+        assert_eq!(e.reply().0, ErrorCode::AccessViolation);
+        let e = LookupError::Path(PathError::NotFound);
+        assert_eq!(
+            e.reply(),
+            (ErrorCode::FileNotFound, "file not found", "not_found")
+        );
+    }
+}

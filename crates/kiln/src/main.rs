@@ -1,0 +1,62 @@
+//! `kiln`: one binary from powered-off metal to a running cluster.
+
+mod enroll;
+mod events;
+mod hardware;
+mod output;
+mod serve;
+mod sink;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Bare-metal provisioning: DHCP, TFTP, HTTP netboot for machines enrolled from hardware.csv"
+)]
+struct Cli {
+    /// Directory holding Kiln's state (SQLite database, mode 0600).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_DATA_DIR",
+        default_value = "/var/lib/kiln"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol machines from an EKS Anywhere hardware.csv (all rows or none).
+    Enroll(enroll::Args),
+    /// List, show and change enrolled machines.
+    #[command(subcommand)]
+    Hardware(hardware::Command),
+    /// Show what happened to machines (DHCP, TFTP, HTTP), optionally following new events.
+    Events(events::Args),
+    /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
+    Serve(serve::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Enroll(args) => enroll::run(&cli.data_dir, args),
+        Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
+        Command::Events(args) => events::run(&cli.data_dir, args),
+        Command::Serve(args) => serve::run(&cli.data_dir, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

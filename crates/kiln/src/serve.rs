@@ -1,0 +1,294 @@
+//! `kiln serve`: DHCP, TFTP and HTTP on one provisioning network.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kiln_model::{EventSink, Inventory, SharedInventory};
+use kiln_store::Store;
+use tokio::sync::watch;
+
+use crate::sink::StoreSink;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DhcpMode {
+    /// Full DHCP for enrolled MACs only (their reserved addresses); others get no reply.
+    Reservation,
+    /// Boot information only, beside an existing DHCP server.
+    Proxy,
+    /// No DHCP at all.
+    Off,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Kiln's IPv4 address on the provisioning network (TFTP and HTTP bind to it).
+    #[arg(long)]
+    address: Ipv4Addr,
+    #[arg(long, value_enum, default_value = "reservation")]
+    dhcp_mode: DhcpMode,
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    #[arg(long, default_value_t = 69)]
+    tftp_port: u16,
+    /// iPXE binaries for TFTP (and /boot/ over HTTP).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    tftp_root: PathBuf,
+    /// Kernel and initrd of the in-memory OS, served under /artifacts/.
+    #[arg(long, default_value = "/var/lib/kiln/artifacts")]
+    artifacts: PathBuf,
+    /// Kernel file name under --artifacts.
+    #[arg(long, default_value = "vmlinuz")]
+    kernel: String,
+    /// Initrd file name under --artifacts.
+    #[arg(long, default_value = "initrd.img")]
+    initrd: String,
+    /// Extra kernel command line for netbooted machines.
+    #[arg(long, default_value = "console=ttyS0,115200 console=tty0")]
+    kernel_args: String,
+    /// Lease time for reserved addresses, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    lease_secs: u32,
+    /// Do not send IPv6 router advertisements (sent by default so iPXE does not
+    /// wait ~16 s for IPv6 autoconfiguration; they carry no prefix and no default route).
+    #[arg(long)]
+    no_router_advert: bool,
+}
+
+/// Checks that make `kiln serve` safe to start: DHCP only on a named, existing interface.
+fn check_safety(args: &Args) -> anyhow::Result<()> {
+    if args.dhcp_mode != DhcpMode::Off {
+        let Some(iface) = args.interface.as_deref().filter(|i| !i.is_empty()) else {
+            bail!(
+                "refusing to start DHCP without --interface: name the provisioning interface \
+                 (kiln never answers DHCP on an interface it was not given), or use --dhcp-mode off"
+            );
+        };
+        if !Path::new("/sys/class/net").join(iface).exists() {
+            bail!("--interface {iface}: no such network interface");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    check_safety(&args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(data_dir, args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+                5.0, 30.0,
+            ],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    let store = Arc::new(
+        Store::open(data_dir)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
+    let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
+    let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let server_url = format!("http://{}:{}", args.address, args.http_port);
+
+    // HTTP
+    let http_cfg = kiln_http::HttpConfig {
+        server_url: server_url.clone(),
+        artifacts_dir: args.artifacts.clone(),
+        boot_dir: args.tftp_root.clone(),
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        kernel_args: args.kernel_args.clone(),
+    };
+    let render = metrics.clone();
+    let app = kiln_http::router(
+        http_cfg,
+        inventory.clone(),
+        events.clone(),
+        Arc::new(move || render.render()),
+    );
+    let http_addr = SocketAddr::from((args.address, args.http_port));
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {http_addr}"))?;
+    let mut rx = shutdown.clone();
+    let http = tokio::spawn(kiln_http::serve(listener, app, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+
+    // TFTP
+    let tftp_cfg = kiln_tftp::TftpConfig::new(
+        SocketAddr::from((args.address, args.tftp_port)),
+        &args.tftp_root,
+    );
+    let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
+        .await
+        .with_context(|| format!("starting TFTP on {}:{}", args.address, args.tftp_port))?;
+    let tftp = tokio::spawn(tftp.serve(shutdown.clone()));
+
+    // DHCP (and router advertisements) on the named interface only.
+    let mut tasks = Vec::new();
+    if args.dhcp_mode != DhcpMode::Off {
+        let iface = args.interface.clone().expect("checked by check_safety");
+        let mut cfg = kiln_dhcp::Config::new(args.address, server_url.clone());
+        cfg.mode = match args.dhcp_mode {
+            DhcpMode::Reservation => kiln_dhcp::Mode::Reservation,
+            DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
+            DhcpMode::Off => kiln_dhcp::Mode::Off,
+        };
+        cfg.lease_secs = args.lease_secs;
+        let opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
+        let dhcp = kiln_dhcp::DhcpServer::bind(opts, inventory.clone(), events.clone())
+            .with_context(|| format!("starting DHCP on {iface}"))?;
+        let rx = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            dhcp.serve(rx).await.map_err(anyhow::Error::from)
+        }));
+        if !args.no_router_advert {
+            let rx = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                kiln_dhcp::run_router_advert(&iface, rx)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }));
+        }
+    }
+    tracing::info!(
+        url = %server_url,
+        dhcp = ?args.dhcp_mode,
+        interface = args.interface.as_deref().unwrap_or("-"),
+        machines = inventory.load().len(),
+        "kiln serving"
+    );
+
+    // Pick up enrolments and netboot changes made by other kiln commands.
+    let refresher = {
+        let (store, inventory, metrics, mut rx) = (
+            store.clone(),
+            inventory.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let mut seen = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rx.wait_for(|s| *s) => break,
+                }
+                metrics.run_upkeep();
+                let s = store.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || -> Result<_, kiln_store::StoreError> {
+                        let v = s.data_version()?;
+                        Ok((
+                            v,
+                            if Some(v) != seen {
+                                Some(s.hardware()?)
+                            } else {
+                                None
+                            },
+                        ))
+                    })
+                    .await;
+                match loaded {
+                    Ok(Ok((v, Some(hw)))) => {
+                        if seen.is_some() {
+                            tracing::info!(machines = hw.len(), "inventory reloaded");
+                        }
+                        inventory.replace(Inventory::new(hw));
+                        seen = Some(v);
+                    }
+                    Ok(Ok((_, None))) => {}
+                    Ok(Err(e)) => tracing::warn!("reloading the inventory: {e}"),
+                    Err(e) => tracing::warn!("reloading the inventory: {e}"),
+                }
+            }
+        })
+    };
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = http.await;
+        let _ = tftp.await;
+        let _ = refresher.await;
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn dhcp_needs_an_interface() {
+        let t = T::parse_from(["t", "--address", "10.0.0.1"]);
+        let e = check_safety(&t.args).unwrap_err().to_string();
+        assert!(
+            e.contains("refusing to start DHCP without --interface"),
+            "{e}"
+        );
+        let t = T::parse_from([
+            "t",
+            "--address",
+            "10.0.0.1",
+            "--interface",
+            "kiln-no-such-if0",
+        ]);
+        assert!(
+            check_safety(&t.args)
+                .unwrap_err()
+                .to_string()
+                .contains("no such network interface")
+        );
+        let t = T::parse_from(["t", "--address", "10.0.0.1", "--dhcp-mode", "off"]);
+        assert!(check_safety(&t.args).is_ok());
+        let t = T::parse_from(["t", "--address", "10.0.0.1", "--interface", "lo"]);
+        assert!(check_safety(&t.args).is_ok());
+    }
+}

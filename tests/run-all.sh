@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test Kiln has: formatting, lints, unit and integration tests, then the
+# end-to-end suites (QEMU machines netbooting inside network namespaces that
+# the suites create and remove). Ends with one "N passed, N failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+# Runs a step; counts the tests it reports, or the step itself when it reports none.
+step() {
+  local name=$1
+  shift
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$log/$name.out"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  # cargo test: "test result: ok. 12 passed; 0 failed; ..."; suites: "N passed, N failed".
+  p=$(grep -Eo '(test result: [a-zA-Z]+\. )?[0-9]+ passed[;,] [0-9]+ failed' "$log/$name.out" |
+      awk '{for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i} END {print s + 0}')
+  f=$(grep -Eo '(test result: [a-zA-Z]+\. )?[0-9]+ passed[;,] [0-9]+ failed' "$log/$name.out" |
+      awk '{for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i} END {print s + 0}')
+  if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    if [ "$rc" -eq 0 ]; then p=1; else f=1; fi
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1 # the step failed outside any counted test (a build error, say)
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  echo "=== $name: rc=$rc, $p passed, $f failed"
+}
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+step unit cargo test --workspace --locked
+step e2e bash tests/run-e2e.sh
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
