@@ -2,7 +2,7 @@
 """Fires thousands of malformed DHCP and TFTP packets at a running kiln, then
 checks it still answers a valid DISCOVER and a valid RRQ, and refuses
 traversal paths. Runs inside the test's client namespace; prints TAP-like
-lines and ends with "N passed, N failed".
+lines; the exit code tells whether all passed.
 
 usage: malformed.py SERVER_IP CLIENT_IF ENROLLED_MAC RESERVED_IP TFTP_FILE COUNT
 """
