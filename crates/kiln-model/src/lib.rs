@@ -8,6 +8,8 @@ pub mod inventory;
 pub mod labels;
 pub mod mac;
 pub mod secret;
+pub mod template;
+pub mod workflow;
 
 pub use event::{Event, EventSink, NullSink};
 pub use hardware::{BmcEndpoint, Hardware};

@@ -1,0 +1,509 @@
+//! Per-machine workflow state machine. Pure: no clock, no I/O. Every function
+//! takes `now` (Unix ms) and returns the effects the caller must apply
+//! (netboot flag, token revocation, events) in the same store transaction.
+
+use kiln_model::template::{ActionSpec, Template};
+use kiln_model::workflow::{
+    ActionState, ActionStatus, NextAction, Report, ReportKind, Workflow, WorkflowState,
+};
+
+/// What the caller must do after a transition.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects {
+    /// Set the machine's netboot flag.
+    pub netboot: Option<bool>,
+    /// The workflow ended: its token must stop working.
+    pub revoke_token: bool,
+    /// Events for the machine: (kind, detail).
+    pub events: Vec<(String, String)>,
+}
+
+impl Effects {
+    fn event(&mut self, kind: &str, detail: impl Into<String>) {
+        self.events.push((kind.to_string(), detail.into()));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The workflow has ended; the agent should stop.
+    #[error("the workflow is {0}")]
+    Ended(WorkflowState),
+    /// A report for an action or attempt that is not the running one (a late
+    /// report from before a retry, say): ignored, not applied.
+    #[error("action {index} attempt {attempt} is not running")]
+    Stale { index: usize, attempt: u32 },
+}
+
+/// Delay before retry `attempt + 1`: 5 s, 10 s, 20 s … at most 2 min.
+pub fn backoff_ms(attempt: u32) -> u64 {
+    let exp = attempt.saturating_sub(1).min(5);
+    (5_000u64 << exp).min(120_000)
+}
+
+pub fn new_workflow(
+    id: String,
+    hardware: String,
+    template: &Template,
+    rendered: Vec<ActionSpec>,
+    now: u64,
+) -> Workflow {
+    let actions = rendered
+        .into_iter()
+        .map(|spec| ActionStatus {
+            spec,
+            state: ActionState::Pending,
+            attempts: 0,
+            started_ms: None,
+            ended_ms: None,
+            retry_at_ms: None,
+            message: String::new(),
+            progress: None,
+        })
+        .collect();
+    Workflow {
+        id,
+        hardware,
+        template: template.name.clone(),
+        state: WorkflowState::Pending,
+        actions,
+        created_ms: now,
+        updated_ms: now,
+        ended_ms: None,
+        deadline_ms: now + template.timeout.as_millis() as u64,
+        message: String::new(),
+    }
+}
+
+fn finish(wf: &mut Workflow, state: WorkflowState, message: String, now: u64, fx: &mut Effects) {
+    wf.state = state;
+    wf.ended_ms = Some(now);
+    wf.message = message.clone();
+    fx.netboot = Some(false);
+    fx.revoke_token = true;
+    fx.event(
+        &format!("workflow.{state}"),
+        if message.is_empty() {
+            format!("workflow {}", wf.id)
+        } else {
+            message
+        },
+    );
+}
+
+/// The machine fetched its netboot script: it is on its way to the agent.
+pub fn script_served(wf: &mut Workflow, now: u64) -> Effects {
+    let mut fx = Effects::default();
+    if wf.state == WorkflowState::Pending {
+        wf.state = WorkflowState::Netbooting;
+        wf.updated_ms = now;
+        fx.event("workflow.netbooting", "machine is booting the agent");
+    }
+    fx
+}
+
+/// The agent asks what to do.
+pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
+    let mut fx = tick(wf, now);
+    if wf.state.is_terminal() {
+        return (NextAction::Done { state: wf.state }, fx);
+    }
+    if wf.state == WorkflowState::Rebooting {
+        return (NextAction::Done { state: wf.state }, fx);
+    }
+    if matches!(wf.state, WorkflowState::Pending | WorkflowState::Netbooting) {
+        wf.state = WorkflowState::Running;
+        fx.event("workflow.running", "agent connected");
+    }
+    wf.updated_ms = now;
+    let Some(index) = wf.current() else {
+        // Every action succeeded and none rebooted: the workflow is done.
+        finish(wf, WorkflowState::Succeeded, String::new(), now, &mut fx);
+        return (NextAction::Done { state: wf.state }, fx);
+    };
+    let action = &mut wf.actions[index];
+    if let Some(at) = action.retry_at_ms.filter(|at| *at > now) {
+        return (
+            NextAction::Wait {
+                seconds: (at - now).div_ceil(1000),
+            },
+            fx,
+        );
+    }
+    if action.state == ActionState::Running {
+        // The agent restarted mid-action (its machine rebooted, say): that was an attempt.
+        if action.attempts > action.spec.retries {
+            let msg = format!(
+                "action {} was interrupted and has no retries left",
+                action.spec.name
+            );
+            action.state = ActionState::Failed;
+            action.ended_ms = Some(now);
+            action.message = msg.clone();
+            finish(wf, WorkflowState::Failed, msg, now, &mut fx);
+            return (NextAction::Done { state: wf.state }, fx);
+        }
+        fx.event(
+            "action.restarted",
+            format!(
+                "{} was interrupted; starting attempt {}",
+                action.spec.name,
+                action.attempts + 1
+            ),
+        );
+    }
+    action.state = ActionState::Running;
+    action.attempts += 1;
+    action.started_ms = Some(now);
+    action.ended_ms = None;
+    action.retry_at_ms = None;
+    action.progress = None;
+    action.message.clear();
+    fx.event(
+        "action.started",
+        format!(
+            "{} ({}) attempt {}",
+            action.spec.name, action.spec.kind, action.attempts
+        ),
+    );
+    (
+        NextAction::Run {
+            index,
+            attempt: action.attempts,
+            action: action.spec.clone(),
+        },
+        fx,
+    )
+}
+
+/// The agent reports on the running action.
+pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, ReportError> {
+    let mut fx = tick(wf, now);
+    if wf.state.is_terminal() {
+        return Err(ReportError::Ended(wf.state));
+    }
+    let stale = ReportError::Stale {
+        index: r.index,
+        attempt: r.attempt,
+    };
+    let action = wf.actions.get_mut(r.index).ok_or(stale.clone())?;
+    if action.state != ActionState::Running || action.attempts != r.attempt {
+        return Err(stale);
+    }
+    wf.updated_ms = now;
+    match &r.kind {
+        ReportKind::Progress(p) => action.progress = Some(p.clone()),
+        ReportKind::Log { .. } => {} // stored by the caller, not in the workflow
+        ReportKind::Succeeded { message } => {
+            action.state = ActionState::Succeeded;
+            action.ended_ms = Some(now);
+            action.message = message.clone();
+            fx.event(
+                "action.succeeded",
+                format!("{}: {message}", action.spec.name),
+            );
+            if action.spec.kind.ends_agent() {
+                wf.state = WorkflowState::Rebooting;
+                // From now on the machine must boot its disk.
+                fx.netboot = Some(false);
+                fx.event("workflow.rebooting", "booting the installed OS");
+            }
+        }
+        ReportKind::Failed { message } => {
+            action.ended_ms = Some(now);
+            action.message = message.clone();
+            let name = action.spec.name.clone();
+            if action.attempts <= action.spec.retries {
+                let wait = backoff_ms(action.attempts);
+                action.state = ActionState::Pending;
+                action.retry_at_ms = Some(now + wait);
+                fx.event(
+                    "action.retrying",
+                    format!("{name} failed ({message}); retry in {} s", wait / 1000),
+                );
+            } else {
+                action.state = ActionState::Failed;
+                fx.event("action.failed", format!("{name}: {message}"));
+                finish(
+                    wf,
+                    WorkflowState::Failed,
+                    format!("action {name} failed: {message}"),
+                    now,
+                    &mut fx,
+                );
+            }
+        }
+    }
+    Ok(fx)
+}
+
+/// The installed OS phoned home: the workflow succeeded.
+pub fn phone_home(wf: &mut Workflow, now: u64) -> Result<Effects, ReportError> {
+    if wf.state.is_terminal() {
+        return Err(ReportError::Ended(wf.state));
+    }
+    let mut fx = Effects::default();
+    for a in wf
+        .actions
+        .iter_mut()
+        .filter(|a| a.state == ActionState::Running)
+    {
+        // A reboot action's report can be lost as the machine goes down.
+        a.state = ActionState::Succeeded;
+        a.ended_ms = Some(now);
+    }
+    finish(
+        wf,
+        WorkflowState::Succeeded,
+        "installed OS phoned home".into(),
+        now,
+        &mut fx,
+    );
+    Ok(fx)
+}
+
+/// Timeouts: the running action's, then the workflow's.
+pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
+    let mut fx = Effects::default();
+    if wf.state.is_terminal() {
+        return fx;
+    }
+    if now >= wf.deadline_ms {
+        let msg = format!(
+            "workflow timed out after {} s",
+            (wf.deadline_ms - wf.created_ms) / 1000
+        );
+        for a in wf
+            .actions
+            .iter_mut()
+            .filter(|a| a.state == ActionState::Running)
+        {
+            a.state = ActionState::TimedOut;
+            a.ended_ms = Some(now);
+        }
+        finish(wf, WorkflowState::TimedOut, msg, now, &mut fx);
+        return fx;
+    }
+    if let Some(index) = wf.current() {
+        let action = &mut wf.actions[index];
+        let limit = action.spec.timeout.as_millis() as u64;
+        if action.state == ActionState::Running
+            && action.started_ms.is_some_and(|s| now >= s + limit)
+        {
+            action.ended_ms = Some(now);
+            let name = action.spec.name.clone();
+            let msg = format!("timed out after {} s", limit / 1000);
+            action.message = msg.clone();
+            if action.attempts <= action.spec.retries {
+                let wait = backoff_ms(action.attempts);
+                action.state = ActionState::Pending;
+                action.retry_at_ms = Some(now + wait);
+                fx.event(
+                    "action.retrying",
+                    format!("{name} {msg}; retry in {} s", wait / 1000),
+                );
+            } else {
+                action.state = ActionState::TimedOut;
+                finish(
+                    wf,
+                    WorkflowState::TimedOut,
+                    format!("action {name} {msg}"),
+                    now,
+                    &mut fx,
+                );
+            }
+        }
+    }
+    fx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_model::template::parse_template;
+    use kiln_model::workflow::Progress;
+
+    const T: &str = "name: t\ntimeout: 1h\nactions:\n  - name: img\n    kind: image2disk\n    timeout: 10m\n    retries: 1\n    with:\n      url: http://x/i\n      sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n  - name: seed\n    kind: cloud-init\n  - name: boot\n    kind: reboot\n";
+
+    fn wf() -> Workflow {
+        let t = parse_template("t.yaml", T).unwrap();
+        new_workflow("wf-1".into(), "node1".into(), &t, t.actions.clone(), 1_000)
+    }
+
+    fn run(wf: &mut Workflow, now: u64) -> (usize, u32) {
+        match next(wf, now).0 {
+            NextAction::Run { index, attempt, .. } => (index, attempt),
+            other => panic!("expected an action, got {other:?}"),
+        }
+    }
+
+    fn rep(index: usize, attempt: u32, kind: ReportKind) -> Report {
+        Report {
+            index,
+            attempt,
+            kind,
+        }
+    }
+
+    #[test]
+    fn happy_path_to_phone_home() {
+        let mut w = wf();
+        assert_eq!(script_served(&mut w, 1_100).events.len(), 1);
+        assert_eq!(w.state, WorkflowState::Netbooting);
+        for i in 0..3 {
+            let (index, attempt) = run(&mut w, 2_000 + i as u64);
+            assert_eq!((index, attempt), (i, 1));
+            assert_eq!(w.state, WorkflowState::Running);
+            let fx = report(
+                &mut w,
+                &rep(
+                    index,
+                    attempt,
+                    ReportKind::Succeeded {
+                        message: "ok".into(),
+                    },
+                ),
+                3_000,
+            )
+            .unwrap();
+            if i == 2 {
+                assert_eq!(fx.netboot, Some(false));
+                assert_eq!(w.state, WorkflowState::Rebooting);
+            }
+        }
+        assert!(matches!(
+            next(&mut w, 4_000).0,
+            NextAction::Done {
+                state: WorkflowState::Rebooting
+            }
+        ));
+        let fx = phone_home(&mut w, 5_000).unwrap();
+        assert!(fx.revoke_token);
+        assert_eq!(w.state, WorkflowState::Succeeded);
+        assert!(phone_home(&mut w, 6_000).is_err());
+    }
+
+    #[test]
+    fn failure_retries_with_backoff_then_fails() {
+        let mut w = wf();
+        let (i, a) = run(&mut w, 2_000);
+        let fx = report(
+            &mut w,
+            &rep(
+                i,
+                a,
+                ReportKind::Failed {
+                    message: "sha256 mismatch".into(),
+                },
+            ),
+            3_000,
+        )
+        .unwrap();
+        assert!(fx.events.iter().any(|(k, _)| k == "action.retrying"));
+        assert_eq!(next(&mut w, 4_000).0, NextAction::Wait { seconds: 4 });
+        let (i, a) = run(&mut w, 3_000 + backoff_ms(1));
+        assert_eq!(a, 2);
+        // A late report from attempt 1 is refused.
+        assert!(matches!(
+            report(
+                &mut w,
+                &rep(
+                    i,
+                    1,
+                    ReportKind::Succeeded {
+                        message: String::new()
+                    }
+                ),
+                9_000
+            ),
+            Err(ReportError::Stale { .. })
+        ));
+        let fx = report(
+            &mut w,
+            &rep(
+                i,
+                a,
+                ReportKind::Failed {
+                    message: "sha256 mismatch".into(),
+                },
+            ),
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(w.state, WorkflowState::Failed);
+        assert!(w.message.contains("sha256 mismatch"));
+        assert_eq!(fx.netboot, Some(false));
+        assert!(fx.revoke_token);
+        assert!(matches!(
+            report(
+                &mut w,
+                &rep(i, a, ReportKind::Log { lines: vec![] }),
+                11_000
+            ),
+            Err(ReportError::Ended(_))
+        ));
+    }
+
+    #[test]
+    fn action_and_workflow_timeouts() {
+        let mut w = wf();
+        let (i, a) = run(&mut w, 2_000);
+        report(
+            &mut w,
+            &rep(
+                i,
+                a,
+                ReportKind::Progress(Progress {
+                    done: 5,
+                    total: Some(10),
+                    rate_bps: 1,
+                }),
+            ),
+            2_500,
+        )
+        .unwrap();
+        assert_eq!(w.actions[0].progress.as_ref().unwrap().done, 5);
+        let fx = tick(&mut w, 2_000 + 10 * 60_000);
+        assert!(
+            fx.events.iter().any(|(k, _)| k == "action.retrying"),
+            "{fx:?}"
+        );
+        let (_, a2) = run(&mut w, 2_000 + 10 * 60_000 + backoff_ms(1));
+        assert_eq!(a2, 2);
+        tick(&mut w, 2_000 + 30 * 60_000);
+        assert_eq!(w.state, WorkflowState::TimedOut);
+
+        let mut w = wf();
+        tick(&mut w, 1_000 + 3_600_000);
+        assert_eq!(w.state, WorkflowState::TimedOut);
+        assert!(matches!(
+            next(&mut w, 1_000 + 3_600_001).0,
+            NextAction::Done {
+                state: WorkflowState::TimedOut
+            }
+        ));
+    }
+
+    #[test]
+    fn an_interrupted_action_counts_as_an_attempt() {
+        let mut w = wf();
+        run(&mut w, 2_000);
+        // The agent restarts and asks again while action 0 is still running.
+        let (i, a) = run(&mut w, 3_000);
+        assert_eq!((i, a), (0, 2));
+        // No retries left: the third ask fails the workflow.
+        assert!(matches!(
+            next(&mut w, 4_000).0,
+            NextAction::Done {
+                state: WorkflowState::Failed
+            }
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(1), 5_000);
+        assert_eq!(backoff_ms(2), 10_000);
+        assert_eq!(backoff_ms(30), 120_000);
+    }
+}

@@ -1,0 +1,593 @@
+//! Workflow templates: YAML in `workflows/`, validated at creation with the
+//! line of every problem, and rendered per machine in a sandbox.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::Hardware;
+
+/// The actions the agent knows how to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Stream an image to the disk: url, sha256, disk, optional size.
+    Image2disk,
+    /// Write a file into the installed OS: path, content, optional mode.
+    Writefile,
+    /// Write a NoCloud seed into the installed OS: optional user_data, meta_data, network_config.
+    CloudInit,
+    /// Run a command chrooted into the installed OS: command.
+    Exec,
+    /// Reboot into the installed OS.
+    Reboot,
+    /// kexec into the installed OS's kernel (faster than a firmware reboot).
+    Kexec,
+}
+
+impl ActionKind {
+    pub const ALL: [(&'static str, ActionKind); 6] = [
+        ("image2disk", ActionKind::Image2disk),
+        ("writefile", ActionKind::Writefile),
+        ("cloud-init", ActionKind::CloudInit),
+        ("exec", ActionKind::Exec),
+        ("reboot", ActionKind::Reboot),
+        ("kexec", ActionKind::Kexec),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .expect("every kind is listed")
+    }
+
+    /// (required, optional) parameters.
+    fn params(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size"]),
+            ActionKind::Writefile => (&["path", "content"], &["mode"]),
+            ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config"]),
+            ActionKind::Exec => (&["command"], &[]),
+            ActionKind::Reboot | ActionKind::Kexec => (&[], &[]),
+        }
+    }
+
+    /// Whether the machine leaves the agent after this action.
+    pub fn ends_agent(self) -> bool {
+        matches!(self, ActionKind::Reboot | ActionKind::Kexec)
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A validated template. Parameters are still template text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: String,
+    pub timeout: Duration,
+    pub actions: Vec<ActionSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionSpec {
+    pub name: String,
+    pub kind: ActionKind,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub params: BTreeMap<String, String>,
+}
+
+/// Defaults when a template does not say.
+pub const DEFAULT_WORKFLOW_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// One problem in a template file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TemplateErrors(pub Vec<TemplateError>);
+
+impl fmt::Display for TemplateErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+// The YAML as written, with locations.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    name: Spanned<String>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    actions: Spanned<Vec<Spanned<RawAction>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    with: BTreeMap<String, Spanned<String>>,
+}
+
+/// Parses `30s`, `20m`, `1h30m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a duration (like 90s, 20m, 1h30m)");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Parses and validates a template. All problems are reported, each with its line.
+pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors> {
+    let err = |line: u32, field: &str, message: String| TemplateError {
+        file: file.to_string(),
+        line: line.max(1) as usize,
+        field: field.to_string(),
+        message,
+    };
+    let raw: RawTemplate = serde_saphyr::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(1);
+        // The library's message may carry a rendered snippet; keep its first line.
+        let msg = e.to_string();
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .trim()
+            .to_string();
+        TemplateErrors(vec![err(line as u32, "", first)])
+    })?;
+    let mut errors = Vec::new();
+    let name = raw.name.value.trim().to_string();
+    if !crate::labels::is_dns_subdomain(&name) {
+        errors.push(err(
+            raw.name.referenced.line() as u32,
+            "name",
+            format!("{name:?} must be lower-case letters, digits and '-'"),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        None => DEFAULT_WORKFLOW_TIMEOUT,
+        Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
+            errors.push(err(t.referenced.line() as u32, "timeout", m));
+            DEFAULT_WORKFLOW_TIMEOUT
+        }),
+    };
+    if raw.actions.value.is_empty() {
+        errors.push(err(
+            raw.actions.referenced.line() as u32,
+            "actions",
+            "at least one action is required".into(),
+        ));
+    }
+    let mut actions = Vec::new();
+    let mut names = BTreeMap::new();
+    let count = raw.actions.value.len();
+    for (i, a) in raw.actions.value.iter().enumerate() {
+        let at = |s: &str| format!("actions[{i}].{s}");
+        let a_line = a.referenced.line() as u32;
+        let a = &a.value;
+        let aname = a.name.value.trim().to_string();
+        if aname.is_empty() {
+            errors.push(err(
+                a.name.referenced.line() as u32,
+                &at("name"),
+                "must not be empty".into(),
+            ));
+        } else if let Some(first) = names.insert(aname.clone(), a.name.referenced.line()) {
+            errors.push(err(
+                a.name.referenced.line() as u32,
+                &at("name"),
+                format!("{aname:?} is already the name of the action on line {first}"),
+            ));
+        }
+        let Some(kind) = ActionKind::ALL
+            .iter()
+            .find(|(n, _)| *n == a.kind.value.trim())
+            .map(|(_, k)| *k)
+        else {
+            let known: Vec<&str> = ActionKind::ALL.iter().map(|(n, _)| *n).collect();
+            errors.push(err(
+                a.kind.referenced.line() as u32,
+                &at("kind"),
+                format!(
+                    "unknown kind {:?} (one of {})",
+                    a.kind.value,
+                    known.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let timeout = match &a.timeout {
+            None => DEFAULT_ACTION_TIMEOUT,
+            Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
+                errors.push(err(t.referenced.line() as u32, &at("timeout"), m));
+                DEFAULT_ACTION_TIMEOUT
+            }),
+        };
+        let retries = a.retries.as_ref().map(|r| r.value).unwrap_or(0);
+        if let Some(r) = &a.retries {
+            if r.value > 10 {
+                errors.push(err(
+                    r.referenced.line() as u32,
+                    &at("retries"),
+                    format!("{} is more than 10", r.value),
+                ));
+            }
+        }
+        let (required, optional) = kind.params();
+        for p in required {
+            if !a.with.contains_key(*p) {
+                errors.push(err(
+                    a_line,
+                    &at("with"),
+                    format!("{kind} needs parameter {p:?}"),
+                ));
+            }
+        }
+        for (k, v) in &a.with {
+            if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+                let allowed: Vec<&str> = required.iter().chain(optional).copied().collect();
+                let list = if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                errors.push(err(
+                    v.referenced.line() as u32,
+                    &at(&format!("with.{k}")),
+                    format!("{kind} takes no parameter {k:?} (it takes {list})"),
+                ));
+            }
+            if let Err(e) = check_syntax(&v.value) {
+                errors.push(err(
+                    v.referenced.line() as u32,
+                    &at(&format!("with.{k}")),
+                    e,
+                ));
+            }
+        }
+        if let Some(sha) = a.with.get("sha256") {
+            let s = sha.value.trim();
+            if !s.contains("{{") && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
+                errors.push(err(
+                    sha.referenced.line() as u32,
+                    &at("with.sha256"),
+                    "must be 64 hex digits".into(),
+                ));
+            }
+        }
+        if kind.ends_agent() && i + 1 != count {
+            errors.push(err(
+                a.kind.referenced.line() as u32,
+                &at("kind"),
+                format!("{kind} must be the last action: the agent is gone after it"),
+            ));
+        }
+        let params = a
+            .with
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        actions.push(ActionSpec {
+            name: aname,
+            kind,
+            timeout,
+            retries,
+            params,
+        });
+    }
+    if errors.is_empty() {
+        Ok(Template {
+            name,
+            timeout,
+            actions,
+        })
+    } else {
+        Err(TemplateErrors(errors))
+    }
+}
+
+/// Template engine: no loader (no file access), strict undefined variables,
+/// bounded work ("fuel") so a template cannot spin.
+fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(100_000));
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+fn check_syntax(source: &str) -> Result<(), String> {
+    let env = environment();
+    env.template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| format!("template error: {}", e.detail().unwrap_or(&e.to_string())))
+}
+
+/// Values a template can use.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderContext {
+    pub hardware: HardwareView,
+    /// Kiln's base URL as machines reach it.
+    pub server: String,
+    pub workflow: WorkflowView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowView {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HardwareView {
+    pub hostname: String,
+    pub mac: String,
+    pub ip: String,
+    pub netmask: String,
+    pub prefix: u32,
+    pub gateway: Option<String>,
+    pub nameservers: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub disk: String,
+    pub vlan_id: Option<u16>,
+}
+
+impl From<&Hardware> for HardwareView {
+    fn from(h: &Hardware) -> Self {
+        HardwareView {
+            hostname: h.hostname.clone(),
+            mac: h.mac.to_string(),
+            ip: h.ip.to_string(),
+            netmask: h.netmask.to_string(),
+            prefix: h.prefix_len(),
+            gateway: h.gateway.map(|g| g.to_string()),
+            nameservers: h.nameservers.iter().map(ToString::to_string).collect(),
+            labels: h.labels.clone(),
+            disk: h.disk.clone(),
+            vlan_id: h.vlan_id,
+        }
+    }
+}
+
+/// Renders every parameter of every action for one machine.
+pub fn render_actions(template: &Template, ctx: &RenderContext) -> Result<Vec<ActionSpec>, String> {
+    let env = environment();
+    let mut out = Vec::with_capacity(template.actions.len());
+    for a in &template.actions {
+        let mut params = BTreeMap::new();
+        for (k, v) in &a.params {
+            let rendered = env
+                .render_str(v, minijinja::value::Serde(ctx))
+                .map_err(|e| {
+                    format!(
+                        "action {:?}, parameter {k}: {}",
+                        a.name,
+                        e.detail().unwrap_or(&e.to_string())
+                    )
+                })?;
+            params.insert(k.clone(), rendered);
+        }
+        if a.kind == ActionKind::Image2disk {
+            params
+                .entry("disk".into())
+                .or_insert_with(|| ctx.hardware.disk.clone());
+            let sha = params
+                .get("sha256")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "action {:?}: sha256 renders to {sha:?}, not 64 hex digits",
+                    a.name
+                ));
+            }
+        }
+        out.push(ActionSpec {
+            params,
+            ..a.clone()
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"name: debian-test-os
+timeout: 45m
+actions:
+  - name: stream-image
+    kind: image2disk
+    timeout: 20m
+    retries: 2
+    with:
+      url: "{{ server }}/artifacts/test-os.raw.zst"
+      sha256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  - name: seed
+    kind: cloud-init
+  - name: reboot
+    kind: reboot
+"#;
+
+    #[test]
+    fn parses_a_good_template() {
+        let t = parse_template("t.yaml", GOOD).unwrap();
+        assert_eq!(t.name, "debian-test-os");
+        assert_eq!(t.timeout, Duration::from_secs(45 * 60));
+        assert_eq!(t.actions.len(), 3);
+        assert_eq!(t.actions[0].retries, 2);
+        assert_eq!(t.actions[0].kind, ActionKind::Image2disk);
+        assert_eq!(t.actions[2].timeout, DEFAULT_ACTION_TIMEOUT);
+    }
+
+    #[test]
+    fn every_problem_has_its_line() {
+        let bad = r#"name: Bad_Name
+timeout: soon
+actions:
+  - name: a
+    kind: image2dsk
+  - name: a
+    kind: image2disk
+    with:
+      url: "{{ server"
+      colour: red
+      sha256: "xyz"
+  - name: r
+    kind: reboot
+  - name: after
+    kind: exec
+    with:
+      command: "true"
+"#;
+        let errs = parse_template("bad.yaml", bad).unwrap_err();
+        let text = errs.to_string();
+        for want in [
+            "bad.yaml:1: name:",
+            "bad.yaml:2: timeout: \"soon\" is not a duration",
+            "bad.yaml:5: actions[0].kind: unknown kind \"image2dsk\"",
+            "bad.yaml:6: actions[1].name: \"a\" is already the name of the action on line 4",
+            "bad.yaml:9: actions[1].with.url: template error",
+            "bad.yaml:10: actions[1].with.colour: image2disk takes no parameter \"colour\"",
+            "bad.yaml:11: actions[1].with.sha256: must be 64 hex digits",
+            "bad.yaml:13: actions[2].kind: reboot must be the last action",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_errors_and_unknown_fields_have_lines() {
+        let errs = parse_template(
+            "x.yaml",
+            "name: a\nactions:\n  - name: b\n    kind: reboot\n    colour: red\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.0[0].line, 5, "{errs}");
+        let errs = parse_template("x.yaml", "name: a\nactions: [\n").unwrap_err();
+        assert!(errs.0[0].line >= 2, "{errs}");
+        let errs = parse_template("x.yaml", "actions: []\n").unwrap_err();
+        assert!(errs.to_string().contains("name"), "{errs}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "10", "m", "1x", "0s", "-1m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn ctx() -> RenderContext {
+        let csv = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+                   node1,,,,52:54:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,1.1.1.1|8.8.8.8,type=cp,/dev/vda\n";
+        let hw = crate::csv::parse_hardware_csv("t.csv", csv)
+            .unwrap()
+            .remove(0);
+        RenderContext {
+            hardware: (&hw).into(),
+            server: "http://10.0.0.1:8080".into(),
+            workflow: WorkflowView { id: "wf1".into() },
+        }
+    }
+
+    #[test]
+    fn renders_per_machine_and_fills_the_disk() {
+        let t = parse_template("t.yaml", GOOD).unwrap();
+        let actions = render_actions(&t, &ctx()).unwrap();
+        assert_eq!(
+            actions[0].params["url"],
+            "http://10.0.0.1:8080/artifacts/test-os.raw.zst"
+        );
+        assert_eq!(actions[0].params["disk"], "/dev/vda");
+    }
+
+    #[test]
+    fn rendering_is_strict_and_sandboxed() {
+        let mut t = parse_template("t.yaml", GOOD).unwrap();
+        t.actions[0]
+            .params
+            .insert("url".into(), "{{ hardware.nosuchfield }}".into());
+        assert!(render_actions(&t, &ctx()).unwrap_err().contains("url"));
+        // No file access: include/import need a loader, and there is none.
+        t.actions[0]
+            .params
+            .insert("url".into(), "{% include '/etc/passwd' %}".into());
+        assert!(render_actions(&t, &ctx()).is_err());
+        // Bounded work.
+        t.actions[0].params.insert(
+            "url".into(),
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                .into(),
+        );
+        assert!(render_actions(&t, &ctx()).is_err());
+        t.actions[0].params.insert(
+            "url".into(),
+            "{{ hardware.labels.type }}-{{ hardware.nameservers | join(',') }}".into(),
+        );
+        assert_eq!(
+            render_actions(&t, &ctx()).unwrap()[0].params["url"],
+            "cp-1.1.1.1,8.8.8.8"
+        );
+    }
+}

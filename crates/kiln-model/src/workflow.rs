@@ -1,0 +1,138 @@
+//! Workflows: one per machine, a rendered copy of a template's actions and
+//! where each one got to. The engine (kiln-engine) moves them; this is the data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::template::ActionSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkflowState {
+    /// Created; the machine has not booted the agent yet.
+    Pending,
+    /// The machine is booting Kiln's in-memory OS.
+    Netbooting,
+    /// The agent is running actions.
+    Running,
+    /// The agent handed over to the installed OS; waiting for its phone-home.
+    Rebooting,
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+impl WorkflowState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            WorkflowState::Succeeded | WorkflowState::Failed | WorkflowState::TimedOut
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkflowState::Pending => "pending",
+            WorkflowState::Netbooting => "netbooting",
+            WorkflowState::Running => "running",
+            WorkflowState::Rebooting => "rebooting",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+            WorkflowState::TimedOut => "timed-out",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkflowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+/// Streaming progress an action reports (image2disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub rate_bps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionStatus {
+    pub spec: ActionSpec,
+    pub state: ActionState,
+    pub attempts: u32,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    /// Not before this time may the next attempt start (backoff).
+    pub retry_at_ms: Option<u64>,
+    pub message: String,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: String,
+    pub hardware: String,
+    pub template: String,
+    pub state: WorkflowState,
+    pub actions: Vec<ActionStatus>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub ended_ms: Option<u64>,
+    /// The whole workflow times out at this time.
+    pub deadline_ms: u64,
+    pub message: String,
+}
+
+impl Workflow {
+    /// Index of the action the agent should be working on: the first not yet succeeded.
+    pub fn current(&self) -> Option<usize> {
+        self.actions
+            .iter()
+            .position(|a| a.state != ActionState::Succeeded)
+    }
+}
+
+/// What the agent receives from `GET /v1/agent/<token>/next`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum NextAction {
+    /// Run this action now.
+    Run {
+        index: usize,
+        attempt: u32,
+        action: ActionSpec,
+    },
+    /// Nothing to do yet (a retry is backing off): ask again after this long.
+    Wait { seconds: u64 },
+    /// The workflow is over: stop.
+    Done { state: WorkflowState },
+}
+
+/// What the agent posts to `POST /v1/agent/<token>/report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub index: usize,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub kind: ReportKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "kebab-case")]
+pub enum ReportKind {
+    Progress(Progress),
+    Log { lines: Vec<String> },
+    Succeeded { message: String },
+    Failed { message: String },
+}
