@@ -194,13 +194,13 @@ fn reservation(
             )
         }
         MessageType::Request => {
-            if let Some(sid) = client.server_id {
-                if sid != cfg.server_ip {
-                    return Decision::ignore(
-                        Outcome::IgnoredOtherServer,
-                        format!("client selected server {sid}"),
-                    );
-                }
+            if let Some(sid) = client.server_id
+                && sid != cfg.server_ip
+            {
+                return Decision::ignore(
+                    Outcome::IgnoredOtherServer,
+                    format!("client selected server {sid}"),
+                );
             }
             let ciaddr = non_zero(req.ciaddr());
             let Some(wanted) = client.requested_ip.or(ciaddr) else {

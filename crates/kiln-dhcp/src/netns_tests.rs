@@ -211,10 +211,11 @@ fn client_role() {
         let until = Instant::now() + within;
         let mut buf = [0u8; 1500];
         while Instant::now() < until {
-            if let Ok(n) = (&icmp).read(&mut buf) {
-                if n >= 16 && buf[0] == 134 {
-                    return Some(buf[..n].to_vec());
-                }
+            if let Ok(n) = (&icmp).read(&mut buf)
+                && n >= 16
+                && buf[0] == 134
+            {
+                return Some(buf[..n].to_vec());
             }
         }
         None

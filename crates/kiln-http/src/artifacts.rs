@@ -163,10 +163,10 @@ async fn serve_file(
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if let Some(inm) = header_str(header::IF_NONE_MATCH) {
-        if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
-            return (StatusCode::NOT_MODIFIED, common).into_response();
-        }
+    if let Some(inm) = header_str(header::IF_NONE_MATCH)
+        && inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+    {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     // If-Range with a stale validator: send the whole (new) file.
     let range_allowed = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);

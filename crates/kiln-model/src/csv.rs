@@ -333,17 +333,17 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         } else {
             ip_field(gw_f, "gateway", &mut bad)
         };
-        if let (Some(ip), Some(mask), Some(gw)) = (ip, netmask, gateway) {
-            if !same_subnet(ip, gw, mask) {
-                bad(
-                    gw_f,
-                    "gateway",
-                    format!(
-                        "{gw} is not in the machine's subnet {ip}/{}",
-                        u32::from(mask).count_ones()
-                    ),
-                );
-            }
+        if let (Some(ip), Some(mask), Some(gw)) = (ip, netmask, gateway)
+            && !same_subnet(ip, gw, mask)
+        {
+            bad(
+                gw_f,
+                "gateway",
+                format!(
+                    "{gw} is not in the machine's subnet {ip}/{}",
+                    u32::from(mask).count_ones()
+                ),
+            );
         }
 
         let ns_f = field!("nameservers");
@@ -525,10 +525,10 @@ fn check_bmc_address(address: &str) -> Result<(), String> {
             "{address:?} is not a BMC address (host, host:port or scheme://host:port)"
         ));
     }
-    if let Some(p) = port {
-        if p.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-            return Err(format!("{p:?} is not a port number"));
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().map(|p| p == 0).unwrap_or(true)
+    {
+        return Err(format!("{p:?} is not a port number"));
     }
     Ok(())
 }

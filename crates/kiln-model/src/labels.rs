@@ -6,10 +6,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !is_dns_subdomain(p) {
-            return Err(format!("label key prefix {p:?} is not a DNS subdomain"));
-        }
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || !is_dns_subdomain(p))
+    {
+        return Err(format!("label key prefix {p:?} is not a DNS subdomain"));
     }
     if name.is_empty() {
         return Err(format!("label key {key:?} has an empty name"));

@@ -263,14 +263,14 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
             }),
         };
         let retries = a.retries.as_ref().map(|r| r.value).unwrap_or(0);
-        if let Some(r) = &a.retries {
-            if r.value > 10 {
-                errors.push(err(
-                    r.referenced.line() as u32,
-                    &at("retries"),
-                    format!("{} is more than 10", r.value),
-                ));
-            }
+        if let Some(r) = &a.retries
+            && r.value > 10
+        {
+            errors.push(err(
+                r.referenced.line() as u32,
+                &at("retries"),
+                format!("{} is more than 10", r.value),
+            ));
         }
         let (required, optional) = kind.params();
         for p in required {

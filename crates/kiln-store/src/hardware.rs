@@ -76,15 +76,15 @@ impl Store {
                     "SELECT hostname FROM hardware WHERE mac = ?1",
                     &hw.mac.to_string(),
                 )?;
-                if let (Some(a), Some(b)) = (&by_name, &by_mac) {
-                    if a != b {
-                        conflicts.push(Conflict {
-                            index,
-                            field: "mac",
-                            message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
-                        });
-                        continue;
-                    }
+                if let (Some(a), Some(b)) = (&by_name, &by_mac)
+                    && a != b
+                {
+                    conflicts.push(Conflict {
+                        index,
+                        field: "mac",
+                        message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
+                    });
+                    continue;
                 }
                 let existing = by_name.or(by_mac);
                 if let Some(name) = &existing {

@@ -48,10 +48,10 @@ fn print(rec: &EventRecord, output: Format) {
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(data_dir)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    if let Some(name) = &args.name {
-        if store.hardware_by_name(name)?.is_none() {
-            anyhow::bail!("no machine named {name:?} is enrolled");
-        }
+    if let Some(name) = &args.name
+        && store.hardware_by_name(name)?.is_none()
+    {
+        anyhow::bail!("no machine named {name:?} is enrolled");
     }
     let machine = args.name.as_deref();
     // Start far enough back to show the last N of this machine's events.
