@@ -1,6 +1,8 @@
 //! The workflow engine. `machine` is the pure state machine (workflow + event
-//! + time in, new workflow + effects out); the store and HTTP shells apply it.
+//! + time in, new workflow + effects out); `engine` applies it to the store.
 
+pub mod engine;
 pub mod machine;
 
+pub use engine::{Engine, EngineError, now_ms};
 pub use machine::{Effects, ReportError, backoff_ms, new_workflow};

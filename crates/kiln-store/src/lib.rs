@@ -4,6 +4,7 @@
 mod events;
 mod hardware;
 mod schema;
+mod workflows;
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -14,6 +15,7 @@ use rusqlite::Connection;
 
 pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
 pub use hardware::{Conflict, EnrollSummary};
+pub use workflows::{ActionLog, PhoneHome, WorkflowKey, WorkflowTx};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "kiln.db";
@@ -39,6 +41,12 @@ pub enum StoreError {
     /// The named machine is not enrolled.
     #[error("no machine named {0:?} is enrolled")]
     NotFound(String),
+    /// The machine already has a workflow that has not ended.
+    #[error("{hardware} already has an unfinished workflow ({id})")]
+    Busy { hardware: String, id: String },
+    /// No workflow matches (unknown id, or a token that is not, or no longer, valid).
+    #[error("no such workflow")]
+    NoWorkflow,
     /// The database was written by a newer kiln.
     #[error(
         "the database schema is version {found}, newer than this kiln understands ({supported})"

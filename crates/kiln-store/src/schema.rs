@@ -23,6 +23,33 @@ const MIGRATIONS: &[&str] = &[
         record  TEXT NOT NULL
      );
      CREATE INDEX events_by_machine ON events (machine, id);",
+    // 2: workflows and their action logs. At most one unfinished workflow per machine.
+    "CREATE TABLE workflows (
+        id         TEXT PRIMARY KEY,
+        hardware   TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        token      TEXT UNIQUE,
+        record     TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE UNIQUE INDEX one_unfinished_workflow ON workflows (hardware)
+        WHERE state NOT IN ('succeeded', 'failed', 'timed-out');
+     CREATE TABLE action_logs (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow TEXT NOT NULL,
+        action   INTEGER NOT NULL,
+        attempt  INTEGER NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        line     TEXT NOT NULL
+     );
+     CREATE INDEX action_logs_by_workflow ON action_logs (workflow, id);
+     CREATE TABLE phone_home (
+        workflow TEXT PRIMARY KEY,
+        at_ms    INTEGER NOT NULL,
+        peer     TEXT NOT NULL,
+        payload  TEXT NOT NULL
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

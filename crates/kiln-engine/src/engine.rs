@@ -1,0 +1,346 @@
+//! The engine's shell: applies [`crate::machine`] transitions to workflows in
+//! the store, one transaction each, effects included. Callers on async
+//! runtimes use `spawn_blocking`: every call is a short SQLite transaction.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_model::template::{RenderContext, Template, WorkflowView, render_actions};
+use kiln_model::workflow::{NextAction, Report, ReportKind, Workflow};
+use kiln_model::{Event, Hardware};
+use kiln_store::{Store, StoreError, WorkflowKey, WorkflowTx};
+
+use crate::machine::{self, Effects, ReportError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A template did not render for a machine; nothing was created.
+    #[error("{hostname}: {message}")]
+    Render { hostname: String, message: String },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh agent token: 256 random bits, hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply(wf: &Workflow, fx: &Effects, tx: &WorkflowTx<'_>, now: u64) -> Result<(), StoreError> {
+    if let Some(on) = fx.netboot {
+        tx.set_netboot(&wf.hardware, on)?;
+    }
+    if fx.revoke_token {
+        tx.revoke_token(&wf.id)?;
+    }
+    for (kind, detail) in &fx.events {
+        let mut ev = Event::now(kind.clone(), detail.clone()).with_machine(wf.hardware.clone());
+        ev.at_ms = now;
+        tx.event(&ev)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<Store>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>) -> Self {
+        Engine { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// One workflow per machine from `template`, rendered for each; all are
+    /// created (and their netboot turned on) or none.
+    pub fn create(
+        &self,
+        template: &Template,
+        machines: &[Hardware],
+        server_url: &str,
+    ) -> Result<Vec<Workflow>, EngineError> {
+        let now = now_ms();
+        let mut items = Vec::with_capacity(machines.len());
+        for hw in machines {
+            let id = format!("{}-{}", hw.hostname, now);
+            let ctx = RenderContext {
+                hardware: hw.into(),
+                server: server_url.to_string(),
+                workflow: WorkflowView { id: id.clone() },
+            };
+            let rendered =
+                render_actions(template, &ctx).map_err(|message| EngineError::Render {
+                    hostname: hw.hostname.clone(),
+                    message,
+                })?;
+            items.push((
+                machine::new_workflow(id, hw.hostname.clone(), template, rendered, now),
+                new_token(),
+            ));
+        }
+        self.store.create_workflows(&items, |wf, tx| {
+            tx.set_netboot(&wf.hardware, true)?;
+            let mut ev = Event::now(
+                "workflow.created",
+                format!("{} from template {}", wf.id, wf.template),
+            );
+            ev.machine = Some(wf.hardware.clone());
+            tx.event(&ev)
+        })?;
+        Ok(items.into_iter().map(|(wf, _)| wf).collect())
+    }
+
+    /// The machine fetched its netboot script.
+    pub fn script_served(&self, hostname: &str) -> Result<(), EngineError> {
+        let now = now_ms();
+        match self
+            .store
+            .with_workflow(WorkflowKey::UnfinishedOf(hostname), |wf, tx| {
+                let fx = machine::script_served(wf, now);
+                apply(wf, &fx, tx, now)
+            }) {
+            Ok(()) | Err(StoreError::NoWorkflow) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn next(&self, token: &str) -> Result<NextAction, EngineError> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+                let (next, fx) = machine::next(wf, now);
+                apply(wf, &fx, tx, now)?;
+                Ok(next)
+            })?)
+    }
+
+    pub fn report(&self, token: &str, report: &Report) -> Result<(), EngineError> {
+        let now = now_ms();
+        self.store
+            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+                if let ReportKind::Log { lines } = &report.kind {
+                    tx.log(&wf.id, report.index, report.attempt, now, lines)?;
+                }
+                match machine::report(wf, report, now) {
+                    Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+                    // Still commit the log lines of a stale attempt.
+                    Err(e) => Ok(Err(e)),
+                }
+            })??;
+        Ok(())
+    }
+
+    pub fn phone_home(&self, token: &str, peer: &str, payload: &str) -> Result<(), EngineError> {
+        let now = now_ms();
+        self.store
+            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+                tx.phone_home(&wf.id, now, peer, payload)?;
+                match machine::phone_home(wf, now) {
+                    Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+                    Err(e) => Ok(Err(e)),
+                }
+            })??;
+        Ok(())
+    }
+
+    /// The unfinished workflow a token belongs to (for NoCloud metadata).
+    pub fn by_token(&self, token: &str) -> Result<Workflow, EngineError> {
+        Ok(self
+            .store
+            .with_workflow(WorkflowKey::Token(token), |wf, _| Ok(wf.clone()))?)
+    }
+
+    /// Applies timeouts to every unfinished workflow; returns how many changed.
+    pub fn tick_all(&self) -> Result<usize, EngineError> {
+        let now = now_ms();
+        let mut changed = 0;
+        for wf in self.store.workflows(true)? {
+            let did = self
+                .store
+                .with_workflow(WorkflowKey::Id(&wf.id), |wf, tx| {
+                    let before = wf.state;
+                    let fx = machine::tick(wf, now);
+                    apply(wf, &fx, tx, now)?;
+                    Ok(!fx.events.is_empty() || wf.state != before)
+                })?;
+            changed += usize::from(did);
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_model::csv::parse_hardware_csv;
+    use kiln_model::template::parse_template;
+    use kiln_model::workflow::WorkflowState;
+
+    const T: &str = "name: t\nactions:\n  - name: img\n    kind: image2disk\n    with:\n      url: \"{{ server }}/i\"\n      sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n  - name: boot\n    kind: reboot\n";
+
+    fn setup() -> (tempfile::TempDir, Engine, Vec<Hardware>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let hw = parse_hardware_csv(
+            "t.csv",
+            "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+             n1,,,,52:54:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/vda\n",
+        )
+        .unwrap();
+        store.enroll(&hw).unwrap();
+        (dir, Engine::new(store), hw)
+    }
+
+    #[test]
+    fn a_workflow_survives_reopening_the_store_at_every_step() {
+        let (dir, engine, hw) = setup();
+        let t = parse_template("t.yaml", T).unwrap();
+        let wf = engine
+            .create(&t, &hw, "http://10.0.0.1:8080")
+            .unwrap()
+            .remove(0);
+        assert!(
+            engine
+                .store()
+                .hardware_by_name("n1")
+                .unwrap()
+                .unwrap()
+                .netboot,
+            "netboot on at creation"
+        );
+        assert!(matches!(
+            engine.create(&t, &hw, "x"),
+            Err(EngineError::Store(StoreError::Busy { .. }))
+        ));
+        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
+
+        // Each step on a fresh Store, as after a crash and restart.
+        let reopen = || Engine::new(Arc::new(Store::open(dir.path()).unwrap()));
+        reopen().script_served("n1").unwrap();
+        let NextAction::Run {
+            index,
+            attempt,
+            action,
+        } = reopen().next(&token).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(action.params["url"], "http://10.0.0.1:8080/i");
+        reopen()
+            .report(
+                &token,
+                &Report {
+                    index,
+                    attempt,
+                    kind: ReportKind::Log {
+                        lines: vec!["hello".into()],
+                    },
+                },
+            )
+            .unwrap();
+        reopen()
+            .report(
+                &token,
+                &Report {
+                    index,
+                    attempt,
+                    kind: ReportKind::Succeeded {
+                        message: "written".into(),
+                    },
+                },
+            )
+            .unwrap();
+        let NextAction::Run { index, attempt, .. } = reopen().next(&token).unwrap() else {
+            panic!()
+        };
+        reopen()
+            .report(
+                &token,
+                &Report {
+                    index,
+                    attempt,
+                    kind: ReportKind::Succeeded {
+                        message: String::new(),
+                    },
+                },
+            )
+            .unwrap();
+        assert!(
+            !reopen()
+                .store()
+                .hardware_by_name("n1")
+                .unwrap()
+                .unwrap()
+                .netboot,
+            "netboot off after reboot"
+        );
+        reopen()
+            .phone_home(&token, "10.0.0.11", "hostname=n1")
+            .unwrap();
+
+        let e = reopen();
+        let done = e.store().workflow(&wf.id).unwrap().unwrap();
+        assert_eq!(done.state, WorkflowState::Succeeded);
+        assert_eq!(
+            e.store().action_logs(&wf.id, 0, 10).unwrap()[0].line,
+            "hello"
+        );
+        assert_eq!(
+            e.store().phone_home_of(&wf.id).unwrap().unwrap().peer,
+            "10.0.0.11"
+        );
+        // The token is revoked.
+        assert!(matches!(
+            e.next(&token),
+            Err(EngineError::Store(StoreError::NoWorkflow))
+        ));
+        assert!(e.store().active_token("n1").unwrap().is_none());
+        let kinds: Vec<String> = e
+            .store()
+            .events(Some("n1"), 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect();
+        assert!(
+            kinds.contains(&"workflow.succeeded".to_string()),
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn render_failure_creates_nothing() {
+        let (_dir, engine, hw) = setup();
+        let t = parse_template("t.yaml", &T.replace("{{ server }}", "{{ nope }}")).unwrap();
+        assert!(matches!(
+            engine.create(&t, &hw, "x"),
+            Err(EngineError::Render { .. })
+        ));
+        assert!(engine.store().workflows(false).unwrap().is_empty());
+        assert!(
+            !engine
+                .store()
+                .hardware_by_name("n1")
+                .unwrap()
+                .unwrap()
+                .netboot
+        );
+    }
+}

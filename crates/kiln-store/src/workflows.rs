@@ -1,0 +1,285 @@
+//! Workflows, their tokens, action logs and phone-home payloads. A transition
+//! is read-modify-write inside one transaction ([`Store::with_workflow`]), with
+//! its effects (netboot flag, token revocation, events) in the same commit.
+
+use kiln_model::Event;
+use kiln_model::workflow::{Workflow, WorkflowState};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ActionLog {
+    pub id: i64,
+    pub action: usize,
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PhoneHome {
+    pub at_ms: u64,
+    pub peer: String,
+    pub payload: String,
+}
+
+/// Lines kept per workflow; older ones are dropped (an agent looping on an
+/// error must not fill the disk).
+const MAX_LOG_LINES: i64 = 20_000;
+
+fn decode(id: &str, record: &str) -> Result<Workflow, StoreError> {
+    serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
+        what: format!("workflow {id}"),
+        why: e.to_string(),
+    })
+}
+
+/// A workflow being changed inside a transaction.
+pub struct WorkflowTx<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl WorkflowTx<'_> {
+    pub fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE hardware SET netboot = ?2 WHERE hostname = ?1",
+            params![hostname, on],
+        )?;
+        Ok(())
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        self.tx
+            .execute("UPDATE workflows SET token = NULL WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn event(&self, event: &Event) -> Result<(), StoreError> {
+        let record = serde_json::to_string(event).expect("events serialize");
+        self.tx.execute(
+            "INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)",
+            params![event.at_ms as i64, event.machine, record],
+        )?;
+        Ok(())
+    }
+
+    pub fn log(
+        &self,
+        id: &str,
+        action: usize,
+        attempt: u32,
+        at_ms: u64,
+        lines: &[String],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO action_logs (workflow, action, attempt, at_ms, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for line in lines {
+            stmt.execute(params![id, action as i64, attempt, at_ms as i64, line])?;
+        }
+        self.tx.execute(
+            "DELETE FROM action_logs WHERE workflow = ?1 AND id <=
+               (SELECT id FROM action_logs WHERE workflow = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![id, MAX_LOG_LINES],
+        )?;
+        Ok(())
+    }
+
+    pub fn phone_home(
+        &self,
+        id: &str,
+        at_ms: u64,
+        peer: &str,
+        payload: &str,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO phone_home (workflow, at_ms, peer, payload) VALUES (?1, ?2, ?3, ?4)",
+            params![id, at_ms as i64, peer, payload],
+        )?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Stores new workflows with their agent tokens, all or none, and runs
+    /// `then` for each (turning netboot on, say) in the same transaction.
+    pub fn create_workflows(
+        &self,
+        items: &[(Workflow, String)],
+        mut then: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (wf, token) in items {
+            let busy: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM workflows WHERE hardware = ?1 AND state NOT IN ('succeeded', 'failed', 'timed-out')",
+                    [&wf.hardware],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = busy {
+                return Err(StoreError::Busy {
+                    hardware: wf.hardware.clone(),
+                    id,
+                });
+            }
+            tx.execute(
+                "INSERT INTO workflows (id, hardware, state, token, record, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    wf.id,
+                    wf.hardware,
+                    wf.state.name(),
+                    token,
+                    serde_json::to_string(wf).expect("workflow serializes"),
+                    wf.created_ms as i64
+                ],
+            )?;
+            then(wf, &WorkflowTx { tx: &tx })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Loads the workflow named by `key`, lets `change` modify it, and writes
+    /// it back, all in one transaction: a crash leaves either the old or the
+    /// new state. `change`'s error aborts everything.
+    pub fn with_workflow<R>(
+        &self,
+        key: WorkflowKey<'_>,
+        change: impl FnOnce(&mut Workflow, &WorkflowTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let sql = match key {
+            WorkflowKey::Id(_) => "SELECT id, record FROM workflows WHERE id = ?1",
+            WorkflowKey::Token(_) => "SELECT id, record FROM workflows WHERE token = ?1",
+            WorkflowKey::UnfinishedOf(_) => {
+                "SELECT id, record FROM workflows WHERE hardware = ?1 AND state NOT IN ('succeeded', 'failed', 'timed-out')"
+            }
+        };
+        let value = match key {
+            WorkflowKey::Id(v) | WorkflowKey::Token(v) | WorkflowKey::UnfinishedOf(v) => v,
+        };
+        let (id, record): (String, String) = tx
+            .query_row(sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or(StoreError::NoWorkflow)?;
+        let mut wf = decode(&id, &record)?;
+        let before = wf.clone();
+        let out = change(&mut wf, &WorkflowTx { tx: &tx })?;
+        if wf != before {
+            tx.execute(
+                "UPDATE workflows SET state = ?2, record = ?3, updated_ms = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    wf.state.name(),
+                    serde_json::to_string(&wf).expect("workflow serializes"),
+                    wf.updated_ms as i64
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
+        let conn = self.conn();
+        let rec: Option<String> = conn
+            .query_row("SELECT record FROM workflows WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        rec.map(|r| decode(id, &r)).transpose()
+    }
+
+    /// Workflows, newest first; only unfinished ones if `unfinished_only`.
+    pub fn workflows(&self, unfinished_only: bool) -> Result<Vec<Workflow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, record FROM workflows
+             WHERE (?1 = 0 OR state NOT IN ('succeeded', 'failed', 'timed-out'))
+             ORDER BY created_ms DESC, id",
+        )?;
+        let rows = stmt.query_map([unfinished_only], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, rec) = row?;
+            out.push(decode(&id, &rec)?);
+        }
+        Ok(out)
+    }
+
+    /// The agent token of a machine's unfinished workflow, for its boot script.
+    pub fn active_token(
+        &self,
+        hostname: &str,
+    ) -> Result<Option<(String, WorkflowState)>, StoreError> {
+        let conn = self.conn();
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT token, state FROM workflows WHERE hardware = ?1 AND token IS NOT NULL
+                   AND state NOT IN ('succeeded', 'failed', 'timed-out')",
+                [hostname],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(t, s)| {
+            let state = serde_json::from_value(serde_json::Value::String(s)).ok()?;
+            Some((t, state))
+        }))
+    }
+
+    pub fn action_logs(
+        &self,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ActionLog>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, action, attempt, at_ms, line FROM action_logs WHERE workflow = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id, after, limit], |r| {
+            Ok(ActionLog {
+                id: r.get(0)?,
+                action: r.get::<_, i64>(1)? as usize,
+                attempt: r.get(2)?,
+                at_ms: r.get::<_, i64>(3)? as u64,
+                line: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn phone_home_of(&self, id: &str) -> Result<Option<PhoneHome>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT at_ms, peer, payload FROM phone_home WHERE workflow = ?1",
+                [id],
+                |r| {
+                    Ok(PhoneHome {
+                        at_ms: r.get::<_, i64>(0)? as u64,
+                        peer: r.get(1)?,
+                        payload: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
+/// How a transition finds its workflow.
+#[derive(Debug, Clone, Copy)]
+pub enum WorkflowKey<'a> {
+    Id(&'a str),
+    /// Only a workflow whose token has not been revoked.
+    Token(&'a str),
+    /// The machine's (by hostname) workflow that has not ended.
+    UnfinishedOf(&'a str),
+}
