@@ -66,11 +66,27 @@ pub(crate) async fn boot_script(
     let cfg = &state.config;
     let (script, detail) = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
+            let name = hw.hostname.clone();
+            let token = crate::agent_api::blocking(&state.provisioning, move |p| {
+                let token = p.agent_token(&name)?;
+                p.script_served(&name);
+                Ok(token)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("looking up the agent token of {}: {e}", hw.hostname);
+                None
+            });
+            // The token rides on the kernel command line to the agent only.
+            let args = match &token {
+                Some(t) => format!("{} kiln.token={t}", cfg.kernel_args),
+                None => cfg.kernel_args.clone(),
+            };
             let script = netboot_script(&ScriptParams {
                 server: &cfg.server_url,
                 kernel: &cfg.kernel,
                 initrd: &cfg.initrd,
-                kernel_args: &cfg.kernel_args,
+                kernel_args: args.trim(),
                 hardware: hw,
             });
             (

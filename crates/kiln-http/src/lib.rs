@@ -2,6 +2,7 @@
 //! The router is built from a [`HttpConfig`] and the shared inventory; the
 //! binary binds it.
 
+mod agent_api;
 mod artifacts;
 mod ipxe;
 mod metrics_layer;
@@ -14,6 +15,7 @@ use axum::Router;
 use axum::routing::get;
 use kiln_model::{EventSink, SharedInventory};
 
+pub use agent_api::{ApiError, NoCloudSeed, NoProvisioning, Provisioning};
 pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
 
 /// Renders Prometheus metrics text; the binary owns the recorder.
@@ -38,6 +40,7 @@ pub(crate) struct AppState {
     pub inventory: SharedInventory,
     pub events: Arc<dyn EventSink>,
     pub metrics: MetricsRender,
+    pub provisioning: Arc<dyn Provisioning>,
 }
 
 /// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -47,12 +50,14 @@ pub fn router(
     inventory: SharedInventory,
     events: Arc<dyn EventSink>,
     metrics: MetricsRender,
+    provisioning: Arc<dyn Provisioning>,
 ) -> Router {
     let state = AppState {
         config: Arc::new(config),
         inventory,
         events,
         metrics,
+        provisioning,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -60,6 +65,10 @@ pub fn router(
         .route("/ipxe/{mac}/boot.ipxe", get(ipxe::boot_script))
         .route("/artifacts/{*path}", get(artifacts::artifact))
         .route("/boot/{*path}", get(artifacts::boot_file))
+        .route("/v1/agent/{token}/next", get(agent_api::next))
+        .route("/v1/agent/{token}/report", axum::routing::post(agent_api::report))
+        .route("/v1/phone-home/{token}", axum::routing::post(agent_api::phone_home))
+        .route("/nocloud/{token}/{file}", get(agent_api::nocloud))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .with_state(state)
 }

@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
         SharedInventory::new(Inventory::new(hw)),
         events.clone(),
         Arc::new(|| "kiln_up 1\n".to_string()),
+        Arc::new(NoProvisioning),
     );
     Fixture {
         app,
