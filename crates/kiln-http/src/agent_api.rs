@@ -100,8 +100,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
 }
 
-pub(crate) async fn next(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<NextAction>, ApiError> {
-    blocking(&state.provisioning, move |p| p.next(&token)).await.map(Json)
+pub(crate) async fn next(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<NextAction>, ApiError> {
+    blocking(&state.provisioning, move |p| p.next(&token))
+        .await
+        .map(Json)
 }
 
 pub(crate) async fn report(
@@ -121,7 +126,10 @@ pub(crate) async fn phone_home(
 ) -> Result<StatusCode, ApiError> {
     // cloud-init's phone_home posts a form; keep it as text, bounded.
     let payload = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
-    blocking(&state.provisioning, move |p| p.phone_home(&token, peer.ip(), payload)).await?;
+    blocking(&state.provisioning, move |p| {
+        p.phone_home(&token, peer.ip(), payload)
+    })
+    .await?;
     Ok(StatusCode::OK)
 }
 
@@ -138,5 +146,12 @@ pub(crate) async fn nocloud(
         "vendor-data" => String::new(),
         _ => return Ok((StatusCode::NOT_FOUND, "no such NoCloud file\n").into_response()),
     };
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -66,8 +66,14 @@ pub fn router(
         .route("/artifacts/{*path}", get(artifacts::artifact))
         .route("/boot/{*path}", get(artifacts::boot_file))
         .route("/v1/agent/{token}/next", get(agent_api::next))
-        .route("/v1/agent/{token}/report", axum::routing::post(agent_api::report))
-        .route("/v1/phone-home/{token}", axum::routing::post(agent_api::phone_home))
+        .route(
+            "/v1/agent/{token}/report",
+            axum::routing::post(agent_api::report),
+        )
+        .route(
+            "/v1/phone-home/{token}",
+            axum::routing::post(agent_api::phone_home),
+        )
         .route("/nocloud/{token}/{file}", get(agent_api::nocloud))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .with_state(state)

@@ -8,7 +8,10 @@ use std::fmt::Write;
 use crate::Hardware;
 
 pub fn meta_data(hw: &Hardware, instance_id: &str) -> String {
-    format!("instance-id: {instance_id}\nlocal-hostname: {}\n", hw.hostname)
+    format!(
+        "instance-id: {instance_id}\nlocal-hostname: {}\n",
+        hw.hostname
+    )
 }
 
 /// Netplan-style v2: the NIC with the enrolled MAC gets the static address
@@ -20,11 +23,18 @@ pub fn network_config(hw: &Hardware) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{indent}addresses: [{}/{}]", hw.ip, hw.prefix_len());
         if let Some(gw) = hw.gateway {
-            let _ = writeln!(s, "{indent}routes:\n{indent}  - to: default\n{indent}    via: {gw}");
+            let _ = writeln!(
+                s,
+                "{indent}routes:\n{indent}  - to: default\n{indent}    via: {gw}"
+            );
         }
         if !hw.nameservers.is_empty() {
             let list: Vec<String> = hw.nameservers.iter().map(ToString::to_string).collect();
-            let _ = writeln!(s, "{indent}nameservers:\n{indent}  addresses: [{}]", list.join(", "));
+            let _ = writeln!(
+                s,
+                "{indent}nameservers:\n{indent}  addresses: [{}]",
+                list.join(", ")
+            );
         }
         s
     };
@@ -63,7 +73,9 @@ mod tests {
             "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk,vlan_id\n\
              node1,,,,52:54:00:AA:00:01,10.77.0.57,255.255.255.0,10.77.0.1,10.77.0.1|1.1.1.1,,/dev/vda,{vlan}\n"
         );
-        crate::csv::parse_hardware_csv("t.csv", &csv).unwrap().remove(0)
+        crate::csv::parse_hardware_csv("t.csv", &csv)
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -74,14 +86,23 @@ mod tests {
         assert!(y.contains("via: 10.77.0.1"), "{y}");
         assert!(y.contains("addresses: [10.77.0.1, 1.1.1.1]"), "{y}");
         let v = network_config(&hw("42"));
-        assert!(v.contains("vlan42:\n    id: 42\n    link: nic0\n    addresses: [10.77.0.57/24]"), "{v}");
+        assert!(
+            v.contains("vlan42:\n    id: 42\n    link: nic0\n    addresses: [10.77.0.57/24]"),
+            "{v}"
+        );
     }
 
     #[test]
     fn user_and_meta_data() {
         let u = default_user_data(&hw(""), "http://10.77.0.1:8080/v1/phone-home/t0k");
         assert!(u.starts_with("#cloud-config\n"));
-        assert!(u.contains("hostname: node1") && u.contains("url: http://10.77.0.1:8080/v1/phone-home/t0k"));
-        assert_eq!(meta_data(&hw(""), "wf-1"), "instance-id: wf-1\nlocal-hostname: node1\n");
+        assert!(
+            u.contains("hostname: node1")
+                && u.contains("url: http://10.77.0.1:8080/v1/phone-home/t0k")
+        );
+        assert_eq!(
+            meta_data(&hw(""), "wf-1"),
+            "instance-id: wf-1\nlocal-hostname: node1\n"
+        );
     }
 }

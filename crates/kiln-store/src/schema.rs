@@ -44,6 +44,10 @@ const MIGRATIONS: &[&str] = &[
         line     TEXT NOT NULL
      );
      CREATE INDEX action_logs_by_workflow ON action_logs (workflow, id);
+     CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     );
      CREATE TABLE phone_home (
         workflow TEXT PRIMARY KEY,
         at_ms    INTEGER NOT NULL,

@@ -4,8 +4,10 @@ mod enroll;
 mod events;
 mod hardware;
 mod output;
+mod provisioning;
 mod serve;
 mod sink;
+mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ enum Command {
     Hardware(hardware::Command),
     /// Show what happened to machines (DHCP, TFTP, HTTP), optionally following new events.
     Events(events::Args),
+    /// Create and follow workflows (OS installs) on enrolled machines.
+    #[command(subcommand)]
+    Workflow(workflow::Command),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
 }
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&cli.data_dir, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
+        Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
     };
     match result {
         Ok(code) => code,

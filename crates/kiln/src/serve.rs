@@ -123,11 +123,19 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         kernel_args: args.kernel_args.clone(),
     };
     let render = metrics.clone();
+    let engine = kiln_engine::Engine::new(store.clone());
+    store.set_setting("server_url", &server_url)?;
+    let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
+        engine: engine.clone(),
+        server_url: server_url.clone(),
+        check_peer_ip: args.dhcp_mode == DhcpMode::Reservation,
+    });
     let app = kiln_http::router(
         http_cfg,
         inventory.clone(),
         events.clone(),
         Arc::new(move || render.render()),
+        provisioning,
     );
     let http_addr = SocketAddr::from((args.address, args.http_port));
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -183,7 +191,8 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         "kiln serving"
     );
 
-    // Pick up enrolments and netboot changes made by other kiln commands.
+    // Pick up enrolments and netboot changes made by other kiln commands, and
+    // apply workflow timeouts.
     let refresher = {
         let (store, inventory, metrics, mut rx) = (
             store.clone(),
@@ -191,6 +200,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
             metrics.clone(),
             shutdown.clone(),
         );
+        let engine = engine.clone();
         tokio::spawn(async move {
             let mut seen = None;
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -200,6 +210,12 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
                     _ = rx.wait_for(|s| *s) => break,
                 }
                 metrics.run_upkeep();
+                let e = engine.clone();
+                match tokio::task::spawn_blocking(move || e.tick_all()).await {
+                    Ok(Err(err)) => tracing::warn!("applying workflow timeouts: {err}"),
+                    Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
+                    Ok(Ok(_)) => {}
+                }
                 let s = store.clone();
                 let loaded =
                     tokio::task::spawn_blocking(move || -> Result<_, kiln_store::StoreError> {
