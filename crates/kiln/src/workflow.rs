@@ -298,34 +298,31 @@ pub fn progress_line(w: &Workflow) -> String {
         w.state.to_string(),
         current_action(w)
     );
-    if let Some(a) = w
+    let running = w
         .current()
         .map(|i| &w.actions[i])
-        .filter(|a| a.state == ActionState::Running)
-    {
-        if let Some(p) = &a.progress {
-            match p.total {
-                Some(total) if total > 0 => {
-                    let frac = (p.done as f64 / total as f64).clamp(0.0, 1.0);
-                    let filled = (frac * 20.0).round() as usize;
-                    let eta = if p.rate_bps > 0 {
-                        format!("ETA {}s", total.saturating_sub(p.done) / p.rate_bps)
-                    } else {
-                        "ETA -".into()
-                    };
-                    line += &format!(
-                        " [{}{}] {:>3.0}% {} / {}  {}/s  {eta}",
-                        "#".repeat(filled),
-                        ".".repeat(20 - filled),
-                        frac * 100.0,
-                        human_bytes(p.done),
-                        human_bytes(total),
-                        human_bytes(p.rate_bps)
-                    );
-                }
-                _ => line += &format!(" {}  {}/s", human_bytes(p.done), human_bytes(p.rate_bps)),
-            }
+        .filter(|a| a.state == ActionState::Running);
+    match running.and_then(|a| a.progress.as_ref()) {
+        Some(p) if p.total.is_some_and(|t| t > 0) => {
+            let total = p.total.unwrap_or(1);
+            let frac = (p.done as f64 / total as f64).clamp(0.0, 1.0);
+            let filled = (frac * 20.0).round() as usize;
+            let eta = match total.saturating_sub(p.done).checked_div(p.rate_bps) {
+                Some(secs) => format!("ETA {secs}s"),
+                None => "ETA -".into(),
+            };
+            line += &format!(
+                " [{}{}] {:>3.0}% {} / {}  {}/s  {eta}",
+                "#".repeat(filled),
+                ".".repeat(20 - filled),
+                frac * 100.0,
+                human_bytes(p.done),
+                human_bytes(total),
+                human_bytes(p.rate_bps)
+            );
         }
+        Some(p) => line += &format!(" {}  {}/s", human_bytes(p.done), human_bytes(p.rate_bps)),
+        None => {}
     }
     if w.state.is_terminal() && !w.message.is_empty() {
         line += &format!(" {}", w.message);
