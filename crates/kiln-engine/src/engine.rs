@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_model::template::{RenderContext, Template, WorkflowView, render_actions};
+use kiln_model::template::{ImageView, RenderContext, Template, WorkflowView, render_actions};
 use kiln_model::workflow::{NextAction, Report, ReportKind, Workflow};
 use kiln_model::{Event, Hardware};
 use kiln_store::{Store, StoreError, WorkflowKey, WorkflowTx};
@@ -76,6 +76,22 @@ impl Engine {
         server_url: &str,
     ) -> Result<Vec<Workflow>, EngineError> {
         let now = now_ms();
+        let images: std::collections::BTreeMap<String, ImageView> = self
+            .store
+            .images()?
+            .into_iter()
+            .map(|i| {
+                let url = format!("{server_url}/images/{}", i.file);
+                (
+                    i.name,
+                    ImageView {
+                        url,
+                        sha256: i.sha256,
+                        size: i.raw_size,
+                    },
+                )
+            })
+            .collect();
         let mut items = Vec::with_capacity(machines.len());
         for hw in machines {
             let id = format!("{}-{}", hw.hostname, now);
@@ -83,6 +99,7 @@ impl Engine {
                 hardware: hw.into(),
                 server: server_url.to_string(),
                 workflow: WorkflowView { id: id.clone() },
+                images: images.clone(),
             };
             let rendered =
                 render_actions(template, &ctx).map_err(|message| EngineError::Render {

@@ -37,6 +37,27 @@ pub(crate) async fn artifact(
     response
 }
 
+pub(crate) async fn image_file(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    let response = serve_file(&state.config.images_dir, &path, &method, &headers).await;
+    if method == Method::GET {
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let detail = format!("GET /images/{path} {} {range}", response.status().as_u16());
+        state
+            .events
+            .emit(Event::now("http.image", detail.trim_end()).with_ip(peer.ip()));
+    }
+    response
+}
+
 pub(crate) async fn boot_file(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -27,6 +27,8 @@ pub struct HttpConfig {
     pub server_url: String,
     /// Kernel and initrd of the in-memory OS, and anything else served under `/artifacts/`.
     pub artifacts_dir: PathBuf,
+    /// Imported OS images (`kiln image import`), served under `/images/`.
+    pub images_dir: PathBuf,
     /// iPXE binaries (the TFTP root), also served under `/boot/` for UEFI HTTP boot.
     pub boot_dir: PathBuf,
     pub kernel: String,
@@ -65,6 +67,7 @@ pub fn router(
         .route("/ipxe/{mac}/boot.ipxe", get(ipxe::boot_script))
         .route("/artifacts/{*path}", get(artifacts::artifact))
         .route("/boot/{*path}", get(artifacts::boot_file))
+        .route("/images/{*path}", get(artifacts::image_file))
         .route("/v1/agent/{token}/next", get(agent_api::next))
         .route(
             "/v1/agent/{token}/report",

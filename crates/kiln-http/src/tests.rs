@@ -46,7 +46,8 @@ fn fixture() -> Fixture {
         HttpConfig {
             server_url: "http://10.0.0.1:8080".into(),
             artifacts_dir: art.clone(),
-            boot_dir: art,
+            boot_dir: art.clone(),
+            images_dir: art,
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
             kernel_args: "console=ttyS0".into(),

@@ -369,6 +369,15 @@ pub struct RenderContext {
     /// Kiln's base URL as machines reach it.
     pub server: String,
     pub workflow: WorkflowView,
+    /// Imported images by name: `{{ images["test-os"].url }}`, `.sha256`, `.size`.
+    pub images: BTreeMap<String, ImageView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageView {
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -548,6 +557,7 @@ actions:
             hardware: (&hw).into(),
             server: "http://10.0.0.1:8080".into(),
             workflow: WorkflowView { id: "wf1".into() },
+            images: BTreeMap::new(),
         }
     }
 

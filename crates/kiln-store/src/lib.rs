@@ -3,6 +3,7 @@
 
 mod events;
 mod hardware;
+mod images;
 mod schema;
 mod workflows;
 
@@ -15,6 +16,7 @@ use rusqlite::Connection;
 
 pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
 pub use hardware::{Conflict, EnrollSummary};
+pub use images::ImageRecord;
 pub use workflows::{ActionLog, PhoneHome, WorkflowKey, WorkflowTx};
 
 /// File name of the database inside the data directory.

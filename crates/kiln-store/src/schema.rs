@@ -44,6 +44,13 @@ const MIGRATIONS: &[&str] = &[
         line     TEXT NOT NULL
      );
      CREATE INDEX action_logs_by_workflow ON action_logs (workflow, id);
+     CREATE TABLE images (
+        name       TEXT PRIMARY KEY,
+        file       TEXT NOT NULL,
+        raw_size   INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+     );
      CREATE TABLE settings (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL

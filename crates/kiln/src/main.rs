@@ -3,6 +3,7 @@
 mod enroll;
 mod events;
 mod hardware;
+mod image;
 mod output;
 mod provisioning;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Create and follow workflows (OS installs) on enrolled machines.
     #[command(subcommand)]
     Workflow(workflow::Command),
+    /// Import OS images (raw, qcow2) as raw+zstd with size and sha256.
+    #[command(subcommand)]
+    Image(image::Command),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
 }
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&cli.data_dir, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
+        Command::Image(cmd) => image::run(&cli.data_dir, cmd),
     };
     match result {
         Ok(code) => code,

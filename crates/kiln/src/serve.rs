@@ -118,6 +118,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         server_url: server_url.clone(),
         artifacts_dir: args.artifacts.clone(),
         boot_dir: args.tftp_root.clone(),
+        images_dir: crate::image::images_dir(data_dir),
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
         kernel_args: args.kernel_args.clone(),
