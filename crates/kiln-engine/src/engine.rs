@@ -95,10 +95,14 @@ impl Engine {
         let mut items = Vec::with_capacity(machines.len());
         for hw in machines {
             let id = format!("{}-{}", hw.hostname, now);
+            let token = new_token();
             let ctx = RenderContext {
                 hardware: hw.into(),
                 server: server_url.to_string(),
-                workflow: WorkflowView { id: id.clone() },
+                workflow: WorkflowView {
+                    id: id.clone(),
+                    phone_home_url: format!("{server_url}/v1/phone-home/{token}"),
+                },
                 images: images.clone(),
             };
             let rendered =
@@ -108,7 +112,7 @@ impl Engine {
                 })?;
             items.push((
                 machine::new_workflow(id, hw.hostname.clone(), template, rendered, now),
-                new_token(),
+                token,
             ));
         }
         self.store.create_workflows(&items, |wf, tx| {
@@ -339,6 +343,22 @@ mod tests {
         assert!(
             kinds.contains(&"workflow.succeeded".to_string()),
             "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn the_rendered_phone_home_url_carries_the_stored_token() {
+        let (_dir, engine, hw) = setup();
+        let t = parse_template(
+            "t.yaml",
+            &T.replace("{{ server }}/i", "{{ workflow.phone_home_url }}"),
+        )
+        .unwrap();
+        let wf = engine.create(&t, &hw, "http://k").unwrap().remove(0);
+        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        assert_eq!(
+            wf.actions[0].spec.params["url"],
+            format!("http://k/v1/phone-home/{token}")
         );
     }
 

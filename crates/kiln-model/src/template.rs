@@ -383,6 +383,8 @@ pub struct ImageView {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkflowView {
     pub id: String,
+    /// Where the installed OS reports that it is up (cloud-init's phone_home).
+    pub phone_home_url: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -556,7 +558,10 @@ actions:
         RenderContext {
             hardware: (&hw).into(),
             server: "http://10.0.0.1:8080".into(),
-            workflow: WorkflowView { id: "wf1".into() },
+            workflow: WorkflowView {
+                id: "wf1".into(),
+                phone_home_url: "http://10.0.0.1:8080/v1/phone-home/t".into(),
+            },
             images: BTreeMap::new(),
         }
     }

@@ -55,10 +55,31 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn is_qcow2(path: &Path) -> anyhow::Result<bool> {
+#[derive(Debug, PartialEq, Eq)]
+enum InputFormat {
+    Raw,
+    Qcow2,
+    /// Already raw + zstd (say, from an image recipe): kept byte for byte.
+    RawZstd,
+}
+
+fn input_format(path: &Path) -> anyhow::Result<InputFormat> {
     let mut magic = [0u8; 4];
-    let n = File::open(path)?.read(&mut magic)?;
-    Ok(n == 4 && magic == *b"QFI\xfb")
+    let n = File::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .read(&mut magic)?;
+    Ok(match &magic[..n] {
+        b"QFI\xfb" => InputFormat::Qcow2,
+        [0x28, 0xb5, 0x2f, 0xfd] => InputFormat::RawZstd,
+        _ => InputFormat::Raw,
+    })
+}
+
+/// Size of the raw image inside a zstd stream (decoded once, discarded).
+fn zstd_raw_size(path: &Path) -> anyhow::Result<u64> {
+    let mut dec = zstd::Decoder::new(File::open(path)?)?;
+    Ok(io::copy(&mut dec, &mut io::sink())
+        .with_context(|| format!("{} is not a valid zstd stream", path.display()))?)
 }
 
 fn default_name(path: &Path) -> String {
@@ -84,8 +105,20 @@ fn import(
     let tmp = tempfile::Builder::new()
         .prefix(".import-")
         .tempdir_in(&dir)?;
+    let format = input_format(file)?;
+    let staged = tmp.path().join("image.raw.zst");
+    let mut out = HashingWriter {
+        inner: File::create(&staged)?,
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    if format == InputFormat::RawZstd {
+        let raw_size = zstd_raw_size(file)?;
+        io::copy(&mut File::open(file)?, &mut out)?;
+        return finish(&dir, store, name, staged, out, raw_size);
+    }
     // qcow2 is converted with qemu-img first; raw is read as it is.
-    let raw = if is_qcow2(file)? {
+    let raw = if format == InputFormat::Qcow2 {
         let out = tmp.path().join("image.raw");
         let status = Process::new("qemu-img")
             .args(["convert", "-O", "raw"])
@@ -101,12 +134,6 @@ fn import(
         file.to_path_buf()
     };
     let raw_size = std::fs::metadata(&raw)?.len();
-    let staged = tmp.path().join("image.raw.zst");
-    let mut out = HashingWriter {
-        inner: File::create(&staged)?,
-        hash: Sha256::new(),
-        bytes: 0,
-    };
     {
         let mut enc = zstd::Encoder::new(&mut out, level)?;
         enc.multithread(
@@ -119,6 +146,18 @@ fn import(
             .with_context(|| format!("compressing {}", raw.display()))?;
         enc.finish()?;
     }
+    finish(&dir, store, name, staged, out, raw_size)
+}
+
+/// Syncs the staged file, moves it into place and records it.
+fn finish(
+    dir: &Path,
+    store: &Store,
+    name: &str,
+    staged: PathBuf,
+    out: HashingWriter<File>,
+    raw_size: u64,
+) -> anyhow::Result<ImageRecord> {
     out.inner.sync_all()?;
     let sha256: String = out
         .hash
@@ -203,7 +242,15 @@ mod tests {
             .collect();
         assert_eq!(rec.sha256, digest);
         assert_eq!(zstd::decode_all(&served[..]).unwrap(), data);
-        assert_eq!(store.images().unwrap(), vec![rec]);
+        assert_eq!(store.images().unwrap(), vec![rec.clone()]);
         assert!(import(dir.path(), &store, &raw, "Bad Name", 3).is_err());
+        // An image that is already raw+zstd is kept byte for byte.
+        let zst = dir.path().join("again.raw.zst");
+        std::fs::write(&zst, &served).unwrap();
+        let again = import(dir.path(), &store, &zst, "again", 3).unwrap();
+        assert_eq!(
+            (again.sha256, again.raw_size),
+            (rec.sha256.clone(), rec.raw_size)
+        );
     }
 }

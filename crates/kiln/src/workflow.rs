@@ -411,3 +411,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod shipped_templates {
+    #[test]
+    fn every_template_in_workflows_dir_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) =
+                    kiln_model::template::parse_template(&path.display().to_string(), &text)
+                {
+                    panic!("{e}");
+                }
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 2,
+            "expected the shipped templates in {}",
+            dir.display()
+        );
+    }
+}
