@@ -78,8 +78,8 @@ fn input_format(path: &Path) -> anyhow::Result<InputFormat> {
 /// Size of the raw image inside a zstd stream (decoded once, discarded).
 fn zstd_raw_size(path: &Path) -> anyhow::Result<u64> {
     let mut dec = zstd::Decoder::new(File::open(path)?)?;
-    Ok(io::copy(&mut dec, &mut io::sink())
-        .with_context(|| format!("{} is not a valid zstd stream", path.display()))?)
+    io::copy(&mut dec, &mut io::sink())
+        .with_context(|| format!("{} is not a valid zstd stream", path.display()))
 }
 
 fn default_name(path: &Path) -> String {
