@@ -50,9 +50,9 @@ impl ActionKind {
     fn params(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size"]),
-            ActionKind::Writefile => (&["path", "content"], &["mode"]),
-            ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config"]),
-            ActionKind::Exec => (&["command"], &[]),
+            ActionKind::Writefile => (&["path", "content"], &["mode", "disk"]),
+            ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config", "disk"]),
+            ActionKind::Exec => (&["command"], &["disk"]),
             ActionKind::Reboot | ActionKind::Kexec => (&[], &[]),
         }
     }
