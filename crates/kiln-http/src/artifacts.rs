@@ -3,7 +3,7 @@
 
 use std::io::SeekFrom;
 use std::net::SocketAddr;
-use std::path::{Component, Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::time::UNIX_EPOCH;
 
 use axum::body::Body;
@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_model::Event;
+use kiln_root::{PathError, open_under};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -75,19 +76,6 @@ pub(crate) async fn boot_file(
     response
 }
 
-/// Joins a request path to `root`, refusing anything that could leave it:
-/// `..`, absolute paths, NUL, backslashes.
-pub(crate) fn safe_join(root: &FsPath, requested: &str) -> Option<PathBuf> {
-    if requested.is_empty() || requested.contains(['\0', '\\']) || requested.starts_with('/') {
-        return None;
-    }
-    let rel = FsPath::new(requested);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return None;
-    }
-    Some(root.join(rel))
-}
-
 fn plain(status: StatusCode, msg: &str) -> Response {
     (status, format!("{msg}\n")).into_response()
 }
@@ -132,28 +120,27 @@ async fn serve_file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(path) = safe_join(root, requested) else {
-        return plain(StatusCode::FORBIDDEN, "path refused");
+    // The served-root rules shared with TFTP: no traversal, and symlinks out
+    // of the root only when the operator owns them.
+    let (root, name) = (root.to_path_buf(), requested.to_string());
+    let opened = tokio::task::spawn_blocking(move || {
+        let root = std::fs::canonicalize(&root).map_err(PathError::Io)?;
+        open_under(&root, &name)
+    })
+    .await;
+    let opened = match opened {
+        Ok(Ok(o)) => o,
+        Ok(Err(PathError::NotFound | PathError::NotAFile)) => {
+            return plain(StatusCode::NOT_FOUND, "not found");
+        }
+        Ok(Err(e)) if e.is_refusal() => return plain(StatusCode::FORBIDDEN, "path refused"),
+        _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot open the file"),
     };
-    // Symlinks must not lead out of the root either.
-    let (Ok(real), Ok(real_root)) = (
-        tokio::fs::canonicalize(&path).await,
-        tokio::fs::canonicalize(root).await,
-    ) else {
-        return plain(StatusCode::NOT_FOUND, "not found");
+    let meta = match opened.file.metadata() {
+        Ok(m) => m,
+        Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    if !real.starts_with(&real_root) {
-        return plain(StatusCode::FORBIDDEN, "path refused");
-    }
-    let Ok(mut file) = tokio::fs::File::open(&real).await else {
-        return plain(StatusCode::NOT_FOUND, "not found");
-    };
-    let Ok(meta) = file.metadata().await else {
-        return plain(StatusCode::NOT_FOUND, "not found");
-    };
-    if !meta.is_file() {
-        return plain(StatusCode::NOT_FOUND, "not found");
-    }
+    let mut file = tokio::fs::File::from_std(opened.file);
     let len = meta.len();
     let modified = meta.modified().ok();
     let mtime_ns = modified

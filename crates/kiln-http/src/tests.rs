@@ -10,7 +10,7 @@ use kiln_model::{Event, EventSink, Inventory, SharedInventory};
 use tower::ServiceExt;
 
 use super::*;
-use crate::artifacts::{parse_range, safe_join};
+use crate::artifacts::parse_range;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Event>>);
@@ -195,22 +195,21 @@ async fn traversal_is_refused() {
         );
         assert_ne!(body, b"nope", "{uri} leaked the file");
     }
-    let root = std::path::Path::new("/srv");
-    assert!(safe_join(root, "../etc/passwd").is_none());
-    assert!(safe_join(root, "/etc/passwd").is_none());
-    assert!(safe_join(root, "a/../../b").is_none());
-    assert!(safe_join(root, "a\0b").is_none());
-    assert!(safe_join(root, "..\\x").is_none());
-    assert_eq!(safe_join(root, "a/b").unwrap(), root.join("a/b"));
 }
 
 #[tokio::test]
-async fn symlink_out_of_root_is_refused() {
+async fn symlinks_out_of_the_root_follow_the_owner_rule() {
     let f = fixture();
     let art = f._dir.path().join("artifacts");
     std::os::unix::fs::symlink(f._dir.path().join("secret.txt"), art.join("link")).unwrap();
-    let (status, _, _) = send(&f.app, get("/artifacts/link")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The operator's link (like Debian's /usr/lib/ipxe/ipxe.efi) is served.
+    let (status, _, body) = send(&f.app, get("/artifacts/link")).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"nope"[..]));
+    // Another user's link is not (handing it over needs root; CI is root).
+    if std::os::unix::fs::lchown(art.join("link"), Some(4242), Some(4242)).is_ok() {
+        let (status, _, _) = send(&f.app, get("/artifacts/link")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
 }
 
 #[test]

@@ -1,0 +1,103 @@
+#!/bin/bash
+# Kiln end-to-end suite: build the test boot assets and kiln, run every tests/e2e/*.sh test
+# script, and sum their results into one final "N passed, N failed" line.
+#
+# Usage: sudo tests/run-e2e.sh [SCRIPT...]     (default: every tests/e2e/*.sh except lib.sh)
+# Environment:
+#   KILN_BIN=PATH        test this kiln binary instead of building target/release/kiln
+#   KILN_E2E_ASSETS=DIR  asset cache (default target/e2e-assets)
+#   others: see tests/e2e/lib.sh
+# Needs root (network namespaces, taps) and the Debian packages: qemu-system-x86 ipxe
+# ipxe-qemu ovmf linux-image-amd64 busybox-static cpio kmod iproute2 dnsmasq-base curl
+# grub-efi-amd64-bin grub-common mtools dosfstools.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+ASSETS=${KILN_E2E_ASSETS:-$REPO/target/e2e-assets}
+export KILN_E2E_ASSETS=$ASSETS
+
+[ "$(id -u)" -eq 0 ] || { echo "run-e2e.sh: must run as root" >&2; exit 2; }
+
+missing=()
+for tool in qemu-system-x86_64 ip dnsmasq curl cpio gzip modprobe grub-mkstandalone mkfs.fat mcopy; do
+	command -v "$tool" >/dev/null || missing+=("$tool")
+done
+for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/qemu/efi-virtio.rom \
+	/usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd /bin/busybox; do
+	[ -e "$f" ] || missing+=("$f")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "run-e2e.sh: missing ${missing[*]}" >&2
+	echo "  apt-get install qemu-system-x86 ipxe ipxe-qemu ovmf linux-image-amd64 busybox-static cpio kmod iproute2 dnsmasq-base curl grub-efi-amd64-bin grub-common mtools dosfstools" >&2
+	exit 2
+fi
+
+t0=$SECONDS
+echo "# building test assets into $ASSETS"
+"$REPO/images/test-initramfs/build.sh" "$ASSETS/initramfs" | sed 's/^/# /'
+"$REPO/images/test-initramfs/local-disk.sh" "$ASSETS/local-disk.img" | sed 's/^/# /'
+
+mkdir -p "$REPO/target"
+if [ -z "${KILN_BIN:-}" ]; then
+	echo "# cargo build --release -p kiln"
+	if ! (cd "$REPO" && cargo build --release -p kiln) >"$REPO/target/e2e-cargo-build.log" 2>&1; then
+		tail -n 30 "$REPO/target/e2e-cargo-build.log" | sed 's/^/# /'
+		echo "not ok - build: cargo build --release -p kiln failed"
+		echo "0 passed, 1 failed"
+		exit 1
+	fi
+	export KILN_BIN=$REPO/target/release/kiln
+fi
+echo "# kiln under test: $KILN_BIN"
+echo "# assets and kiln ready after $((SECONDS - t0)) s"
+
+scripts=("$@")
+if [ ${#scripts[@]} -eq 0 ]; then
+	for s in "$REPO"/tests/e2e/*.sh; do
+		[ "$(basename "$s")" = lib.sh ] || scripts+=("$s")
+	done
+fi
+
+passed=0
+failed=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for s in "${scripts[@]}"; do
+	echo "# ===== $(basename "$s")"
+	set +e
+	# Only the suite's final line may read "N passed, N failed" (tests/run-all.sh sums every
+	# such line it sees), so a script's own summary is shown reworded.
+	# (tee and sed ignore Ctrl-C so that the scripts' cleanup output still has a reader)
+	bash "$s" | (trap '' INT TERM; exec tee "$out") |
+		(trap '' INT TERM; exec sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/# summary: passed=\1 failed=\2/')
+	rc=${PIPESTATUS[0]}
+	set -e
+	if [ "$rc" -eq 130 ] || [ "$rc" -eq 143 ]; then
+		echo "# interrupted during $(basename "$s")"
+		exit "$rc"
+	fi
+	# A script's own "N passed, N failed" line if it prints one; else its ok / not ok lines;
+	# else the script itself counts as one test, by its exit status.
+	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1 || true)
+	if [ -n "$summary" ]; then
+		p=${summary%% passed*}
+		f=${summary#*, }
+		f=${f%% failed*}
+	else
+		p=$(grep -c '^ok - ' "$out" || true)
+		f=$(grep -c '^not ok - ' "$out" || true)
+		if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+			if [ "$rc" -eq 0 ]; then p=1; else f=1; fi
+		fi
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		echo "not ok - $(basename "$s"): exit status $rc"
+		failed=$((failed + 1))
+	fi
+	echo "# $(basename "$s"): passed=$p failed=$f (exit status $rc)"
+done
+echo "# suite took $((SECONDS - t0)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
