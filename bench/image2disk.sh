@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# image2disk throughput and memory, over loopback HTTP.
+#
+# Generates a disk image (SIZE_MB, default 2048) that looks like an OS image — real files from
+# /usr (binaries, libraries, text), some incompressible data, and long zero runs — compresses
+# it with zstd, gzip and xz, serves the files from nginx on 127.0.0.1, and measures:
+#   - kiln-agent image2disk into a new file, for raw / zstd / gzip / xz (MB/s, peak RSS);
+#   - the shell pipeline `curl | zstd -d | tee >(sha256sum) | dd bs=4M conv=fdatasync`;
+#   - each decompressor alone into /dev/null (zstd -d, gzip -d or pigz -d, xz -d -T1).
+# Targets: the agent ≥ 90% of the decompressor alone, ≥ 3× the shell pipeline (zstd), and a
+# peak RSS ≤ 64 MiB.
+#
+#   SIZE_MB=256 bench/image2disk.sh        # quick run while developing
+#   bench/image2disk.sh                    # the full 2 GiB run (a few minutes)
+#
+# Environment: SIZE_MB; WORK (scratch dir, default /var/tmp/kiln-bench-image2disk; with KEEP=1
+# it is kept and the image reused by the next run of the same size); TARGET_DIR (where the
+# written image goes: default /dev/shm when it has room, so the figures measure the pipeline
+# rather than this machine's disk — set TARGET_DIR=$WORK to include the disk); AGENT (binary;
+# default: cargo build --release). Loopback only; nginx is stopped on exit.
+set -euo pipefail
+
+SIZE_MB=${SIZE_MB:-2048}
+WORK=${WORK:-/var/tmp/kiln-bench-image2disk}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DEADLINE=$((SECONDS + 600))
+
+need() { command -v "$1" >/dev/null || { echo "image2disk.sh: needs $1" >&2; exit 1; }; }
+for t in nginx curl zstd gzip xz python3 sha256sum /usr/bin/time; do need "$t"; done
+
+if [[ -z ${AGENT:-} ]]; then
+    (cd "$ROOT" && cargo build --release -p kiln-agent --quiet)
+    AGENT=$ROOT/target/release/kiln-agent
+fi
+
+mkdir -p "$WORK/www" "$WORK/nginx"
+if [[ -z ${TARGET_DIR:-} ]]; then
+    TARGET_DIR=$WORK
+    if [[ -d /dev/shm ]] && (($(df --output=avail -k /dev/shm | tail -1) > SIZE_MB * 1024 * 3 / 2)); then
+        TARGET_DIR=/dev/shm
+    fi
+fi
+TARGET=$TARGET_DIR/kiln-bench-image2disk-target.$$
+SERVER_PID=
+cleanup() {
+    if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -f "$TARGET" "$WORK/pipeline.sha"
+    if [[ -z ${KEEP:-} ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT INT TERM
+
+echo "load at start: $(uptime)"
+echo "cores: $(nproc), target: $TARGET_DIR"
+IMG=$WORK/www/image-${SIZE_MB}M.raw
+
+# --- the image ---------------------------------------------------------------------------
+# Per 64 MiB: 26 MiB of real files from /usr, 6 MiB random, 32 MiB zeros (in 4 runs).
+if [[ ! -s $IMG ]]; then
+    echo "generating a ${SIZE_MB} MiB image…"
+    python3 - "$IMG" "$SIZE_MB" <<'EOF'
+import os, sys
+path, size = sys.argv[1], int(sys.argv[2]) << 20
+MIB = 1 << 20
+def usr_files():
+    while True:
+        for d, _, files in os.walk("/usr"):
+            for f in files:
+                p = os.path.join(d, f)
+                try:
+                    if os.path.isfile(p) and not os.path.islink(p):
+                        with open(p, "rb") as fh:
+                            yield fh.read(8 * MIB)
+                except OSError:
+                    pass
+src, pending = usr_files(), b""
+def real(n):
+    global pending
+    while len(pending) < n:
+        pending += next(src)
+    out, pending = pending[:n], pending[n:]
+    return out
+zeros = bytes(8 * MIB)
+with open(path, "wb") as out:
+    written = 0
+    while written < size:
+        for piece in (real(13 * MIB), zeros, os.urandom(6 * MIB), zeros, real(13 * MIB), zeros, zeros):
+            piece = piece[: size - written]
+            out.write(piece)
+            written += len(piece)
+EOF
+fi
+for c in zst gz xz; do
+    f=$IMG.$c
+    [[ -s $f ]] && continue
+    echo "compressing $c…"
+    case $c in
+        zst) zstd -q -T0 -3 -c "$IMG" >"$f.tmp" ;;
+        gz) if command -v pigz >/dev/null; then pigz -6 -c "$IMG" >"$f.tmp"; else gzip -6 -c "$IMG" >"$f.tmp"; fi ;;
+        xz) xz -T0 -2 -c "$IMG" >"$f.tmp" ;;
+    esac
+    mv "$f.tmp" "$f"
+done
+SIZE=$(stat -c %s "$IMG")
+
+# --- the server --------------------------------------------------------------------------
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    server {
+        listen 127.0.0.1:$PORT;
+        root $WORK/www;
+    }
+}
+EOF
+nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+SERVER_PID=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+BASE=http://127.0.0.1:$PORT/$(basename "$IMG")
+
+# --- measurements ------------------------------------------------------------------------
+mbps() { python3 -c "print(f'{$SIZE / $1 / 1e6:8.1f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:5.2f}')"; }
+# timed CMD…: sets ELAPSED (s) and RSS (KiB) from GNU time.
+timed() {
+    if ((SECONDS > DEADLINE)); then echo "image2disk.sh: over the 10 min budget, stopping" >&2; exit 1; fi
+    sync
+    /usr/bin/time -f '%e %M' -o "$WORK/time" "$@"
+    read -r ELAPSED RSS <"$WORK/time"
+}
+
+declare -A AGENT_S AGENT_RSS ALONE_S
+echo
+printf '%-34s %9s %8s %10s\n' run "MB/s" seconds "peak RSS"
+for c in raw zst gz xz; do
+    f=$IMG; [[ $c != raw ]] && f=$IMG.$c
+    url=$BASE; [[ $c != raw ]] && url=$BASE.$c
+    sha=$(sha256sum "$f" | cut -d' ' -f1)
+    rm -f "$TARGET"
+    timed "$AGENT" image2disk --quiet --url "$url" --sha256 "$sha" --disk "$TARGET" --size "$SIZE" >/dev/null
+    AGENT_S[$c]=$ELAPSED AGENT_RSS[$c]=$RSS
+    printf '%-34s %9s %8.2f %7d KiB\n' "kiln-agent image2disk ($c)" "$(mbps "$ELAPSED")" "$ELAPSED" "$RSS"
+done
+rm -f "$TARGET"
+
+timed bash -c "set -o pipefail; curl -s '$BASE.zst' | zstd -q -d | tee >(sha256sum >'$WORK/pipeline.sha') \
+    | dd of='$TARGET' bs=4M conv=fdatasync status=none"
+PIPE_S=$ELAPSED
+printf '%-34s %9s %8.2f\n' "curl|zstd -d|tee sha256sum|dd" "$(mbps "$ELAPSED")" "$ELAPSED"
+rm -f "$TARGET"
+
+GZ=gzip; command -v pigz >/dev/null && GZ=pigz
+for c in zst gz xz; do
+    case $c in
+        zst) cmd=(zstd -q -d -c "$IMG.zst") ;;
+        gz) cmd=("$GZ" -d -c "$IMG.gz") ;;
+        xz) cmd=(xz -d -T1 -c "$IMG.xz") ;;
+    esac
+    timed bash -c '"$@" >/dev/null' _ "${cmd[@]}"
+    ALONE_S[$c]=$ELAPSED
+    printf '%-34s %9s %8.2f\n' "${cmd[0]} -d alone ($c)" "$(mbps "$ELAPSED")" "$ELAPSED"
+done
+
+echo
+echo "image: $SIZE bytes; served: raw $SIZE, zst $(stat -c %s "$IMG.zst"), gz $(stat -c %s "$IMG.gz"), xz $(stat -c %s "$IMG.xz")"
+for c in zst gz xz; do
+    echo "agent $c vs decompressor alone: $(ratio "${ALONE_S[$c]}" "${AGENT_S[$c]}") (target ≥ 0.90)"
+done
+echo "agent zst vs shell pipeline:      $(ratio "$PIPE_S" "${AGENT_S[zst]}") (target ≥ 3)"
+max=0; for c in "${!AGENT_RSS[@]}"; do ((AGENT_RSS[$c] > max)) && max=${AGENT_RSS[$c]}; done
+echo "agent peak RSS: $((max / 1024)) MiB (target ≤ 64)"
+echo "load at end: $(uptime)"

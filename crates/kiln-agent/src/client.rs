@@ -1,0 +1,200 @@
+//! The agent's side of the protocol: ask for the next action, report on it.
+//! The server may be down (restarted, say): every call retries with backoff
+//! until it answers, so a restart of kiln never loses the agent.
+
+use std::time::Duration;
+
+use kiln_model::workflow::{NextAction, Report, ReportKind};
+
+/// What the kernel command line told the agent (set by kiln's iPXE script).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub server: String,
+    pub token: String,
+    pub mac: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl Identity {
+    /// Reads `kiln.server=`, `kiln.token=`, `kiln.mac=`, `kiln.hostname=`.
+    pub fn from_cmdline(cmdline: &str) -> Result<Identity, String> {
+        let get = |key: &str| {
+            cmdline
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let server = get("kiln.server").ok_or("the kernel command line has no kiln.server=")?;
+        let token = get("kiln.token")
+            .ok_or("the kernel command line has no kiln.token= (no workflow for this machine)")?;
+        Ok(Identity {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            mac: get("kiln.mac"),
+            hostname: get("kiln.hostname"),
+        })
+    }
+}
+
+/// Why the server refused a call for good (not a network error: those are retried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// 401: the token is unknown or revoked.
+    Unauthorized,
+    /// 409: the report is about an action that is no longer running.
+    Stale,
+    /// 410: the workflow ended.
+    Gone,
+    Other(u16, String),
+}
+
+pub struct Client {
+    id: Identity,
+    agent: ureq::Agent,
+    /// Retry delays: first, and the cap it doubles up to.
+    pub backoff: (Duration, Duration),
+}
+
+impl Client {
+    pub fn new(id: Identity) -> Client {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build();
+        Client {
+            id,
+            agent: config.into(),
+            backoff: (Duration::from_millis(500), Duration::from_secs(10)),
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.id
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.id.server)
+    }
+
+    /// Runs `call` until the server answers; returns its status and body.
+    fn retrying(
+        &self,
+        what: &str,
+        call: impl Fn() -> Result<(u16, String), ureq::Error>,
+    ) -> (u16, String) {
+        let mut delay = self.backoff.0;
+        loop {
+            match call() {
+                Ok((status, body)) if status < 500 => return (status, body),
+                Ok((status, body)) => {
+                    eprintln!("kiln-agent: {what}: server error {status}: {}", body.trim())
+                }
+                Err(e) => eprintln!(
+                    "kiln-agent: {what}: {e}; retrying in {} ms",
+                    delay.as_millis()
+                ),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(self.backoff.1);
+        }
+    }
+
+    fn refused(status: u16, body: String) -> Refused {
+        match status {
+            401 => Refused::Unauthorized,
+            409 => Refused::Stale,
+            410 => Refused::Gone,
+            _ => Refused::Other(status, body.trim().to_string()),
+        }
+    }
+
+    pub fn next(&self) -> Result<NextAction, Refused> {
+        let url = self.url(&format!("/v1/agent/{}/next", self.id.token));
+        let (status, body) = self.retrying("asking for the next action", || {
+            let mut r = self.agent.get(&url).call()?;
+            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+        });
+        if status != 200 {
+            return Err(Self::refused(status, body));
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| Refused::Other(status, format!("unreadable answer: {e}")))
+    }
+
+    /// One try, no retry: for progress and log lines, which may be lost
+    /// while the server is away (the final result is not: see [`Client::report`]).
+    pub fn try_report(&self, index: usize, attempt: u32, kind: ReportKind) -> bool {
+        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
+        let body = serde_json::to_string(&Report {
+            index,
+            attempt,
+            kind,
+        })
+        .expect("reports serialize");
+        matches!(
+            self.agent.post(&url).header("content-type", "application/json").send(body.as_bytes()),
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    /// Reports until the server takes it (or refuses it for good).
+    pub fn report(&self, index: usize, attempt: u32, kind: ReportKind) -> Result<(), Refused> {
+        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
+        let body = serde_json::to_string(&Report {
+            index,
+            attempt,
+            kind,
+        })
+        .expect("reports serialize");
+        let (status, text) = self.retrying("reporting", || {
+            let mut r = self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.as_bytes())?;
+            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+        });
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Self::refused(status, text))
+        }
+    }
+
+    /// GETs a small text document (NoCloud seed files).
+    pub fn get_text(&self, path: &str) -> Result<String, Refused> {
+        let url = self.url(path);
+        let (status, body) = self.retrying(path, || {
+            let mut r = self.agent.get(&url).call()?;
+            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+        });
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(Self::refused(status, body))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kernel_command_line() {
+        let id = Identity::from_cmdline(
+            "BOOT_IMAGE=vmlinuz initrd=initrd.img console=ttyS0 kiln.server=http://10.77.0.1:8080/ kiln.mac=52:54:00:aa:00:01 kiln.hostname=node1 kiln.token=abc\n",
+        )
+        .unwrap();
+        assert_eq!(id.server, "http://10.77.0.1:8080");
+        assert_eq!(id.token, "abc");
+        assert_eq!(id.hostname.as_deref(), Some("node1"));
+        assert!(
+            Identity::from_cmdline("kiln.server=http://x")
+                .unwrap_err()
+                .contains("kiln.token")
+        );
+        assert!(Identity::from_cmdline("kiln.serverx=1 kiln.token=t").is_err());
+    }
+}
