@@ -30,8 +30,9 @@ TARGET=x86_64-unknown-linux-gnu
 (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked -p kiln-agent --target "$TARGET" >&2)
 AGENT=$REPO/target/$TARGET/release/kiln-agent
-if ldd "$AGENT" >/dev/null 2>&1; then
-  echo "build.sh: $AGENT is dynamically linked" >&2
+# Static (or static-pie) binaries need no shared libraries.
+if readelf -d "$AGENT" | grep -q NEEDED; then
+  echo "build.sh: $AGENT needs shared libraries: $(readelf -d "$AGENT" | grep NEEDED | tr -s ' ')" >&2
   exit 1
 fi
 

@@ -225,7 +225,7 @@ kiln_serve() {
 	[ -x "$KILN_BIN" ] || die "kiln binary $KILN_BIN missing (cargo build --release -p kiln)"
 	KILN_LOG=$E2E_WORK/kiln-serve.log
 	local cmd=("$KILN_BIN" serve --data-dir "$E2E_DATA" --interface br0 --address "$SERVER_IP"
-		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "$E2E_ASSETS/initramfs"
+		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "${KILN_ARTIFACTS:-$E2E_ASSETS/initramfs}"
 		--kernel-args "$KERNEL_ARGS" "$@")
 	log "starting: ${cmd[*]}"
 	ip netns exec "$E2E_NS" "${cmd[@]}" </dev/null >"$KILN_LOG" 2>&1 &
@@ -285,7 +285,7 @@ dnsmasq_dhcp_only() {
 # ---- QEMU -------------------------------------------------------------------------------
 
 # vm_start NAME --tap TAP --mac MAC [--fw bios|uefi] [--no-rom] [--disk IMG] [--nic MODEL]
-#          [--uefi-netstack all|ipv4|none]
+#          [--uefi-netstack all|ipv4|none] [--rw-disk] [--reboot] [--mem MB]
 # Starts QEMU in the background; boot order: the NIC (bootindex 1), then the disk if given
 # (bootindex 2). Sets VM_PID, VM_LOG (serial log) and VM_START ($SECONDS at start).
 #   --no-rom          disable the NIC's option ROM (QEMU's iPXE): firmware-native PXE
@@ -295,8 +295,12 @@ dnsmasq_dhcp_only() {
 #                     options, all tried before the disk: about 3.5 minutes of timeouts under
 #                     TCG on a segment without DHCPv6. none: with the ROM, the iPXE ROM is the
 #                     NIC's only boot option. ipv4: PXEv4 and HTTPv4 only.
+#   --rw-disk         writes reach the disk image (default: a throw-away snapshot)
+#   --reboot          a guest reboot restarts the machine (default: QEMU exits)
+#   --mem MB          memory (default 512)
 vm_start() {
 	local name=$1 tap='' mac='' fw=bios rom=default disk='' nic=virtio-net-pci netstack=all
+	local snapshot=on noreboot=1 mem=512
 	shift
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -307,14 +311,18 @@ vm_start() {
 		--disk) disk=$2; shift 2 ;;
 		--nic) nic=$2; shift 2 ;;
 		--uefi-netstack) netstack=$2; shift 2 ;;
+		--rw-disk) snapshot=off; shift ;;
+		--reboot) noreboot=0; shift ;;
+		--mem) mem=$2; shift 2 ;;
 		*) die "vm_start: unknown option $1" ;;
 		esac
 	done
 	if [ -z "$tap" ] || [ -z "$mac" ]; then die "vm_start: --tap and --mac are required"; fi
 	VM_LOG=$E2E_WORK/$name.serial.log
 	local qlog=$E2E_WORK/$name.qemu.log
-	local args=(-accel tcg -machine q35 -m 512 -smp 1 -nographic -monitor none
-		-serial "file:$VM_LOG" -no-reboot)
+	local args=(-accel tcg -machine q35 -m "$mem" -smp 1 -nographic -monitor none
+		-serial "file:$VM_LOG")
+	if [ "$noreboot" = 1 ]; then args+=(-no-reboot); fi
 	case $fw in
 	bios) ;;
 	uefi)
@@ -335,7 +343,7 @@ vm_start() {
 	[ "$rom" = none ] && nicdev+=",romfile="
 	args+=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "$nicdev")
 	if [ -n "$disk" ]; then
-		args+=(-drive "file=$disk,format=raw,if=none,id=d0,snapshot=on"
+		args+=(-drive "file=$disk,format=raw,if=none,id=d0,snapshot=$snapshot"
 			-device "virtio-blk-pci,drive=d0,bootindex=2")
 	fi
 	log "vm $name: fw=$fw nic=$nic rom=$rom mac=$mac tap=$tap${disk:+ disk=$(basename "$disk")}$([ "$fw" = bios ] || echo " uefi-netstack=$netstack")"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Issue 3 end to end: a QEMU machine with a blank disk netboots Kiln's agent
+# OS, the agent streams the test OS onto the disk (sha256 checked), writes the
+# NoCloud seed and reboots; the machine boots its disk (netboot is now off),
+# real cloud-init sets the hostname and the static IP from hardware.csv and
+# phones home; the workflow is `succeeded`. On BIOS and UEFI.
+#
+#   tests/e2e/workflow.sh [--list] [CASE...]      cases: bios uefi
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+AGENT_OS=$E2E_ASSETS/agent-os
+TEST_OS=$E2E_ASSETS/test-os/test-os.raw.zst
+
+# wait_workflow HOST TIMEOUT: poll until the machine's workflow ends; prints its state.
+wait_workflow() {
+	local host=$1 timeout=$2 deadline state=
+	deadline=$((SECONDS + timeout))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		state=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null) || state=
+		case $state in succeeded | failed | timed-out) break ;; esac
+		kill -0 "$VM_PID" 2>/dev/null || { log "the machine stopped"; break; }
+		sleep 2
+	done
+	echo "${state:-unknown}"
+}
+
+run_case() {
+	local fw=$1 host=wf-$1 mac ip=10.77.0.57 state json
+	mac=52:54:00:3f:00:0$([ "$fw" = bios ] && echo 1 || echo 2)
+	e2e_setup "workflow-$fw"
+	ns_create 1
+	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,$ip"
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
+	kiln image import "$TEST_OS" --name test-os >/dev/null
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
+	kiln workflow create --template "$REPO/workflows/debian-test-os.yaml" --hardware "$host" | sed 's/^/# /'
+	truncate -s 3G "$E2E_WORK/disk.raw"
+	vm_start "$host" --fw "$fw" --tap tap0 --mac "$mac" --disk "$E2E_WORK/disk.raw" --rw-disk --reboot \
+		--mem 1024 --uefi-netstack none
+	state=$(wait_workflow "$host" 900)
+	"$KILN_BIN" workflow show "$host" --data-dir "$E2E_DATA" | sed 's/^/#   /'
+	if [ "$state" = succeeded ]; then
+		ok "workflow-$fw: agent streamed the test OS, cloud-init ran in the installed OS, workflow succeeded"
+	else
+		not_ok "workflow-$fw: workflow ended $state"
+		"$KILN_BIN" workflow logs "$host" --data-dir "$E2E_DATA" | tail -n 20 | sed 's/^/#   logs: /'
+		return 0
+	fi
+	json=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA")
+	local peer payload
+	peer=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["phone_home"]["peer"])' <<<"$json")
+	payload=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["phone_home"]["payload"])' <<<"$json")
+	check "workflow-$fw static-ip: the installed OS phoned home from its reserved address $ip (got $peer)" \
+		[ "$peer" = "$ip" ]
+	check "workflow-$fw hostname: cloud-init set the hostname $host (phone-home: $payload)" \
+		grep -q "hostname=$host" <<<"$payload"
+	check "workflow-$fw disk-boot: the second boot came from the disk (netboot off)" \
+		grep -qE 'Kiln: netboot is off|no boot file|Booting from Hard Disk|cloud-init' "$VM_LOG"
+}
+
+CASES=(bios uefi)
+if [ "${1:-}" = --list ]; then
+	printf '%s\n' "${CASES[@]}"
+	exit 0
+fi
+[ -s "$TEST_OS" ] || die "test OS image missing: images/test-os/build.sh $E2E_ASSETS/test-os"
+[ -s "$AGENT_OS/initrd.img" ] || die "agent OS missing: images/agent/build.sh $AGENT_OS"
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${CASES[@]}")
+passed=0
+failed=0
+for c in "${selected[@]}"; do
+	out=$( (run_case "$c") 2>&1) || true
+	printf '%s\n' "$out"
+	passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
+	failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
