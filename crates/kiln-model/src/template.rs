@@ -436,10 +436,13 @@ pub fn render_actions(template: &Template, ctx: &RenderContext) -> Result<Vec<Ac
                 })?;
             params.insert(k.clone(), rendered);
         }
-        if a.kind == ActionKind::Image2disk {
+        if a.kind.params().1.contains(&"disk") {
+            // The installed OS lives on the machine's disk unless the action says otherwise.
             params
                 .entry("disk".into())
                 .or_insert_with(|| ctx.hardware.disk.clone());
+        }
+        if a.kind == ActionKind::Image2disk {
             let sha = params
                 .get("sha256")
                 .map(|s| s.trim().to_string())
@@ -575,6 +578,9 @@ actions:
             "http://10.0.0.1:8080/artifacts/test-os.raw.zst"
         );
         assert_eq!(actions[0].params["disk"], "/dev/vda");
+        // Every action that works on the installed OS knows its disk.
+        assert_eq!(actions[1].params["disk"], "/dev/vda", "cloud-init");
+        assert!(!actions[2].params.contains_key("disk"), "reboot takes no disk");
     }
 
     #[test]
