@@ -124,7 +124,11 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         kernel_args: args.kernel_args.clone(),
     };
     let render = metrics.clone();
-    let engine = kiln_engine::Engine::new(store.clone());
+    // The engine writes through its own connection: `PRAGMA data_version` only
+    // moves for other connections' commits, and the inventory refresher below
+    // must see the engine turn a machine's netboot off.
+    let engine_store = Store::open(data_dir).context("opening the engine's store connection")?;
+    let engine = kiln_engine::Engine::new(Arc::new(engine_store));
     store.set_setting("server_url", &server_url)?;
     let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
         engine: engine.clone(),
