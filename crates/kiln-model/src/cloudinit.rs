@@ -1,6 +1,7 @@
 //! NoCloud seed documents for a machine: meta-data, network-config (v2, static
 //! from hardware.csv, matched by MAC) and a default user-data that sets the
-//! hostname and phones home. Every value written here was validated on
+//! hostname and phones home. Written for the oldest cloud-init we meet
+//! (Debian 12's 22.4: a default route is `to: 0.0.0.0/0`, not `to: default`). Every value written here was validated on
 //! enrolment (hostnames, IPs, MACs), so plain YAML scalars are safe.
 
 use std::fmt::Write;
@@ -25,7 +26,7 @@ pub fn network_config(hw: &Hardware) -> String {
         if let Some(gw) = hw.gateway {
             let _ = writeln!(
                 s,
-                "{indent}routes:\n{indent}  - to: default\n{indent}    via: {gw}"
+                "{indent}routes:\n{indent}  - to: 0.0.0.0/0\n{indent}    via: {gw}"
             );
         }
         if !hw.nameservers.is_empty() {
@@ -90,6 +91,49 @@ mod tests {
             v.contains("vlan42:\n    id: 42\n    link: nic0\n    addresses: [10.77.0.57/24]"),
             "{v}"
         );
+    }
+
+    /// Debian's cloud-init parses and renders what we write (CI installs it).
+    #[test]
+    fn real_cloud_init_accepts_the_documents() {
+        if std::process::Command::new("cloud-init").arg("--version").output().is_err() {
+            eprintln!("cloud-init is not installed (apt-get install cloud-init): check skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (name, vlan) in [("plain", ""), ("vlan", "42")] {
+            let net = dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&net, network_config(&hw(vlan))).unwrap();
+            let out_dir = dir.path().join(name);
+            let out = std::process::Command::new("cloud-init")
+                .args(["devel", "net-convert", "--kind", "yaml", "--output-kind", "networkd", "--distro", "debian"])
+                .arg("--network-data")
+                .arg(&net)
+                .arg("--directory")
+                .arg(&out_dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+            let rendered: String = walk(&out_dir).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+            assert!(rendered.contains("Address=10.77.0.57/24"), "{name}: {rendered}");
+            assert!(rendered.contains("Gateway=10.77.0.1"), "{name}: {rendered}");
+        }
+        let ud = dir.path().join("user-data");
+        std::fs::write(&ud, default_user_data(&hw(""), "http://10.77.0.1:8080/v1/phone-home/t")).unwrap();
+        let out = std::process::Command::new("cloud-init").args(["schema", "--config-file"]).arg(&ud).output().unwrap();
+        assert!(out.status.success(), "user-data: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                files.extend(walk(&e.path()));
+            } else {
+                files.push(e.path());
+            }
+        }
+        files
     }
 
     #[test]
