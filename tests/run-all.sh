@@ -36,6 +36,10 @@ step() {
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step unit cargo test --workspace --locked
+# The end-to-end suites drive the debug build the unit step already compiled most of
+# (a second, release build of everything would add minutes to CI, not coverage).
+step build cargo build --workspace --locked
+export KILN_BIN=$PWD/target/debug/kiln
 step e2e bash tests/run-e2e.sh
 
 echo "$passed passed, $failed failed"
