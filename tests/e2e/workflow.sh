@@ -58,8 +58,12 @@ run_case() {
 		[ "$peer" = "$ip" ]
 	check "workflow-$fw hostname: cloud-init set the hostname $host (phone-home: $payload)" \
 		grep -q "hostname=$host" <<<"$payload"
-	check "workflow-$fw disk-boot: the second boot came from the disk (netboot off)" \
-		grep -qE 'Kiln: netboot is off|no boot file|Booting from Hard Disk|cloud-init' "$VM_LOG"
+	local agent_boots
+	agent_boots=$(clean_log "$VM_LOG" | grep -c 'kiln-agent-os: up' || true)
+	check "workflow-$fw disk-boot: the agent OS booted once, then the installed OS from disk (netboot off)" \
+		[ "$agent_boots" = 1 ]
+	check "workflow-$fw cloud-init: the installed OS's cloud-init ran from the NoCloud seed" \
+		grep -qE 'Cloud-init v\. [0-9.]+ finished.*DataSourceNoCloud' <(clean_log "$VM_LOG")
 }
 
 CASES=(bios uefi)
