@@ -96,7 +96,11 @@ mod tests {
     /// Debian's cloud-init parses and renders what we write (CI installs it).
     #[test]
     fn real_cloud_init_accepts_the_documents() {
-        if std::process::Command::new("cloud-init").arg("--version").output().is_err() {
+        if std::process::Command::new("cloud-init")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("cloud-init is not installed (apt-get install cloud-init): check skipped");
             return;
         }
@@ -106,22 +110,54 @@ mod tests {
             std::fs::write(&net, network_config(&hw(vlan))).unwrap();
             let out_dir = dir.path().join(name);
             let out = std::process::Command::new("cloud-init")
-                .args(["devel", "net-convert", "--kind", "yaml", "--output-kind", "networkd", "--distro", "debian"])
+                .args([
+                    "devel",
+                    "net-convert",
+                    "--kind",
+                    "yaml",
+                    "--output-kind",
+                    "networkd",
+                    "--distro",
+                    "debian",
+                ])
                 .arg("--network-data")
                 .arg(&net)
                 .arg("--directory")
                 .arg(&out_dir)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-            let rendered: String = walk(&out_dir).iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
-            assert!(rendered.contains("Address=10.77.0.57/24"), "{name}: {rendered}");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let rendered: String = walk(&out_dir)
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .collect();
+            assert!(
+                rendered.contains("Address=10.77.0.57/24"),
+                "{name}: {rendered}"
+            );
             assert!(rendered.contains("Gateway=10.77.0.1"), "{name}: {rendered}");
         }
         let ud = dir.path().join("user-data");
-        std::fs::write(&ud, default_user_data(&hw(""), "http://10.77.0.1:8080/v1/phone-home/t")).unwrap();
-        let out = std::process::Command::new("cloud-init").args(["schema", "--config-file"]).arg(&ud).output().unwrap();
-        assert!(out.status.success(), "user-data: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        std::fs::write(
+            &ud,
+            default_user_data(&hw(""), "http://10.77.0.1:8080/v1/phone-home/t"),
+        )
+        .unwrap();
+        let out = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&ud)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "user-data: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

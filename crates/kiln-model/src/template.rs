@@ -580,7 +580,10 @@ actions:
         assert_eq!(actions[0].params["disk"], "/dev/vda");
         // Every action that works on the installed OS knows its disk.
         assert_eq!(actions[1].params["disk"], "/dev/vda", "cloud-init");
-        assert!(!actions[2].params.contains_key("disk"), "reboot takes no disk");
+        assert!(
+            !actions[2].params.contains_key("disk"),
+            "reboot takes no disk"
+        );
     }
 
     #[test]

@@ -108,6 +108,8 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         Store::open(data_dir)
             .with_context(|| format!("opening the store in {}", data_dir.display()))?,
     );
+    // This connection writes events (and reads); see Store::relax_durability.
+    store.relax_durability()?;
     let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (shutdown_tx, shutdown) = watch::channel(false);

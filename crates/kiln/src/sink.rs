@@ -76,8 +76,12 @@ fn resolve(event: &mut Event, inventory: &SharedInventory) {
 fn writer(store: Arc<Store>, inventory: SharedInventory, rx: Receiver<Event>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        // Gather what arrives within a few milliseconds: one transaction per
+        // batch, not per packet, under load.
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(5);
         while batch.len() < BATCH {
-            match rx.try_recv() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }
