@@ -66,7 +66,87 @@ run_case() {
 		grep -qE 'Cloud-init v\. [0-9.]+ finished.*DataSourceNoCloud' <(clean_log "$VM_LOG")
 }
 
-CASES=(bios uefi)
+# wait_progress HOST: until the image is streaming (some bytes reported); 0 if it is.
+wait_progress() {
+	local host=$1 deadline=$((SECONDS + 300)) done_bytes
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		done_bytes=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+			python3 -c 'import json,sys; a=json.load(sys.stdin)["actions"][0]; print((a.get("progress") or {}).get("done", 0))' 2>/dev/null) || done_bytes=0
+		[ "${done_bytes:-0}" -gt 0 ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+
+# Starts a BIOS machine on a blank disk with a workflow from TEMPLATE.
+start_install() {
+	local name=$1 template=$2
+	HOST=wf-$name
+	MAC=52:54:00:3f:01:0${#name}
+	e2e_setup "workflow-$name"
+	ns_create 1
+	write_hardware_csv "$E2E_WORK/hardware.csv" "$HOST,$MAC,10.77.0.57"
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
+	kiln image import "$TEST_OS" --name test-os >/dev/null
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
+	kiln workflow create --template "$template" --hardware "$HOST" >/dev/null
+	truncate -s 3G "$E2E_WORK/disk.raw"
+	vm_start "$HOST" --fw bios --tap tap0 --mac "$MAC" --disk "$E2E_WORK/disk.raw" --rw-disk --reboot --mem 1024
+}
+
+# Kill -9 kiln while the agent streams; restart it on the same data dir.
+case_kill_server() {
+	start_install kill "$REPO/workflows/debian-test-os.yaml"
+	wait_progress "$HOST" || { not_ok "kill-server: the image never started streaming"; return 0; }
+	kill -KILL "$KILN_PID"
+	wait "$KILN_PID" 2>/dev/null || true
+	log "kiln killed with SIGKILL mid-stream; restarting in 5 s"
+	sleep 5
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
+	local state
+	state=$(wait_workflow "$HOST" 900)
+	check "kill-server: after kill -9 of kiln mid-stream and a restart, the workflow ends succeeded (got $state)" \
+		[ "$state" = succeeded ]
+	check "kill-server: the agent resumed the download instead of starting over" \
+		grep -qiE 'resum' <("$KILN_BIN" workflow logs "$HOST" --data-dir "$E2E_DATA")
+}
+
+# A wrong sha256: the action fails, the disk is wiped, the machine is not rebooted into it.
+case_bad_sha256() {
+	local tpl=$E2E_WORK_BASE/bad-sha256.yaml
+	mkdir -p "$E2E_WORK_BASE"
+	sed -e "s|sha256: '{{ images\[\"test-os\"\].sha256 }}'|sha256: '$(printf '0%.0s' $(seq 64))'|" \
+		-e 's/retries: 2/retries: 0/' -e 's/name: debian-test-os/name: bad-sha256/' \
+		"$REPO/workflows/debian-test-os.yaml" >"$tpl"
+	start_install badsha "$tpl"
+	local state msg
+	state=$(wait_workflow "$HOST" 900)
+	msg=$("$KILN_BIN" workflow show "$HOST" -o json --data-dir "$E2E_DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
+	check "bad-sha256: the workflow failed (got $state)" [ "$state" = failed ]
+	check "bad-sha256: the message says why ($msg)" grep -q 'sha256 mismatch' <<<"$msg"
+	sleep 5
+	vm_stop "$VM_PID"
+	check "bad-sha256: the disk's partition table is wiped (first MiB zero)" \
+		cmp -s -n 1048576 "$E2E_WORK/disk.raw" /dev/zero
+	check "bad-sha256: the machine was not rebooted into the disk" \
+		[ "$(clean_log "$VM_LOG" | grep -c 'kiln-agent-os: up' || true)" = 1 ]
+}
+
+# The machine loses its network for 30 s mid-stream, then gets it back.
+case_network_loss() {
+	start_install netloss "$REPO/workflows/debian-test-os.yaml"
+	wait_progress "$HOST" || { not_ok "network-loss: the image never started streaming"; return 0; }
+	nsx ip link set tap0 down
+	log "tap0 down for 30 s"
+	sleep 30
+	nsx ip link set tap0 up
+	local state
+	state=$(wait_workflow "$HOST" 900)
+	check "network-loss: after 30 s without network mid-stream the workflow ends succeeded (got $state)" \
+		[ "$state" = succeeded ]
+}
+
+CASES=(bios uefi kill-server bad-sha256 network-loss)
 if [ "${1:-}" = --list ]; then
 	printf '%s\n' "${CASES[@]}"
 	exit 0
@@ -78,7 +158,10 @@ selected=("$@")
 passed=0
 failed=0
 for c in "${selected[@]}"; do
-	out=$( (run_case "$c") 2>&1) || true
+	case $c in
+	bios | uefi) out=$( (run_case "$c") 2>&1) || true ;;
+	*) out=$( ("case_${c//-/_}") 2>&1) || true ;;
+	esac
 	printf '%s\n' "$out"
 	passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
 	failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
