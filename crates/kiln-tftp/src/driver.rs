@@ -1,31 +1,12 @@
-//! Runs a [`ReadTransfer`] over a datagram link with a retransmission timer.
-//!
-//! Generic over [`Link`] so tests can drive it through channels with
-//! `tokio::time::pause()` instead of a real socket and real waiting.
+//! Runs a [`ReadTransfer`] over a connected socket with a retransmission timer.
 
 use std::io;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout_at};
 
 use crate::packet::Packet;
 use crate::transfer::{Action, ReadTransfer, TransferError};
-
-/// A connected datagram pipe to one client.
-pub(crate) trait Link {
-    async fn send(&mut self, packet: &[u8]) -> io::Result<()>;
-    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-}
-
-impl Link for tokio::net::UdpSocket {
-    async fn send(&mut self, packet: &[u8]) -> io::Result<()> {
-        tokio::net::UdpSocket::send(self, packet).await.map(drop)
-    }
-    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        tokio::net::UdpSocket::recv(self, buf).await
-    }
-}
 
 /// How a driven transfer ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -51,48 +32,66 @@ pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Drive `t` to completion over `link`.
-pub(crate) async fn drive<L: Link>(
+/// Drive `t` to completion over a connected, blocking socket, on a thread of
+/// its own. Lock-step TFTP is one packet each way per block: here that costs
+/// one `send` and one `recv` (tftpd-hpa's budget), where an async socket adds
+/// a failed read and an epoll wait per block. `stop` is checked at least every
+/// 250 ms.
+pub(crate) fn drive_blocking(
     t: &mut ReadTransfer,
-    link: &mut L,
+    sock: &std::net::UdpSocket,
     timeout: Duration,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(), DriveError> {
-    // One buffer for every DATA packet of the transfer.
+    use std::sync::atomic::Ordering;
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(timeout.min(Duration::from_millis(250))))?;
     let mut out = Vec::with_capacity(4 + t.blksize());
-    // ACKs are 4 bytes; anything longer than this is an ERROR we only log.
     let mut inbuf = [0u8; 516];
     let mut action = t.start();
-    let mut deadline = Instant::now() + timeout;
+    let mut deadline = std::time::Instant::now() + timeout;
     loop {
         match action {
             Action::SendOack => {
-                link.send(t.oack_packet()).await?;
-                deadline = Instant::now() + timeout;
+                sock.send(t.oack_packet())?;
+                deadline = std::time::Instant::now() + timeout;
             }
             Action::SendData { first, last } => {
                 for i in first..=last {
                     t.write_data(i, &mut out);
-                    link.send(&out).await?;
+                    sock.send(&out)?;
                 }
-                deadline = Instant::now() + timeout;
+                deadline = std::time::Instant::now() + timeout;
             }
             Action::Wait => {}
             Action::Done => return Ok(()),
             Action::Fail(e) => return Err(e.into()),
         }
-        action = tokio::select! {
-            r = timeout_at(deadline, link.recv(&mut inbuf)) => match r {
-                Err(_elapsed) => t.on_timeout(),
-                Ok(Err(e)) => return Err(e.into()),
-                Ok(Ok(n)) => match Packet::parse(&inbuf[..n]) {
-                    Ok(Packet::Ack { block }) => t.on_ack(block),
-                    Ok(Packet::Error { code, message }) => t.on_error(code, &message),
-                    // Anything else from our client is noise; the timer decides.
-                    _ => Action::Wait,
-                },
-            },
-            () = shutdown_signalled(shutdown) => return Err(DriveError::Shutdown),
+        action = loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(DriveError::Shutdown);
+            }
+            match sock.recv(&mut inbuf) {
+                Ok(n) => {
+                    break match Packet::parse(&inbuf[..n]) {
+                        Ok(Packet::Ack { block }) => t.on_ack(block),
+                        Ok(Packet::Error { code, message }) => t.on_error(code, &message),
+                        _ => Action::Wait,
+                    };
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        break t.on_timeout();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         };
     }
 }
@@ -102,142 +101,140 @@ mod tests {
     use super::*;
     use crate::packet::{Packet, encode_ack};
     use bytes::Bytes;
-    use tokio::sync::mpsc;
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
 
-    /// Both ends of an in-memory link.
-    struct ChanLink {
-        tx: mpsc::UnboundedSender<Vec<u8>>,
-        rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// A connected server/client socket pair on loopback.
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.connect(client.local_addr().unwrap()).unwrap();
+        client.connect(server.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
     }
 
-    impl Link for ChanLink {
-        async fn send(&mut self, p: &[u8]) -> io::Result<()> {
-            self.tx
-                .send(p.to_vec())
-                .map_err(|_| io::ErrorKind::ConnectionRefused.into())
-        }
-        async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let p = self.rx.recv().await.ok_or(io::ErrorKind::ConnectionReset)?;
-            buf[..p.len()].copy_from_slice(&p);
-            Ok(p.len())
-        }
-    }
-
-    fn pair() -> (ChanLink, ChanLink) {
-        let (a_tx, b_rx) = mpsc::unbounded_channel();
-        let (b_tx, a_rx) = mpsc::unbounded_channel();
-        (
-            ChanLink { tx: a_tx, rx: a_rx },
-            ChanLink { tx: b_tx, rx: b_rx },
-        )
-    }
-
-    fn block_of(p: &[u8]) -> u16 {
-        match Packet::parse(p).unwrap() {
+    fn recv_block(c: &UdpSocket) -> u16 {
+        let mut buf = [0u8; 1024];
+        let n = c.recv(&mut buf).unwrap();
+        match Packet::parse(&buf[..n]).unwrap() {
             Packet::Data { block, .. } => block,
             other => panic!("{other:?}"),
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn silent_client_times_out_after_retries() {
-        let (mut server, mut client) = pair();
-        let (_stx, mut srx) = watch::channel(false);
+    fn ack(c: &UdpSocket, block: u16) {
+        let mut a = Vec::new();
+        encode_ack(&mut a, block);
+        c.send(&a).unwrap();
+    }
+
+    const T: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn silent_client_times_out_after_retries() {
+        let (server, client) = pair();
         let mut t = ReadTransfer::new(Bytes::from_static(b"abc"), 512, 1, None, 5);
         let start = Instant::now();
-        let r = drive(&mut t, &mut server, Duration::from_secs(2), &mut srx).await;
-        assert!(matches!(
-            r,
-            Err(DriveError::Transfer(TransferError::TimedOut {
-                retries: 5,
-                block: 1
-            }))
-        ));
-        // First send + 5 retransmissions, each followed by a 2 s wait.
-        assert_eq!(start.elapsed(), Duration::from_secs(12));
+        let r = drive_blocking(&mut t, &server, T, &AtomicBool::new(false));
+        assert!(
+            matches!(
+                r,
+                Err(DriveError::Transfer(TransferError::TimedOut {
+                    retries: 5,
+                    block: 1
+                }))
+            ),
+            "{r:?}"
+        );
+        // First send + 5 retransmissions, each followed by a full timeout.
+        assert!(start.elapsed() >= 6 * T);
+        client
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
         let mut n = 0;
-        while let Ok(p) = client.rx.try_recv() {
-            assert_eq!(block_of(&p), 1);
+        let mut buf = [0u8; 600];
+        while client.recv(&mut buf).is_ok() {
             n += 1;
         }
         assert_eq!(n, 6);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn lost_ack_is_recovered_by_retransmission() {
-        let (mut server, mut client) = pair();
-        let (_stx, mut srx) = watch::channel(false);
+    #[test]
+    fn lost_ack_is_recovered_by_retransmission() {
+        let (server, client) = pair();
         let data: Bytes = (0..40u8).collect::<Vec<_>>().into();
         let mut t = ReadTransfer::new(data, 10, 2, None, 5);
-        let task = tokio::spawn(async move {
-            let r = drive(&mut t, &mut server, Duration::from_secs(1), &mut srx).await;
-            (r.is_ok(), Instant::now())
+        let srv = std::thread::spawn(move || {
+            drive_blocking(&mut t, &server, T, &AtomicBool::new(false)).is_ok()
         });
-        let start = Instant::now();
-        let mut ack = Vec::new();
-        // Window 1: blocks 1, 2. Drop the ACK.
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 1);
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 2);
-        // The retransmission comes one timeout later.
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 1);
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 2);
-        encode_ack(&mut ack, 2);
-        client.tx.send(ack.clone()).unwrap();
-        // A duplicate ACK must not cause another window (Sorcerer's Apprentice).
-        client.tx.send(ack.clone()).unwrap();
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 3);
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 4);
-        encode_ack(&mut ack, 4);
-        client.tx.send(ack.clone()).unwrap();
-        assert_eq!(block_of(&client.rx.recv().await.unwrap()), 5); // empty final block
-        encode_ack(&mut ack, 5);
-        client.tx.send(ack.clone()).unwrap();
-        let (ok, end) = task.await.unwrap();
-        assert!(ok);
-        assert_eq!(
-            end - start,
-            Duration::from_secs(1),
-            "only one timeout was spent"
+        // Window 1: blocks 1, 2. Drop the ACK: the window comes again after a timeout.
+        assert_eq!((recv_block(&client), recv_block(&client)), (1, 2));
+        let lost = Instant::now();
+        assert_eq!((recv_block(&client), recv_block(&client)), (1, 2));
+        assert!(
+            lost.elapsed() >= T / 2,
+            "retransmitted only after the timeout"
         );
-        assert!(client.rx.try_recv().is_err(), "no extra packets");
+        ack(&client, 2);
+        // A duplicate ACK must not cause another window (Sorcerer's Apprentice).
+        ack(&client, 2);
+        assert_eq!((recv_block(&client), recv_block(&client)), (3, 4));
+        ack(&client, 4);
+        assert_eq!(recv_block(&client), 5); // empty final block
+        ack(&client, 5);
+        assert!(srv.join().unwrap());
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(client.recv(&mut [0u8; 600]).is_err(), "no extra packets");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn duplicate_acks_do_not_extend_the_timer() {
-        let (mut server, mut client) = pair();
-        let (_stx, mut srx) = watch::channel(false);
+    #[test]
+    fn duplicate_acks_do_not_extend_the_timer() {
+        let (server, client) = pair();
         let mut t = ReadTransfer::new(Bytes::from_static(&[1; 30]), 10, 1, None, 0);
-        let task = tokio::spawn(async move {
-            let r = drive(&mut t, &mut server, Duration::from_secs(1), &mut srx).await;
-            (r.is_err(), Instant::now())
-        });
         let start = Instant::now();
-        client.rx.recv().await.unwrap();
-        let mut ack = Vec::new();
-        encode_ack(&mut ack, 0);
+        let srv = std::thread::spawn(move || {
+            drive_blocking(
+                &mut t,
+                &server,
+                Duration::from_millis(300),
+                &AtomicBool::new(false),
+            )
+            .is_err()
+        });
+        recv_block(&client);
+        // Stale ACK 0s every 100 ms for 500 ms: the 300 ms timer must still fire.
         for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let _ = client.tx.send(ack.clone());
+            std::thread::sleep(Duration::from_millis(100));
+            ack(&client, 0);
         }
-        let (failed, end) = task.await.unwrap();
-        assert!(failed);
-        assert_eq!(end - start, Duration::from_secs(1));
+        assert!(
+            srv.join().unwrap(),
+            "no retries: the transfer fails at the first timeout"
+        );
+        assert!(start.elapsed() < Duration::from_millis(1_000));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_aborts() {
-        let (mut server, _client) = pair();
-        let (stx, mut srx) = watch::channel(false);
+    #[test]
+    fn shutdown_aborts() {
+        let (server, _client) = pair();
         let mut t = ReadTransfer::new(Bytes::from_static(b"abc"), 512, 1, None, 5);
-        let task = tokio::spawn(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let srv = std::thread::spawn(move || {
             matches!(
-                drive(&mut t, &mut server, Duration::from_secs(1), &mut srx).await,
+                drive_blocking(&mut t, &server, Duration::from_secs(30), &s2),
                 Err(DriveError::Shutdown)
             )
         });
-        tokio::task::yield_now().await;
-        stx.send(true).unwrap();
-        assert!(task.await.unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        assert!(srv.join().unwrap());
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::cache::FileCache;
-use crate::driver::{DriveError, drive, shutdown_signalled};
+use crate::driver::{DriveError, drive_blocking, shutdown_signalled};
 use crate::options::{Limits, negotiate};
 use crate::packet::{
     ErrorCode, Mode, PacketError, Request, RequestKind, encode_error, encode_oack, parse_request,
@@ -430,8 +430,35 @@ async fn serve_read(
     let had_oack = oack.is_some();
     let mut transfer =
         ReadTransfer::new(data, neg.blksize, neg.windowsize, oack, shared.cfg.retries);
-    let mut link = socket;
-    let result = drive(&mut transfer, &mut link, neg.timeout, &mut shutdown).await;
+    // The block loop runs on a blocking thread (see drive_blocking); a small
+    // task turns the shutdown signal into a flag it polls.
+    let link = match socket.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(%peer, error = %e, "tftp: cannot hand the transfer socket to a thread");
+            count("failed");
+            return;
+        }
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signalled(&mut shutdown).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let timeout = neg.timeout;
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = drive_blocking(&mut transfer, &link, timeout, &stop);
+        (transfer, link, r)
+    })
+    .await;
+    watcher.abort();
+    let Ok((transfer, link, result)) = joined else {
+        count("failed");
+        return;
+    };
     let secs = started.elapsed().as_secs_f64();
     match result {
         Ok(()) => {
@@ -471,7 +498,7 @@ async fn serve_read(
             };
             if let Some(msg) = tell_client {
                 encode_error(&mut out, ErrorCode::NotDefined, msg);
-                let _ = link.send(&out).await;
+                let _ = link.send(&out);
             }
             let detail = format!(
                 "{name}: {why} after {} of {} bytes",
