@@ -85,8 +85,11 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // TFTP runs each transfer's block loop on a blocking thread: leave room
+    // for as many as it admits (max_transfers), plus the store's work.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(1100)
         .build()?;
     runtime.block_on(serve(data_dir, args))?;
     Ok(ExitCode::SUCCESS)
