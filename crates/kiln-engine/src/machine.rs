@@ -210,28 +210,15 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
             }
         }
         ReportKind::Failed { message } => {
-            action.ended_ms = Some(now);
-            action.message = message.clone();
-            let name = action.spec.name.clone();
-            if action.attempts <= action.spec.retries {
-                let wait = backoff_ms(action.attempts);
-                action.state = ActionState::Pending;
-                action.retry_at_ms = Some(now + wait);
-                fx.event(
-                    "action.retrying",
-                    format!("{name} failed ({message}); retry in {} s", wait / 1000),
-                );
-            } else {
-                action.state = ActionState::Failed;
-                fx.event("action.failed", format!("{name}: {message}"));
-                finish(
-                    wf,
-                    WorkflowState::Failed,
-                    format!("action {name} failed: {message}"),
-                    now,
-                    &mut fx,
-                );
-            }
+            let index = r.index;
+            retry_or_end(
+                wf,
+                index,
+                message.clone(),
+                ActionState::Failed,
+                now,
+                &mut fx,
+            );
         }
     }
     Ok(fx)
@@ -262,6 +249,46 @@ pub fn phone_home(wf: &mut Workflow, now: u64) -> Result<Effects, ReportError> {
     Ok(fx)
 }
 
+/// The running action `index` failed or timed out: back to pending with a
+/// backoff while it has retries left, else it ends the workflow (`failed`,
+/// or `timed-out` for a timeout).
+fn retry_or_end(
+    wf: &mut Workflow,
+    index: usize,
+    message: String,
+    ended: ActionState,
+    now: u64,
+    fx: &mut Effects,
+) {
+    let action = &mut wf.actions[index];
+    action.ended_ms = Some(now);
+    action.message = message.clone();
+    let name = action.spec.name.clone();
+    if action.attempts <= action.spec.retries {
+        let wait = backoff_ms(action.attempts);
+        action.state = ActionState::Pending;
+        action.retry_at_ms = Some(now + wait);
+        fx.event(
+            "action.retrying",
+            format!("{name}: {message}; retry in {} s", wait / 1000),
+        );
+        return;
+    }
+    action.state = ended;
+    let (kind, state, verb) = match ended {
+        ActionState::TimedOut => ("action.timed-out", WorkflowState::TimedOut, "timed out"),
+        _ => ("action.failed", WorkflowState::Failed, "failed"),
+    };
+    fx.event(kind, format!("{name}: {message}"));
+    finish(
+        wf,
+        state,
+        format!("action {name} {verb}: {message}"),
+        now,
+        fx,
+    );
+}
+
 /// Timeouts: the running action's, then the workflow's.
 pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
     let mut fx = Effects::default();
@@ -290,28 +317,8 @@ pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
         if action.state == ActionState::Running
             && action.started_ms.is_some_and(|s| now >= s + limit)
         {
-            action.ended_ms = Some(now);
-            let name = action.spec.name.clone();
             let msg = format!("timed out after {} s", limit / 1000);
-            action.message = msg.clone();
-            if action.attempts <= action.spec.retries {
-                let wait = backoff_ms(action.attempts);
-                action.state = ActionState::Pending;
-                action.retry_at_ms = Some(now + wait);
-                fx.event(
-                    "action.retrying",
-                    format!("{name} {msg}; retry in {} s", wait / 1000),
-                );
-            } else {
-                action.state = ActionState::TimedOut;
-                finish(
-                    wf,
-                    WorkflowState::TimedOut,
-                    format!("action {name} {msg}"),
-                    now,
-                    &mut fx,
-                );
-            }
+            retry_or_end(wf, index, msg, ActionState::TimedOut, now, &mut fx);
         }
     }
     fx

@@ -20,6 +20,57 @@ use crate::AppState;
 /// Read size for streaming: large reads keep syscalls off the profile.
 const CHUNK: usize = 256 * 1024;
 
+/// The served directories, and the event kind a fetch from each records.
+#[derive(Clone, Copy)]
+enum Served {
+    Artifacts,
+    Images,
+    Boot,
+}
+
+impl Served {
+    fn root(self, state: &AppState) -> &FsPath {
+        match self {
+            Served::Artifacts => &state.config.artifacts_dir,
+            Served::Images => &state.config.images_dir,
+            Served::Boot => &state.config.boot_dir,
+        }
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Served::Artifacts => ("artifacts", "http.artifact"),
+            Served::Images => ("images", "http.image"),
+            Served::Boot => ("boot", "http.boot"),
+        }
+    }
+}
+
+/// Serves a file of one of the roots and records the fetch (with its range,
+/// so resumed downloads show) as an event of the machine at that address.
+async fn serve_and_record(
+    served: Served,
+    state: AppState,
+    peer: SocketAddr,
+    method: Method,
+    headers: HeaderMap,
+    path: String,
+) -> Response {
+    let response = serve_file(served.root(&state), &path, &method, &headers).await;
+    if method == Method::GET {
+        let (dir, kind) = served.names();
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let detail = format!("GET /{dir}/{path} {} {range}", response.status().as_u16());
+        state
+            .events
+            .emit(Event::now(kind, detail.trim_end()).with_ip(peer.ip()));
+    }
+    response
+}
+
 pub(crate) async fn artifact(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -27,15 +78,7 @@ pub(crate) async fn artifact(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let response = serve_file(&state.config.artifacts_dir, &path, &method, &headers).await;
-    let status = response.status();
-    if method == Method::GET {
-        let detail = format!("GET /artifacts/{path} {}", status.as_u16());
-        state
-            .events
-            .emit(Event::now("http.artifact", detail).with_ip(peer.ip()));
-    }
-    response
+    serve_and_record(Served::Artifacts, state, peer, method, headers, path).await
 }
 
 pub(crate) async fn image_file(
@@ -45,18 +88,7 @@ pub(crate) async fn image_file(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let response = serve_file(&state.config.images_dir, &path, &method, &headers).await;
-    if method == Method::GET {
-        let range = headers
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let detail = format!("GET /images/{path} {} {range}", response.status().as_u16());
-        state
-            .events
-            .emit(Event::now("http.image", detail.trim_end()).with_ip(peer.ip()));
-    }
-    response
+    serve_and_record(Served::Images, state, peer, method, headers, path).await
 }
 
 pub(crate) async fn boot_file(
@@ -66,14 +98,7 @@ pub(crate) async fn boot_file(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let response = serve_file(&state.config.boot_dir, &path, &method, &headers).await;
-    if method == Method::GET {
-        let detail = format!("GET /boot/{path} {}", response.status().as_u16());
-        state
-            .events
-            .emit(Event::now("http.boot", detail).with_ip(peer.ip()));
-    }
-    response
+    serve_and_record(Served::Boot, state, peer, method, headers, path).await
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
