@@ -29,7 +29,8 @@
 #
 # Environment:
 #   KILN_BIN        kiln binary (default: build with `cargo build --release -p kiln`, use target/release/kiln)
-#   BENCH_WORK      scratch (default <repo>/target/bench-work; the random test files are kept there)
+#   BENCH_WORK      scratch (default <repo>/target/bench-work; the random test files are kept there, and
+#                   a lock file that makes concurrent runs wait for each other)
 #   BENCH_QUICK=1   short runs for debugging; figures are not written to BENCHMARKS.md
 #   BENCH_WRITE=0/1 write bench/results/ and BENCHMARKS.md (default 1, or 0 with BENCH_QUICK=1)
 #   BENCH_KEEP=1    keep the run's scratch directory (logs, perfdhcp output)
@@ -276,7 +277,7 @@ prepare_files() {
 	FILES=$BENCH_WORK/files
 	mkdir -p "$FILES"
 	chmod 755 "$FILES"
-	cp -L --remove-destination /usr/lib/ipxe/ipxe.efi "$FILES/ipxe.efi"
+	cmp -s /usr/lib/ipxe/ipxe.efi "$FILES/ipxe.efi" || cp -L --remove-destination /usr/lib/ipxe/ipxe.efi "$FILES/ipxe.efi"
 	local name size
 	for name in rand64M:67108864 rand1G:1073741824; do
 		size=${name#*:}
@@ -775,6 +776,12 @@ section_http() {
 
 T0=$SECONDS
 mkdir -p "$BENCH_WORK"
+# One run at a time: two runs would share the CPUs (and the test files) and spoil each other's figures.
+exec 9>"$BENCH_WORK/lock"
+if ! flock -n 9; then
+	log "another boot-services run holds $BENCH_WORK/lock; waiting for it (up to 30 min)"
+	flock -w 1800 9 || die "gave up waiting for the other run"
+fi
 RUN=$(mktemp -d "$BENCH_WORK/run.XXXXXX")
 chmod 755 "$RUN"
 RESULTS=$RUN/results.tsv
@@ -821,7 +828,7 @@ if [ "$WRITE" = 1 ]; then
 	for s in "${SECTIONS[@]}"; do
 		awk -F'\t' -v s="$s" '$1 == s' "$RESULTS" >"$BENCH_DIR/results/boot-services-$s.tsv"
 	done
-	log "written: bench/results/boot-services-{$SECTION_LIST}.{md,tsv}, BENCHMARKS.md"
+	log "written: BENCHMARKS.md and, for ${SECTIONS[*]}, bench/results/boot-services-<part>.{md,tsv}"
 else
 	"$PY" "$REPORT" render "$RESULTS" "$META" --sections "$SECTION_LIST" --md-dir "$RUN/md"
 	log "figures not written to BENCHMARKS.md (BENCH_QUICK=1 or BENCH_WRITE=0)"
