@@ -1,0 +1,124 @@
+//! BMC power and boot control: one [`Bmc`] trait, an IPMI 2.0 lanplus driver and a Redfish driver.
+//!
+//! Drivers never drive workflows: the engine calls them. They confirm what they did where the protocol
+//! allows (power state read back), and never blindly resend a power command after a timeout.
+
+mod address;
+mod error;
+
+pub use address::{BmcAddress, Protocol};
+pub use error::{BmcError, ErrorKind};
+
+use std::fmt;
+
+/// Power state as a BMC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+        })
+    }
+}
+
+/// A power action. `Off` is hard (immediate), `SoftOff` asks the OS (ACPI power button).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PowerAction {
+    On,
+    Off,
+    SoftOff,
+    /// Off, then on (a powered-off machine is just powered on).
+    Cycle,
+    /// Hard reset without a power transition.
+    Reset,
+}
+
+impl PowerAction {
+    /// The power state this action ends in, for confirming it.
+    pub fn expected_state(self) -> PowerState {
+        match self {
+            PowerAction::Off | PowerAction::SoftOff => PowerState::Off,
+            PowerAction::On | PowerAction::Cycle | PowerAction::Reset => PowerState::On,
+        }
+    }
+}
+
+impl fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::SoftOff => "soft-off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Reset => "reset",
+        })
+    }
+}
+
+/// Where the machine boots next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootDevice {
+    Pxe,
+    Disk,
+    /// The firmware's setup screen.
+    Bios,
+}
+
+impl fmt::Display for BootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Bios => "bios",
+        })
+    }
+}
+
+/// Firmware type the override applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootMode {
+    Uefi,
+    Legacy,
+}
+
+/// A next-boot override: device, once or persistent, UEFI or legacy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BootOverride {
+    pub device: BootDevice,
+    /// false: the next boot only; true: every boot until changed.
+    pub persistent: bool,
+    pub mode: BootMode,
+}
+
+/// What the BMC says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BmcInfo {
+    /// "ipmi" or "redfish".
+    pub protocol: String,
+    pub vendor: String,
+    pub model: String,
+    pub firmware: String,
+}
+
+/// One machine's BMC. Every call is one logical operation against the BMC with the driver's own
+/// per-request timeout; retries across operations (with backoff and a budget) are the caller's.
+#[async_trait::async_trait]
+pub trait Bmc: Send + Sync {
+    /// Vendor, model and firmware.
+    async fn identify(&self) -> Result<BmcInfo, BmcError>;
+    async fn power_state(&self) -> Result<PowerState, BmcError>;
+    /// Sends the action once. After a timeout the driver reads the power state before deciding to
+    /// resend, so an action is never applied twice.
+    async fn power(&self, action: PowerAction) -> Result<(), BmcError>;
+    async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError>;
+    /// Ends a session, if the protocol has one. Dropping without closing is allowed.
+    async fn close(&self) -> Result<(), BmcError> {
+        Ok(())
+    }
+}

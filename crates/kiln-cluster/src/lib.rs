@@ -1,0 +1,1 @@
+//! Cluster specs to per-node cloud-init (kubeadm init/join, PKI, bootstrap token, static network).
