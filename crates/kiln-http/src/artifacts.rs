@@ -1,24 +1,18 @@
 //! Files under a root: HEAD, single byte ranges, ETag and conditional requests,
 //! streamed from disk in large chunks.
 
-use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
 use std::time::UNIX_EPOCH;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_model::Event;
 use kiln_root::{PathError, open_under};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::AppState;
-
-/// Read size for streaming: large reads keep syscalls off the profile.
-const CHUNK: usize = 256 * 1024;
+use crate::file_body::file_body;
 
 /// The served directories, and the event kind a fetch from each records.
 #[derive(Clone, Copy)]
@@ -165,7 +159,7 @@ async fn serve_file(
         Ok(m) => m,
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    let mut file = tokio::fs::File::from_std(opened.file);
+    let file = opened.file;
     let len = meta.len();
     let modified = meta.modified().ok();
     let mtime_ns = modified
@@ -230,9 +224,5 @@ async fn serve_file(
     if method == Method::HEAD {
         return (status, common).into_response();
     }
-    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "seek failed");
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK));
-    (status, common, body).into_response()
+    (status, common, file_body(file, start, count)).into_response()
 }

@@ -4,6 +4,7 @@
 
 mod agent_api;
 mod artifacts;
+mod file_body;
 mod ipxe;
 mod metrics_layer;
 
