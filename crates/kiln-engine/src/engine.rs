@@ -11,6 +11,7 @@ use kiln_model::{Event, Hardware};
 use kiln_store::{Store, StoreError, WorkflowKey, WorkflowTx};
 
 use crate::machine::{self, Effects, ReportError};
+use crate::power;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,6 +54,14 @@ fn apply(wf: &Workflow, fx: &Effects, tx: &WorkflowTx<'_>, now: u64) -> Result<(
     Ok(())
 }
 
+/// A BMC step claimed for running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub workflow: String,
+    pub hardware: String,
+    pub job: power::PowerJob,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<Store>,
@@ -68,12 +77,14 @@ impl Engine {
     }
 
     /// One workflow per machine from `template`, rendered for each; all are
-    /// created (and their netboot turned on) or none.
+    /// created (and their netboot turned on) or none. With `power`, machines
+    /// that have a BMC are powered into netboot by it (and back to disk at the end).
     pub fn create(
         &self,
         template: &Template,
         machines: &[Hardware],
         server_url: &str,
+        power: bool,
     ) -> Result<Vec<Workflow>, EngineError> {
         let now = now_ms();
         let images: std::collections::BTreeMap<String, ImageView> = self
@@ -110,10 +121,11 @@ impl Engine {
                     hostname: hw.hostname.clone(),
                     message,
                 })?;
-            items.push((
-                machine::new_workflow(id, hw.hostname.clone(), template, rendered, now),
-                token,
-            ));
+            let mut wf = machine::new_workflow(id, hw.hostname.clone(), template, rendered, now);
+            if power && hw.bmc.is_some() {
+                power::plan(&mut wf);
+            }
+            items.push((wf, token));
         }
         self.store.create_workflows(&items, |wf, tx| {
             tx.set_netboot(&wf.hardware, true)?;
@@ -188,6 +200,45 @@ impl Engine {
             .with_workflow(WorkflowKey::Token(token), |wf, _| Ok(wf.clone()))?)
     }
 
+    /// Claims every BMC step that is due, one transaction per workflow.
+    pub fn claim_power_jobs(&self) -> Result<Vec<ClaimedJob>, EngineError> {
+        let now = now_ms();
+        let mut jobs = Vec::new();
+        for id in self.store.workflows_with_power_due()? {
+            let claimed = self.store.with_workflow(WorkflowKey::Id(&id), |wf, _| {
+                Ok(power::claim_job(wf, now).map(|job| ClaimedJob {
+                    workflow: wf.id.clone(),
+                    hardware: wf.hardware.clone(),
+                    job,
+                }))
+            })?;
+            jobs.extend(claimed);
+        }
+        Ok(jobs)
+    }
+
+    /// Applies a BMC step's outcome (stale outcomes are ignored).
+    pub fn complete_power_job(
+        &self,
+        claimed: &ClaimedJob,
+        outcome: Result<String, power::StepFailure>,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        self.store
+            .with_workflow(WorkflowKey::Id(&claimed.workflow), |wf, tx| {
+                let fx = power::complete(wf, claimed.job, outcome, now);
+                apply(wf, &fx, tx, now)
+            })?;
+        Ok(())
+    }
+
+    /// An event of a machine, written now (BMC steps report as they go).
+    pub fn event(&self, hardware: &str, kind: &str, detail: &str) -> Result<(), EngineError> {
+        let ev = Event::now(kind, detail).with_machine(hardware.to_string());
+        self.store.append_events(&[ev])?;
+        Ok(())
+    }
+
     /// Applies timeouts to every unfinished workflow; returns how many changed.
     pub fn tick_all(&self) -> Result<usize, EngineError> {
         let now = now_ms();
@@ -234,7 +285,7 @@ mod tests {
         let (dir, engine, hw) = setup();
         let t = parse_template("t.yaml", T).unwrap();
         let wf = engine
-            .create(&t, &hw, "http://10.0.0.1:8080")
+            .create(&t, &hw, "http://10.0.0.1:8080", true)
             .unwrap()
             .remove(0);
         assert!(
@@ -247,7 +298,7 @@ mod tests {
             "netboot on at creation"
         );
         assert!(matches!(
-            engine.create(&t, &hw, "x"),
+            engine.create(&t, &hw, "x", true),
             Err(EngineError::Store(StoreError::Busy { .. }))
         ));
         let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
@@ -354,7 +405,7 @@ mod tests {
             &T.replace("{{ server }}/i", "{{ workflow.phone_home_url }}"),
         )
         .unwrap();
-        let wf = engine.create(&t, &hw, "http://k").unwrap().remove(0);
+        let wf = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
         let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
         assert_eq!(
             wf.actions[0].spec.params["url"],
@@ -367,7 +418,7 @@ mod tests {
         let (_dir, engine, hw) = setup();
         let t = parse_template("t.yaml", &T.replace("{{ server }}", "{{ nope }}")).unwrap();
         assert!(matches!(
-            engine.create(&t, &hw, "x"),
+            engine.create(&t, &hw, "x", true),
             Err(EngineError::Render { .. })
         ));
         assert!(engine.store().workflows(false).unwrap().is_empty());

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod machine;
+pub mod power;
 
-pub use engine::{Engine, EngineError, now_ms};
+pub use engine::{ClaimedJob, Engine, EngineError, now_ms};
 pub use machine::{Effects, ReportError, backoff_ms, new_workflow};

@@ -19,7 +19,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    fn event(&mut self, kind: &str, detail: impl Into<String>) {
+    pub(crate) fn event(&mut self, kind: &str, detail: impl Into<String>) {
         self.events.push((kind.to_string(), detail.into()));
     }
 }
@@ -72,10 +72,20 @@ pub fn new_workflow(
         ended_ms: None,
         deadline_ms: now + template.timeout.as_millis() as u64,
         message: String::new(),
+        power: Default::default(),
     }
 }
 
-fn finish(wf: &mut Workflow, state: WorkflowState, message: String, now: u64, fx: &mut Effects) {
+/// Ends the workflow: netboot off, token revoked, and (for machines kiln
+/// powered) the BMC step that points the machine back at its disk.
+pub(crate) fn finish_workflow(
+    wf: &mut Workflow,
+    state: WorkflowState,
+    message: String,
+    now: u64,
+    fx: &mut Effects,
+) {
+    crate::power::on_finish(wf);
     wf.state = state;
     wf.ended_ms = Some(now);
     wf.message = message.clone();
@@ -94,6 +104,12 @@ fn finish(wf: &mut Workflow, state: WorkflowState, message: String, now: u64, fx
 /// The machine fetched its netboot script: it is on its way to the agent.
 pub fn script_served(wf: &mut Workflow, now: u64) -> Effects {
     let mut fx = Effects::default();
+    if crate::power::netbooted_on_its_own(wf) {
+        fx.event(
+            "bmc.skipped",
+            "the machine netbooted before kiln powered it: not cycling it",
+        );
+    }
     if wf.state == WorkflowState::Pending {
         wf.state = WorkflowState::Netbooting;
         wf.updated_ms = now;
@@ -118,7 +134,7 @@ pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
     wf.updated_ms = now;
     let Some(index) = wf.current() else {
         // Every action succeeded and none rebooted: the workflow is done.
-        finish(wf, WorkflowState::Succeeded, String::new(), now, &mut fx);
+        finish_workflow(wf, WorkflowState::Succeeded, String::new(), now, &mut fx);
         return (NextAction::Done { state: wf.state }, fx);
     };
     let action = &mut wf.actions[index];
@@ -140,7 +156,7 @@ pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
             action.state = ActionState::Failed;
             action.ended_ms = Some(now);
             action.message = msg.clone();
-            finish(wf, WorkflowState::Failed, msg, now, &mut fx);
+            finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
             return (NextAction::Done { state: wf.state }, fx);
         }
         fx.event(
@@ -239,7 +255,7 @@ pub fn phone_home(wf: &mut Workflow, now: u64) -> Result<Effects, ReportError> {
         a.state = ActionState::Succeeded;
         a.ended_ms = Some(now);
     }
-    finish(
+    finish_workflow(
         wf,
         WorkflowState::Succeeded,
         "installed OS phoned home".into(),
@@ -280,7 +296,7 @@ fn retry_or_end(
         _ => ("action.failed", WorkflowState::Failed, "failed"),
     };
     fx.event(kind, format!("{name}: {message}"));
-    finish(
+    finish_workflow(
         wf,
         state,
         format!("action {name} {verb}: {message}"),
@@ -308,7 +324,7 @@ pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
             a.state = ActionState::TimedOut;
             a.ended_ms = Some(now);
         }
-        finish(wf, WorkflowState::TimedOut, msg, now, &mut fx);
+        finish_workflow(wf, WorkflowState::TimedOut, msg, now, &mut fx);
         return fx;
     }
     if let Some(index) = wf.current() {

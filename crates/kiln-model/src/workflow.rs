@@ -92,6 +92,42 @@ pub struct Workflow {
     /// The whole workflow times out at this time.
     pub deadline_ms: u64,
     pub message: String,
+    /// BMC steps: power into netboot at the start, next boot from disk at the end.
+    #[serde(default)]
+    pub power: PowerSteps,
+}
+
+/// A workflow's BMC steps. Machines without a BMC (or workflows created with
+/// `--no-power`) have both `NotNeeded`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerSteps {
+    /// Next boot PXE (once), then power on, or cycle when already on; confirmed.
+    pub start: PowerStep,
+    /// Next boot from disk, after the workflow ended.
+    pub finish: PowerStep,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    #[default]
+    NotNeeded,
+    Pending,
+    /// Claimed by a running `kiln serve` until `claimed_until_ms`; a claim that
+    /// runs out (the server was killed) is taken up again.
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerStep {
+    pub state: StepState,
+    pub attempts: u32,
+    /// Not before this time (backoff after a failed attempt).
+    pub next_at_ms: Option<u64>,
+    pub claimed_until_ms: Option<u64>,
+    pub message: String,
 }
 
 impl Workflow {

@@ -61,6 +61,9 @@ const MIGRATIONS: &[&str] = &[
         peer     TEXT NOT NULL,
         payload  TEXT NOT NULL
      );",
+    // 3: workflows with a BMC step to run (pending or claimed), found without decoding every record.
+    "ALTER TABLE workflows ADD COLUMN power_due INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX workflows_power_due ON workflows (power_due) WHERE power_due = 1;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -101,6 +101,14 @@ impl WorkflowTx<'_> {
     }
 }
 
+/// Whether a BMC step of the workflow still has to run.
+fn power_due(wf: &Workflow) -> bool {
+    use kiln_model::workflow::StepState;
+    [&wf.power.start, &wf.power.finish]
+        .iter()
+        .any(|s| matches!(s.state, StepState::Pending | StepState::Running))
+}
+
 impl Store {
     /// Stores new workflows with their agent tokens, all or none, and runs
     /// `then` for each (turning netboot on, say) in the same transaction.
@@ -126,15 +134,16 @@ impl Store {
                 });
             }
             tx.execute(
-                "INSERT INTO workflows (id, hardware, state, token, record, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                "INSERT INTO workflows (id, hardware, state, token, record, created_ms, updated_ms, power_due)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                 params![
                     wf.id,
                     wf.hardware,
                     wf.state.name(),
                     token,
                     serde_json::to_string(wf).expect("workflow serializes"),
-                    wf.created_ms as i64
+                    wf.created_ms as i64,
+                    power_due(wf)
                 ],
             )?;
             then(wf, &WorkflowTx { tx: &tx })?;
@@ -172,12 +181,13 @@ impl Store {
         let out = change(&mut wf, &WorkflowTx { tx: &tx })?;
         if wf != before {
             tx.execute(
-                "UPDATE workflows SET state = ?2, record = ?3, updated_ms = ?4 WHERE id = ?1",
+                "UPDATE workflows SET state = ?2, record = ?3, updated_ms = ?4, power_due = ?5 WHERE id = ?1",
                 params![
                     id,
                     wf.state.name(),
                     serde_json::to_string(&wf).expect("workflow serializes"),
-                    wf.updated_ms as i64
+                    wf.updated_ms as i64,
+                    power_due(&wf)
                 ],
             )?;
         }
@@ -193,6 +203,15 @@ impl Store {
             })
             .optional()?;
         rec.map(|r| decode(id, &r)).transpose()
+    }
+
+    /// Ids of workflows with a BMC step pending or claimed.
+    pub fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM workflows WHERE power_due = 1 ORDER BY created_ms")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Workflows, newest first; only unfinished ones if `unfinished_only`.

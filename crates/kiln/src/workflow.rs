@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use kiln_engine::{Engine, now_ms};
 use kiln_model::Hardware;
 use kiln_model::template::parse_template;
-use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
+use kiln_model::workflow::{ActionState, StepState, Workflow, WorkflowState};
 use kiln_store::Store;
 
 use crate::output::{Format, rfc3339_ms, table};
@@ -30,6 +30,9 @@ pub enum Command {
         /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
         #[arg(long)]
         server_url: Option<String>,
+        /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
+        #[arg(long)]
+        no_power: bool,
     },
     /// List workflows, newest first.
     List {
@@ -83,6 +86,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             hardware,
             selector,
             server_url,
+            no_power,
         } => {
             let name = template.display().to_string();
             let text =
@@ -140,16 +144,32 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 )?,
             };
             let engine = Engine::new(std::sync::Arc::new(store));
-            let created = engine.create(&template, &machines, server_url.trim_end_matches('/'))?;
+            let created = engine.create(
+                &template,
+                &machines,
+                server_url.trim_end_matches('/'),
+                !no_power,
+            )?;
             let rows: Vec<Vec<String>> = created
                 .iter()
                 .map(|w| vec![w.id.clone(), w.hardware.clone(), w.template.clone()])
                 .collect();
             print!("{}", table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows));
-            println!(
-                "netboot is on for {} machine(s); power them on (or cycle them) to start",
-                created.len()
-            );
+            let powered = created
+                .iter()
+                .filter(|w| w.power.start.state != StepState::NotNeeded)
+                .count();
+            if powered > 0 {
+                println!(
+                    "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs"
+                );
+            }
+            if powered < created.len() {
+                println!(
+                    "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start",
+                    created.len() - powered
+                );
+            }
         }
         Command::List { all, output } => {
             let wfs = store.workflows(!all)?;

@@ -1,0 +1,266 @@
+//! The BMC steps of a workflow, as pure transitions (no clock, no I/O), like
+//! [`crate::machine`]: claim a step, then apply its outcome.
+//!
+//! A step is claimed with a lease. If the server dies mid-step, the lease runs out and the step is
+//! claimed again; the runner then re-reads the power state before acting, so nothing is applied twice.
+
+use kiln_model::workflow::{PowerStep, StepState, Workflow, WorkflowState};
+
+use crate::machine::{Effects, finish_workflow};
+
+/// Attempts per step before it fails (the first one included).
+pub const ATTEMPTS: u32 = 5;
+/// How long a claim holds: longer than a slow BMC's power cycle plus confirmation.
+pub const LEASE_MS: u64 = 5 * 60_000;
+
+/// Which step a claimed job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerJob {
+    /// Next boot PXE once, then on (or cycle if on), confirmed.
+    Netboot { attempt: u32 },
+    /// Next boot from disk.
+    BootDisk { attempt: u32 },
+}
+
+/// A failed attempt: the message (never holding a password) and whether
+/// trying again can help (unreachable, timeout) or not (bad credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// Delay before attempt `attempt + 1`: 2 s, 4 s, 8 s, 16 s … at most 1 min.
+pub fn backoff_ms(attempt: u32) -> u64 {
+    (2_000u64 << attempt.saturating_sub(1).min(5)).min(60_000)
+}
+
+/// A new workflow on a machine with a BMC: power it into netboot first.
+pub fn plan(wf: &mut Workflow) {
+    wf.power.start = PowerStep {
+        state: StepState::Pending,
+        ..PowerStep::default()
+    };
+}
+
+fn due(step: &PowerStep, now: u64) -> bool {
+    match step.state {
+        StepState::Pending => step.next_at_ms.is_none_or(|t| t <= now),
+        StepState::Running => step.claimed_until_ms.is_none_or(|t| t <= now),
+        _ => false,
+    }
+}
+
+fn claim(step: &mut PowerStep, now: u64) -> u32 {
+    step.state = StepState::Running;
+    step.attempts += 1;
+    step.claimed_until_ms = Some(now + LEASE_MS);
+    step.next_at_ms = None;
+    step.attempts
+}
+
+/// The step to run now, if any, claimed.
+pub fn claim_job(wf: &mut Workflow, now: u64) -> Option<PowerJob> {
+    if wf.state.is_terminal() {
+        if due(&wf.power.finish, now) {
+            return Some(PowerJob::BootDisk {
+                attempt: claim(&mut wf.power.finish, now),
+            });
+        }
+    } else if wf.state == WorkflowState::Pending && due(&wf.power.start, now) {
+        return Some(PowerJob::Netboot {
+            attempt: claim(&mut wf.power.start, now),
+        });
+    }
+    None
+}
+
+/// Applies the outcome of a claimed job. A stale outcome (the step was
+/// re-claimed, or the workflow moved on) is ignored.
+pub fn complete(
+    wf: &mut Workflow,
+    job: PowerJob,
+    outcome: Result<String, StepFailure>,
+    now: u64,
+) -> Effects {
+    let mut fx = Effects::default();
+    let (step, attempt) = match job {
+        PowerJob::Netboot { attempt } => (&mut wf.power.start, attempt),
+        PowerJob::BootDisk { attempt } => (&mut wf.power.finish, attempt),
+    };
+    if step.state != StepState::Running || step.attempts != attempt {
+        return fx;
+    }
+    step.claimed_until_ms = None;
+    let what = match job {
+        PowerJob::Netboot { .. } => "power on into netboot",
+        PowerJob::BootDisk { .. } => "next boot from disk",
+    };
+    match outcome {
+        Ok(message) => {
+            step.state = StepState::Done;
+            step.message = message.clone();
+            fx.event("bmc.done", format!("{what}: {message}"));
+            if matches!(job, PowerJob::Netboot { .. }) && wf.state == WorkflowState::Pending {
+                wf.state = WorkflowState::Netbooting;
+                wf.updated_ms = now;
+                fx.event("workflow.netbooting", "powered on by its BMC; netbooting");
+            }
+        }
+        Err(failure) => {
+            step.message = failure.message.clone();
+            if failure.retryable && attempt < ATTEMPTS {
+                let wait = backoff_ms(attempt);
+                step.state = StepState::Pending;
+                step.next_at_ms = Some(now + wait);
+                fx.event(
+                    "bmc.retrying",
+                    format!(
+                        "{what}, attempt {attempt}/{ATTEMPTS}: {}; retry in {} s",
+                        failure.message,
+                        wait / 1000
+                    ),
+                );
+            } else {
+                step.state = StepState::Failed;
+                let tries = if failure.retryable {
+                    format!("after {attempt} attempts")
+                } else {
+                    "(not retried)".to_string()
+                };
+                fx.event("bmc.failed", format!("{what} {tries}: {}", failure.message));
+                if matches!(job, PowerJob::Netboot { .. }) && !wf.state.is_terminal() {
+                    let msg = format!("BMC: {what} failed {tries}: {}", failure.message);
+                    finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
+                }
+            }
+        }
+    }
+    fx
+}
+
+/// The machine fetched its netboot script before kiln powered it (it was
+/// already booting): do not cycle it under its own feet.
+pub fn netbooted_on_its_own(wf: &mut Workflow) -> bool {
+    if wf.power.start.state == StepState::Pending {
+        wf.power.start.state = StepState::Done;
+        wf.power.start.message = "the machine netbooted before its BMC was used".into();
+        return true;
+    }
+    false
+}
+
+/// Called when a workflow ends: machines kiln powered go back to their disks.
+pub fn on_finish(wf: &mut Workflow) {
+    if wf.power.start.state != StepState::NotNeeded && wf.power.finish.state == StepState::NotNeeded
+    {
+        wf.power.finish = PowerStep {
+            state: StepState::Pending,
+            ..PowerStep::default()
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine;
+    use kiln_model::template::parse_template;
+
+    const T: &str = "name: t\ntimeout: 1h\nactions:\n  - name: boot\n    kind: reboot\n";
+
+    fn wf() -> Workflow {
+        let t = parse_template("t.yaml", T).unwrap();
+        let rendered = t.actions.clone();
+        let mut wf = machine::new_workflow("w".into(), "m1".into(), &t, rendered, 0);
+        plan(&mut wf);
+        wf
+    }
+
+    fn fail(retryable: bool) -> Result<String, StepFailure> {
+        Err(StepFailure {
+            message: "no answer".into(),
+            retryable,
+        })
+    }
+
+    #[test]
+    fn powered_on_then_netbooting() {
+        let mut w = wf();
+        let job = claim_job(&mut w, 10).unwrap();
+        assert_eq!(job, PowerJob::Netboot { attempt: 1 });
+        assert_eq!(claim_job(&mut w, 11), None, "claimed once");
+        let fx = complete(&mut w, job, Ok("was off; powered on".into()), 20);
+        assert_eq!(w.state, WorkflowState::Netbooting);
+        assert_eq!(w.power.start.state, StepState::Done);
+        assert!(fx.events.iter().any(|(k, _)| k == "workflow.netbooting"));
+    }
+
+    #[test]
+    fn retryable_failures_back_off_then_fail_the_workflow() {
+        let mut w = wf();
+        let mut now = 0;
+        for attempt in 1..=ATTEMPTS {
+            let job = claim_job(&mut w, now).expect("due");
+            assert_eq!(job, PowerJob::Netboot { attempt });
+            assert_eq!(claim_job(&mut w, now), None);
+            complete(&mut w, job, fail(true), now);
+            if attempt < ATTEMPTS {
+                assert_eq!(w.power.start.state, StepState::Pending);
+                assert_eq!(claim_job(&mut w, now + backoff_ms(attempt) - 1), None);
+                now += backoff_ms(attempt);
+            }
+        }
+        assert_eq!(w.state, WorkflowState::Failed);
+        assert!(w.message.contains("after 5 attempts"), "{}", w.message);
+        assert!(w.message.contains("no answer"));
+        // The workflow ended: the disk step is due, and netboot is off.
+        assert_eq!(w.power.finish.state, StepState::Pending);
+        assert!(matches!(
+            claim_job(&mut w, now),
+            Some(PowerJob::BootDisk { attempt: 1 })
+        ));
+    }
+
+    #[test]
+    fn bad_credentials_fail_at_once() {
+        let mut w = wf();
+        let job = claim_job(&mut w, 0).unwrap();
+        let fx = complete(&mut w, job, fail(false), 0);
+        assert_eq!(w.state, WorkflowState::Failed);
+        assert_eq!(w.power.start.attempts, 1);
+        assert!(fx.events.iter().any(|(k, d)| k == "bmc.failed" && d.contains("not retried")));
+    }
+
+    #[test]
+    fn a_lost_claim_is_taken_up_again_and_late_outcomes_are_ignored() {
+        let mut w = wf();
+        let first = claim_job(&mut w, 0).unwrap();
+        assert_eq!(claim_job(&mut w, LEASE_MS - 1), None);
+        let second = claim_job(&mut w, LEASE_MS).unwrap();
+        assert_eq!(second, PowerJob::Netboot { attempt: 2 });
+        // The first runner's late answer changes nothing.
+        let fx = complete(&mut w, first, Ok("late".into()), LEASE_MS + 1);
+        assert!(fx.events.is_empty());
+        assert_eq!(w.state, WorkflowState::Pending);
+        complete(&mut w, second, Ok("on".into()), LEASE_MS + 2);
+        assert_eq!(w.state, WorkflowState::Netbooting);
+    }
+
+    #[test]
+    fn machines_without_a_bmc_have_no_jobs() {
+        let t = parse_template("t.yaml", T).unwrap();
+        let mut w = machine::new_workflow("w".into(), "m1".into(), &t, t.actions.clone(), 0);
+        assert_eq!(claim_job(&mut w, 0), None);
+        on_finish(&mut w);
+        w.state = WorkflowState::Succeeded;
+        assert_eq!(claim_job(&mut w, 0), None);
+    }
+
+    #[test]
+    fn a_machine_that_netbooted_by_itself_is_not_cycled() {
+        let mut w = wf();
+        assert!(netbooted_on_its_own(&mut w));
+        assert_eq!(claim_job(&mut w, 0), None);
+    }
+}
