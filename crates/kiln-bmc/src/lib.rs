@@ -5,9 +5,11 @@
 
 mod address;
 mod error;
+mod redfish;
 
 pub use address::{BmcAddress, Protocol};
 pub use error::{BmcError, ErrorKind};
+pub use redfish::{RedfishAuth, RedfishBmc, RedfishOptions};
 
 use std::fmt;
 
