@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod machine;
 pub mod power;
+pub mod power_run;
 
 pub use engine::{ClaimedJob, Engine, EngineError, now_ms};
 pub use machine::{Effects, ReportError, backoff_ms, new_workflow};

@@ -229,7 +229,11 @@ mod tests {
         let fx = complete(&mut w, job, fail(false), 0);
         assert_eq!(w.state, WorkflowState::Failed);
         assert_eq!(w.power.start.attempts, 1);
-        assert!(fx.events.iter().any(|(k, d)| k == "bmc.failed" && d.contains("not retried")));
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, d)| k == "bmc.failed" && d.contains("not retried"))
+        );
     }
 
     #[test]
