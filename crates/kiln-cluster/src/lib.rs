@@ -1,1 +1,35 @@
 //! Cluster specs to per-node cloud-init (kubeadm init/join, PKI, bootstrap token, static network).
+//!
+//! ```text
+//! ClusterSpec::parse(text, file)   EKS Anywhere's Cluster + Tinkerbell*Config documents, or a KilnCluster
+//! plan(&spec, &hardware)           which machine is which control plane / worker; the rest are spares
+//! ClusterSecrets::generate()       CAs, service-account key, bootstrap token (store them, 0600)
+//! render_node(..)                  one node's user-data, meta-data, network-config
+//! dry_run(&spec, &hardware, dir)   all of it, into DIR/<hostname>/
+//! ```
+//!
+//! Pure except `dry_run` (and the system clock and random generator in `generate`).
+
+mod dryrun;
+mod eksa;
+mod native;
+mod plan;
+mod render;
+mod secrets;
+mod spec;
+mod yaml;
+
+pub use dryrun::{DRY_RUN_PHONE_HOME, DryRun, DryRunError, dry_run};
+pub use eksa::API_VERSION as EKSA_API_VERSION;
+pub use native::API_VERSION as NATIVE_API_VERSION;
+pub use plan::{Plan, PlanError, PlannedNode, Role, Shortage, plan};
+pub use render::{
+    BOOTSTRAP_LOG_PATH, BOOTSTRAP_SCRIPT_PATH, CNI_HOOK_PATH, CRI_SOCKET, INIT_CONFIG_PATH,
+    JOIN_CONFIG_PATH, KUBE_VIP_IMAGE, KUBE_VIP_MANIFEST_PATH, NodeInputs, NodeSeed, RenderError,
+    render_node,
+};
+pub use secrets::{CaPem, ClusterSecrets, SecretText, SecretsError, is_bootstrap_token};
+pub use spec::{
+    ClusterSpec, Cni, ControlPlaneSpec, Ipv4Cidr, KubernetesVersion, MachineSpec, NetworkSpec,
+    OsFamily, SpecError, SpecErrors, Taint, TaintEffect, UserSpec, WorkerGroupSpec,
+};
