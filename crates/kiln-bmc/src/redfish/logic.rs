@@ -319,15 +319,18 @@ mod tests {
             "ForceOn",
         ]);
         let c = |a, s| choose_reset_type(a, s, Some(&sushy));
-        assert_eq!(c(PowerAction::Cycle, PowerState::On).unwrap(), "ForceRestart");
+        assert_eq!(
+            c(PowerAction::Cycle, PowerState::On).unwrap(),
+            "ForceRestart"
+        );
         assert_eq!(c(PowerAction::Cycle, PowerState::Off).unwrap(), "On");
         let only_force_on = strings(&["ForceOn", "ForceOff"]);
         assert_eq!(
             choose_reset_type(PowerAction::On, PowerState::Off, Some(&only_force_on)).unwrap(),
             "ForceOn"
         );
-        let err =
-            choose_reset_type(PowerAction::SoftOff, PowerState::On, Some(&only_force_on)).unwrap_err();
+        let err = choose_reset_type(PowerAction::SoftOff, PowerState::On, Some(&only_force_on))
+            .unwrap_err();
         assert!(err.contains("GracefulShutdown"), "{err}");
         assert!(err.contains("ForceOn, ForceOff"), "{err}");
         let err = choose_reset_type(PowerAction::Reset, PowerState::On, Some(&[])).unwrap_err();
@@ -378,19 +381,31 @@ mod tests {
 
     #[test]
     fn boot_patch_bodies() {
-        let plan = plan_boot(&Boot::default(), want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap();
+        let plan = plan_boot(
+            &Boot::default(),
+            want(BootDevice::Pxe, false, BootMode::Uefi),
+        )
+        .unwrap();
         assert_eq!(
             boot_patch_body(&plan),
             json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once",
                             "BootSourceOverrideMode": "UEFI"}})
         );
-        let plan = plan_boot(&Boot::default(), want(BootDevice::Disk, true, BootMode::Legacy)).unwrap();
+        let plan = plan_boot(
+            &Boot::default(),
+            want(BootDevice::Disk, true, BootMode::Legacy),
+        )
+        .unwrap();
         assert_eq!(
             boot_patch_body(&plan),
             json!({"Boot": {"BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous",
                             "BootSourceOverrideMode": "Legacy"}})
         );
-        let plan = plan_boot(&Boot::default(), want(BootDevice::Bios, false, BootMode::Uefi)).unwrap();
+        let plan = plan_boot(
+            &Boot::default(),
+            want(BootDevice::Bios, false, BootMode::Uefi),
+        )
+        .unwrap();
         assert_eq!(plan.target, "BiosSetup");
     }
 
@@ -402,7 +417,11 @@ mod tests {
         };
         let plan = plan_boot(&boot, want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap();
         assert_eq!(plan.mode, None);
-        assert!(boot_patch_body(&plan)["Boot"].get("BootSourceOverrideMode").is_none());
+        assert!(
+            boot_patch_body(&plan)["Boot"]
+                .get("BootSourceOverrideMode")
+                .is_none()
+        );
         let plan = plan_boot(&boot, want(BootDevice::Pxe, false, BootMode::Legacy)).unwrap();
         assert_eq!(plan.mode, Some("Legacy"));
     }
@@ -414,7 +433,10 @@ mod tests {
             ..Boot::default()
         };
         let err = plan_boot(&boot, want(BootDevice::Bios, false, BootMode::Uefi)).unwrap_err();
-        assert!(err.contains("\"BiosSetup\"") && err.contains("Pxe, Cd, Hdd"), "{err}");
+        assert!(
+            err.contains("\"BiosSetup\"") && err.contains("Pxe, Cd, Hdd"),
+            "{err}"
+        );
         assert!(plan_boot(&boot, want(BootDevice::Disk, false, BootMode::Uefi)).is_ok());
         let boot = Boot {
             enabled_allowed: Some(strings(&["Once", "Disabled"])),
@@ -446,7 +468,10 @@ mod tests {
             error_text(br##"{"error": {"code": "Base.1.0.Oops"}}"##),
             "Base.1.0.Oops"
         );
-        assert_eq!(error_text(b"<html>\n<b>Bad\tGateway</b></html>"), "<html> <b>Bad Gateway</b></html>");
+        assert_eq!(
+            error_text(b"<html>\n<b>Bad\tGateway</b></html>"),
+            "<html> <b>Bad Gateway</b></html>"
+        );
         assert_eq!(error_text(b""), "(empty body)");
         let long = "x".repeat(1000);
         assert_eq!(error_text(long.as_bytes()).chars().count(), 301);
@@ -462,24 +487,41 @@ mod tests {
         assert!(error_mentions(in_args, "BootSourceOverrideMode"));
         let other = br##"{"error": {"message": "BootSourceOverrideTarget Foo is not allowed"}}"##;
         assert!(!error_mentions(other, "BootSourceOverrideMode"));
-        assert!(error_mentions(b"Bad BootSourceOverrideMode", "BootSourceOverrideMode"));
+        assert!(error_mentions(
+            b"Bad BootSourceOverrideMode",
+            "BootSourceOverrideMode"
+        ));
     }
 
     #[test]
     fn system_choice() {
         let one = strings(&["/redfish/v1/Systems/1"]);
-        assert_eq!(choose_system(&one, None).unwrap().unwrap(), "/redfish/v1/Systems/1");
+        assert_eq!(
+            choose_system(&one, None).unwrap().unwrap(),
+            "/redfish/v1/Systems/1"
+        );
         let two = strings(&["/redfish/v1/Systems/a", "/redfish/v1/Systems/b/"]);
         let err = choose_system(&two, None).unwrap_err();
-        assert!(err.contains("/redfish/v1/Systems/a, /redfish/v1/Systems/b/"), "{err}");
-        assert_eq!(choose_system(&two, Some("b")).unwrap().unwrap(), "/redfish/v1/Systems/b/");
+        assert!(
+            err.contains("/redfish/v1/Systems/a, /redfish/v1/Systems/b/"),
+            "{err}"
+        );
         assert_eq!(
-            choose_system(&two, Some("/redfish/v1/Systems/a/")).unwrap().unwrap(),
+            choose_system(&two, Some("b")).unwrap().unwrap(),
+            "/redfish/v1/Systems/b/"
+        );
+        assert_eq!(
+            choose_system(&two, Some("/redfish/v1/Systems/a/"))
+                .unwrap()
+                .unwrap(),
             "/redfish/v1/Systems/a"
         );
         assert_eq!(choose_system(&two, Some("vm1")).unwrap(), None);
         assert!(choose_system(&[], None).unwrap_err().contains("empty"));
-        assert_eq!(system_path_for("/redfish/v1/Systems/", "vm1"), "/redfish/v1/Systems/vm1");
+        assert_eq!(
+            system_path_for("/redfish/v1/Systems/", "vm1"),
+            "/redfish/v1/Systems/vm1"
+        );
         assert_eq!(system_path_for("/redfish/v1/Systems", "/x/y"), "/x/y");
     }
 

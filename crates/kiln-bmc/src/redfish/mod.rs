@@ -14,9 +14,7 @@ mod types;
 #[cfg(test)]
 mod fake_tests;
 
-use crate::{
-    Bmc, BmcAddress, BmcError, BmcInfo, BootOverride, PowerAction, PowerState, Protocol,
-};
+use crate::{Bmc, BmcAddress, BmcError, BmcInfo, BootOverride, PowerAction, PowerState, Protocol};
 use kiln_model::Secret;
 use logic::{FirstStep, ObservedPower};
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, HeaderValue, IF_MATCH, LOCATION};
@@ -245,12 +243,12 @@ impl RedfishBmc {
                 address: self.address.clone(),
                 detail,
             },
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
-                BmcError::Unsupported {
-                    address: self.address.clone(),
-                    what: format!("{what} ({detail})"),
-                }
-            }
+            StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => BmcError::Unsupported {
+                address: self.address.clone(),
+                what: format!("{what} ({detail})"),
+            },
             _ => BmcError::Rejected {
                 address: self.address.clone(),
                 operation: operation.to_string(),
@@ -525,7 +523,11 @@ impl RedfishBmc {
                 if reply.status == StatusCode::NOT_FOUND {
                     return Err(self.unsupported(format!(
                         "system {wanted:?} (members: {})",
-                        if members.is_empty() { "none".into() } else { members.join(", ") }
+                        if members.is_empty() {
+                            "none".into()
+                        } else {
+                            members.join(", ")
+                        }
                     )));
                 }
                 if !reply.status.is_success() {
@@ -551,7 +553,11 @@ impl RedfishBmc {
         Ok((system, path, etag))
     }
 
-    fn observed_power(&self, system: &ComputerSystem, path: &str) -> Result<ObservedPower, BmcError> {
+    fn observed_power(
+        &self,
+        system: &ComputerSystem,
+        path: &str,
+    ) -> Result<ObservedPower, BmcError> {
         let text = system
             .power_state
             .as_deref()
@@ -575,11 +581,15 @@ impl RedfishBmc {
             .actions
             .as_ref()
             .and_then(|a| a.reset.as_ref())
-            .ok_or_else(|| self.unsupported(format!("ComputerSystem.Reset (no such action on {path})")))?;
-        let target = action
-            .target
-            .clone()
-            .unwrap_or_else(|| format!("{}/Actions/ComputerSystem.Reset", path.trim_end_matches('/')));
+            .ok_or_else(|| {
+                self.unsupported(format!("ComputerSystem.Reset (no such action on {path})"))
+            })?;
+        let target = action.target.clone().unwrap_or_else(|| {
+            format!(
+                "{}/Actions/ComputerSystem.Reset",
+                path.trim_end_matches('/')
+            )
+        });
         let mut allowed = action.allowed.clone();
         if allowed.is_none()
             && let Some(info) = &action.action_info
@@ -698,7 +708,10 @@ impl Bmc for RedfishBmc {
         let operation = format!("power {action} (ResetType {reset_type})");
         let body = serde_json::to_value(types::ResetRequest { reset_type })
             .map_err(|e| self.protocol(format!("reset request: {e}")))?;
-        match self.call(Method::POST, &reset_target, Some(&body), None).await {
+        match self
+            .call(Method::POST, &reset_target, Some(&body), None)
+            .await
+        {
             Ok(reply) if reply.status.is_success() => {}
             Ok(reply) => {
                 return Err(self.status_error(
@@ -832,26 +845,33 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A certificate verification failure somewhere in the causes (io::Error hides its inner error
-/// from `source()`, so look inside those too).
+/// A certificate verification failure somewhere in the causes. `io::Error` hides its inner error
+/// from `source()` (and hyper nests them), so look inside those too.
 fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let inner = err
+    let mut pending = vec![e];
+    let mut seen = 0;
+    while let Some(err) = pending.pop() {
+        seen += 1;
+        if seen > 32 {
+            break;
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>()
+            && matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
+            )
+        {
+            return Some(tls.to_string());
+        }
+        if let Some(inner) = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>()
-                && matches!(
-                    tls,
-                    rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
-                )
-            {
-                return Some(tls.to_string());
-            }
+        {
+            pending.push(inner);
         }
-        cur = err.source();
+        if let Some(source) = err.source() {
+            pending.push(source);
+        }
     }
     None
 }

@@ -160,7 +160,11 @@ pub struct ErrorBody {
     pub code: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
-    #[serde(rename = "@Message.ExtendedInfo", default, deserialize_with = "null_as_empty")]
+    #[serde(
+        rename = "@Message.ExtendedInfo",
+        default,
+        deserialize_with = "null_as_empty"
+    )]
     pub extended_info: Vec<MessageInfo>,
 }
 
@@ -174,7 +178,11 @@ pub struct MessageInfo {
     #[serde(rename = "MessageArgs", default, deserialize_with = "null_as_empty")]
     pub message_args: Vec<serde_json::Value>,
     /// JSON pointers such as `#/Boot/BootSourceOverrideMode`.
-    #[serde(rename = "RelatedProperties", default, deserialize_with = "null_as_empty")]
+    #[serde(
+        rename = "RelatedProperties",
+        default,
+        deserialize_with = "null_as_empty"
+    )]
     pub related_properties: Vec<String>,
 }
 
@@ -230,6 +238,9 @@ mod tests {
             password: "pw",
         })
         .unwrap();
-        assert_eq!(v, serde_json::json!({"UserName": "admin", "Password": "pw"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"UserName": "admin", "Password": "pw"})
+        );
     }
 }
