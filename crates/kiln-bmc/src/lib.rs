@@ -5,10 +5,12 @@
 
 mod address;
 mod error;
+mod ipmi;
 mod redfish;
 
 pub use address::{BmcAddress, Protocol};
 pub use error::{BmcError, ErrorKind};
+pub use ipmi::{IpmiBmc, IpmiConfig};
 pub use redfish::{RedfishAuth, RedfishBmc, RedfishOptions};
 
 use std::fmt;
