@@ -158,6 +158,7 @@ fn unsupported_kind(kind: &str) -> Option<&'static str> {
         }
         "GitOpsConfig" | "FluxConfig" => "Kiln does not set up GitOps",
         "OIDCConfig" | "AWSIamConfig" => "Kiln does not configure identity providers",
+        "TinkerbellDatacenterConfig" | "TinkerbellMachineConfig" => return None,
         k if k.ends_with("DatacenterConfig") || k.ends_with("MachineConfig") => {
             "Kiln provisions bare metal only (the Tinkerbell provider's kinds)"
         }

@@ -12,6 +12,8 @@
 
 mod dryrun;
 mod eksa;
+#[cfg(test)]
+mod kubeadm_fields;
 mod native;
 mod plan;
 mod render;

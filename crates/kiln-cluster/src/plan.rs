@@ -101,9 +101,8 @@ impl fmt::Display for Shortage {
         if !self.taken.is_empty() {
             write!(
                 f,
-                "; {} more match but are already {} ({})",
+                "; {} more match but are already taken by an earlier role ({})",
                 self.taken.len(),
-                "taken by an earlier role",
                 self.taken.join(", ")
             )?;
         }
@@ -170,7 +169,9 @@ pub fn plan(spec: &ClusterSpec, hardware: &[Hardware]) -> Result<Plan, PlanError
     let mut nodes = Vec::new();
     let mut shortages = Vec::new();
 
-    let mut roles: Vec<(String, u32, &BTreeMap<String, String>, Option<&str>)> = vec![(
+    // (what, how many, selector, worker group)
+    type RoleWanted<'a> = (String, u32, &'a BTreeMap<String, String>, Option<&'a str>);
+    let mut roles: Vec<RoleWanted<'_>> = vec![(
         "control plane".into(),
         spec.control_plane.count,
         &spec.control_plane.machine.selector,

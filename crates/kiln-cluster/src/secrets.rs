@@ -75,7 +75,7 @@ impl ClusterSecrets {
     /// Fresh CAs (ECDSA P-256), a service-account key pair and a bootstrap token.
     pub fn generate() -> Result<ClusterSecrets, SecretsError> {
         let now = SystemTime::now();
-        Ok(ClusterSecrets {
+        ClusterSecrets {
             cluster_ca: make_ca("kubernetes", "cluster CA", now)?,
             front_proxy_ca: make_ca("front-proxy-ca", "front-proxy CA", now)?,
             etcd_ca: make_ca("etcd-ca", "etcd CA", now)?,
@@ -83,7 +83,7 @@ impl ClusterSecrets {
             service_account_key_pem: SecretText(String::new()),
             bootstrap_token: SecretText(bootstrap_token()?),
         }
-        .with_service_account()?)
+        .with_service_account()
     }
 
     fn with_service_account(mut self) -> Result<Self, SecretsError> {

@@ -716,9 +716,7 @@ pub(crate) fn node_labels(
 /// The kubelet refuses to label its own node under kubernetes.io / k8s.io, except for
 /// a few prefixes and keys (NodeRestriction).
 fn kubelet_may_not_set(key: &str) -> Option<String> {
-    let Some((prefix, _)) = key.rsplit_once('/') else {
-        return None;
-    };
+    let (prefix, _) = key.rsplit_once('/')?;
     let reserved = |d: &str| prefix == d || prefix.ends_with(&format!(".{d}"));
     if !reserved("kubernetes.io") && !reserved("k8s.io") {
         return None;

@@ -1,0 +1,587 @@
+//! The public API end to end: spec files (both formats), plans, rendered seeds checked
+//! by the real `cloud-init schema` and the CA hash checked with `openssl`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_cluster::{
+    ClusterSecrets, ClusterSpec, NodeInputs, Plan, PlanError, Role, dry_run, plan, render_node,
+};
+use kiln_model::Hardware;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clusters")
+}
+
+fn spec(file: &str) -> ClusterSpec {
+    let text = std::fs::read_to_string(examples().join(file)).unwrap();
+    ClusterSpec::parse(&text, file).unwrap_or_else(|e| panic!("{file}:\n{e}"))
+}
+
+fn hardware() -> Vec<Hardware> {
+    let csv = std::fs::read_to_string(examples().join("hardware.csv")).unwrap();
+    kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap()
+}
+
+fn errors(text: &str) -> String {
+    ClusterSpec::parse(text, "cluster.yaml")
+        .expect_err("the spec should be refused")
+        .to_string()
+}
+
+/// The user-data's write_files entry for `path`.
+fn written_file(user_data: &str, path: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_saphyr::from_str(user_data).expect("user-data is YAML");
+    doc["write_files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"] == path)
+        .and_then(|f| f["content"].as_str().map(str::to_string))
+}
+
+#[test]
+fn both_formats_give_the_same_spec_and_plan() {
+    let hw = hardware();
+    for name in ["single-node", "three-node", "ha"] {
+        let eksa = spec(&format!("{name}.eksa.yaml"));
+        let native = spec(&format!("{name}.kiln.yaml"));
+        assert_eq!(eksa, native, "{name}");
+        assert_eq!(
+            plan(&eksa, &hw).unwrap(),
+            plan(&native, &hw).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn plans_pick_by_label_in_hostname_order_and_leave_spares() {
+    let mut hw = hardware();
+    hw.reverse(); // input order must not matter
+    let p = plan(&spec("ha.eksa.yaml"), &hw).unwrap();
+    let roles: Vec<(&str, &Role)> = p
+        .nodes
+        .iter()
+        .map(|n| (n.hostname.as_str(), &n.role))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("cp1", &Role::ControlPlane { first: true }),
+            ("cp2", &Role::ControlPlane { first: false }),
+            ("cp3", &Role::ControlPlane { first: false }),
+            (
+                "worker1",
+                &Role::Worker {
+                    group: "md-0".into()
+                }
+            ),
+        ]
+    );
+    assert_eq!(p.spares, vec!["worker2", "worker3"]);
+    assert!(p.kube_vip);
+
+    let single = plan(&spec("single-node.kiln.yaml"), &hw).unwrap();
+    assert_eq!(single.nodes.len(), 1);
+    assert_eq!(single.spares.len(), 5);
+}
+
+#[test]
+fn too_few_machines_fails_before_anything_with_counts_and_selector() {
+    let text = std::fs::read_to_string(examples().join("three-node.kiln.yaml"))
+        .unwrap()
+        .replace("count: 2", "count: 4");
+    let s = ClusterSpec::parse(&text, "three-node.kiln.yaml").unwrap();
+    let e = plan(&s, &hardware()).unwrap_err();
+    assert!(matches!(e, PlanError::NotEnoughMachines(_)));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("worker group md-0 needs 4 machines with labels type=worker, 3 match (worker1, worker2, worker3)"),
+        "{msg}"
+    );
+
+    // Two roles wanting the same machines: the second sees them taken.
+    let overlap = "kind: KilnCluster\nname: x\nkubernetesVersion: \"1.30\"\n\
+                   controlPlane: {count: 3, endpoint: 10.77.0.90, selector: {type: cp}}\n\
+                   workers: [{name: md-0, count: 1, selector: {type: cp}}]\n";
+    let s = ClusterSpec::parse(overlap, "x.yaml").unwrap();
+    let msg = plan(&s, &hardware()).unwrap_err().to_string();
+    assert!(
+        msg.contains("worker group md-0 needs 1 machine with labels type=cp, 0 match"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("3 more match but are already taken by an earlier role (cp1, cp2, cp3)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn endpoint_checks() {
+    let hw = hardware();
+    let with_endpoint = |ep: &str, count: u32| {
+        let text = format!(
+            "kind: KilnCluster\nname: x\nkubernetesVersion: \"1.30\"\n\
+             controlPlane: {{count: {count}, endpoint: {ep}, selector: {{type: cp}}}}\n"
+        );
+        plan(&ClusterSpec::parse(&text, "x.yaml").unwrap(), &hw)
+    };
+    // The single control plane's own address: no VIP needed.
+    let p = with_endpoint("10.77.0.11", 1).unwrap();
+    assert!(!p.kube_vip);
+    // Another machine's address cannot be a VIP.
+    let e = with_endpoint("10.77.0.21", 1).unwrap_err().to_string();
+    assert!(
+        e.contains("10.77.0.21 is the address of machine worker1"),
+        "{e}"
+    );
+    let e = with_endpoint("10.77.0.11", 3).unwrap_err().to_string();
+    assert!(e.contains("is the address of machine cp1"), "{e}");
+    // kube-vip answers ARP only on the control planes' own network.
+    let e = with_endpoint("10.78.0.90", 3).unwrap_err().to_string();
+    assert!(e.contains("not in the subnet of control plane cp1"), "{e}");
+}
+
+#[test]
+fn the_seed_example_as_published_is_refused_with_its_line() {
+    // The EKS Anywhere design note's example, verbatim: `count: 1` is mis-indented.
+    let seed = "apiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: Cluster\nmetadata:\n  name: single-node\nspec:\n  controlPlaneConfiguration:\n  count: 1\n    endpoint:\n      host: \"10.80.8.90\"\n";
+    let e = errors(seed);
+    assert!(e.starts_with("cluster.yaml:8: invalid YAML"), "{e}");
+}
+
+#[test]
+fn bottlerocket_is_named_as_unsupported() {
+    let text = std::fs::read_to_string(examples().join("single-node.eksa.yaml"))
+        .unwrap()
+        .replace("osFamily: ubuntu", "osFamily: bottlerocket");
+    let e = errors(&text);
+    let line = text
+        .lines()
+        .position(|l| l.contains("bottlerocket"))
+        .unwrap()
+        + 1;
+    assert!(
+        e.contains(&format!(
+            "cluster.yaml:{line}: TinkerbellMachineConfig[single-node-cp].spec.osFamily: bottlerocket is not supported"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_fields_and_other_mistakes_are_all_reported_with_lines() {
+    let text = std::fs::read_to_string(examples().join("three-node.eksa.yaml"))
+        .unwrap()
+        .replace("    count: 2\n", "    count: 2\n    cuont: 3\n")
+        .replace(
+            "kubernetesVersion: \"1.31\"",
+            "kubernetesVersion: \"1.31x\"",
+        )
+        .replace("cidrBlocks: [10.96.0.0/12]", "cidrBlocks: [10.96.0.1/12]")
+        .replace(
+            "  managementCluster:\n",
+            "  proxyConfiguration: {httpProxy: http://proxy:3128}\n  managementCluster:\n",
+        );
+    let e = errors(&text);
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for expected in [
+        format!(
+            "cluster.yaml:{}: Cluster.spec.workerNodeGroupConfigurations[0].cuont: unknown field",
+            line_of("cuont")
+        ),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.kubernetesVersion: \"1.31x\" is not a Kubernetes version",
+            line_of("1.31x")
+        ),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.clusterNetwork.services.cidrBlocks: \"10.96.0.1/12\" has host bits set",
+            line_of("10.96.0.1/12")
+        ),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.proxyConfiguration: not supported",
+            line_of("proxyConfiguration")
+        ),
+    ] {
+        assert!(e.contains(&expected), "missing {expected:?} in:\n{e}");
+    }
+    assert_eq!(e.lines().count(), 4, "{e}");
+}
+
+#[test]
+fn references_kinds_and_values_kiln_cannot_honour() {
+    let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
+    let e = errors(&base.replace("name: single-node-cp\nspec:", "name: other-cp\nspec:"));
+    assert!(e.contains("machineGroupRef.name: no TinkerbellMachineConfig named \"single-node-cp\" in this file (there is: other-cp)"), "{e}");
+    assert!(e.contains("TinkerbellMachineConfig[other-cp]: no machineGroupRef of the Cluster names this machine config"), "{e}");
+
+    let e = errors(&format!(
+        "{base}\napiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata: {{name: t}}\nspec: {{}}\n"
+    ));
+    assert!(
+        e.contains(
+            "kind: TinkerbellTemplateConfig: Kiln installs machines with its own workflow templates"
+        ),
+        "{e}"
+    );
+    let e = errors(&format!(
+        "{base}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: t}}\nspec: {{}}\n"
+    ));
+    assert!(e.contains("unknown kind \"ConfigMap\""), "{e}");
+
+    let e = errors(&base.replace(
+        "templateRef: {}",
+        "templateRef: {kind: TinkerbellTemplateConfig, name: t}",
+    ));
+    assert!(e.contains("spec.templateRef: not supported"), "{e}");
+    let e = errors(&base.replace("count: 1", "count: 0"));
+    assert!(
+        e.contains("controlPlaneConfiguration.count: must be at least 1"),
+        "{e}"
+    );
+    let e = errors(&base.replace("host: \"10.77.0.90\"", "host: \"cp.example.com\""));
+    assert!(
+        e.contains("endpoint.host: \"cp.example.com\" is not an IPv4 address"),
+        "{e}"
+    );
+    let e = errors(&base.replace("type: cp", "{}"));
+    assert!(e.contains("hardwareSelector"), "{e}");
+    let e = errors(&base.replace("- ssh-ed25519 AAAA", "- ssh-foo AAAA"));
+    assert!(e.contains("sshAuthorizedKeys: \"ssh-foo"), "{e}");
+    // Accepted and ignored: fields that change nothing for provisioning.
+    let ok = base.replace(
+        "  managementCluster:\n",
+        "  eksaVersion: v0.20.0\n  machineHealthCheck: {nodeStartupTimeout: 20m0s}\n  managementCluster:\n",
+    );
+    ClusterSpec::parse(&ok, "ok.yaml").unwrap();
+}
+
+#[test]
+fn workers_omitted_or_empty_mean_none_and_leave_the_control_plane_untainted() {
+    let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
+    let empty = base.replace(
+        "  datacenterRef:\n",
+        "  workerNodeGroupConfigurations: []\n  datacenterRef:\n",
+    );
+    assert_eq!(
+        spec("single-node.eksa.yaml"),
+        ClusterSpec::parse(&empty, "x").unwrap()
+    );
+    let s = spec("single-node.eksa.yaml");
+    assert!(s.worker_groups.is_empty());
+    assert!(s.control_plane_taints().is_empty());
+    assert_eq!(
+        spec("three-node.eksa.yaml").control_plane_taints()[0].key,
+        "node-role.kubernetes.io/control-plane"
+    );
+}
+
+struct Rendered {
+    spec: ClusterSpec,
+    plan: Plan,
+    secrets: ClusterSecrets,
+    seeds: Vec<(String, Role, kiln_cluster::NodeSeed)>,
+}
+
+fn render_all(file: &str, version: Option<&str>) -> Rendered {
+    let mut spec = spec(file);
+    if let Some(v) = version {
+        spec.kubernetes_version = v.parse().unwrap();
+    }
+    let plan = plan(&spec, &hardware()).unwrap();
+    let secrets = ClusterSecrets::generate().unwrap();
+    let seeds = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let inputs = NodeInputs::new(
+                format!("wf-{}", n.hostname),
+                format!("http://10.77.0.1:8080/v1/phone-home/tok-{}", n.hostname),
+            );
+            let seed = render_node(&spec, &plan, n, &secrets, &inputs).unwrap();
+            (n.hostname.clone(), n.role.clone(), seed)
+        })
+        .collect();
+    Rendered {
+        spec,
+        plan,
+        secrets,
+        seeds,
+    }
+}
+
+#[test]
+fn single_node_writes_empty_taints_and_uploads_its_kubeconfig() {
+    let r = render_all("single-node.eksa.yaml", None);
+    let (_, role, seed) = &r.seeds[0];
+    assert_eq!(*role, Role::ControlPlane { first: true });
+    let ud = &seed.user_data;
+    assert!(ud.starts_with("#cloud-config\n"));
+    let init = written_file(ud, "/run/kubeadm/init.yaml").unwrap();
+    assert!(
+        init.contains("apiVersion: kubeadm.k8s.io/v1beta3\nkind: InitConfiguration\n"),
+        "{init}"
+    );
+    assert!(init.contains("  taints: []\n"), "{init}");
+    assert!(init.contains("kind: ClusterConfiguration"), "{init}");
+    assert!(init.contains("kubernetesVersion: stable-1.30\n"), "{init}");
+    assert!(
+        init.contains("controlPlaneEndpoint: \"10.77.0.90:6443\"\n"),
+        "{init}"
+    );
+    assert!(
+        init.contains(&format!(
+            "token: \"{}\"",
+            r.secrets.bootstrap_token.expose()
+        )) || init.contains(&format!("token: {}", r.secrets.bootstrap_token.expose())),
+        "{init}"
+    );
+    let script = written_file(ud, "/usr/local/sbin/kiln-bootstrap").unwrap();
+    assert!(
+        script.contains("kubeadm init --config /run/kubeadm/init.yaml"),
+        "{script}"
+    );
+    assert!(
+        script.contains("--data-binary @/etc/kubernetes/admin.conf"),
+        "{script}"
+    );
+    assert!(
+        script.contains("'http://10.77.0.1:8080/v1/phone-home/tok-cp1/kubeconfig'"),
+        "{script}"
+    );
+    assert!(
+        ud.contains("url: \"http://10.77.0.1:8080/v1/phone-home/tok-cp1\""),
+        "{ud}"
+    );
+    assert!(
+        written_file(ud, "/etc/kubernetes/pki/ca.key")
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    // The endpoint is a VIP (not cp1's own address): kube-vip holds it, on super-admin.conf during init.
+    let vip = written_file(ud, "/etc/kiln/kube-vip.yaml").unwrap();
+    assert!(
+        vip.contains("path: /etc/kubernetes/super-admin.conf"),
+        "{vip}"
+    );
+    assert!(seed.meta_data.contains("local-hostname: cp1"));
+    assert!(seed.network_config.contains("addresses: [10.77.0.11/24]"));
+    // Debug never shows the keys.
+    assert!(!format!("{seed:?}").contains("PRIVATE KEY"));
+}
+
+#[test]
+fn workers_and_extra_control_planes_join_with_the_pinned_ca() {
+    let r = render_all("ha.eksa.yaml", Some("1.31"));
+    let hash = r.secrets.ca_cert_hash().unwrap();
+    for (host, role, seed) in &r.seeds {
+        let ud = &seed.user_data;
+        match role {
+            Role::ControlPlane { first: true } => {
+                assert!(written_file(ud, "/run/kubeadm/join.yaml").is_none());
+                let init = written_file(ud, "/run/kubeadm/init.yaml").unwrap();
+                assert!(
+                    init.contains("apiVersion: kubeadm.k8s.io/v1beta4"),
+                    "{init}"
+                );
+                // Workers exist: the control planes keep the standard taint.
+                assert!(
+                    init.contains("key: node-role.kubernetes.io/control-plane\n"),
+                    "{init}"
+                );
+                assert!(init.contains("- name: node-ip\n"), "{init}");
+            }
+            _ => {
+                let join = written_file(ud, "/run/kubeadm/join.yaml").unwrap();
+                assert!(
+                    join.contains("apiServerEndpoint: \"10.77.0.90:6443\""),
+                    "{host}: {join}"
+                );
+                assert!(join.contains(&format!("- \"{hash}\"")), "{host}: {join}");
+                assert!(
+                    join.contains("timeouts:\n  discovery: \"30m0s\"\n"),
+                    "{host}: {join}"
+                );
+                let script = written_file(ud, "/usr/local/sbin/kiln-bootstrap").unwrap();
+                assert!(
+                    script.contains("kubeadm join --config /run/kubeadm/join.yaml"),
+                    "{script}"
+                );
+                assert!(
+                    !script.contains("admin.conf \\"),
+                    "{host} must not upload a kubeconfig"
+                );
+                if role.is_control_plane() {
+                    assert!(
+                        join.contains("controlPlane:\n  localAPIEndpoint:"),
+                        "{host}: {join}"
+                    );
+                    assert!(written_file(ud, "/etc/kubernetes/pki/etcd/ca.key").is_some());
+                    let vip = written_file(ud, "/etc/kiln/kube-vip.yaml").unwrap();
+                    assert!(vip.contains("path: /etc/kubernetes/admin.conf"), "{vip}");
+                    assert!(script.contains("install_kube_vip\n\necho 0"), "{script}");
+                } else {
+                    assert!(!join.contains("controlPlane:"), "{host}: {join}");
+                    assert!(join.contains("taints: []"), "{host}: {join}");
+                    assert!(
+                        join.contains("value: example.com/pool=general"),
+                        "{host}: {join}"
+                    );
+                    // Workers get no CA keys at all.
+                    assert!(!ud.contains("PRIVATE KEY"), "{host}");
+                    assert!(written_file(ud, "/etc/kiln/kube-vip.yaml").is_none());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic_from_stored_state() {
+    let r = render_all("three-node.kiln.yaml", None);
+    let stored = serde_json::to_string(&(&r.secrets, &r.plan, &r.spec)).unwrap();
+    let (secrets, plan, spec): (ClusterSecrets, Plan, ClusterSpec) =
+        serde_json::from_str(&stored).unwrap();
+    for (host, _, seed) in &r.seeds {
+        let node = plan.node(host).unwrap();
+        let inputs = NodeInputs::new(
+            format!("wf-{host}"),
+            format!("http://10.77.0.1:8080/v1/phone-home/tok-{host}"),
+        );
+        let again = render_node(&spec, &plan, node, &secrets, &inputs).unwrap();
+        assert_eq!(&again, seed, "{host}");
+    }
+}
+
+fn require_tool(name: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: apt-get install {package} (CI installs it in .ci/run)"
+    );
+}
+
+#[test]
+fn real_cloud_init_accepts_every_user_data() {
+    require_tool("cloud-init", "cloud-init");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("single-node.eksa.yaml", None),
+        ("single-node.kiln.yaml", Some("1.31")),
+        ("three-node.eksa.yaml", None),
+        ("three-node.eksa.yaml", Some("1.30")),
+        ("ha.eksa.yaml", None),
+        ("ha.kiln.yaml", Some("1.31.0")),
+    ];
+    let mut checked = 0;
+    for (file, version) in cases {
+        let r = render_all(file, version);
+        for (host, _, seed) in &r.seeds {
+            let path = dir
+                .path()
+                .join(format!("{file}-{}-{host}", version.unwrap_or("")));
+            std::fs::write(&path, &seed.user_data).unwrap();
+            let out = Command::new("cloud-init")
+                .args(["schema", "--config-file"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stdout.contains("Valid cloud-config"),
+                "{file} {version:?} {host}: cloud-init schema says:\n{stdout}{stderr}\n{}",
+                seed.user_data
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 1 + 1 + 3 + 3 + 4 + 4);
+}
+
+#[test]
+fn ca_cert_hash_matches_openssl() {
+    require_tool("openssl", "openssl");
+    let secrets = ClusterSecrets::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &secrets.cluster_ca.cert_pem).unwrap();
+    // kubeadm's documented recipe, on the certificate (not the key Kiln hashes).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e; openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | sha256sum",
+            ca.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(secrets.ca_cert_hash().unwrap(), format!("sha256:{hex}"));
+
+    // The CAs are CAs, and the key belongs to the certificate.
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(
+        text.contains("Subject: CN = kubernetes") || text.contains("Subject: CN=kubernetes"),
+        "{text}"
+    );
+    let key = dir.path().join("ca.key");
+    std::fs::write(&key, secrets.cluster_ca.key_pem.expose()).unwrap();
+    let pub_from_key = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let pub_from_cert = Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert_eq!(pub_from_key.stdout, pub_from_cert.stdout);
+}
+
+#[test]
+fn dry_run_writes_private_seed_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seeds");
+    let r = dry_run(&spec("ha.kiln.yaml"), &hardware(), &out).unwrap();
+    assert_eq!(r.plan.nodes.len(), 4);
+    assert_eq!(r.files.len(), 12);
+    for host in ["cp1", "cp2", "cp3", "worker1"] {
+        let d = out.join(host);
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        for f in ["user-data", "meta-data", "network-config"] {
+            let m = std::fs::metadata(d.join(f)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{host}/{f}");
+        }
+        let ud = std::fs::read_to_string(d.join("user-data")).unwrap();
+        assert!(ud.contains("kiln.invalid"), "{ud}");
+    }
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(!out.join("worker2").exists());
+}
