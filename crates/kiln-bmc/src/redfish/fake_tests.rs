@@ -45,6 +45,8 @@ struct Quirks {
     powering_on_reads: u32,
     members: Vec<&'static str>,
     system_not_json: bool,
+    /// The Systems collection redirects to the same port under another host name.
+    redirect_elsewhere: bool,
 }
 
 impl Default for Quirks {
@@ -67,6 +69,7 @@ impl Default for Quirks {
             powering_on_reads: 0,
             members: vec![SYSTEM],
             system_not_json: false,
+            redirect_elsewhere: false,
         }
     }
 }
@@ -94,6 +97,7 @@ struct Fake {
     session_deleted: bool,
     patches: u32,
     powering_on_left: u32,
+    port: u16,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -224,7 +228,11 @@ fn respond(f: &mut Fake, req: &Seen) -> (Response, Option<Duration>) {
             AxStatus::CREATED,
             [
                 ("X-Auth-Token", TOKEN),
-                ("Location", "/redfish/v1/SessionService/Sessions/77"),
+                // Absolute, with the BMC's own name: only the path may be used.
+                (
+                    "Location",
+                    "https://bmc-7.example/redfish/v1/SessionService/Sessions/77",
+                ),
             ],
             axum::Json(json!({"@odata.id": "/redfish/v1/SessionService/Sessions/77"})),
         );
@@ -248,6 +256,13 @@ fn respond(f: &mut Fake, req: &Seen) -> (Response, Option<Duration>) {
         ("DELETE", "/redfish/v1/SessionService/Sessions/77") => {
             f.session_deleted = true;
             (AxStatus::NO_CONTENT.into_response(), None)
+        }
+        ("GET", "/redfish/v1/Systems") if q.redirect_elsewhere => {
+            let to = format!("http://localhost:{}/redfish/v1/Systems", f.port);
+            (
+                axum::response::Redirect::temporary(&to).into_response(),
+                None,
+            )
         }
         ("GET", "/redfish/v1/Systems") => {
             let members: Vec<Value> = q.members.iter().map(|m| json!({"@odata.id": m})).collect();
@@ -405,12 +420,14 @@ impl Server {
             session_deleted: false,
             patches: 0,
             powering_on_left: 0,
+            port: 0,
         }));
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        shared.lock().unwrap().port = port;
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Server { shared, port }
     }
@@ -870,4 +887,18 @@ fn ipmi_addresses_and_bad_ca_are_refused_at_construction() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("CA certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn redirect_to_another_host_is_not_followed() {
+    let srv = Server::start(Quirks {
+        redirect_elsewhere: true,
+        ..Quirks::default()
+    })
+    .await;
+    let err = srv.bmc(PASSWORD, fast()).power_state().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("another origin"), "{err}");
+    // Nothing reached the other name (same server, so it would show up here).
+    assert_eq!(srv.requests("GET", "/redfish/v1/Systems").len(), 1);
 }

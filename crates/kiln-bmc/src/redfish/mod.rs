@@ -327,7 +327,7 @@ impl RedfishBmc {
             };
         }
         let maybe_delivered = !(e.is_connect() || e.is_builder() || e.is_redirect());
-        let error = if e.is_redirect() {
+        let error = if e.is_redirect() || e.is_builder() {
             self.protocol(format!("{operation}: {}", error_chain(&e)))
         } else if e.is_timeout() {
             self.unreachable(format!(
@@ -477,11 +477,18 @@ impl RedfishBmc {
         let Some(token) = reply.header("X-Auth-Token").filter(|t| !t.is_empty()) else {
             return Err(self.protocol(format!("{operation}: no X-Auth-Token in the reply")));
         };
-        let location = reply.header(LOCATION).or_else(|| {
-            serde_json::from_slice::<types::Link>(&reply.body)
-                .ok()
-                .and_then(|l| l.odata_id)
-        });
+        // Only the path: BMCs often put their own host name (not the address we use) in Location.
+        let location = reply
+            .header(LOCATION)
+            .or_else(|| {
+                serde_json::from_slice::<types::Link>(&reply.body)
+                    .ok()
+                    .and_then(|l| l.odata_id)
+            })
+            .map(|l| match Url::parse(&l) {
+                Ok(absolute) => absolute.path().to_string(),
+                Err(_) => l,
+            });
         Ok(AuthState::Session {
             token: Secret::new(token),
             location,
