@@ -52,6 +52,7 @@ E2E_DATA=
 E2E_FAILED=0
 E2E_PIDS=()     # every background process we started, in start order
 E2E_LOGS=()     # "label=path" of logs worth showing on failure
+E2E_PIDFILES=() # pid files of processes started for us by others (QEMU behind a virtual BMC)
 
 # ---- output -----------------------------------------------------------------------------
 
@@ -138,7 +139,10 @@ e2e_cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
 	set +e # clean up as much as possible, whatever fails
-	# newest first: QEMU before the servers it talks to
+	# machines behind virtual BMCs first, then newest first: QEMU before the servers it talks to
+	for i in "${E2E_PIDFILES[@]}"; do
+		[ -s "$i" ] && stop_pid "$(cat "$i")"
+	done
 	for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${E2E_PIDS[i]}"
 	done

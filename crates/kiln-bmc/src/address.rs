@@ -6,7 +6,9 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Ipmi,
-    Redfish { https: bool },
+    Redfish {
+        https: bool,
+    },
     /// No scheme given: try the Redfish service root over HTTPS, then IPMI.
     Probe,
 }
@@ -58,7 +60,9 @@ impl BmcAddress {
             }
         };
         if host.is_empty() || host.contains(['/', ' ', '@', '?', '#']) {
-            return Err(bad("expected host, host:port or scheme://host[:port]".into()));
+            return Err(bad(
+                "expected host, host:port or scheme://host[:port]".into()
+            ));
         }
         let port = match port {
             None => None,

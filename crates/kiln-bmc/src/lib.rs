@@ -6,11 +6,13 @@
 mod address;
 mod error;
 mod ipmi;
+mod open;
 mod redfish;
 
 pub use address::{BmcAddress, Protocol};
 pub use error::{BmcError, ErrorKind};
 pub use ipmi::{IpmiBmc, IpmiConfig};
+pub use open::{BOOT_MODE_LABEL, INSECURE_TLS_LABEL, OpenOptions, boot_mode, open};
 pub use redfish::{RedfishAuth, RedfishBmc, RedfishOptions};
 
 use std::fmt;
@@ -89,6 +91,15 @@ impl fmt::Display for BootDevice {
 pub enum BootMode {
     Uefi,
     Legacy,
+}
+
+impl fmt::Display for BootMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootMode::Uefi => "UEFI",
+            BootMode::Legacy => "legacy",
+        })
+    }
 }
 
 /// A next-boot override: device, once or persistent, UEFI or legacy.

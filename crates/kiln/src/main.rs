@@ -1,11 +1,14 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
+mod bmc;
 mod enroll;
 mod events;
 mod hardware;
 mod image;
 mod output;
+mod power;
 mod provisioning;
+mod select;
 mod serve;
 mod sink;
 mod workflow;
@@ -49,6 +52,8 @@ enum Command {
     /// Import OS images (raw, qcow2) as raw+zstd with size and sha256.
     #[command(subcommand)]
     Image(image::Command),
+    /// Power and boot control through the machines' BMCs (IPMI, Redfish), many in parallel.
+    Bmc(bmc::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
 }
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Command::Enroll(args) => enroll::run(&cli.data_dir, args),
         Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&cli.data_dir, args),
+        Command::Bmc(args) => bmc::run(&cli.data_dir, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
         Command::Image(cmd) => image::run(&cli.data_dir, cmd),

@@ -256,6 +256,8 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         })
     };
 
+    let power = crate::power::spawn(engine.clone(), shutdown.clone());
+
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
@@ -263,6 +265,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         let _ = http.await;
         let _ = tftp.await;
         let _ = refresher.await;
+        let _ = power.await;
         for t in tasks {
             let _ = t.await;
         }

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kiln_engine::{Engine, now_ms};
-use kiln_model::Hardware;
 use kiln_model::template::parse_template;
 use kiln_model::workflow::{ActionState, StepState, Workflow, WorkflowState};
 use kiln_store::Store;
@@ -61,10 +60,6 @@ pub enum Command {
     },
 }
 
-fn matches_selector(hw: &Hardware, selector: &[(String, String)]) -> bool {
-    selector.iter().all(|(k, v)| hw.labels.get(k) == Some(v))
-}
-
 /// A workflow by id, or the newest one of a machine.
 fn find(store: &Store, key: &str) -> anyhow::Result<Workflow> {
     if let Some(wf) = store.workflow(key)? {
@@ -104,39 +99,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let all = store.hardware()?;
-            let machines: Vec<Hardware> = if selector.is_empty() {
-                let mut picked = Vec::new();
-                for h in &hardware {
-                    picked.push(
-                        all.iter()
-                            .find(|m| &m.hostname == h)
-                            .cloned()
-                            .with_context(|| format!("no machine named {h:?} is enrolled"))?,
-                    );
-                }
-                picked
-            } else {
-                let sel = selector
-                    .iter()
-                    .map(|s| {
-                        s.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .with_context(|| format!("--selector {s:?} is not k=v"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let picked: Vec<Hardware> = all
-                    .into_iter()
-                    .filter(|h| matches_selector(h, &sel))
-                    .collect();
-                if picked.is_empty() {
-                    bail!(
-                        "no enrolled machine matches --selector {}",
-                        selector.join(",")
-                    );
-                }
-                picked
-            };
+            let machines = crate::select::machines(store.hardware()?, &hardware, &selector)?;
             let server_url = match server_url {
                 Some(u) => u,
                 None => store.setting("server_url")?.context(

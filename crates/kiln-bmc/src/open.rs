@@ -1,0 +1,119 @@
+//! From a hardware record's BMC endpoint to a driver: the scheme picks the protocol; a plain
+//! address is probed (Redfish service root over HTTPS first, then IPMI).
+
+use std::time::Duration;
+
+use kiln_model::Hardware;
+use kiln_model::hardware::BmcEndpoint;
+
+use crate::{
+    Bmc, BmcAddress, BmcError, BootMode, ErrorKind, IpmiBmc, IpmiConfig, Protocol, RedfishBmc,
+    RedfishOptions,
+};
+
+/// Hardware label that opts one machine out of BMC certificate verification.
+pub const INSECURE_TLS_LABEL: &str = "kiln.dev/bmc-tls";
+/// Hardware label choosing the boot mode of boot overrides: `uefi` (default) or `legacy`.
+pub const BOOT_MODE_LABEL: &str = "kiln.dev/boot-mode";
+
+/// Per-machine driver settings.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Accept a self-signed Redfish certificate (`kiln.dev/bmc-tls=insecure`).
+    pub insecure_tls: bool,
+    /// Bound on each request to the BMC.
+    pub request_timeout: Duration,
+    /// How long a power change may take to show.
+    pub power_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            insecure_tls: false,
+            request_timeout: Duration::from_secs(10),
+            power_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Settings from the machine's labels.
+    pub fn for_hardware(hw: &Hardware) -> Self {
+        OpenOptions {
+            insecure_tls: hw.labels.get(INSECURE_TLS_LABEL).map(String::as_str) == Some("insecure"),
+            ..OpenOptions::default()
+        }
+    }
+}
+
+/// The boot mode for a machine's boot overrides, from its labels.
+pub fn boot_mode(hw: &Hardware) -> BootMode {
+    match hw.labels.get(BOOT_MODE_LABEL).map(String::as_str) {
+        Some("legacy" | "bios") => BootMode::Legacy,
+        _ => BootMode::Uefi,
+    }
+}
+
+fn redfish(
+    address: &BmcAddress,
+    endpoint: &BmcEndpoint,
+    opts: &OpenOptions,
+) -> Result<RedfishBmc, BmcError> {
+    RedfishBmc::new(
+        address,
+        &endpoint.username,
+        endpoint.password.clone(),
+        RedfishOptions {
+            insecure_skip_verify: opts.insecure_tls,
+            request_timeout: opts.request_timeout,
+            power_timeout: opts.power_timeout,
+            ..RedfishOptions::default()
+        },
+    )
+}
+
+fn ipmi(
+    address: &BmcAddress,
+    endpoint: &BmcEndpoint,
+    opts: &OpenOptions,
+) -> Result<Box<dyn Bmc>, BmcError> {
+    let config = IpmiConfig {
+        confirm_timeout: opts.power_timeout,
+        ..IpmiConfig::default()
+    };
+    Ok(Box::new(IpmiBmc::with_config(
+        address,
+        &endpoint.username,
+        &endpoint.password,
+        config,
+    )?))
+}
+
+/// A driver for the machine's BMC. Nothing but a probe is sent before the first call.
+pub async fn open(endpoint: &BmcEndpoint, opts: &OpenOptions) -> Result<Box<dyn Bmc>, BmcError> {
+    let address = BmcAddress::parse(&endpoint.address)?;
+    match address.protocol {
+        Protocol::Redfish { .. } => Ok(Box::new(redfish(&address, endpoint, opts)?)),
+        Protocol::Ipmi => ipmi(&address, endpoint, opts),
+        Protocol::Probe => {
+            // A BMC that answers Redfish at all (even refusing the credentials or the
+            // certificate) speaks Redfish; only "nothing there" moves on to IPMI.
+            let probe_opts = OpenOptions {
+                request_timeout: opts.request_timeout.min(Duration::from_secs(5)),
+                ..opts.clone()
+            };
+            let rf = redfish(&address, endpoint, &probe_opts)?;
+            match rf.power_state().await {
+                Err(e) if e.kind() == ErrorKind::Unreachable => {
+                    let ipmi_address = BmcAddress {
+                        protocol: Protocol::Ipmi,
+                        ..address.clone()
+                    };
+                    ipmi(&ipmi_address, endpoint, opts)
+                }
+                _ => Ok(Box::new(redfish(&address, endpoint, opts)?)),
+            }
+        }
+    }
+}

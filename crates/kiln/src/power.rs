@@ -1,0 +1,93 @@
+//! `kiln serve`'s BMC loop: claims the BMC steps workflows need (power into
+//! netboot, back to disk at the end) and runs them, many machines at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_engine::power::StepFailure;
+use kiln_engine::power_run::run_job;
+use kiln_engine::{ClaimedJob, Engine};
+use tokio::sync::{Semaphore, watch};
+
+/// BMCs talked to at once.
+const PARALLEL: usize = 64;
+
+pub fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let limit = Arc::new(Semaphore::new(PARALLEL));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            let e = engine.clone();
+            let jobs = match tokio::task::spawn_blocking(move || e.claim_power_jobs()).await {
+                Ok(Ok(jobs)) => jobs,
+                Ok(Err(err)) => {
+                    tracing::warn!("claiming BMC steps: {err}");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!("claiming BMC steps: {err}");
+                    continue;
+                }
+            };
+            for job in jobs {
+                let (engine, limit) = (engine.clone(), Arc::clone(&limit));
+                tokio::spawn(async move {
+                    let _slot = limit.acquire_owned().await;
+                    let outcome = run(&engine, &job).await;
+                    if let Err(err) = outcome.as_ref() {
+                        tracing::warn!(machine = %job.hardware, "BMC step failed: {}", err.message);
+                    }
+                    let e = engine.clone();
+                    let done =
+                        tokio::task::spawn_blocking(move || e.complete_power_job(&job, outcome))
+                            .await;
+                    if let Ok(Err(err)) = done {
+                        tracing::warn!("recording a BMC step: {err}");
+                    }
+                });
+            }
+        }
+    })
+}
+
+/// One claimed step: the machine's BMC from the store, then the step.
+async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
+    let store = Arc::clone(engine.store());
+    let name = job.hardware.clone();
+    let hw = tokio::task::spawn_blocking(move || store.hardware_by_name(&name))
+        .await
+        .map_err(|e| StepFailure {
+            message: e.to_string(),
+            retryable: true,
+        })?
+        .map_err(|e| StepFailure {
+            message: e.to_string(),
+            retryable: true,
+        })?
+        .ok_or_else(|| StepFailure {
+            message: format!("machine {} is no longer enrolled", job.hardware),
+            retryable: false,
+        })?;
+    let endpoint = hw.bmc.clone().ok_or_else(|| StepFailure {
+        message: "the machine has no BMC in hardware.csv any more".into(),
+        retryable: false,
+    })?;
+    let bmc = kiln_bmc::open(&endpoint, &kiln_bmc::OpenOptions::for_hardware(&hw))
+        .await
+        .map_err(|e| StepFailure {
+            retryable: e.kind().is_retryable(),
+            message: e.to_string(),
+        })?;
+    let (events, hardware) = (engine.clone(), job.hardware.clone());
+    let note = move |kind: &str, detail: String| {
+        // Written at once so `kiln events --follow` shows each BMC step as it happens.
+        if let Err(e) = events.event(&hardware, kind, &detail) {
+            tracing::warn!("recording a BMC event: {e}");
+        }
+    };
+    run_job(job.job, bmc.as_ref(), kiln_bmc::boot_mode(&hw), &note).await
+}

@@ -1,0 +1,50 @@
+//! Picking enrolled machines: by name, or by `k=v` label selectors.
+
+use anyhow::{Context, bail};
+use kiln_model::Hardware;
+
+fn matches_selector(hw: &Hardware, selector: &[(String, String)]) -> bool {
+    selector.iter().all(|(k, v)| hw.labels.get(k) == Some(v))
+}
+
+/// The named machines (each must be enrolled), or those whose labels match
+/// every `k=v` in `selector`; at least one.
+pub fn machines(
+    all: Vec<Hardware>,
+    names: &[String],
+    selector: &[String],
+) -> anyhow::Result<Vec<Hardware>> {
+    if selector.is_empty() {
+        if names.is_empty() {
+            bail!("name at least one machine, or pass --selector k=v");
+        }
+        return names
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|m| &m.hostname == n)
+                    .cloned()
+                    .with_context(|| format!("no machine named {n:?} is enrolled"))
+            })
+            .collect();
+    }
+    let sel = selector
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--selector {s:?} is not k=v"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let picked: Vec<Hardware> = all
+        .into_iter()
+        .filter(|h| matches_selector(h, &sel))
+        .collect();
+    if picked.is_empty() {
+        bail!(
+            "no enrolled machine matches --selector {}",
+            selector.join(",")
+        );
+    }
+    Ok(picked)
+}
