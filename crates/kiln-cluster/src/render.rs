@@ -223,7 +223,7 @@ fn user_data(
         doc.push(("users", Y::Seq(users)));
     }
     doc.push(("write_files", Y::Seq(files)));
-    doc.push(("runcmd", Y::Seq(vec![Y::strs([BOOTSTRAP_SCRIPT_PATH])])));
+    doc.push(("runcmd", Y::strs([BOOTSTRAP_SCRIPT_PATH])));
     doc.push((
         "phone_home",
         Y::map([

@@ -268,6 +268,7 @@ fn write_seq(out: &mut String, items: &[Y], indent: usize) {
         match item {
             Y::Map(entries) if !entries.is_empty() => write_map(out, entries, indent + 2),
             Y::Seq(inner) if !inner.is_empty() => {
+                out.pop();
                 out.push('\n');
                 write_seq(out, inner, indent + 2);
             }
@@ -437,6 +438,7 @@ mod tests {
             ),
             ("script", Y::s("#!/bin/sh\necho hi\n\nexit 0\n")),
             ("nofinal", Y::s("line1\nline2")),
+            ("nested", Y::Seq(vec![Y::strs(["a", "b"])])),
         ]);
         let text = y.to_yaml();
         assert!(text.contains("taints: []\n"), "{text}");
@@ -456,6 +458,8 @@ mod tests {
             text.contains("script: |\n  #!/bin/sh\n  echo hi\n\n  exit 0\n"),
             "{text}"
         );
+        assert!(text.contains("nested:\n  -\n    - a\n    - b\n"), "{text}");
+        assert!(!text.contains(" \n"), "no trailing spaces: {text}");
         // What we write reads back to the same values.
         let back = parse_documents(&text).unwrap();
         let Value::Map(m) = &back[0].value else {

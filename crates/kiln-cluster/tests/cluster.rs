@@ -585,3 +585,29 @@ fn dry_run_writes_private_seed_directories() {
     );
     assert!(!out.join("worker2").exists());
 }
+
+#[test]
+fn bootstrap_scripts_parse_as_posix_sh() {
+    require_tool("dash", "dash");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, version) in [
+        ("ha.eksa.yaml", None),
+        ("three-node.kiln.yaml", Some("1.28")),
+    ] {
+        let r = render_all(file, version);
+        for (host, _, seed) in &r.seeds {
+            let script = written_file(&seed.user_data, "/usr/local/sbin/kiln-bootstrap").unwrap();
+            assert!(
+                script.starts_with("#!/bin/sh\nset -eu\n") || script.starts_with("#!/bin/sh\n#")
+            );
+            let path = dir.path().join(format!("{file}-{host}.sh"));
+            std::fs::write(&path, &script).unwrap();
+            let out = Command::new("dash").arg("-n").arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{file} {host}: {}\n{script}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
