@@ -5,7 +5,10 @@
 # real cloud-init sets the hostname and the static IP from hardware.csv and
 # phones home; the workflow is `succeeded`. On BIOS and UEFI.
 #
-#   tests/e2e/workflow.sh [--list] [CASE...]      cases: bios uefi
+# The kexec case installs with workflows/debian-test-os-kexec.yaml: the agent
+# starts the installed OS's kernel itself, so the firmware runs only once.
+#
+#   tests/e2e/workflow.sh [--list] [CASE...]      cases: see --list
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -126,6 +129,28 @@ case_kill_server_and_network_loss() {
 		[ "$state" = succeeded ]
 }
 
+# The agent leaves by kexec: the installed OS boots without a second pass
+# through the firmware and still runs cloud-init and phones home.
+case_kexec() {
+	start_install kexec "$REPO/workflows/debian-test-os-kexec.yaml"
+	local state logs bios_banners agent_boots
+	state=$(wait_workflow "$HOST" 900)
+	"$KILN_BIN" workflow show "$HOST" --data-dir "$E2E_DATA" | sed 's/^/#   /'
+	logs=$("$KILN_BIN" workflow logs "$HOST" --data-dir "$E2E_DATA")
+	grep -iE 'kexec' <<<"$logs" | sed 's/^/#   logs: /'
+	check "kexec: the workflow succeeded (got $state)" [ "$state" = succeeded ]
+	check "kexec: the agent loaded the installed OS's kernel, initrd and GRUB command line" \
+		grep -qE 'kexec: loading /boot/vmlinuz-[^ ]+ on /dev/vda[0-9]+ with initrd /boot/initrd.img-[^ ]+, command line "root=LABEL=kiln-root' <<<"$logs"
+	check "kexec: no fallback to a firmware reboot" \
+		bash -c '! grep -q "kexec is not possible" <<<"$1"' _ "$logs"
+	bios_banners=$(clean_log "$VM_LOG" | grep -c 'SeaBIOS (version' || true)
+	agent_boots=$(clean_log "$VM_LOG" | grep -c 'kiln-agent-os: up' || true)
+	check "kexec: the firmware ran once (SeaBIOS banners: $bios_banners), the agent OS once ($agent_boots)" \
+		[ "$bios_banners" = 1 -a "$agent_boots" = 1 ]
+	check "kexec: the installed OS's cloud-init ran from the NoCloud seed and phoned home" \
+		grep -qE 'Cloud-init v\. [0-9.]+ finished.*DataSourceNoCloud' <(clean_log "$VM_LOG")
+}
+
 # A wrong sha256: the action fails, the disk is wiped, the machine is not rebooted into it.
 case_bad_sha256() {
 	local tpl=$E2E_WORK_BASE/bad-sha256.yaml
@@ -147,7 +172,7 @@ case_bad_sha256() {
 		[ "$(clean_log "$VM_LOG" | grep -c 'kiln-agent-os: up' || true)" = 1 ]
 }
 
-CASES=(bios uefi kill-server-and-network-loss bad-sha256)
+CASES=(bios uefi kill-server-and-network-loss bad-sha256 kexec)
 if [ "${1:-}" = --list ]; then
 	printf '%s\n' "${CASES[@]}"
 	exit 0

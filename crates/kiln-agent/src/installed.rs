@@ -36,6 +36,25 @@ pub fn partitions(sys_block: &Path, disk: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The machine's disks from sysfs (`/dev/vda`, `/dev/nvme0n1`, …), sorted; RAM,
+/// loop, optical and network block devices left out.
+pub fn disks(sys_block: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(sys_block)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !["loop", "ram", "zram", "sr", "fd", "nbd"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .map(|n| format!("/dev/{n}"))
+        .collect();
+    out.sort();
+    out
+}
+
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .stdin(Stdio::null())
@@ -54,6 +73,8 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// The installed OS, mounted; unmounted (with everything under it) on drop.
 pub struct MountedRoot {
     pub path: PathBuf,
+    /// The partition mounted there.
+    pub device: PathBuf,
     binds: Vec<PathBuf>,
 }
 
@@ -75,6 +96,7 @@ impl MountedRoot {
             if root.join("etc/os-release").exists() || root.join("usr/lib/os-release").exists() {
                 return Ok(MountedRoot {
                     path: root,
+                    device: part.clone(),
                     binds: Vec::new(),
                 });
             }
@@ -103,6 +125,37 @@ impl MountedRoot {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         fs::rename(&tmp, &full).map_err(|e| format!("{}: {e}", full.display()))
+    }
+
+    /// Mounts, read-only on the root's /boot, the other partition of `disk`
+    /// that holds kernels (`vmlinuz-*`): for installs with a separate /boot.
+    pub fn mount_boot(&mut self, disk: &str) -> Result<(), String> {
+        let target = self.path.join("boot");
+        fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        for part in partitions(Path::new("/sys/block"), disk) {
+            if part == self.device
+                || run(Command::new("mount")
+                    .args(["-o", "ro"])
+                    .arg(&part)
+                    .arg(&target))
+                .is_err()
+            {
+                continue;
+            }
+            let has_kernel = fs::read_dir(&target)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"));
+            if has_kernel {
+                self.binds.push(target);
+                return Ok(());
+            }
+            let _ = run(Command::new("umount").arg(&target));
+        }
+        Err(format!(
+            "no partition of {disk} holds the separate /boot (no vmlinuz-* found)"
+        ))
     }
 
     /// Runs `command` with `sh -c` chrooted into the installed OS, /dev,
@@ -157,6 +210,15 @@ impl Drop for MountedRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disks_from_sysfs_without_ram_loop_or_optical() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["vda", "loop0", "ram0", "sr0", "nvme0n1", "sda", "zram0"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        assert_eq!(disks(dir.path()), ["/dev/nvme0n1", "/dev/sda", "/dev/vda"]);
+    }
 
     #[test]
     fn partitions_from_sysfs_in_order() {

@@ -8,4 +8,5 @@
 pub mod client;
 pub mod image2disk;
 pub mod installed;
+pub mod kexec;
 pub mod runner;

@@ -11,6 +11,7 @@ use kiln_agent::image2disk::progress::HumanBytes;
 use kiln_agent::image2disk::{
     self, Image2Disk, Options, Progress, ProgressReport, RetryPolicy, parse_sha256,
 };
+use kiln_agent::runner::Leave;
 
 #[derive(Parser)]
 #[command(name = "kiln-agent", version, about = "Kiln's in-memory OS agent")]
@@ -181,17 +182,26 @@ fn run_workflow() -> ExitCode {
     );
     let client = kiln_agent::client::Client::new(id);
     match kiln_agent::runner::run(&client) {
-        Ok(true) => {
-            println!("kiln-agent: rebooting");
-            let _ = std::process::Command::new("reboot").arg("-f").status();
-            ExitCode::SUCCESS
+        Ok(Leave::Kexec) => {
+            println!("kiln-agent: starting the installed OS's kernel (kexec)");
+            let _ = std::process::Command::new("sync").status();
+            let e = kiln_agent::kexec::boot_loaded();
+            eprintln!("kiln-agent: kexec failed ({e}); rebooting through the firmware instead");
+            reboot()
         }
-        Ok(false) => ExitCode::SUCCESS,
+        Ok(Leave::Reboot) => reboot(),
+        Ok(Leave::Stay) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiln-agent: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn reboot() -> ExitCode {
+    println!("kiln-agent: rebooting");
+    let _ = std::process::Command::new("reboot").arg("-f").status();
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Progress and log lines are best effort; each action's result is reported
 //! until the server takes it, so a kiln restart mid-action loses nothing.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,7 +11,19 @@ use kiln_model::workflow::{NextAction, ReportKind};
 
 use crate::client::{Client, Refused};
 use crate::image2disk::{self, Image2Disk, Options, Progress, ProgressReport};
-use crate::installed::MountedRoot;
+use crate::installed::{self, MountedRoot};
+use crate::kexec;
+
+/// How the agent leaves the machine when the server has no more work for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// Stay up (the workflow ended, or this machine has none).
+    Stay,
+    /// Reboot through the firmware.
+    Reboot,
+    /// Start the installed OS's kernel, already loaded ([`kexec::boot_loaded`]).
+    Kexec,
+}
 
 /// Sends image2disk progress and events to the server as they come.
 struct Reporter<'a> {
@@ -56,13 +69,55 @@ fn param<'a>(action: &'a ActionSpec, key: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("parameter {key:?} is missing"))
 }
 
-/// Runs one action; the message goes into the success or failure report.
+/// Loads the installed OS's kernel for kexec; returns what was loaded.
+/// `disk` is the one earlier actions worked on; without it every disk is tried.
+fn prepare_kexec(disk: Option<&str>, rep: &Reporter) -> Result<String, String> {
+    let disks = match disk {
+        Some(d) => vec![d.to_string()],
+        None => installed::disks(Path::new("/sys/block")),
+    };
+    let mut why = Vec::new();
+    for disk in &disks {
+        let mut root = match MountedRoot::find(disk) {
+            Ok(r) => r,
+            Err(e) => {
+                why.push(e);
+                continue;
+            }
+        };
+        if kexec::has_separate_boot(&root.path) {
+            root.mount_boot(disk)?;
+        }
+        let entry = kexec::find_boot_entry(&root.path)?;
+        let shown = |p: &Path| format!("/{}", p.strip_prefix(&root.path).unwrap_or(p).display());
+        let what = format!(
+            "{} on {} with initrd {}, command line \"{}\" (from {})",
+            shown(&entry.kernel),
+            root.device.display(),
+            entry.initrd.as_deref().map_or("none".into(), shown),
+            entry.cmdline,
+            entry.cmdline_source
+        );
+        rep.log(format!("kexec: loading {what}"));
+        kexec::load(&entry).map_err(|e| format!("kexec_file_load refused {what}: {e}"))?;
+        return Ok(what);
+    }
+    Err(if why.is_empty() {
+        "no disk found".to_string()
+    } else {
+        why.join("; ")
+    })
+}
+
+/// Runs one action; the message goes into the success or failure report, with
+/// how the agent leaves once the server has taken it.
 fn execute(
     client: &Client,
     index: usize,
     attempt: u32,
     action: &ActionSpec,
-) -> Result<String, String> {
+    disk: Option<&str>,
+) -> Result<(String, Leave), String> {
     let rep = Reporter {
         client,
         index,
@@ -77,14 +132,17 @@ fn execute(
             for w in &out.warnings {
                 rep.log(format!("warning: {w}"));
             }
-            Ok(format!(
-                "{} bytes written from {} bytes ({:?}), sha256 {} verified, {} resume(s), {:.1} s",
-                out.image_size,
-                out.downloaded,
-                out.format,
-                out.sha256,
-                out.resumes,
-                out.elapsed.as_secs_f64()
+            Ok((
+                format!(
+                    "{} bytes written from {} bytes ({:?}), sha256 {} verified, {} resume(s), {:.1} s",
+                    out.image_size,
+                    out.downloaded,
+                    out.format,
+                    out.sha256,
+                    out.resumes,
+                    out.elapsed.as_secs_f64()
+                ),
+                Leave::Stay,
             ))
         }
         ActionKind::CloudInit => {
@@ -110,7 +168,7 @@ fn execute(
                 files.len(),
                 root.path.display()
             ));
-            Ok("NoCloud seed written".into())
+            Ok(("NoCloud seed written".into(), Leave::Stay))
         }
         ActionKind::Writefile => {
             let path = param(action, "path")?;
@@ -121,30 +179,42 @@ fn execute(
             };
             let root = MountedRoot::find(param(action, "disk")?)?;
             root.write_file(path, param(action, "content")?.as_bytes(), mode)?;
-            Ok(format!("wrote {path}"))
+            Ok((format!("wrote {path}"), Leave::Stay))
         }
         ActionKind::Exec => {
             let mut root = MountedRoot::find(param(action, "disk")?)?;
             root.exec(param(action, "command")?, |line| rep.log(line))?;
-            Ok("command succeeded".into())
+            Ok(("command succeeded".into(), Leave::Stay))
         }
-        ActionKind::Reboot | ActionKind::Kexec => {
+        ActionKind::Reboot => {
             // Flush before reporting: once the report is in, the machine may go at any moment.
             let _ = std::process::Command::new("sync").status();
-            if action.kind == ActionKind::Kexec {
-                rep.log(
-                    "kexec is not available in this agent OS; rebooting through the firmware"
-                        .into(),
-                );
+            Ok(("rebooting into the installed OS".into(), Leave::Reboot))
+        }
+        ActionKind::Kexec => {
+            let _ = std::process::Command::new("sync").status();
+            let disk = action.params.get("disk").map(String::as_str).or(disk);
+            match prepare_kexec(disk, &rep) {
+                Ok(what) => Ok((format!("kexec into the installed OS: {what}"), Leave::Kexec)),
+                Err(e) => {
+                    rep.log(format!(
+                        "kexec is not possible ({e}); rebooting through the firmware instead"
+                    ));
+                    Ok((
+                        format!("rebooting through the firmware (kexec not possible: {e})"),
+                        Leave::Reboot,
+                    ))
+                }
             }
-            Ok("rebooting into the installed OS".into())
         }
     }
 }
 
-/// Runs actions until the workflow is done. Returns whether the agent
-/// should reboot the machine now.
-pub fn run(client: &Client) -> Result<bool, String> {
+/// Runs actions until the workflow is done. Returns how the agent should
+/// leave the machine now.
+pub fn run(client: &Client) -> Result<Leave, String> {
+    // The disk the installed OS is on, from the actions that named it (kexec takes none).
+    let mut disk: Option<String> = None;
     loop {
         let next = match client.next() {
             Ok(n) => n,
@@ -153,7 +223,7 @@ pub fn run(client: &Client) -> Result<bool, String> {
                     "the server does not know this agent's token (workflow gone or revoked)".into(),
                 );
             }
-            Err(Refused::Gone) => return Ok(false),
+            Err(Refused::Gone) => return Ok(Leave::Stay),
             Err(other) => {
                 eprintln!("kiln-agent: the server refused: {other:?}; asking again in 5 s");
                 std::thread::sleep(Duration::from_secs(5));
@@ -163,7 +233,7 @@ pub fn run(client: &Client) -> Result<bool, String> {
         match next {
             NextAction::Done { state } => {
                 println!("kiln-agent: workflow {state}: nothing more to do");
-                return Ok(false);
+                return Ok(Leave::Stay);
             }
             NextAction::Wait { seconds } => {
                 std::thread::sleep(Duration::from_secs(seconds.clamp(1, 300)))
@@ -177,19 +247,25 @@ pub fn run(client: &Client) -> Result<bool, String> {
                     "kiln-agent: action {index} {} ({}) attempt {attempt}",
                     action.name, action.kind
                 );
-                let result = execute(client, index, attempt, &action);
-                let ok = result.is_ok();
+                if let Some(d) = action.params.get("disk") {
+                    disk = Some(d.clone());
+                }
+                let result = execute(client, index, attempt, &action, disk.as_deref());
+                let mut leave = Leave::Stay;
                 let kind = match result {
-                    Ok(message) => ReportKind::Succeeded { message },
+                    Ok((message, how)) => {
+                        leave = how;
+                        ReportKind::Succeeded { message }
+                    }
                     Err(message) => {
                         eprintln!("kiln-agent: {} failed: {message}", action.name);
                         ReportKind::Failed { message }
                     }
                 };
                 match client.report(index, attempt, kind) {
-                    Ok(()) if ok && action.kind.ends_agent() => return Ok(true),
+                    Ok(()) if leave != Leave::Stay => return Ok(leave),
                     Ok(()) | Err(Refused::Stale) => {}
-                    Err(Refused::Gone) => return Ok(false),
+                    Err(Refused::Gone) => return Ok(Leave::Stay),
                     Err(e) => eprintln!("kiln-agent: the report was refused: {e:?}"),
                 }
             }
