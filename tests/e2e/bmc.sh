@@ -16,7 +16,9 @@ AGENT_OS=$E2E_ASSETS/agent-os
 VENV=${KILN_VENV:-/opt/kiln-venv}
 IPMI_PORT=9001
 REDFISH_PORT=8000
-IPMITOOL=(ipmitool -I lanplus -C 17 -N 5 -R 2 -H 127.0.0.1 -p "$IPMI_PORT" -U admin -P password)
+BADPW_PORT=9011 # a second ipmi_sim (BMC addresses are unique in hardware.csv), never authenticated
+# ipmi_sim (OpenIPMI 2.0.33) has no SHA-256 suites: ipmitool uses suite 3 (kiln falls back to it from 17).
+IPMITOOL=(ipmitool -I lanplus -C 3 -N 5 -R 2 -H 127.0.0.1 -p "$IPMI_PORT" -U admin -P password)
 
 # A template whose one action the agent fetches as soon as it is up: reaching `running` proves the
 # machine netbooted Kiln's agent. (The action has no disk to work on and fails; that is not tested.)
@@ -33,14 +35,25 @@ write_template() {
 	EOF
 }
 
+# machine_script FILE VMDIR MAC TAP: the chassis program of one machine (tests/e2e/vm-power.sh
+# with the machine's settings), as one executable path for ipmi_sim and sushy.
+machine_script() {
+	cat >"$1" <<-EOF
+		#!/bin/sh
+		VMDIR=$2 MAC=$3 TAP=$4 MEM=512 exec $REPO/tests/e2e/vm-power.sh "\$@"
+	EOF
+	chmod +x "$1"
+}
+
 # ipmi_sim config: one BMC on 127.0.0.1:$IPMI_PORT whose chassis is tests/e2e/vm-power.sh.
 write_ipmi_sim_config() {
-	local dir=$1 vmdir=$2 mac=$3 tap=$4
+	local dir=$1 vmdir=$2 mac=$3 tap=$4 port=$5
+	machine_script "$dir/machine.sh" "$vmdir" "$mac" "$tap"
 	cat >"$dir/lan.conf" <<-EOF
 		name "kiln-e2e"
 		set_working_mc 0x20
 		  startlan 1
-		    addr 127.0.0.1 $IPMI_PORT
+		    addr 127.0.0.1 $port
 		    priv_limit admin
 		    allowed_auths_callback none md2 md5 straight
 		    allowed_auths_user none md2 md5 straight
@@ -48,7 +61,7 @@ write_ipmi_sim_config() {
 		    allowed_auths_admin none md2 md5 straight
 		    guid a123456789abcdefa123456789abcdef
 		  endlan
-		  chassis_control "env VMDIR=$vmdir TAP=$tap MAC=$mac MEM=512 $REPO/tests/e2e/vm-power.sh"
+		  chassis_control "$dir/machine.sh 0x20"
 		  user 2 true "admin" "password" admin 10 none md2 md5 straight
 	EOF
 	cat >"$dir/bmc.emu" <<-'EOF'
@@ -61,13 +74,14 @@ write_ipmi_sim_config() {
 
 write_sushy_config() {
 	local file=$1 vmdir=$2 mac=$3 tap=$4
+	machine_script "$E2E_WORK/redfish-machine.sh" "$vmdir" "$mac" "$tap"
 	cat >"$file" <<-EOF
 		SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
 		SUSHY_EMULATOR_LISTEN_PORT = $REDFISH_PORT
 		SUSHY_EMULATOR_FAKE_DRIVER = True
 		SUSHY_EMULATOR_STATE_DIR = '$E2E_WORK/sushy-state'
 		SUSHY_EMULATOR_AUTH_FILE = '$E2E_WORK/htpasswd'
-		KILN_CHASSIS_CONTROL = 'env VMDIR=$vmdir TAP=$tap MAC=$mac MEM=512 $REPO/tests/e2e/vm-power.sh'
+		KILN_CHASSIS_CONTROL = '$E2E_WORK/redfish-machine.sh'
 		SUSHY_EMULATOR_FAKE_SYSTEMS = [{
 		    'uuid': '27946b59-9e44-4fa7-8e91-f3527a1ef094',
 		    'name': 'rf1',
@@ -102,7 +116,7 @@ wait_state() {
 
 # kiln_bmc_field HOST FIELD OP: a field of `kiln bmc OP HOST -o json`.
 kiln_bmc_field() {
-	"$KILN_BIN" bmc "$3" "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+	{ "$KILN_BIN" bmc "$3" "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null || true; } |
 		python3 -c "import json,sys; print(json.load(sys.stdin)[0]['$2'])" 2>/dev/null || echo "?"
 }
 
@@ -123,14 +137,19 @@ main() {
 		m-ipmi,ipmi://127.0.0.1:$IPMI_PORT,admin,password,$mac_i,10.77.0.61,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=bmc|kiln.dev/boot-mode=legacy,/dev/vda
 		m-redfish,redfish+http://127.0.0.1:$REDFISH_PORT,admin,password,$mac_r,10.77.0.62,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=bmc,/dev/vda
 		m-gone,ipmi://127.0.0.1:9,admin,password,52:54:00:4b:00:03,10.77.0.63,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=fault,/dev/vda
-		m-badpw,ipmi://127.0.0.1:$IPMI_PORT,admin,not-the-password,52:54:00:4b:00:04,10.77.0.64,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=fault,/dev/vda
+		m-badpw,ipmi://127.0.0.1:$BADPW_PORT,admin,not-the-password,52:54:00:4b:00:04,10.77.0.64,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=fault,/dev/vda
 	EOF
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
 
 	mkdir -p "$E2E_WORK/ipmi"
-	write_ipmi_sim_config "$E2E_WORK/ipmi" "$vm_i" "$mac_i" tap0
+	write_ipmi_sim_config "$E2E_WORK/ipmi" "$vm_i" "$mac_i" tap0 "$IPMI_PORT"
 	ip netns exec "$E2E_NS" ipmi_sim -c "$E2E_WORK/ipmi/lan.conf" -f "$E2E_WORK/ipmi/bmc.emu" \
 		-s "$E2E_WORK/ipmi/state" -n </dev/null >"$E2E_WORK/ipmi_sim.log" 2>&1 &
+	E2E_PIDS+=("$!")
+	mkdir -p "$E2E_WORK/ipmi2"
+	write_ipmi_sim_config "$E2E_WORK/ipmi2" "$E2E_WORK/vm-unused" 52:54:00:4b:00:04 tap-none "$BADPW_PORT"
+	ip netns exec "$E2E_NS" ipmi_sim -c "$E2E_WORK/ipmi2/lan.conf" -f "$E2E_WORK/ipmi2/bmc.emu" \
+		-s "$E2E_WORK/ipmi2/state" -n </dev/null >"$E2E_WORK/ipmi_sim2.log" 2>&1 &
 	E2E_PIDS+=("$!")
 	E2E_LOGS+=("ipmi_sim=$E2E_WORK/ipmi_sim.log" "vm-ipmi ctl=$vm_i/ctl.log" "vm-ipmi serial=$vm_i/serial.log")
 

@@ -873,15 +873,23 @@ pub(crate) fn image_url(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
     let rest = t
         .strip_prefix("http://")
         .or_else(|| t.strip_prefix("https://"));
+    // The name of an image imported with `kiln image import` is also accepted.
+    let is_image_name = !t.is_empty()
+        && t.len() <= 63
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') && !t.contains(char::is_whitespace) => {
             Some(t.to_string())
         }
+        None if is_image_name => Some(t.to_string()),
         _ => {
             errs.push(
                 node.line,
                 field,
-                format!("{t:?} is not an http:// or https:// URL"),
+                format!(
+                    "{t:?} is neither an http:// or https:// URL nor the name of an image imported with `kiln image import`"
+                ),
             );
             None
         }

@@ -86,6 +86,19 @@ impl Engine {
         server_url: &str,
         power: bool,
     ) -> Result<Vec<Workflow>, EngineError> {
+        let items: Vec<(&Template, &Hardware)> = machines.iter().map(|m| (template, m)).collect();
+        self.create_each(&items, server_url, power, |_, _| Ok(()))
+    }
+
+    /// Like [`Engine::create`] with a template per machine; `also` runs for each new
+    /// workflow inside the same transaction (a cluster records its nodes there).
+    pub fn create_each(
+        &self,
+        items_in: &[(&Template, &Hardware)],
+        server_url: &str,
+        power: bool,
+        mut also: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+    ) -> Result<Vec<Workflow>, EngineError> {
         let now = now_ms();
         let images: std::collections::BTreeMap<String, ImageView> = self
             .store
@@ -103,8 +116,8 @@ impl Engine {
                 )
             })
             .collect();
-        let mut items = Vec::with_capacity(machines.len());
-        for hw in machines {
+        let mut items = Vec::with_capacity(items_in.len());
+        for &(template, hw) in items_in {
             let id = format!("{}-{}", hw.hostname, now);
             let token = new_token();
             let ctx = RenderContext {
@@ -134,7 +147,8 @@ impl Engine {
                 format!("{} from template {}", wf.id, wf.template),
             );
             ev.machine = Some(wf.hardware.clone());
-            tx.event(&ev)
+            tx.event(&ev)?;
+            also(wf, tx)
         })?;
         Ok(items.into_iter().map(|(wf, _)| wf).collect())
     }
@@ -186,6 +200,57 @@ impl Engine {
             .with_workflow(WorkflowKey::Token(token), |wf, tx| {
                 tx.phone_home(&wf.id, now, peer, payload)?;
                 match machine::phone_home(wf, now) {
+                    Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+                    Err(e) => Ok(Err(e)),
+                }
+            })??;
+        Ok(())
+    }
+
+    /// The installed OS uploads the cluster's admin kubeconfig (first control plane).
+    pub fn upload_kubeconfig(&self, token: &str, kubeconfig: &str) -> Result<(), EngineError> {
+        let wf = self.by_token(token)?;
+        let (cluster, _) = self
+            .store
+            .cluster_of_workflow(&wf.id)?
+            .ok_or(StoreError::NoWorkflow)?;
+        self.store
+            .set_cluster_kubeconfig(&cluster.name, kubeconfig)?;
+        self.event(
+            &wf.hardware,
+            "cluster.kubeconfig",
+            &format!(
+                "admin kubeconfig of cluster {} uploaded ({} bytes)",
+                cluster.name,
+                kubeconfig.len()
+            ),
+        )
+    }
+
+    /// The installed OS reports that its set-up failed: the workflow fails with its last lines.
+    pub fn installed_os_failed(&self, token: &str, log_tail: &str) -> Result<(), EngineError> {
+        let now = now_ms();
+        let last = log_tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("(no output)")
+            .chars()
+            .take(300)
+            .collect::<String>();
+        self.store
+            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+                let lines: Vec<String> = log_tail.lines().map(str::to_string).collect();
+                let attempt = wf.actions.last().map_or(0, |a| a.attempts);
+                tx.log(
+                    &wf.id,
+                    wf.actions.len().saturating_sub(1),
+                    attempt,
+                    now,
+                    &lines,
+                )?;
+                let msg = format!("set-up in the installed OS failed: {last}");
+                match machine::installed_os_failed(wf, msg, now) {
                     Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
                     Err(e) => Ok(Err(e)),
                 }

@@ -265,6 +265,29 @@ pub fn phone_home(wf: &mut Workflow, now: u64) -> Result<Effects, ReportError> {
     Ok(fx)
 }
 
+/// The installed OS reported that its set-up failed (before phoning home).
+pub fn installed_os_failed(
+    wf: &mut Workflow,
+    message: String,
+    now: u64,
+) -> Result<Effects, ReportError> {
+    if wf.state.is_terminal() {
+        return Err(ReportError::Ended(wf.state));
+    }
+    let mut fx = Effects::default();
+    for a in wf
+        .actions
+        .iter_mut()
+        .filter(|a| a.state == ActionState::Running)
+    {
+        // The reboot action's report is lost as the machine goes down; it did its part.
+        a.state = ActionState::Succeeded;
+        a.ended_ms = Some(now);
+    }
+    finish_workflow(wf, WorkflowState::Failed, message, now, &mut fx);
+    Ok(fx)
+}
+
 /// The running action `index` failed or timed out: back to pending with a
 /// backoff while it has retries left, else it ends the workflow (`failed`,
 /// or `timed-out` for a timeout).

@@ -66,6 +66,19 @@ pub trait Provisioning: Send + Sync + 'static {
     /// The seed of the token's machine, if `peer` may read it.
     fn nocloud(&self, token: &str, peer: IpAddr) -> Result<NoCloudSeed, ApiError>;
     fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError>;
+    /// A report from the installed OS before its phone-home: `kubeconfig` (a cluster's
+    /// first control plane uploads its admin kubeconfig) or `failed` (set-up failed; the
+    /// body is the tail of its log).
+    fn installed_os_report(
+        &self,
+        token: &str,
+        peer: IpAddr,
+        kind: &str,
+        body: String,
+    ) -> Result<(), ApiError> {
+        let _ = (token, peer, kind, body);
+        Err(ApiError::Unauthorized)
+    }
 }
 
 /// No workflows at all (boot services alone).
@@ -128,6 +141,24 @@ pub(crate) async fn phone_home(
     let payload = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
     blocking(&state.provisioning, move |p| {
         p.phone_home(&token, peer.ip(), payload)
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn installed_os_report(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    if !matches!(kind.as_str(), "kubeconfig" | "failed") {
+        return Ok(StatusCode::NOT_FOUND);
+    }
+    // A kubeconfig is a few KiB; a log tail is bounded by the node.
+    let body = String::from_utf8_lossy(&body[..body.len().min(256 * 1024)]).into_owned();
+    blocking(&state.provisioning, move |p| {
+        p.installed_os_report(&token, peer.ip(), &kind, body)
     })
     .await?;
     Ok(StatusCode::OK)

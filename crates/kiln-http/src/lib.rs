@@ -78,6 +78,10 @@ pub fn router(
             "/v1/phone-home/{token}",
             axum::routing::post(agent_api::phone_home),
         )
+        .route(
+            "/v1/phone-home/{token}/{report}",
+            axum::routing::post(agent_api::installed_os_report),
+        )
         .route("/nocloud/{token}/{file}", get(agent_api::nocloud))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .with_state(state)

@@ -1,6 +1,7 @@
 //! Kiln's durable state. SQLite (WAL) in the data directory: every acknowledged
 //! change is committed before the call returns, so it survives `kill -9`.
 
+mod clusters;
 mod events;
 mod hardware;
 mod images;
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
+pub use clusters::{ClusterNode, ClusterRecord};
 pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
 pub use hardware::{Conflict, EnrollSummary};
 pub use images::ImageRecord;

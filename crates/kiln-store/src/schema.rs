@@ -64,6 +64,25 @@ const MIGRATIONS: &[&str] = &[
     // 3: workflows with a BMC step to run (pending or claimed), found without decoding every record.
     "ALTER TABLE workflows ADD COLUMN power_due INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX workflows_power_due ON workflows (power_due) WHERE power_due = 1;",
+    // 4: clusters. `spec` is the file as given, `plan` and `secrets` JSON; secrets and the
+    // uploaded kubeconfig hold keys (the database file is 0600 and they are never printed).
+    "CREATE TABLE clusters (
+        name       TEXT PRIMARY KEY,
+        spec_file  TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        plan       TEXT NOT NULL,
+        secrets    TEXT NOT NULL,
+        kubeconfig TEXT,
+        created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE cluster_nodes (
+        cluster  TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        role     TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        PRIMARY KEY (cluster, hostname)
+     );
+     CREATE INDEX cluster_nodes_by_workflow ON cluster_nodes (workflow);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -37,7 +37,7 @@ fn decode(id: &str, record: &str) -> Result<Workflow, StoreError> {
 
 /// A workflow being changed inside a transaction.
 pub struct WorkflowTx<'a> {
-    tx: &'a Transaction<'a>,
+    pub(crate) tx: &'a Transaction<'a>,
 }
 
 impl WorkflowTx<'_> {
@@ -208,8 +208,8 @@ impl Store {
     /// Ids of workflows with a BMC step pending or claimed.
     pub fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT id FROM workflows WHERE power_due = 1 ORDER BY created_ms")?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM workflows WHERE power_due = 1 ORDER BY created_ms")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -33,6 +33,19 @@ pub struct Args {
     output: Format,
 }
 
+impl Args {
+    /// `kiln bmc off NAME…`.
+    pub fn power_off(names: Vec<String>) -> Args {
+        Args {
+            op: Op::Off,
+            names,
+            selector: Vec::new(),
+            persistent: false,
+            output: Format::Table,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Op {
     /// Power state.

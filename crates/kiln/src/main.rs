@@ -1,6 +1,7 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
 mod bmc;
+mod cluster;
 mod enroll;
 mod events;
 mod hardware;
@@ -52,6 +53,9 @@ enum Command {
     /// Import OS images (raw, qcow2) as raw+zstd with size and sha256.
     #[command(subcommand)]
     Image(image::Command),
+    /// Kubernetes clusters from enrolled machines (EKS Anywhere specs or Kiln's own).
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     /// Power and boot control through the machines' BMCs (IPMI, Redfish), many in parallel.
     Bmc(bmc::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Enroll(args) => enroll::run(&cli.data_dir, args),
         Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&cli.data_dir, args),
+        Command::Cluster(cmd) => cluster::run(&cli.data_dir, cmd),
         Command::Bmc(args) => bmc::run(&cli.data_dir, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),

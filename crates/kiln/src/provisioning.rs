@@ -81,6 +81,27 @@ impl Provisioning for EngineProvisioning {
                 .cloned()
         };
         let phone_home = format!("{}/v1/phone-home/{token}", self.server_url);
+        if let Some((cluster, _)) = self
+            .engine
+            .store()
+            .cluster_of_workflow(&wf.id)
+            .map_err(|e| api_error(e.into()))?
+        {
+            let seed = crate::cluster::render_seed(&cluster, &wf.hardware, &wf.id, &phone_home)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "cluster {}: rendering the seed of {}: {e:#}",
+                        cluster.name,
+                        wf.hardware
+                    );
+                    ApiError::Internal("cannot render this node's cloud-init".into())
+                })?;
+            return Ok(NoCloudSeed {
+                user_data: seed.user_data,
+                meta_data: seed.meta_data,
+                network_config: seed.network_config,
+            });
+        }
         Ok(NoCloudSeed {
             user_data: given("user_data")
                 .unwrap_or_else(|| cloudinit::default_user_data(&hw, &phone_home)),
@@ -88,6 +109,20 @@ impl Provisioning for EngineProvisioning {
             network_config: given("network_config")
                 .unwrap_or_else(|| cloudinit::network_config(&hw)),
         })
+    }
+
+    fn installed_os_report(
+        &self,
+        token: &str,
+        _peer: IpAddr,
+        kind: &str,
+        body: String,
+    ) -> Result<(), ApiError> {
+        match kind {
+            "kubeconfig" => self.engine.upload_kubeconfig(token, &body),
+            _ => self.engine.installed_os_failed(token, &body),
+        }
+        .map_err(api_error)
     }
 
     fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError> {

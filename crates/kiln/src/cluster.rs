@@ -1,0 +1,467 @@
+//! `kiln cluster create|list|status|kubeconfig|delete`: cluster specs (EKS Anywhere or native)
+//! become one workflow per node whose cloud-init runs kubeadm.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use kiln_cluster::{ClusterSecrets, ClusterSpec, NodeInputs, NodeSeed, Plan, Role};
+use kiln_engine::Engine;
+use kiln_model::template::{Template, parse_template};
+use kiln_model::workflow::WorkflowState;
+use kiln_store::{ClusterNode, ClusterRecord, Store};
+use serde::Serialize;
+
+use crate::output::{Format, table};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Plan a cluster on enrolled machines (by label) and start installing its nodes.
+    Create {
+        /// EKS Anywhere multi-document YAML (Cluster, TinkerbellDatacenterConfig,
+        /// TinkerbellMachineConfig) or Kiln's `kind: KilnCluster`.
+        file: PathBuf,
+        /// Touch nothing: write each node's user-data, meta-data and network-config
+        /// under DIR/<hostname>/ (mode 0600) for review.
+        #[arg(long, requires = "output")]
+        dry_run: bool,
+        /// Where --dry-run writes.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Do not use the machines' BMCs: power them on yourself.
+        #[arg(long)]
+        no_power: bool,
+    },
+    /// Clusters and their state.
+    List {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Each node of a cluster: machine, role, workflow state, phone-home.
+    Status {
+        name: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Print the admin kubeconfig the first control plane uploaded.
+    Kubeconfig { name: String },
+    /// Forget a cluster: powers its machines off (through their BMCs), turns netboot off and
+    /// frees the machines for another cluster.
+    Delete {
+        name: String,
+        /// Also when node workflows are still running (they are left to end on their own).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// An image for image2disk: an imported image by name, or a URL with `#sha256=HEX`.
+fn image_exprs(url: Option<&str>, imported: &[String]) -> anyhow::Result<(String, String)> {
+    let Some(url) = url else {
+        bail!(
+            "the spec names no OS image (TinkerbellDatacenterConfig osImageURL, or `image:`): name an image imported with `kiln image import` ({})",
+            if imported.is_empty() {
+                "none yet".to_string()
+            } else {
+                imported.join(", ")
+            }
+        );
+    };
+    let by_name = |name: &str| {
+        (
+            format!("{{{{ images[\"{name}\"].url }}}}"),
+            format!("{{{{ images[\"{name}\"].sha256 }}}}"),
+        )
+    };
+    if imported.iter().any(|i| i == url) {
+        return Ok(by_name(url));
+    }
+    if let Some((u, sha)) = url.split_once("#sha256=")
+        && (u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Ok((u.to_string(), sha.to_string()));
+    }
+    // An EKS Anywhere URL whose file name is an imported image's name (test-os.raw.zst).
+    let file = url.rsplit('/').next().unwrap_or(url);
+    let stem = file.split('.').next().unwrap_or(file);
+    if imported.iter().any(|i| i == stem) {
+        return Ok(by_name(stem));
+    }
+    bail!(
+        "OS image {url:?}: not an imported image ({}); import it with `kiln image import FILE --name NAME` and name it, or give a URL with #sha256=<hex>",
+        if imported.is_empty() {
+            "none yet".to_string()
+        } else {
+            imported.join(", ")
+        }
+    )
+}
+
+fn node_template(cluster: &str, image: (String, String)) -> anyhow::Result<Template> {
+    let (url, sha) = image;
+    let text = format!(
+        "name: kiln-cluster-{cluster}\ntimeout: 90m\nactions:\n  - name: stream-image\n    kind: image2disk\n    timeout: 60m\n    retries: 2\n    with:\n      url: '{url}'\n      sha256: '{sha}'\n  - name: seed-cloud-init\n    kind: cloud-init\n    timeout: 2m\n    retries: 2\n  - name: reboot\n    kind: reboot\n    timeout: 2m\n"
+    );
+    parse_template("cluster node template", &text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.0.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+fn role_name(role: &Role) -> String {
+    match role {
+        Role::ControlPlane { first: true } => "control-plane (init)".into(),
+        Role::ControlPlane { first: false } => "control-plane".into(),
+        Role::Worker { group } => format!("worker ({group})"),
+    }
+}
+
+fn parse_spec(file: &Path) -> anyhow::Result<(String, String, ClusterSpec)> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+    match ClusterSpec::parse(&text, &name) {
+        Ok(spec) => Ok((name, text, spec)),
+        Err(errors) => {
+            bail!("{errors}\nkiln: no cluster was created");
+        }
+    }
+}
+
+/// The NoCloud seed of one node, from the stored cluster (rendered on demand: the store keeps
+/// the spec, plan and secrets, never the rendered keys).
+pub fn render_seed(
+    cluster: &ClusterRecord,
+    hostname: &str,
+    instance_id: &str,
+    phone_home_url: &str,
+) -> anyhow::Result<NodeSeed> {
+    let spec = ClusterSpec::parse(&cluster.spec, &cluster.spec_file)
+        .map_err(|e| anyhow::anyhow!("stored spec: {e}"))?;
+    let plan: Plan = serde_json::from_str(&cluster.plan).context("stored plan")?;
+    let secrets: ClusterSecrets =
+        serde_json::from_str(&cluster.secrets).context("stored secrets")?;
+    let node = plan
+        .node(hostname)
+        .with_context(|| format!("{hostname} is not a node of cluster {}", cluster.name))?;
+    let inputs = NodeInputs::new(instance_id, phone_home_url);
+    Ok(kiln_cluster::render_node(
+        &spec, &plan, node, &secrets, &inputs,
+    )?)
+}
+
+#[derive(Serialize)]
+struct NodeStatus {
+    hostname: String,
+    /// control-plane | worker
+    role: String,
+    /// With the detail: "control-plane (init)", "worker (md-0)".
+    role_detail: String,
+    workflow: String,
+    state: String,
+    phone_home: bool,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ClusterStatus {
+    name: String,
+    state: &'static str,
+    nodes: Vec<NodeStatus>,
+    kubeconfig: bool,
+}
+
+fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> {
+    let mut nodes = Vec::new();
+    for n in store.cluster_nodes(&c.name)? {
+        let wf = store.workflow(&n.workflow)?;
+        let phoned = store.phone_home_of(&n.workflow)?.is_some();
+        nodes.push(NodeStatus {
+            hostname: n.hostname,
+            role: n.role.split(' ').next().unwrap_or_default().to_string(),
+            role_detail: n.role,
+            state: wf
+                .as_ref()
+                .map_or("unknown".into(), |w| w.state.to_string()),
+            message: wf.map(|w| w.message).unwrap_or_default(),
+            workflow: n.workflow,
+            phone_home: phoned,
+        });
+    }
+    let ended_badly = nodes.iter().any(|n| {
+        n.state == WorkflowState::Failed.name() || n.state == WorkflowState::TimedOut.name()
+    });
+    let all_done = nodes
+        .iter()
+        .all(|n| n.state == WorkflowState::Succeeded.name());
+    Ok(ClusterStatus {
+        name: c.name.clone(),
+        state: if ended_badly {
+            "failed"
+        } else if all_done {
+            "ready"
+        } else {
+            "provisioning"
+        },
+        nodes,
+        kubeconfig: c.kubeconfig.is_some(),
+    })
+}
+
+pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
+    let store = Store::open(data_dir)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    match cmd {
+        Command::Create {
+            file,
+            dry_run,
+            output,
+            server_url,
+            no_power,
+        } => {
+            let (spec_file, text, spec) = parse_spec(&file)?;
+            let taken = store.clustered_machines()?;
+            let free: Vec<_> = store
+                .hardware()?
+                .into_iter()
+                .filter(|h| !taken.contains(&h.hostname))
+                .collect();
+            if dry_run {
+                let out = output.expect("clap requires --output with --dry-run");
+                let done = kiln_cluster::dry_run(&spec, &free, &out)?;
+                print_plan(&done.plan);
+                println!(
+                    "dry run: wrote {} file(s) under {} (mode 0600); nothing else was touched",
+                    done.files.len(),
+                    out.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if store.cluster(&spec.name)?.is_some() {
+                bail!(
+                    "a cluster named {:?} exists already (kiln cluster delete {} first)",
+                    spec.name,
+                    spec.name
+                );
+            }
+            let plan = kiln_cluster::plan(&spec, &free)?;
+            let server_url = match server_url {
+                Some(u) => u,
+                None => store.setting("server_url")?.context(
+                    "no server URL known: start `kiln serve` once, or pass --server-url",
+                )?,
+            };
+            let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
+            // One template per machine spec (control planes and worker groups may name different images).
+            let mut templates = Vec::new();
+            for node in &plan.nodes {
+                let machine = match &node.role {
+                    Role::ControlPlane { .. } => &spec.control_plane.machine,
+                    Role::Worker { group } => {
+                        &spec
+                            .worker_groups
+                            .iter()
+                            .find(|g| &g.name == group)
+                            .context("plan names a worker group the spec lacks")?
+                            .machine
+                    }
+                };
+                let image = image_exprs(machine.image_url.as_deref(), &imported)
+                    .with_context(|| format!("node {}", node.hostname))?;
+                templates.push(node_template(&spec.name, image)?);
+            }
+            let secrets = ClusterSecrets::generate()?;
+            let record = ClusterRecord {
+                name: spec.name.clone(),
+                spec_file,
+                spec: text,
+                plan: serde_json::to_string(&plan)?,
+                secrets: serde_json::to_string(&secrets)?,
+                kubeconfig: None,
+                created_ms: kiln_engine::now_ms(),
+            };
+            let items: Vec<_> = templates
+                .iter()
+                .zip(&plan.nodes)
+                .map(|(t, n)| (t, &n.hardware))
+                .collect();
+            let engine = Engine::new(Arc::new(store));
+            let mut first = true;
+            let created = engine.create_each(
+                &items,
+                server_url.trim_end_matches('/'),
+                !no_power,
+                |wf, tx| {
+                    if std::mem::take(&mut first) {
+                        tx.insert_cluster(&record)?;
+                    }
+                    let role = plan
+                        .node(&wf.hardware)
+                        .map_or_else(|| "?".into(), |n| role_name(&n.role));
+                    tx.insert_cluster_node(&ClusterNode {
+                        cluster: record.name.clone(),
+                        hostname: wf.hardware.clone(),
+                        role,
+                        workflow: wf.id.clone(),
+                    })
+                },
+            )?;
+            print_plan(&plan);
+            println!(
+                "cluster {}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {}`",
+                spec.name,
+                created.len(),
+                spec.name
+            );
+        }
+        Command::List { output } => {
+            let all: Vec<ClusterStatus> = store
+                .clusters()?
+                .iter()
+                .map(|c| status_of(&store, c))
+                .collect::<anyhow::Result<_>>()?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = all
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.name.clone(),
+                                c.state.into(),
+                                c.nodes.len().to_string(),
+                                if c.kubeconfig { "yes" } else { "no" }.into(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(&["CLUSTER", "STATE", "NODES", "KUBECONFIG"], &rows)
+                    );
+                }
+            }
+        }
+        Command::Status { name, output } => {
+            let c = store
+                .cluster(&name)?
+                .with_context(|| format!("no cluster named {name:?}"))?;
+            let st = status_of(&store, &c)?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+                Format::Table => {
+                    println!(
+                        "cluster {}: {} (admin kubeconfig: {})",
+                        st.name,
+                        st.state,
+                        if st.kubeconfig { "uploaded" } else { "not yet" }
+                    );
+                    let rows: Vec<Vec<String>> = st
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            vec![
+                                n.hostname.clone(),
+                                n.role_detail.clone(),
+                                n.state.clone(),
+                                if n.phone_home { "yes" } else { "no" }.into(),
+                                n.message.clone(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(
+                            &["MACHINE", "ROLE", "WORKFLOW", "PHONED HOME", "MESSAGE"],
+                            &rows
+                        )
+                    );
+                }
+            }
+            if st.state == "failed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Kubeconfig { name } => {
+            let c = store
+                .cluster(&name)?
+                .with_context(|| format!("no cluster named {name:?}"))?;
+            match c.kubeconfig {
+                Some(k) => print!("{k}"),
+                None => bail!(
+                    "cluster {name}: the first control plane has not uploaded its admin kubeconfig yet"
+                ),
+            }
+        }
+        Command::Delete { name, force } => {
+            let c = store
+                .cluster(&name)?
+                .with_context(|| format!("no cluster named {name:?}"))?;
+            let nodes = store.cluster_nodes(&c.name)?;
+            let running: Vec<&str> = nodes
+                .iter()
+                .filter(|n| {
+                    store
+                        .workflow(&n.workflow)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|w| !w.state.is_terminal())
+                })
+                .map(|n| n.hostname.as_str())
+                .collect();
+            if !running.is_empty() && !force {
+                bail!(
+                    "cluster {name}: nodes {} are still being installed (pass --force to delete anyway)",
+                    running.join(", ")
+                );
+            }
+            for n in &nodes {
+                store.set_netboot(&n.hostname, false)?;
+            }
+            let hostnames: Vec<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
+            let with_bmc: Vec<String> = store
+                .hardware()?
+                .into_iter()
+                .filter(|h| hostnames.contains(&h.hostname) && h.bmc.is_some())
+                .map(|h| h.hostname)
+                .collect();
+            store.delete_cluster(&c.name)?;
+            println!(
+                "cluster {name} deleted; {} machine(s) are free again",
+                hostnames.len()
+            );
+            if !with_bmc.is_empty() {
+                println!("powering off through their BMCs: {}", with_bmc.join(", "));
+                return crate::bmc::run(data_dir, crate::bmc::Args::power_off(with_bmc));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(plan: &Plan) {
+    let mut rows: Vec<Vec<String>> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.hostname.clone(),
+                n.hardware.ip.to_string(),
+                role_name(&n.role),
+            ]
+        })
+        .collect();
+    rows.extend(
+        plan.spares
+            .iter()
+            .map(|s| vec![s.clone(), String::new(), "spare".into()]),
+    );
+    print!("{}", table(&["MACHINE", "IP", "ROLE"], &rows));
+}
