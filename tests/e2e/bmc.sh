@@ -114,9 +114,10 @@ wait_state() {
 	echo "$s"
 }
 
-# kiln_bmc_field HOST FIELD OP: a field of `kiln bmc OP HOST -o json`.
+# kiln_bmc_field HOST FIELD OP: a field of `kiln bmc OP HOST -o json` (run in the namespace,
+# where the BMCs are).
 kiln_bmc_field() {
-	{ "$KILN_BIN" bmc "$3" "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null || true; } |
+	{ nsx "$KILN_BIN" bmc "$3" "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null || true; } |
 		python3 -c "import json,sys; print(json.load(sys.stdin)[0]['$2'])" 2>/dev/null || echo "?"
 }
 
@@ -196,7 +197,7 @@ main() {
 	ipmitool_says=$(nsx "${IPMITOOL[@]}" chassis power status | awk '{print $NF}')
 	kiln_says=$(kiln_bmc_field m-ipmi result status)
 	check "ipmi: ipmitool and kiln bmc status agree: $ipmitool_says / $kiln_says" \
-		[ "$ipmitool_says" = on ] && [ "$kiln_says" = on ]
+		[ "$ipmitool_says/$kiln_says" = on/on ]
 	rf_state=$(nsx curl -s -L -u admin:password "http://127.0.0.1:$REDFISH_PORT/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["PowerState"])')
 	kiln_says=$(kiln_bmc_field m-redfish result status)
