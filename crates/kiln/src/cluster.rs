@@ -465,3 +465,68 @@ fn print_plan(plan: &Plan) {
     );
     print!("{}", table(&["MACHINE", "IP", "ROLE"], &rows));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_by_name_by_file_name_or_by_url_with_digest() {
+        let imported = vec!["test-os".to_string()];
+        let (url, sha) = image_exprs(Some("test-os"), &imported).unwrap();
+        assert_eq!(url, "{{ images[\"test-os\"].url }}");
+        assert_eq!(sha, "{{ images[\"test-os\"].sha256 }}");
+        let (url, _) = image_exprs(Some("http://mirror/x/test-os.raw.zst"), &imported).unwrap();
+        assert!(url.contains("images[\"test-os\"]"));
+        let (url, sha) = image_exprs(Some("https://m/os.raw.gz#sha256=abcd"), &imported).unwrap();
+        assert_eq!(
+            (url.as_str(), sha.as_str()),
+            ("https://m/os.raw.gz", "abcd")
+        );
+        let e = image_exprs(Some("https://m/other.raw.gz"), &imported).unwrap_err();
+        assert!(
+            e.to_string().contains("not an imported image (test-os)"),
+            "{e}"
+        );
+        assert!(image_exprs(None, &[]).is_err());
+    }
+
+    #[test]
+    fn a_stored_cluster_renders_each_node_seed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clusters");
+        let spec_text = std::fs::read_to_string(root.join("single-node.kiln.yaml")).unwrap();
+        let csv = std::fs::read_to_string(root.join("hardware.csv")).unwrap();
+        let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap();
+        let spec = ClusterSpec::parse(&spec_text, "single-node.kiln.yaml").unwrap();
+        let plan = kiln_cluster::plan(&spec, &hw).unwrap();
+        let record = ClusterRecord {
+            name: spec.name.clone(),
+            spec_file: "single-node.kiln.yaml".into(),
+            spec: spec_text,
+            plan: serde_json::to_string(&plan).unwrap(),
+            secrets: serde_json::to_string(&ClusterSecrets::generate().unwrap()).unwrap(),
+            kubeconfig: None,
+            created_ms: 0,
+        };
+        let host = &plan.nodes[0].hostname;
+        let seed = render_seed(
+            &record,
+            host,
+            "wf-1",
+            "http://10.77.0.1:8080/v1/phone-home/t0k",
+        )
+        .unwrap();
+        assert!(seed.user_data.starts_with("#cloud-config"));
+        assert!(
+            seed.user_data.contains("taints: []"),
+            "single node: untainted control plane"
+        );
+        assert!(
+            seed.user_data
+                .contains("http://10.77.0.1:8080/v1/phone-home/t0k/kubeconfig")
+        );
+        assert!(seed.meta_data.contains("wf-1"));
+        let e = render_seed(&record, "not-a-node", "wf-1", "http://x").unwrap_err();
+        assert!(e.to_string().contains("not a node"), "{e}");
+    }
+}
