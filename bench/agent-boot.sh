@@ -147,17 +147,18 @@ for n in range(runs):
         f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in r.items() if not k.startswith("_")), flush=True)
 
 print()
-print(f"{'stage (median of %d)' % runs:<24} {'from QEMU start':>16} {'kernel clock':>13}")
+# Median, and the fastest run: on a shared machine the other load only ever slows a run down.
+print(f"{'stage (%d runs)' % runs:<24} {'from QEMU start':>16} {'kernel clock':>13} {'fastest (kernel)':>17}")
 for name, _, _ in STAGES:
     vals = [r[name] for r in rows if name in r]
     if not vals:
-        print(f"{name:<24} {'-':>16} {'-':>13}")
+        print(f"{name:<24} {'-':>16} {'-':>13} {'-':>17}")
         continue
     q = statistics.median(v[0] for v in vals)
     k = statistics.median(v[1] for v in vals)
-    print(f"{name:<24} {q:15.2f}s {k:12.2f}s")
+    print(f"{name:<24} {q:15.2f}s {k:12.2f}s {min(v[1] for v in vals):16.2f}s")
 print(f"{'kernel start (estimated)':<24} {statistics.median(r['_kstart_est'] for r in rows):15.2f}s")
 print()
-print("target: agent running ≤ 3 s on the kernel clock")
+print("target: agent running ≤ 3 s on the kernel clock (medians; fastest in the last column)")
 EOF
 echo "load at end: $(uptime)"
