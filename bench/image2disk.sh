@@ -149,8 +149,11 @@ ratio() { python3 -c "print(f'{$1 / $2:5.2f}')"; }
 timed() {
     if ((SECONDS > DEADLINE)); then echo "image2disk.sh: over the 10 min budget, stopping" >&2; exit 1; fi
     sync
-    /usr/bin/time -f '%e %M' -o "$WORK/time" "$@"
-    read -r ELAPSED RSS <"$WORK/time"
+    local rc=0
+    /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" || rc=$?
+    # (on failure GNU time writes "Command exited with …" first: the figures are on the last line)
+    read -r ELAPSED RSS < <(tail -n 1 "$WORK/time")
+    return "$rc"
 }
 
 declare -A AGENT_S AGENT_RSS ALONE_S
@@ -219,7 +222,8 @@ if timed qemu-img convert -O raw "$BASE.qcow2" "$TARGET" 2>"$WORK/qemu-img.err";
     QEMU_IMG_S=$ELAPSED
     printf '%-34s %9s %8.2f %7d KiB\n' "qemu-img convert http qcow2->raw" "$(mbps "$ELAPSED")" "$ELAPSED" "$RSS"
 else
-    echo "qemu-img convert over HTTP failed (no curl block driver?): $(head -c 300 "$WORK/qemu-img.err")"
+    echo "qemu-img convert over HTTP not measured: $(tr '\n' ' ' <"$WORK/qemu-img.err" | head -c 300)"
+    echo "  (Debian ships qemu-img's curl block driver in qemu-block-extra: apt-get install qemu-block-extra)"
 fi
 rm -f "$TARGET"
 
