@@ -2,6 +2,7 @@
 
 mod bmc;
 mod cluster;
+mod demo;
 mod enroll;
 mod events;
 mod hardware;
@@ -60,6 +61,9 @@ enum Command {
     Bmc(bmc::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
+    /// A whole lab on this machine: QEMU machines behind virtual BMCs become a Kubernetes
+    /// cluster, live progress, phase times; everything removed at the end (root).
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster::run(&cli.data_dir, cmd),
         Command::Bmc(args) => bmc::run(&cli.data_dir, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
+        Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
         Command::Image(cmd) => image::run(&cli.data_dir, cmd),
     };

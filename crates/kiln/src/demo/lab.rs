@@ -161,6 +161,7 @@ pub fn hardware_csv(machines: &[Machine], password: &str) -> String {
 }
 
 /// ipmi_sim's LAN configuration: one BMC on 127.0.0.1:port whose chassis is `chassis`.
+/// ipmi_sim appends only the operation ("get power boot"): the MC address is part of the command.
 pub fn ipmi_sim_config(m: &Machine, password: &str, chassis: &Path) -> String {
     format!(
         r#"name "{host}"
@@ -174,7 +175,7 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid {guid}
   endlan
-  chassis_control "{chassis}"
+  chassis_control "{chassis} 0x20"
   user 2 true "{BMC_USER}" "{password}" admin 10 none md2 md5 straight
 "#,
         host = m.hostname,
@@ -215,7 +216,13 @@ pub fn sushy_config(machines: &[(&Machine, PathBuf)], state_dir: &Path, htpasswd
 }
 
 /// A machine's chassis program: tests/e2e/vm-power.sh with the machine's settings.
-fn chassis_script(vm_power: &Path, vm_dir: &Path, m: &Machine, disk: &Path, mem_mib: u32) -> String {
+fn chassis_script(
+    vm_power: &Path,
+    vm_dir: &Path,
+    m: &Machine,
+    disk: &Path,
+    mem_mib: u32,
+) -> String {
     format!(
         "#!/bin/sh\n# Chassis of {host} for its virtual BMC (ipmi_sim / sushy-tools chassis_control).\n\
          export VMDIR='{vm}' TAP='{tap}' MAC='{mac}' FW=bios DISK='{disk}' MEM='{mem_mib}'\n\
@@ -301,7 +308,7 @@ pub struct Lab {
     pub ns: String,
     pub machines: Vec<Machine>,
     ns_created: bool,
-    keep: bool,
+    pub keep: bool,
     procs: Vec<Proc>,
     torn_down: bool,
 }
@@ -309,7 +316,10 @@ pub struct Lab {
 impl Lab {
     /// A new, empty work directory (0700; it must not exist yet, or be empty).
     pub fn new(work: PathBuf, machines: Vec<Machine>, keep: bool) -> anyhow::Result<Lab> {
-        if work.to_string_lossy().contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+        if work
+            .to_string_lossy()
+            .contains(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+        {
             bail!(
                 "work directory {} has spaces or quotes: the BMC emulators' configs cannot hold it",
                 work.display()
@@ -390,9 +400,26 @@ impl Lab {
         let ipn = |args: &[&str]| run(Command::new("ip").arg("-n").arg(&ns).args(args));
         ipn(&["link", "set", "lo", "up"])?;
         ipn(&["link", "add", "br0", "type", "bridge"])?;
-        ipn(&["link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ipn(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
         ipn(&["link", "add", "sw0", "type", "veth", "peer", "name", "sw0p"])?;
-        run(Command::new("ip").args(["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.sw0p.disable_ipv6=1"]))?;
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.sw0p.disable_ipv6=1",
+        ]))?;
         ipn(&["link", "set", "sw0", "master", "br0"])?;
         ipn(&["link", "set", "sw0", "up"])?;
         ipn(&["link", "set", "sw0p", "up"])?;
@@ -411,14 +438,22 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("br0's IPv6 link-local address in namespace {ns} is still tentative after 10 s");
+                bail!(
+                    "br0's IPv6 link-local address in namespace {ns} is still tentative after 10 s"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Starts `program args...` inside the namespace, output to `log`; returns its pid.
-    pub fn spawn(&mut self, what: &str, program: &Path, args: &[&str], log: &Path) -> anyhow::Result<u32> {
+    pub fn spawn(
+        &mut self,
+        what: &str,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<u32> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         // `ip netns exec` execs the program: the child's pid is the program's.
@@ -442,15 +477,20 @@ impl Lab {
 
     /// The first started process that has exited, with its status.
     pub fn exited(&mut self) -> Option<String> {
-        self.procs.iter_mut().find_map(|p| match p.child.try_wait() {
-            Ok(Some(status)) => Some(format!("{} exited ({status})", p.what)),
-            _ => None,
-        })
+        self.procs
+            .iter_mut()
+            .find_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some(format!("{} exited ({status})", p.what)),
+                _ => None,
+            })
     }
 
     /// Runs a command inside the namespace to completion.
     pub fn ns_run(&self, program: &Path, args: &[&str]) -> anyhow::Result<String> {
-        run(Command::new("ip").args(["netns", "exec", &self.ns]).arg(program).args(args))
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(program)
+            .args(args))
     }
 
     /// The BMC emulators: one ipmi_sim per IPMI machine, one sushy-tools for all Redfish ones.
@@ -521,20 +561,33 @@ impl Lab {
         }
         write_file(&htpasswd, &String::from_utf8_lossy(&out.stdout), 0o600)?;
         let conf = dir.join("sushy.conf");
-        write_file(&conf, &sushy_config(&redfish, &dir.join("state"), &htpasswd), 0o600)?;
+        write_file(
+            &conf,
+            &sushy_config(&redfish, &dir.join("state"), &htpasswd),
+            0o600,
+        )?;
         let script = self.work.join("bin/sushy_qemu.py");
         let log = self.log("sushy.log");
         self.spawn(
             "sushy-tools (Redfish)",
             &python,
-            &[&script.to_string_lossy(), "--config", &conf.to_string_lossy()],
+            &[
+                &script.to_string_lossy(),
+                "--config",
+                &conf.to_string_lossy(),
+            ],
             &log,
         )?;
         Ok(())
     }
 
     /// `kiln serve` inside the namespace on br0.
-    pub fn start_kiln_serve(&mut self, exe: &Path, agent_os: &Path, tftp_root: &Path) -> anyhow::Result<()> {
+    pub fn start_kiln_serve(
+        &mut self,
+        exe: &Path,
+        agent_os: &Path,
+        tftp_root: &Path,
+    ) -> anyhow::Result<()> {
         let data = self.data.to_string_lossy().into_owned();
         let log = self.log("kiln-serve.log");
         self.spawn(
@@ -584,8 +637,12 @@ impl Lab {
                 let dir = self.vm_dir(&m);
                 if let Some(pid) = qemu_pid(&dir) {
                     match stop_pid(pid) {
-                        Ok(()) => report.stopped.push(format!("QEMU {} (pid {pid})", m.hostname)),
-                        Err(e) => report.problems.push(format!("QEMU {} (pid {pid}): {e}", m.hostname)),
+                        Ok(()) => report
+                            .stopped
+                            .push(format!("QEMU {} (pid {pid})", m.hostname)),
+                        Err(e) => report
+                            .problems
+                            .push(format!("QEMU {} (pid {pid}): {e}", m.hostname)),
                     }
                 }
             }
@@ -594,8 +651,12 @@ impl Lab {
             if let Ok(out) = run(Command::new("ip").args(["netns", "pids", &self.ns])) {
                 for pid in out.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
                     match stop_pid(pid) {
-                        Ok(()) => report.stopped.push(format!("pid {pid} left in {}", self.ns)),
-                        Err(e) => report.problems.push(format!("pid {pid} in {}: {e}", self.ns)),
+                        Ok(()) => report
+                            .stopped
+                            .push(format!("pid {pid} left in {}", self.ns)),
+                        Err(e) => report
+                            .problems
+                            .push(format!("pid {pid} in {}: {e}", self.ns)),
                     }
                 }
             }
@@ -628,7 +689,11 @@ impl Drop for Lab {
 /// The pid in `dir`/qemu.pid, if that process is alive and is this machine's QEMU
 /// (its command line names the machine's directory), so a recycled pid is never hit.
 fn qemu_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(dir.join("qemu.pid")).ok()?.trim().parse().ok()?;
+    let pid: u32 = fs::read_to_string(dir.join("qemu.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
     (cmdline.contains("qemu-system") && cmdline.contains(&*dir.to_string_lossy())).then_some(pid)
@@ -705,15 +770,34 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("demo-cp1", Role::ControlPlane, BmcKind::Ipmi, "ipmi://127.0.0.1:9001".to_string()),
-                ("demo-worker1", Role::Worker, BmcKind::Redfish, "redfish+http://127.0.0.1:8000".to_string()),
-                ("demo-worker2", Role::Worker, BmcKind::Ipmi, "ipmi://127.0.0.1:9003".to_string()),
+                (
+                    "demo-cp1",
+                    Role::ControlPlane,
+                    BmcKind::Ipmi,
+                    "ipmi://127.0.0.1:9001".to_string()
+                ),
+                (
+                    "demo-worker1",
+                    Role::Worker,
+                    BmcKind::Redfish,
+                    "redfish+http://127.0.0.1:8000".to_string()
+                ),
+                (
+                    "demo-worker2",
+                    Role::Worker,
+                    BmcKind::Ipmi,
+                    "ipmi://127.0.0.1:9003".to_string()
+                ),
             ]
         );
         assert_eq!(ms[2].mac, "52:54:00:de:00:03");
         assert_eq!(ms[2].ip, Ipv4Addr::new(10, 77, 0, 22));
         assert_eq!(ms[2].tap, "tap2");
-        assert!(plan(2, BmcChoice::Redfish).iter().all(|m| m.bmc == BmcKind::Redfish));
+        assert!(
+            plan(2, BmcChoice::Redfish)
+                .iter()
+                .all(|m| m.bmc == BmcKind::Redfish)
+        );
     }
 
     #[test]
@@ -725,7 +809,11 @@ mod tests {
             Err(e) => panic!("{e:?}\n{csv}"),
         };
         assert_eq!(hw.len(), 3);
-        assert!(csv.contains("demo-cp1,ipmi://127.0.0.1:9001,admin,s3cret,52:54:00:de:00:01,10.77.0.11,"));
+        assert!(
+            csv.contains(
+                "demo-cp1,ipmi://127.0.0.1:9001,admin,s3cret,52:54:00:de:00:01,10.77.0.11,"
+            )
+        );
         assert!(csv.contains("type=worker|demo=kiln|kiln.dev/boot-mode=legacy,/dev/vda"));
     }
 
@@ -734,22 +822,43 @@ mod tests {
         let ms = plan(2, BmcChoice::Mixed);
         let ipmi = ipmi_sim_config(&ms[0], "pw", Path::new("/w/vm/demo-cp1/chassis.sh"));
         assert!(ipmi.contains("addr 127.0.0.1 9001"), "{ipmi}");
-        assert!(ipmi.contains("chassis_control \"/w/vm/demo-cp1/chassis.sh\""), "{ipmi}");
-        assert!(ipmi.contains("user 2 true \"admin\" \"pw\" admin"), "{ipmi}");
+        assert!(
+            ipmi.contains("chassis_control \"/w/vm/demo-cp1/chassis.sh 0x20\""),
+            "{ipmi}"
+        );
+        assert!(
+            ipmi.contains("user 2 true \"admin\" \"pw\" admin"),
+            "{ipmi}"
+        );
         let sushy = sushy_config(
             &[(&ms[1], PathBuf::from("/w/vm/demo-worker1/chassis.sh"))],
             Path::new("/w/sushy/state"),
             Path::new("/w/sushy/htpasswd"),
         );
-        assert!(sushy.contains("'uuid': 'd3e0c0de-0000-4000-8000-000000000002'"), "{sushy}");
-        assert!(sushy.contains("'chassis_control': '/w/vm/demo-worker1/chassis.sh'"), "{sushy}");
-        assert!(sushy.contains("SUSHY_EMULATOR_LISTEN_PORT = 8000"), "{sushy}");
+        assert!(
+            sushy.contains("'uuid': 'd3e0c0de-0000-4000-8000-000000000002'"),
+            "{sushy}"
+        );
+        assert!(
+            sushy.contains("'chassis_control': '/w/vm/demo-worker1/chassis.sh'"),
+            "{sushy}"
+        );
+        assert!(
+            sushy.contains("SUSHY_EMULATOR_LISTEN_PORT = 8000"),
+            "{sushy}"
+        );
     }
 
     #[test]
     fn chassis_script_exports_the_machine() {
         let m = &plan(1, BmcChoice::Ipmi)[0];
-        let s = chassis_script(Path::new("/w/bin/vm-power.sh"), Path::new("/w/vm/demo-cp1"), m, Path::new("/w/vm/demo-cp1/disk.raw"), 1024);
+        let s = chassis_script(
+            Path::new("/w/bin/vm-power.sh"),
+            Path::new("/w/vm/demo-cp1"),
+            m,
+            Path::new("/w/vm/demo-cp1/disk.raw"),
+            1024,
+        );
         assert!(s.contains("export VMDIR='/w/vm/demo-cp1' TAP='tap0' MAC='52:54:00:de:00:01' FW=bios DISK='/w/vm/demo-cp1/disk.raw' MEM='1024'"), "{s}");
         assert!(s.contains("exec '/w/bin/vm-power.sh' \"$@\""), "{s}");
     }

@@ -1,0 +1,618 @@
+//! Where each machine is: its timeline (when each phase ended), pieced together from
+//! Kiln's events, its workflow and its serial console, and the one line that shows it.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use kiln_model::event::Event;
+use kiln_model::template::ActionKind;
+use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
+use kiln_store::PhoneHome;
+use serde::Serialize;
+
+use super::lab::Machine;
+
+/// When each phase of a machine's install ended (Unix ms). The phases, in order:
+/// power-on (workflow created → BMC confirmed on), DHCP (→ the netboot DHCP ack),
+/// agent up (→ the agent asked for work), image written (→ image2disk done),
+/// disk boot (→ firmware, boot loader, kernel and init of the installed OS: cloud-init's
+/// first stage starts), phone home (→ cloud-init, kubeadm included, phoned home).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    pub created_ms: Option<u64>,
+    pub powered_on_ms: Option<u64>,
+    pub dhcp_ms: Option<u64>,
+    pub agent_up_ms: Option<u64>,
+    pub image_written_ms: Option<u64>,
+    /// cloud-init's first stage started in the installed OS.
+    pub os_up_ms: Option<u64>,
+    pub phoned_home_ms: Option<u64>,
+    /// The workflow ended (succeeded, failed or timed out).
+    pub ended_ms: Option<u64>,
+    /// The agent rebooted the machine into the installed OS.
+    pub rebooted_ms: Option<u64>,
+    /// The installed OS's kernel printed its banner.
+    pub kernel_ms: Option<u64>,
+    /// The installed OS ran kubeadm (the test OS's stand-in says so on the console).
+    pub kubeadm_ms: Option<u64>,
+}
+
+fn first(slot: &mut Option<u64>, at: u64) {
+    if slot.is_none() {
+        *slot = Some(at);
+    }
+}
+
+/// Something the machine printed on its serial console that marks a phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialMark {
+    /// The agent OS is up (netbooted).
+    AgentOs,
+    /// A kernel banner after the agent ran: the installed OS is booting.
+    InstalledKernel,
+    /// cloud-init's first stage started (the installed OS is up).
+    CloudInitStart,
+    /// The test OS's kubeadm stand-in ran `kubeadm <subcommand>` (init, join, ...): the
+    /// call number and the subcommand.
+    Kubeadm(String, String),
+    /// cloud-init's final stage finished.
+    CloudInitDone,
+}
+
+/// Reads a serial log as it grows and picks out [`SerialMark`]s.
+pub struct SerialWatch {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    seen_agent: bool,
+}
+
+impl SerialWatch {
+    pub fn new(path: PathBuf) -> Self {
+        SerialWatch {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+            seen_agent: false,
+        }
+    }
+
+    /// Marks in what was appended since the last call.
+    pub fn poll(&mut self) -> Vec<SerialMark> {
+        let Ok(mut f) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            // The machine was powered on again: its chassis program starts a new log.
+            self.offset = 0;
+            self.partial.clear();
+        }
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(self.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return Vec::new();
+        }
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let mut marks = Vec::new();
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            if let Some(m) = scan_line(&String::from_utf8_lossy(&line), &mut self.seen_agent) {
+                marks.push(m);
+            }
+        }
+        // A console line never gets this long; keep memory bounded if one does.
+        if self.partial.len() > 64 * 1024 {
+            self.partial.clear();
+        }
+        marks
+    }
+}
+
+/// The mark on one console line, if any. `seen_agent` tells kernel banners of the
+/// installed OS from anything printed before the agent ran.
+pub fn scan_line(line: &str, seen_agent: &mut bool) -> Option<SerialMark> {
+    if line.contains("kiln-agent-os: up") || line.contains("kiln-agent: ") {
+        let first = !*seen_agent;
+        *seen_agent = true;
+        return first.then_some(SerialMark::AgentOs);
+    }
+    if !*seen_agent {
+        return None;
+    }
+    if line.contains("Linux version ") {
+        return Some(SerialMark::InstalledKernel);
+    }
+    if let Some(i) = line.find("KILN-KUBEADM-STUB call=")
+        && let Some(j) = line[i..].find(" args: ")
+    {
+        let call = line[i + 23..i + j].to_string();
+        let sub = line[i + j + 7..].split_whitespace().next().unwrap_or("");
+        return Some(SerialMark::Kubeadm(call, sub.to_string()));
+    }
+    if line.contains("Cloud-init v. ") && line.contains(" running 'init-local'") {
+        return Some(SerialMark::CloudInitStart);
+    }
+    if line.contains("Cloud-init v. ") && line.contains(" finished at ") {
+        return Some(SerialMark::CloudInitDone);
+    }
+    None
+}
+
+/// The image streamed to the disk: bytes over the wire, bytes written, how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageStats {
+    pub streamed_bytes: u64,
+    /// From the action's message ("N bytes written from M bytes ..."), when it says.
+    pub written_bytes: Option<u64>,
+    pub ms: u64,
+}
+
+/// N in an image2disk message "N bytes written from M bytes (Zstd), ...".
+pub fn written_bytes(message: &str) -> Option<u64> {
+    message.split_once(" bytes written")?.0.parse().ok()
+}
+
+/// A phase, as shown in the live view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Waiting,
+    PoweringOn(String),
+    Firmware,
+    AgentBooting,
+    Streaming {
+        done: u64,
+        total: Option<u64>,
+        rate_bps: u64,
+    },
+    Action(String),
+    Rebooting,
+    InstalledKernel,
+    InstalledOs,
+    Kubeadm(String),
+    Done(String),
+    Failed(String),
+}
+
+/// One machine as the demo follows it.
+pub struct MachineView {
+    pub machine: Machine,
+    pub timeline: Timeline,
+    pub workflow: Option<Workflow>,
+    pub phone_home: Option<PhoneHome>,
+    pub image: Option<ImageStats>,
+    /// kubeadm subcommands the installed OS ran, in call order.
+    pub kubeadm: Vec<String>,
+    kubeadm_calls: Vec<String>,
+    pub cloud_init_done: bool,
+    last_bmc: Option<String>,
+    serial: SerialWatch,
+}
+
+impl MachineView {
+    pub fn new(machine: Machine, serial_log: PathBuf) -> Self {
+        MachineView {
+            machine,
+            timeline: Timeline::default(),
+            workflow: None,
+            phone_home: None,
+            image: None,
+            kubeadm: Vec::new(),
+            kubeadm_calls: Vec::new(),
+            cloud_init_done: false,
+            last_bmc: None,
+            serial: SerialWatch::new(serial_log),
+        }
+    }
+
+    pub fn on_event(&mut self, e: &Event) {
+        let t = &mut self.timeline;
+        let at = e.at_ms;
+        match e.kind.as_str() {
+            "workflow.created" => first(&mut t.created_ms, at),
+            "bmc.done" if e.detail.starts_with("power on into netboot") => {
+                first(&mut t.powered_on_ms, at)
+            }
+            "bmc.boot-device" | "bmc.power" | "bmc.retrying" | "bmc.failed" => {
+                self.last_bmc = Some(e.detail.clone())
+            }
+            // A machine without a BMC: netbooting from the moment its workflow exists.
+            "workflow.netbooting" => first(&mut t.powered_on_ms, at),
+            "dhcp.ack" if t.powered_on_ms.is_some() && e.detail.contains("boot=") => {
+                first(&mut t.dhcp_ms, at)
+            }
+            "workflow.running" => first(&mut t.agent_up_ms, at),
+            "workflow.rebooting" => first(&mut t.rebooted_ms, at),
+            "workflow.succeeded" => first(&mut t.phoned_home_ms, at),
+            _ => {}
+        }
+    }
+
+    pub fn on_workflow(&mut self, wf: Workflow, phone_home: Option<PhoneHome>) {
+        let t = &mut self.timeline;
+        first(&mut t.created_ms, wf.created_ms);
+        if let Some(a) = wf
+            .actions
+            .iter()
+            .find(|a| a.spec.kind == ActionKind::Image2disk && a.state == ActionState::Succeeded)
+            && let (Some(start), Some(end)) = (a.started_ms, a.ended_ms)
+        {
+            first(&mut t.image_written_ms, end);
+            let streamed_bytes = a
+                .progress
+                .as_ref()
+                .map(|p| p.total.unwrap_or(p.done))
+                .unwrap_or(0);
+            self.image = Some(ImageStats {
+                streamed_bytes,
+                written_bytes: written_bytes(&a.message),
+                ms: end.saturating_sub(start),
+            });
+        }
+        if let Some(p) = &phone_home {
+            first(&mut t.phoned_home_ms, p.at_ms);
+        }
+        if wf.state.is_terminal()
+            && let Some(end) = wf.ended_ms
+        {
+            first(&mut t.ended_ms, end);
+        }
+        self.phone_home = phone_home;
+        self.workflow = Some(wf);
+    }
+
+    /// Reads the console; `now_ms` stamps what it found.
+    pub fn poll_serial(&mut self, now_ms: u64) {
+        for mark in self.serial.poll() {
+            match mark {
+                SerialMark::AgentOs => {}
+                SerialMark::InstalledKernel => first(&mut self.timeline.kernel_ms, now_ms),
+                SerialMark::CloudInitStart => first(&mut self.timeline.os_up_ms, now_ms),
+                // The stand-in prints each line twice (console and, through cloud-init, stdout).
+                SerialMark::Kubeadm(call, sub) => {
+                    if !self.kubeadm_calls.contains(&call) {
+                        first(&mut self.timeline.kubeadm_ms, now_ms);
+                        self.kubeadm_calls.push(call);
+                        self.kubeadm.push(sub);
+                    }
+                }
+                SerialMark::CloudInitDone => self.cloud_init_done = true,
+            }
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        let Some(wf) = &self.workflow else {
+            return Phase::Waiting;
+        };
+        let t = &self.timeline;
+        match wf.state {
+            WorkflowState::Succeeded => Phase::Done(match &self.phone_home {
+                Some(p) => format!("phoned home from {}", p.peer),
+                None => wf.message.clone(),
+            }),
+            WorkflowState::Failed | WorkflowState::TimedOut => {
+                Phase::Failed(format!("{}: {}", wf.state, wf.message))
+            }
+            WorkflowState::Pending => Phase::PoweringOn(
+                self.last_bmc
+                    .clone()
+                    .unwrap_or_else(|| "waiting for kiln serve".into()),
+            ),
+            WorkflowState::Netbooting if t.dhcp_ms.is_none() => Phase::Firmware,
+            WorkflowState::Netbooting => Phase::AgentBooting,
+            WorkflowState::Running => match wf.current().map(|i| &wf.actions[i]) {
+                Some(a) if a.spec.kind == ActionKind::Image2disk => match &a.progress {
+                    Some(p) => Phase::Streaming {
+                        done: p.done,
+                        total: p.total,
+                        rate_bps: p.rate_bps,
+                    },
+                    None => Phase::Action(format!("{} (starting)", a.spec.name)),
+                },
+                Some(a) => Phase::Action(a.spec.name.clone()),
+                None => Phase::Action("finishing".into()),
+            },
+            WorkflowState::Rebooting if t.kubeadm_ms.is_some() => {
+                Phase::Kubeadm(self.kubeadm.join(", "))
+            }
+            WorkflowState::Rebooting if t.os_up_ms.is_some() => Phase::InstalledOs,
+            WorkflowState::Rebooting if t.kernel_ms.is_some() => Phase::InstalledKernel,
+            WorkflowState::Rebooting => Phase::Rebooting,
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// "12.3s" below a minute, "4m05s" above.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        let s = ms / 1000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+impl Phase {
+    /// The text of the live view.
+    pub fn describe(&self) -> String {
+        match self {
+            Phase::Waiting => "waiting for its workflow".into(),
+            Phase::PoweringOn(bmc) => format!("BMC: {bmc}"),
+            Phase::Firmware => "powered on; firmware netbooting (DHCP)".into(),
+            Phase::AgentBooting => "DHCP done; agent OS booting".into(),
+            Phase::Streaming {
+                done,
+                total,
+                rate_bps,
+            } => match total.filter(|&t| t > 0) {
+                Some(total) => {
+                    let frac = (*done as f64 / total as f64).clamp(0.0, 1.0);
+                    let filled = (frac * 20.0).round() as usize;
+                    let eta = match total.saturating_sub(*done).checked_div(*rate_bps) {
+                        Some(s) => format!("ETA {s}s"),
+                        None => "ETA -".into(),
+                    };
+                    format!(
+                        "writing image [{}{}] {:>3.0}% {} / {}  {}/s  {eta}",
+                        "#".repeat(filled),
+                        ".".repeat(20 - filled),
+                        frac * 100.0,
+                        human_bytes(*done),
+                        human_bytes(total),
+                        human_bytes(*rate_bps)
+                    )
+                }
+                None => format!(
+                    "writing image {}  {}/s",
+                    human_bytes(*done),
+                    human_bytes(*rate_bps)
+                ),
+            },
+            Phase::Action(name) => format!("agent: {name}"),
+            Phase::Rebooting => "rebooting into the installed OS".into(),
+            Phase::InstalledKernel => "installed OS booting from disk".into(),
+            Phase::InstalledOs => "installed OS up; cloud-init running".into(),
+            Phase::Kubeadm(subs) => {
+                format!("cloud-init ran kubeadm {subs}; waiting for phone-home")
+            }
+            Phase::Done(what) => format!("done: {what}"),
+            Phase::Failed(why) => format!("FAILED: {why}"),
+        }
+    }
+
+    /// What changes when a non-terminal log should get a new line: the phase, and the
+    /// image progress by quarters.
+    pub fn key(&self) -> String {
+        match self {
+            Phase::Streaming { done, total, .. } => {
+                let q = total
+                    .filter(|&t| t > 0)
+                    .map(|t| (done.saturating_mul(4) / t).min(4))
+                    .unwrap_or(0);
+                format!("streaming {q}")
+            }
+            other => other.describe(),
+        }
+    }
+}
+
+/// One line of the live view.
+pub fn line(v: &MachineView, now_ms: u64) -> String {
+    let since = v.timeline.created_ms.map(|c| now_ms.saturating_sub(c));
+    let end = v.timeline.ended_ms.or(v.timeline.phoned_home_ms);
+    let elapsed = match (v.timeline.created_ms, end) {
+        (Some(c), Some(e)) => human_ms(e.saturating_sub(c)),
+        _ => since.map(human_ms).unwrap_or_else(|| "-".into()),
+    };
+    format!(
+        "{:<13} {:<7} {:>7}  {}",
+        v.machine.hostname,
+        v.machine.bmc.name(),
+        elapsed,
+        v.phase().describe()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: &str, detail: &str, at_ms: u64) -> Event {
+        Event {
+            at_ms,
+            machine: Some("demo-cp1".into()),
+            mac: None,
+            ip: None,
+            kind: kind.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn view() -> MachineView {
+        let m = super::super::lab::plan(1, super::super::lab::BmcChoice::Ipmi).remove(0);
+        MachineView::new(m, PathBuf::from("/nonexistent/serial.log"))
+    }
+
+    #[test]
+    fn events_fill_the_timeline_in_order() {
+        let mut v = view();
+        // Recorded from a real run (kiln events -o json), trimmed.
+        for e in [
+            ev(
+                "workflow.created",
+                "demo-cp1-1 from template debian-test-os",
+                1000,
+            ),
+            ev("bmc.boot-device", "next boot: pxe (once, legacy)", 1500),
+            ev("bmc.power", "power was off; sending on", 1600),
+            // A DHCP exchange before the power-on counts for nothing.
+            ev(
+                "dhcp.ack",
+                "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
+                1700,
+            ),
+            ev(
+                "bmc.done",
+                "power on into netboot: was off: powered on (confirmed)",
+                2000,
+            ),
+            ev(
+                "workflow.netbooting",
+                "powered on by its BMC; netbooting",
+                2000,
+            ),
+            ev(
+                "dhcp.offer",
+                "offered 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
+                9000,
+            ),
+            ev(
+                "dhcp.ack",
+                "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
+                9100,
+            ),
+            ev("dhcp.ack", "acked 10.77.0.11", 15000),
+            ev("workflow.running", "agent connected", 20000),
+            ev("workflow.rebooting", "booting the installed OS", 40000),
+            ev(
+                "dhcp.ack",
+                "acked 10.77.0.11 (netboot off: no boot file)",
+                45000,
+            ),
+            ev("workflow.succeeded", "installed OS phoned home", 120000),
+        ] {
+            v.on_event(&e);
+        }
+        assert_eq!(
+            v.timeline,
+            Timeline {
+                created_ms: Some(1000),
+                powered_on_ms: Some(2000),
+                dhcp_ms: Some(9100),
+                agent_up_ms: Some(20000),
+                rebooted_ms: Some(40000),
+                phoned_home_ms: Some(120000),
+                ..Timeline::default()
+            }
+        );
+    }
+
+    #[test]
+    fn serial_marks_need_the_agent_first() {
+        let mut seen = false;
+        // The firmware and a kernel before the agent: nothing.
+        assert_eq!(
+            scan_line("[    0.000000] Linux version 6.1.0", &mut seen),
+            None
+        );
+        assert_eq!(
+            scan_line("kiln-agent-os: up 2.86 s", &mut seen),
+            Some(SerialMark::AgentOs)
+        );
+        assert_eq!(scan_line("kiln-agent: rebooting", &mut seen), None);
+        assert_eq!(
+            scan_line(
+                "[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)",
+                &mut seen
+            ),
+            Some(SerialMark::InstalledKernel)
+        );
+        assert_eq!(
+            scan_line(
+                "[  60.1] cloud-init[612]: KILN-KUBEADM-STUB call=0001 args: init --config /run/kubeadm/init.yaml",
+                &mut seen
+            ),
+            Some(SerialMark::Kubeadm("0001".into(), "init".into()))
+        );
+        assert_eq!(
+            scan_line(
+                "[   71.0] cloud-init[254]: Cloud-init v. 22.4.2 running 'init-local' at Sun, 22 Nov 2026 05:01:11 +0000.",
+                &mut seen
+            ),
+            Some(SerialMark::CloudInitStart)
+        );
+        assert_eq!(
+            scan_line(
+                "KILN-KUBEADM-STUB call=0001 config| kind: InitConfiguration",
+                &mut seen
+            ),
+            None
+        );
+        assert_eq!(
+            scan_line(
+                "Cloud-init v. 22.4.2 finished at Sun, 22 Nov 2026 02:33:59 +0000. Datasource DataSourceNoCloud",
+                &mut seen
+            ),
+            Some(SerialMark::CloudInitDone)
+        );
+    }
+
+    #[test]
+    fn serial_watch_reads_appended_lines_across_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        std::fs::write(
+            &path,
+            "SeaBIOS\r\nkiln-agent-os: up 2.8 s\r\n[ 0.0] Linux ver",
+        )
+        .unwrap();
+        let mut w = SerialWatch::new(path.clone());
+        assert_eq!(w.poll(), vec![SerialMark::AgentOs]);
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"sion 6.1\r\n").unwrap();
+        assert_eq!(w.poll(), vec![SerialMark::InstalledKernel]);
+        assert_eq!(w.poll(), vec![]);
+    }
+
+    #[test]
+    fn streaming_line_shows_bytes_rate_and_eta() {
+        let p = Phase::Streaming {
+            done: 512 << 20,
+            total: Some(1 << 30),
+            rate_bps: 64 << 20,
+        };
+        assert_eq!(
+            p.describe(),
+            "writing image [##########..........]  50% 512.0 MiB / 1.0 GiB  64.0 MiB/s  ETA 8s"
+        );
+        assert_eq!(p.key(), "streaming 2");
+    }
+
+    #[test]
+    fn written_bytes_come_from_the_image2disk_message() {
+        assert_eq!(
+            written_bytes(
+                "1610612736 bytes written from 139703692 bytes (Zstd), sha256 1976ca35 verified, 0 resume(s), 16.6 s"
+            ),
+            Some(1610612736)
+        );
+        assert_eq!(written_bytes("done"), None);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_ms(12_345), "12.3s");
+        assert_eq!(human_ms(245_000), "4m05s");
+        assert_eq!(human_bytes(1610612736), "1.5 GiB");
+    }
+}

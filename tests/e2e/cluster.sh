@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Issue 5 end to end: `kiln demo` builds its lab (a private namespace, QEMU machines behind
+# virtual BMCs: ipmi_sim and sushy-tools), enrolls a hardware.csv and runs `kiln cluster
+# create`. Asserted afterwards, from the kept work directory (Kiln's data dir, the machines'
+# serial consoles) and the demo's own output:
+#   the machine was powered on over its BMC, netbooted Kiln's agent, the agent wrote the test
+#   OS and the cloud-init seed, the machine rebooted from its disk, real cloud-init ran the
+#   generated commands: the test OS's stand-in kubeadm (images/test-os/kubeadm-stub) printed
+#   its arguments and config on the console; the cluster is ready, every workflow succeeded,
+#   and the demo removed its processes and namespace.
+#
+#   tests/e2e/cluster.sh [--list] [CASE...]
+#     single-node   (default) one machine (IPMI): kubeadm init, InitConfiguration, taints: []
+#     three-node    one control plane (IPMI) and two workers (Redfish, IPMI): kubeadm join with
+#                   JoinConfiguration, token and caCertHashes. Three TCG machines on two cores
+#                   take a while: not run by tests/run-e2e.sh unless asked for
+#                   (tests/run-e2e.sh tests/e2e/cluster.sh passes no case; run
+#                   `tests/e2e/cluster.sh three-node`, or KILN_E2E_CLUSTER_CASES="single-node three-node").
+# shellcheck disable=SC2016 # bash -c '...' _ ARGS: the single quotes are meant
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO/tests/e2e/lib.sh"
+
+K8S_VERSION=1.31 # kubeadm v1beta4 from 1.31
+
+# stub_calls LOG: "NNNN <args>" for each kubeadm call the stand-in printed on the console.
+stub_calls() {
+	clean_log "$1" | sed -n 's/.*KILN-KUBEADM-STUB call=\([0-9]*\) args: \(.*\)$/\1 \2/p' | sort -u
+}
+
+# stub_config LOG CALL: the config file that call was given, as printed on the console.
+stub_config() {
+	clean_log "$1" | sed -n "s/.*KILN-KUBEADM-STUB call=$2 config| \\(.*\\)\$/\\1/p"
+}
+
+# demo_run NODES: runs kiln demo; sets DEMO, DEMO_LOG, DEMO_RC, E2E_DATA.
+demo_run() {
+	local nodes=$1
+	DEMO=$E2E_WORK/demo
+	DEMO_LOG=$E2E_WORK/demo.log
+	E2E_DATA=$DEMO/data
+	E2E_LOGS+=("kiln demo=$DEMO_LOG" "kiln serve=$DEMO/logs/kiln-serve.log")
+	log "kiln demo --nodes $nodes --keep --work $DEMO"
+	set +e
+	"$KILN_BIN" demo --nodes "$nodes" --keep --work "$DEMO" --assets "$E2E_ASSETS" \
+		--kubernetes-version "$K8S_VERSION" --summary-json "$E2E_WORK/summary.json" --timeout 40m \
+		</dev/null >"$DEMO_LOG" 2>&1
+	DEMO_RC=$?
+	set -e
+	sed 's/^/#   /' "$DEMO_LOG" | grep -vE '^#   \[ *[0-9.ms]+\] +demo-' || true
+}
+
+# node_checks HOST BMC: what every node must show.
+node_checks() {
+	local host=$1 bmc=$2 serial=$DEMO/vm/$1/serial.log events json
+	E2E_LOGS+=("$host serial=$serial")
+	events=$("$KILN_BIN" events "$host" --last 1000 --data-dir "$E2E_DATA" 2>&1 || true)
+	json=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
+	check "$host: kiln set next boot PXE through its BMC ($bmc)" \
+		grep -q 'bmc.boot-device.*next boot: pxe (once, legacy)' <<<"$events"
+	check "$host: kiln powered it on over $bmc and saw it on (machine was off)" \
+		grep -q 'bmc.done.*power on into netboot: was off: powered on (confirmed)' <<<"$events"
+	check "$host: it netbooted Kiln's agent (iPXE script, agent OS up, agent connected)" \
+		bash -c 'grep -q "http.script.*netboot" <<<"$1" && grep -q "workflow.running" <<<"$1" && grep -aq "kiln-agent-os: up" "$2"' _ "$events" "$serial"
+	local img seed
+	img=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="image2disk"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	seed=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="cloud-init"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	check "$host: the agent wrote the test OS ($img)" grep -q '^succeeded: .*sha256 .* verified' <<<"$img"
+	check "$host: the agent wrote the cloud-init seed ($seed)" grep -q '^succeeded' <<<"$seed"
+	local agent_boots disk_kernels
+	agent_boots=$(clean_log "$serial" | grep -c 'kiln-agent-os: up' || true)
+	disk_kernels=$(clean_log "$serial" | sed -n '/kiln-agent: rebooting/,$p' | grep -c 'Command line: BOOT_IMAGE=/vmlinuz root=LABEL=kiln-root' || true)
+	check "$host: it rebooted from its disk into the installed OS (agent OS booted $agent_boots time(s), then the installed kernel $disk_kernels time(s))" \
+		[ "$agent_boots/$disk_kernels" = 1/1 ]
+	check "$host: real cloud-init ran from the NoCloud seed" \
+		grep -qE 'Cloud-init v\. [0-9.]+ finished.*DataSourceNoCloud' <(clean_log "$serial")
+	local state
+	state=$(python3 -c 'import json,sys; print(json.load(sys.stdin).get("state","none"))' <<<"$json")
+	check "$host: its workflow succeeded (got $state)" [ "$state" = succeeded ]
+}
+
+# common_checks NODES: the demo itself and the cluster.
+common_checks() {
+	local nodes=$1 status state phoned
+	check "demo: kiln demo exited 0 (got $DEMO_RC)" [ "$DEMO_RC" = 0 ]
+	status=$("$KILN_BIN" cluster status demo -o json --data-dir "$E2E_DATA" 2>&1 || true)
+	state=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$status" 2>/dev/null || echo "?")
+	phoned=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["phone_home"]))' <<<"$status" 2>/dev/null || echo "?")
+	check "cluster: kiln cluster status says ready (got $state), $phoned/$nodes node(s) phoned home" \
+		[ "$state/$phoned" = "ready/$nodes" ]
+	check "cluster: the control plane uploaded the admin kubeconfig" \
+		grep -q '"kubeconfig": *true' <<<"$status"
+	local missing
+	missing=$(python3 -c '
+import json,sys
+s = json.load(open(sys.argv[1]))
+print(sum(1 for m in s["machines"] for p in m["phases_ms"] if p is None))' "$E2E_WORK/summary.json" 2>/dev/null || echo "no summary")
+	check "summary: a time for every phase of every machine (missing: $missing)" [ "$missing" = 0 ]
+	check "summary: the demo printed the phase table" \
+		grep -qE '^MACHINE +ROLE +BMC +POWER-ON +DHCP +AGENT UP +IMAGE WRITTEN +DISK BOOT +PHONE HOME +TOTAL +RESULT' "$DEMO_LOG"
+	local ns left
+	ns=$(sed -n 's/.*network namespace \(kiln-demo-[0-9]*\):.*/\1/p' "$DEMO_LOG" | head -n 1)
+	left=$(pgrep -f -- "$DEMO/" || true)
+	check "cleanup: the demo's namespace ${ns:-?} is gone and none of its processes is left${left:+ (left: $left)}" \
+		bash -c '[ -n "$1" ] && ! ip netns list | grep -qw -- "$1" && [ -z "$2" ]' _ "$ns" "$left"
+}
+
+case_single_node() {
+	e2e_setup cluster-single
+	demo_run 1
+	node_checks demo-cp1 IPMI
+	common_checks 1
+	local serial=$DEMO/vm/demo-cp1/serial.log calls call cfg
+	calls=$(stub_calls "$serial")
+	printf '%s\n' "$calls" | sed 's/^/#   kubeadm call /'
+	call=$(awk '$2 == "init" {print $1; exit}' <<<"$calls")
+	check "single-node: cloud-init ran kubeadm init --config FILE (call ${call:-none})" \
+		grep -qE '^[0-9]+ init --config [^ ]+' <<<"$calls"
+	check "single-node: no kubeadm join" bash -c '! grep -q " join" <<<"$1"' _ "$calls"
+	cfg=$(stub_config "$serial" "${call:-none}")
+	check "single-node: the init config has kind: InitConfiguration" grep -qx 'kind: InitConfiguration' <<<"$cfg"
+	check "single-node: and kind: ClusterConfiguration, kubernetesVersion v$K8S_VERSION.x" \
+		bash -c 'grep -qx "kind: ClusterConfiguration" <<<"$1" && grep -qE "^kubernetesVersion: v?$2(\.[0-9]+)?\$" <<<"$1"' _ "$cfg" "$K8S_VERSION"
+	check "single-node: apiVersion kubeadm.k8s.io/v1beta4 (Kubernetes $K8S_VERSION), no other" \
+		bash -c '[ "$(grep "^apiVersion: kubeadm" <<<"$1" | sort -u)" = "apiVersion: kubeadm.k8s.io/v1beta4" ]' _ "$cfg"
+	check "single-node: the control plane is untainted: taints: [] in nodeRegistration" \
+		grep -qE '^ +taints: \[\]$' <<<"$cfg"
+}
+
+case_three_node() {
+	e2e_setup cluster-three
+	demo_run 3
+	node_checks demo-cp1 IPMI
+	node_checks demo-worker1 Redfish
+	node_checks demo-worker2 IPMI
+	common_checks 3
+	local cp_calls init cfg host calls call
+	cp_calls=$(stub_calls "$DEMO/vm/demo-cp1/serial.log")
+	init=$(awk '$2 == "init" {print $1; exit}' <<<"$cp_calls")
+	cfg=$(stub_config "$DEMO/vm/demo-cp1/serial.log" "${init:-none}")
+	check "three-node: demo-cp1 ran kubeadm init with an InitConfiguration" grep -qx 'kind: InitConfiguration' <<<"$cfg"
+	check "three-node: the control plane keeps its taint (no taints: [] with workers)" \
+		bash -c '! grep -qE "^ +taints: \[\]$" <<<"$1"' _ "$cfg"
+	for host in demo-worker1 demo-worker2; do
+		calls=$(stub_calls "$DEMO/vm/$host/serial.log")
+		printf '%s\n' "$calls" | sed "s/^/#   $host kubeadm call /"
+		call=$(awk '$2 == "join" {print $1; exit}' <<<"$calls")
+		cfg=$(stub_config "$DEMO/vm/$host/serial.log" "${call:-none}")
+		check "three-node: $host ran kubeadm join --config FILE (call ${call:-none}), no init" \
+			bash -c 'grep -qE "^[0-9]+ join --config [^ ]+" <<<"$1" && ! grep -q " init" <<<"$1"' _ "$calls"
+		check "three-node: $host's config is a JoinConfiguration (kubeadm.k8s.io/v1beta4)" \
+			bash -c 'grep -qx "kind: JoinConfiguration" <<<"$1" && grep -qx "apiVersion: kubeadm.k8s.io/v1beta4" <<<"$1"' _ "$cfg"
+		check "three-node: $host joins with a bootstrap token and the CA's caCertHashes, to the control plane" \
+			bash -c 'grep -qE "^ +token: \"?[a-z0-9]{6}\.[a-z0-9]{16}\"?$" <<<"$1" && grep -qE "^ +- \"?sha256:[0-9a-f]{64}\"?$" <<<"$1" && grep -q "caCertHashes:" <<<"$1" && grep -q "apiServerEndpoint: \"\?10.77.0.11:6443" <<<"$1"' _ "$cfg"
+	done
+}
+
+CASES=(single-node three-node)
+if [ "${1:-}" = --list ]; then
+	printf '%s\n' "${CASES[@]}"
+	exit 0
+fi
+[ -s "$E2E_ASSETS/test-os/test-os.raw.zst" ] || die "test OS image missing: images/test-os/build.sh $E2E_ASSETS/test-os"
+[ -s "$E2E_ASSETS/agent-os/initrd.img" ] || die "agent OS missing: images/agent/build.sh $E2E_ASSETS/agent-os"
+selected=("$@")
+if [ ${#selected[@]} -eq 0 ]; then
+	read -r -a selected <<<"${KILN_E2E_CLUSTER_CASES:-single-node}"
+fi
+passed=0
+failed=0
+for c in "${selected[@]}"; do
+	case $c in
+	single-node | three-node) out=$( ("case_${c//-/_}") 2>&1) || true ;;
+	*) die "unknown case $c (cases: ${CASES[*]})" ;;
+	esac
+	printf '%s\n' "$out"
+	passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
+	failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
