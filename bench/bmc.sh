@@ -1,0 +1,665 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016 # the inner scripts are single-quoted on purpose
+# BMC benchmark (issue 4, point 9): power control through kiln's BMC drivers against ipmitool and
+# curl, side by side in one run, on loopback inside a network namespace this script creates.
+#
+#   bash bench/bmc.sh        (as root)
+#
+#   single   one ipmi_sim BMC: `kiln bmc status` (one process per call, so session setup included)
+#            against `ipmitool -I lanplus -C 3 ... chassis power status`; one sushy-emulator BMC:
+#            `kiln bmc status` against one curl GET of the system (and against curl fetching the three
+#            resources kiln reads: service root, Systems, the system). Calls alternate, N of each;
+#            per-call wall time, median and p90.
+#   many     100 ipmi_sim (ports 9101-9200, one process each) with 100 enrolled machines:
+#            `kiln bmc status --selector bench=ipmi` against 100 ipmitool processes launched by
+#            `xargs -P 64` (kiln talks to 64 BMCs at once too): wall time, CPU time (user+sys), and the
+#            same for power on and power off at scale. Then the same with BENCH_REDFISH sushy-emulators
+#            (default 50, ports 8001-…; each is a ~30 MiB Python process) and curl. Start-up time and
+#            memory of the emulators are noted.
+#
+# Every emulator's chassis is bench/bmc-chassis.sh: power and boot device in files, no machine behind.
+# Every result is checked (all rows ok, right state; the state files afterwards) before it counts.
+#
+# Debian packages (installed when missing): openipmi ipmitool curl iproute2 util-linux findutils
+# python3. sushy-tools in the venv $KILN_VENV (default /opt/kiln-venv, as .ci/run makes it).
+#
+# Network safety: everything (emulators, kiln, ipmitool, curl) runs in the namespace kiln-bench-bmc-<pid>,
+# loopback only, no other interface. Processes are started as `ip netns exec NS env … cmd &` (exec all the
+# way down, so $! is the process), stopped by that PID; the EXIT trap stops what is left by PID and
+# deletes the namespace.
+#
+# Environment:
+#   KILN_BIN        kiln binary (default: build with `cargo build --release -p kiln`)
+#   KILN_VENV       venv with sushy-tools (default /opt/kiln-venv)
+#   BENCH_WORK      scratch (default <repo>/target/bench-work; its lock file makes benchmark runs wait
+#                   for each other, shared with bench/boot-services.sh)
+#   BENCH_SEQ=N     calls of each tool in the single-BMC part (default 50)
+#   BENCH_REPS=N    repetitions of each at-scale measurement (default 5; power on/off: 3)
+#   BENCH_REDFISH=N sushy-emulators in the at-scale part (default 50, 0 to skip)
+#   BENCH_QUICK=1   short runs for debugging; figures are not written to BENCHMARKS.md
+#   BENCH_WRITE=0/1 write bench/results/bmc.{tsv,md} and BENCHMARKS.md (default 1, or 0 with BENCH_QUICK=1)
+#   BENCH_KEEP=1    keep the run's scratch directory (logs, outputs)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$REPO/bench
+BENCH_WORK=${BENCH_WORK:-$REPO/target/bench-work}
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then WRITE=${BENCH_WRITE:-0}; else WRITE=${BENCH_WRITE:-1}; fi
+PY=/usr/bin/python3
+REPORT=$BENCH_DIR/bmc-report.py
+CHASSIS=$BENCH_DIR/bmc-chassis.sh
+VENV=${KILN_VENV:-/opt/kiln-venv}
+SUSHY=$REPO/tests/e2e/sushy_qemu.py
+
+PACKAGES=(openipmi ipmitool curl iproute2 util-linux findutils python3)
+
+NS=kiln-bench-bmc-$$
+N_IPMI=100
+IPMI_BASE=9100 # the single BMC; the 100 are IPMI_BASE+1 …
+RF_BASE=8000   # likewise for Redfish
+PAR=64         # the peers' parallelism: kiln's PARALLEL (crates/kiln/src/bmc.rs)
+BMC_USER="admin"
+BMC_PASS=password
+UUID=27946b59-9e44-4fa7-8e91-f3527a1ef094
+SYSTEM_PATH=/redfish/v1/Systems/$UUID
+
+if [ "$QUICK" = 1 ]; then
+	N_SEQ=${BENCH_SEQ:-10} REPS=${BENCH_REPS:-1} N_RF=${BENCH_REDFISH:-10}
+else
+	N_SEQ=${BENCH_SEQ:-50} REPS=${BENCH_REPS:-5} N_RF=${BENCH_REDFISH:-50}
+fi
+POWER_REPS=$((REPS < 3 ? REPS : 3))
+
+# Emulators on one CPU, clients (kiln, ipmitool, curl) on the other.
+if [ "$(nproc)" -ge 2 ]; then EMU_CPU=1 CLI_CPU=0; else EMU_CPU=0 CLI_CPU=0; fi
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+case ${1:-} in
+-h | --help)
+	sed -n '3,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+	exit 0
+	;;
+"") ;;
+*) die "no arguments expected (see --help)" ;;
+esac
+[ "$(id -u)" -eq 0 ] || die "run as root (network namespace)"
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+PIDS=() # every background process we started
+RUN=
+TEMP_POLICY=0
+
+# stop_pids PID...: SIGTERM all, up to 5 s for them to go, then SIGKILL what is left.
+stop_pids() {
+	local pid i left
+	[ $# -gt 0 ] || return 0
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for i in $(seq 50); do
+		left=0
+		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left=1 && break; done
+		[ "$left" = 1 ] || break
+		sleep 0.1
+	done
+	for pid in "$@"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			log "pid $pid ignored SIGTERM; SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	stop_pids "${PIDS[@]}"
+	if ip netns list | awk '{print $1}' | grep -qxF -- "$NS"; then
+		ip netns del "$NS" || log "could not delete namespace $NS"
+	fi
+	if [ "$TEMP_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+	if [ -n "$RUN" ] && [ -d "$RUN" ]; then
+		if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
+			log "scratch kept: $RUN"
+		else
+			rm -rf "$RUN"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# forget PID...: drop stopped processes from PIDS.
+forget() {
+	local keep=() p q drop
+	for p in "${PIDS[@]}"; do
+		drop=0
+		for q in "$@"; do [ "$p" = "$q" ] && drop=1 && break; done
+		[ "$drop" = 1 ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+# nsx cmd...: in the namespace, on the client CPU.
+nsx() { ip netns exec "$NS" taskset -c "$CLI_CPU" "$@"; }
+
+# record GROUP ID LABEL TOOL VALUE UNIT [NOTE]
+record() {
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" >>"$RESULTS"
+	log "  $4: $3 = $5 $6${7:+ ($7)}"
+}
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+calc() { "$PY" -c "print(round($1, 4))"; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+median() { printf '%s\n' "$@" >"$RUN/median.in" && "$PY" "$REPORT" stats "$RUN/median.in" | cut -d' ' -f1; }
+
+# ---- packages ----------------------------------------------------------------------------------
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing: ${missing[*]}"
+		if [ ! -e /usr/sbin/policy-rc.d ]; then
+			# No packaged service (openipmi's init script) starts during the install.
+			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+			chmod +x /usr/sbin/policy-rc.d
+			TEMP_POLICY=1
+		fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
+			DEBIAN_FRONTEND=noninteractive apt-get update >&2
+			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+		}
+		if [ "$TEMP_POLICY" = 1 ]; then
+			rm -f /usr/sbin/policy-rc.d
+			TEMP_POLICY=0
+		fi
+	fi
+	for p in ipmi_sim ipmitool curl taskset xargs; do
+		command -v "$p" >/dev/null || die "$p missing after installing packages"
+	done
+	[ -x "$PY" ] || die "$PY missing"
+	if [ "$N_RF" -gt 0 ]; then
+		"$VENV/bin/python" -c 'import sushy_tools, bcrypt' 2>/dev/null ||
+			die "sushy-tools missing: python3 -m venv $VENV && $VENV/bin/pip install sushy-tools (or BENCH_REDFISH=0)"
+	fi
+}
+
+# ---- kiln --------------------------------------------------------------------------------------
+
+KILN_BIN=${KILN_BIN:-}
+build_kiln() {
+	if [ -z "$KILN_BIN" ]; then
+		log "building kiln (cargo build --release -p kiln)"
+		(cd "$REPO" && cargo build --release -p kiln >&2)
+		KILN_BIN=$REPO/target/release/kiln
+	fi
+	[ -x "$KILN_BIN" ] || die "kiln binary $KILN_BIN missing"
+	# A private copy, so a concurrent rebuild cannot swap the binary under the benchmark.
+	cp "$KILN_BIN" "$RUN/kiln"
+	KILN=$RUN/kiln
+}
+
+# enroll: one store with every machine: the two single BMCs and the many.
+enroll() {
+	local csv=$RUN/hardware.csv i
+	row() { # NAME BMC N LABEL
+		printf '%s,%s,%s,%s,52:54:02:00:%02x:%02x,10.80.%d.%d,255.255.0.0,10.80.255.254,10.80.255.254,bench=%s,/dev/sda\n' \
+			"$1" "$2" "$BMC_USER" "$BMC_PASS" $(($3 >> 8)) $(($3 & 255)) $(($3 >> 8)) $((($3 & 255) + 1)) "$4"
+	}
+	{
+		echo "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk"
+		row m-ipmi "ipmi://127.0.0.1:$IPMI_BASE" 0 single-ipmi
+		row m-redfish "redfish+http://127.0.0.1:$RF_BASE" 1 single-redfish
+		for ((i = 1; i <= N_IPMI; i++)); do
+			row "$(printf 'ipmi-%03d' "$i")" "ipmi://127.0.0.1:$((IPMI_BASE + i))" $((0x100 + i)) ipmi
+		done
+		for ((i = 1; i <= N_RF; i++)); do
+			row "$(printf 'rf-%03d' "$i")" "redfish+http://127.0.0.1:$((RF_BASE + i))" $((0x200 + i)) redfish
+		done
+	} >"$csv"
+	chmod 600 "$csv" # it holds the BMC passwords
+	KILN_DATA=$RUN/kiln-data
+	"$KILN" --data-dir "$KILN_DATA" enroll "$csv" >&2
+}
+
+# ---- emulators -----------------------------------------------------------------------------------
+
+# start_emu DIR cmd...: in the namespace with its chassis state in DIR/chassis; sets EPID.
+start_emu() {
+	local dir=$1
+	shift
+	mkdir -p "$dir/chassis"
+	echo 0 >"$dir/chassis/power"
+	ip netns exec "$NS" env KILN_BENCH_STATE="$dir/chassis" "$@" </dev/null >"$dir/log" 2>&1 &
+	EPID=$!
+	PIDS+=("$EPID")
+}
+
+# start_ipmi_sim PORT: one ipmi_sim in $RUN/ipmi-PORT; sets EPID.
+start_ipmi_sim() {
+	local port=$1 dir=$RUN/ipmi-$1
+	mkdir -p "$dir/state"
+	cat >"$dir/lan.conf" <<-EOF
+		name "bench-$port"
+		set_working_mc 0x20
+		  startlan 1
+		    addr 127.0.0.1 $port
+		    priv_limit admin
+		    allowed_auths_callback none md2 md5 straight
+		    allowed_auths_user none md2 md5 straight
+		    allowed_auths_operator none md2 md5 straight
+		    allowed_auths_admin none md2 md5 straight
+		    guid a123456789abcdefa123456789abcdef
+		  endlan
+		  chassis_control "$CHASSIS 0x20"
+		  user 2 true "$BMC_USER" "$BMC_PASS" admin 10 none md2 md5 straight
+	EOF
+	chmod 600 "$dir/lan.conf"
+	printf '%s\n' 'mc_setbmc 0x20' 'mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr' \
+		'mc_enable 0x20' >"$dir/bmc.emu"
+	start_emu "$dir" ipmi_sim -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state" -n
+}
+
+# start_sushy PORT: one sushy-emulator (tests/e2e/sushy_qemu.py) in $RUN/rf-PORT; sets EPID.
+start_sushy() {
+	local port=$1 dir=$RUN/rf-$1
+	mkdir -p "$dir/state"
+	cat >"$dir/sushy.conf" <<-EOF
+		SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
+		SUSHY_EMULATOR_LISTEN_PORT = $port
+		SUSHY_EMULATOR_FAKE_DRIVER = True
+		SUSHY_EMULATOR_STATE_DIR = '$dir/state'
+		SUSHY_EMULATOR_AUTH_FILE = '$RUN/htpasswd'
+		KILN_CHASSIS_CONTROL = '$CHASSIS'
+		SUSHY_EMULATOR_FAKE_SYSTEMS = [{'uuid': '$UUID', 'name': 'bench-$port', 'power_state': 'Off', 'nics': []}]
+	EOF
+	start_emu "$dir" "$VENV/bin/python" "$SUSHY" --config "$dir/sushy.conf"
+}
+
+write_htpasswd() {
+	# Basic auth (bcrypt, as sushy-tools' htpasswd reader accepts; 4 rounds keeps the emulator cheap).
+	"$VENV/bin/python" -c 'import bcrypt,sys; print(sys.argv[1] + ":" + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(rounds=4)).decode())' \
+		"$BMC_USER" "$BMC_PASS" >"$RUN/htpasswd"
+	chmod 600 "$RUN/htpasswd"
+}
+
+# pin PID...: every thread of each onto the emulator CPU (after start-up, which may use both).
+pin() {
+	local p
+	for p in "$@"; do taskset -a -p -c "$EMU_CPU" "$p" >/dev/null; done
+}
+
+# cpu_seconds PID...: user+sys the processes have used so far.
+cpu_seconds() {
+	local p total=0 t
+	for p in "$@"; do
+		t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		total=$((total + t))
+	done
+	calc "$total / $(getconf CLK_TCK)"
+}
+
+# power_files DIR_PREFIX PORT_FROM PORT_TO: how many chassis are on, off ("on off").
+power_files() {
+	local pre=$1 from=$2 to=$3 p on=0 off=0
+	for ((p = from; p <= to; p++)); do
+		case $(cat "$RUN/$pre-$p/chassis/power") in 1) on=$((on + 1)) ;; 0) off=$((off + 1)) ;; esac
+	done
+	echo "$on $off"
+}
+
+# requests_seen GROUP: HTTP requests all the at-scale Redfish emulators have logged so far (0 for IPMI).
+requests_seen() {
+	[ "$1" = many-redfish ] || {
+		echo 0
+		return 0
+	}
+	# (The single emulator's log is among them; it is stopped by now, so differences are unaffected.)
+	cat "$RUN"/rf-*/log | grep -c '"[A-Z]* /redfish' || true
+}
+
+# per_bmc GROUP BEFORE N: requests per BMC since BEFORE.
+per_bmc() { calc "($(requests_seen "$1") - $2) / $3"; }
+
+# ---- single BMC ----------------------------------------------------------------------------------
+
+# In the namespace: N rounds; each round runs every "LABEL|PATTERN|command" given once, in turn, and
+# appends its wall time (µs) to DIR/LABEL.us after checking its output holds PATTERN.
+SINGLE_INNER='
+set -u
+n=$1 dir=$2
+shift 2
+for ((r = 0; r < n; r++)); do
+	for spec in "$@"; do
+		label=${spec%%|*} rest=${spec#*|}
+		pattern=${rest%%|*} cmd=${rest#*|}
+		t0=${EPOCHREALTIME/./}
+		if ! eval "$cmd" >"$dir/$label.out" 2>&1; then
+			echo "$label failed (round $r): $(head -c 400 "$dir/$label.out")" >&2
+			exit 1
+		fi
+		t1=${EPOCHREALTIME/./}
+		if ! grep -qF -- "$pattern" "$dir/$label.out"; then
+			echo "$label: output without \"$pattern\" (round $r): $(head -c 400 "$dir/$label.out")" >&2
+			exit 1
+		fi
+		echo $((t1 - t0)) >>"$dir/$label.us"
+	done
+done
+'
+
+# single_stats GROUP LABEL TOOL FILE: median and p90 rows.
+single_stats() {
+	local group=$1 label=$2 tool=$3 file=$4 med p90 _mean n
+	read -r med p90 _mean n < <("$PY" "$REPORT" stats "$file")
+	[ "$n" = "$N_SEQ" ] || die "$tool: $n timings in $file, expected $N_SEQ"
+	record "$group" median "$label, median" "$tool" "$(calc "$med / 1000")" ms
+	record "$group" p90 "$label, p90" "$tool" "$(calc "$p90 / 1000")" ms
+}
+
+section_single() {
+	local d=$RUN/single ipmi_pid rf_pid=
+	mkdir -p "$d"
+	log "single: starting one ipmi_sim (port $IPMI_BASE)$([ "$N_RF" -eq 0 ] || echo " and one sushy-emulator (port $RF_BASE)")"
+	start_ipmi_sim "$IPMI_BASE"
+	ipmi_pid=$EPID
+	if [ "$N_RF" -gt 0 ]; then
+		start_sushy "$RF_BASE"
+		rf_pid=$EPID
+	fi
+	nsx "$PY" "$REPORT" wait-ipmi --timeout 20 "$IPMI_BASE" || die "ipmi_sim did not start; see $RUN/ipmi-$IPMI_BASE/log"
+	pin "$ipmi_pid"
+	local ipmitool="ipmitool -I lanplus -C 3 -H 127.0.0.1 -p $IPMI_BASE -U $BMC_USER -P $BMC_PASS chassis power status"
+	local kiln="$KILN --data-dir $KILN_DATA bmc status m-ipmi -o json"
+	log "single IPMI: $N_SEQ × (kiln bmc status, ipmitool chassis power status), alternating"
+	nsx bash -c "$SINGLE_INNER" _ "$N_SEQ" "$d" \
+		"kiln-ipmi|\"result\": \"off\"|$kiln" \
+		"ipmitool|Chassis Power is off|$ipmitool"
+	single_stats single-ipmi "power status, per call" kiln "$d/kiln-ipmi.us"
+	single_stats single-ipmi "power status, per call" ipmitool "$d/ipmitool.us"
+	stop_pids "$ipmi_pid"
+	forget "$ipmi_pid"
+
+	[ -n "$rf_pid" ] || return 0
+	nsx "$PY" "$REPORT" wait-http --timeout 60 "http://127.0.0.1:$RF_BASE/redfish/v1/" ||
+		die "sushy-emulator did not start; see $RUN/rf-$RF_BASE/log"
+	pin "$rf_pid"
+	local base=http://127.0.0.1:$RF_BASE
+	local curl1="curl -sf --noproxy '*' -u $BMC_USER:$BMC_PASS $base$SYSTEM_PATH"
+	local curl3="curl -sf --noproxy '*' -u $BMC_USER:$BMC_PASS $base/redfish/v1/ $base/redfish/v1/Systems $base$SYSTEM_PATH"
+	kiln="$KILN --data-dir $KILN_DATA bmc status m-redfish -o json"
+	# The HTTP requests one kiln call makes, from the emulator's request log.
+	local before after
+	before=$(grep -c '"[A-Z]* /redfish' "$RUN/rf-$RF_BASE/log" || true)
+	nsx "$KILN" --data-dir "$KILN_DATA" bmc status m-redfish -o json >/dev/null
+	after=$(grep -c '"[A-Z]* /redfish' "$RUN/rf-$RF_BASE/log" || true)
+	KILN_RF_REQUESTS=$((after - before))
+	KILN_RF_REQUEST_LIST=$(grep -o '"[A-Z]* /redfish[^ ]*' "$RUN/rf-$RF_BASE/log" | tail -n "$KILN_RF_REQUESTS" |
+		sed "s/^\"//; s|$SYSTEM_PATH|/redfish/v1/Systems/<id>|" | paste -sd, | sed 's/,/, /g')
+	log "single Redfish: $N_SEQ × (kiln bmc status, curl GET system, curl GET root+Systems+system), alternating"
+	nsx bash -c "$SINGLE_INNER" _ "$N_SEQ" "$d" \
+		"kiln-redfish|\"result\": \"off\"|$kiln" \
+		"curl|\"PowerState\": \"Off\"|$curl1" \
+		"curl3|\"PowerState\": \"Off\"|$curl3"
+	single_stats single-redfish "power state, per call" kiln "$d/kiln-redfish.us"
+	single_stats single-redfish "power state, per call" "curl (1 GET)" "$d/curl.us"
+	single_stats single-redfish "power state, per call" "curl (3 GETs)" "$d/curl3.us"
+	stop_pids "$rf_pid"
+	forget "$rf_pid"
+}
+
+# ---- many BMCs ---------------------------------------------------------------------------------
+
+# timed TAG cmd...: run it in the namespace on the client CPU; sets T_WALL (ms), T_CPU (s, user+sys
+# of it and every child it waited for, from wait4), T_RSS (MiB, its peak RSS, polled) and T_OUT (its
+# stdout file).
+timed() {
+	local tag=$1 us user sys rss
+	shift
+	T_OUT=$RUN/many/$tag.out
+	read -r us user sys rss < <(nsx "$PY" "$REPORT" timed "$T_OUT" "$T_OUT.err" "$@" 2>"$RUN/many/$tag.fail") ||
+		die "$tag failed ($(cat "$RUN/many/$tag.fail")): $(head -c 600 "$T_OUT.err" 2>/dev/null)"
+	T_WALL=$(calc "$us / 1000")
+	T_CPU=$(calc "$user + $sys")
+	T_RSS=$(calc "$rss / 1024")
+}
+
+# check_kiln WANT N: kiln's JSON in T_OUT has N rows, all ok with a result starting WANT.
+check_kiln() {
+	local ok total
+	read -r ok total < <("$PY" "$REPORT" kiln-rows "$T_OUT" "$1" 2>"$T_OUT.bad")
+	if [ "$ok/$total" != "$2/$2" ]; then
+		head -5 "$T_OUT.bad" >&2
+		die "kiln: $ok of $total rows are ok and '$1' (expected $2); see $T_OUT"
+	fi
+}
+
+# check_count PATTERN N: T_OUT (or the files named) holds exactly N lines with PATTERN.
+check_count() {
+	local n
+	n=$(grep -cF -- "$1" "$T_OUT" || true)
+	[ "$n" = "$2" ] || die "$n of $2 replies hold '$1'; see $T_OUT"
+}
+
+# check_state PREFIX FROM TO WANT(on|off): every chassis file says so.
+check_state() {
+	local on off
+	read -r on off < <(power_files "$1" "$2" "$3")
+	local n=$(($3 - $2 + 1))
+	if [ "$4" = on ]; then [ "$on" = "$n" ] || die "after power on: $on of $n $1 chassis are on"; fi
+	if [ "$4" = off ]; then [ "$off" = "$n" ] || die "after power off: $off of $n $1 chassis are off"; fi
+}
+
+# many_status GROUP N SELECTOR PEER KILN_WANT PEER_PATTERN PEER_CMD…: power status of N BMCs,
+# REPS × (kiln, the peer), alternating.
+many_status() {
+	local group=$1 n=$2 selector=$3 peer=$4 kiln_want=$5 peer_pattern=$6
+	shift 6
+	local r kw=() kc=() pw=() pc=() rss=()
+	local seen
+	for ((r = 0; r < REPS; r++)); do
+		seen=$(requests_seen "$group")
+		timed "$group-kiln-status-$r" "$KILN" --data-dir "$KILN_DATA" bmc status --selector "$selector" -o json
+		check_kiln "$kiln_want" "$n"
+		REQ_STATUS=$(per_bmc "$group" "$seen" "$n")
+		kw+=("$T_WALL") kc+=("$T_CPU") rss+=("$T_RSS")
+		timed "$group-peer-status-$r" "$@"
+		check_count "$peer_pattern" "$n"
+		pw+=("$T_WALL") pc+=("$T_CPU")
+		log "  status round $r: kiln ${kw[-1]} ms wall, ${kc[-1]} s CPU; $peer ${pw[-1]} ms, ${pc[-1]} s CPU"
+	done
+	record "$group" status-wall "power status of $n BMCs, wall time" kiln "$(median "${kw[@]}")" ms "peak RSS $(printf "%.1f" "$(median "${rss[@]}")") MiB"
+	record "$group" status-wall "power status of $n BMCs, wall time" "$peer" "$(median "${pw[@]}")" ms
+	record "$group" status-cpu "power status of $n BMCs, CPU (user+sys)" kiln "$(median "${kc[@]}")" s
+	record "$group" status-cpu "power status of $n BMCs, CPU (user+sys)" "$peer" "$(median "${pc[@]}")" s
+}
+
+# many_power GROUP N SELECTOR PEER PREFIX FROM TO ON_PATTERN OFF_PATTERN -- ON_CMD… -- OFF_CMD…:
+# POWER_REPS × (kiln on, kiln off, peer on, peer off), the chassis files checked after each.
+many_power() {
+	local group=$1 n=$2 selector=$3 peer=$4 prefix=$5 from=$6 to=$7 on_pat=$8 off_pat=$9
+	shift 10
+	local on_cmd=() off_cmd=()
+	while [ "$1" != -- ]; do on_cmd+=("$1") && shift; done
+	shift
+	off_cmd=("$@")
+	local r kon=() koff=() kcon=() kcoff=() pon=() poff=() pcon=() pcoff=()
+	check_state "$prefix" "$from" "$to" off
+	local seen
+	for ((r = 0; r < POWER_REPS; r++)); do
+		seen=$(requests_seen "$group")
+		timed "$group-kiln-on-$r" "$KILN" --data-dir "$KILN_DATA" bmc on --selector "$selector" -o json
+		check_kiln "on: now on" "$n"
+		REQ_ON=$(per_bmc "$group" "$seen" "$n")
+		check_state "$prefix" "$from" "$to" on
+		kon+=("$T_WALL") kcon+=("$T_CPU")
+		seen=$(requests_seen "$group")
+		timed "$group-kiln-off-$r" "$KILN" --data-dir "$KILN_DATA" bmc off --selector "$selector" -o json
+		check_kiln "off: now off" "$n"
+		REQ_OFF=$(per_bmc "$group" "$seen" "$n")
+		check_state "$prefix" "$from" "$to" off
+		koff+=("$T_WALL") kcoff+=("$T_CPU")
+		timed "$group-peer-on-$r" "${on_cmd[@]}"
+		check_count "$on_pat" "$n"
+		check_state "$prefix" "$from" "$to" on
+		pon+=("$T_WALL") pcon+=("$T_CPU")
+		timed "$group-peer-off-$r" "${off_cmd[@]}"
+		check_count "$off_pat" "$n"
+		check_state "$prefix" "$from" "$to" off
+		poff+=("$T_WALL") pcoff+=("$T_CPU")
+		log "  power round $r: kiln on/off ${kon[-1]}/${koff[-1]} ms; $peer ${pon[-1]}/${poff[-1]} ms"
+	done
+	record "$group" on-wall "power on $n BMCs, wall time" kiln "$(median "${kon[@]}")" ms "confirmed"
+	record "$group" on-wall "power on $n BMCs, wall time" "$peer" "$(median "${pon[@]}")" ms
+	record "$group" on-cpu "power on $n BMCs, CPU (user+sys)" kiln "$(median "${kcon[@]}")" s
+	record "$group" on-cpu "power on $n BMCs, CPU (user+sys)" "$peer" "$(median "${pcon[@]}")" s
+	record "$group" off-wall "power off $n BMCs, wall time" kiln "$(median "${koff[@]}")" ms "confirmed"
+	record "$group" off-wall "power off $n BMCs, wall time" "$peer" "$(median "${poff[@]}")" ms
+	record "$group" off-cpu "power off $n BMCs, CPU (user+sys)" kiln "$(median "${kcoff[@]}")" s
+	record "$group" off-cpu "power off $n BMCs, CPU (user+sys)" "$peer" "$(median "${pcoff[@]}")" s
+}
+
+section_many_ipmi() {
+	local from=$((IPMI_BASE + 1)) to=$((IPMI_BASE + N_IPMI)) p pids=() t0 wall cpu pss
+	mkdir -p "$RUN/many"
+	seq "$from" "$to" >"$RUN/many/ipmi-ports"
+	log "many IPMI: starting $N_IPMI ipmi_sim (ports $from-$to)"
+	t0=${EPOCHREALTIME/./}
+	for ((p = from; p <= to; p++)); do
+		start_ipmi_sim "$p"
+		pids+=("$EPID")
+	done
+	nsx "$PY" "$REPORT" wait-ipmi --timeout 60 $(seq "$from" "$to") || die "not every ipmi_sim started; see $RUN/ipmi-*/log"
+	wall=$(printf '%.1f' "$(calc "(${EPOCHREALTIME/./} - $t0) / 1e6")")
+	cpu=$(printf '%.2f' "$(cpu_seconds "${pids[@]}")")
+	pss=$(printf '%.0f' "$("$PY" "$REPORT" pss "${pids[@]}")")
+	pin "${pids[@]}"
+	log "  $N_IPMI ipmi_sim up in $wall s (their CPU $cpu s), PSS $pss MiB in all"
+	[ "$cpu" != 0.00 ] || cpu="under 0.01"
+	meta note.3 "$N_IPMI ipmi_sim processes: all answering $wall s after the first was launched (CPU $cpu s in all), $pss MiB PSS in all."
+
+	local common="-I lanplus -C 3 -H 127.0.0.1 -U $BMC_USER -P $BMC_PASS"
+	log "many IPMI: power status, $REPS × (kiln, xargs -P $PAR ipmitool)"
+	# shellcheck disable=SC2086 # $common is a list of words
+	many_status many-ipmi "$N_IPMI" bench=ipmi "ipmitool ×$N_IPMI" off 'Chassis Power is off' \
+		xargs -a "$RUN/many/ipmi-ports" -P "$PAR" -I{} ipmitool $common -p {} chassis power status
+	log "many IPMI: power on, power off, $POWER_REPS × (kiln, xargs -P $PAR ipmitool)"
+	# shellcheck disable=SC2086
+	many_power many-ipmi "$N_IPMI" bench=ipmi "ipmitool ×$N_IPMI" ipmi "$from" "$to" \
+		'Chassis Power Control: Up/On' 'Chassis Power Control: Down/Off' -- \
+		xargs -a "$RUN/many/ipmi-ports" -P "$PAR" -I{} ipmitool $common -p {} chassis power on -- \
+		xargs -a "$RUN/many/ipmi-ports" -P "$PAR" -I{} ipmitool $common -p {} chassis power off
+	stop_pids "${pids[@]}"
+	forget "${pids[@]}"
+}
+
+section_many_redfish() {
+	local from=$((RF_BASE + 1)) to=$((RF_BASE + N_RF)) p pids=() urls=() t0 wall cpu pss
+	mkdir -p "$RUN/many"
+	seq "$from" "$to" >"$RUN/many/rf-ports"
+	log "many Redfish: starting $N_RF sushy-emulators (ports $from-$to)"
+	t0=${EPOCHREALTIME/./}
+	for ((p = from; p <= to; p++)); do
+		start_sushy "$p"
+		pids+=("$EPID")
+		urls+=("http://127.0.0.1:$p/redfish/v1/")
+	done
+	nsx "$PY" "$REPORT" wait-http --timeout 180 "${urls[@]}" || die "not every sushy-emulator started; see $RUN/rf-*/log"
+	wall=$(printf '%.1f' "$(calc "(${EPOCHREALTIME/./} - $t0) / 1e6")")
+	cpu=$(printf '%.2f' "$(cpu_seconds "${pids[@]}")")
+	pss=$(printf '%.0f' "$("$PY" "$REPORT" pss "${pids[@]}")")
+	pin "${pids[@]}"
+	log "  $N_RF sushy-emulators up in $wall s (their CPU $cpu s), PSS $pss MiB in all"
+	meta note.4 "$N_RF sushy-emulator processes: all answering $wall s after the first was launched (CPU $cpu s in all, both CPUs), $pss MiB PSS in all."
+
+	local auth="$BMC_USER:$BMC_PASS" reset='{"ResetType":"%s"}'
+	log "many Redfish: power state, $REPS × (kiln, xargs -P $PAR curl)"
+	many_status many-redfish "$N_RF" bench=redfish "curl ×$N_RF" off '"PowerState": "Off"' \
+		xargs -a "$RUN/many/rf-ports" -P "$PAR" -I{} curl -sf --noproxy '*' -u "$auth" "http://127.0.0.1:{}$SYSTEM_PATH"
+	log "many Redfish: power on, power off, $POWER_REPS × (kiln, xargs -P $PAR curl)"
+	# shellcheck disable=SC2059 # the format is ours
+	many_power many-redfish "$N_RF" bench=redfish "curl ×$N_RF" rf "$from" "$to" 'HTTP 204' 'HTTP 204' -- \
+		xargs -a "$RUN/many/rf-ports" -P "$PAR" -I{} curl -sf --noproxy '*' -u "$auth" -o /dev/null -w 'HTTP %{http_code}\n' \
+		-H 'Content-Type: application/json' -d "$(printf "$reset" On)" "http://127.0.0.1:{}$SYSTEM_PATH/Actions/ComputerSystem.Reset" -- \
+		xargs -a "$RUN/many/rf-ports" -P "$PAR" -I{} curl -sf --noproxy '*' -u "$auth" -o /dev/null -w 'HTTP %{http_code}\n' \
+		-H 'Content-Type: application/json' -d "$(printf "$reset" ForceOff)" "http://127.0.0.1:{}$SYSTEM_PATH/Actions/ComputerSystem.Reset"
+	meta note.6 "Redfish at scale: HTTP requests per BMC in kiln's last run (from the emulators' logs): status $REQ_STATUS, on $REQ_ON, off $REQ_OFF; curl makes 1. The emulators share one CPU, and each request costs sushy-tools (Flask, a bcrypt check of the Basic credentials, a chassis program run for power reads) far more than it costs either client, so the wall times here mostly count requests."
+	stop_pids "${pids[@]}"
+	forget "${pids[@]}"
+}
+
+# =========================================================================================== main
+
+T0=$SECONDS
+mkdir -p "$BENCH_WORK"
+# One benchmark at a time: two runs would share the CPUs and spoil each other's figures.
+exec 9>"$BENCH_WORK/lock"
+if ! flock -n 9; then
+	log "another benchmark run holds $BENCH_WORK/lock; waiting for it (up to 30 min)"
+	flock -w 1800 9 || die "gave up waiting for the other run"
+fi
+RUN=$(mktemp -d "$BENCH_WORK/bmc.XXXXXX")
+chmod 755 "$RUN"
+RESULTS=$RUN/results.tsv
+META=$RUN/meta.tsv
+: >"$RESULTS"
+: >"$META"
+
+install_packages
+build_kiln
+[ "$N_RF" -eq 0 ] || write_htpasswd
+enroll
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+log "namespace $NS (loopback only); emulators on CPU $EMU_CPU, clients on CPU $CLI_CPU; scratch $RUN"
+
+CMD="bash bench/bmc.sh"
+[ "$N_RF" = 50 ] || CMD="BENCH_REDFISH=$N_RF $CMD"
+[ "$QUICK" = 1 ] && CMD="BENCH_QUICK=1 $CMD"
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta command "$CMD"
+meta nproc "$(nproc)"
+meta kernel "$(uname -r)"
+meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+meta mem "$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
+meta kiln.rev "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes in crates/') (release build)"
+meta versions "ipmitool $(dpkg-query -W -f='${Version}' ipmitool), curl $(curl --version | head -1 | cut -d' ' -f2); emulators ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi))$([ "$N_RF" -eq 0 ] || echo ", sushy-tools $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy-tools"))')")"
+meta setup "one network namespace, loopback only; emulators pinned to CPU $EMU_CPU, kiln and the peers to CPU $CLI_CPU (taskset); kiln reads machines and BMC credentials from its store (--data-dir), as an operator's \`kiln bmc\` does"
+meta load.start "$(loadavg)"
+log "load average: $(loadavg)"
+if awk '{exit !($1 > 1.0)}' /proc/loadavg; then
+	log "WARNING: load average $(loadavg): other work competes for the CPUs; figures will be noisy"
+fi
+
+section_single
+meta note.1 "Single BMC: $N_SEQ calls of each tool, alternating, each one process started from a shell in the namespace (process start, kiln's store, session set-up and teardown included); wall time per call. Every output checked (power off). ipmitool is given \`-C 3\`; kiln asks for cipher suite 17 first, which ipmi_sim 2.0.33 refuses, and falls back to 3 by itself."
+if [ "$N_RF" -gt 0 ]; then
+	meta note.2 "Redfish: one \`kiln bmc status\` makes $KILN_RF_REQUESTS HTTP requests ($KILN_RF_REQUEST_LIST; counted in the emulator's log): it discovers the system and how to authenticate (this emulator offers no sessions, so Basic); curl is given the system's URL (1 GET) or the three resources (3 GETs on one connection); all with Basic auth."
+fi
+section_many_ipmi
+[ "$N_RF" -eq 0 ] || section_many_redfish
+meta note.5 "At scale: every BMC its own emulator process; kiln: one \`kiln bmc status|on|off --selector bench=…\` (64 BMCs at once, a session each), every row checked; peers: one ipmitool or curl process per BMC from \`xargs -P $PAR\`, every reply checked. CPU = user+sys of kiln, or of xargs and all its children (wait4's rusage). Power on/off: kiln confirms each change by reading the power state back, and polls every second (kiln-bmc's poll interval) while the change does not show yet, which is consistent with its ~1 s for 100 IPMI BMCs (one such call alone takes ~25 ms); it also stores an event per machine. ipmitool and curl send the command only. Every chassis file is checked after each run. Medians of $REPS (status) or $POWER_REPS (power) runs."
+meta load.end "$(loadavg)"
+meta seconds "$((SECONDS - T0))"
+
+if [ "$WRITE" = 1 ]; then
+	mkdir -p "$BENCH_DIR/results"
+	cp "$RESULTS" "$BENCH_DIR/results/bmc.tsv"
+	"$PY" "$REPORT" render "$RESULTS" "$META" --md "$BENCH_DIR/results/bmc.md" --benchmarks "$REPO/BENCHMARKS.md"
+	log "written: BENCHMARKS.md (BMC section), bench/results/bmc.{md,tsv}"
+else
+	"$PY" "$REPORT" render "$RESULTS" "$META" --md "$RUN/bmc.md"
+	log "figures not written to BENCHMARKS.md (BENCH_QUICK=1 or BENCH_WRITE=0)"
+fi
+log "total $((SECONDS - T0)) s; load average now $(loadavg)"
