@@ -271,7 +271,14 @@ impl Bmc for IpmiBmc {
                     seconds: self.config.confirm_timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(self.config.poll_interval).await;
+            // Look again soon (100 ms, doubling), then every interval.
+            let waited = self.config.confirm_timeout
+                - deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(crate::redfish::first_polls(
+                waited,
+                self.config.poll_interval,
+            ))
+            .await;
         }
     }
 

@@ -94,6 +94,9 @@ struct State {
     /// The system's path, once discovered (after redirects).
     system_path: Option<String>,
     auth: AuthState,
+    /// The service root as read before logging in (it names the Systems collection too:
+    /// one request fewer per command).
+    root: Option<ServiceRoot>,
 }
 
 /// One machine's Redfish BMC.
@@ -448,6 +451,7 @@ impl RedfishBmc {
                 .into());
         }
         let root: ServiceRoot = self.parse(&operation, &reply.body)?;
+        self.state().root = Some(root.clone());
         Ok(root
             .links
             .and_then(|l| l.sessions)
@@ -500,9 +504,15 @@ impl RedfishBmc {
         if let Some(p) = self.state().system_path.clone() {
             return Ok(p);
         }
-        let (root, _) = self
-            .get_json::<ServiceRoot>(SERVICE_ROOT, "Redfish (no service root)")
-            .await?;
+        let cached = self.state().root.clone();
+        let root = match cached {
+            Some(root) => root,
+            None => {
+                self.get_json::<ServiceRoot>(SERVICE_ROOT, "Redfish (no service root)")
+                    .await?
+                    .0
+            }
+        };
         let collection = root
             .systems
             .and_then(|l| l.odata_id)
@@ -631,7 +641,9 @@ impl RedfishBmc {
                     seconds: self.options.power_timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(self.options.poll_interval).await;
+            // Most BMCs show the change within a moment: look again soon, then every interval.
+            let waited = started.elapsed();
+            tokio::time::sleep(first_polls(waited, self.options.poll_interval)).await;
         }
     }
 
@@ -881,4 +893,33 @@ fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
     }
     None
+}
+
+/// Sleep before the next power-state read: 100 ms, doubling, up to `interval`.
+pub(crate) fn first_polls(waited: Duration, interval: Duration) -> Duration {
+    let mut step = Duration::from_millis(100);
+    let mut total = Duration::ZERO;
+    while total + step <= waited && step < interval {
+        total += step;
+        step *= 2;
+    }
+    step.min(interval)
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::first_polls;
+    use std::time::Duration;
+
+    #[test]
+    fn polls_soon_then_every_interval() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs(1);
+        assert_eq!(first_polls(ms(0), s), ms(100));
+        assert_eq!(first_polls(ms(100), s), ms(200));
+        assert_eq!(first_polls(ms(300), s), ms(400));
+        assert_eq!(first_polls(ms(700), s), ms(800));
+        assert_eq!(first_polls(ms(1500), s), s);
+        assert_eq!(first_polls(Duration::from_secs(30), s), s);
+    }
 }
