@@ -10,3 +10,4 @@ pub mod image2disk;
 pub mod installed;
 pub mod kexec;
 pub mod runner;
+pub mod wipe;

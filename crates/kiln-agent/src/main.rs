@@ -1,5 +1,5 @@
-//! `kiln-agent`: the agent binary. Today it runs image2disk by hand; the action loop that asks
-//! the server for work comes later.
+//! `kiln-agent`: the agent binary. `run` works through the machine's workflow; `image2disk`
+//! and `wipe` run those actions by hand.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +30,14 @@ enum Command {
     /// A regular-file target that does not exist or is empty grows to the image size
     /// (sparse); an existing non-empty file is a fixed-size disk, like a block device.
     Image2disk(Image2DiskArgs),
+    /// Erase a disk's partition tables and file system signatures (the `wipe` action): discard
+    /// where the device supports it, zero the first and last MiB of the disk and of each
+    /// partition, flush, re-read the partition table.
+    Wipe {
+        /// Block device, or a regular file standing in for one
+        #[arg(long)]
+        disk: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +103,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Image2disk(args) => run_image2disk(args),
         Command::Run => run_workflow(),
+        Command::Wipe { disk } => {
+            match kiln_agent::wipe::wipe(&disk, &|line| eprintln!("{line}")) {
+                Ok(w) => {
+                    println!("wipe: {}: {}", disk.display(), w.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kiln-agent: wipe: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -175,10 +195,13 @@ fn run_workflow() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // With the kernel's clock: the agent OS's boot time is measured up to this line.
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     println!(
-        "kiln-agent: working for {} ({})",
+        "kiln-agent: working for {} ({}) at {} s",
         id.server,
-        id.hostname.as_deref().unwrap_or("?")
+        id.hostname.as_deref().unwrap_or("?"),
+        uptime.split_whitespace().next().unwrap_or("?")
     );
     let client = kiln_agent::client::Client::new(id);
     match kiln_agent::runner::run(&client) {
@@ -190,6 +213,12 @@ fn run_workflow() -> ExitCode {
             reboot()
         }
         Ok(Leave::Reboot) => reboot(),
+        Ok(Leave::Poweroff) => {
+            println!("kiln-agent: powering off");
+            let _ = std::process::Command::new("sync").status();
+            let _ = std::process::Command::new("poweroff").arg("-f").status();
+            ExitCode::SUCCESS
+        }
         Ok(Leave::Stay) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiln-agent: {e}");

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_model::template::{ActionKind, ActionSpec};
 use kiln_model::workflow::{NextAction, ReportKind};
@@ -13,6 +13,14 @@ use crate::client::{Client, Refused};
 use crate::image2disk::{self, Image2Disk, Options, Progress, ProgressReport};
 use crate::installed::{self, MountedRoot};
 use crate::kexec;
+use crate::wipe;
+
+/// How long an action waits for its disk to appear. The agent OS loads storage drivers in
+/// the background while the agent starts, and RAID/SAS controllers can take a while to
+/// present their disks.
+pub const DISK_WAIT: Duration = Duration::from_secs(120);
+/// Written by the agent OS's /init once every driver for the present devices is loaded.
+pub const DRIVERS_LOADED: &str = "/run/kiln/drivers-loaded";
 
 /// How the agent leaves the machine when the server has no more work for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +31,8 @@ pub enum Leave {
     Reboot,
     /// Start the installed OS's kernel, already loaded ([`kexec::boot_loaded`]).
     Kexec,
+    /// Power the machine off.
+    Poweroff,
 }
 
 /// Sends image2disk progress and events to the server as they come.
@@ -67,6 +77,71 @@ fn param<'a>(action: &'a ActionSpec, key: &str) -> Result<&'a str, String> {
         .get(key)
         .map(String::as_str)
         .ok_or_else(|| format!("parameter {key:?} is missing"))
+}
+
+/// What [`wait_for_path`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    AlreadyThere,
+    Appeared,
+    TimedOut,
+}
+
+/// Waits until `path` exists, polling every `poll`, for at most `limit`; `waiting` is called
+/// once when it has to wait.
+pub fn wait_for_path(path: &Path, limit: Duration, poll: Duration, waiting: &dyn Fn()) -> Waited {
+    if path.exists() {
+        return Waited::AlreadyThere;
+    }
+    waiting();
+    let t0 = Instant::now();
+    loop {
+        if path.exists() {
+            return Waited::Appeared;
+        }
+        if t0.elapsed() >= limit {
+            return Waited::TimedOut;
+        }
+        std::thread::sleep(poll.min(limit.saturating_sub(t0.elapsed())));
+    }
+}
+
+/// Waits (up to [`DISK_WAIT`]) for a disk under /dev that is not there yet: its driver may
+/// still be loading, or its controller still scanning. Other paths (files) are not waited for.
+fn wait_for_disk(disk: &str, rep: &Reporter) -> Result<(), String> {
+    if !disk.starts_with("/dev/") {
+        return Ok(());
+    }
+    let waited = wait_for_path(
+        Path::new(disk),
+        DISK_WAIT,
+        Duration::from_millis(100),
+        &|| rep.log(format!("waiting for {disk} to appear (drivers loading)")),
+    );
+    match waited {
+        Waited::AlreadyThere => Ok(()),
+        Waited::Appeared => {
+            rep.log(format!("{disk} is there"));
+            Ok(())
+        }
+        Waited::TimedOut => {
+            let present = installed::disks(Path::new("/sys/block"));
+            let drivers = if Path::new(DRIVERS_LOADED).exists() {
+                "all drivers for the present devices are loaded"
+            } else {
+                "drivers are still loading"
+            };
+            Err(format!(
+                "disk {disk} did not appear within {} s ({drivers}; disks present: {})",
+                DISK_WAIT.as_secs(),
+                if present.is_empty() {
+                    "none".to_string()
+                } else {
+                    present.join(", ")
+                }
+            ))
+        }
+    }
 }
 
 /// Loads the installed OS's kernel for kexec; returns what was loaded.
@@ -124,6 +199,9 @@ fn execute(
         attempt,
         lock: Mutex::new(()),
     };
+    if let Some(d) = action.params.get("disk") {
+        wait_for_disk(d, &rep)?;
+    }
     match action.kind {
         ActionKind::Image2disk => {
             let job = Image2Disk::from_params(&action.params).map_err(|e| e.to_string())?;
@@ -191,6 +269,16 @@ fn execute(
             let _ = std::process::Command::new("sync").status();
             Ok(("rebooting into the installed OS".into(), Leave::Reboot))
         }
+        ActionKind::Wipe => {
+            let disk = param(action, "disk")?;
+            let out =
+                wipe::wipe(Path::new(disk), &|line| rep.log(line)).map_err(|e| e.to_string())?;
+            Ok((format!("wiped {disk}: {}", out.summary()), Leave::Stay))
+        }
+        ActionKind::Poweroff => {
+            let _ = std::process::Command::new("sync").status();
+            Ok(("powering off".into(), Leave::Poweroff))
+        }
         ActionKind::Kexec => {
             let _ = std::process::Command::new("sync").status();
             let disk = action.params.get("disk").map(String::as_str).or(disk);
@@ -247,7 +335,10 @@ pub fn run(client: &Client) -> Result<Leave, String> {
                     "kiln-agent: action {index} {} ({}) attempt {attempt}",
                     action.name, action.kind
                 );
-                if let Some(d) = action.params.get("disk") {
+                if let Some(d) = action.params.get("disk")
+                    && action.kind != ActionKind::Wipe
+                {
+                    // A wiped disk holds no OS to kexec into.
                     disk = Some(d.clone());
                 }
                 let result = execute(client, index, attempt, &action, disk.as_deref());
@@ -270,5 +361,34 @@ pub fn run(client: &Client) -> Result<Leave, String> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn waits_only_for_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Cell::new(0);
+        let waiting = || calls.set(calls.get() + 1);
+        let poll = Duration::from_millis(1);
+        assert_eq!(
+            wait_for_path(dir.path(), Duration::ZERO, poll, &waiting),
+            Waited::AlreadyThere
+        );
+        assert_eq!(
+            calls.get(),
+            0,
+            "no waiting message for a disk already there"
+        );
+        let missing = dir.path().join("vda");
+        assert_eq!(
+            wait_for_path(&missing, Duration::ZERO, poll, &waiting),
+            Waited::TimedOut
+        );
+        assert_eq!(calls.get(), 1);
     }
 }

@@ -218,7 +218,11 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
                 "action.succeeded",
                 format!("{}: {message}", action.spec.name),
             );
-            if action.spec.kind.ends_agent() {
+            if action.spec.kind.ends_workflow() {
+                // The machine powers off: no installed OS will phone home.
+                let msg = format!("{}: {message}", action.spec.name);
+                finish_workflow(wf, WorkflowState::Succeeded, msg, now, &mut fx);
+            } else if action.spec.kind.ends_agent() {
                 wf.state = WorkflowState::Rebooting;
                 // From now on the machine must boot its disk.
                 fx.netboot = Some(false);
@@ -544,6 +548,58 @@ mod tests {
                 state: WorkflowState::Failed
             }
         ));
+    }
+
+    #[test]
+    fn poweroff_ends_the_workflow_when_reported() {
+        let t = parse_template(
+            "w.yaml",
+            "name: w\nactions:\n  - name: wipe\n    kind: wipe\n  - name: off\n    kind: poweroff\n",
+        )
+        .unwrap();
+        let mut w = new_workflow("wf-2".into(), "node1".into(), &t, t.actions.clone(), 1_000);
+        let ok = |message: &str| ReportKind::Succeeded {
+            message: message.into(),
+        };
+        let (i, a) = run(&mut w, 2_000);
+        let fx = report(&mut w, &rep(i, a, ok("wiped")), 3_000).unwrap();
+        assert_eq!(
+            w.state,
+            WorkflowState::Running,
+            "wipe does not end the agent"
+        );
+        assert_eq!(fx.netboot, None);
+        let (i, a) = run(&mut w, 4_000);
+        assert_eq!(i, 1);
+        let fx = report(&mut w, &rep(i, a, ok("powering off")), 5_000).unwrap();
+        assert_eq!(
+            w.state,
+            WorkflowState::Succeeded,
+            "no phone-home to wait for"
+        );
+        assert_eq!(w.ended_ms, Some(5_000));
+        assert_eq!(w.actions[1].state, ActionState::Succeeded);
+        assert_eq!(fx.netboot, Some(false));
+        assert!(fx.revoke_token);
+        assert!(fx.events.iter().any(|(k, _)| k == "workflow.succeeded"));
+        assert!(!fx.events.iter().any(|(k, _)| k == "workflow.rebooting"));
+        assert!(matches!(
+            next(&mut w, 6_000).0,
+            NextAction::Done {
+                state: WorkflowState::Succeeded
+            }
+        ));
+
+        // A failed poweroff retries or fails like any action.
+        let mut w = new_workflow("wf-3".into(), "node1".into(), &t, t.actions.clone(), 1_000);
+        let (i, a) = run(&mut w, 2_000);
+        report(&mut w, &rep(i, a, ok("wiped")), 3_000).unwrap();
+        let (i, a) = run(&mut w, 4_000);
+        let failed = ReportKind::Failed {
+            message: "no".into(),
+        };
+        report(&mut w, &rep(i, a, failed), 5_000).unwrap();
+        assert_eq!(w.state, WorkflowState::Failed);
     }
 
     #[test]

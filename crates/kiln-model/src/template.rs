@@ -26,16 +26,22 @@ pub enum ActionKind {
     Reboot,
     /// kexec into the installed OS's kernel (faster than a firmware reboot).
     Kexec,
+    /// Erase the disk's partition tables and file system signatures: optional disk.
+    Wipe,
+    /// Power the machine off; the workflow succeeds when the agent reports it.
+    Poweroff,
 }
 
 impl ActionKind {
-    pub const ALL: [(&'static str, ActionKind); 6] = [
+    pub const ALL: [(&'static str, ActionKind); 8] = [
         ("image2disk", ActionKind::Image2disk),
         ("writefile", ActionKind::Writefile),
         ("cloud-init", ActionKind::CloudInit),
         ("exec", ActionKind::Exec),
         ("reboot", ActionKind::Reboot),
         ("kexec", ActionKind::Kexec),
+        ("wipe", ActionKind::Wipe),
+        ("poweroff", ActionKind::Poweroff),
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,13 +59,23 @@ impl ActionKind {
             ActionKind::Writefile => (&["path", "content"], &["mode", "disk"]),
             ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config", "disk"]),
             ActionKind::Exec => (&["command"], &["disk"]),
-            ActionKind::Reboot | ActionKind::Kexec => (&[], &[]),
+            ActionKind::Wipe => (&[], &["disk"]),
+            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff => (&[], &[]),
         }
     }
 
     /// Whether the machine leaves the agent after this action.
     pub fn ends_agent(self) -> bool {
-        matches!(self, ActionKind::Reboot | ActionKind::Kexec)
+        matches!(
+            self,
+            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff
+        )
+    }
+
+    /// Whether the workflow is over once this action succeeds (the machine is off: no
+    /// installed OS will phone home).
+    pub fn ends_workflow(self) -> bool {
+        matches!(self, ActionKind::Poweroff)
     }
 }
 
@@ -524,6 +540,41 @@ actions:
             "bad.yaml:10: actions[1].with.colour: image2disk takes no parameter \"colour\"",
             "bad.yaml:11: actions[1].with.sha256: must be 64 hex digits",
             "bad.yaml:13: actions[2].kind: reboot must be the last action",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn wipe_and_poweroff() {
+        let text = "name: wipe-disk\nactions:\n  - name: wipe\n    kind: wipe\n  - name: wipe-other\n    kind: wipe\n    with:\n      disk: /dev/sdb\n  - name: off\n    kind: poweroff\n";
+        let t = parse_template("w.yaml", text).unwrap();
+        let kinds: Vec<ActionKind> = t.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [ActionKind::Wipe, ActionKind::Wipe, ActionKind::Poweroff]
+        );
+        assert!(!ActionKind::Wipe.ends_agent());
+        assert!(ActionKind::Poweroff.ends_agent() && ActionKind::Poweroff.ends_workflow());
+        assert!(!ActionKind::Reboot.ends_workflow());
+        // The machine's disk unless the action names one; poweroff takes none.
+        let actions = render_actions(&t, &ctx()).unwrap();
+        assert_eq!(actions[0].params["disk"], "/dev/vda");
+        assert_eq!(actions[1].params["disk"], "/dev/sdb");
+        assert!(actions[2].params.is_empty());
+
+        // The shipped deprovisioning workflow.
+        let shipped = include_str!("../../../workflows/wipe-disk.yaml");
+        let t = parse_template("wipe-disk.yaml", shipped).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<ActionKind> = t.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [ActionKind::Wipe, ActionKind::Poweroff]);
+
+        let bad = "name: w\nactions:\n  - name: off\n    kind: poweroff\n    with:\n      disk: /dev/sda\n  - name: wipe\n    kind: wipe\n    with:\n      size: \"1\"\n";
+        let text = parse_template("w.yaml", bad).unwrap_err().to_string();
+        for want in [
+            "w.yaml:6: actions[0].with.disk: poweroff takes no parameter \"disk\" (it takes none)",
+            "w.yaml:4: actions[0].kind: poweroff must be the last action",
+            "w.yaml:10: actions[1].with.size: wipe takes no parameter \"size\" (it takes disk)",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

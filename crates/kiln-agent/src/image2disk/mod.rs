@@ -15,7 +15,7 @@
 //! started, zeroes the first and last MiB of the target (partition tables, GPT backup
 //! header) so the machine cannot boot a partial or wrong image.
 
-mod blk;
+pub(crate) mod blk;
 mod download;
 pub mod format;
 pub mod progress;
