@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::output::{Format, table};
 
+/// What `kiln cluster delete` runs on each node: wipe the disk, power off.
+const WIPE_TEMPLATE: &str = include_str!("../../../workflows/wipe-disk.yaml");
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Plan a cluster on enrolled machines (by label) and start installing its nodes.
@@ -49,13 +52,20 @@ pub enum Command {
     },
     /// Print the admin kubeconfig the first control plane uploaded.
     Kubeconfig { name: String },
-    /// Forget a cluster: powers its machines off (through their BMCs), turns netboot off and
-    /// frees the machines for another cluster.
+    /// Deprovision a cluster: a workflow per node wipes its disk and powers it off (`kiln serve`
+    /// powers the machines into the agent through their BMCs); the machines are free at once.
     Delete {
         name: String,
-        /// Also when node workflows are still running (they are left to end on their own).
+        /// Also when node workflows are still running: their disks are not wiped then; the
+        /// machines are powered off through their BMCs and netboot is turned off.
         #[arg(long)]
         force: bool,
+        /// Do not wipe the disks: power the machines off (BMC) and free them.
+        #[arg(long)]
+        keep_disks: bool,
+        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
+        #[arg(long)]
+        server_url: Option<String>,
     },
 }
 
@@ -400,7 +410,12 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
-        Command::Delete { name, force } => {
+        Command::Delete {
+            name,
+            force,
+            keep_disks,
+            server_url,
+        } => {
             let c = store
                 .cluster(&name)?
                 .with_context(|| format!("no cluster named {name:?}"))?;
@@ -422,10 +437,41 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                     running.join(", ")
                 );
             }
+            let hostnames: Vec<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
+            if running.is_empty() && !keep_disks {
+                let template = parse_template("wipe-disk.yaml", WIPE_TEMPLATE)
+                    .map_err(|e| anyhow::anyhow!("built-in wipe template: {e:?}"))?;
+                let machines: Vec<_> = store
+                    .hardware()?
+                    .into_iter()
+                    .filter(|h| hostnames.contains(&h.hostname))
+                    .collect();
+                let server_url = match server_url {
+                    Some(u) => u,
+                    None => store.setting("server_url")?.context(
+                        "no server URL known: start `kiln serve` once, or pass --server-url",
+                    )?,
+                };
+                let store = Arc::new(store);
+                let engine = Engine::new(Arc::clone(&store));
+                let created =
+                    engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
+                store.delete_cluster(&c.name)?;
+                println!(
+                    "cluster {name} deleted; {} machine(s) are free again and being wiped:",
+                    hostnames.len()
+                );
+                for w in &created {
+                    println!("  {}  workflow {}", w.hardware, w.id);
+                }
+                println!(
+                    "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             for n in &nodes {
                 store.set_netboot(&n.hostname, false)?;
             }
-            let hostnames: Vec<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
             let with_bmc: Vec<String> = store
                 .hardware()?
                 .into_iter()
@@ -469,6 +515,13 @@ fn print_plan(plan: &Plan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_wipe_template_parses() {
+        let t = parse_template("wipe-disk.yaml", WIPE_TEMPLATE).unwrap();
+        let kinds: Vec<String> = t.actions.iter().map(|a| a.kind.to_string()).collect();
+        assert_eq!(kinds, ["wipe", "poweroff"]);
+    }
 
     #[test]
     fn images_by_name_by_file_name_or_by_url_with_digest() {
