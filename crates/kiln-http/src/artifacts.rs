@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,7 @@ use kiln_model::Event;
 use kiln_root::{PathError, open_under};
 
 use crate::AppState;
+use crate::fast_path::{FileRange, SendfileAllowed};
 use crate::file_body::file_body;
 
 /// The served directories, and the event kind a fetch from each records.
@@ -49,8 +52,9 @@ async fn serve_and_record(
     method: Method,
     headers: HeaderMap,
     path: String,
+    sendfile: bool,
 ) -> Response {
-    let response = serve_file(served.root(&state), &path, &method, &headers).await;
+    let response = serve_file(served.root(&state), &path, &method, &headers, sendfile).await;
     if method == Method::GET {
         let (dir, kind) = served.names();
         let range = headers
@@ -70,9 +74,20 @@ pub(crate) async fn artifact(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
+    sendfile: Option<Extension<SendfileAllowed>>,
     Path(path): Path<String>,
 ) -> Response {
-    serve_and_record(Served::Artifacts, state, peer, method, headers, path).await
+    let sendfile = sendfile.is_some();
+    serve_and_record(
+        Served::Artifacts,
+        state,
+        peer,
+        method,
+        headers,
+        path,
+        sendfile,
+    )
+    .await
 }
 
 pub(crate) async fn image_file(
@@ -80,9 +95,11 @@ pub(crate) async fn image_file(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
+    sendfile: Option<Extension<SendfileAllowed>>,
     Path(path): Path<String>,
 ) -> Response {
-    serve_and_record(Served::Images, state, peer, method, headers, path).await
+    let sendfile = sendfile.is_some();
+    serve_and_record(Served::Images, state, peer, method, headers, path, sendfile).await
 }
 
 pub(crate) async fn boot_file(
@@ -90,9 +107,11 @@ pub(crate) async fn boot_file(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
+    sendfile: Option<Extension<SendfileAllowed>>,
     Path(path): Path<String>,
 ) -> Response {
-    serve_and_record(Served::Boot, state, peer, method, headers, path).await
+    let sendfile = sendfile.is_some();
+    serve_and_record(Served::Boot, state, peer, method, headers, path, sendfile).await
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
@@ -133,11 +152,107 @@ pub(crate) fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, (
     Ok(Some(range))
 }
 
+/// What a file's metadata says about it, as far as responses care.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileMeta {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// The answer to a file request, decided without touching the file's bytes.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// `(start, count)` of the file to send as the body; `None`: no body (HEAD, 304, 416).
+    pub body: Option<(u64, u64)>,
+}
+
+/// HEAD, a single byte range, ETag, If-None-Match and If-Range, from the file's
+/// metadata and the request alone (pure: both the hyper and the sendfile paths use it).
+pub(crate) fn plan_response(meta: FileMeta, method: &Method, headers: &HeaderMap) -> Plan {
+    let len = meta.len;
+    let mtime_ns = meta
+        .modified
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let etag = format!("\"{len:x}-{mtime_ns:x}\"");
+
+    let mut common = HeaderMap::new();
+    common.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
+    common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    common.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(m) = meta.modified {
+        common.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("date"),
+        );
+    }
+    let no_body = |status, headers| Plan {
+        status,
+        headers,
+        body: None,
+    };
+
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(inm) = header_str(header::IF_NONE_MATCH)
+        && inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+    {
+        return no_body(StatusCode::NOT_MODIFIED, common);
+    }
+    // If-Range with a stale validator: send the whole (new) file.
+    let range_allowed = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    let range = match header_str(header::RANGE).filter(|_| range_allowed) {
+        None => None,
+        Some(v) => match parse_range(v, len) {
+            Ok(r) => r,
+            Err(()) => {
+                common.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("range"),
+                );
+                return no_body(StatusCode::RANGE_NOT_SATISFIABLE, common);
+            }
+        },
+    };
+    let (status, start, count) = match range {
+        Some((s, e)) => {
+            common.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")).expect("range"),
+            );
+            (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    common.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if method == Method::HEAD {
+        return no_body(status, common);
+    }
+    Plan {
+        status,
+        headers: common,
+        body: Some((start, count)),
+    }
+}
+
 async fn serve_file(
     root: &FsPath,
     requested: &str,
     method: &Method,
     headers: &HeaderMap,
+    sendfile: bool,
 ) -> Response {
     // The served-root rules shared with TFTP: no traversal, and symlinks out
     // of the root only when the operator owns them.
@@ -156,73 +271,30 @@ async fn serve_file(
         _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot open the file"),
     };
     let meta = match opened.file.metadata() {
-        Ok(m) => m,
+        Ok(m) => FileMeta {
+            len: m.len(),
+            modified: m.modified().ok(),
+        },
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    let file = opened.file;
-    let len = meta.len();
-    let modified = meta.modified().ok();
-    let mtime_ns = modified
-        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let etag = format!("\"{len:x}-{mtime_ns:x}\"");
-
-    let mut common = HeaderMap::new();
-    common.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex etag"),
-    );
-    common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    common.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(m) = modified {
-        common.insert(
-            header::LAST_MODIFIED,
-            HeaderValue::from_str(&httpdate::fmt_http_date(m)).expect("date"),
-        );
-    }
-
-    let header_str = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if let Some(inm) = header_str(header::IF_NONE_MATCH)
-        && inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")
-    {
-        return (StatusCode::NOT_MODIFIED, common).into_response();
-    }
-    // If-Range with a stale validator: send the whole (new) file.
-    let range_allowed = header_str(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
-    let range = match header_str(header::RANGE).filter(|_| range_allowed) {
-        None => None,
-        Some(v) => match parse_range(v, len) {
-            Ok(r) => r,
-            Err(()) => {
-                common.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&format!("bytes */{len}")).expect("range"),
-                );
-                return (StatusCode::RANGE_NOT_SATISFIABLE, common).into_response();
-            }
-        },
-    };
-    let (status, start, count) = match range {
-        Some((s, e)) => {
-            common.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {s}-{e}/{len}")).expect("range"),
-            );
-            (StatusCode::PARTIAL_CONTENT, s, e - s + 1)
+    let plan = plan_response(meta, method, headers);
+    match plan.body {
+        None => (plan.status, plan.headers).into_response(),
+        // The connection came through the sendfile path: it sends the bytes itself.
+        Some((start, count)) if sendfile => {
+            let mut response = (plan.status, plan.headers).into_response();
+            response.extensions_mut().insert(FileRange {
+                file: Arc::new(opened.file),
+                start,
+                count,
+            });
+            response
         }
-        None => (StatusCode::OK, 0, len),
-    };
-    common.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    if method == Method::HEAD {
-        return (status, common).into_response();
+        Some((start, count)) => (
+            plan.status,
+            plan.headers,
+            file_body(opened.file, start, count),
+        )
+            .into_response(),
     }
-    (status, common, file_body(file, start, count)).into_response()
 }

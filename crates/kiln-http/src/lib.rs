@@ -4,11 +4,12 @@
 
 mod agent_api;
 mod artifacts;
+mod fast_path;
 mod file_body;
+mod http1;
 mod ipxe;
 mod metrics_layer;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -46,8 +47,8 @@ pub(crate) struct AppState {
     pub provisioning: Arc<dyn Provisioning>,
 }
 
-/// The whole HTTP surface. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-/// so events can name the peer.
+/// The whole HTTP surface. Serve it with [`serve`] (or any server that sets
+/// `ConnectInfo<SocketAddr>`, so events can name the peer).
 pub fn router(
     config: HttpConfig,
     inventory: SharedInventory,
@@ -91,19 +92,20 @@ async fn render_metrics(axum::extract::State(state): axum::extract::State<AppSta
     (state.metrics)()
 }
 
-/// Serves `router` on `addr` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets running responses finish.
+///
+/// File downloads (`/artifacts`, `/images`, `/boot`) leave by `sendfile(2)` straight from the
+/// page cache; every other request is served by hyper (see `fast_path`). Handlers can
+/// extract `ConnectInfo<SocketAddr>` either way.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    fast_path::serve(listener, app, shutdown).await
 }
 
+#[cfg(test)]
+mod fast_path_tests;
 #[cfg(test)]
 mod tests;

@@ -13,20 +13,20 @@ use super::*;
 use crate::artifacts::parse_range;
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
+pub(crate) struct Recorder(pub(crate) Mutex<Vec<Event>>);
 impl EventSink for Recorder {
     fn emit(&self, e: Event) {
         self.0.lock().unwrap().push(e);
     }
 }
 
-struct Fixture {
-    app: Router,
-    events: Arc<Recorder>,
-    _dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) app: Router,
+    pub(crate) events: Arc<Recorder>,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let art = dir.path().join("artifacts");
     std::fs::create_dir_all(&art).unwrap();

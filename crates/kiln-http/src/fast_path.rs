@@ -1,0 +1,355 @@
+//! The connection loop: file downloads by `sendfile`, everything else by hyper.
+//!
+//! Each accepted connection starts here. A body-less GET/HEAD of a file route (`/artifacts`,
+//! `/images`, `/boot`) still goes through the router (path rules, events, metrics, the pure
+//! response plan), marked [`SendfileAllowed`]; the file handler then answers with an empty
+//! body and a [`FileRange`], and this loop writes the head itself and lets the kernel copy
+//! the bytes from the page cache to the socket (`sendfile(2)`), as nginx does: no user-space
+//! copy, no buffers. Any other request hands the connection, with the bytes already read,
+//! to hyper for the rest of its life.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use crate::http1::{self, Parsed};
+
+/// Request extension: this request arrived on the sendfile path, so a file handler may
+/// answer with a [`FileRange`] instead of a body.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendfileAllowed;
+
+/// Response extension: send `count` bytes of `file` from `start` as the body.
+#[derive(Clone, Debug)]
+pub(crate) struct FileRange {
+    pub file: Arc<File>,
+    pub start: u64,
+    pub count: u64,
+}
+
+/// Paths whose GET/HEAD the sendfile path serves.
+fn is_file_route(path: &str) -> bool {
+    ["/artifacts/", "/images/", "/boot/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Largest non-file body (an error text) the sendfile path writes from memory.
+const MAX_SMALL_BODY: usize = 1 << 20;
+/// Bytes asked of one `sendfile` call; a nonblocking socket takes what fits.
+const SENDFILE_CHUNK: u64 = 1 << 30;
+
+/// Accept until `shutdown`, then stop accepting, let each connection finish the response
+/// it is sending (idle keep-alive connections close), and return when all have ended.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (app, stop, done) = (app.clone(), stop_rx.clone(), done_rx.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, app, stop).await;
+            drop(done);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// Per-connection errors (the peer reset before we accepted) are nothing; others (out of
+/// file descriptors) get a pause so the loop does not spin.
+async fn accept_failed(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    warn!(error = %e, "http accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Resolves once shutdown is signalled (or the server is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let parsed = loop {
+            match http1::parse(&buf, is_file_route) {
+                Parsed::Partial if buf.len() < http1::MAX_HEAD => {}
+                Parsed::Partial => break Parsed::NotOurs,
+                other => break other,
+            }
+            let read = if buf.is_empty() {
+                // Between requests: an idle connection closes on shutdown.
+                tokio::select! {
+                    r = stream.read_buf(&mut buf) => r,
+                    () = stopped(&mut stop) => return,
+                }
+            } else {
+                stream.read_buf(&mut buf).await
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let Parsed::Ours {
+            request,
+            len,
+            keep_alive,
+        } = parsed
+        else {
+            return hyper_connection(stream, buf.freeze(), peer, app, stop).await;
+        };
+        buf.advance(len);
+        let keep_alive = keep_alive && !*stop.borrow();
+        match respond(&stream, *request, peer, &app, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                debug!(%peer, error = %e, "http: connection ended mid-response");
+                return;
+            }
+        }
+    }
+}
+
+/// Run `request` through the router and write its response; `Ok(true)`: the connection
+/// stays open for the next request.
+async fn respond(
+    stream: &TcpStream,
+    request: Request<()>,
+    peer: SocketAddr,
+    app: &Router,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let version = request.version();
+    let is_head = request.method() == Method::HEAD;
+    let mut request = request.map(|()| Body::empty());
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request.extensions_mut().insert(SendfileAllowed);
+    let Ok(response) = app.clone().oneshot(request).await;
+    let (mut parts, body) = response.into_parts();
+    let keep_alive = keep_alive && !http1::connection_has(&parts.headers, "close");
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    match parts.extensions.remove::<FileRange>() {
+        Some(range) if !is_head => {
+            let head = http1::encode_head(
+                version,
+                parts.status,
+                &parts.headers,
+                Some(range.count),
+                keep_alive,
+                &date,
+            );
+            send_all(stream, &head, range.count > 0).await?;
+            send_file(stream, &range.file, range.start, range.count).await?;
+        }
+        _ => {
+            let body = axum::body::to_bytes(body, MAX_SMALL_BODY)
+                .await
+                .map_err(io::Error::other)?;
+            let mut out = http1::encode_head(
+                version,
+                parts.status,
+                &parts.headers,
+                Some(body.len() as u64),
+                keep_alive,
+                &date,
+            );
+            if !is_head && !http1::bodiless(parts.status) {
+                out.extend_from_slice(&body);
+            }
+            send_all(stream, &out, false).await?;
+        }
+    }
+    Ok(keep_alive)
+}
+
+/// Write all of `buf`; `more`: the body follows at once, so let the kernel hold a partial
+/// segment for it (`MSG_MORE`) instead of sending the head in a packet of its own.
+async fn send_all(stream: &TcpStream, mut buf: &[u8], more: bool) -> io::Result<()> {
+    let mut flags = rustix::net::SendFlags::NOSIGNAL;
+    if more {
+        flags |= rustix::net::SendFlags::MORE;
+    }
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_io(Interest::WRITABLE, || {
+            rustix::net::send(stream, buf, flags).map_err(io::Error::from)
+        }) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if retry(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `count` bytes of `file` from `offset` to the socket, page cache to socket in the kernel.
+async fn send_file(stream: &TcpStream, file: &File, mut offset: u64, count: u64) -> io::Result<()> {
+    let end = offset + count;
+    while offset < end {
+        let want = usize::try_from((end - offset).min(SENDFILE_CHUNK)).unwrap_or(usize::MAX);
+        stream.writable().await?;
+        match stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, file, Some(&mut offset), want).map_err(io::Error::from)
+        }) {
+            // The file shrank under us: end the connection rather than pad the body; the
+            // client sees a short response against Content-Length and retries.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being served",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if retry(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// The rest of the connection, served by hyper (HTTP/1.1 with upgrades, as `axum::serve`),
+/// starting with the bytes already read.
+async fn hyper_connection(
+    stream: TcpStream,
+    read: Bytes,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request)
+    });
+    let io = TokioIo::new(Replay { read, stream });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%peer, error = %e, "http connection");
+                }
+                return;
+            }
+            () = stopped(&mut stop), if !stopping => {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    }
+}
+
+/// A TCP stream whose first reads return bytes already taken from it.
+struct Replay {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
