@@ -120,8 +120,8 @@ case_single_node() {
 	check "single-node: no kubeadm join" bash -c '! grep -q " join" <<<"$1"' _ "$calls"
 	cfg=$(stub_config "$serial" "${call:-none}")
 	check "single-node: the init config has kind: InitConfiguration" grep -qx 'kind: InitConfiguration' <<<"$cfg"
-	check "single-node: and kind: ClusterConfiguration, kubernetesVersion v$K8S_VERSION.x" \
-		bash -c 'grep -qx "kind: ClusterConfiguration" <<<"$1" && grep -qE "^kubernetesVersion: v?$2(\.[0-9]+)?\$" <<<"$1"' _ "$cfg" "$K8S_VERSION"
+	check "single-node: and kind: ClusterConfiguration for Kubernetes $K8S_VERSION ($(grep '^kubernetesVersion:' <<<"$cfg" | head -n 1))" \
+		bash -c 'grep -qx "kind: ClusterConfiguration" <<<"$1" && grep -qE "^kubernetesVersion: \"?(v|stable-)?${2//./\\.}(\.[0-9]+)?\"?\$" <<<"$1"' _ "$cfg" "$K8S_VERSION"
 	check "single-node: apiVersion kubeadm.k8s.io/v1beta4 (Kubernetes $K8S_VERSION), no other" \
 		bash -c '[ "$(grep "^apiVersion: kubeadm" <<<"$1" | sort -u)" = "apiVersion: kubeadm.k8s.io/v1beta4" ]' _ "$cfg"
 	check "single-node: the control plane is untainted: taints: [] in nodeRegistration" \

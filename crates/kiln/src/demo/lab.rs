@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -681,7 +681,8 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let r = self.teardown();
         for p in r.problems {
-            eprintln!("kiln demo: cleanup: {p}");
+            // Not eprintln!: it panics when stderr is gone, and this runs while unwinding too.
+            let _ = writeln!(std::io::stderr(), "kiln demo: cleanup: {p}");
         }
     }
 }

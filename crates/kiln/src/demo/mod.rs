@@ -257,19 +257,28 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
                     _ = sigs.2.recv() => "SIGHUP",
                 };
                 f.store(true, Ordering::SeqCst);
-                eprintln!("\nkiln demo: {name}: stopping; removing the lab");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nkiln demo: {name}: stopping; removing the lab"
+                );
             }
         })
     });
     Ok(flag)
 }
 
+/// Writes to stdout, ignoring errors: a closed terminal (SIGHUP) must not stop the cleanup.
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}
+
 fn say(clock: Instant, msg: &str) {
-    println!(
-        "[{:>7}] {msg}",
+    out(&format!(
+        "[{:>7}] {msg}\n",
         human_ms(clock.elapsed().as_millis() as u64)
-    );
-    let _ = std::io::stdout().flush();
+    ));
 }
 
 fn interrupted(stop: &AtomicBool) -> anyhow::Result<()> {
@@ -428,7 +437,7 @@ fn demo(
     let install_start = now_ms();
     match &args.template {
         Some(t) => {
-            let out = kiln(
+            let text = kiln(
                 exe,
                 &data,
                 &[
@@ -444,7 +453,7 @@ fn demo(
                 clock,
                 &format!("kiln workflow create --template {}", t.display()),
             );
-            print!("{}", indent(&out));
+            out(&indent(&text));
         }
         None => {
             let spec = lab.work.join("cluster.kiln.yaml");
@@ -453,9 +462,9 @@ fn demo(
                 &cluster_spec(&lab.machines, &args.kubernetes_version),
                 0o644,
             )?;
-            let out = kiln(exe, &data, &["cluster", "create", &spec.to_string_lossy()])?;
+            let text = kiln(exe, &data, &["cluster", "create", &spec.to_string_lossy()])?;
             say(clock, &format!("kiln cluster create {}", spec.display()));
-            print!("{}", indent(&out));
+            out(&indent(&text));
         }
     }
     let deadline = clock + args.timeout;
@@ -483,29 +492,28 @@ fn demo(
 
     // The summary.
     let reports: Vec<MachineReport> = views.iter().map(report).collect();
-    println!();
-    print!("{}", summary::render(&reports));
+    out(&format!("\n{}", summary::render(&reports)));
     let ok = reports.iter().filter(|r| r.result == "succeeded").count();
     let headline = match (cluster, &cluster_state) {
         (Some(c), Some(s)) => format!("cluster {c}: {s}; "),
         (Some(c), None) => format!("cluster {c}: state unknown; "),
         _ => String::new(),
     };
-    println!(
-        "{headline}{ok}/{n} machine(s) installed; {} from create to the end, {} in all (lab set-up included)",
+    out(&format!(
+        "{headline}{ok}/{n} machine(s) installed; {} from create to the end, {} in all (lab set-up included)\n",
         human_ms(install_ms),
         human_ms(clock.elapsed().as_millis() as u64)
-    );
+    ));
     let kubeadm: Vec<String> = views
         .iter()
         .filter(|v| !v.kubeadm.is_empty())
         .map(|v| format!("{}: kubeadm {}", v.machine.hostname, v.kubeadm.join(", ")))
         .collect();
     if !kubeadm.is_empty() {
-        println!(
-            "the installed OS ran (test OS stand-in, see README): {}",
+        out(&format!(
+            "the installed OS ran (test OS stand-in, see README): {}\n",
             kubeadm.join("; ")
-        );
+        ));
     }
     if let Some(path) = &args.summary_json {
         let json = SummaryJson {
@@ -773,14 +781,14 @@ fn follow(
             .map(|l| l.chars().take(width.saturating_sub(1)).collect())
             .collect();
         if tty {
-            let mut out = String::new();
+            let mut frame = String::new();
             if drawn > 0 {
-                out += &format!("\x1b[{drawn}A");
+                frame += &format!("\x1b[{drawn}A");
             }
             for l in &lines {
-                out += &format!("\x1b[2K{l}\n");
+                frame += &format!("\x1b[2K{l}\n");
             }
-            print!("{out}");
+            out(&frame);
             drawn = lines.len();
         } else {
             let mut new_keys: Vec<String> = Vec::new();
@@ -806,7 +814,6 @@ fn follow(
             }
             keys = new_keys;
         }
-        let _ = std::io::stdout().flush();
 
         // Done?
         let all_ended = views
@@ -874,13 +881,14 @@ fn show_logs(lab: &Lab) {
         };
         let text = clean_console(&String::from_utf8_lossy(&text));
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        println!("---- {label} ({}), last lines:", path.display());
+        let mut text = format!("---- {label} ({}), last lines:\n", path.display());
         for l in &lines[lines.len().saturating_sub(15)..] {
-            println!("  {l}");
+            text += &format!("  {l}\n");
         }
+        out(&text);
     }
     if !lab.keep {
-        println!("(run with --keep to keep every log in the work directory)");
+        out("(run with --keep to keep every log in the work directory)\n");
     }
 }
 
