@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,10 @@ struct Shared {
     cache: FileCache,
     /// Clients with a transfer in progress.
     active: Mutex<HashSet<SocketAddr>>,
+    /// How many: transfers poll for ACKs only while this is at most `spin_limit`.
+    running: AtomicUsize,
+    /// The CPUs this process may use: more transfers than that would poll at each other's cost.
+    spin_limit: usize,
 }
 
 /// Marks `peer` as having a transfer in progress until dropped.
@@ -140,9 +145,12 @@ impl Claim {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer);
-        fresh.then(|| Claim {
-            shared: shared.clone(),
-            peer,
+        fresh.then(|| {
+            shared.running.fetch_add(1, Ordering::Relaxed);
+            Claim {
+                shared: shared.clone(),
+                peer,
+            }
         })
     }
 }
@@ -154,6 +162,7 @@ impl Drop for Claim {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.peer);
+        self.shared.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -214,6 +223,8 @@ impl TftpServer {
             events,
             cache,
             active: Mutex::new(HashSet::new()),
+            running: AtomicUsize::new(0),
+            spin_limit: std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         Ok(TftpServer {
             socket,
@@ -449,8 +460,10 @@ async fn serve_read(
         })
     };
     let timeout = neg.timeout;
+    let pace = shared.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let r = drive_blocking(&mut transfer, &link, timeout, &stop);
+        let may_spin = || pace.running.load(Ordering::Relaxed) <= pace.spin_limit;
+        let r = drive_blocking(&mut transfer, &link, timeout, &stop, &may_spin);
         (transfer, link, r)
     })
     .await;
