@@ -155,7 +155,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Outcome::TimedOut => {
             say(
                 clock,
-                &format!("gave up after --timeout {:?}", args.timeout),
+                &format!(
+                    "gave up after --timeout {}",
+                    human_ms(args.timeout.as_millis() as u64)
+                ),
             );
             ExitCode::from(124)
         }

@@ -149,9 +149,11 @@ pub struct ImageStats {
     pub ms: u64,
 }
 
-/// N in an image2disk message "N bytes written from M bytes (Zstd), ...".
-pub fn written_bytes(message: &str) -> Option<u64> {
-    message.split_once(" bytes written")?.0.parse().ok()
+/// (N, M) in an image2disk message "N bytes written from M bytes (Zstd), ...".
+pub fn image_bytes(message: &str) -> Option<(u64, u64)> {
+    let (written, rest) = message.split_once(" bytes written from ")?;
+    let (streamed, _) = rest.split_once(" bytes")?;
+    Some((written.parse().ok()?, streamed.parse().ok()?))
 }
 
 /// A phase, as shown in the live view.
@@ -239,14 +241,20 @@ impl MachineView {
             && let (Some(start), Some(end)) = (a.started_ms, a.ended_ms)
         {
             first(&mut t.image_written_ms, end);
-            let streamed_bytes = a
-                .progress
-                .as_ref()
-                .map(|p| p.total.unwrap_or(p.done))
-                .unwrap_or(0);
+            // The agent's message has both sizes; progress counts whichever the template gave.
+            let (written_bytes, streamed_bytes) = match image_bytes(&a.message) {
+                Some((w, s)) => (Some(w), s),
+                None => (
+                    None,
+                    a.progress
+                        .as_ref()
+                        .map(|p| p.total.unwrap_or(p.done))
+                        .unwrap_or(0),
+                ),
+            };
             self.image = Some(ImageStats {
                 streamed_bytes,
-                written_bytes: written_bytes(&a.message),
+                written_bytes,
                 ms: end.saturating_sub(start),
             });
         }
@@ -599,14 +607,14 @@ mod tests {
     }
 
     #[test]
-    fn written_bytes_come_from_the_image2disk_message() {
+    fn image_sizes_come_from_the_image2disk_message() {
         assert_eq!(
-            written_bytes(
+            image_bytes(
                 "1610612736 bytes written from 139703692 bytes (Zstd), sha256 1976ca35 verified, 0 resume(s), 16.6 s"
             ),
-            Some(1610612736)
+            Some((1610612736, 139703692))
         );
-        assert_eq!(written_bytes("done"), None);
+        assert_eq!(image_bytes("done"), None);
     }
 
     #[test]
