@@ -7,22 +7,33 @@
 # the /init marker minus the /proc/uptime it prints):
 #   kernel start   first kernel line (only without `quiet`) / estimated from the kernel clock
 #   /init start    "kiln-agent-os: up"
-#   modules        "kiln-agent-os: modules loaded"   (agent OS from this tree)
+#   NIC drivers    "kiln-agent-os: NIC drivers loaded"
 #   network up     the udhcpc hook's "kiln-agent-os: <if> <ip>/<n>" line
-#   agent running  the agent's first line, "kiln-agent: working for …"
+#   agent running  the agent's first line, "kiln-agent: working for … at N s"
+#   all modules    "kiln-agent-os: modules loaded" (in the background since the NIC-first init;
+#                  before it, ahead of the network)
+# Older agent OS builds print fewer markers; their missing stages show as "-".
 # The NIC sits on a bridge in a private network namespace with a DHCP server (dnsmasq) that
 # answers only there; kiln.server points at an address in that namespace where nothing
 # listens (the agent's first line comes before it asks the server anything).
 #
-#   sudo bench/agent-boot.sh [AGENT_OS_DIR]    default target/e2e-assets/agent-os
+#   sudo bench/agent-boot.sh [VARIANT...]
 #
-# Environment: RUNS (default 3); APPEND (kernel arguments before the kiln.* ones; default
-# "console=ttyS0,115200 panic=-1 quiet", the e2e suite's); TIMEOUT per boot (default 60 s).
+# A VARIANT is an agent OS directory (default target/e2e-assets/agent-os), optionally followed
+# by `:` and extra kernel arguments (`DIR:lpj=4000000 quiet`). With several variants the runs
+# alternate between them (A B A B …), so a machine shared with other work slows all of them
+# alike and their difference stays meaningful; each gets its own table.
+#
+# Environment: RUNS per variant (default 3); APPEND (kernel arguments before the variant's and
+# the kiln.* ones; default "console=ttyS0,115200 panic=-1 quiet", the e2e suite's); TIMEOUT
+# per boot (default 60 s); KEEP_LOGS=DIR keeps each boot's timestamped serial log there;
+# NICE=-10 runs QEMU at that priority, so other work on a shared machine (compilers at nice 0)
+# stretches the boots less (default 0).
 # Needs root, qemu-system-x86_64, dnsmasq, iproute2, python3.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OS_DIR=${1:-$ROOT/target/e2e-assets/agent-os}
+[ $# -gt 0 ] || set -- "$ROOT/target/e2e-assets/agent-os"
 RUNS=${RUNS:-3}
 APPEND=${APPEND:-console=ttyS0,115200 panic=-1 quiet}
 TIMEOUT=${TIMEOUT:-60}
@@ -30,10 +41,15 @@ TIMEOUT=${TIMEOUT:-60}
 for t in qemu-system-x86_64 dnsmasq ip python3; do
 	command -v "$t" >/dev/null || { echo "agent-boot.sh: needs $t" >&2; exit 2; }
 done
-for f in vmlinuz initrd.img; do
-	[ -s "$OS_DIR/$f" ] || { echo "agent-boot.sh: $OS_DIR/$f missing (images/agent/build.sh $OS_DIR)" >&2; exit 2; }
+for v in "$@"; do
+	d=${v%%:*}
+	for f in vmlinuz initrd.img; do
+		[ -s "$d/$f" ] || { echo "agent-boot.sh: $d/$f missing (images/agent/build.sh $d)" >&2; exit 2; }
+	done
+	echo "agent OS: $d (initrd $(stat -c %s "$d/initrd.img") bytes, kernel $(stat -c %s "$d/vmlinuz") bytes)"
 done
 
+NICE=${NICE:-0}
 NS=kiln-bench-boot-$$
 WORK=$(mktemp -d /tmp/kiln-agent-boot.XXXXXX)
 DNSMASQ_PID=
@@ -64,37 +80,44 @@ DNSMASQ_PID=$!
 truncate -s 4G "$WORK/disk.raw"
 
 MAC=52:54:00:6b:00:01
-echo "agent OS: $OS_DIR (initrd $(stat -c %s "$OS_DIR/initrd.img") bytes, kernel $(stat -c %s "$OS_DIR/vmlinuz") bytes)"
-echo "append: $APPEND"
+echo "append: $APPEND; QEMU at nice $NICE"
 echo "load at start: $(uptime)"
-python3 - "$NS" "$OS_DIR" "$APPEND kiln.server=http://10.78.0.1:8080 kiln.mac=$MAC kiln.hostname=bench kiln.token=bench" \
-	"$MAC" "$WORK/disk.raw" "$RUNS" "$TIMEOUT" "$WORK" <<'EOF'
-import os, re, statistics, subprocess, sys, time
+python3 - "$NS" "$APPEND" "kiln.server=http://10.78.0.1:8080 kiln.mac=$MAC kiln.hostname=bench kiln.token=bench" \
+	"$MAC" "$WORK/disk.raw" "$RUNS" "$TIMEOUT" "$WORK" "${KEEP_LOGS:-}" "$NICE" "$@" <<'EOF'
+import os, re, shutil, statistics, subprocess, sys, time
 
-ns, os_dir, append, mac, disk, runs, timeout, work = sys.argv[1:]
+ns, append, kiln_args, mac, disk, runs, timeout, work, keep, nice, *variants = sys.argv[1:]
 runs, timeout = int(runs), float(timeout)
-qemu = ["ip", "netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
-        "-m", "1024", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio",
-        "-no-reboot", "-kernel", f"{os_dir}/vmlinuz", "-initrd", f"{os_dir}/initrd.img",
-        "-append", append,
-        "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-        "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
-        "-drive", f"file={disk},format=raw,if=none,id=d0,snapshot=on",
-        "-device", "virtio-blk-pci,drive=d0"]
 
-STAGES = [  # name, pattern (on the cleaned line), whether the line carries /proc/uptime
-    ("kernel start", re.compile(r"Linux version"), False),
-    ("/init start", re.compile(r"kiln-agent-os: up ([0-9.]+) s"), True),
-    ("modules loaded", re.compile(r"kiln-agent-os: modules loaded ([0-9.]+) s"), True),
-    ("network up", re.compile(r"kiln-agent-os: \S+ [0-9.]+/[0-9]+ router="), True),
-    ("agent running", re.compile(r"kiln-agent: working for"), False),
+def qemu(variant):
+    os_dir, _, extra = variant.partition(":")
+    args = " ".join(a for a in (append, extra, kiln_args) if a)
+    return ["nice", "-n", nice, "ip", "netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
+            "-m", "1024", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio",
+            "-no-reboot", "-kernel", f"{os_dir}/vmlinuz", "-initrd", f"{os_dir}/initrd.img",
+            "-append", args,
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
+            "-drive", f"file={disk},format=raw,if=none,id=d0,snapshot=on",
+            "-device", "virtio-blk-pci,drive=d0"]
+
+STAGES = [  # name, pattern (on the cleaned line); a line's "N.NN s" is the kernel clock
+    ("kernel start", re.compile(r"Linux version")),
+    ("/init start", re.compile(r"kiln-agent-os: up [0-9.]+ s")),
+    ("NIC drivers", re.compile(r"kiln-agent-os: NIC drivers loaded")),
+    ("network up", re.compile(r"kiln-agent-os: \S+ [0-9.]+/[0-9]+ router=")),
+    ("agent running", re.compile(r"kiln-agent: working for")),
+    ("all modules", re.compile(r"kiln-agent-os: modules loaded")),
 ]
-UP = re.compile(r"\(([0-9.]+) s\)|up ([0-9.]+) s|loaded ([0-9.]+) s")
+UP = re.compile(r"(?<![0-9.])([0-9]+\.[0-9]+) s\b")
 
-def boot(n):
-    log = open(f"{work}/serial-{n}.log", "w")
+def boot(variant, n):
+    name = f"serial-{n}.log"
+    log = open(f"{work}/{name}", "w")
+    log.write(f"# {variant}\n")
     t0 = time.monotonic()
-    p = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(qemu(variant), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
     seen, buf, kstart = {}, b"", None
     try:
         while time.monotonic() - t0 < timeout:
@@ -107,17 +130,17 @@ def boot(n):
             for raw in lines:
                 line = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode("utf-8", "replace")).strip()
                 log.write(f"{now:8.3f} {line}\n")
-                for name, pat, has_up in STAGES:
-                    if name in seen or not pat.search(line):
+                for stage, pat in STAGES:
+                    if stage in seen or not pat.search(line):
                         continue
-                    up = None
-                    m = UP.search(line)
-                    if has_up and m:
-                        up = float(next(g for g in m.groups() if g))
-                        if kstart is None:
-                            kstart = now - up
-                    seen[name] = (now, up)
-            if "agent running" in seen:
+                    m = UP.search(line) if stage != "kernel start" else None
+                    up = float(m.group(1)) if m else None
+                    if up is not None and kstart is None:
+                        kstart = now - up
+                    seen[stage] = (now, up)
+            # Stop once the agent runs and the drivers loaded in the background are in too
+            # (an agent OS without background loading prints "modules loaded" before).
+            if "agent running" in seen and "all modules" in seen:
                 break
     finally:
         p.terminate()
@@ -127,37 +150,47 @@ def boot(n):
             p.kill()
             p.wait()
         log.close()
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(f"{work}/{name}", keep)
     if kstart is None:
-        sys.exit(f"boot {n}: no /init marker within {timeout:.0f} s (serial log: {work}/serial-{n}.log)")
+        sys.exit(f"boot {n}: no /init marker within {timeout:.0f} s (serial log: {work}/{name})")
     if "agent running" not in seen:
         sys.exit(f"boot {n}: the agent did not start within {timeout:.0f} s")
     row = {"kernel start": (seen.get("kernel start", (kstart, None))[0], 0.0)}
-    for name, _, _ in STAGES[1:]:
-        if name in seen:
-            t, up = seen[name]
-            row[name] = (t, up if up is not None else t - kstart)
+    for stage, _ in STAGES[1:]:
+        if stage in seen:
+            t, up = seen[stage]
+            row[stage] = (t, up if up is not None else t - kstart)
     row["_kstart_est"] = kstart
     return row
 
-rows = []
-for n in range(runs):
-    r = boot(n)
-    rows.append(r)
-    print(f"run {n + 1}: " + ", ".join(
-        f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in r.items() if not k.startswith("_")), flush=True)
+rows = {v: [] for v in variants}
+n = 0
+for r in range(runs):
+    for v in variants:
+        row = boot(v, n)
+        n += 1
+        rows[v].append(row)
+        label = f" [{variants.index(v) + 1}]" if len(variants) > 1 else ""
+        print(f"run {r + 1}{label}: " + ", ".join(
+            f"{k} {t[0]:.2f}/{t[1]:.2f}" for k, t in row.items() if not k.startswith("_")), flush=True)
 
-print()
-# Median, and the fastest run: on a shared machine the other load only ever slows a run down.
-print(f"{'stage (%d runs)' % runs:<24} {'from QEMU start':>16} {'kernel clock':>13} {'fastest (kernel)':>17}")
-for name, _, _ in STAGES:
-    vals = [r[name] for r in rows if name in r]
-    if not vals:
-        print(f"{name:<24} {'-':>16} {'-':>13} {'-':>17}")
-        continue
-    q = statistics.median(v[0] for v in vals)
-    k = statistics.median(v[1] for v in vals)
-    print(f"{name:<24} {q:15.2f}s {k:12.2f}s {min(v[1] for v in vals):16.2f}s")
-print(f"{'kernel start (estimated)':<24} {statistics.median(r['_kstart_est'] for r in rows):15.2f}s")
+for i, v in enumerate(variants):
+    print()
+    if len(variants) > 1:
+        print(f"[{i + 1}] {v}")
+    # Median, and the fastest run: on a shared machine the other load only ever slows a run down.
+    print(f"{'stage (%d runs)' % runs:<24} {'from QEMU start':>16} {'kernel clock':>13} {'fastest (kernel)':>17}")
+    for stage, _ in STAGES:
+        vals = [r[stage] for r in rows[v] if stage in r]
+        if not vals:
+            print(f"{stage:<24} {'-':>16} {'-':>13} {'-':>17}")
+            continue
+        q = statistics.median(t[0] for t in vals)
+        k = statistics.median(t[1] for t in vals)
+        print(f"{stage:<24} {q:15.2f}s {k:12.2f}s {min(t[1] for t in vals):16.2f}s")
+    print(f"{'kernel start (estimated)':<24} {statistics.median(r['_kstart_est'] for r in rows[v]):15.2f}s")
 print()
 print("target: agent running ≤ 3 s on the kernel clock (medians; fastest in the last column)")
 EOF

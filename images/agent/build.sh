@@ -12,7 +12,8 @@
 # Boot speed under TCG (bench/agent-boot.sh): the agent is stripped (its debug info is 45 MB
 # the kernel would unpack at every boot), and the init loads only the drivers whose modalias
 # matches a device present (like udev coldplug, with busybox modprobe over a depmod of the
-# shipped subset) instead of every module; file systems load on demand when mount asks.
+# shipped subset) instead of every module: the NICs' first, then the agent starts while the
+# rest load in the background; file systems load on demand when mount asks.
 set -euo pipefail
 
 OUT=${1:?usage: build.sh OUT_DIR}
@@ -51,6 +52,17 @@ trap 'rm -rf "$ROOT"' EXIT
 MODDIR=lib/modules/$KVER
 mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,run,tmp,mnt,etc,"$MODDIR",usr/share/udhcpc}
 cp /bin/busybox "$ROOT/bin/busybox"
+# The applet links, made here rather than by `busybox --install` at every boot. modprobe goes
+# to /bin: the kernel runs /sbin/modprobe for the modules it asks for while it boots, before
+# /init says where modprobe is (there are none of those in the initramfs).
+busybox --list-full | while read -r applet; do
+	case $applet in
+	bin/busybox) continue ;;
+	sbin/modprobe) applet=bin/modprobe ;;
+	esac
+	mkdir -p "$ROOT/$(dirname "$applet")"
+	ln -sf /bin/busybox "$ROOT/$applet"
+done
 # Stripped: the debug info (~45 MB) would only slow the kernel's unpacking at every boot.
 strip -o "$ROOT/bin/kiln-agent" "$AGENT"
 chmod 0755 "$ROOT/bin/kiln-agent"
@@ -85,6 +97,7 @@ printf '%s\n' ext4 xfs vfat >"$ROOT/etc/filesystems"
 
 install -m 0755 "$HERE/udhcpc.script" "$ROOT/usr/share/udhcpc/default.script"
 install -m 0755 "$HERE/init" "$ROOT/init"
+install -m 0755 "$HERE/coldplug" "$ROOT/bin/kiln-coldplug"
 
 # 3. Pack (the Debian kernel has CONFIG_RD_ZSTD, _LZ4, _GZIP; see BENCHMARKS.md for the
 # trade-off measured under TCG).
