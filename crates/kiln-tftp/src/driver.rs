@@ -46,7 +46,8 @@ pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// While the client has been acknowledging within [`SPIN`] and `may_spin()` says the
 /// server is not busy with other transfers, the wait for the next ACK starts by polling
 /// the socket for that long before sleeping; a slower client (a firmware on a real
-/// LAN, a 1 ms round trip) turns polling off after its first slow ACK.
+/// LAN, a 1 ms round trip) turns polling off after its first slow ACK, and a poll that
+/// loses the CPU to another task turns it off for the rest of the transfer.
 pub(crate) fn drive_blocking(
     t: &mut ReadTransfer,
     sock: &std::net::UdpSocket,
@@ -65,6 +66,8 @@ pub(crate) fn drive_blocking(
     let mut deadline = sent_at + timeout;
     // Whether the last ACK came within SPIN of its window.
     let mut fast_client = true;
+    // Cleared for good once polling lost the CPU to another task.
+    let mut uncontended = true;
     loop {
         match action {
             Action::SendOack => {
@@ -84,8 +87,15 @@ pub(crate) fn drive_blocking(
             Action::Done => return Ok(()),
             Action::Fail(e) => return Err(e.into()),
         }
-        let polled = if fast_client && may_spin() {
-            poll_for(sock, &mut inbuf, sent_at + SPIN)?
+        let polled = if fast_client && uncontended && may_spin() {
+            match poll_for(sock, &mut inbuf, sent_at + SPIN)? {
+                Polled::Datagram(n) => Some(n),
+                Polled::Nothing => None,
+                Polled::Preempted => {
+                    uncontended = false;
+                    None
+                }
+            }
         } else {
             None
         };
@@ -126,22 +136,42 @@ pub(crate) fn drive_blocking(
     }
 }
 
-/// Poll `sock` without sleeping until `until`: the datagram's length, or `None` when
-/// nothing came.
+/// What polling for an ACK found.
+enum Polled {
+    Datagram(usize),
+    /// Nothing within the time allowed.
+    Nothing,
+    /// Nothing, and the thread lost the CPU while polling: another task wants it, so
+    /// polling would only delay this transfer (a preempted poller is not woken by the
+    /// ACK the way a sleeper is) and slow the other task.
+    Preempted,
+}
+
+/// A gap between two polls longer than this means the scheduler ran another task (a `recv`
+/// takes ~1 µs; interrupts and a virtual CPU's steal take tens of µs, a time slice more).
+const PREEMPTED: Duration = Duration::from_micros(250);
+
+/// Poll `sock` without sleeping until `until`.
 fn poll_for(
     sock: &std::net::UdpSocket,
     buf: &mut [u8],
     until: std::time::Instant,
-) -> io::Result<Option<usize>> {
+) -> io::Result<Polled> {
+    let mut last = std::time::Instant::now();
     loop {
         match rustix::net::recv(sock, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-            Ok((n, _)) => return Ok(Some(n)),
+            Ok((n, _)) => return Ok(Polled::Datagram(n)),
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
-        if std::time::Instant::now() >= until {
-            return Ok(None);
+        let now = std::time::Instant::now();
+        if now - last > PREEMPTED {
+            return Ok(Polled::Preempted);
         }
+        if now >= until {
+            return Ok(Polled::Nothing);
+        }
+        last = now;
         std::hint::spin_loop();
     }
 }
