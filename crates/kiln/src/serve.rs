@@ -50,7 +50,10 @@ pub struct Args {
     #[arg(long, default_value = "initrd.img")]
     initrd: String,
     /// Extra kernel command line for netbooted machines.
-    #[arg(long, default_value = "console=ttyS0,115200 console=tty0 quiet cryptomgr.notests")]
+    #[arg(
+        long,
+        default_value = "console=ttyS0,115200 console=tty0 quiet cryptomgr.notests"
+    )]
     kernel_args: String,
     /// Lease time for reserved addresses, in seconds.
     #[arg(long, default_value_t = 86_400)]
