@@ -28,7 +28,10 @@
 # the kiln.* ones; default "console=ttyS0,115200 panic=-1 quiet", the e2e suite's); TIMEOUT
 # per boot (default 60 s); KEEP_LOGS=DIR keeps each boot's timestamped serial log there;
 # NICE=-10 runs QEMU at that priority, so other work on a shared machine (compilers at nice 0)
-# stretches the boots less (default 0).
+# stretches the boots less (default 0); ICOUNT=N runs the guest with `-icount shift=N,sleep=on`:
+# its clock then counts instructions (2^N ns each) instead of following the host, so the
+# kernel-clock figures no longer depend on what else the machine runs — for comparing
+# variants on a busy machine (the absolute figures depend on N).
 # Needs root, qemu-system-x86_64, dnsmasq, iproute2, python3.
 set -euo pipefail
 
@@ -50,6 +53,7 @@ for v in "$@"; do
 done
 
 NICE=${NICE:-0}
+ICOUNT=${ICOUNT:-}
 NS=kiln-bench-boot-$$
 WORK=$(mktemp -d /tmp/kiln-agent-boot.XXXXXX)
 DNSMASQ_PID=
@@ -80,13 +84,13 @@ DNSMASQ_PID=$!
 truncate -s 4G "$WORK/disk.raw"
 
 MAC=52:54:00:6b:00:01
-echo "append: $APPEND; QEMU at nice $NICE"
+echo "append: $APPEND; QEMU at nice $NICE${ICOUNT:+; -icount shift=$ICOUNT,sleep=on}"
 echo "load at start: $(uptime)"
 python3 - "$NS" "$APPEND" "kiln.server=http://10.78.0.1:8080 kiln.mac=$MAC kiln.hostname=bench kiln.token=bench" \
-	"$MAC" "$WORK/disk.raw" "$RUNS" "$TIMEOUT" "$WORK" "${KEEP_LOGS:-}" "$NICE" "$@" <<'EOF'
+	"$MAC" "$WORK/disk.raw" "$RUNS" "$TIMEOUT" "$WORK" "${KEEP_LOGS:-}" "$NICE" "$ICOUNT" "$@" <<'EOF'
 import os, re, shutil, statistics, subprocess, sys, time
 
-ns, append, kiln_args, mac, disk, runs, timeout, work, keep, nice, *variants = sys.argv[1:]
+ns, append, kiln_args, mac, disk, runs, timeout, work, keep, nice, icount, *variants = sys.argv[1:]
 runs, timeout = int(runs), float(timeout)
 
 def qemu(variant):
@@ -99,7 +103,8 @@ def qemu(variant):
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={mac}",
             "-drive", f"file={disk},format=raw,if=none,id=d0,snapshot=on",
-            "-device", "virtio-blk-pci,drive=d0"]
+            "-device", "virtio-blk-pci,drive=d0"] + (
+            ["-icount", f"shift={icount},sleep=on"] if icount else [])
 
 STAGES = [  # name, pattern (on the cleaned line); a line's "N.NN s" is the kernel clock
     ("kernel start", re.compile(r"Linux version")),
