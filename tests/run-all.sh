@@ -33,6 +33,15 @@ step() {
   echo "=== $name: rc=$rc, $p passed, $f failed"
 }
 
+# The end-to-end suites' test OS image (debootstrap, minutes of mostly dpkg and disk work)
+# builds in the background meanwhile; tests/run-e2e.sh then finds it cached.
+testos_log=$log/test-os-build.log
+if [ "$(id -u)" -eq 0 ]; then
+  KILN_TESTOS_ZSTD_LEVEL=${KILN_TESTOS_ZSTD_LEVEL:-10} \
+    images/test-os/build.sh "${KILN_E2E_ASSETS:-target/e2e-assets}/test-os" >"$testos_log" 2>&1 &
+  testos_pid=$!
+fi
+
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step unit cargo test --workspace --locked
@@ -40,6 +49,10 @@ step unit cargo test --workspace --locked
 # (a second, release build of everything would add minutes to CI, not coverage).
 step build cargo build --workspace --locked
 export KILN_BIN=$PWD/target/debug/kiln
+if [ -n "${testos_pid:-}" ] && ! wait "$testos_pid"; then
+  echo "=== test OS image build failed (run-e2e.sh tries again):"
+  tail -n 20 "$testos_log"
+fi
 step e2e bash tests/run-e2e.sh
 
 echo "$passed passed, $failed failed"
