@@ -189,8 +189,15 @@ async fn respond(
                 keep_alive,
                 &date,
             );
-            send_all(stream, &head, range.count > 0).await?;
-            send_file(stream, &range.file, range.start, range.count).await?;
+            // Corked like nginx's `tcp_nopush`: only full segments leave while the body
+            // streams (the head rides in the first), uncorking sends the tail at once.
+            let _ = rustix::net::sockopt::set_tcp_cork(stream, true);
+            let sent = match send_all(stream, &head).await {
+                Ok(()) => send_file(stream, &range.file, range.start, range.count).await,
+                Err(e) => Err(e),
+            };
+            let _ = rustix::net::sockopt::set_tcp_cork(stream, false);
+            sent?;
         }
         _ => {
             let body = axum::body::to_bytes(body, MAX_SMALL_BODY)
@@ -207,19 +214,15 @@ async fn respond(
             if !is_head && !http1::bodiless(parts.status) {
                 out.extend_from_slice(&body);
             }
-            send_all(stream, &out, false).await?;
+            send_all(stream, &out).await?;
         }
     }
     Ok(keep_alive)
 }
 
-/// Write all of `buf`; `more`: the body follows at once, so let the kernel hold a partial
-/// segment for it (`MSG_MORE`) instead of sending the head in a packet of its own.
-async fn send_all(stream: &TcpStream, mut buf: &[u8], more: bool) -> io::Result<()> {
-    let mut flags = rustix::net::SendFlags::NOSIGNAL;
-    if more {
-        flags |= rustix::net::SendFlags::MORE;
-    }
+/// Write all of `buf`.
+async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    let flags = rustix::net::SendFlags::NOSIGNAL;
     while !buf.is_empty() {
         stream.writable().await?;
         match stream.try_io(Interest::WRITABLE, || {
