@@ -44,7 +44,7 @@ fi
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-step unit cargo test --workspace --locked
+step unit cargo test --workspace --locked --no-fail-fast
 # The end-to-end suites drive the debug build the unit step already compiled most of
 # (a second, release build of everything would add minutes to CI, not coverage).
 step build cargo build --workspace --locked

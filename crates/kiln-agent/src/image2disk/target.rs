@@ -173,12 +173,29 @@ impl Target {
         match meta {
             Some(m) if m.file_type().is_block_device() => {
                 let excl = OFlags::EXCL.bits() as i32;
+                // Right after a partition-table re-read the kernel (and udev, where it runs)
+                // holds the device for a moment: EBUSY then is transient. A mounted partition
+                // keeps it busy, and that still fails, after about 2 s.
                 let open = |flags: i32| {
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .custom_flags(flags)
-                        .open(path)
+                    let mut tries = 0;
+                    loop {
+                        match OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .custom_flags(flags)
+                            .open(path)
+                        {
+                            Err(e)
+                                if e.raw_os_error()
+                                    == Some(rustix::io::Errno::BUSY.raw_os_error())
+                                    && tries < 20 =>
+                            {
+                                tries += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                            }
+                            r => return r,
+                        }
+                    }
                 };
                 let (mut file, direct) = if direct_io {
                     match open(excl | OFlags::DIRECT.bits() as i32) {
