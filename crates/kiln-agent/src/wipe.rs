@@ -227,7 +227,22 @@ pub fn wipe(disk: &Path, log: &dyn Fn(String)) -> Result<Wiped, WipeError> {
         // O_EXCL on a block device: refused while a partition is mounted or held.
         opts.custom_flags(OFlags::EXCL.bits() as i32);
     }
-    let mut file: File = opts.open(disk).map_err(open_err)?;
+    // EBUSY just after a partition-table re-read (an image written a moment ago) is the
+    // kernel or udev still looking at the disk: retried for about 2 s before it counts.
+    let mut tries = 0;
+    let mut file: File = loop {
+        match opts.open(disk) {
+            Err(e)
+                if block
+                    && e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                    && tries < 20 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r.map_err(open_err)?,
+        }
+    };
     let size = file.seek(SeekFrom::End(0)).map_err(read_err)?;
     let sectors = if block {
         vec![u64::from(
