@@ -4,10 +4,13 @@ render the summary table and the markdown sections of BENCHMARKS.md.
 
   boot-services-report.py perfdhcp FILE [--rate R --period P]   -> shell assignments
   boot-services-report.py median V...                           -> the median
-  boot-services-report.py render RESULTS.tsv META.tsv --sections dhcp,tftp,http
+  boot-services-report.py render RESULTS.tsv META.tsv [--samples SAMPLES.tsv] --sections dhcp,tftp,http
                           [--md-dir DIR] [--benchmarks FILE]    -> summary on stdout
 
 RESULTS.tsv rows: section, id, label, server, value, unit, better (higher|lower|info), note.
+SAMPLES.tsv rows: section, id, server, round, value — every round of an interleaved row (TFTP, HTTP);
+  RESULTS holds their median. A row with samples shows median [p25–p75] per server, and next to the
+  ratio of the medians the p25–p75 of the per-round ratios (the servers of a round ran back to back).
 META.tsv rows: key, value.
 """
 
@@ -25,15 +28,19 @@ SERVERS = {
 }
 INTRO = """
 Kiln's DHCP, TFTP and HTTP against established peers, side by side in private network namespaces:
-`bash bench/boot-services.sh [dhcp] [tftp] [http]` (as root; installs its Debian packages; 5–8 minutes for
-all three). Each part below is rewritten by the run that measured it; raw figures are in
-`bench/results/boot-services-*.tsv`. On a machine shared with other work (see the load averages) the
-tails and the lock-step TFTP figures move a lot between runs.
+`bash bench/boot-services.sh [dhcp] [tftp] [http]` (as root; installs its Debian packages; 10–12 minutes
+for all three). Each part below is rewritten by the run that measured it; raw figures are in
+`bench/results/boot-services-*.tsv` (every round of TFTP and HTTP in `*-samples.tsv`). This machine is
+shared with other work (see the load averages), so TFTP and HTTP run their servers at the same time and
+alternate between them request by request over many rounds: a load change hits every server alike, and
+the ratios compare medians measured under the same conditions. DHCP still runs one server at a time.
 
 """
 
 # Rows shown first, in this order (the rest keep the order they were measured in).
 ORDER = {"dhcp": ["rate", "sat", "do_avg", "do_p99", "ra_avg", "ra_p99", "do_max", "lat_drops"]}
+# Rows of these kinds (id prefix before ":") in this order, whatever order they were measured in.
+KIND_ORDER = {"lan": 0, "rtt": 1, "conc": 2}
 TITLES = {"dhcp": "DHCP", "tftp": "TFTP", "http": "HTTP"}
 PROJECT_MD_HEADER = """# Benchmarks
 
@@ -172,6 +179,46 @@ def load_rows(path):
     return rows
 
 
+def load_samples(path):
+    """{(section, id): {server: {round: value}}} from a samples file (missing file: empty)."""
+    out = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                p = line.rstrip("\n").split("\t")
+                if len(p) < 5:
+                    continue
+                sec, tid, server, rnd, value = p[:5]
+                try:
+                    out.setdefault((sec, tid), {}).setdefault(server, {})[int(rnd)] = float(value)
+                except ValueError:
+                    continue
+    return out
+
+
+def spread(values):
+    """(p25, p75) of values, or None."""
+    values = list(values)
+    if not values:
+        return None
+    return percentile(values, 25), percentile(values, 75)
+
+
+def round_ratios(samples, peer, better):
+    """kiln's per-round ratios against peer, over the rounds both were measured in."""
+    k, p = samples.get("kiln", {}), samples.get(peer, {})
+    out = []
+    for r in sorted(set(k) & set(p)):
+        rt = ratio(k[r], p[r], better)
+        if rt is not None:
+            out.append(rt)
+    return out
+
+
+def fmt_spread(sp, f):
+    return f" [{f(sp[0]).rstrip('×')}–{f(sp[1])}]" if sp else ""
+
+
 def load_meta(path):
     meta = {}
     if os.path.exists(path):
@@ -183,8 +230,10 @@ def load_meta(path):
     return meta
 
 
-def table(section, rows):
-    """(header, lines, cells) for one section: cells[id][server] = row."""
+def table(section, rows, samples=None):
+    """(header, lines, cells) for one section: cells[id][server] = row (with "samples" when measured
+    in rounds)."""
+    samples = samples or {}
     servers = SERVERS[section]
     order, cells = [], {}
     for r in rows:
@@ -195,23 +244,34 @@ def table(section, rows):
             cells[r["id"]] = {}
         cells[r["id"]][r["server"]] = r
     first = ORDER.get(section, [])
-    order.sort(key=lambda t: (first.index(t) if t in first else len(first)))
+    order.sort(key=lambda t: (first.index(t) if t in first else len(first) + KIND_ORDER.get(t.split(":")[0], 0)))
     peers = servers[1:]
-    header = ["test", "unit"] + servers + [f"kiln vs {p}" for p in peers]
+    with_rounds = any((section, tid) in samples for tid in order)
+    header = ["test", "unit"] + (["rounds"] if with_rounds else []) + servers + [f"kiln vs {p}" for p in peers]
     lines = []
     for tid in order:
         c = cells[tid]
         any_row = next(iter(c.values()))
+        smp = samples.get((section, tid), {})
         vals = {s: (c[s]["value"] if s in c else None) for s in servers}
         line = [any_row["label"], any_row["unit"]]
+        if with_rounds:
+            line.append(str(max((len(v) for v in smp.values()), default=0)) if smp else "–")
         for s in servers:
             text = fmt(vals[s])
+            if s in smp:
+                text += fmt_spread(spread(smp[s].values()), fmt)
             if s in c and c[s]["note"]:
                 text += f" ({c[s]['note']})"
             line.append(text)
         for p in peers:
             rt = ratio(vals["kiln"], vals[p], any_row["better"])
-            line.append(fmt_ratio(rt))
+            text = fmt_ratio(rt)
+            if smp:
+                text += fmt_spread(spread(round_ratios(smp, p, any_row["better"])), fmt_ratio)
+            line.append(text)
+        for s in c:
+            c[s]["samples"] = smp
         lines.append(line)
     return header, lines, cells
 
@@ -223,6 +283,13 @@ def targets(section, cells):
     def val(tid, server):
         r = cells.get(tid, {}).get(server)
         return r["value"] if r else None
+
+    def per_round(tid, peer, better):
+        """", per-round p25–p75 a–b" when the row was measured in rounds."""
+        c = cells.get(tid, {})
+        smp = next(iter(c.values())).get("samples") if c else None
+        sp = spread(round_ratios(smp, peer, better)) if smp else None
+        return f" (per round p25–p75 {fmt_ratio(sp[0])}–{fmt_ratio(sp[1])})" if sp else ""
 
     def verdict(r, need, near=0.95):
         if r is None:
@@ -249,17 +316,19 @@ def targets(section, cells):
             k, h = val(tid, "kiln"), val(tid, "tftpd-hpa")
             any_row = next(iter(c.values()))
             rt = ratio(k, h, any_row["better"])
+            pr = per_round(tid, "tftpd-hpa", any_row["better"])
             if kind == "rtt" and ws == "16":
-                out.append((verdict(rt, 3.0), f"windowsize 16 at 1 ms RTT ≥ 3× tftpd-hpa ({f}, blksize {bs}): {fmt(rt)}×"))
+                out.append((verdict(rt, 3.0), f"windowsize 16 at 1 ms RTT ≥ 3× tftpd-hpa ({f}, blksize {bs}): {fmt(rt)}×{pr}"))
             if ws == "-":
-                out.append((verdict(rt, 1.0), f"no windowsize, not slower than tftpd-hpa ({any_row['label']}): {fmt(rt)}×"))
+                out.append((verdict(rt, 1.0), f"no windowsize, not slower than tftpd-hpa ({any_row['label']}): {fmt(rt)}×{pr}"))
     elif section == "http":
         for tid, c in cells.items():
             any_row = next(iter(c.values()))
             if any_row["better"] == "info":
                 continue
             rt = ratio(val(tid, "kiln"), val(tid, "nginx"), any_row["better"])
-            out.append((verdict(rt, 0.8), f"≥ 0.8× nginx ({any_row['label']}): {fmt(rt)}×"))
+            pr = per_round(tid, "nginx", any_row["better"])
+            out.append((verdict(rt, 0.8), f"≥ 0.8× nginx ({any_row['label']}): {fmt(rt)}×{pr}"))
     return out
 
 
@@ -286,14 +355,14 @@ def md_section(section, header, lines, tg, meta):
         f"- **Machine**: {m('nproc')} CPUs ({m('cpu')}), kernel {m('kernel')}, {m('mem')}; "
         f"load average before/after this part: {m(section + '.load.start')} / {m(section + '.load.end')}",
         f"- **Kiln**: {m('kiln.rev')}; **peers**: {m(section + '.versions')}",
-        f"- **Setup**: {m('setup')}",
+        f"- **Setup**: {m('setup')}" + (f"; {meta[section + '.setup']}" if section + ".setup" in meta else ""),
     ]
     for key in sorted(k for k in meta if k.startswith(section + ".note.")):
         parts.append(f"- {meta[key]}")
     parts += [
         "",
         "Ratio columns: kiln's performance relative to the peer (throughput ÷ throughput, or time ÷ time "
-        "inverted), so > 1 means kiln is better.",
+        "inverted), so > 1 means kiln is better. Targets are judged on the ratio of the medians.",
         "",
         md_table(header, lines),
         "",
@@ -317,11 +386,12 @@ def replace_block(text, section, body):
 
 def cmd_render(a):
     rows = load_rows(a.results)
+    samples = load_samples(a.samples)
     meta = load_meta(a.meta)
     sections = [s for s in a.sections.split(",") if s]
     md_bodies = {}
     for s in sections:
-        header, lines, cells = table(s, rows)
+        header, lines, cells = table(s, rows, samples)
         if not lines:
             continue
         tg = targets(s, cells)
@@ -370,6 +440,7 @@ def main():
     p = sub.add_parser("render")
     p.add_argument("results")
     p.add_argument("meta")
+    p.add_argument("--samples", help="every round of the interleaved rows")
     p.add_argument("--sections", default="dhcp,tftp,http")
     p.add_argument("--md-dir")
     p.add_argument("--benchmarks")

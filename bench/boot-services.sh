@@ -12,6 +12,13 @@
 #         our client bench/tftp-client.py sleeping 1 ms before each ACK); 200 concurrent ipxe.efi fetches.
 #   HTTP  kiln's /artifacts/ against nginx (sendfile on): one 1 GiB download, 32 concurrent 64 MiB ones.
 #
+# TFTP and HTTP are measured interleaved, because this machine is shared and its load swings within a
+# minute: the servers of a part run at the same time on their own ports (TFTP: kiln 69, tftpd-hpa 1069,
+# atftpd 2069; HTTP: kiln 8080, nginx 8081) and the client fetches from them in turn, one transfer (or
+# one batch of concurrent ones) per server per round, the order rotated each round, for many rounds.
+# Reported: the median per server with its p25–p75, the ratio of the medians with the p25–p75 of the
+# per-round ratios. DHCP still measures one server at a time (perfdhcp drives one server at full rate).
+#
 # Debian packages (installed when missing, with apt-get install --no-install-recommends):
 #   kea-admin (perfdhcp) kea-dhcp4-server dnsmasq-base tftpd-hpa atftp nginx-light curl ipxe
 #   iproute2 util-linux procps python3
@@ -66,11 +73,11 @@ if [ "$(nproc)" -ge 2 ]; then SRV_CPU=1 CLI_CPU=0; else SRV_CPU=0 CLI_CPU=0; fi
 NICE=()
 if [ -n "${BENCH_NICE:-}" ]; then NICE=(nice -n "$BENCH_NICE"); fi
 
-# Durations (seconds) and repetitions.
+# DHCP durations (seconds); TFTP/HTTP rounds: see rounds().
 if [ "$QUICK" = 1 ]; then
-	DHCP_STEP=1 DHCP_LAT=2 DHCP_SAT=2 TFTP_REPS=1 RTT_REPS=1 HTTP_REPS=1
+	DHCP_STEP=1 DHCP_LAT=2 DHCP_SAT=2
 else
-	DHCP_STEP=3 DHCP_LAT=10 DHCP_SAT=5 TFTP_REPS=3 RTT_REPS=3 HTTP_REPS=3
+	DHCP_STEP=3 DHCP_LAT=10 DHCP_SAT=5
 fi
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -319,18 +326,18 @@ wait_http() {
 	die "$url did not answer"
 }
 
-# wait_tftp PID: until ipxe.efi can be fetched.
+# wait_tftp PID PORT: until ipxe.efi can be fetched from that port.
 wait_tftp() {
-	local pid=$1 i
+	local pid=$1 port=$2 i
 	for i in $(seq 50); do
-		if cli timeout 5 atftp --get -r ipxe.efi -l "$RUN/probe.bin" "$SRV_IP" 69 >/dev/null 2>&1 &&
+		if cli timeout 5 atftp --get -r ipxe.efi -l "$RUN/probe.bin" "$SRV_IP" "$port" >/dev/null 2>&1 &&
 			cmp -s "$RUN/probe.bin" "$FILES/ipxe.efi"; then
 			return 0
 		fi
 		kill -0 "$pid" 2>/dev/null || die "TFTP server (pid $pid) exited; see $RUN"
 		sleep 0.2
 	done
-	die "TFTP server did not answer"
+	die "TFTP server (pid $pid) did not answer on port $port"
 }
 
 # =========================================================================================== DHCP
@@ -524,85 +531,228 @@ section_dhcp() {
 }
 
 # =========================================================================================== TFTP
+#
+# All servers of a part run at the same time, each on its own port, and the client fetches from them in
+# turn: one transfer (or one batch of concurrent transfers) per server per round, the order rotated every
+# round (ABC, BCA, CAB, … ; AB, BA, … for two) so that each server takes each position equally often.
+# A change of load on the machine then hits every server alike, and the ratio of the medians compares
+# like with like. Rounds: at least MIN, then more while less than BUDGET seconds have passed, at most MAX;
+# past the part's DEADLINE (epoch seconds) no row starts more than 2 rounds, which bounds the run on a
+# loaded machine (the rows that decide the targets run first).
+# Every timed transfer becomes a sample (section, id, server, round, value) in $SAMPLES; the report takes
+# the median and p25–p75 per server, and the p25–p75 of the per-round ratios.
 
-# In the client namespace: atftp N times, print one wall time (ns) per run.
+# In the client namespace: interleaved atftp fetches of one file.
+#   FILE BLKSIZE WINDOWSIZE MIN MAX BUDGET DEADLINE DIR SRC NAME=IP:PORT...
+# Prints "ROUND NAME MICROSECONDS" per transfer (wall time of the atftp process, file compared byte for
+# byte), or "FAIL NAME why" and stops.
 TFTP_MATRIX_INNER='
 set -u
-ip=$1 file=$2 bs=$3 ws=$4 reps=$5 out=$6 src=$7
+file=$1 bs=$2 ws=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8 src=$9
+shift 9
+targets=("$@") n=$#
 opts=(--option "blksize $bs")
 [ "$ws" = - ] || opts+=(--option "windowsize $ws")
-for ((r = 0; r < reps; r++)); do
-	rm -f "$out"
-	t0=${EPOCHREALTIME/./}
-	timeout 300 atftp "${opts[@]}" --get -r "$file" -l "$out" "$ip" 69 >/dev/null 2>&1 || { echo "FAIL atftp rc=$?"; continue; }
-	t1=${EPOCHREALTIME/./}
-	if cmp -s "$out" "$src"; then echo $((t1 - t0)); else echo "FAIL content"; fi
+start=$SECONDS
+for ((r = 0; ; r++)); do
+	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
+	for ((k = 0; k < n; k++)); do
+		t=${targets[(r + k) % n]}
+		name=${t%%=*} addr=${t#*=}
+		out=$dir/$name.out
+		rm -f "$out"
+		t0=${EPOCHREALTIME/./}
+		timeout 300 atftp "${opts[@]}" --get -r "$file" -l "$out" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1 ||
+			{ echo "FAIL $name atftp rc=$? (round $r)"; exit 1; }
+		t1=${EPOCHREALTIME/./}
+		cmp -s "$out" "$src" || { echo "FAIL $name content differs (round $r)"; exit 1; }
+		rm -f "$out"
+		echo "$r $name $((t1 - t0))"
+	done
 done
-rm -f "$out"
 '
 
-# In the client namespace: N concurrent atftp fetches; prints wall µs.
+# In the client namespace: interleaved batches of N concurrent atftp fetches of ipxe.efi.
+#   N BLKSIZE WINDOWSIZE MIN MAX BUDGET DEADLINE DIR SRC NAME=IP:PORT...
+# Prints "ROUND NAME MICROSECONDS GOOD" per batch (wall time until the last exits; GOOD = exit 0 and
+# byte-identical).
 TFTP_CONC_INNER='
 set -u
-ip=$1 n=$2 bs=$3 ws=$4 dir=$5
+n=$1 bs=$2 ws=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8 src=$9
+shift 9
+targets=("$@") nt=$#
 opts=(--option "blksize $bs")
 [ "$ws" = - ] || opts+=(--option "windowsize $ws")
-t0=${EPOCHREALTIME/./}
-for ((i = 0; i < n; i++)); do
-	( timeout 120 atftp "${opts[@]}" --get -r ipxe.efi -l "$dir/$i.bin" "$ip" 69 >/dev/null 2>&1; echo $? >"$dir/$i.rc" ) &
+start=$SECONDS
+for ((r = 0; ; r++)); do
+	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
+	for ((k = 0; k < nt; k++)); do
+		t=${targets[(r + k) % nt]}
+		name=${t%%=*} addr=${t#*=}
+		rm -rf "$dir/batch"
+		mkdir -p "$dir/batch"
+		t0=${EPOCHREALTIME/./}
+		for ((i = 0; i < n; i++)); do
+			( timeout 120 atftp "${opts[@]}" --get -r ipxe.efi -l "$dir/batch/$i.bin" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1
+			  echo $? >"$dir/batch/$i.rc" ) &
+		done
+		wait
+		t1=${EPOCHREALTIME/./}
+		good=0
+		for ((i = 0; i < n; i++)); do
+			rc=x
+			read -r rc <"$dir/batch/$i.rc" 2>/dev/null
+			if [ "$rc" = 0 ] && cmp -s "$dir/batch/$i.bin" "$src"; then good=$((good + 1)); fi
+		done
+		echo "$r $name $((t1 - t0)) $good"
+	done
 done
-wait
-t1=${EPOCHREALTIME/./}
-echo $((t1 - t0))
+rm -rf "$dir/batch"
 '
 
-tftp_bench() {
-	local name=$1 pid=$2 f bs ws times med size mbps label fails reps
-	wait_tftp "$pid"
-	# LAN (veth, no added delay), atftp client
+# take_samples SECTION ID div|inv K: lines "ROUND NAME RAW ..." on stdin become samples with value
+# RAW / K (div) or K / RAW (inv). A FAIL line (or no line at all) ends the run with its message.
+take_samples() {
+	local sec=$1 id=$2 mode=$3 k=$4 lines
+	lines=$(cat)
+	if grep -q '^FAIL' <<<"$lines"; then die "$sec $id: $(grep -m1 '^FAIL' <<<"$lines" | cut -d' ' -f2-)"; fi
+	[ -n "$lines" ] || die "$sec $id: the client printed nothing"
+	awk -v s="$sec" -v id="$id" -v mode="$mode" -v k="$k" 'NF >= 3 {
+		v = (mode == "div") ? $3 / k : k / $3
+		printf "%s\t%s\t%s\t%s\t%.6f\n", s, id, $2, $1, v
+	}' <<<"$lines" >>"$SAMPLES"
+}
+
+# record_samples SECTION ID LABEL UNIT BETTER [NOTES]: one result row per server, the median of its
+# samples; NOTES names an associative array server -> note.
+record_samples() {
+	local sec=$1 id=$2 label=$3 unit=$4 better=$5 srv vals note
+	local -n servers=${sec^^}_SERVERS
+	[ -z "${6:-}" ] || local -n notes=$6
+	for srv in "${servers[@]}"; do
+		mapfile -t vals < <(awk -F'\t' -v s="$sec" -v id="$id" -v srv="$srv" '$1 == s && $2 == id && $3 == srv { print $5 }' "$SAMPLES")
+		[ ${#vals[@]} -gt 0 ] || die "$sec $id: no samples for $srv"
+		note=
+		[ -z "${6:-}" ] || note=${notes[$srv]:-}
+		record "$sec" "$id" "$label" "$srv" "$(median "${vals[@]}")" "$unit" "$better" "$note"
+	done
+	log "  ($(awk -F'\t' -v s="$sec" -v id="$id" '$1 == s && $2 == id && $4 + 1 > n { n = $4 + 1 } END { print n }' "$SAMPLES") rounds)"
+}
+
+# rounds KIND: "MIN MAX BUDGET DEADLINE" for one kind of row (DEADLINE: the part's, $DEADLINE).
+rounds() {
+	if [ "$QUICK" = 1 ]; then
+		echo "1 1 0 $DEADLINE"
+		return
+	fi
+	case $1 in
+	lan-small) echo "7 15 4 $DEADLINE" ;;  # ipxe.efi over the bare veth: tens of ms per transfer
+	lan-big) echo "3 7 20 $DEADLINE" ;;    # 64 MiB: 1–12 s per transfer (25 s when loaded)
+	rtt) echo "7 13 20 $DEADLINE" ;;       # 1 ms RTT: 0.05–3 s per transfer; the lock-step rows decide a target
+	tftp-conc) echo "3 6 12 $DEADLINE" ;;  # 200 at once: 1–3 s per batch
+	http-1g) echo "5 15 15 $DEADLINE" ;;   # ~1 s per download
+	http-conc) echo "5 15 15 $DEADLINE" ;; # ~1 s per batch of 32
+	esac
+}
+# Seconds after the start of a part past which rows stop at 2 rounds (see above).
+TFTP_SECONDS=300
+HTTP_SECONDS=90
+DEADLINE=0
+
+TFTP_SERVERS=(kiln tftpd-hpa atftpd)
+KILN_TFTP_PORT=69
+HPA_TFTP_PORT=1069
+ATFTPD_TFTP_PORT=2069
+TFTP_TARGETS=("kiln=$SRV_IP:$KILN_TFTP_PORT" "tftpd-hpa=$SRV_IP:$HPA_TFTP_PORT" "atftpd=$SRV_IP:$ATFTPD_TFTP_PORT")
+
+# wlabel W: "windowsize W", or "no windowsize" for -.
+wlabel() { if [ "$1" = - ]; then echo "no windowsize"; else echo "windowsize $1"; fi; }
+
+# tftp_lan: ipxe.efi and rand64M over the bare veth with atftp, every blksize/windowsize.
+tftp_lan() {
+	local f bs ws size label id lines kind
 	for f in ipxe.efi rand64M; do
 		size=$(stat -c %s "$FILES/$f")
+		kind=lan-big
+		[ "$f" != ipxe.efi ] || kind=lan-small
 		for bs in 512 1468; do
 			for ws in - 4 16; do
-				reps=$TFTP_REPS
-				[ "$f" != ipxe.efi ] || reps=$((TFTP_REPS + 2)) # short transfers: a few more
-				mapfile -t times < <(cli bash -c "$TFTP_MATRIX_INNER" _ "$SRV_IP" "$f" "$bs" "$ws" "$reps" "$RUN/tftp/out-$f" "$FILES/$f")
-				fails=$(printf '%s\n' "${times[@]}" | grep -c FAIL || true)
-				label="$f, blksize $bs, $(wlabel "$ws")"
-				[ "$fails" = 0 ] || die "$name: $label: $(printf '%s ' "${times[@]}")"
-				med=$(median "${times[@]}")
+				id="lan:$f:$bs:$ws"
+				label="LAN, atftp: $f, blksize $bs, $(wlabel "$ws")"
+				# shellcheck disable=SC2046 # rounds prints three numbers
+				lines=$(cli bash -c "$TFTP_MATRIX_INNER" _ "$f" "$bs" "$ws" $(rounds "$kind") "$RUN/tftp" "$FILES/$f" "${TFTP_TARGETS[@]}") || true
 				if [ "$f" = ipxe.efi ]; then
-					record tftp "lan:$f:$bs:$ws" "LAN, atftp: $label" "$name" "$(calc "$med / 1000")" ms lower
+					take_samples tftp "$id" div 1000 <<<"$lines" # µs -> ms
+					record_samples tftp "$id" "$label" ms lower
 				else
-					mbps=$(calc "$size / ($med / 1e6) / 1e6")
-					record tftp "lan:$f:$bs:$ws" "LAN, atftp: $label" "$name" "$mbps" MB/s higher
+					take_samples tftp "$id" inv "$size" <<<"$lines" # bytes/µs = MB/s
+					record_samples tftp "$id" "$label" MB/s higher
 				fi
 			done
 		done
 	done
 }
 
-# tftp_conc NAME: 200 concurrent fetches of ipxe.efi.
-tftp_conc() {
-	local name=$1 n=200 dir us good i ws
-	for ws in - 16; do
-		dir=$RUN/tftp/conc-$name-$ws
-		rm -rf "$dir"
-		mkdir -p "$dir"
-		us=$(cli bash -c "$TFTP_CONC_INNER" _ "$SRV_IP" "$n" 1468 "$ws" "$dir")
-		good=0
-		for ((i = 0; i < n; i++)); do
-			if [ "$(cat "$dir/$i.rc" 2>/dev/null)" = 0 ] && cmp -s "$dir/$i.bin" "$FILES/ipxe.efi"; then good=$((good + 1)); fi
+# tftp_rtt: ipxe.efi at a 1 ms round trip with bench/tftp-client.py, interleaved in one client process.
+# With netem the delay is on the client's veth only while these rows run; otherwise the client sleeps
+# 1 ms before each ACK.
+tftp_rtt() {
+	local bs ws json lines delay=1 wopt id t rmin rmax budget deadline targets=()
+	for t in "${TFTP_TARGETS[@]}"; do targets+=(--target "$t"); done
+	if [ "$RTT_METHOD" = netem ]; then
+		ip netns exec "$NS_C" tc qdisc add dev "$IF_C" root netem delay 1ms
+		delay=0
+	fi
+	for bs in 512 1468; do
+		for ws in - 4 16; do
+			wopt=()
+			[ "$ws" = - ] || wopt=(--windowsize "$ws")
+			id="rtt:ipxe.efi:$bs:$ws"
+			read -r rmin rmax budget deadline <<<"$(rounds rtt)"
+			json=$(cli timeout 900 "$PY" "$TFTP_CLIENT" ipxe.efi "${targets[@]}" --rounds-min "$rmin" --rounds-max "$rmax" \
+				--budget "$budget" --deadline "$deadline" --blksize "$bs" "${wopt[@]}" --ack-delay-ms "$delay" --sha256 "$SHA_IPXE") || true
+			lines=$("$PY" -c '
+import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    d = json.loads(line)
+    if d["ok"]:
+        print(d["round"], d["target"], d["seconds"], d["ack_delay_mean_ms"])
+    else:
+        print("FAIL", d["target"], d["error"], "(round %d)" % d["round"])
+' <<<"$json")
+			take_samples tftp "$id" div 0.001 <<<"$lines" # s -> ms
+			mapfile -t -O "${#ACK_DELAYS[@]}" ACK_DELAYS < <(awk '{ print $4 }' <<<"$lines")
+			record_samples tftp "$id" "1 ms RTT: ipxe.efi, blksize $bs, $(wlabel "$ws")" ms lower
 		done
-		record tftp "conc:ipxe.efi:1468:$ws" "$n concurrent ipxe.efi, blksize 1468, $(wlabel "$ws") (wall time)" "$name" \
-			"$(calc "$us / 1000")" ms lower "$good/$n ok"
-		[ "$good" = "$n" ] || log "WARNING: $name: only $good of $n concurrent transfers were complete and correct"
-		rm -rf "$dir"
+	done
+	if [ "$RTT_METHOD" = netem ]; then
+		ip netns exec "$NS_C" tc qdisc del dev "$IF_C" root
+	fi
+}
+
+# tftp_conc: 200 concurrent fetches of ipxe.efi, one batch per server per round.
+tftp_conc() {
+	local n=200 ws id lines srv
+	local -A good
+	for ws in - 16; do
+		id="conc:ipxe.efi:1468:$ws"
+		# shellcheck disable=SC2046
+		lines=$(cli bash -c "$TFTP_CONC_INNER" _ "$n" 1468 "$ws" $(rounds tftp-conc) "$RUN/tftp" "$FILES/ipxe.efi" "${TFTP_TARGETS[@]}") || true
+		take_samples tftp "$id" div 1000 <<<"$lines"
+		for srv in "${TFTP_SERVERS[@]}"; do
+			good[$srv]=$(awk -v s="$srv" -v n="$n" '$2 == s { g += $4; t += n } END { printf "%d/%d ok", g, t }' <<<"$lines")
+			awk -v s="$srv" '$2 == s && $4 != '"$n"' { bad = 1 } END { exit bad }' <<<"$lines" ||
+				log "WARNING: $srv: only ${good[$srv]}: some concurrent transfers were incomplete or wrong"
+		done
+		record_samples tftp "$id" "$n concurrent ipxe.efi, blksize 1468, $(wlabel "$ws") (wall time)" ms lower good
 	done
 }
 
 section_tftp() {
-	local pid
+	local pids=() pid i t
 	mkdir -p "$RUN/tftp"
 	ACK_DELAYS=()
 	# A 1 ms round trip: netem if the kernel has it, else our client's 1 ms ACK delay.
@@ -614,133 +764,136 @@ section_tftp() {
 	fi
 	log "TFTP: 1 ms RTT method: $RTT_METHOD ($(head -1 "$RUN/tftp/netem.err" 2>/dev/null))"
 
-	log "TFTP: kiln"
+	log "TFTP: kiln, tftpd-hpa and atftpd side by side (${TFTP_TARGETS[*]})"
 	start_server kiln-tftp "$KILN" --data-dir "$RUN/tftp/kiln-data" serve --dhcp-mode off --address "$SRV_IP" \
-		--http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
-	pid=$SPID
-	tftp_with_rtt kiln "$pid"
-	stop_server "$pid"
-
-	log "TFTP: tftpd-hpa"
-	start_server tftpd-hpa in.tftpd -L -a "$SRV_IP:69" -u root -s "$FILES"
-	pid=$SPID
-	tftp_with_rtt tftpd-hpa "$pid"
-	stop_server "$pid"
-
-	log "TFTP: atftpd"
-	start_server atftpd "$ATFTPD" --daemon --no-fork --bind-address "$SRV_IP" --port 69 --user root --group root \
-		--maxthread 256 --logfile "$RUN/tftp/atftpd-syslog.log" "$FILES"
-	pid=$SPID
-	tftp_with_rtt atftpd "$pid"
-	stop_server "$pid"
-
-	local mean_delay
-	mean_delay=$(median "${ACK_DELAYS[@]:-0}")
-	meta tftp.versions "tftpd-hpa $(dpkg-query -W -f='${Version}' tftpd-hpa) (in.tftpd -L -a IP:69 -u root -s DIR), atftpd $(basename "$(ls "$BENCH_WORK"/atftpd/atftpd_*.deb)" .deb | sed 's/^atftpd_//') (unpacked .deb, --maxthread 256), client atftp $(dpkg-query -W -f='${Version}' atftp)"
-	meta tftp.note.1 "LAN rows: atftp --option 'blksize N' [--option 'windowsize W'] in the client namespace over the veth, wall time of the atftp process, median of $((TFTP_REPS + 2)) (ipxe.efi) or $TFTP_REPS (64 MiB), every file compared byte for byte. tftpd-hpa ignores windowsize (it answers windowsize 1)."
-	if [ "$RTT_METHOD" = netem ]; then
-		meta tftp.note.2 "1 ms RTT rows: tc netem delay 1ms on the client's veth; client bench/tftp-client.py (blksize, windowsize, tsize; sha256 checked), time from RRQ to last DATA, median of $RTT_REPS."
-	else
-		meta tftp.note.2 "1 ms RTT rows: this kernel has no sch_netem ('$(head -1 "$RUN/tftp/netem.err" 2>/dev/null)'), so the same client, bench/tftp-client.py (blksize, windowsize, tsize; sha256 checked), sleeps 1 ms before each ACK (measured mean $(printf '%.3f' "$mean_delay") ms) — one delay per window, as a round trip would be; time from RRQ to last DATA, median of $RTT_REPS."
-	fi
-	meta tftp.note.3 "Concurrent rows: 200 atftp processes started at once from one shell in the client namespace (all on the client CPU), wall time until the last exits; 'ok' = exit 0 and byte-identical."
-}
-
-# wlabel W: "windowsize W", or "no windowsize" for -.
-wlabel() { if [ "$1" = - ]; then echo "no windowsize"; else echo "windowsize $1"; fi; }
-
-# tftp_with_rtt NAME PID: LAN rows, the 1 ms RTT rows, concurrency.
-tftp_with_rtt() {
-	tftp_bench "$@"
-	tftp_rtt "$1"
-	tftp_conc "$1"
-}
-
-# tftp_rtt NAME: ipxe.efi at a 1 ms round trip with bench/tftp-client.py. With netem the delay is on
-# the client's veth only while these rows run; otherwise the client sleeps 1 ms before each ACK.
-tftp_rtt() {
-	local name=$1 bs ws times res med r delay=1 wopt
-	if [ "$RTT_METHOD" = netem ]; then
-		ip netns exec "$NS_C" tc qdisc add dev "$IF_C" root netem delay 1ms
-		delay=0
-	fi
-	for bs in 512 1468; do
-		for ws in - 4 16; do
-			times=()
-			wopt=()
-			[ "$ws" = - ] || wopt=(--windowsize "$ws")
-			for ((r = 0; r < RTT_REPS; r++)); do
-				res=$(cli timeout 120 "$PY" "$TFTP_CLIENT" "$SRV_IP" ipxe.efi --blksize "$bs" "${wopt[@]}" \
-					--ack-delay-ms "$delay" --sha256 "$SHA_IPXE") ||
-					die "$name: 1 ms RTT ipxe.efi blksize $bs windowsize $ws failed: $res"
-				times+=("$(echo "$res" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')")
-				ACK_DELAYS+=("$(echo "$res" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ack_delay_mean_ms"])')")
-			done
-			med=$(median "${times[@]}")
-			record tftp "rtt:ipxe.efi:$bs:$ws" "1 ms RTT: ipxe.efi, blksize $bs, $(wlabel "$ws")" "$name" "$(calc "$med * 1000")" ms lower
-		done
+		--tftp-port "$KILN_TFTP_PORT" --http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
+	pids+=("$SPID")
+	start_server tftpd-hpa in.tftpd -L -a "$SRV_IP:$HPA_TFTP_PORT" -u root -s "$FILES"
+	pids+=("$SPID")
+	start_server atftpd "$ATFTPD" --daemon --no-fork --bind-address "$SRV_IP" --port "$ATFTPD_TFTP_PORT" \
+		--user root --group root --maxthread 256 --logfile "$RUN/tftp/atftpd-syslog.log" "$FILES"
+	pids+=("$SPID")
+	for i in "${!pids[@]}"; do
+		t=${TFTP_TARGETS[i]#*=}
+		wait_tftp "${pids[i]}" "${t#*:}"
 	done
+
+	# The rows that decide the targets first; the 64 MiB LAN rows (the longest) last.
+	DEADLINE=$((EPOCHSECONDS + TFTP_SECONDS))
+	log "TFTP: 1 ms RTT, bench/tftp-client.py"
+	tftp_rtt
+	log "TFTP: 200 concurrent"
+	tftp_conc
+	log "TFTP: LAN, atftp"
+	tftp_lan
+	for pid in "${pids[@]}"; do stop_server "$pid"; done
+
+	local mean_delay rtt_note
+	mean_delay=$(median "${ACK_DELAYS[@]:-0}")
+	meta tftp.versions "tftpd-hpa $(dpkg-query -W -f='${Version}' tftpd-hpa) (in.tftpd -L -a IP:$HPA_TFTP_PORT -u root -s DIR), atftpd $(basename "$(ls "$BENCH_WORK"/atftpd/atftpd_*.deb)" .deb | sed 's/^atftpd_//') (unpacked .deb, --port $ATFTPD_TFTP_PORT --maxthread 256), client atftp $(dpkg-query -W -f='${Version}' atftp)"
+	meta tftp.setup "kiln (TFTP port $KILN_TFTP_PORT), tftpd-hpa ($HPA_TFTP_PORT) and atftpd ($ATFTPD_TFTP_PORT) run at the same time; the client fetches from them in turn, one transfer (or one batch) per server per round, the order rotated every round (ABC, BCA, CAB, …), so load changes on this shared machine hit all three alike"
+	meta tftp.note.1 "Cells: median [p25–p75] over the rounds; ratio columns: ratio of the medians [p25–p75 of the per-round ratios]. Rounds per row: at least the minimum, then more while the row's time budget lasts (LAN ipxe.efi $(rounds lan-small | awk '{print $1 "–" $2 " rounds, " $3 " s"}'); 64 MiB $(rounds lan-big | awk '{print $1 "–" $2 ", " $3 " s"}'); 1 ms RTT $(rounds rtt | awk '{print $1 "–" $2 ", " $3 " s"}'); concurrent $(rounds tftp-conc | awk '{print $1 "–" $2 ", " $3 " s"}')); once the part has run $TFTP_SECONDS s, no row starts a third round (measured in this order: 1 ms RTT, concurrent, LAN ipxe.efi, LAN 64 MiB)."
+	meta tftp.note.2 "LAN rows: atftp --option 'blksize N' [--option 'windowsize W'] in the client namespace over the veth, wall time of the atftp process, every file compared byte for byte. tftpd-hpa ignores windowsize (it answers windowsize 1)."
+	rtt_note="client bench/tftp-client.py (blksize, windowsize, tsize; sha256 checked) fetching from the three servers in turn in one process, time from RRQ to last DATA"
 	if [ "$RTT_METHOD" = netem ]; then
-		ip netns exec "$NS_C" tc qdisc del dev "$IF_C" root
+		meta tftp.note.3 "1 ms RTT rows: tc netem delay 1ms on the client's veth; $rtt_note."
+	else
+		meta tftp.note.3 "1 ms RTT rows: this kernel has no sch_netem ('$(head -1 "$RUN/tftp/netem.err" 2>/dev/null)'), so the client sleeps 1 ms before each ACK (measured median $(printf '%.3f' "$mean_delay") ms) — one delay per window, as a round trip would be; $rtt_note."
 	fi
+	meta tftp.note.4 "Concurrent rows: per round one batch of 200 atftp processes per server, started at once from one shell in the client namespace (all on the client CPU), wall time until the last exits; 'ok' = exit 0 and byte-identical, summed over the rounds."
 }
 
 # =========================================================================================== HTTP
 
+HTTP_SERVERS=(kiln nginx)
+NGINX_HTTP_PORT=8081
+HTTP_TARGETS=("kiln=$SRV_IP:$HTTP_PORT" "nginx=$SRV_IP:$NGINX_HTTP_PORT")
+
+# In the client namespace: interleaved single downloads.   PATH SIZE MIN MAX BUDGET DEADLINE NAME=IP:PORT...
+# Prints "ROUND NAME SECONDS" (curl's time_total), or "FAIL NAME why" and stops.
+HTTP_GET_INNER='
+set -u
+path=$1 size=$2 min=$3 max=$4 budget=$5 deadline=$6
+shift 6
+targets=("$@") n=$#
+start=$SECONDS
+for ((r = 0; ; r++)); do
+	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
+	for ((k = 0; k < n; k++)); do
+		t=${targets[(r + k) % n]}
+		name=${t%%=*} addr=${t#*=}
+		res=$(curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download} %{time_total}" "http://$addr$path")
+		read -r code got secs <<<"$res"
+		if [ "$code" != 200 ] || [ "$got" != "$size" ]; then echo "FAIL $name download: $res (round $r)"; exit 1; fi
+		echo "$r $name $secs"
+	done
+done
+'
+
+# In the client namespace: interleaved batches of N concurrent downloads.
+#   PATH SIZE N MIN MAX BUDGET DEADLINE DIR NAME=IP:PORT...
+# Prints "ROUND NAME MICROSECONDS" per batch (wall time until the last curl exits), or "FAIL ..." and stops.
 HTTP_CONC_INNER='
 set -u
-url=$1 n=$2 dir=$3
-t0=${EPOCHREALTIME/./}
-for ((i = 0; i < n; i++)); do
-	curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download}\n" "$url" >"$dir/$i.res" &
+path=$1 size=$2 n=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8
+shift 8
+targets=("$@") nt=$#
+start=$SECONDS
+for ((r = 0; ; r++)); do
+	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
+	for ((k = 0; k < nt; k++)); do
+		t=${targets[(r + k) % nt]}
+		name=${t%%=*} addr=${t#*=}
+		rm -rf "$dir/batch"
+		mkdir -p "$dir/batch"
+		t0=${EPOCHREALTIME/./}
+		for ((i = 0; i < n; i++)); do
+			curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download}\n" "http://$addr$path" >"$dir/batch/$i.res" &
+		done
+		wait
+		t1=${EPOCHREALTIME/./}
+		good=0
+		for ((i = 0; i < n; i++)); do
+			res=
+			read -r res <"$dir/batch/$i.res" 2>/dev/null
+			[ "$res" != "200 $size" ] || good=$((good + 1))
+		done
+		[ "$good" = "$n" ] || { echo "FAIL $name only $good of $n concurrent downloads complete (round $r)"; exit 1; }
+		echo "$r $name $((t1 - t0))"
+	done
 done
-wait
-t1=${EPOCHREALTIME/./}
-echo $((t1 - t0))
+rm -rf "$dir/batch"
 '
 
 http_bench() {
-	local name=$1 pid=$2 url1g url64 r res code size secs rates=() walls=() us good i dir sum
-	url1g=http://$SRV_IP:$HTTP_PORT/artifacts/rand1G
-	url64=http://$SRV_IP:$HTTP_PORT/artifacts/rand64M
-	wait_http "$url64" "$pid"
+	local t sum lines srv size64=67108864
+	local -A complete
 	cat "$FILES/rand1G" "$FILES/rand64M" >/dev/null # page cache: both servers read from memory
-	sum=$(cli curl --noproxy '*' -s --max-time 60 "$url64" | sha256sum | cut -d' ' -f1)
-	[ "$sum" = "$SHA_64M" ] || die "$name: /artifacts/rand64M content differs"
-	for ((r = 0; r < HTTP_REPS; r++)); do
-		res=$(cli curl --noproxy '*' -s -o /dev/null --max-time 120 -w '%{http_code} %{size_download} %{time_total}' "$url1g")
-		read -r code size secs <<<"$res"
-		if [ "$code" != 200 ] || [ "$size" != 1073741824 ]; then die "$name: 1 GiB download: $res"; fi
-		rates+=("$(calc "$size / $secs / 1e6")")
+	for t in "${HTTP_TARGETS[@]}"; do
+		sum=$(cli curl --noproxy '*' -s --max-time 60 "http://${t#*=}/artifacts/rand64M" | sha256sum | cut -d' ' -f1)
+		[ "$sum" = "$SHA_64M" ] || die "${t%%=*}: /artifacts/rand64M content differs"
 	done
-	record http get1g "one 1 GiB download" "$name" "$(median "${rates[@]}")" MB/s higher
-	dir=$RUN/http/conc-$name
-	for ((r = 0; r < HTTP_REPS; r++)); do
-		rm -rf "$dir"
-		mkdir -p "$dir"
-		us=$(cli bash -c "$HTTP_CONC_INNER" _ "$url64" 32 "$dir")
-		good=0
-		for ((i = 0; i < 32; i++)); do
-			[ "$(cat "$dir/$i.res" 2>/dev/null)" = "200 67108864" ] && good=$((good + 1))
-		done
-		[ "$good" = 32 ] || die "$name: only $good of 32 concurrent downloads complete"
-		walls+=("$us")
+	log "HTTP: one 1 GiB download"
+	# shellcheck disable=SC2046 # rounds prints three numbers
+	lines=$(cli bash -c "$HTTP_GET_INNER" _ /artifacts/rand1G 1073741824 $(rounds http-1g) "${HTTP_TARGETS[@]}") || true
+	take_samples http get1g inv 1073.741824 <<<"$lines" # bytes / s / 1e6 = MB/s
+	record_samples http get1g "one 1 GiB download" MB/s higher
+	log "HTTP: 32 concurrent 64 MiB downloads"
+	# shellcheck disable=SC2046
+	lines=$(cli bash -c "$HTTP_CONC_INNER" _ /artifacts/rand64M "$size64" 32 $(rounds http-conc) "$RUN/http" "${HTTP_TARGETS[@]}") || true
+	take_samples http conc_wall div 1000 <<<"$lines" # µs -> ms
+	take_samples http conc_rate inv $((32 * size64)) <<<"$lines" # bytes/µs = MB/s
+	for srv in "${HTTP_SERVERS[@]}"; do
+		# shellcheck disable=SC2034 # read through a nameref in record_samples
+		complete[$srv]="$(awk -v s="$srv" '$2 == s { n++ } END { printf "%d/%d complete", 32 * n, 32 * n }' <<<"$lines")"
 	done
-	us=$(median "${walls[@]}")
-	record http conc_wall "32 concurrent 64 MiB downloads, wall time" "$name" "$(calc "$us / 1000")" ms lower "32/32 complete"
-	record http conc_rate "32 concurrent 64 MiB downloads, aggregate" "$name" "$(calc "32 * 67108864 / ($us / 1e6) / 1e6")" MB/s higher
+	record_samples http conc_wall "32 concurrent 64 MiB downloads, wall time" ms lower complete
+	record_samples http conc_rate "32 concurrent 64 MiB downloads, aggregate" MB/s higher
 }
 
 section_http() {
-	local pid ng=$RUN/http/nginx
+	local pids=() ng=$RUN/http/nginx i
 	mkdir -p "$RUN/http" "$ng"
-	log "HTTP: kiln"
-	start_server kiln-http "$KILN" --data-dir "$RUN/http/kiln-data" serve --dhcp-mode off --address "$SRV_IP" \
-		--http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
-	pid=$SPID
-	http_bench kiln "$pid"
-	stop_server "$pid"
-
 	cat >"$ng/nginx.conf" <<-EOF
 		worker_processes auto;
 		pid $ng/nginx.pid;
@@ -757,19 +910,28 @@ section_http() {
 		  sendfile on;
 		  tcp_nopush on;
 		  server {
-		    listen $SRV_IP:$HTTP_PORT;
+		    listen $SRV_IP:$NGINX_HTTP_PORT;
 		    location /artifacts/ { alias $FILES/; }
 		  }
 		}
 	EOF
-	log "HTTP: nginx"
+	log "HTTP: kiln and nginx side by side (${HTTP_TARGETS[*]})"
+	start_server kiln-http "$KILN" --data-dir "$RUN/http/kiln-data" serve --dhcp-mode off --address "$SRV_IP" \
+		--http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
+	pids+=("$SPID")
 	start_server nginx nginx -e "$ng/error.log" -c "$ng/nginx.conf" -g 'daemon off;'
-	pid=$SPID
-	http_bench nginx "$pid"
-	stop_server "$pid"
+	pids+=("$SPID")
+	for i in "${!pids[@]}"; do
+		wait_http "http://${HTTP_TARGETS[i]#*=}/artifacts/rand64M" "${pids[i]}"
+	done
+	DEADLINE=$((EPOCHSECONDS + HTTP_SECONDS))
+	http_bench
+	for i in "${pids[@]}"; do stop_server "$i"; done
 
 	meta http.versions "$(nginx -v 2>&1 | sed 's/^nginx version: //') (nginx-light; worker_processes auto, sendfile on, tcp_nopush on, access log to a file)"
-	meta http.note.1 "Client curl $(curl --version | head -1 | cut -d' ' -f2) in the client namespace; files read once beforehand (page cache); 1 GiB: median of $HTTP_REPS, MB = 10^6 bytes; concurrent: 32 curl processes on the client CPU, wall time median of $HTTP_REPS, every size checked (and one sha256 per server)."
+	meta http.setup "kiln (port $HTTP_PORT) and nginx ($NGINX_HTTP_PORT) run at the same time; the client alternates between them, one download (or one batch of 32) per server per round, the order swapped every round (AB, BA, …), so load changes on this shared machine hit both alike"
+	meta http.note.1 "Cells: median [p25–p75] over the rounds; ratio column: ratio of the medians [p25–p75 of the per-round ratios]. Rounds: 1 GiB $(rounds http-1g | awk '{print $1 "–" $2 " rounds, " $3 " s budget"}'); concurrent $(rounds http-conc | awk '{print $1 "–" $2 ", " $3 " s"}'); after $HTTP_SECONDS s, at most 2."
+	meta http.note.2 "Client curl $(curl --version | head -1 | cut -d' ' -f2) in the client namespace; files read once beforehand (page cache), one sha256 of rand64M per server; 1 GiB: curl's time_total, MB = 10^6 bytes; concurrent: 32 curl processes on the client CPU, wall time until the last exits, every status and size checked."
 }
 
 # =========================================================================================== main
@@ -785,8 +947,10 @@ fi
 RUN=$(mktemp -d "$BENCH_WORK/run.XXXXXX")
 chmod 755 "$RUN"
 RESULTS=$RUN/results.tsv
+SAMPLES=$RUN/samples.tsv
 META=$RUN/meta.tsv
 : >"$RESULTS"
+: >"$SAMPLES"
 : >"$META"
 
 install_packages
@@ -805,7 +969,8 @@ meta kernel "$(uname -r)"
 meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 meta mem "$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
 meta kiln.rev "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes in crates/') (release build)"
-meta setup "servers in one network namespace, clients in another, one veth pair between them ($SRV_IP ↔ $CLI_IP); every server pinned to CPU $SRV_CPU, every client to CPU $CLI_CPU (taskset)${BENCH_NICE:+, both under nice -n $BENCH_NICE}; one server at a time"
+meta setup "servers in one network namespace, clients in another, one veth pair between them ($SRV_IP ↔ $CLI_IP); every server pinned to CPU $SRV_CPU, every client to CPU $CLI_CPU (taskset)${BENCH_NICE:+, both under nice -n $BENCH_NICE}"
+meta dhcp.setup "one server at a time"
 log "load average: $(loadavg)"
 
 for s in "${SECTIONS[@]}"; do
@@ -823,14 +988,17 @@ meta total.seconds "$((SECONDS - T0)) s"
 
 SECTION_LIST=$(IFS=,; echo "${SECTIONS[*]}")
 if [ "$WRITE" = 1 ]; then
-	"$PY" "$REPORT" render "$RESULTS" "$META" --sections "$SECTION_LIST" \
+	"$PY" "$REPORT" render "$RESULTS" "$META" --samples "$SAMPLES" --sections "$SECTION_LIST" \
 		--md-dir "$BENCH_DIR/results" --benchmarks "$REPO/BENCHMARKS.md"
 	for s in "${SECTIONS[@]}"; do
 		awk -F'\t' -v s="$s" '$1 == s' "$RESULTS" >"$BENCH_DIR/results/boot-services-$s.tsv"
+		if [ "$s" != dhcp ]; then
+			awk -F'\t' -v s="$s" '$1 == s' "$SAMPLES" >"$BENCH_DIR/results/boot-services-$s-samples.tsv"
+		fi
 	done
-	log "written: BENCHMARKS.md and, for ${SECTIONS[*]}, bench/results/boot-services-<part>.{md,tsv}"
+	log "written: BENCHMARKS.md and, for ${SECTIONS[*]}, bench/results/boot-services-<part>.{md,tsv} (+ -samples.tsv: every round)"
 else
-	"$PY" "$REPORT" render "$RESULTS" "$META" --sections "$SECTION_LIST" --md-dir "$RUN/md"
+	"$PY" "$REPORT" render "$RESULTS" "$META" --samples "$SAMPLES" --sections "$SECTION_LIST" --md-dir "$RUN/md"
 	log "figures not written to BENCHMARKS.md (BENCH_QUICK=1 or BENCH_WRITE=0)"
 fi
 log "total $((SECONDS - T0)) s; load average now $(loadavg)"
