@@ -47,7 +47,7 @@ die() { echo "demo-phases: $*" >&2; exit 1; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (kiln demo, network namespace, taps, QEMU)"
-if [ -n "$KEEP_LOGS" ]; then mkdir -p -m 0700 "$KEEP_LOGS" && KEEP_LOGS=$(readlink -f "$KEEP_LOGS"); fi
+if [ -n "$KEEP_LOGS" ]; then mkdir -p "$KEEP_LOGS" && chmod 700 "$KEEP_LOGS" && KEEP_LOGS=$(readlink -f "$KEEP_LOGS"); fi
 for t in qemu-system-x86_64 dnsmasq nginx zstd cpio debugfs sfdisk ip "$PY"; do
 	command -v "$t" >/dev/null || die "needs $t (apt-get install qemu-system-x86 dnsmasq nginx zstd cpio e2fsprogs fdisk iproute2 python3)"
 done
@@ -108,6 +108,7 @@ SIZE=$(cat "$ASSETS/test-os/test-os.raw.size")
 declare -A LOAD
 demo() { # demo N
 	local n=$1
+	sync # no write-back of earlier parts during this one
 	LOAD[demo$n]="$(loadavg)"
 	log "kiln demo --nodes $n (load $(loadavg))"
 	"$KILN_BIN" demo --nodes "$n" --assets "$ASSETS" --work "$WORK/demo$n" --timeout "$DEMO_TIMEOUT" \
