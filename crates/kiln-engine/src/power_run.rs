@@ -8,7 +8,8 @@ use crate::power::{PowerJob, StepFailure};
 /// Reports one BMC step: (event kind, detail).
 pub type Note<'a> = &'a (dyn Fn(&str, String) + Send + Sync);
 
-fn failure(e: BmcError) -> StepFailure {
+/// A BMC error as a step's failure: retried only when trying again can help.
+pub fn failure(e: BmcError) -> StepFailure {
     StepFailure {
         message: e.to_string(),
         retryable: e.kind().is_retryable(),

@@ -263,12 +263,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             let plan = kiln_cluster::plan(&spec, &free)?;
-            let server_url = match server_url {
-                Some(u) => u,
-                None => store.setting("server_url")?.context(
-                    "no server URL known: start `kiln serve` once, or pass --server-url",
-                )?,
-            };
+            let server_url = crate::select::server_url(&store, server_url)?;
             let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
             // One template per machine spec (control planes and worker groups may name different images).
             let mut templates = Vec::new();
@@ -446,12 +441,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                     .into_iter()
                     .filter(|h| hostnames.contains(&h.hostname))
                     .collect();
-                let server_url = match server_url {
-                    Some(u) => u,
-                    None => store.setting("server_url")?.context(
-                        "no server URL known: start `kiln serve` once, or pass --server-url",
-                    )?,
-                };
+                let server_url = crate::select::server_url(&store, server_url)?;
                 let store = Arc::new(store);
                 let engine = Engine::new(Arc::clone(&store));
                 let created =

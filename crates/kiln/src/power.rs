@@ -78,10 +78,7 @@ async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
     })?;
     let bmc = kiln_bmc::open(&endpoint, &kiln_bmc::OpenOptions::for_hardware(&hw))
         .await
-        .map_err(|e| StepFailure {
-            retryable: e.kind().is_retryable(),
-            message: e.to_string(),
-        })?;
+        .map_err(kiln_engine::power_run::failure)?;
     let (events, hardware) = (engine.clone(), job.hardware.clone());
     let note = move |kind: &str, detail: String| {
         // Written at once so `kiln events --follow` shows each BMC step as it happens.

@@ -48,3 +48,13 @@ pub fn machines(
     }
     Ok(picked)
 }
+
+/// Kiln's URL as machines reach it: the one given, else the one `kiln serve` recorded.
+pub fn server_url(store: &kiln_store::Store, given: Option<String>) -> anyhow::Result<String> {
+    match given {
+        Some(u) => Ok(u),
+        None => store
+            .setting("server_url")?
+            .context("no server URL known: start `kiln serve` once, or pass --server-url"),
+    }
+}

@@ -100,12 +100,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             let machines = crate::select::machines(store.hardware()?, &hardware, &selector)?;
-            let server_url = match server_url {
-                Some(u) => u,
-                None => store.setting("server_url")?.context(
-                    "no server URL known: start `kiln serve` once, or pass --server-url",
-                )?,
-            };
+            let server_url = crate::select::server_url(&store, server_url)?;
             let engine = Engine::new(std::sync::Arc::new(store));
             let created = engine.create(
                 &template,
