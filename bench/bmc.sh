@@ -74,11 +74,8 @@ POWER_REPS=$((REPS < 3 ? REPS : 3))
 # Emulators on one CPU, clients (kiln, ipmitool, curl) on the other.
 if [ "$(nproc)" -ge 2 ]; then EMU_CPU=1 CLI_CPU=0; else EMU_CPU=0 CLI_CPU=0; fi
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 case ${1:-} in
 -h | --help)
@@ -158,7 +155,6 @@ record() {
 }
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 calc() { "$PY" -c "print(round($1, 4))"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { printf '%s\n' "$@" >"$RUN/median.in" && "$PY" "$REPORT" stats "$RUN/median.in" | cut -d' ' -f1; }
 
 # ---- packages ----------------------------------------------------------------------------------
@@ -197,18 +193,6 @@ install_packages() {
 
 # ---- kiln --------------------------------------------------------------------------------------
 
-KILN_BIN=${KILN_BIN:-}
-build_kiln() {
-	if [ -z "$KILN_BIN" ]; then
-		log "building kiln (cargo build --release -p kiln)"
-		(cd "$REPO" && cargo build --release -p kiln >&2)
-		KILN_BIN=$REPO/target/release/kiln
-	fi
-	[ -x "$KILN_BIN" ] || die "kiln binary $KILN_BIN missing"
-	# A private copy, so a concurrent rebuild cannot swap the binary under the benchmark.
-	cp "$KILN_BIN" "$RUN/kiln"
-	KILN=$RUN/kiln
-}
 
 # enroll: one store with every machine: the two single BMCs and the many.
 enroll() {
@@ -649,7 +633,7 @@ if [ "$N_RF" -gt 0 ]; then
 fi
 section_many_ipmi
 [ "$N_RF" -eq 0 ] || section_many_redfish
-meta note.5 "At scale: every BMC its own emulator process; kiln: one \`kiln bmc status|on|off --selector bench=…\` (64 BMCs at once, a session each), every row checked; peers: one ipmitool or curl process per BMC from \`xargs -P $PAR\`, every reply checked. CPU = user+sys of kiln, or of xargs and all its children (wait4's rusage). Power on/off: kiln confirms each change by reading the power state back, and polls every second (kiln-bmc's poll interval) while the change does not show yet, which is consistent with its ~1 s for 100 IPMI BMCs (one such call alone takes ~25 ms); it also stores an event per machine. ipmitool and curl send the command only. Every chassis file is checked after each run. Medians of $REPS (status) or $POWER_REPS (power) runs."
+meta note.5 "At scale: every BMC its own emulator process; kiln: one \`kiln bmc status|on|off --selector bench=…\` (64 BMCs at once, a session each), every row checked; peers: one ipmitool or curl process per BMC from \`xargs -P $PAR\`, every reply checked. CPU = user+sys of kiln, or of xargs and all its children (wait4's rusage). Power on/off: kiln confirms each change by reading the power state back (first after 100 ms, then doubling up to kiln-bmc's 1 s poll interval); it also stores an event per machine. ipmitool and curl send the command only. Every chassis file is checked after each run. Medians of $REPS (status) or $POWER_REPS (power) runs."
 meta load.end "$(loadavg)"
 meta seconds "$((SECONDS - T0))"
 

@@ -80,11 +80,8 @@ else
 	DHCP_STEP=3 DHCP_LAT=10 DHCP_SAT=5
 fi
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---- arguments -------------------------------------------------------------------------------
 
@@ -184,7 +181,6 @@ calc() { "$PY" -c "import math; print(round($1, 4))"; }
 # udp_overflows NS: datagrams the namespace's UDP sockets dropped for a full receive buffer.
 udp_overflows() { ip netns exec "$1" awk '/^Udp:/ { n++; if (n == 2) print $6 }' /proc/net/snmp; }
 median() { "$PY" "$REPORT" median "$@"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # ---- packages ----------------------------------------------------------------------------------
 
@@ -302,18 +298,6 @@ prepare_files() {
 
 # ---- kiln --------------------------------------------------------------------------------------
 
-KILN_BIN=${KILN_BIN:-}
-build_kiln() {
-	if [ -z "$KILN_BIN" ]; then
-		log "building kiln (cargo build --release -p kiln)"
-		(cd "$REPO" && cargo build --release -p kiln >&2)
-		KILN_BIN=$REPO/target/release/kiln
-	fi
-	[ -x "$KILN_BIN" ] || die "kiln binary $KILN_BIN missing"
-	# Run a private copy, so a concurrent rebuild cannot swap the binary under a running benchmark.
-	cp "$KILN_BIN" "$RUN/kiln"
-	KILN=$RUN/kiln
-}
 
 # wait_http URL PID: until URL answers 200 from the client namespace.
 wait_http() {

@@ -504,6 +504,8 @@ impl RedfishBmc {
         if let Some(p) = self.state().system_path.clone() {
             return Ok(p);
         }
+        // Authenticating reads the service root (unauthenticated) first; reuse it.
+        self.auth().await.map_err(|t| t.error)?;
         let cached = self.state().root.clone();
         let root = match cached {
             Some(root) => root,
