@@ -320,7 +320,11 @@ def targets(section, cells):
             if kind == "rtt" and ws == "16":
                 out.append((verdict(rt, 3.0), f"windowsize 16 at 1 ms RTT ≥ 3× tftpd-hpa ({f}, blksize {bs}): {fmt(rt)}×{pr}"))
             if ws == "-":
-                out.append((verdict(rt, 1.0), f"no windowsize, not slower than tftpd-hpa ({any_row['label']}): {fmt(rt)}×{pr}"))
+                turn = ""
+                kt, ht = val(tid + ":turnaround", "kiln"), val(tid + ":turnaround", "tftpd-hpa")
+                if kt is not None and ht is not None:
+                    turn = f"; server turnaround per ACK kiln {fmt(kt)} µs vs tftpd-hpa {fmt(ht)} µs"
+                out.append((verdict(rt, 1.0), f"no windowsize, not slower than tftpd-hpa ({any_row['label']}): {fmt(rt)}×{pr}{turn}"))
     elif section == "http":
         for tid, c in cells.items():
             any_row = next(iter(c.values()))

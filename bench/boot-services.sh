@@ -703,13 +703,24 @@ for line in sys.stdin:
         continue
     d = json.loads(line)
     if d["ok"]:
-        print(d["round"], d["target"], d["seconds"], d["ack_delay_mean_ms"])
+        t = d.get("turnaround_us") or {"mean": 0, "p50": 0}
+        print(d["round"], d["target"], d["seconds"], d["ack_delay_mean_ms"], t["mean"], t["p50"])
     else:
         print("FAIL", d["target"], d["error"], "(round %d)" % d["round"])
 ' <<<"$json")
 			take_samples tftp "$id" div 0.001 <<<"$lines" # s -> ms
 			mapfile -t -O "${#ACK_DELAYS[@]}" ACK_DELAYS < <(awk '{ print $4 }' <<<"$lines")
 			record_samples tftp "$id" "1 ms RTT: ipxe.efi, blksize $bs, $(wlabel "$ws")" ms lower
+			# Lock-step: the round trip is the same for every server, so what a server adds is
+			# its turnaround: ACK sent -> next DATA received, at the client, per ACK.
+			if [ "$ws" = - ]; then
+				local -A p50s=()
+				for t in "${TFTP_SERVERS[@]}"; do
+					p50s[$t]="p50 $(awk -v s="$t" '$2 == s { print $6 }' <<<"$lines" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }') µs"
+				done
+				awk '{ print $1, $2, $5 }' <<<"$lines" | take_samples tftp "$id:turnaround" div 1
+				record_samples tftp "$id:turnaround" "1 ms RTT: ipxe.efi, blksize $bs, no windowsize: server turnaround per ACK (ACK sent → next DATA received, mean per transfer)" µs lower p50s
+			fi
 		done
 	done
 	if [ "$RTT_METHOD" = netem ]; then

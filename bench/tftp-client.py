@@ -20,6 +20,8 @@ seconds) it starts no round beyond the second. It stops at the first failed
 transfer.
 
 Each JSON object: ok, error, bytes, seconds (RRQ sent -> last DATA received),
+turnaround_us (p50/p90/p99/mean of ACK sent -> next packet received: the
+server's share of each round trip, with the client's own delay left out),
 negotiated blksize/windowsize, tsize, ack count, timeouts, mean ACK delay
 actually slept, sha256 of the data (plus round and target when interleaved).
 Exit code 0 when every transfer completed and (if --sha256 was given) the
@@ -73,15 +75,18 @@ def _transfer(sock, server, port, file, want_blksize, want_windowsize, want_tsiz
     gap_acked = False     # one ACK per gap, not one per out-of-order packet
     done = False
     error = None
+    acked_at = None       # when the last ACK left, until the next packet arrives
+    turnarounds = []      # ACK sent -> next packet received: the server's share of a round trip
 
     def send_ack(block):
-        nonlocal acks, slept, last_sent
+        nonlocal acks, slept, last_sent, acked_at
         if delay > 0:
             t = time.perf_counter()
             time.sleep(delay)
             slept += time.perf_counter() - t
         last_sent = struct.pack("!HH", ACK, block & 0xFFFF)
         sock.sendto(last_sent, peer)
+        acked_at = time.perf_counter()
         acks += 1
 
     start = time.perf_counter()
@@ -91,7 +96,11 @@ def _transfer(sock, server, port, file, want_blksize, want_windowsize, want_tsiz
     while not done:
         try:
             pkt, src = sock.recvfrom(65536)
+            if acked_at is not None:
+                turnarounds.append(time.perf_counter() - acked_at)
+                acked_at = None
         except socket.timeout:
+            acked_at = None
             timeouts += 1
             tries += 1
             if tries > retries:
@@ -164,8 +173,19 @@ def _transfer(sock, server, port, file, want_blksize, want_windowsize, want_tsiz
         "acks": acks,
         "timeouts": timeouts,
         "ack_delay_mean_ms": round(slept / acks * 1000, 4) if acks else 0,
+        "turnaround_us": percentiles_us(turnarounds),
         "sha256": hexdigest,
     }
+
+
+def percentiles_us(samples):
+    """p50/p90/p99 and mean of `samples` (seconds) in µs, or None when there are none."""
+    if not samples:
+        return None
+    s = sorted(samples)
+    pick = lambda q: round(s[min(len(s) - 1, int(q * len(s)))] * 1e6, 1)
+    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99),
+            "mean": round(sum(s) / len(s) * 1e6, 1), "n": len(s)}
 
 
 def parse_target(text):
