@@ -2,6 +2,9 @@
 //! keeps power and boot device in files, cross-checked with ipmitool. Needs `ipmi_sim` (Debian package
 //! openipmi) and `ipmitool`; CI installs both.
 
+mod common;
+
+use common::{ChassisControl, set_mode};
 use kiln_bmc::{
     Bmc, BmcAddress, BootDevice, BootMode, BootOverride, ErrorKind, IpmiBmc, IpmiConfig,
     PowerAction, PowerState,
@@ -44,37 +47,14 @@ impl Sim {
             .local_addr()
             .unwrap()
             .port();
-        // The extcmd protocol of ipmi_sim's chassis_control (see the lab's chassis-ctl.sh): `get power
-        // boot` prints `power:0|1` and `boot:<dev>`; `set power 1`, `set boot pxe`, ... change them.
-        // Power changes take a second, like starting or stopping a VM; ipmi_sim waits for us.
+        // ipmi_sim runs the chassis program for power and boot (see the lab's chassis-ctl.sh); it
+        // waits out the second a power change takes.
         let ctl = d.join("chassis-ctl.sh");
-        std::fs::write(
-            &ctl,
-            format!(
-                r#"#!/bin/sh
-D='{dir}'
-MC=$1; OP=$2; shift 2
-echo "$OP $*" >> "$D/ctl.log"
-if [ "$OP" = get ]; then
-  for k in "$@"; do case $k in
-    power) echo "power:$(cat "$D/power" 2>/dev/null || echo 0)";;
-    boot) echo "boot:$(cat "$D/boot" 2>/dev/null || echo default)";;
-  esac; done
-  exit 0
-fi
-while [ $# -ge 2 ]; do k=$1; v=$2; shift 2; case $k in
-  power) sleep 1; echo "$v" > "$D/power";;
-  reset) sleep 1; echo 1 > "$D/power";;
-  boot) echo "$v" > "$D/boot";;
-esac; done
-exit 0
-"#,
-                dir = d.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ChassisControl {
+            default_boot: "default",
+            power_seconds: 1,
+        }
+        .install(&ctl);
         // Modelled on the lab's bmc/lan.conf; the password file is the config (0600).
         let conf = d.join("lan.conf");
         std::fs::write(
@@ -99,7 +79,7 @@ set_working_mc 0x20
             ),
         )
         .unwrap();
-        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        set_mode(&conf, 0o600);
         let emu = d.join("bmc.emu");
         std::fs::write(
             &emu,
@@ -109,7 +89,7 @@ set_working_mc 0x20
              mc_enable 0x20\n",
         )
         .unwrap();
-        let state = d.join("state");
+        let state = d.join("ipmi_sim-state");
         std::fs::create_dir(&state).unwrap();
         let log = std::fs::File::create(d.join("ipmi_sim.log")).unwrap();
         let child = Command::new("ipmi_sim")
@@ -165,7 +145,7 @@ set_working_mc 0x20
 
     /// Lines the chassis program logged for `set power`/`set reset` (each one a power operation run).
     fn power_ops(&self) -> Vec<String> {
-        read_lines(&self.path("ctl.log"))
+        read_lines(&self.path("state/log"))
             .into_iter()
             .filter(|l| l.starts_with("set power") || l.starts_with("set reset"))
             .collect()
@@ -342,7 +322,9 @@ async fn boot_overrides_visible_to_ipmitool() {
     .await
     .unwrap();
     assert_eq!(
-        std::fs::read_to_string(sim.path("boot")).unwrap().trim(),
+        std::fs::read_to_string(sim.path("state/boot"))
+            .unwrap()
+            .trim(),
         "default"
     );
 }

@@ -7,6 +7,9 @@
 //! Needs sushy-tools in a venv: `python3 -m venv /opt/kiln-venv && /opt/kiln-venv/bin/pip install
 //! sushy-tools` (what .ci/run does), or `KILN_SUSHY_EMULATOR=/path/to/sushy-emulator`; and curl.
 
+mod common;
+
+use common::{ChassisControl, set_mode};
 use kiln_bmc::{
     Bmc, BmcAddress, BmcError, BootDevice, BootMode, BootOverride, ErrorKind, PowerAction,
     PowerState, RedfishAuth, RedfishBmc, RedfishOptions,
@@ -24,28 +27,11 @@ const UUID2: &str = "48295aa5-3d1c-4c53-9d2f-0c3ee0a1d2b7";
 const USER: &str = "admin";
 const PASSWORD: &str = "s3cret-Pa55";
 
-/// The chassis control program: OpenIPMI's protocol, state in files beside it, every call logged.
-const CONTROL: &str = r#"#!/bin/sh
-D=$(dirname "$0")/state
-mkdir -p "$D"
-mc=$1; op=$2; shift 2
-echo "$op $*" >> "$D/log"
-if [ "$op" = get ]; then
-  for k in "$@"; do case $k in
-    power) echo "power:$(cat "$D/power" 2>/dev/null || echo 0)" ;;
-    boot)  echo "boot:$(cat "$D/boot" 2>/dev/null || echo none)" ;;
-  esac; done
-  exit 0
-fi
-while [ $# -ge 2 ]; do k=$1; v=$2; shift 2; case $k in
-  power)    echo "$v" > "$D/power" ;;
-  reset)    echo 1 > "$D/power" ;;
-  shutdown) echo 0 > "$D/power" ;;      # an OS that honours the ACPI power button
-  boot)     echo "$v" > "$D/boot" ;;
-  bootmode) echo "$v" > "$D/bootmode" ;;
-esac; done
-exit 0
-"#;
+/// The chassis control program: sushy_qemu.py speaks OpenIPMI's protocol to it.
+const CONTROL: ChassisControl = ChassisControl {
+    default_boot: "none",
+    power_seconds: 0,
+};
 
 fn emulator_path() -> PathBuf {
     let path = std::env::var_os("KILN_SUSHY_EMULATOR")
@@ -104,8 +90,7 @@ impl Emulator {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let control = d.join("chassis-control");
-        std::fs::write(&control, CONTROL).unwrap();
-        set_mode(&control, 0o755);
+        CONTROL.install(&control);
         let port = free_port();
         let mut systems =
             format!("{{'uuid': '{UUID}', 'name': 'vm1', 'power_state': 'Off', 'nics': []}}");
@@ -114,8 +99,7 @@ impl Emulator {
             let other = d.join("other");
             std::fs::create_dir(&other).unwrap();
             let other_control = other.join("chassis-control");
-            std::fs::write(&other_control, CONTROL).unwrap();
-            set_mode(&other_control, 0o755);
+            CONTROL.install(&other_control);
             systems.push_str(&format!(
                 ", {{'uuid': '{UUID2}', 'name': 'vm2', 'power_state': 'Off', 'nics': [], \
                  'chassis_control': '{}'}}",
@@ -278,6 +262,13 @@ impl Emulator {
             .map(str::to_string)
             .collect()
     }
+
+    /// Runs a power action and returns the `set ...` calls it made of the control program.
+    async fn sets_during(&self, bmc: &RedfishBmc, action: PowerAction) -> Vec<String> {
+        let before = self.sets().len();
+        bmc.power(action).await.unwrap();
+        self.sets()[before..].to_vec()
+    }
 }
 
 impl Drop for Emulator {
@@ -285,11 +276,6 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn options() -> RedfishOptions {
@@ -394,9 +380,8 @@ async fn power_on_off_cycle_reset_soft_off_agree_with_curl() {
     assert_eq!(emu.state("power"), "1");
 
     // Already on: nothing is sent (many BMCs refuse "On" for a running host).
-    let before = emu.sets().len();
-    bmc.power(PowerAction::On).await.unwrap();
-    assert_eq!(emu.sets().len(), before);
+    let sent = emu.sets_during(&bmc, PowerAction::On).await;
+    assert!(sent.is_empty(), "{sent:?}");
 
     bmc.power(PowerAction::Off).await.unwrap();
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
@@ -404,25 +389,29 @@ async fn power_on_off_cycle_reset_soft_off_agree_with_curl() {
     assert_eq!(emu.state("power"), "0");
 
     // Cycle of an off machine: just on.
-    let before = emu.sets().len();
-    bmc.power(PowerAction::Cycle).await.unwrap();
-    assert_eq!(emu.sets()[before..], ["set power 1"]);
+    assert_eq!(
+        emu.sets_during(&bmc, PowerAction::Cycle).await,
+        ["set power 1"]
+    );
     assert_eq!(emu.curl_system()["PowerState"], "On");
 
     // Cycle of a running machine: PowerCycle, i.e. off then on.
-    let before = emu.sets().len();
-    bmc.power(PowerAction::Cycle).await.unwrap();
-    assert_eq!(emu.sets()[before..], ["set power 0", "set power 1"]);
+    assert_eq!(
+        emu.sets_during(&bmc, PowerAction::Cycle).await,
+        ["set power 0", "set power 1"]
+    );
     assert_eq!(emu.curl_system()["PowerState"], "On");
 
-    let before = emu.sets().len();
-    bmc.power(PowerAction::Reset).await.unwrap();
-    assert_eq!(emu.sets()[before..], ["set reset 1"]);
+    assert_eq!(
+        emu.sets_during(&bmc, PowerAction::Reset).await,
+        ["set reset 1"]
+    );
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::On);
 
-    let before = emu.sets().len();
-    bmc.power(PowerAction::SoftOff).await.unwrap();
-    assert_eq!(emu.sets()[before..], ["set shutdown 1"]);
+    assert_eq!(
+        emu.sets_during(&bmc, PowerAction::SoftOff).await,
+        ["set shutdown 1"]
+    );
     assert_eq!(emu.curl_system()["PowerState"], "Off");
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
 }

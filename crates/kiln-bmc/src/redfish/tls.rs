@@ -2,7 +2,9 @@
 //! system trust store plus an optional site CA, unless the machine explicitly opts out.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -18,7 +20,7 @@ pub fn client_config(
         .map_err(|e| format!("TLS setup: {e}"))?
         .dangerous();
     let verifier: Arc<dyn ServerCertVerifier> = if insecure_skip_verify {
-        Arc::new(AcceptAnyCertificate { provider })
+        Arc::new(FixedVerifier::accept_any(provider))
     } else {
         let extra: Vec<CertificateDer<'static>> = match ca_pem {
             Some(pem) => CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -32,10 +34,7 @@ pub fn client_config(
         match rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()) {
             Ok(v) => Arc::new(v),
             // No system CA store and no site CA: plain HTTP still works; HTTPS fails with this text.
-            Err(e) => Arc::new(NoTrustAnchors {
-                reason: e.to_string(),
-                provider,
-            }),
+            Err(e) => Arc::new(FixedVerifier::no_trust_anchors(e.to_string(), provider)),
         }
     };
     Ok(builder
@@ -43,14 +42,57 @@ pub fn client_config(
         .with_no_client_auth())
 }
 
-/// The per-machine opt-out: any certificate, any name. Handshake signatures are still checked, so
-/// the peer must hold the key of the certificate it shows.
+/// What a [`FixedVerifier`] does with every certificate.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+enum FixedTrust {
+    /// The per-machine opt-out: any certificate, any name. Handshake signatures are still checked,
+    /// so the peer must hold the key of the certificate it shows.
+    AnyCertificate,
+    /// No trust anchors could be loaded: every certificate is refused, with the reason.
+    NoTrustAnchors { reason: String },
+}
+
+/// A verifier used instead of the platform one: one verdict for every certificate, so the opt-out
+/// and the no-anchors case share the signature plumbing.
+#[derive(Debug)]
+struct FixedVerifier {
+    trust: FixedTrust,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AcceptAnyCertificate {
+impl FixedVerifier {
+    fn accept_any(provider: Arc<CryptoProvider>) -> Self {
+        FixedVerifier {
+            trust: FixedTrust::AnyCertificate,
+            provider,
+        }
+    }
+
+    fn no_trust_anchors(reason: String, provider: Arc<CryptoProvider>) -> Self {
+        FixedVerifier {
+            trust: FixedTrust::NoTrustAnchors { reason },
+            provider,
+        }
+    }
+
+    /// Runs `verify` (a TLS 1.2 or 1.3 signature check) with the provider's algorithms, unless
+    /// every certificate is refused anyway.
+    fn check_signature(
+        &self,
+        verify: impl FnOnce(
+            &WebPkiSupportedAlgorithms,
+        ) -> Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match self.trust {
+            FixedTrust::AnyCertificate => verify(&self.provider.signature_verification_algorithms),
+            FixedTrust::NoTrustAnchors { .. } => {
+                Err(rustls::Error::General("no trusted CA certificates".into()))
+            }
+        }
+    }
+}
+
+impl ServerCertVerifier for FixedVerifier {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -59,7 +101,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.trust {
+            FixedTrust::AnyCertificate => Ok(ServerCertVerified::assertion()),
+            FixedTrust::NoTrustAnchors { reason } => Err(rustls::Error::General(format!(
+                "no trusted CA certificates ({reason})"
+            ))),
+        }
     }
 
     fn verify_tls12_signature(
@@ -68,12 +115,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.check_signature(|algorithms| verify_tls12_signature(message, cert, dss, algorithms))
     }
 
     fn verify_tls13_signature(
@@ -82,59 +124,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Used when no trust anchors could be loaded: every certificate is refused, with the reason.
-#[derive(Debug)]
-struct NoTrustAnchors {
-    reason: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoTrustAnchors {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(format!(
-            "no trusted CA certificates ({})",
-            self.reason
-        )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no trusted CA certificates".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no trusted CA certificates".into()))
+        self.check_signature(|algorithms| verify_tls13_signature(message, cert, dss, algorithms))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
