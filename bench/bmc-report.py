@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Helpers of bench/bmc.sh: wait for emulators, check results, take statistics, render the
-ratio table and the BMC section of BENCHMARKS.md.
+ratio table and the BMC section of BENCHMARKS.md (with bench/benchlib.py).
 
   bmc-report.py wait-ipmi --timeout S PORT...      until every ipmi_sim on 127.0.0.1:PORT answers
   bmc-report.py wait-http --timeout S URL...       until every URL answers (any HTTP status)
@@ -19,7 +19,6 @@ META.tsv rows: key, value.
 
 import argparse
 import json
-import math
 import os
 import socket
 import statistics
@@ -27,6 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from benchlib import fmt, fmt_ratio, md_table, percentile, text_table, update_section
 
 BEGIN = "<!-- bmc:begin -->"
 END = "<!-- bmc:end -->"
@@ -97,13 +98,6 @@ def cmd_wait_http(a):
 
 
 # ---------------------------------------------------------------------------- figures
-
-def percentile(values, p):
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
 
 def cmd_stats(a):
     with open(a.file) as f:
@@ -183,27 +177,6 @@ def cmd_timed(a):
 
 # ---------------------------------------------------------------------------- rendering
 
-def fmt(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.0f}"
-    if a >= 10:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}"
-
-
-def fmt_ratio(r):
-    if r is None:
-        return "–"
-    return f"{r:,.0f}×" if r >= 10 else f"{r:.2f}×"
-
-
 def load_rows(path):
     rows = []
     with open(path) as f:
@@ -264,18 +237,6 @@ def tables(rows):
     return out
 
 
-def text_table(header, lines):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    row = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([row(header), row(["-" * w for w in widths])] + [row(l) for l in lines])
-
-
-def md_table(header, lines):
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    out += ["| " + " | ".join(str(c) for c in l) + " |" for l in lines]
-    return "\n".join(out)
-
-
 def md_section(tabs, meta):
     notes = [meta[k] for k in sorted(meta) if k.startswith("note.")]
     parts = [
@@ -323,18 +284,7 @@ def cmd_render(a):
         with open(a.md, "w") as f:
             f.write(body)
     if a.benchmarks:
-        with open(a.benchmarks) as f:
-            text = f.read()
-        if BEGIN in text and END in text:
-            pre, rest = text.split(BEGIN, 1)
-            _, post = rest.split(END, 1)
-            text = pre + body.rstrip("\n") + post
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-        tmp = a.benchmarks + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, a.benchmarks)
+        update_section(a.benchmarks, BEGIN, END, body)
 
 
 def main():

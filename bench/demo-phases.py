@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Helpers of bench/demo-phases.sh: the floor measurements (QEMU TCG machines in the namespace
-the script made) and the report (table, bench/results/demo-phases.md, BENCHMARKS.md section).
+the script made) and the report (table, bench/results/demo-phases.md, BENCHMARKS.md section;
+with bench/benchlib.py).
 
   demo-phases.py floors --ns NS --work DIR --agent-os DIR --image ZST --sha256 HEX --size BYTES
                  --agent BIN --runs N --disk-runs N --deadline UNIX_S --out FLOORS.json
@@ -37,6 +38,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from benchlib import md_table, update_section
 
 BEGIN = "<!-- demo-phases:begin -->"
 END = "<!-- demo-phases:end -->"
@@ -514,14 +517,12 @@ def cmd_render(a):
         return rows[0]["phases"][i] if rows else None
 
     lines = []
-    w = lines.append
-    w("| phase | 1 machine | 3 machines: median (max) | floor | 1 machine ÷ floor | 3 machines (median) ÷ floor |")
-    w("| --- | --- | --- | --- | --- | --- |")
+
     def row(label, v1, vals, floor):
         known = [v for v in vals if v is not None]
         m3 = med(known)
         s3 = f"{fmt(m3)} ({fmt(max(known))})" if known else "–"
-        w(f"| {label} | {fmt(v1)} | {s3} | {fmt(floor)} | {ratio(v1, floor)} | {ratio(m3, floor)} |")
+        lines.append([label, fmt(v1), s3, fmt(floor), ratio(v1, floor), ratio(m3, floor)])
 
     def both(r):
         p = r["phases"]
@@ -543,17 +544,18 @@ def cmd_render(a):
     t1 = r1[0]["total"] if r1 else None
     t3 = [r["total"] for r in r3 if r["total"] is not None]
     s3 = f"{fmt(med(t3))} ({fmt(max(t3))})" if t3 else "–"
-    w(f"| **TOTAL** (workflow created → phoned home) | **{fmt(t1)}** | **{s3}** | **{fmt(total_floor)}** "
-      f"(sum of the floors) | {ratio(t1, total_floor)} | {ratio(med(t3), total_floor)} |")
-    table = "\n".join(lines)
+    lines.append(["**TOTAL** (workflow created → phoned home)", f"**{fmt(t1)}**", f"**{s3}**",
+                  f"**{fmt(total_floor)}** (sum of the floors)", ratio(t1, total_floor),
+                  ratio(med(t3), total_floor)])
+    table = md_table(["phase", "1 machine", "3 machines: median (max)", "floor", "1 machine ÷ floor",
+                      "3 machines (median) ÷ floor"], lines)
 
-    per = ["| machine | role | BMC | " + " | ".join(PHASES) + " | total | result |",
-           "| --- | --- | --- | " + " | ".join("---" for _ in PHASES) + " | --- | --- |"]
+    per = []
     for label, rows in (("1", r1), ("3", r3)):
         for r in rows:
-            per.append(f"| {r['host']} ({label}-machine run) | {r['role']} | {r['bmc']} | "
-                       + " | ".join(fmt(p) for p in r["phases"]) + f" | {fmt(r['total'])} | {r['result']} |")
-    per_table = "\n".join(per)
+            per.append([f"{r['host']} ({label}-machine run)", r["role"], r["bmc"]]
+                       + [fmt(p) for p in r["phases"]] + [fmt(r["total"]), r["result"]])
+    per_table = md_table(["machine", "role", "BMC"] + PHASES + ["total", "result"], per)
 
     def demo_line(n):
         d = demos[n]
@@ -604,15 +606,7 @@ Per machine:
         with open(a.md, "w") as f:
             f.write(body)
     if a.benchmarks:
-        text = open(a.benchmarks).read()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            text = head + section.rstrip("\n") + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        with open(a.benchmarks, "w") as f:
-            f.write(text)
+        update_section(a.benchmarks, BEGIN, END, section)
 
 
 def main():
