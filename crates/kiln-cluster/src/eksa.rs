@@ -7,6 +7,7 @@
 //! `hostosconfig_types.go` in github.com/aws/eks-anywhere).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use kiln_model::labels;
 
@@ -18,8 +19,23 @@ use crate::yaml::{Node, Value};
 
 pub const API_VERSION: &str = "anywhere.eks.amazonaws.com/v1alpha1";
 
-pub(crate) const DEFAULT_PODS: &str = "192.168.0.0/16";
-pub(crate) const DEFAULT_SERVICES: &str = "10.96.0.0/12";
+/// 192.168.0.0/16, EKS Anywhere's default pod range.
+pub(crate) const DEFAULT_PODS: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::new(192, 168, 0, 0),
+    prefix: 16,
+};
+/// 10.96.0.0/12, EKS Anywhere's default service range.
+pub(crate) const DEFAULT_SERVICES: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::new(10, 96, 0, 0),
+    prefix: 12,
+};
+/// The network of a spec that names none (both formats).
+pub(crate) const DEFAULT_NETWORK: NetworkSpec = NetworkSpec {
+    pods: DEFAULT_PODS,
+    services: DEFAULT_SERVICES,
+    cni: Cni::Cilium,
+    node_cidr_mask_size: None,
+};
 
 /// A TinkerbellMachineConfig, before the Cluster says which role uses it.
 struct MachineConfig {
@@ -170,19 +186,7 @@ fn metadata_name(top: &mut MapView<'_>, kind: &str, errs: &mut Errs<'_>) -> Opti
     let field = format!("{kind}.metadata");
     let node = top.req("metadata", errs)?;
     let mut m = MapView::new(node, &field, errs)?;
-    let name = m.req("name", errs).and_then(|n| {
-        let t = text(n, &m.field("name"), errs)?;
-        if labels::is_dns_label(t) {
-            Some(t.to_string())
-        } else {
-            errs.push(
-                n.line,
-                &m.field("name"),
-                format!("{t:?} must be lower-case letters, digits and '-' (63 at most)"),
-            );
-            None
-        }
-    });
+    let name = m.required("name", errs, spec::dns_label);
     m.accept(&["namespace", "annotations", "labels"]);
     m.finish(errs);
     name
@@ -233,9 +237,7 @@ fn machine_config(node: &Node, name: &str, errs: &mut Errs<'_>) -> MachineConfig
         "Kiln picks machines with hardwareSelector labels only",
         errs,
     );
-    mc.os_family = m
-        .req("osFamily", errs)
-        .and_then(|n| spec::os_family(n, &m.field("osFamily"), errs));
+    mc.os_family = m.required("osFamily", errs, spec::os_family);
     mc.image_url = m
         .get("osImageURL")
         .and_then(|n| spec::image_url(n, &m.field("osImageURL"), errs));
@@ -275,12 +277,9 @@ fn template_ref(node: &Node, field: &str, errs: &mut Errs<'_>) {
 
 fn reference(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ref> {
     let mut m = MapView::new(node, field, errs)?;
-    let kind = m
-        .req("kind", errs)
-        .and_then(|n| text(n, &m.field("kind"), errs).map(str::to_string));
-    let name = m
-        .req("name", errs)
-        .and_then(|n| text(n, &m.field("name"), errs).map(str::to_string));
+    let owned_text = |n, f: &str, errs: &mut Errs<'_>| text(n, f, errs).map(str::to_string);
+    let kind = m.required("kind", errs, owned_text);
+    let name = m.required("name", errs, owned_text);
     m.finish(errs);
     Some(Ref {
         kind: kind?,
@@ -370,14 +369,10 @@ fn cluster_doc(
     let spec_node = top.get("spec")?;
     let mut s = MapView::new(spec_node, "Cluster.spec", errs)?;
 
-    let version = s
-        .req("kubernetesVersion", errs)
-        .and_then(|n| spec::parsed::<KubernetesVersion>(n, &s.field("kubernetesVersion"), errs));
+    let version = s.required("kubernetesVersion", errs, spec::parsed::<KubernetesVersion>);
 
     // Datacenter: the ref must name the one datacenter document.
-    let dc_ref = s
-        .req("datacenterRef", errs)
-        .and_then(|n| reference(n, &s.field("datacenterRef"), errs));
+    let dc_ref = s.required("datacenterRef", errs, reference);
     let mut datacenter_image: Option<(String, usize)> = None;
     if let Some(r) = &dc_ref {
         if r.kind != "TinkerbellDatacenterConfig" {
@@ -412,14 +407,8 @@ fn cluster_doc(
         }
     }
 
-    let control_plane = s.req("controlPlaneConfiguration", errs).and_then(|n| {
-        control_plane(
-            n,
-            &s.field("controlPlaneConfiguration"),
-            machines,
-            &datacenter_image,
-            errs,
-        )
+    let control_plane = s.required("controlPlaneConfiguration", errs, |n, f, errs| {
+        control_plane(n, f, machines, &datacenter_image, errs)
     });
 
     let mut worker_groups = Some(Vec::new());
@@ -434,15 +423,7 @@ fn cluster_doc(
         );
     }
 
-    let network = match s.get("clusterNetwork") {
-        Some(n) => cluster_network(n, &s.field("clusterNetwork"), errs),
-        None => Some(NetworkSpec {
-            pods: DEFAULT_PODS.parse().ok()?,
-            services: DEFAULT_SERVICES.parse().ok()?,
-            cni: Cni::Cilium,
-            node_cidr_mask_size: None,
-        }),
-    };
+    let network = s.optional("clusterNetwork", DEFAULT_NETWORK, errs, cluster_network);
 
     // Nothing for Kiln to act on: EKS Anywhere's own lifecycle and packaging.
     s.accept(&[
@@ -507,50 +488,28 @@ fn control_plane(
 ) -> Option<ControlPlaneSpec> {
     let mut m = MapView::new(node, field, errs)?;
     // EKS Anywhere defaults the count to 1.
-    let count = match m.get("count") {
-        Some(n) => spec::count(n, &m.field("count"), errs),
-        None => Some(1),
-    };
-    let endpoint = m.req("endpoint", errs).and_then(|n| {
-        let mut e = MapView::new(n, &m.field("endpoint"), errs)?;
-        let host = e
-            .req("host", errs)
-            .and_then(|h| spec::endpoint_ip(h, &e.field("host"), errs));
+    let count = m.optional("count", 1, errs, spec::count);
+    let endpoint = m.required("endpoint", errs, |n, f, errs| {
+        let mut e = MapView::new(n, f, errs)?;
+        let host = e.required("host", errs, spec::endpoint_ip);
         e.finish(errs);
         host
     });
-    let machine = m
-        .req("machineGroupRef", errs)
-        .and_then(|n| reference(n, &m.field("machineGroupRef"), errs))
-        .and_then(|r| resolve_machine(&r, machines, datacenter_image, errs));
-    let taints = match m.get("taints") {
-        Some(n) => spec::taints(n, &m.field("taints"), errs).map(Some),
-        None => Some(None),
-    };
-    let labels = match m.get("labels") {
-        Some(n) => spec::node_labels(n, &m.field("labels"), errs),
-        None => Some(BTreeMap::new()),
-    };
-    let cert_sans = match m.get("certSans") {
-        Some(n) => spec::cert_sans(n, &m.field("certSans"), errs),
-        None => Some(Vec::new()),
-    };
-    let kube_vip = match m.get("skipLoadBalancerDeployment") {
-        Some(n) => spec::boolean(n, &m.field("skipLoadBalancerDeployment"), errs).map(|skip| !skip),
-        None => Some(true),
-    };
-    // Upgrades are not Kiln's business at creation.
-    m.accept(&["upgradeRolloutStrategy"]);
+    let machine = machine_group(&mut m, machines, datacenter_image, errs);
+    let taints = m.optional("taints", None, errs, |n, f, errs| {
+        spec::taints(n, f, errs).map(Some)
+    });
+    let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
+    let cert_sans = m.optional("certSans", Vec::new(), errs, spec::cert_sans);
+    let kube_vip = m.optional("skipLoadBalancerDeployment", true, errs, |n, f, errs| {
+        spec::boolean(n, f, errs).map(|skip| !skip)
+    });
     m.reject(
         "apiServerExtraArgs",
         "Kiln does not pass extra API server flags",
         errs,
     );
-    m.reject(
-        "kubeletConfiguration",
-        "Kiln does not pass a KubeletConfiguration",
-        errs,
-    );
+    accept_or_reject_for_every_group(&mut m, errs);
     m.finish(errs);
     Some(ControlPlaneSpec {
         count: count?,
@@ -571,41 +530,17 @@ fn workers(
     datacenter_image: &Option<(String, usize)>,
     errs: &mut Errs<'_>,
 ) -> Option<Vec<WorkerGroupSpec>> {
-    let Value::Seq(items) = &node.value else {
-        errs.push(
-            node.line,
-            field,
-            format!("must be a list, found {}", node.kind_name()),
-        );
-        return None;
-    };
-    let mut out: Vec<WorkerGroupSpec> = Vec::new();
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        let Some(mut m) = MapView::new(item, &f, errs) else {
-            ok = false;
-            continue;
-        };
-        let name = m
-            .req("name", errs)
-            .and_then(|n| group_name(n, &m.field("name"), &out, errs));
-        let count = match m.get("count") {
-            Some(n) => spec::count(n, &m.field("count"), errs),
-            None => Some(1),
-        };
-        let machine = m
-            .req("machineGroupRef", errs)
-            .and_then(|n| reference(n, &m.field("machineGroupRef"), errs))
-            .and_then(|r| resolve_machine(&r, machines, datacenter_image, errs));
-        let taints = match m.get("taints") {
-            Some(n) => spec::taints(n, &m.field("taints"), errs),
-            None => Some(Vec::new()),
-        };
-        let labels = match m.get("labels") {
-            Some(n) => spec::node_labels(n, &m.field("labels"), errs),
-            None => Some(BTreeMap::new()),
-        };
+    // A group with another Kubernetes version still counts for duplicate names; the list
+    // then fails as a whole.
+    let mut versions_ok = true;
+    let groups = spec::mapping_list(node, field, "a list", errs, |m, earlier, errs| {
+        let name = m.required("name", errs, |n, f, errs| {
+            group_name(n, f, earlier.iter(), errs)
+        });
+        let count = m.optional("count", 1, errs, spec::count);
+        let machine = machine_group(m, machines, datacenter_image, errs);
+        let taints = m.optional("taints", Vec::new(), errs, spec::taints);
+        let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
         if let Some(n) = m.get("kubernetesVersion") {
             let vf = m.field("kubernetesVersion");
             if let Some(v) = spec::parsed::<KubernetesVersion>(n, &vf, errs)
@@ -618,41 +553,52 @@ fn workers(
                         "{v}: Kiln installs one Kubernetes version per cluster (the Cluster's)"
                     ),
                 );
-                ok = false;
+                versions_ok = false;
             }
         }
-        m.accept(&["upgradeRolloutStrategy"]);
         m.reject(
             "autoscalingConfiguration",
             "Kiln provisions a fixed number of machines (count)",
             errs,
         );
-        m.reject(
-            "kubeletConfiguration",
-            "Kiln does not pass a KubeletConfiguration",
-            errs,
-        );
-        m.finish(errs);
-        match (name, count, machine, taints, labels) {
-            (Some(name), Some(count), Some(machine), Some(taints), Some(labels)) => {
-                out.push(WorkerGroupSpec {
-                    name,
-                    count,
-                    machine,
-                    taints,
-                    labels,
-                })
-            }
-            _ => ok = false,
-        }
-    }
-    ok.then_some(out)
+        accept_or_reject_for_every_group(m, errs);
+        Some(WorkerGroupSpec {
+            name: name?,
+            count: count?,
+            machine: machine?,
+            taints: taints?,
+            labels: labels?,
+        })
+    })?;
+    versions_ok.then_some(groups)
 }
 
-pub(crate) fn group_name(
+/// A group's `machineGroupRef`, resolved to its machine spec.
+fn machine_group(
+    m: &mut MapView<'_>,
+    machines: &mut BTreeMap<String, MachineConfig>,
+    datacenter_image: &Option<(String, usize)>,
+    errs: &mut Errs<'_>,
+) -> Option<MachineSpec> {
+    m.required("machineGroupRef", errs, reference)
+        .and_then(|r| resolve_machine(&r, machines, datacenter_image, errs))
+}
+
+/// Keys the control plane and the worker groups take alike.
+fn accept_or_reject_for_every_group(m: &mut MapView<'_>, errs: &mut Errs<'_>) {
+    // Upgrades are not Kiln's business at creation.
+    m.accept(&["upgradeRolloutStrategy"]);
+    m.reject(
+        "kubeletConfiguration",
+        "Kiln does not pass a KubeletConfiguration",
+        errs,
+    );
+}
+
+pub(crate) fn group_name<'e>(
     n: &Node,
     field: &str,
-    earlier: &[WorkerGroupSpec],
+    mut earlier: impl Iterator<Item = &'e WorkerGroupSpec>,
     errs: &mut Errs<'_>,
 ) -> Option<String> {
     let t = text(n, field, errs)?;
@@ -664,7 +610,7 @@ pub(crate) fn group_name(
         );
         return None;
     }
-    if earlier.iter().any(|g| g.name == t) {
+    if earlier.any(|g| g.name == t) {
         errs.push(n.line, field, format!("a second worker group named {t:?}"));
         return None;
     }
@@ -673,9 +619,7 @@ pub(crate) fn group_name(
 
 fn cidr_blocks(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ipv4Cidr> {
     let mut m = MapView::new(node, field, errs)?;
-    let blocks = m
-        .req("cidrBlocks", errs)
-        .and_then(|n| spec::string_list(n, &m.field("cidrBlocks"), errs));
+    let blocks = m.required("cidrBlocks", errs, spec::string_list);
     let bf = m.field("cidrBlocks");
     m.finish(errs);
     let blocks = blocks?;
@@ -701,23 +645,9 @@ fn cidr_blocks(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ipv4Cidr
 
 fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<NetworkSpec> {
     let mut m = MapView::new(node, field, errs)?;
-    let pods = match m.get("pods") {
-        Some(n) => cidr_blocks(n, &m.field("pods"), errs),
-        None => DEFAULT_PODS.parse().ok(),
-    };
-    let services = match m.get("services") {
-        Some(n) => cidr_blocks(n, &m.field("services"), errs),
-        None => DEFAULT_SERVICES.parse().ok(),
-    };
-    if let Some(s) = services
-        && s.prefix < 12
-    {
-        errs.push(
-            m.line,
-            &m.field("services"),
-            format!("{s} is larger than the API server allows (/12 at most)"),
-        );
-    }
+    let pods = m.optional("pods", DEFAULT_PODS, errs, cidr_blocks);
+    let services = m.optional("services", DEFAULT_SERVICES, errs, cidr_blocks);
+    spec::check_service_range(services, m.line, &m.field("services"), errs);
     let old_cni = m.get("cni").and_then(|n| {
         let f = m.field("cni");
         match text(n, &f, errs)? {
@@ -748,13 +678,7 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
         let v = nm.get("cidrMaskSize").and_then(|c| {
             let f = nm.field("cidrMaskSize");
             let t = text(c, &f, errs)?;
-            match t.parse::<u8>() {
-                Ok(v) if (8..=30).contains(&v) => Some(v),
-                _ => {
-                    errs.push(c.line, &f, format!("{t:?} is not a mask size from 8 to 30"));
-                    None
-                }
-            }
+            spec::mask_size(t, c.line, &f, errs)
         });
         nm.finish(errs);
         v

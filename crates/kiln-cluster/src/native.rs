@@ -29,14 +29,12 @@
 
 use std::collections::BTreeMap;
 
-use kiln_model::labels;
-
-use crate::eksa::{DEFAULT_PODS, DEFAULT_SERVICES, group_name};
+use crate::eksa::{DEFAULT_NETWORK, DEFAULT_PODS, DEFAULT_SERVICES, group_name};
 use crate::spec::{
     self, ClusterSpec, Cni, ControlPlaneSpec, Errs, Ipv4Cidr, KubernetesVersion, MachineSpec,
     MapView, NetworkSpec, OsFamily, WorkerGroupSpec, text,
 };
-use crate::yaml::{Node, Value};
+use crate::yaml::Node;
 
 pub const API_VERSION: &str = "kiln/v1alpha1";
 
@@ -53,34 +51,13 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             format!("{t:?}: a KilnCluster is {API_VERSION} (or leave apiVersion out)"),
         );
     }
-    let name = m.req("name", errs).and_then(|n| {
-        let t = text(n, "name", errs)?;
-        if labels::is_dns_label(t) {
-            Some(t.to_string())
-        } else {
-            errs.push(
-                n.line,
-                "name",
-                format!("{t:?} must be lower-case letters, digits and '-' (63 at most)"),
-            );
-            None
-        }
+    let name = m.required("name", errs, spec::dns_label);
+    let version = m.required("kubernetesVersion", errs, spec::parsed::<KubernetesVersion>);
+    let os_family = m.optional("osFamily", OsFamily::Ubuntu, errs, spec::os_family);
+    let image = m.optional("image", None, errs, |n, f, errs| {
+        spec::image_url(n, f, errs).map(Some)
     });
-    let version = m
-        .req("kubernetesVersion", errs)
-        .and_then(|n| spec::parsed::<KubernetesVersion>(n, "kubernetesVersion", errs));
-    let os_family = match m.get("osFamily") {
-        Some(n) => spec::os_family(n, "osFamily", errs),
-        None => Some(OsFamily::Ubuntu),
-    };
-    let image = match m.get("image") {
-        Some(n) => spec::image_url(n, "image", errs).map(Some),
-        None => Some(None),
-    };
-    let users = match m.get("users") {
-        Some(n) => spec::users(n, "users", errs),
-        None => Some(Vec::new()),
-    };
+    let users = m.optional("users", Vec::new(), errs, spec::users);
     let machine = |selector| -> Option<MachineSpec> {
         Some(MachineSpec {
             selector,
@@ -89,18 +66,16 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             users: users.clone()?,
         })
     };
-    let cp = m
-        .req("controlPlane", errs)
-        .and_then(|n| control_plane(n, errs));
+    let cp = m.required("controlPlane", errs, control_plane);
     let control_plane = cp.and_then(|(cp, sel)| {
         Some(ControlPlaneSpec {
             machine: machine(sel)?,
             ..cp
         })
     });
-    let mut worker_groups = Some(Vec::new());
-    if let Some(n) = m.get("workers") {
-        worker_groups = workers(n, errs).and_then(|groups| {
+    let worker_groups = m
+        .optional("workers", Vec::new(), errs, workers)
+        .and_then(|groups| {
             groups
                 .into_iter()
                 .map(|(g, sel)| {
@@ -111,16 +86,7 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
                 })
                 .collect()
         });
-    }
-    let network = match m.get("network") {
-        Some(n) => network(n, errs),
-        None => Some(NetworkSpec {
-            pods: DEFAULT_PODS.parse().ok()?,
-            services: DEFAULT_SERVICES.parse().ok()?,
-            cni: Cni::Cilium,
-            node_cidr_mask_size: None,
-        }),
-    };
+    let network = m.optional("network", DEFAULT_NETWORK, errs, network);
     m.finish(errs);
     let spec = ClusterSpec {
         name: name?,
@@ -133,49 +99,39 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
     Some(spec)
 }
 
-/// The control plane without its machine spec (filled in from the shared fields), and its selector.
-fn control_plane(
-    node: &Node,
-    errs: &mut Errs<'_>,
-) -> Option<(ControlPlaneSpec, BTreeMap<String, String>)> {
-    let mut m = MapView::new(node, "controlPlane", errs)?;
-    let count = match m.get("count") {
-        Some(n) => spec::count(n, "controlPlane.count", errs),
-        None => Some(1),
-    };
-    let endpoint = m
-        .req("endpoint", errs)
-        .and_then(|n| spec::endpoint_ip(n, "controlPlane.endpoint", errs));
-    let sel = m.get("selector");
-    let selector = spec::selector(sel, m.line, "controlPlane.selector", errs);
-    let taints = match m.get("taints") {
-        Some(n) => spec::taints(n, "controlPlane.taints", errs).map(Some),
-        None => Some(None),
-    };
-    let labels = match m.get("labels") {
-        Some(n) => spec::node_labels(n, "controlPlane.labels", errs),
-        None => Some(BTreeMap::new()),
-    };
-    let cert_sans = match m.get("certSANs") {
-        Some(n) => spec::cert_sans(n, "controlPlane.certSANs", errs),
-        None => Some(Vec::new()),
-    };
-    let kube_vip = match m.get("kubeVip") {
-        Some(n) => spec::boolean(n, "controlPlane.kubeVip", errs),
-        None => Some(true),
-    };
-    m.finish(errs);
-    let placeholder = MachineSpec {
+/// Stands in for a group's machine until `parse` fills it in from the shared fields.
+fn machine_placeholder() -> MachineSpec {
+    MachineSpec {
         selector: BTreeMap::new(),
         os_family: OsFamily::Ubuntu,
         image_url: None,
         users: Vec::new(),
-    };
+    }
+}
+
+/// The control plane without its machine spec (filled in from the shared fields), and its selector.
+fn control_plane(
+    node: &Node,
+    field: &str,
+    errs: &mut Errs<'_>,
+) -> Option<(ControlPlaneSpec, BTreeMap<String, String>)> {
+    let mut m = MapView::new(node, field, errs)?;
+    let count = m.optional("count", 1, errs, spec::count);
+    let endpoint = m.required("endpoint", errs, spec::endpoint_ip);
+    let sel = m.get("selector");
+    let selector = spec::selector(sel, m.line, &m.field("selector"), errs);
+    let taints = m.optional("taints", None, errs, |n, f, errs| {
+        spec::taints(n, f, errs).map(Some)
+    });
+    let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
+    let cert_sans = m.optional("certSANs", Vec::new(), errs, spec::cert_sans);
+    let kube_vip = m.optional("kubeVip", true, errs, spec::boolean);
+    m.finish(errs);
     Some((
         ControlPlaneSpec {
             count: count?,
             endpoint: endpoint?,
-            machine: placeholder,
+            machine: machine_placeholder(),
             taints: taints?,
             labels: labels?,
             cert_sans: cert_sans?,
@@ -185,120 +141,62 @@ fn control_plane(
     ))
 }
 
+/// The worker groups without their machine specs, each with its selector.
 fn workers(
     node: &Node,
+    field: &str,
     errs: &mut Errs<'_>,
 ) -> Option<Vec<(WorkerGroupSpec, BTreeMap<String, String>)>> {
-    let Value::Seq(items) = &node.value else {
-        errs.push(
-            node.line,
-            "workers",
-            format!(
-                "must be a list of worker groups, found {}",
-                node.kind_name()
-            ),
-        );
-        return None;
-    };
-    let mut out: Vec<(WorkerGroupSpec, BTreeMap<String, String>)> = Vec::new();
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let f = format!("workers[{i}]");
-        let Some(mut m) = MapView::new(item, &f, errs) else {
-            ok = false;
-            continue;
-        };
-        let earlier: Vec<WorkerGroupSpec> = out.iter().map(|(g, _)| g.clone()).collect();
-        let name = m
-            .req("name", errs)
-            .and_then(|n| group_name(n, &m.field("name"), &earlier, errs));
-        let count = match m.get("count") {
-            Some(n) => spec::count(n, &m.field("count"), errs),
-            None => Some(1),
-        };
-        let sel = m.get("selector");
-        let selector = spec::selector(sel, m.line, &m.field("selector"), errs);
-        let taints = match m.get("taints") {
-            Some(n) => spec::taints(n, &m.field("taints"), errs),
-            None => Some(Vec::new()),
-        };
-        let labels = match m.get("labels") {
-            Some(n) => spec::node_labels(n, &m.field("labels"), errs),
-            None => Some(BTreeMap::new()),
-        };
-        m.finish(errs);
-        match (name, count, selector, taints, labels) {
-            (Some(name), Some(count), Some(selector), Some(taints), Some(labels)) => out.push((
+    spec::mapping_list(
+        node,
+        field,
+        "a list of worker groups",
+        errs,
+        |m, earlier, errs| {
+            let name = m.required("name", errs, |n, f, errs| {
+                group_name(n, f, earlier.iter().map(|(g, _)| g), errs)
+            });
+            let count = m.optional("count", 1, errs, spec::count);
+            let sel = m.get("selector");
+            let selector = spec::selector(sel, m.line, &m.field("selector"), errs);
+            let taints = m.optional("taints", Vec::new(), errs, spec::taints);
+            let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
+            Some((
                 WorkerGroupSpec {
-                    name,
-                    count,
-                    machine: MachineSpec {
-                        selector: BTreeMap::new(),
-                        os_family: OsFamily::Ubuntu,
-                        image_url: None,
-                        users: Vec::new(),
-                    },
-                    taints,
-                    labels,
+                    name: name?,
+                    count: count?,
+                    machine: machine_placeholder(),
+                    taints: taints?,
+                    labels: labels?,
                 },
-                selector,
-            )),
-            _ => ok = false,
-        }
-    }
-    ok.then_some(out)
+                selector?,
+            ))
+        },
+    )
 }
 
-fn network(node: &Node, errs: &mut Errs<'_>) -> Option<NetworkSpec> {
-    let mut m = MapView::new(node, "network", errs)?;
-    let pods = match m.get("pods") {
-        Some(n) => spec::parsed::<Ipv4Cidr>(n, "network.pods", errs),
-        None => DEFAULT_PODS.parse().ok(),
-    };
-    let services = match m.get("services") {
-        Some(n) => spec::parsed::<Ipv4Cidr>(n, "network.services", errs),
-        None => DEFAULT_SERVICES.parse().ok(),
-    };
-    if let Some(s) = services
-        && s.prefix < 12
-    {
-        errs.push(
-            m.line,
-            "network.services",
-            format!("{s} is larger than the API server allows (/12 at most)"),
-        );
-    }
-    let cni = match m.get("cni") {
-        Some(n) => match text(n, "network.cni", errs) {
-            Some("cilium") => Some(Cni::Cilium),
-            Some("kindnetd") => Some(Cni::Kindnetd),
-            Some("none") => Some(Cni::None),
-            Some(t) => {
-                errs.push(
-                    n.line,
-                    "network.cni",
-                    format!("{t:?} is not cilium, kindnetd or none"),
-                );
+fn network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<NetworkSpec> {
+    let mut m = MapView::new(node, field, errs)?;
+    let pods = m.optional("pods", DEFAULT_PODS, errs, spec::parsed::<Ipv4Cidr>);
+    let services = m.optional("services", DEFAULT_SERVICES, errs, spec::parsed::<Ipv4Cidr>);
+    spec::check_service_range(services, m.line, &m.field("services"), errs);
+    let cni = m.optional("cni", Cni::Cilium, errs, |n, f, errs| {
+        match text(n, f, errs)? {
+            "cilium" => Some(Cni::Cilium),
+            "kindnetd" => Some(Cni::Kindnetd),
+            "none" => Some(Cni::None),
+            t => {
+                errs.push(n.line, f, format!("{t:?} is not cilium, kindnetd or none"));
                 None
             }
-            None => None,
-        },
-        None => Some(Cni::Cilium),
-    };
+        }
+    });
     let mask = match m.get("nodeCidrMaskSize") {
         Some(n) => {
-            let t = text(n, "network.nodeCidrMaskSize", errs)?;
-            match t.parse::<u8>() {
-                Ok(v) if (8..=30).contains(&v) => Some(Some(v)),
-                _ => {
-                    errs.push(
-                        n.line,
-                        "network.nodeCidrMaskSize",
-                        format!("{t:?} is not a mask size from 8 to 30"),
-                    );
-                    None
-                }
-            }
+            let f = m.field("nodeCidrMaskSize");
+            // Not a single value: the network is not read further.
+            let t = text(n, &f, errs)?;
+            spec::mask_size(t, n.line, &f, errs).map(Some)
         }
         None => Some(None),
     };

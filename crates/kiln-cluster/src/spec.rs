@@ -499,6 +499,31 @@ impl<'a> MapView<'a> {
         v
     }
 
+    /// A required key read with `read` (given the node and its field path).
+    pub fn required<T>(
+        &mut self,
+        key: &'static str,
+        errs: &mut Errs<'_>,
+        read: impl FnOnce(&'a Node, &str, &mut Errs<'_>) -> Option<T>,
+    ) -> Option<T> {
+        let node = self.req(key, errs)?;
+        read(node, &self.field(key), errs)
+    }
+
+    /// An optional key read with `read`, or `default` when it is absent or null.
+    pub fn optional<T>(
+        &mut self,
+        key: &'static str,
+        default: T,
+        errs: &mut Errs<'_>,
+        read: impl FnOnce(&'a Node, &str, &mut Errs<'_>) -> Option<T>,
+    ) -> Option<T> {
+        match self.get(key) {
+            Some(node) => read(node, &self.field(key), errs),
+            None => Some(default),
+        }
+    }
+
     /// Keys accepted and deliberately not used: they change nothing for Kiln.
     pub fn accept(&mut self, keys: &[&'static str]) {
         for key in keys {
@@ -542,6 +567,69 @@ pub(crate) fn text<'a>(node: &'a Node, field: &str, errs: &mut Errs<'_>) -> Opti
             );
             None
         }
+    }
+}
+
+/// A list's items; anything else is an error saying it must be `what` ("a list of taints").
+pub(crate) fn list_items<'a>(
+    node: &'a Node,
+    field: &str,
+    what: &str,
+    errs: &mut Errs<'_>,
+) -> Option<&'a [Node]> {
+    match &node.value {
+        Value::Seq(items) => Some(items),
+        _ => {
+            errs.push(
+                node.line,
+                field,
+                format!("must be {what}, found {}", node.kind_name()),
+            );
+            None
+        }
+    }
+}
+
+/// A list of mappings, each item read with `read` (given the items read so far, to refuse
+/// duplicates); each item's unknown keys are reported after it. Every item is read, so every
+/// error shows; `None` when the list or any item is wrong.
+pub(crate) fn mapping_list<'a, 'f, T>(
+    node: &'a Node,
+    field: &str,
+    what: &str,
+    errs: &mut Errs<'f>,
+    mut read: impl FnMut(&mut MapView<'a>, &[T], &mut Errs<'f>) -> Option<T>,
+) -> Option<Vec<T>> {
+    let items = list_items(node, field, what, errs)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let Some(mut m) = MapView::new(item, &format!("{field}[{i}]"), errs) else {
+            ok = false;
+            continue;
+        };
+        let value = read(&mut m, &out, errs);
+        m.finish(errs);
+        match value {
+            Some(v) => out.push(v),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A name that must be a DNS label: a cluster's or a Kubernetes object's.
+pub(crate) fn dns_label(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<String> {
+    let t = text(node, field, errs)?;
+    if labels::is_dns_label(t) {
+        Some(t.to_string())
+    } else {
+        errs.push(
+            node.line,
+            field,
+            format!("{t:?} must be lower-case letters, digits and '-' (63 at most)"),
+        );
+        None
     }
 }
 
@@ -622,6 +710,39 @@ pub(crate) fn endpoint_ip(node: &Node, field: &str, errs: &mut Errs<'_>) -> Opti
                 node.line,
                 field,
                 format!("{t:?} is not an IPv4 address (the VIP or the control plane's address)"),
+            );
+            None
+        }
+    }
+}
+
+/// The service range: the API server takes /12 at the largest.
+pub(crate) fn check_service_range(
+    services: Option<Ipv4Cidr>,
+    line: usize,
+    field: &str,
+    errs: &mut Errs<'_>,
+) {
+    if let Some(s) = services
+        && s.prefix < 12
+    {
+        errs.push(
+            line,
+            field,
+            format!("{s} is larger than the API server allows (/12 at most)"),
+        );
+    }
+}
+
+/// The per-node pod range size (`--node-cidr-mask-size`), from 8 to 30.
+pub(crate) fn mask_size(t: &str, line: usize, field: &str, errs: &mut Errs<'_>) -> Option<u8> {
+    match t.parse::<u8>() {
+        Ok(v) if (8..=30).contains(&v) => Some(v),
+        _ => {
+            errs.push(
+                line,
+                field,
+                format!("{t:?} is not a mask size from 8 to 30"),
             );
             None
         }
@@ -745,62 +866,42 @@ fn kubelet_may_not_set(key: &str) -> Option<String> {
 }
 
 pub(crate) fn taints(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Vec<Taint>> {
-    let Value::Seq(items) = &node.value else {
-        errs.push(
-            node.line,
-            field,
-            format!("must be a list of taints, found {}", node.kind_name()),
-        );
-        return None;
-    };
-    let mut out = Vec::new();
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        let Some(mut m) = MapView::new(item, &f, errs) else {
-            ok = false;
-            continue;
-        };
-        let key = m.req("key", errs).and_then(|n| {
-            let t = text(n, &m.field("key"), errs)?;
+    mapping_list(node, field, "a list of taints", errs, |m, _, errs| {
+        let key = m.required("key", errs, |n, f, errs| {
+            let t = text(n, f, errs)?;
             labels::check_key(t)
-                .map_err(|e| errs.push(n.line, &m.field("key"), e))
+                .map_err(|e| errs.push(n.line, f, e))
                 .ok()
                 .map(|_| t.to_string())
         });
-        let value = match m.get("value") {
-            None => Some(None),
-            Some(n) => text(n, &m.field("value"), errs).and_then(|t| {
-                labels::check_value(t)
-                    .map_err(|e| errs.push(n.line, &m.field("value"), e))
-                    .ok()
-                    .map(|_| (!t.is_empty()).then(|| t.to_string()))
-            }),
-        };
-        let effect = m
-            .req("effect", errs)
-            .and_then(|n| match text(n, &m.field("effect"), errs)? {
-                "NoSchedule" => Some(TaintEffect::NoSchedule),
-                "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
-                "NoExecute" => Some(TaintEffect::NoExecute),
-                t => {
-                    errs.push(
-                        n.line,
-                        &m.field("effect"),
-                        format!("{t:?} is not NoSchedule, PreferNoSchedule or NoExecute"),
-                    );
-                    None
-                }
-            });
+        let value = m.optional("value", None, errs, |n, f, errs| {
+            let t = text(n, f, errs)?;
+            labels::check_value(t)
+                .map_err(|e| errs.push(n.line, f, e))
+                .ok()
+                .map(|_| (!t.is_empty()).then(|| t.to_string()))
+        });
+        let effect = m.required("effect", errs, |n, f, errs| match text(n, f, errs)? {
+            "NoSchedule" => Some(TaintEffect::NoSchedule),
+            "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
+            "NoExecute" => Some(TaintEffect::NoExecute),
+            t => {
+                errs.push(
+                    n.line,
+                    f,
+                    format!("{t:?} is not NoSchedule, PreferNoSchedule or NoExecute"),
+                );
+                None
+            }
+        });
         // Set by the API server, meaningless in a spec.
         m.accept(&["timeAdded"]);
-        m.finish(errs);
-        match (key, value, effect) {
-            (Some(key), Some(value), Some(effect)) => out.push(Taint { key, value, effect }),
-            _ => ok = false,
-        }
-    }
-    ok.then_some(out)
+        Some(Taint {
+            key: key?,
+            value: value?,
+            effect: effect?,
+        })
+    })
 }
 
 pub(crate) fn cert_sans(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Vec<String>> {
@@ -824,14 +925,7 @@ pub(crate) fn string_list(
     field: &str,
     errs: &mut Errs<'_>,
 ) -> Option<Vec<(String, usize)>> {
-    let Value::Seq(items) = &node.value else {
-        errs.push(
-            node.line,
-            field,
-            format!("must be a list, found {}", node.kind_name()),
-        );
-        return None;
-    };
+    let items = list_items(node, field, "a list", errs)?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         out.push((
@@ -897,34 +991,21 @@ pub(crate) fn image_url(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
 }
 
 pub(crate) fn users(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Vec<UserSpec>> {
-    let Value::Seq(items) = &node.value else {
-        errs.push(
-            node.line,
-            field,
-            format!("must be a list of users, found {}", node.kind_name()),
-        );
-        return None;
-    };
-    let mut out: Vec<UserSpec> = Vec::new();
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        let Some(mut m) = MapView::new(item, &f, errs) else {
-            ok = false;
-            continue;
-        };
-        let name = m.req("name", errs).and_then(|n| {
-            let t = text(n, &m.field("name"), errs)?;
+    // A user with a bad key still counts for "listed twice"; the list then fails as a whole.
+    let mut keys_ok = true;
+    let users = mapping_list(node, field, "a list of users", errs, |m, earlier, errs| {
+        let name = m.required("name", errs, |n, f, errs| {
+            let t = text(n, f, errs)?;
             if !is_user_name(t) {
                 errs.push(
                     n.line,
-                    &m.field("name"),
+                    f,
                     format!("{t:?} is not a Linux user name (lower-case letters, digits, '_' and '-', 32 at most)"),
                 );
                 return None;
             }
-            if out.iter().any(|u| u.name == t) {
-                errs.push(n.line, &m.field("name"), format!("user {t:?} is listed twice"));
+            if earlier.iter().any(|u: &UserSpec| u.name == t) {
+                errs.push(n.line, f, format!("user {t:?} is listed twice"));
                 return None;
             }
             Some(t.to_string())
@@ -939,24 +1020,20 @@ pub(crate) fn users(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Vec
                             Ok(()) => keys.push(k),
                             Err(why) => {
                                 errs.push(line, &kf, why);
-                                ok = false;
+                                keys_ok = false;
                             }
                         }
                     }
                 }
-                None => ok = false,
+                None => keys_ok = false,
             }
         }
-        m.finish(errs);
-        match name {
-            Some(name) => out.push(UserSpec {
-                name,
-                ssh_authorized_keys: keys,
-            }),
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
+        Some(UserSpec {
+            name: name?,
+            ssh_authorized_keys: keys,
+        })
+    })?;
+    keys_ok.then_some(users)
 }
 
 fn is_user_name(s: &str) -> bool {
