@@ -42,11 +42,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH_DIR=$REPO/bench
-BENCH_WORK=${BENCH_WORK:-$REPO/target/bench-work}
-QUICK=${BENCH_QUICK:-0}
-if [ "$QUICK" = 1 ]; then WRITE=${BENCH_WRITE:-0}; else WRITE=${BENCH_WRITE:-1}; fi
-PY=/usr/bin/python3
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+bench_settings
 REPORT=$BENCH_DIR/bmc-report.py
 CHASSIS=$BENCH_DIR/bmc-chassis.sh
 VENV=${KILN_VENV:-/opt/kiln-venv}
@@ -74,12 +72,9 @@ POWER_REPS=$((REPS < 3 ? REPS : 3))
 # Emulators on one CPU, clients (kiln, ipmitool, curl) on the other.
 if [ "$(nproc)" -ge 2 ]; then EMU_CPU=1 CLI_CPU=0; else EMU_CPU=0 CLI_CPU=0; fi
 
-# shellcheck source=bench/lib.sh
-source "$REPO/bench/lib.sh"
-
 case ${1:-} in
 -h | --help)
-	sed -n '3,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+	usage
 	exit 0
 	;;
 "") ;;
@@ -89,61 +84,18 @@ esac
 
 # ---- lifecycle ---------------------------------------------------------------------------------
 
-PIDS=() # every background process we started
 RUN=
-TEMP_POLICY=0
-
-# stop_pids PID...: SIGTERM all, up to 5 s for them to go, then SIGKILL what is left.
-stop_pids() {
-	local pid i left
-	[ $# -gt 0 ] || return 0
-	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for i in $(seq 50); do
-		left=0
-		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left=1 && break; done
-		[ "$left" = 1 ] || break
-		sleep 0.1
-	done
-	for pid in "$@"; do
-		if kill -0 "$pid" 2>/dev/null; then
-			log "pid $pid ignored SIGTERM; SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-		wait "$pid" 2>/dev/null || true
-	done
-}
 
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	stop_pids "${PIDS[@]}"
-	if ip netns list | awk '{print $1}' | grep -qxF -- "$NS"; then
-		ip netns del "$NS" || log "could not delete namespace $NS"
-	fi
-	if [ "$TEMP_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-	if [ -n "$RUN" ] && [ -d "$RUN" ]; then
-		if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
-			log "scratch kept: $RUN"
-		else
-			rm -rf "$RUN"
-		fi
-	fi
+	release_run "$rc" "$NS"
 	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# forget PID...: drop stopped processes from PIDS.
-forget() {
-	local keep=() p q drop
-	for p in "${PIDS[@]}"; do
-		drop=0
-		for q in "$@"; do [ "$p" = "$q" ] && drop=1 && break; done
-		[ "$drop" = 1 ] || keep+=("$p")
-	done
-	PIDS=("${keep[@]}")
-}
 
 # nsx cmd...: in the namespace, on the client CPU.
 nsx() { ip netns exec "$NS" taskset -c "$CLI_CPU" "$@"; }
@@ -153,34 +105,16 @@ record() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" >>"$RESULTS"
 	log "  $4: $3 = $5 $6${7:+ ($7)}"
 }
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 calc() { "$PY" -c "print(round($1, 4))"; }
 median() { printf '%s\n' "$@" >"$RUN/median.in" && "$PY" "$REPORT" stats "$RUN/median.in" | cut -d' ' -f1; }
 
 # ---- packages ----------------------------------------------------------------------------------
 
 install_packages() {
-	local missing=() p
-	for p in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing: ${missing[*]}"
-		if [ ! -e /usr/sbin/policy-rc.d ]; then
-			# No packaged service (openipmi's init script) starts during the install.
-			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-			chmod +x /usr/sbin/policy-rc.d
-			TEMP_POLICY=1
-		fi
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
-			DEBIAN_FRONTEND=noninteractive apt-get update >&2
-			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-		}
-		if [ "$TEMP_POLICY" = 1 ]; then
-			rm -f /usr/sbin/policy-rc.d
-			TEMP_POLICY=0
-		fi
-	fi
+	local missing p
+	mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
+	# (apt_install's policy-rc.d keeps openipmi's init script from starting during the install.)
+	if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 	for p in ipmi_sim ipmitool curl taskset xargs; do
 		command -v "$p" >/dev/null || die "$p missing after installing packages"
 	done
@@ -294,6 +228,34 @@ cpu_seconds() {
 	calc "$total / $(getconf CLK_TCK)"
 }
 
+# wait_ipmi_sims FROM TO, wait_sushies FROM TO: until every emulator on those ports answers.
+wait_ipmi_sims() {
+	nsx "$PY" "$REPORT" wait-ipmi --timeout 60 $(seq "$1" "$2") || die "not every ipmi_sim started; see $RUN/ipmi-*/log"
+}
+wait_sushies() {
+	local p urls=()
+	for ((p = $1; p <= $2; p++)); do urls+=("http://127.0.0.1:$p/redfish/v1/"); done
+	nsx "$PY" "$REPORT" wait-http --timeout 180 "${urls[@]}" || die "not every sushy-emulator started; see $RUN/rf-*/log"
+}
+
+# start_many START WAIT FROM TO: `START PORT` for every port FROM..TO, `WAIT FROM TO` until all answer,
+# then every emulator pinned. Sets MANY_PIDS, and for the start-up UP_WALL (s, from the first launch
+# until all answer), UP_CPU (s, the emulators' in all) and UP_PSS (MiB, theirs in all).
+start_many() {
+	local start=$1 wait=$2 from=$3 to=$4 p t0
+	MANY_PIDS=()
+	t0=${EPOCHREALTIME/./}
+	for ((p = from; p <= to; p++)); do
+		"$start" "$p"
+		MANY_PIDS+=("$EPID")
+	done
+	"$wait" "$from" "$to"
+	UP_WALL=$(printf '%.1f' "$(calc "(${EPOCHREALTIME/./} - $t0) / 1e6")")
+	UP_CPU=$(printf '%.2f' "$(cpu_seconds "${MANY_PIDS[@]}")")
+	UP_PSS=$(printf '%.0f' "$("$PY" "$REPORT" pss "${MANY_PIDS[@]}")")
+	pin "${MANY_PIDS[@]}"
+}
+
 # power_files DIR_PREFIX PORT_FROM PORT_TO: how many chassis are on, off ("on off").
 power_files() {
 	local pre=$1 from=$2 to=$3 p on=0 off=0
@@ -372,8 +334,7 @@ section_single() {
 		"ipmitool|Chassis Power is off|$ipmitool"
 	single_stats single-ipmi "power status, per call" kiln "$d/kiln-ipmi.us"
 	single_stats single-ipmi "power status, per call" ipmitool "$d/ipmitool.us"
-	stop_pids "$ipmi_pid"
-	forget "$ipmi_pid"
+	stop_and_forget "$ipmi_pid"
 
 	[ -n "$rf_pid" ] || return 0
 	nsx "$PY" "$REPORT" wait-http --timeout 60 "http://127.0.0.1:$RF_BASE/redfish/v1/" ||
@@ -399,8 +360,7 @@ section_single() {
 	single_stats single-redfish "power state, per call" kiln "$d/kiln-redfish.us"
 	single_stats single-redfish "power state, per call" "curl (1 GET)" "$d/curl.us"
 	single_stats single-redfish "power state, per call" "curl (3 GETs)" "$d/curl3.us"
-	stop_pids "$rf_pid"
-	forget "$rf_pid"
+	stop_and_forget "$rf_pid"
 }
 
 # ---- many BMCs ---------------------------------------------------------------------------------
@@ -445,18 +405,26 @@ check_state() {
 	if [ "$4" = off ]; then [ "$off" = "$n" ] || die "after power off: $off of $n $1 chassis are off"; fi
 }
 
+# timed_kiln GROUP N SELECTOR ACTION WANT TAG: `kiln bmc ACTION` on the N BMCs of the selector, timed
+# (T_*, as TAG) and checked (every row ok, its result starting WANT); sets REQ_PER_BMC, the HTTP
+# requests it made per BMC.
+timed_kiln() {
+	local group=$1 n=$2 selector=$3 action=$4 want=$5 tag=$6 seen
+	seen=$(requests_seen "$group")
+	timed "$tag" "$KILN" --data-dir "$KILN_DATA" bmc "$action" --selector "$selector" -o json
+	check_kiln "$want" "$n"
+	REQ_PER_BMC=$(per_bmc "$group" "$seen" "$n")
+}
+
 # many_status GROUP N SELECTOR PEER KILN_WANT PEER_PATTERN PEER_CMD…: power status of N BMCs,
 # REPS × (kiln, the peer), alternating.
 many_status() {
 	local group=$1 n=$2 selector=$3 peer=$4 kiln_want=$5 peer_pattern=$6
 	shift 6
 	local r kw=() kc=() pw=() pc=() rss=()
-	local seen
 	for ((r = 0; r < REPS; r++)); do
-		seen=$(requests_seen "$group")
-		timed "$group-kiln-status-$r" "$KILN" --data-dir "$KILN_DATA" bmc status --selector "$selector" -o json
-		check_kiln "$kiln_want" "$n"
-		REQ_STATUS=$(per_bmc "$group" "$seen" "$n")
+		timed_kiln "$group" "$n" "$selector" status "$kiln_want" "$group-kiln-status-$r"
+		REQ_STATUS=$REQ_PER_BMC
 		kw+=("$T_WALL") kc+=("$T_CPU") rss+=("$T_RSS")
 		timed "$group-peer-status-$r" "$@"
 		check_count "$peer_pattern" "$n"
@@ -480,18 +448,13 @@ many_power() {
 	off_cmd=("$@")
 	local r kon=() koff=() kcon=() kcoff=() pon=() poff=() pcon=() pcoff=()
 	check_state "$prefix" "$from" "$to" off
-	local seen
 	for ((r = 0; r < POWER_REPS; r++)); do
-		seen=$(requests_seen "$group")
-		timed "$group-kiln-on-$r" "$KILN" --data-dir "$KILN_DATA" bmc on --selector "$selector" -o json
-		check_kiln "on: now on" "$n"
-		REQ_ON=$(per_bmc "$group" "$seen" "$n")
+		timed_kiln "$group" "$n" "$selector" on "on: now on" "$group-kiln-on-$r"
+		REQ_ON=$REQ_PER_BMC
 		check_state "$prefix" "$from" "$to" on
 		kon+=("$T_WALL") kcon+=("$T_CPU")
-		seen=$(requests_seen "$group")
-		timed "$group-kiln-off-$r" "$KILN" --data-dir "$KILN_DATA" bmc off --selector "$selector" -o json
-		check_kiln "off: now off" "$n"
-		REQ_OFF=$(per_bmc "$group" "$seen" "$n")
+		timed_kiln "$group" "$n" "$selector" off "off: now off" "$group-kiln-off-$r"
+		REQ_OFF=$REQ_PER_BMC
 		check_state "$prefix" "$from" "$to" off
 		koff+=("$T_WALL") kcoff+=("$T_CPU")
 		timed "$group-peer-on-$r" "${on_cmd[@]}"
@@ -515,23 +478,15 @@ many_power() {
 }
 
 section_many_ipmi() {
-	local from=$((IPMI_BASE + 1)) to=$((IPMI_BASE + N_IPMI)) p pids=() t0 wall cpu pss
+	local from=$((IPMI_BASE + 1)) to=$((IPMI_BASE + N_IPMI)) cpu
 	mkdir -p "$RUN/many"
 	seq "$from" "$to" >"$RUN/many/ipmi-ports"
 	log "many IPMI: starting $N_IPMI ipmi_sim (ports $from-$to)"
-	t0=${EPOCHREALTIME/./}
-	for ((p = from; p <= to; p++)); do
-		start_ipmi_sim "$p"
-		pids+=("$EPID")
-	done
-	nsx "$PY" "$REPORT" wait-ipmi --timeout 60 $(seq "$from" "$to") || die "not every ipmi_sim started; see $RUN/ipmi-*/log"
-	wall=$(printf '%.1f' "$(calc "(${EPOCHREALTIME/./} - $t0) / 1e6")")
-	cpu=$(printf '%.2f' "$(cpu_seconds "${pids[@]}")")
-	pss=$(printf '%.0f' "$("$PY" "$REPORT" pss "${pids[@]}")")
-	pin "${pids[@]}"
-	log "  $N_IPMI ipmi_sim up in $wall s (their CPU $cpu s), PSS $pss MiB in all"
+	start_many start_ipmi_sim wait_ipmi_sims "$from" "$to"
+	log "  $N_IPMI ipmi_sim up in $UP_WALL s (their CPU $UP_CPU s), PSS $UP_PSS MiB in all"
+	cpu=$UP_CPU
 	[ "$cpu" != 0.00 ] || cpu="under 0.01"
-	meta note.3 "$N_IPMI ipmi_sim processes: all answering $wall s after the first was launched (CPU $cpu s in all), $pss MiB PSS in all."
+	meta note.3 "$N_IPMI ipmi_sim processes: all answering $UP_WALL s after the first was launched (CPU $cpu s in all), $UP_PSS MiB PSS in all."
 
 	local common="-I lanplus -C 3 -H 127.0.0.1 -U $BMC_USER -P $BMC_PASS"
 	log "many IPMI: power status, $REPS × (kiln, xargs -P $PAR ipmitool)"
@@ -544,28 +499,17 @@ section_many_ipmi() {
 		'Chassis Power Control: Up/On' 'Chassis Power Control: Down/Off' -- \
 		xargs -a "$RUN/many/ipmi-ports" -P "$PAR" -I{} ipmitool $common -p {} chassis power on -- \
 		xargs -a "$RUN/many/ipmi-ports" -P "$PAR" -I{} ipmitool $common -p {} chassis power off
-	stop_pids "${pids[@]}"
-	forget "${pids[@]}"
+	stop_and_forget "${MANY_PIDS[@]}"
 }
 
 section_many_redfish() {
-	local from=$((RF_BASE + 1)) to=$((RF_BASE + N_RF)) p pids=() urls=() t0 wall cpu pss
+	local from=$((RF_BASE + 1)) to=$((RF_BASE + N_RF))
 	mkdir -p "$RUN/many"
 	seq "$from" "$to" >"$RUN/many/rf-ports"
 	log "many Redfish: starting $N_RF sushy-emulators (ports $from-$to)"
-	t0=${EPOCHREALTIME/./}
-	for ((p = from; p <= to; p++)); do
-		start_sushy "$p"
-		pids+=("$EPID")
-		urls+=("http://127.0.0.1:$p/redfish/v1/")
-	done
-	nsx "$PY" "$REPORT" wait-http --timeout 180 "${urls[@]}" || die "not every sushy-emulator started; see $RUN/rf-*/log"
-	wall=$(printf '%.1f' "$(calc "(${EPOCHREALTIME/./} - $t0) / 1e6")")
-	cpu=$(printf '%.2f' "$(cpu_seconds "${pids[@]}")")
-	pss=$(printf '%.0f' "$("$PY" "$REPORT" pss "${pids[@]}")")
-	pin "${pids[@]}"
-	log "  $N_RF sushy-emulators up in $wall s (their CPU $cpu s), PSS $pss MiB in all"
-	meta note.4 "$N_RF sushy-emulator processes: all answering $wall s after the first was launched (CPU $cpu s in all, both CPUs), $pss MiB PSS in all."
+	start_many start_sushy wait_sushies "$from" "$to"
+	log "  $N_RF sushy-emulators up in $UP_WALL s (their CPU $UP_CPU s), PSS $UP_PSS MiB in all"
+	meta note.4 "$N_RF sushy-emulator processes: all answering $UP_WALL s after the first was launched (CPU $UP_CPU s in all, both CPUs), $UP_PSS MiB PSS in all."
 
 	local auth="$BMC_USER:$BMC_PASS" reset='{"ResetType":"%s"}'
 	log "many Redfish: power state, $REPS × (kiln, xargs -P $PAR curl)"
@@ -579,26 +523,14 @@ section_many_redfish() {
 		xargs -a "$RUN/many/rf-ports" -P "$PAR" -I{} curl -sf --noproxy '*' -u "$auth" -o /dev/null -w 'HTTP %{http_code}\n' \
 		-H 'Content-Type: application/json' -d "$(printf "$reset" ForceOff)" "http://127.0.0.1:{}$SYSTEM_PATH/Actions/ComputerSystem.Reset"
 	meta note.6 "Redfish at scale: HTTP requests per BMC in kiln's last run (from the emulators' logs): status $REQ_STATUS, on $REQ_ON, off $REQ_OFF; curl makes 1. The emulators share one CPU, and each request costs sushy-tools (Flask, a bcrypt check of the Basic credentials, a chassis program run for power reads) far more than it costs either client, so the wall times here mostly count requests."
-	stop_pids "${pids[@]}"
-	forget "${pids[@]}"
+	stop_and_forget "${MANY_PIDS[@]}"
 }
 
 # =========================================================================================== main
 
 T0=$SECONDS
-mkdir -p "$BENCH_WORK"
-# One benchmark at a time: two runs would share the CPUs and spoil each other's figures.
-exec 9>"$BENCH_WORK/lock"
-if ! flock -n 9; then
-	log "another benchmark run holds $BENCH_WORK/lock; waiting for it (up to 30 min)"
-	flock -w 1800 9 || die "gave up waiting for the other run"
-fi
-RUN=$(mktemp -d "$BENCH_WORK/bmc.XXXXXX")
-chmod 755 "$RUN"
-RESULTS=$RUN/results.tsv
-META=$RUN/meta.tsv
-: >"$RESULTS"
-: >"$META"
+lock_bench_work benchmark
+new_run bmc
 
 install_packages
 build_kiln
@@ -611,18 +543,12 @@ log "namespace $NS (loopback only); emulators on CPU $EMU_CPU, clients on CPU $C
 CMD="bash bench/bmc.sh"
 [ "$N_RF" = 50 ] || CMD="BENCH_REDFISH=$N_RF $CMD"
 [ "$QUICK" = 1 ] && CMD="BENCH_QUICK=1 $CMD"
-meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-meta command "$CMD"
-meta nproc "$(nproc)"
-meta kernel "$(uname -r)"
-meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-meta mem "$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
-meta kiln.rev "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes in crates/') (release build)"
+meta_run "$CMD"
 meta versions "ipmitool $(dpkg-query -W -f='${Version}' ipmitool), curl $(curl --version | head -1 | cut -d' ' -f2); emulators ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi))$([ "$N_RF" -eq 0 ] || echo ", sushy-tools $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy-tools"))')")"
 meta setup "one network namespace, loopback only; emulators pinned to CPU $EMU_CPU, kiln and the peers to CPU $CLI_CPU (taskset); kiln reads machines and BMC credentials from its store (--data-dir), as an operator's \`kiln bmc\` does"
 meta load.start "$(loadavg)"
 log "load average: $(loadavg)"
-if awk '{exit !($1 > 1.0)}' /proc/loadavg; then
+if machine_busy; then
 	log "WARNING: load average $(loadavg): other work competes for the CPUs; figures will be noisy"
 fi
 

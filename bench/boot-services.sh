@@ -46,11 +46,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH_DIR=$REPO/bench
-BENCH_WORK=${BENCH_WORK:-$REPO/target/bench-work}
-QUICK=${BENCH_QUICK:-0}
-if [ "$QUICK" = 1 ]; then WRITE=${BENCH_WRITE:-0}; else WRITE=${BENCH_WRITE:-1}; fi
-PY=/usr/bin/python3
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+bench_settings
 REPORT=$BENCH_DIR/boot-services-report.py
 TFTP_CLIENT=$BENCH_DIR/tftp-client.py
 
@@ -80,9 +78,6 @@ else
 	DHCP_STEP=3 DHCP_LAT=10 DHCP_SAT=5
 fi
 
-# shellcheck source=bench/lib.sh
-source "$REPO/bench/lib.sh"
-
 # ---- arguments -------------------------------------------------------------------------------
 
 SECTIONS=()
@@ -90,7 +85,7 @@ for a in "$@"; do
 	case $a in
 	dhcp | tftp | http) SECTIONS+=("$a") ;;
 	-h | --help)
-		sed -n '3,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+		usage
 		exit 0
 		;;
 	*) die "unknown section '$a' (expected dhcp, tftp, http)" ;;
@@ -101,47 +96,15 @@ done
 
 # ---- lifecycle ---------------------------------------------------------------------------------
 
-PIDS=()      # every background process we started
 RUN=
-TEMP_POLICY=0
-
-stop_pid() {
-	local pid=$1 i
-	if ! kill -0 "$pid" 2>/dev/null; then
-		wait "$pid" 2>/dev/null || true
-		return 0
-	fi
-	kill -TERM "$pid" 2>/dev/null || true
-	for i in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		log "pid $pid ignored SIGTERM; SIGKILL"
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
-	local rc=$? i ns
+	local rc=$? i
 	trap - EXIT INT TERM
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop_pid "${PIDS[i]}"
+		stop_pids "${PIDS[i]}"
 	done
-	for ns in "$NS_C" "$NS_S"; do
-		if ip netns list | awk '{print $1}' | grep -qxF -- "$ns"; then
-			ip netns del "$ns" || log "could not delete namespace $ns"
-		fi
-	done
-	if [ "$TEMP_POLICY" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-	if [ -n "$RUN" ] && [ -d "$RUN" ]; then
-		if [ "$rc" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
-			log "scratch kept: $RUN"
-		else
-			rm -rf "$RUN"
-		fi
-	fi
+	release_run "$rc" "$NS_C" "$NS_S"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -158,16 +121,6 @@ start_server() {
 	log "started $name (pid $SPID): $*"
 }
 
-# stop_server PID: stop it and drop it from PIDS.
-stop_server() {
-	local pid=$1 i
-	stop_pid "$pid"
-	for i in "${!PIDS[@]}"; do
-		[ "${PIDS[i]}" = "$pid" ] && unset 'PIDS[i]'
-	done
-	PIDS=("${PIDS[@]}")
-}
-
 # cli cmd...: run in the client namespace on the client CPU.
 cli() { ip netns exec "$NS_C" "${NICE[@]}" taskset -c "$CLI_CPU" "$@"; }
 
@@ -176,7 +129,6 @@ record() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${8:-}" >>"$RESULTS"
 	log "  $4: $3 = $5 $6${8:+ ($8)}"
 }
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 calc() { "$PY" -c "import math; print(round($1, 4))"; }
 # udp_overflows NS: datagrams the namespace's UDP sockets dropped for a full receive buffer.
 udp_overflows() { ip netns exec "$1" awk '/^Udp:/ { n++; if (n == 2) print $6 }' /proc/net/snmp; }
@@ -188,26 +140,11 @@ PIDFILES=(/run/nginx.pid /run/tftpd-hpa.pid /var/run/tftpd-hpa.pid /run/kea/kea-
 	/run/dnsmasq/dnsmasq.pid /run/atftpd.pid)
 
 install_packages() {
-	local missing=() p f pid before=()
-	for p in "${PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
+	local missing p f pid before=()
+	mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
 	if [ ${#missing[@]} -gt 0 ]; then
-		log "installing: ${missing[*]}"
 		for f in "${PIDFILES[@]}"; do before+=("$f=$(cat "$f" 2>/dev/null || true)"); done
-		if [ ! -e /usr/sbin/policy-rc.d ]; then
-			printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-			chmod +x /usr/sbin/policy-rc.d
-			TEMP_POLICY=1
-		fi
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 || {
-			DEBIAN_FRONTEND=noninteractive apt-get update >&2
-			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-		}
-		if [ "$TEMP_POLICY" = 1 ]; then
-			rm -f /usr/sbin/policy-rc.d
-			TEMP_POLICY=0
-		fi
+		apt_install "${missing[@]}"
 		# A packaged service that started in the root namespace anyway: stop it by its PID file.
 		for f in "${PIDFILES[@]}"; do
 			pid=$(cat "$f" 2>/dev/null || true)
@@ -296,32 +233,35 @@ prepare_files() {
 	SHA_64M=$(sha256sum "$FILES/rand64M" | cut -d' ' -f1)
 }
 
-# ---- kiln --------------------------------------------------------------------------------------
+# ---- waiting for servers -----------------------------------------------------------------------
 
+# wait_for_server NAME PID TRIES PAUSE CHECK...: until CHECK... succeeds, at most TRIES times, PAUSE s
+# apart; dies should the server (NAME, pid PID) exit meanwhile. Fails when CHECK never succeeded.
+wait_for_server() {
+	local name=$1 pid=$2 tries=$3 pause=$4
+	shift 4
+	for _ in $(seq "$tries"); do
+		"$@" && return 0
+		kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) exited; see $RUN"
+		sleep "$pause"
+	done
+	return 1
+}
 
 # wait_http URL PID: until URL answers 200 from the client namespace.
 wait_http() {
-	local url=$1 pid=$2 i
-	for i in $(seq 100); do
-		cli curl --noproxy '*' -sf -o /dev/null --max-time 1 "$url" && return 0
-		kill -0 "$pid" 2>/dev/null || die "server (pid $pid) exited; see $RUN"
-		sleep 0.1
-	done
-	die "$url did not answer"
+	wait_for_server server "$2" 100 0.1 cli curl --noproxy '*' -sf -o /dev/null --max-time 1 "$1" ||
+		die "$1 did not answer"
 }
 
 # wait_tftp PID PORT: until ipxe.efi can be fetched from that port.
 wait_tftp() {
-	local pid=$1 port=$2 i
-	for i in $(seq 50); do
-		if cli timeout 5 atftp --get -r ipxe.efi -l "$RUN/probe.bin" "$SRV_IP" "$port" >/dev/null 2>&1 &&
-			cmp -s "$RUN/probe.bin" "$FILES/ipxe.efi"; then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || die "TFTP server (pid $pid) exited; see $RUN"
-		sleep 0.2
-	done
-	die "TFTP server (pid $pid) did not answer on port $port"
+	wait_for_server "TFTP server" "$1" 50 0.2 tftp_answers "$2" ||
+		die "TFTP server (pid $1) did not answer on port $2"
+}
+tftp_answers() {
+	cli timeout 5 atftp --get -r ipxe.efi -l "$RUN/probe.bin" "$SRV_IP" "$1" >/dev/null 2>&1 &&
+		cmp -s "$RUN/probe.bin" "$FILES/ipxe.efi"
 }
 
 # =========================================================================================== DHCP
@@ -390,15 +330,12 @@ perfdhcp_run() {
 
 # dhcp_wait PID: until one full exchange succeeds.
 dhcp_wait() {
-	local pid=$1 i
-	for i in $(seq 30); do
-		cli timeout 10 perfdhcp -4 -l "$IF_C" -M "$RUN/dhcp/macs.txt" -r 10 -n 2 -W 500000 >"$RUN/dhcp/probe.out" 2>&1 || true
-		eval "$("$PY" "$REPORT" perfdhcp "$RUN/dhcp/probe.out")"
-		[ "$do_recv" -ge 1 ] && return 0
-		kill -0 "$pid" 2>/dev/null || die "DHCP server (pid $pid) exited; see $RUN"
-		sleep 0.3
-	done
-	die "DHCP server did not answer; see $RUN/dhcp/probe.out"
+	wait_for_server "DHCP server" "$1" 30 0.3 dhcp_answers || die "DHCP server did not answer; see $RUN/dhcp/probe.out"
+}
+dhcp_answers() {
+	cli timeout 10 perfdhcp -4 -l "$IF_C" -M "$RUN/dhcp/macs.txt" -r 10 -n 2 -W 500000 >"$RUN/dhcp/probe.out" 2>&1 || true
+	eval "$("$PY" "$REPORT" perfdhcp "$RUN/dhcp/probe.out")"
+	[ "$do_recv" -ge 1 ]
 }
 
 # dhcp_step NAME RATE: one -r RATE run; sets PASS, ACKS_PER_S, DROP_PCT, SEND_OK.
@@ -492,21 +429,21 @@ section_dhcp() {
 		--dhcp-mode reservation --http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
 	pid=$SPID
 	dhcp_bench kiln "$pid"
-	stop_server "$pid"
+	stop_and_forget "$pid"
 
 	log "DHCP: Kea"
 	start_server kea-dhcp4 env KEA_PIDFILE_DIR="$d/kea-run" KEA_LOCKFILE_DIR="$d/kea-run" \
 		kea-dhcp4 -c "$d/kea.json"
 	pid=$SPID
 	dhcp_bench kea "$pid"
-	stop_server "$pid"
+	stop_and_forget "$pid"
 
 	log "DHCP: dnsmasq"
 	start_server dnsmasq dnsmasq --no-daemon --conf-file="$d/dnsmasq.conf" --pid-file="$d/dnsmasq.pid" \
 		--log-facility="$d/dnsmasq-syslog.log"
 	pid=$SPID
 	dhcp_bench dnsmasq "$pid"
-	stop_server "$pid"
+	stop_and_forget "$pid"
 
 	meta dhcp.versions "Kea $(kea-dhcp4 -v 2>/dev/null | head -1) (kea-dhcp4, memfile leases persisted to CSV, single-threaded default), dnsmasq $(dnsmasq --version | awk 'NR == 1 {print $3}') (reservations only: static dhcp-range + dhcp-host), perfdhcp $(perfdhcp -v 2>&1 | head -1 | sed 's/.*: *//')"
 	meta dhcp.note.1 "perfdhcp -4 -l $IF_C -M macs.txt -W 500000 in the client namespace; $MACHINES reservations (kiln enroll / dhcp-host / Kea host reservations), every exchange a full DORA for one of them. Rate = completed exchanges (ACKs) per second of the test period."
@@ -526,71 +463,76 @@ section_dhcp() {
 # Every timed transfer becomes a sample (section, id, server, round, value) in $SAMPLES; the report takes
 # the median and p25–p75 per server, and the p25–p75 of the per-round ratios.
 
-# In the client namespace: interleaved atftp fetches of one file.
+# The start of the interleaved inner scripts below (run with `bash -c` in the client namespace):
+#   interleave MIN MAX BUDGET DEADLINE NAME=IP:PORT...
+# runs `one ROUND NAME IP:PORT` (the script's own) for every server of every round, as said above.
+INTERLEAVE_INNER='
+set -u
+interleave() {
+	local min=$1 max=$2 budget=$3 deadline=$4 start=$SECONDS round k target
+	shift 4
+	local targets=("$@") count=$#
+	for ((round = 0; ; round++)); do
+		((round < max && (round < min && round < 2 || EPOCHSECONDS < deadline && (round < min || SECONDS - start < budget)))) || break
+		for ((k = 0; k < count; k++)); do
+			target=${targets[(round + k) % count]}
+			one "$round" "${target%%=*}" "${target#*=}"
+		done
+	done
+}
+'
+
+# Interleaved atftp fetches of one file.
 #   FILE BLKSIZE WINDOWSIZE MIN MAX BUDGET DEADLINE DIR SRC NAME=IP:PORT...
 # Prints "ROUND NAME MICROSECONDS" per transfer (wall time of the atftp process, file compared byte for
 # byte), or "FAIL NAME why" and stops.
-TFTP_MATRIX_INNER='
-set -u
+TFTP_MATRIX_INNER=$INTERLEAVE_INNER'
 file=$1 bs=$2 ws=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8 src=$9
 shift 9
-targets=("$@") n=$#
 opts=(--option "blksize $bs")
 [ "$ws" = - ] || opts+=(--option "windowsize $ws")
-start=$SECONDS
-for ((r = 0; ; r++)); do
-	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
-	for ((k = 0; k < n; k++)); do
-		t=${targets[(r + k) % n]}
-		name=${t%%=*} addr=${t#*=}
-		out=$dir/$name.out
-		rm -f "$out"
-		t0=${EPOCHREALTIME/./}
-		timeout 300 atftp "${opts[@]}" --get -r "$file" -l "$out" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1 ||
-			{ echo "FAIL $name atftp rc=$? (round $r)"; exit 1; }
-		t1=${EPOCHREALTIME/./}
-		cmp -s "$out" "$src" || { echo "FAIL $name content differs (round $r)"; exit 1; }
-		rm -f "$out"
-		echo "$r $name $((t1 - t0))"
-	done
-done
+one() {
+	local r=$1 name=$2 addr=$3 out=$dir/$2.out t0 t1
+	rm -f "$out"
+	t0=${EPOCHREALTIME/./}
+	timeout 300 atftp "${opts[@]}" --get -r "$file" -l "$out" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1 ||
+		{ echo "FAIL $name atftp rc=$? (round $r)"; exit 1; }
+	t1=${EPOCHREALTIME/./}
+	cmp -s "$out" "$src" || { echo "FAIL $name content differs (round $r)"; exit 1; }
+	rm -f "$out"
+	echo "$r $name $((t1 - t0))"
+}
+interleave "$min" "$max" "$budget" "$deadline" "$@"
 '
 
-# In the client namespace: interleaved batches of N concurrent atftp fetches of ipxe.efi.
+# Interleaved batches of N concurrent atftp fetches of ipxe.efi.
 #   N BLKSIZE WINDOWSIZE MIN MAX BUDGET DEADLINE DIR SRC NAME=IP:PORT...
 # Prints "ROUND NAME MICROSECONDS GOOD" per batch (wall time until the last exits; GOOD = exit 0 and
 # byte-identical).
-TFTP_CONC_INNER='
-set -u
+TFTP_CONC_INNER=$INTERLEAVE_INNER'
 n=$1 bs=$2 ws=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8 src=$9
 shift 9
-targets=("$@") nt=$#
 opts=(--option "blksize $bs")
 [ "$ws" = - ] || opts+=(--option "windowsize $ws")
-start=$SECONDS
-for ((r = 0; ; r++)); do
-	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
-	for ((k = 0; k < nt; k++)); do
-		t=${targets[(r + k) % nt]}
-		name=${t%%=*} addr=${t#*=}
-		rm -rf "$dir/batch"
-		mkdir -p "$dir/batch"
-		t0=${EPOCHREALTIME/./}
-		for ((i = 0; i < n; i++)); do
-			( timeout 120 atftp "${opts[@]}" --get -r ipxe.efi -l "$dir/batch/$i.bin" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1
-			  echo $? >"$dir/batch/$i.rc" ) &
-		done
-		wait
-		t1=${EPOCHREALTIME/./}
-		good=0
-		for ((i = 0; i < n; i++)); do
-			rc=x
-			read -r rc <"$dir/batch/$i.rc" 2>/dev/null
-			if [ "$rc" = 0 ] && cmp -s "$dir/batch/$i.bin" "$src"; then good=$((good + 1)); fi
-		done
-		echo "$r $name $((t1 - t0)) $good"
+one() {
+	local r=$1 name=$2 addr=$3 t0 t1 i rc good=0
+	rm -rf "$dir/batch"
+	mkdir -p "$dir/batch"
+	t0=${EPOCHREALTIME/./}
+	for ((i = 0; i < n; i++)); do
+		( timeout 120 atftp "${opts[@]}" --get -r ipxe.efi -l "$dir/batch/$i.bin" "${addr%:*}" "${addr#*:}" >/dev/null 2>&1
+		  echo $? >"$dir/batch/$i.rc" ) &
 	done
-done
+	wait
+	t1=${EPOCHREALTIME/./}
+	for ((i = 0; i < n; i++)); do
+		rc=x
+		read -r rc <"$dir/batch/$i.rc" 2>/dev/null
+		if [ "$rc" = 0 ] && cmp -s "$dir/batch/$i.bin" "$src"; then good=$((good + 1)); fi
+	done
+	echo "$r $name $((t1 - t0)) $good"
+}
+interleave "$min" "$max" "$budget" "$deadline" "$@"
 rm -rf "$dir/batch"
 '
 
@@ -715,6 +657,7 @@ for line in sys.stdin:
 			# its turnaround: ACK sent -> next DATA received, at the client, per ACK.
 			if [ "$ws" = - ]; then
 				local -A p50s=()
+				# shellcheck disable=SC2034 # read through a nameref in record_samples
 				for t in "${TFTP_SERVERS[@]}"; do
 					p50s[$t]="p50 $(awk -v s="$t" '$2 == s { print $6 }' <<<"$lines" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }') µs"
 				done
@@ -781,7 +724,7 @@ section_tftp() {
 	tftp_conc
 	log "TFTP: LAN, atftp"
 	tftp_lan
-	for pid in "${pids[@]}"; do stop_server "$pid"; done
+	for pid in "${pids[@]}"; do stop_and_forget "$pid"; done
 
 	local mean_delay rtt_note
 	mean_delay=$(median "${ACK_DELAYS[@]:-0}")
@@ -805,59 +748,46 @@ HTTP_SERVERS=(kiln nginx)
 NGINX_HTTP_PORT=8081
 HTTP_TARGETS=("kiln=$SRV_IP:$HTTP_PORT" "nginx=$SRV_IP:$NGINX_HTTP_PORT")
 
-# In the client namespace: interleaved single downloads.   PATH SIZE MIN MAX BUDGET DEADLINE NAME=IP:PORT...
+# Interleaved single downloads (see INTERLEAVE_INNER).   PATH SIZE MIN MAX BUDGET DEADLINE NAME=IP:PORT...
 # Prints "ROUND NAME SECONDS" (curl's time_total), or "FAIL NAME why" and stops.
-HTTP_GET_INNER='
-set -u
+HTTP_GET_INNER=$INTERLEAVE_INNER'
 path=$1 size=$2 min=$3 max=$4 budget=$5 deadline=$6
 shift 6
-targets=("$@") n=$#
-start=$SECONDS
-for ((r = 0; ; r++)); do
-	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
-	for ((k = 0; k < n; k++)); do
-		t=${targets[(r + k) % n]}
-		name=${t%%=*} addr=${t#*=}
-		res=$(curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download} %{time_total}" "http://$addr$path")
-		read -r code got secs <<<"$res"
-		if [ "$code" != 200 ] || [ "$got" != "$size" ]; then echo "FAIL $name download: $res (round $r)"; exit 1; fi
-		echo "$r $name $secs"
-	done
-done
+one() {
+	local r=$1 name=$2 addr=$3 res code got secs
+	res=$(curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download} %{time_total}" "http://$addr$path")
+	read -r code got secs <<<"$res"
+	if [ "$code" != 200 ] || [ "$got" != "$size" ]; then echo "FAIL $name download: $res (round $r)"; exit 1; fi
+	echo "$r $name $secs"
+}
+interleave "$min" "$max" "$budget" "$deadline" "$@"
 '
 
-# In the client namespace: interleaved batches of N concurrent downloads.
+# Interleaved batches of N concurrent downloads (see INTERLEAVE_INNER).
 #   PATH SIZE N MIN MAX BUDGET DEADLINE DIR NAME=IP:PORT...
 # Prints "ROUND NAME MICROSECONDS" per batch (wall time until the last curl exits), or "FAIL ..." and stops.
-HTTP_CONC_INNER='
-set -u
+HTTP_CONC_INNER=$INTERLEAVE_INNER'
 path=$1 size=$2 n=$3 min=$4 max=$5 budget=$6 deadline=$7 dir=$8
 shift 8
-targets=("$@") nt=$#
-start=$SECONDS
-for ((r = 0; ; r++)); do
-	((r < max && (r < min && r < 2 || EPOCHSECONDS < deadline && (r < min || SECONDS - start < budget)))) || break
-	for ((k = 0; k < nt; k++)); do
-		t=${targets[(r + k) % nt]}
-		name=${t%%=*} addr=${t#*=}
-		rm -rf "$dir/batch"
-		mkdir -p "$dir/batch"
-		t0=${EPOCHREALTIME/./}
-		for ((i = 0; i < n; i++)); do
-			curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download}\n" "http://$addr$path" >"$dir/batch/$i.res" &
-		done
-		wait
-		t1=${EPOCHREALTIME/./}
-		good=0
-		for ((i = 0; i < n; i++)); do
-			res=
-			read -r res <"$dir/batch/$i.res" 2>/dev/null
-			[ "$res" != "200 $size" ] || good=$((good + 1))
-		done
-		[ "$good" = "$n" ] || { echo "FAIL $name only $good of $n concurrent downloads complete (round $r)"; exit 1; }
-		echo "$r $name $((t1 - t0))"
+one() {
+	local r=$1 name=$2 addr=$3 t0 t1 i res good=0
+	rm -rf "$dir/batch"
+	mkdir -p "$dir/batch"
+	t0=${EPOCHREALTIME/./}
+	for ((i = 0; i < n; i++)); do
+		curl --noproxy "*" -s -o /dev/null --max-time 120 -w "%{http_code} %{size_download}\n" "http://$addr$path" >"$dir/batch/$i.res" &
 	done
-done
+	wait
+	t1=${EPOCHREALTIME/./}
+	for ((i = 0; i < n; i++)); do
+		res=
+		read -r res <"$dir/batch/$i.res" 2>/dev/null
+		[ "$res" != "200 $size" ] || good=$((good + 1))
+	done
+	[ "$good" = "$n" ] || { echo "FAIL $name only $good of $n concurrent downloads complete (round $r)"; exit 1; }
+	echo "$r $name $((t1 - t0))"
+}
+interleave "$min" "$max" "$budget" "$deadline" "$@"
 rm -rf "$dir/batch"
 '
 
@@ -922,7 +852,7 @@ section_http() {
 	done
 	DEADLINE=$((EPOCHSECONDS + HTTP_SECONDS))
 	http_bench
-	for i in "${pids[@]}"; do stop_server "$i"; done
+	for i in "${pids[@]}"; do stop_and_forget "$i"; done
 
 	meta http.versions "$(nginx -v 2>&1 | sed 's/^nginx version: //') (nginx-light; worker_processes auto, sendfile on, tcp_nopush on, access log to a file)"
 	meta http.setup "kiln (port $HTTP_PORT) and nginx ($NGINX_HTTP_PORT) run at the same time; the client alternates between them, one download (or one batch of 32) per server per round, the order swapped every round (AB, BA, …), so load changes on this shared machine hit both alike"
@@ -933,21 +863,10 @@ section_http() {
 # =========================================================================================== main
 
 T0=$SECONDS
-mkdir -p "$BENCH_WORK"
-# One run at a time: two runs would share the CPUs (and the test files) and spoil each other's figures.
-exec 9>"$BENCH_WORK/lock"
-if ! flock -n 9; then
-	log "another boot-services run holds $BENCH_WORK/lock; waiting for it (up to 30 min)"
-	flock -w 1800 9 || die "gave up waiting for the other run"
-fi
-RUN=$(mktemp -d "$BENCH_WORK/run.XXXXXX")
-chmod 755 "$RUN"
-RESULTS=$RUN/results.tsv
+lock_bench_work boot-services # the test files in BENCH_WORK are shared too
+new_run run
 SAMPLES=$RUN/samples.tsv
-META=$RUN/meta.tsv
-: >"$RESULTS"
 : >"$SAMPLES"
-: >"$META"
 
 install_packages
 fetch_atftpd
@@ -958,13 +877,7 @@ log "namespaces $NS_S / $NS_C; server CPU $SRV_CPU, client CPU $CLI_CPU; scratch
 
 CMD="bash bench/boot-services.sh${*:+ $*}"
 [ "$QUICK" = 1 ] && CMD="BENCH_QUICK=1 $CMD"
-meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-meta command "$CMD"
-meta nproc "$(nproc)"
-meta kernel "$(uname -r)"
-meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-meta mem "$(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
-meta kiln.rev "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes in crates/') (release build)"
+meta_run "$CMD"
 meta setup "servers in one network namespace, clients in another, one veth pair between them ($SRV_IP ↔ $CLI_IP); every server pinned to CPU $SRV_CPU, every client to CPU $CLI_CPU (taskset)${BENCH_NICE:+, both under nice -n $BENCH_NICE}"
 meta dhcp.setup "one server at a time"
 log "load average: $(loadavg)"
@@ -972,7 +885,7 @@ log "load average: $(loadavg)"
 for s in "${SECTIONS[@]}"; do
 	t=$SECONDS
 	meta "$s.load.start" "$(loadavg)"
-	if awk '{exit !($1 > 1.0)}' /proc/loadavg; then
+	if machine_busy; then
 		log "WARNING: load average $(loadavg) before $s: other work competes for the CPUs; figures will be noisy"
 	fi
 	"section_$s"

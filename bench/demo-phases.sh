@@ -31,6 +31,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 HELPER=$REPO/bench/demo-phases.py
 ASSETS=$(readlink -f "${KILN_DEMO_ASSETS:-$REPO/target/e2e-assets}")
 RUNS=${RUNS:-3}
@@ -42,9 +44,9 @@ KEEP_LOGS=${KEEP_LOGS:-}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
+# This script's own log and die, in place of lib.sh's: to stdout, and prefixed with its name.
 log() { echo "demo-phases: $*"; }
 die() { echo "demo-phases: $*" >&2; exit 1; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (kiln demo, network namespace, taps, QEMU)"
 if [ -n "$KEEP_LOGS" ]; then mkdir -p "$KEEP_LOGS" && chmod 700 "$KEEP_LOGS" && KEEP_LOGS=$(readlink -f "$KEEP_LOGS"); fi
@@ -160,28 +162,10 @@ floors() {
 	echo $! >"$WORK/pids/router-advert"
 	mkdir -p "$WORK/www" "$WORK/nginx"
 	ln "$IMAGE" "$WORK/www/test-os.raw.zst" 2>/dev/null || cp "$IMAGE" "$WORK/www/test-os.raw.zst"
-	cat >"$WORK/nginx/nginx.conf" <<-EOF
-		user root;
-		worker_processes 1;
-		daemon off;
-		pid $WORK/nginx/nginx.pid;
-		error_log $WORK/nginx/error.log;
-		events { worker_connections 64; }
-		http {
-		    access_log off;
-		    sendfile on;
-		    client_body_temp_path $WORK/nginx;
-		    proxy_temp_path $WORK/nginx;
-		    fastcgi_temp_path $WORK/nginx;
-		    uwsgi_temp_path $WORK/nginx;
-		    scgi_temp_path $WORK/nginx;
-		    server {
-		        listen 10.78.0.1:8080;
-		        listen 127.0.0.1:8080;
-		        root $WORK/www;
-		    }
-		}
-	EOF
+	{
+		echo "user root;" # the workers read WORK, which only root may enter
+		nginx_conf "$WORK/nginx" "$WORK/www" 10.78.0.1:8080 127.0.0.1:8080
+	} >"$WORK/nginx/nginx.conf"
 	ip netns exec "$NS" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" </dev/null >/dev/null 2>&1 &
 	echo $! >"$WORK/pids/nginx"
 	cat >"$WORK/phone-home.py" <<-'EOF'
@@ -229,14 +213,14 @@ done
 CMD="bash bench/demo-phases.sh"
 [ "$RUNS" = 3 ] || CMD="RUNS=$RUNS $CMD"
 [ "$DISK_RUNS" = 2 ] || CMD="DISK_RUNS=$DISK_RUNS $CMD"
-KILN_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ' + uncommitted changes in crates/')"
+KILN_REV=$(kiln_rev)
 "$PY" - "$WORK/meta.json" <<EOF
 import json, sys
 json.dump({
     "date": "$(date -u '+%Y-%m-%d %H:%M UTC')",
     "command": "$CMD",
     "took_s": $((SECONDS - T0)),
-    "machine": "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') (TCG: no KVM here)",
+    "machine": "$(nproc) CPUs ($(cpu_model)), kernel $(uname -r), $(mem_total), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') (TCG: no KVM here)",
     "kiln": "$KILN_REV (release build)",
     "agent_os": "$(stat -c %s "$ASSETS/agent-os/initrd.img") bytes, kernel $(stat -c %s "$ASSETS/agent-os/vmlinuz") bytes",
     "test_os": "$(stat -c %s "$IMAGE") bytes zstd, $SIZE bytes raw",

@@ -30,6 +30,8 @@ set -euo pipefail
 SIZE_MB=${SIZE_MB:-2048}
 WORK=${WORK:-/var/tmp/kiln-bench-image2disk}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 need() { command -v "$1" >/dev/null || { echo "image2disk.sh: needs $1" >&2; exit 1; }; }
 for t in nginx curl zstd gzip xz python3 sha256sum openssl dd qemu-img /usr/bin/time; do need "$t"; done
@@ -117,26 +119,7 @@ DEADLINE=$((SECONDS + 600))
 
 # --- the server --------------------------------------------------------------------------
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
-    server {
-        listen 127.0.0.1:$PORT;
-        root $WORK/www;
-    }
-}
-EOF
+nginx_conf "$WORK/nginx" "$WORK/www" "127.0.0.1:$PORT" >"$WORK/nginx/nginx.conf"
 nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 SERVER_PID=$!
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
