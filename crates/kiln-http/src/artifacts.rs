@@ -6,8 +6,8 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_model::Event;
@@ -43,17 +43,49 @@ impl Served {
     }
 }
 
-/// Serves a file of one of the roots and records the fetch (with its range,
-/// so resumed downloads show) as an event of the machine at that address.
-async fn serve_and_record(
-    served: Served,
+/// What every file route takes from the request.
+pub(crate) struct FileRequest {
     state: AppState,
     peer: SocketAddr,
     method: Method,
     headers: HeaderMap,
-    path: String,
+    /// The connection came by the sendfile path (see `fast_path`).
     sendfile: bool,
-) -> Response {
+    path: String,
+}
+
+impl FromRequestParts<AppState> for FileRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(path) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(FileRequest {
+            state: state.clone(),
+            peer,
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            sendfile: parts.extensions.get::<SendfileAllowed>().is_some(),
+            path,
+        })
+    }
+}
+
+/// Serves a file of one of the roots and records the fetch (with its range,
+/// so resumed downloads show) as an event of the machine at that address.
+async fn serve_and_record(served: Served, request: FileRequest) -> Response {
+    let FileRequest {
+        state,
+        peer,
+        method,
+        headers,
+        sendfile,
+        path,
+    } = request;
     let response = serve_file(served.root(&state), &path, &method, &headers, sendfile).await;
     if method == Method::GET {
         let (dir, kind) = served.names();
@@ -69,49 +101,16 @@ async fn serve_and_record(
     response
 }
 
-pub(crate) async fn artifact(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    sendfile: Option<Extension<SendfileAllowed>>,
-    Path(path): Path<String>,
-) -> Response {
-    let sendfile = sendfile.is_some();
-    serve_and_record(
-        Served::Artifacts,
-        state,
-        peer,
-        method,
-        headers,
-        path,
-        sendfile,
-    )
-    .await
+pub(crate) async fn artifact(request: FileRequest) -> Response {
+    serve_and_record(Served::Artifacts, request).await
 }
 
-pub(crate) async fn image_file(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    sendfile: Option<Extension<SendfileAllowed>>,
-    Path(path): Path<String>,
-) -> Response {
-    let sendfile = sendfile.is_some();
-    serve_and_record(Served::Images, state, peer, method, headers, path, sendfile).await
+pub(crate) async fn image_file(request: FileRequest) -> Response {
+    serve_and_record(Served::Images, request).await
 }
 
-pub(crate) async fn boot_file(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    sendfile: Option<Extension<SendfileAllowed>>,
-    Path(path): Path<String>,
-) -> Response {
-    let sendfile = sendfile.is_some();
-    serve_and_record(Served::Boot, state, peer, method, headers, path, sendfile).await
+pub(crate) async fn boot_file(request: FileRequest) -> Response {
+    serve_and_record(Served::Boot, request).await
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
