@@ -10,7 +10,10 @@
 #   and the demo removed its processes and namespace.
 #
 #   tests/e2e/cluster.sh [--list] [CASE...]
-#     single-node   (default) one machine (IPMI): kubeadm init, InitConfiguration, taints: []
+#     single-node   (default) one machine (IPMI): kubeadm init, InitConfiguration, taints: [];
+#                   then `kiln demo --delete`: kiln cluster delete power-cycles the node into the
+#                   agent, which wipes the disk (no partition table, no file system left where
+#                   the test OS had them) and powers the machine off; the BMC reports it off
 #     three-node    one control plane (IPMI) and two workers (Redfish, IPMI): kubeadm join with
 #                   JoinConfiguration, token and caCertHashes. Three TCG machines on two cores
 #                   take a while: not run by tests/run-e2e.sh unless asked for
@@ -34,29 +37,47 @@ stub_config() {
 	clean_log "$1" | sed -n "s/.*KILN-KUBEADM-STUB call=$2 config| \\(.*\\)\$/\\1/p"
 }
 
-# demo_run NODES: runs kiln demo; sets DEMO, DEMO_LOG, DEMO_RC, E2E_DATA.
+# demo_run NODES [ARGS...]: runs kiln demo; sets DEMO, DEMO_LOG, DEMO_RC, E2E_DATA.
 demo_run() {
 	local nodes=$1
+	shift
 	DEMO=$E2E_WORK/demo
 	DEMO_LOG=$E2E_WORK/demo.log
 	E2E_DATA=$DEMO/data
 	E2E_LOGS+=("kiln demo=$DEMO_LOG" "kiln serve=$DEMO/logs/kiln-serve.log")
-	log "kiln demo --nodes $nodes --keep --work $DEMO"
+	log "kiln demo --nodes $nodes --keep --work $DEMO $*"
 	set +e
 	"$KILN_BIN" demo --nodes "$nodes" --keep --work "$DEMO" --assets "$E2E_ASSETS" \
-		--kubernetes-version "$K8S_VERSION" --summary-json "$E2E_WORK/summary.json" --timeout 40m \
+		--kubernetes-version "$K8S_VERSION" --summary-json "$E2E_WORK/summary.json" --timeout 40m "$@" \
 		</dev/null >"$DEMO_LOG" 2>&1
 	DEMO_RC=$?
 	set -e
 	sed 's/^/#   /' "$DEMO_LOG" | grep -vE '^#   \[ *[0-9.ms]+\] +demo-' || true
 }
 
-# node_checks HOST BMC: what every node must show.
+# console_log HOST: a file with all of HOST's serial console output; the chassis program keeps
+# the output of earlier power-ons in serial-all.log and the current one in serial.log.
+console_log() {
+	local dir=$DEMO/vm/$1 all=$E2E_WORK/$1-console.log
+	cat "$dir/serial-all.log" "$dir/serial.log" >"$all" 2>/dev/null || true
+	echo "$all"
+}
+
+# summary_field HOST FIELD: FIELD of HOST's install record in the demo's summary.json.
+summary_field() {
+	python3 -c 'import json,sys; print([m for m in json.load(open(sys.argv[1]))["machines"] if m["hostname"] == sys.argv[2]][0][sys.argv[3]])' \
+		"$E2E_WORK/summary.json" "$1" "$2" 2>/dev/null || echo "?"
+}
+
+# node_checks HOST BMC [BOOTS]: what every node must show. BOOTS: agent OS boots/installed
+# kernel boots seen on the console (default 1/1; a deleted node runs the agent again).
 node_checks() {
-	local host=$1 bmc=$2 serial=$DEMO/vm/$1/serial.log events json
+	local host=$1 bmc=$2 boots=${3:-1/1} serial events json wf
+	serial=$(console_log "$host")
 	E2E_LOGS+=("$host serial=$serial")
 	events=$("$KILN_BIN" events "$host" --last 1000 --data-dir "$E2E_DATA" 2>&1 || true)
-	json=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
+	wf=$(summary_field "$host" workflow)
+	json=$("$KILN_BIN" workflow show "${wf:-?}" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
 	check "$host: kiln set next boot PXE through its BMC ($bmc)" \
 		grep -q 'bmc.boot-device.*next boot: pxe (once, legacy)' <<<"$events"
 	check "$host: kiln powered it on over $bmc and saw it on (machine was off)" \
@@ -72,7 +93,7 @@ node_checks() {
 	agent_boots=$(clean_log "$serial" | grep -c 'kiln-agent-os: up' || true)
 	disk_kernels=$(clean_log "$serial" | sed -n '/kiln-agent: rebooting/,$p' | grep -c 'Command line: BOOT_IMAGE=/vmlinuz root=LABEL=kiln-root' || true)
 	check "$host: it rebooted from its disk into the installed OS (agent OS booted $agent_boots time(s), then the installed kernel $disk_kernels time(s))" \
-		[ "$agent_boots/$disk_kernels" = 1/1 ]
+		[ "$agent_boots/$disk_kernels" = "$boots" ]
 	check "$host: real cloud-init ran from the NoCloud seed" \
 		grep -qE 'Cloud-init v\. [0-9.]+ finished.*DataSourceNoCloud' <(clean_log "$serial")
 	local state
@@ -80,17 +101,27 @@ node_checks() {
 	check "$host: its workflow succeeded (got $state)" [ "$state" = succeeded ]
 }
 
-# common_checks NODES: the demo itself and the cluster.
+# common_checks NODES [deleted]: the demo itself and the cluster (deleted: by --delete).
 common_checks() {
 	local nodes=$1 status state phoned
 	check "demo: kiln demo exited 0 (got $DEMO_RC)" [ "$DEMO_RC" = 0 ]
-	status=$("$KILN_BIN" cluster status demo -o json --data-dir "$E2E_DATA" 2>&1 || true)
-	state=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$status" 2>/dev/null || echo "?")
-	phoned=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["phone_home"]))' <<<"$status" 2>/dev/null || echo "?")
-	check "cluster: kiln cluster status says ready (got $state), $phoned/$nodes node(s) phoned home" \
-		[ "$state/$phoned" = "ready/$nodes" ]
-	check "cluster: the control plane uploaded the admin kubeconfig" \
-		grep -q '"kubeconfig": *true' <<<"$status"
+	if [ "${2:-}" = deleted ]; then
+		# The cluster is gone from the store: what the demo saw before deleting it.
+		state=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cluster_state"])' "$E2E_WORK/summary.json" 2>/dev/null || echo "?")
+		phoned=$(python3 -c 'import json,sys; print(sum(1 for m in json.load(open(sys.argv[1]))["machines"] if m["phases_ms"][-1] is not None))' "$E2E_WORK/summary.json" 2>/dev/null || echo "?")
+		check "cluster: the demo saw it ready (got $state) before deleting it, $phoned/$nodes node(s) phoned home" \
+			[ "$state/$phoned" = "ready/$nodes" ]
+		check "cluster: the control plane uploaded the admin kubeconfig (event cluster.kubeconfig)" \
+			grep -q 'cluster.kubeconfig' <("$KILN_BIN" events demo-cp1 --last 1000 --data-dir "$E2E_DATA" 2>&1)
+	else
+		status=$("$KILN_BIN" cluster status demo -o json --data-dir "$E2E_DATA" 2>&1 || true)
+		state=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$status" 2>/dev/null || echo "?")
+		phoned=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["phone_home"]))' <<<"$status" 2>/dev/null || echo "?")
+		check "cluster: kiln cluster status says ready (got $state), $phoned/$nodes node(s) phoned home" \
+			[ "$state/$phoned" = "ready/$nodes" ]
+		check "cluster: the control plane uploaded the admin kubeconfig" \
+			grep -q '"kubeconfig": *true' <<<"$status"
+	fi
 	local missing
 	missing=$(python3 -c '
 import json,sys
@@ -106,12 +137,82 @@ print(sum(1 for m in s["machines"] for p in m["phases_ms"] if p is None))' "$E2E
 		bash -c '[ -n "$1" ] && ! ip netns list | grep -qw -- "$1" && [ -z "$2" ]' _ "$ns" "$left"
 }
 
+# gpt_partitions FILE: "START END" (bytes) for each partition of FILE's GPT, 512-byte sectors;
+# nothing when FILE has no GPT.
+gpt_partitions() {
+	python3 -c '
+import struct, sys
+f = open(sys.argv[1], "rb")
+f.seek(512)
+h = f.read(92)
+if h[:8] != b"EFI PART":
+    sys.exit(0)
+lba, n, size = struct.unpack_from("<QII", h, 72)
+f.seek(lba * 512)
+t = f.read(n * size)
+for i in range(n):
+    e = t[i * size:(i + 1) * size]
+    if e[:16] != bytes(16):
+        first, last = struct.unpack_from("<QQ", e, 32)
+        print(first * 512, (last + 1) * 512)' "$1"
+}
+
+# nonzero_ranges FILE RANGES: how many of the 1 MiB ranges at the disk's ends and at both
+# ends of each "START END" in RANGES hold a non-zero byte.
+nonzero_ranges() {
+	python3 -c '
+import os, sys
+MIB = 1 << 20
+f = open(sys.argv[1], "rb")
+size = os.fstat(f.fileno()).st_size
+spots = [0, size - MIB]
+for line in sys.argv[2].split("\n"):
+    if line.strip():
+        a, b = map(int, line.split())
+        spots += [a, max(a, b - MIB)]
+bad = 0
+for at in spots:
+    f.seek(at)
+    if f.read(MIB).strip(b"\0"):
+        bad += 1
+print(f"{bad}/{len(spots)}")' "$1" "$2"
+}
+
+# delete_checks HOST: `kiln demo --delete` wiped HOST's disk and left it off.
+delete_checks() {
+	local host=$1 disk=$DEMO/vm/$1/disk.raw row wipe result power json msg parts left
+	row=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])).get("delete") or {"machines": []}
+m = [m for m in d["machines"] if m["hostname"] == sys.argv[2]]
+print(" ".join([m[0]["workflow"] or "-", m[0]["result"], m[0]["power"]]) if m else "- none none")' "$E2E_WORK/summary.json" "$host" 2>/dev/null || echo "- ? ?")
+	read -r wipe result power <<<"$row"
+	check "$host: kiln cluster delete ran a wipe workflow on it, which succeeded (got $result)" [ "$result" = succeeded ]
+	json=$("$KILN_BIN" workflow show "$wipe" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
+	msg=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="wipe"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	check "$host: the agent found the installed OS's GPT and wiped it ($msg)" \
+		grep -qE '^succeeded: wiped /dev/vda: [0-9]+ bytes, gpt with [1-9][0-9]* partition' <<<"$msg"
+	check "$host: the BMC reports the machine off afterwards (got $power)" [ "$power" = off ]
+	check "$host: the BMC power-cycled the running machine into the agent for the wipe" \
+		grep -q 'bmc.done.*power on into netboot: was on: cycled, on again (confirmed)' <("$KILN_BIN" events "$host" --last 1000 --data-dir "$E2E_DATA" 2>&1)
+	parts=$(zstd -dc "$E2E_ASSETS/test-os/test-os.raw.zst" 2>/dev/null | head -c 1048576 >"$E2E_WORK/test-os-head.img"; gpt_partitions "$E2E_WORK/test-os-head.img")
+	left=$(gpt_partitions "$disk")
+	check "$host: no partition table or signature left on the disk (the test OS had $(grep -c . <<<"$parts") partition(s); wipefs: $(wipefs "$disk" 2>&1 | tail -n +2 | head -n 1))" \
+		bash -c '[ -z "$1" ] && [ -z "$(wipefs "$2" 2>&1)" ] && [ -n "$3" ]' _ "$left" "$disk" "$parts"
+	check "$host: the first and last MiB of the disk and of each former partition are zero (non-zero: $(nonzero_ranges "$disk" "$parts"))" \
+		[ "$(nonzero_ranges "$disk" "$parts")" = "0/$((2 + 2 * $(grep -c . <<<"$parts")))" ]
+}
+
 case_single_node() {
 	e2e_setup cluster-single
-	demo_run 1
-	node_checks demo-cp1 IPMI
-	common_checks 1
-	local serial=$DEMO/vm/demo-cp1/serial.log calls call cfg
+	demo_run 1 --delete
+	node_checks demo-cp1 IPMI 2/1
+	common_checks 1 deleted
+	delete_checks demo-cp1
+	check "delete: kiln cluster list no longer lists the cluster" \
+		bash -c '! "$1" cluster list --data-dir "$2" 2>&1 | grep -qw demo' _ "$KILN_BIN" "$E2E_DATA"
+	local serial calls call cfg
+	serial=$(console_log demo-cp1)
 	calls=$(stub_calls "$serial")
 	printf '%s\n' "$calls" | sed 's/^/#   kubeadm call /'
 	call=$(awk '$2 == "init" {print $1; exit}' <<<"$calls")
@@ -136,17 +237,17 @@ case_three_node() {
 	node_checks demo-worker2 IPMI
 	common_checks 3
 	local cp_calls init cfg host calls call
-	cp_calls=$(stub_calls "$DEMO/vm/demo-cp1/serial.log")
+	cp_calls=$(stub_calls "$(console_log demo-cp1)")
 	init=$(awk '$2 == "init" {print $1; exit}' <<<"$cp_calls")
-	cfg=$(stub_config "$DEMO/vm/demo-cp1/serial.log" "${init:-none}")
+	cfg=$(stub_config "$(console_log demo-cp1)" "${init:-none}")
 	check "three-node: demo-cp1 ran kubeadm init with an InitConfiguration" grep -qx 'kind: InitConfiguration' <<<"$cfg"
 	check "three-node: the control plane keeps its taint (no taints: [] with workers)" \
 		bash -c '! grep -qE "^ +taints: \[\]$" <<<"$1"' _ "$cfg"
 	for host in demo-worker1 demo-worker2; do
-		calls=$(stub_calls "$DEMO/vm/$host/serial.log")
+		calls=$(stub_calls "$(console_log "$host")")
 		printf '%s\n' "$calls" | sed "s/^/#   $host kubeadm call /"
 		call=$(awk '$2 == "join" {print $1; exit}' <<<"$calls")
-		cfg=$(stub_config "$DEMO/vm/$host/serial.log" "${call:-none}")
+		cfg=$(stub_config "$(console_log "$host")" "${call:-none}")
 		check "three-node: $host ran kubeadm join --config FILE (call ${call:-none}), no init" \
 			bash -c 'grep -qE "^[0-9]+ join --config [^ ]+" <<<"$1" && ! grep -q " init" <<<"$1"' _ "$calls"
 		check "three-node: $host's config is a JoinConfiguration (kubeadm.k8s.io/v1beta4)" \

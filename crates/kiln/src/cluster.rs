@@ -457,6 +457,17 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 println!(
                     "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)"
                 );
+                let no_bmc: Vec<&str> = machines
+                    .iter()
+                    .filter(|h| h.bmc.is_none())
+                    .map(|h| h.hostname.as_str())
+                    .collect();
+                if !no_bmc.is_empty() {
+                    println!(
+                        "no BMC: restart {} by hand so that they netboot into the agent",
+                        no_bmc.join(", ")
+                    );
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             for n in &nodes {

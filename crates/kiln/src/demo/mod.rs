@@ -7,6 +7,7 @@
 //! took, and removes everything on exit, error, Ctrl-C or SIGTERM. It never touches the
 //! host's interfaces, and it never uses `--data-dir`: its state lives in its work directory.
 
+mod delete;
 mod lab;
 mod progress;
 mod summary;
@@ -79,6 +80,11 @@ pub struct Args {
     /// Also write the summary (phase times per machine) as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Once the cluster is ready, delete it (`kiln cluster delete`): every node is power
+    /// cycled into the agent, its disk wiped and the machine powered off; the BMCs must then
+    /// report every machine off.
+    #[arg(long, conflicts_with = "template")]
+    delete: bool,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -518,6 +524,13 @@ fn demo(
             kubeadm.join("; ")
         ));
     }
+    let mut outcome = outcome;
+    let mut deleted = None;
+    if args.delete && outcome == Outcome::Succeeded {
+        let (o, report) = delete::run(lab, exe, &store, deadline, clock, stop)?;
+        outcome = o;
+        deleted = Some(report);
+    }
     if let Some(path) = &args.summary_json {
         let json = SummaryJson {
             nodes: n,
@@ -531,6 +544,7 @@ fn demo(
             install_ms,
             wall_ms: clock.elapsed().as_millis() as u64,
             machines: &reports,
+            delete: deleted.as_ref(),
         };
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -551,6 +565,9 @@ struct SummaryJson<'a> {
     install_ms: u64,
     wall_ms: u64,
     machines: &'a [MachineReport],
+    /// With --delete: the deprovisioning that followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delete: Option<&'a delete::DeleteReport>,
 }
 
 fn report(v: &MachineView) -> MachineReport {
@@ -561,6 +578,11 @@ fn report(v: &MachineView) -> MachineReport {
     };
     MachineReport {
         hostname: v.machine.hostname.clone(),
+        workflow: v
+            .workflow
+            .as_ref()
+            .map(|w| w.id.clone())
+            .unwrap_or_default(),
         role: v.machine.role.name(),
         bmc: v.machine.bmc.name(),
         result,
@@ -615,30 +637,35 @@ struct BmcRow {
     error: Option<String>,
 }
 
-/// Until every virtual BMC answers `kiln bmc status` (run inside the namespace, where the
-/// emulators listen); "host off, ..." for the log.
-fn wait_bmcs(lab: &mut Lab, exe: &Path, stop: &AtomicBool) -> anyhow::Result<String> {
+/// `kiln bmc status` of every lab machine, run inside the namespace (where the emulators
+/// listen); no rows when it printed nothing usable.
+fn bmc_status(lab: &Lab, exe: &Path) -> anyhow::Result<Vec<BmcRow>> {
     let data = lab.data.to_string_lossy().into_owned();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(exe)
+        .args([
+            "bmc",
+            "status",
+            "--selector",
+            "demo=kiln",
+            "-o",
+            "json",
+            "--data-dir",
+            &data,
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("running kiln bmc status")?;
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
+}
+
+/// Until every virtual BMC answers `kiln bmc status`; "host off, ..." for the log.
+fn wait_bmcs(lab: &mut Lab, exe: &Path, stop: &AtomicBool) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.ns])
-            .arg(exe)
-            .args([
-                "bmc",
-                "status",
-                "--selector",
-                "demo=kiln",
-                "-o",
-                "json",
-                "--data-dir",
-                &data,
-            ])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .context("running kiln bmc status")?;
-        let rows: Vec<BmcRow> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let rows = bmc_status(lab, exe)?;
         if !rows.is_empty() && rows.iter().all(|r| r.ok) {
             return Ok(rows
                 .iter()

@@ -8,6 +8,8 @@ use super::progress::{ImageStats, Timeline, human_bytes, human_ms};
 #[derive(Clone, Debug, Serialize)]
 pub struct MachineReport {
     pub hostname: String,
+    /// The install workflow's id.
+    pub workflow: String,
     pub role: &'static str,
     pub bmc: &'static str,
     /// succeeded | failed | timed-out | unfinished
@@ -151,6 +153,7 @@ mod tests {
     fn table_has_a_row_per_machine_and_the_image_rate() {
         let t = timeline();
         let r = MachineReport {
+            workflow: "wf-1".into(),
             hostname: "demo-cp1".into(),
             role: "control-plane",
             bmc: "ipmi",
