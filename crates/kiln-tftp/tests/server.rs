@@ -97,23 +97,40 @@ impl TestServer {
     }
 }
 
-/// Send one request and return the first reply (from any port).
-async fn request_reply(server: SocketAddr, kind: RequestKind, name: &str) -> Packet<'static> {
+/// A fresh client socket that has sent one request for `name`, and the request's bytes (to
+/// send it again, or to reuse as the send buffer).
+async fn send_request(
+    server: SocketAddr,
+    kind: RequestKind,
+    name: &str,
+    options: Options,
+) -> (UdpSocket, Vec<u8>) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut out = Vec::new();
     let req = Request {
         kind,
         filename: name.into(),
         mode: Mode::Octet,
-        options: Options::default(),
+        options,
     };
     encode_request(&mut out, &req);
     sock.send_to(&out, server).await.unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (n, _) = timeout(UPPER_BOUND, sock.recv_from(&mut buf))
+    (sock, out)
+}
+
+/// The next datagram on `sock` (its length in `buf`, and its sender), within the upper bound.
+async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    timeout(UPPER_BOUND, sock.recv_from(buf))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// Send one request and return the first reply (from any port).
+async fn request_reply(server: SocketAddr, kind: RequestKind, name: &str) -> Packet<'static> {
+    let (sock, _) = send_request(server, kind, name, Options::default()).await;
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = recv(&sock, &mut buf).await;
     match Packet::parse(&buf[..n]).unwrap() {
         Packet::Error { code, message } => Packet::Error { code, message },
         Packet::Data { block, .. } => Packet::Ack { block }, // stand-in: we only need "data came"
@@ -372,24 +389,12 @@ async fn stranger_packets_do_not_disturb_a_transfer() {
     }
 
     // Drive a transfer by hand so the stranger can write to its TID midway.
-    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut out = Vec::new();
-    let req = Request {
-        kind: RequestKind::Read,
-        filename: "f".into(),
-        mode: Mode::Octet,
-        options: Options::default(),
-    };
-    encode_request(&mut out, &req);
-    client.send_to(&out, s.addr).await.unwrap();
+    let (client, mut out) = send_request(s.addr, RequestKind::Read, "f", Options::default()).await;
     let mut buf = vec![0u8; 1024];
     let mut data = Vec::new();
     let mut tid = None;
     loop {
-        let (n, from) = timeout(UPPER_BOUND, client.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (n, from) = recv(&client, &mut buf).await;
         let tid = *tid.get_or_insert(from);
         let Packet::Data { block, data: d } = Packet::parse(&buf[..n]).unwrap() else {
             panic!()
@@ -425,32 +430,17 @@ async fn repeated_request_does_not_start_a_second_transfer() {
     )
     .await;
     s.put("f", &pattern(2000, 11));
-    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut out = Vec::new();
-    let req = Request {
-        kind: RequestKind::Read,
-        filename: "f".into(),
-        mode: Mode::Octet,
-        options: Options::default(),
-    };
-    encode_request(&mut out, &req);
-    c.send_to(&out, s.addr).await.unwrap();
-    c.send_to(&out, s.addr).await.unwrap();
+    let (c, request) = send_request(s.addr, RequestKind::Read, "f", Options::default()).await;
+    c.send_to(&request, s.addr).await.unwrap();
     let mut buf = vec![0u8; 1024];
-    let (n, tid) = timeout(UPPER_BOUND, c.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, tid) = recv(&c, &mut buf).await;
     assert!(matches!(
         Packet::parse(&buf[..n]).unwrap(),
         Packet::Data { block: 1, .. }
     ));
     // We never ACK: the next packet is the one transfer giving up, not a
     // DATA 1 from a second transfer.
-    let (n, from) = timeout(UPPER_BOUND, c.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, from) = recv(&c, &mut buf).await;
     assert_eq!(from, tid);
     assert!(matches!(
         Packet::parse(&buf[..n]).unwrap(),
@@ -473,21 +463,9 @@ async fn busy_then_shutdown_aborts_transfers() {
     .await;
     s.put("f", &pattern(10_000, 8));
     // Client A takes the only slot and then stays silent.
-    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut out = Vec::new();
-    let req = Request {
-        kind: RequestKind::Read,
-        filename: "f".into(),
-        mode: Mode::Octet,
-        options: Options::default(),
-    };
-    encode_request(&mut out, &req);
-    a.send_to(&out, s.addr).await.unwrap();
+    let (a, _) = send_request(s.addr, RequestKind::Read, "f", Options::default()).await;
     let mut buf = vec![0u8; 1024];
-    let (n, _) = timeout(UPPER_BOUND, a.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, _) = recv(&a, &mut buf).await;
     assert!(matches!(
         Packet::parse(&buf[..n]).unwrap(),
         Packet::Data { block: 1, .. }
@@ -512,10 +490,7 @@ async fn busy_then_shutdown_aborts_transfers() {
         .expect("prompt shutdown")
         .unwrap()
         .unwrap();
-    let (n, _) = timeout(UPPER_BOUND, a.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, _) = recv(&a, &mut buf).await;
     assert_eq!(
         Packet::parse(&buf[..n]).unwrap(),
         Packet::Error {
@@ -531,21 +506,10 @@ async fn size_probe_abort_is_not_a_failure() {
     let s = TestServer::start("probe", |_| {}, HashMap::new()).await;
     s.put("f", &pattern(4000, 9));
     // PXE ROMs: RRQ with tsize, read the OACK, abort with ERROR 8, ask again.
-    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut out = Vec::new();
-    let req = Request {
-        kind: RequestKind::Read,
-        filename: "f".into(),
-        mode: Mode::Octet,
-        options: rt_opts(None, None, true),
-    };
-    encode_request(&mut out, &req);
-    c.send_to(&out, s.addr).await.unwrap();
+    let (c, mut out) =
+        send_request(s.addr, RequestKind::Read, "f", rt_opts(None, None, true)).await;
     let mut buf = vec![0u8; 1024];
-    let (n, tid) = timeout(UPPER_BOUND, c.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, tid) = recv(&c, &mut buf).await;
     let Packet::Oack(o) = Packet::parse(&buf[..n]).unwrap() else {
         panic!()
     };
