@@ -345,6 +345,16 @@ mod tests {
         (dir, Engine::new(store), hw)
     }
 
+    /// Whether the test machine n1 is set to boot from the network.
+    fn netboot(engine: &Engine) -> bool {
+        engine
+            .store()
+            .hardware_by_name("n1")
+            .unwrap()
+            .unwrap()
+            .netboot
+    }
+
     #[test]
     fn a_workflow_survives_reopening_the_store_at_every_step() {
         let (dir, engine, hw) = setup();
@@ -353,15 +363,7 @@ mod tests {
             .create(&t, &hw, "http://10.0.0.1:8080", true)
             .unwrap()
             .remove(0);
-        assert!(
-            engine
-                .store()
-                .hardware_by_name("n1")
-                .unwrap()
-                .unwrap()
-                .netboot,
-            "netboot on at creation"
-        );
+        assert!(netboot(&engine), "netboot on at creation");
         assert!(matches!(
             engine.create(&t, &hw, "x", true),
             Err(EngineError::Store(StoreError::Busy { .. }))
@@ -380,54 +382,34 @@ mod tests {
             panic!()
         };
         assert_eq!(action.params["url"], "http://10.0.0.1:8080/i");
-        reopen()
-            .report(
-                &token,
-                &Report {
-                    index,
-                    attempt,
-                    kind: ReportKind::Log {
-                        lines: vec!["hello".into()],
+        let report = |index, attempt, kind| {
+            reopen()
+                .report(
+                    &token,
+                    &Report {
+                        index,
+                        attempt,
+                        kind,
                     },
-                },
-            )
-            .unwrap();
-        reopen()
-            .report(
-                &token,
-                &Report {
-                    index,
-                    attempt,
-                    kind: ReportKind::Succeeded {
-                        message: "written".into(),
-                    },
-                },
-            )
-            .unwrap();
+                )
+                .unwrap()
+        };
+        let log = ReportKind::Log {
+            lines: vec!["hello".into()],
+        };
+        report(index, attempt, log);
+        let written = ReportKind::Succeeded {
+            message: "written".into(),
+        };
+        report(index, attempt, written);
         let NextAction::Run { index, attempt, .. } = reopen().next(&token).unwrap() else {
             panic!()
         };
-        reopen()
-            .report(
-                &token,
-                &Report {
-                    index,
-                    attempt,
-                    kind: ReportKind::Succeeded {
-                        message: String::new(),
-                    },
-                },
-            )
-            .unwrap();
-        assert!(
-            !reopen()
-                .store()
-                .hardware_by_name("n1")
-                .unwrap()
-                .unwrap()
-                .netboot,
-            "netboot off after reboot"
-        );
+        let rebooted = ReportKind::Succeeded {
+            message: String::new(),
+        };
+        report(index, attempt, rebooted);
+        assert!(!netboot(&reopen()), "netboot off after reboot");
         reopen()
             .phone_home(&token, "10.0.0.11", "hostname=n1")
             .unwrap();
@@ -487,13 +469,6 @@ mod tests {
             Err(EngineError::Render { .. })
         ));
         assert!(engine.store().workflows(false).unwrap().is_empty());
-        assert!(
-            !engine
-                .store()
-                .hardware_by_name("n1")
-                .unwrap()
-                .unwrap()
-                .netboot
-        );
+        assert!(!netboot(&engine));
     }
 }

@@ -246,27 +246,12 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
 
 /// The installed OS phoned home: the workflow succeeded.
 pub fn phone_home(wf: &mut Workflow, now: u64) -> Result<Effects, ReportError> {
-    if wf.state.is_terminal() {
-        return Err(ReportError::Ended(wf.state));
-    }
-    let mut fx = Effects::default();
-    for a in wf
-        .actions
-        .iter_mut()
-        .filter(|a| a.state == ActionState::Running)
-    {
-        // A reboot action's report can be lost as the machine goes down.
-        a.state = ActionState::Succeeded;
-        a.ended_ms = Some(now);
-    }
-    finish_workflow(
+    installed_os_reported(
         wf,
         WorkflowState::Succeeded,
         "installed OS phoned home".into(),
         now,
-        &mut fx,
-    );
-    Ok(fx)
+    )
 }
 
 /// The installed OS reported that its set-up failed (before phoning home).
@@ -275,21 +260,36 @@ pub fn installed_os_failed(
     message: String,
     now: u64,
 ) -> Result<Effects, ReportError> {
+    installed_os_reported(wf, WorkflowState::Failed, message, now)
+}
+
+/// The installed OS reported in, so the workflow ends as `state`. Actions still running did
+/// their part: a reboot action's report can be lost as the machine goes down.
+fn installed_os_reported(
+    wf: &mut Workflow,
+    state: WorkflowState,
+    message: String,
+    now: u64,
+) -> Result<Effects, ReportError> {
     if wf.state.is_terminal() {
         return Err(ReportError::Ended(wf.state));
     }
     let mut fx = Effects::default();
+    end_running_actions(wf, ActionState::Succeeded, now);
+    finish_workflow(wf, state, message, now, &mut fx);
+    Ok(fx)
+}
+
+/// Every action still running ends now, as `ended`.
+fn end_running_actions(wf: &mut Workflow, ended: ActionState, now: u64) {
     for a in wf
         .actions
         .iter_mut()
         .filter(|a| a.state == ActionState::Running)
     {
-        // The reboot action's report is lost as the machine goes down; it did its part.
-        a.state = ActionState::Succeeded;
+        a.state = ended;
         a.ended_ms = Some(now);
     }
-    finish_workflow(wf, WorkflowState::Failed, message, now, &mut fx);
-    Ok(fx)
 }
 
 /// The running action `index` failed or timed out: back to pending with a
@@ -343,14 +343,7 @@ pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
             "workflow timed out after {} s",
             (wf.deadline_ms - wf.created_ms) / 1000
         );
-        for a in wf
-            .actions
-            .iter_mut()
-            .filter(|a| a.state == ActionState::Running)
-        {
-            a.state = ActionState::TimedOut;
-            a.ended_ms = Some(now);
-        }
+        end_running_actions(wf, ActionState::TimedOut, now);
         finish_workflow(wf, WorkflowState::TimedOut, msg, now, &mut fx);
         return fx;
     }
