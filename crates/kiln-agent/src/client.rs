@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use kiln_model::workflow::{NextAction, Report, ReportKind};
+use ureq::Body;
+use ureq::http::Response;
 
 /// What the kernel command line told the agent (set by kiln's iPXE script).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,10 +113,7 @@ impl Client {
 
     pub fn next(&self) -> Result<NextAction, Refused> {
         let url = self.url(&format!("/v1/agent/{}/next", self.id.token));
-        let (status, body) = self.retrying("asking for the next action", || {
-            let mut r = self.agent.get(&url).call()?;
-            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
-        });
+        let (status, body) = self.get_retrying("asking for the next action", &url);
         if status != 200 {
             return Err(Self::refused(status, body));
         }
@@ -125,35 +124,15 @@ impl Client {
     /// One try, no retry: for progress and log lines, which may be lost
     /// while the server is away (the final result is not: see [`Client::report`]).
     pub fn try_report(&self, index: usize, attempt: u32, kind: ReportKind) -> bool {
-        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
-        let body = serde_json::to_string(&Report {
-            index,
-            attempt,
-            kind,
-        })
-        .expect("reports serialize");
-        matches!(
-            self.agent.post(&url).header("content-type", "application/json").send(body.as_bytes()),
-            Ok(r) if r.status().is_success()
-        )
+        let (url, body) = self.report_request(index, attempt, kind);
+        matches!(self.post_json(&url, &body), Ok(r) if r.status().is_success())
     }
 
     /// Reports until the server takes it (or refuses it for good).
     pub fn report(&self, index: usize, attempt: u32, kind: ReportKind) -> Result<(), Refused> {
-        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
-        let body = serde_json::to_string(&Report {
-            index,
-            attempt,
-            kind,
-        })
-        .expect("reports serialize");
+        let (url, body) = self.report_request(index, attempt, kind);
         let (status, text) = self.retrying("reporting", || {
-            let mut r = self
-                .agent
-                .post(&url)
-                .header("content-type", "application/json")
-                .send(body.as_bytes())?;
-            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+            status_and_text(self.post_json(&url, &body)?)
         });
         if (200..300).contains(&status) {
             Ok(())
@@ -164,17 +143,43 @@ impl Client {
 
     /// GETs a small text document (NoCloud seed files).
     pub fn get_text(&self, path: &str) -> Result<String, Refused> {
-        let url = self.url(path);
-        let (status, body) = self.retrying(path, || {
-            let mut r = self.agent.get(&url).call()?;
-            Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
-        });
+        let (status, body) = self.get_retrying(path, &self.url(path));
         if status == 200 {
             Ok(body)
         } else {
             Err(Self::refused(status, body))
         }
     }
+
+    /// GETs `url` until the server answers.
+    fn get_retrying(&self, what: &str, url: &str) -> (u16, String) {
+        self.retrying(what, || status_and_text(self.agent.get(url).call()?))
+    }
+
+    /// The report endpoint, and the report as its JSON body.
+    fn report_request(&self, index: usize, attempt: u32, kind: ReportKind) -> (String, String) {
+        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
+        let body = serde_json::to_string(&Report {
+            index,
+            attempt,
+            kind,
+        })
+        .expect("reports serialize");
+        (url, body)
+    }
+
+    fn post_json(&self, url: &str, body: &str) -> Result<Response<Body>, ureq::Error> {
+        self.agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+    }
+}
+
+/// A response's status and its body as text.
+fn status_and_text(mut response: Response<Body>) -> Result<(u16, String), ureq::Error> {
+    let text = response.body_mut().read_to_string()?;
+    Ok((response.status().as_u16(), text))
 }
 
 #[cfg(test)]
