@@ -162,27 +162,38 @@ pub fn decode_v20(bytes: &[u8], auth_code_len: usize) -> Result<V20Packet<'_>, E
     }
     let payload = &bytes[16..end];
     let trailer = &bytes[end..];
-    if !authenticated {
-        if !trailer.is_empty() {
-            return Err(Error::malformed(
-                WHAT,
-                format!("{} bytes after an unauthenticated payload", trailer.len()),
-            ));
-        }
-        return Ok(V20Packet {
-            encrypted,
-            authenticated,
-            payload_type,
-            session_id,
-            sequence,
-            payload,
-            integrity_data: &[],
-            auth_code: &[],
-        });
-    }
-    if auth_code_len == 0 {
+    let (integrity_data, auth_code) = if authenticated {
+        integrity_and_auth_code(bytes, trailer, auth_code_len)?
+    } else if !trailer.is_empty() {
         return Err(Error::malformed(
             WHAT,
+            format!("{} bytes after an unauthenticated payload", trailer.len()),
+        ));
+    } else {
+        (&[][..], &[][..])
+    };
+    Ok(V20Packet {
+        encrypted,
+        authenticated,
+        payload_type,
+        session_id,
+        sequence,
+        payload,
+        integrity_data,
+        auth_code,
+    })
+}
+
+/// Checks an authenticated packet's integrity trailer (`trailer`: what follows the payload) and
+/// returns the data its AuthCode covers (from the auth type byte on) and the AuthCode.
+fn integrity_and_auth_code<'a>(
+    bytes: &'a [u8],
+    trailer: &[u8],
+    auth_code_len: usize,
+) -> Result<(&'a [u8], &'a [u8]), Error> {
+    if auth_code_len == 0 {
+        return Err(Error::malformed(
+            "RMCP+ packet",
             "authenticated packet outside an established session",
         ));
     }
@@ -209,16 +220,7 @@ pub fn decode_v20(bytes: &[u8], auth_code_len: usize) -> Result<V20Packet<'_>, E
         ));
     }
     let code_at = bytes.len() - auth_code_len;
-    Ok(V20Packet {
-        encrypted,
-        authenticated,
-        payload_type,
-        session_id,
-        sequence,
-        payload,
-        integrity_data: &bytes[4..code_at],
-        auth_code: &bytes[code_at..],
-    })
+    Ok((&bytes[4..code_at], &bytes[code_at..]))
 }
 
 /// Encodes an IPMI v1.5 packet with auth type "none" and session 0 (pre-session commands only).
