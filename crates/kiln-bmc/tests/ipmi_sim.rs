@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ChassisControl, set_mode};
+use common::{ChassisControl, set_mode, stdout_of};
 use kiln_bmc::{
     Bmc, BmcAddress, BootDevice, BootMode, BootOverride, ErrorKind, IpmiBmc, IpmiConfig,
     PowerAction, PowerState,
@@ -152,7 +152,8 @@ set_working_mc 0x20
     }
 
     fn ipmitool(&self, args: &[&str]) -> String {
-        let out = Command::new("ipmitool")
+        let mut command = Command::new("ipmitool");
+        command
             .args([
                 "-I",
                 "lanplus",
@@ -168,15 +169,9 @@ set_working_mc 0x20
             ])
             .arg(self.port.to_string())
             .args(["-U", "admin", "-P", "password"])
-            .args(args)
-            .output()
-            .expect("running ipmitool");
-        assert!(
-            out.status.success(),
-            "ipmitool {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .args(args);
+        let out = stdout_of(&mut command, &format!("ipmitool {args:?}"));
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{ChassisControl, set_mode};
+use common::{ChassisControl, set_mode, stdout_of};
 use kiln_bmc::{
     Bmc, BmcAddress, BmcError, BootDevice, BootMode, BootOverride, ErrorKind, PowerAction,
     PowerState, RedfishAuth, RedfishBmc, RedfishOptions,
@@ -117,23 +117,18 @@ impl Emulator {
             control = control.display(),
         );
         if setup.basic_auth {
-            let hash = Command::new(&python)
-                .args([
+            let hash = stdout_of(
+                Command::new(&python).args([
                     "-c",
                     "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(4)).decode())",
                     PASSWORD,
-                ])
-                .output()
-                .expect("run the venv's python for bcrypt");
-            assert!(
-                hash.status.success(),
-                "bcrypt: {}",
-                String::from_utf8_lossy(&hash.stderr)
+                ]),
+                "the venv's python, for bcrypt",
             );
             let htpasswd = d.join("htpasswd");
             std::fs::write(
                 &htpasswd,
-                format!("{USER}:{}", String::from_utf8(hash.stdout).unwrap().trim()),
+                format!("{USER}:{}", String::from_utf8(hash).unwrap().trim()),
             )
             .unwrap();
             set_mode(&htpasswd, 0o600);
@@ -227,23 +222,21 @@ impl Emulator {
 
     fn curl_system_id(&self, id: &str) -> Value {
         let url = format!("{}/redfish/v1/Systems/{id}", self.base_url());
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-k",
-                "--fail",
-                "-u",
-                &format!("{USER}:{PASSWORD}"),
-                &url,
-            ])
-            .output()
-            .expect("curl is needed for these tests (CI installs it)");
-        assert!(
-            out.status.success(),
-            "curl {url}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let credentials = format!("{USER}:{PASSWORD}");
+        let out = stdout_of(
+            Command::new("curl").args(["-sS", "-k", "--fail", "-u", &credentials, &url]),
+            &format!("curl {url} (curl is needed for these tests; CI installs it)"),
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Asserts the system's boot override as curl reads it.
+    #[track_caller]
+    fn assert_boot(&self, target: &str, enabled: &str, mode: &str) {
+        let b = &self.curl_system()["Boot"];
+        assert_eq!(b["BootSourceOverrideTarget"], target, "{b}");
+        assert_eq!(b["BootSourceOverrideEnabled"], enabled, "{b}");
+        assert_eq!(b["BootSourceOverrideMode"], mode, "{b}");
     }
 
     /// A state file written by the control program.
@@ -424,10 +417,7 @@ async fn boot_override_pxe_once_then_disk_continuous() {
     bmc.set_boot(boot(BootDevice::Pxe, false, BootMode::Uefi))
         .await
         .unwrap();
-    let b = &emu.curl_system()["Boot"];
-    assert_eq!(b["BootSourceOverrideTarget"], "Pxe", "{b}");
-    assert_eq!(b["BootSourceOverrideEnabled"], "Once", "{b}");
-    assert_eq!(b["BootSourceOverrideMode"], "UEFI", "{b}");
+    emu.assert_boot("Pxe", "Once", "UEFI");
     assert_eq!(emu.state("boot"), "pxe");
 
     // The one-time override is spent by the next boot.
@@ -439,10 +429,7 @@ async fn boot_override_pxe_once_then_disk_continuous() {
     bmc.set_boot(boot(BootDevice::Disk, true, BootMode::Legacy))
         .await
         .unwrap();
-    let b = &emu.curl_system()["Boot"];
-    assert_eq!(b["BootSourceOverrideTarget"], "Hdd", "{b}");
-    assert_eq!(b["BootSourceOverrideEnabled"], "Continuous", "{b}");
-    assert_eq!(b["BootSourceOverrideMode"], "Legacy", "{b}");
+    emu.assert_boot("Hdd", "Continuous", "Legacy");
     assert_eq!(emu.state("boot"), "default");
     assert_eq!(emu.state("bootmode"), "legacy");
 

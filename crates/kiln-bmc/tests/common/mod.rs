@@ -2,6 +2,7 @@
 //! sushy_qemu.py drive, so the fake host is written once.
 
 use std::path::Path;
+use std::process::Command;
 
 /// A chassis_control program in OpenIPMI's extcmd protocol: `get power boot` prints `power:0|1`
 /// and `boot:<dev>`; `set power 1`, `set boot pxe`, ... change them. The state is kept in files in
@@ -51,6 +52,20 @@ exit 0
             default_boot = self.default_boot,
         )
     }
+}
+
+/// Runs `command` and returns what it printed; `what` names it when it cannot start or fails
+/// (with its stderr).
+pub fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
