@@ -13,7 +13,7 @@ pub use address::{BmcAddress, Protocol};
 pub use error::{BmcError, ErrorKind};
 pub use ipmi::{IpmiBmc, IpmiConfig};
 pub use open::{BOOT_MODE_LABEL, INSECURE_TLS_LABEL, OpenOptions, boot_mode, open};
-pub use redfish::{RedfishAuth, RedfishBmc, RedfishOptions};
+pub use redfish::{RedfishAuth, RedfishBmc, RedfishHint, RedfishOptions};
 
 use std::fmt;
 
@@ -135,5 +135,11 @@ pub trait Bmc: Send + Sync {
     /// Ends a session, if the protocol has one. Dropping without closing is allowed.
     async fn close(&self) -> Result<(), BmcError> {
         Ok(())
+    }
+    /// What this driver found out about the BMC that saves the next one work, as text to keep
+    /// and give back in [`OpenOptions::hint`] (Redfish: the system's path and how to log in).
+    /// Never holds credentials.
+    fn hint(&self) -> Option<String> {
+        None
     }
 }

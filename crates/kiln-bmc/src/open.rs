@@ -25,6 +25,9 @@ pub struct OpenOptions {
     pub request_timeout: Duration,
     /// How long a power change may take to show.
     pub power_timeout: Duration,
+    /// What an earlier driver for this BMC found out ([`Bmc::hint`]); a stale or unreadable
+    /// one only costs the discovery it would have saved.
+    pub hint: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -33,6 +36,7 @@ impl Default for OpenOptions {
             insecure_tls: false,
             request_timeout: Duration::from_secs(10),
             power_timeout: Duration::from_secs(60),
+            hint: None,
         }
     }
 }
@@ -68,6 +72,10 @@ fn redfish(
             insecure_skip_verify: opts.insecure_tls,
             request_timeout: opts.request_timeout,
             power_timeout: opts.power_timeout,
+            hint: opts
+                .hint
+                .as_deref()
+                .and_then(|h| serde_json::from_str(h).ok()),
             ..RedfishOptions::default()
         },
     )

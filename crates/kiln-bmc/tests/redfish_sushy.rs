@@ -308,6 +308,29 @@ async fn discovers_the_one_system_and_identifies_it() {
     bmc.close().await.unwrap();
 }
 
+/// What one driver learnt lets the next go straight to the system (sushy-tools: Basic, the
+/// system under its UUID after the name redirect); both read and change the same machine.
+#[tokio::test]
+async fn a_hint_from_one_driver_serves_the_next() {
+    let emu = Emulator::start(Setup::default());
+    let first = emu.bmc(options());
+    assert_eq!(first.power_state().await.unwrap(), PowerState::Off);
+    let hint = first.hint().expect("the first call leaves a hint");
+    assert_eq!(hint.system, format!("/redfish/v1/Systems/{UUID}"));
+    assert_eq!(hint.sessions, None, "sushy-tools has no SessionService");
+    first.close().await.unwrap();
+
+    let second = emu.bmc(RedfishOptions {
+        hint: Some(hint.clone()),
+        ..options()
+    });
+    assert_eq!(second.power_state().await.unwrap(), PowerState::Off);
+    second.power(PowerAction::On).await.unwrap();
+    assert_eq!(emu.curl_system()["PowerState"], "On");
+    assert_eq!(second.hint(), Some(hint));
+    second.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn chooses_among_several_systems_by_id_name_or_path() {
     let emu = Emulator::start(Setup {

@@ -1,6 +1,7 @@
 //! Kiln's durable state. SQLite (WAL) in the data directory: every acknowledged
 //! change is committed before the call returns, so it survives `kill -9`.
 
+mod bmc_hints;
 mod clusters;
 mod events;
 mod hardware;

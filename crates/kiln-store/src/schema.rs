@@ -83,6 +83,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (cluster, hostname)
      );
      CREATE INDEX cluster_nodes_by_workflow ON cluster_nodes (workflow);",
+    // 5: what the last BMC call learnt about a machine's BMC (Redfish: system path, auth kind),
+    // so the next one skips discovery; valid only while the BMC address is the same. No secrets.
+    "CREATE TABLE bmc_hints (
+        hostname   TEXT PRIMARY KEY,
+        address    TEXT NOT NULL,
+        hint       TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

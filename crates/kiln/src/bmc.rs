@@ -80,6 +80,9 @@ struct Row {
     error: Option<&'static str>,
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
+    /// What the driver found out for the next call (kept in the store, not printed).
+    #[serde(skip)]
+    hint: Option<String>,
 }
 
 fn kind_name(k: ErrorKind) -> &'static str {
@@ -132,7 +135,7 @@ async fn apply(op: Op, bmc: &dyn Bmc, hw: &Hardware, persistent: bool) -> Result
     }
 }
 
-async fn one(op: Op, hw: Hardware, persistent: bool) -> Row {
+async fn one(op: Op, hw: Hardware, persistent: bool, hint: Option<String>) -> Row {
     let Some(endpoint) = hw.bmc.clone() else {
         return Row {
             machine: hw.hostname,
@@ -141,6 +144,7 @@ async fn one(op: Op, hw: Hardware, persistent: bool) -> Row {
             result: "no BMC".into(),
             error: Some("unsupported"),
             detail: "hardware.csv gives no bmc_ip for this machine".into(),
+            hint: None,
         };
     };
     let mut row = Row {
@@ -150,10 +154,16 @@ async fn one(op: Op, hw: Hardware, persistent: bool) -> Row {
         result: String::new(),
         error: None,
         detail: String::new(),
+        hint: None,
     };
-    let outcome = match kiln_bmc::open(&endpoint, &kiln_bmc::OpenOptions::for_hardware(&hw)).await {
+    let opts = kiln_bmc::OpenOptions {
+        hint,
+        ..kiln_bmc::OpenOptions::for_hardware(&hw)
+    };
+    let outcome = match kiln_bmc::open(&endpoint, &opts).await {
         Ok(bmc) => {
             let r = apply(op, bmc.as_ref(), &hw, persistent).await;
+            row.hint = bmc.hint();
             let _ = bmc.close().await;
             r
         }
@@ -182,15 +192,25 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let (op, persistent) = (args.op, args.persistent);
+    // What earlier calls learnt about each BMC (Redfish: no discovery when it still holds).
+    let known: Vec<Option<String>> = machines
+        .iter()
+        .map(|hw| match &hw.bmc {
+            Some(b) => store.bmc_hint(&hw.hostname, &b.address),
+            None => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
+    let hints = known.clone();
     let rows: Vec<Row> = rt.block_on(async move {
         let limit = Arc::new(Semaphore::new(PARALLEL));
         let tasks: Vec<_> = machines
             .into_iter()
-            .map(|hw| {
+            .zip(hints)
+            .map(|(hw, hint)| {
                 let limit = Arc::clone(&limit);
                 tokio::spawn(async move {
                     let _slot = limit.acquire_owned().await;
-                    one(op, hw, persistent).await
+                    one(op, hw, persistent, hint).await
                 })
             })
             .collect();
@@ -200,6 +220,11 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
         rows
     });
+    for (r, before) in rows.iter().zip(&known) {
+        if let Some(hint) = r.hint.as_ref().filter(|h| Some(*h) != before.as_ref()) {
+            store.set_bmc_hint(&r.machine, &r.bmc, hint)?;
+        }
+    }
     if !matches!(op, Op::Status | Op::Info) {
         let events: Vec<Event> = rows
             .iter()

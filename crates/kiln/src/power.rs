@@ -76,7 +76,22 @@ async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
         message: "the machine has no BMC in hardware.csv any more".into(),
         retryable: false,
     })?;
-    let bmc = kiln_bmc::open(&endpoint, &kiln_bmc::OpenOptions::for_hardware(&hw))
+    // What the last call learnt about this BMC (Redfish: where the system is, how to log in).
+    let (store, host, address) = (
+        Arc::clone(engine.store()),
+        hw.hostname.clone(),
+        endpoint.address.clone(),
+    );
+    let hint = tokio::task::spawn_blocking(move || store.bmc_hint(&host, &address))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let opts = kiln_bmc::OpenOptions {
+        hint: hint.clone(),
+        ..kiln_bmc::OpenOptions::for_hardware(&hw)
+    };
+    let bmc = kiln_bmc::open(&endpoint, &opts)
         .await
         .map_err(kiln_engine::power_run::failure)?;
     let (events, hardware) = (engine.clone(), job.hardware.clone());
@@ -86,5 +101,16 @@ async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
             tracing::warn!("recording a BMC event: {e}");
         }
     };
-    run_job(job.job, bmc.as_ref(), kiln_bmc::boot_mode(&hw), &note).await
+    let result = run_job(job.job, bmc.as_ref(), kiln_bmc::boot_mode(&hw), &note).await;
+    if let Some(learnt) = bmc.hint().filter(|h| Some(h) != hint.as_ref()) {
+        let store = Arc::clone(engine.store());
+        let saved = tokio::task::spawn_blocking(move || {
+            store.set_bmc_hint(&hw.hostname, &endpoint.address, &learnt)
+        })
+        .await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!("keeping what the BMC call learnt: {e}");
+        }
+    }
+    result
 }

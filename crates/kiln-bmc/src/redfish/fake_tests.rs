@@ -47,6 +47,8 @@ struct Quirks {
     system_not_json: bool,
     /// The Systems collection redirects to the same port under another host name.
     redirect_elsewhere: bool,
+    /// HTTP Basic is refused (only sessions work).
+    basic_refused: bool,
 }
 
 impl Default for Quirks {
@@ -70,6 +72,7 @@ impl Default for Quirks {
             members: vec![SYSTEM],
             system_not_json: false,
             redirect_elsewhere: false,
+            basic_refused: false,
         }
     }
 }
@@ -251,7 +254,8 @@ fn respond(f: &mut Fake, req: &Seen) -> Reply {
     let token_ok = q.sessions
         && req.token.as_deref() == Some(TOKEN)
         && q.token_uses.is_none_or(|n| f.token_uses < n);
-    let basic_ok = req.authorization.as_deref() == Some(basic(USER, PASSWORD).as_str());
+    let basic_ok =
+        !q.basic_refused && req.authorization.as_deref() == Some(basic(USER, PASSWORD).as_str());
     if !(token_ok || basic_ok) {
         return refuse(AxStatus::UNAUTHORIZED, "Unauthorized");
     }
@@ -843,4 +847,122 @@ async fn redirect_to_another_host_is_not_followed() {
     assert_error(&err, ErrorKind::Protocol, &["another origin"]);
     // Nothing reached the other name (same server, so it would show up here).
     assert_eq!(srv.requests("GET", "/redfish/v1/Systems").len(), 1);
+}
+
+/// The requests the fake has seen, as "METHOD path", from the `from`-th on.
+fn trail(srv: &Server, from: usize) -> Vec<String> {
+    srv.fake().seen[from..]
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path.trim_end_matches('/')))
+        .collect()
+}
+
+fn with_hint(system: &str, sessions: Option<&str>) -> RedfishOptions {
+    RedfishOptions {
+        hint: Some(RedfishHint {
+            system: system.into(),
+            sessions: sessions.map(str::to_string),
+        }),
+        ..fast()
+    }
+}
+
+#[tokio::test]
+async fn a_hint_from_an_earlier_driver_skips_discovery() {
+    for sessions in [false, true] {
+        let srv = Server::start(Quirks {
+            sessions,
+            ..Quirks::default()
+        })
+        .await;
+        let first = srv.client();
+        assert_eq!(first.power_state().await.unwrap(), PowerState::Off);
+        first.close().await.unwrap();
+        let hint = first.hint().expect("a hint after a call");
+        let collection = sessions.then(|| "/redfish/v1/SessionService/Sessions".to_string());
+        assert_eq!(
+            hint,
+            RedfishHint {
+                system: SYSTEM.into(),
+                sessions: collection.clone()
+            }
+        );
+        let text = Bmc::hint(&first).unwrap();
+        assert!(!text.contains(PASSWORD) && !text.contains(TOKEN), "{text}");
+
+        let seen = srv.fake().seen.len();
+        let second = srv.bmc(
+            PASSWORD,
+            RedfishOptions {
+                hint: Some(hint),
+                ..fast()
+            },
+        );
+        assert_eq!(second.power_state().await.unwrap(), PowerState::Off);
+        let expected: Vec<String> = if sessions {
+            vec![
+                "POST /redfish/v1/SessionService/Sessions".into(),
+                format!("GET {SYSTEM}"),
+            ]
+        } else {
+            vec![format!("GET {SYSTEM}")]
+        };
+        assert_eq!(trail(&srv, seen), expected, "sessions {sessions}");
+        second.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_stale_system_path_is_discovered_again() {
+    let srv = Server::start(Quirks::default()).await;
+    let bmc = srv.bmc(PASSWORD, with_hint("/redfish/v1/Systems/gone", None));
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(
+        trail(&srv, 0),
+        [
+            "GET /redfish/v1/Systems/gone".to_string(),
+            "GET /redfish/v1".into(),
+            "GET /redfish/v1/Systems".into(),
+            format!("GET {SYSTEM}"),
+        ]
+    );
+    assert_eq!(bmc.hint().unwrap().system, SYSTEM);
+    // Confirmed now: a later failure is not blamed on the hint.
+    bmc.power(PowerAction::On).await.unwrap();
+    assert_eq!(srv.fake().power, "On");
+}
+
+#[tokio::test]
+async fn a_hint_for_basic_on_a_bmc_that_now_wants_sessions_logs_in() {
+    let srv = Server::start(Quirks {
+        sessions: true,
+        basic_refused: true,
+        ..Quirks::default()
+    })
+    .await;
+    let bmc = srv.bmc(PASSWORD, with_hint(SYSTEM, None));
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(srv.fake().logins, 1);
+    assert_eq!(
+        bmc.hint().unwrap().sessions.as_deref(),
+        Some("/redfish/v1/SessionService/Sessions")
+    );
+    bmc.close().await.unwrap();
+    assert!(srv.fake().session_deleted);
+}
+
+#[tokio::test]
+async fn a_hint_does_not_hide_a_wrong_password() {
+    for sessions in [false, true] {
+        let srv = Server::start(Quirks {
+            sessions,
+            ..Quirks::default()
+        })
+        .await;
+        let collection = sessions.then_some("/redfish/v1/SessionService/Sessions");
+        let bmc = srv.bmc("wrong-pass", with_hint(SYSTEM, collection));
+        let err = bmc.power_state().await.unwrap_err();
+        assert_error(&err, ErrorKind::Auth, &[]);
+        assert!(!err.to_string().contains("wrong-pass"), "{err}");
+    }
 }

@@ -6,6 +6,11 @@
 //! until it shows the result. Boot: PATCH of the system's `Boot` object, with `If-Match` when the
 //! BMC gave an ETag, and without `BootSourceOverrideMode` when the BMC refuses that property.
 //! The decisions live in [`logic`] (pure); this file is the HTTP shell.
+//!
+//! Discovery costs two or three requests per driver. What it found can be kept by the caller as
+//! a [`RedfishHint`] (Kiln keeps it in its store per machine) and handed to the next driver for
+//! the same BMC, which then goes straight to the system; a hint that no longer holds (the path
+//! is gone, Basic is refused) is dropped and discovery runs as usual.
 
 mod logic;
 mod tls;
@@ -42,6 +47,16 @@ pub enum RedfishAuth {
     Basic,
 }
 
+/// What discovery found out about a BMC: the system's path and how to log in. Paths only: no
+/// credentials, no session token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RedfishHint {
+    pub system: String,
+    /// The session collection to log in at; `None`: HTTP Basic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<String>,
+}
+
 /// Per-machine Redfish settings.
 #[derive(Debug, Clone)]
 pub struct RedfishOptions {
@@ -61,6 +76,8 @@ pub struct RedfishOptions {
     pub power_timeout: Duration,
     /// How often `power()` reads `PowerState` while waiting.
     pub poll_interval: Duration,
+    /// What an earlier driver discovered ([`RedfishBmc::hint`]); used with `auth: Auto` only.
+    pub hint: Option<RedfishHint>,
 }
 
 impl Default for RedfishOptions {
@@ -73,6 +90,7 @@ impl Default for RedfishOptions {
             request_timeout: Duration::from_secs(30),
             power_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            hint: None,
         }
     }
 }
@@ -89,11 +107,22 @@ enum AuthState {
     },
 }
 
+/// How this BMC takes credentials, once known (kept apart from [`AuthState`], which `close`
+/// clears).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Login {
+    Basic,
+    Session { collection: String },
+}
+
 #[derive(Default)]
 struct State {
     /// The system's path, once discovered (after redirects).
     system_path: Option<String>,
     auth: AuthState,
+    login: Option<Login>,
+    /// `system_path` and `login` came from a hint and have not been confirmed yet.
+    hinted: bool,
     /// The service root as read before logging in (it names the Systems collection too:
     /// one request fewer per command).
     root: Option<ServiceRoot>,
@@ -191,6 +220,20 @@ impl RedfishBmc {
             .user_agent(concat!("kiln-bmc/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(format!("HTTP client: {}", error_chain(&e))))?;
+        let state = match &options.hint {
+            Some(hint) if options.auth == RedfishAuth::Auto => State {
+                system_path: Some(hint.system.clone()),
+                login: Some(match &hint.sessions {
+                    Some(collection) => Login::Session {
+                        collection: collection.clone(),
+                    },
+                    None => Login::Basic,
+                }),
+                hinted: true,
+                ..State::default()
+            },
+            _ => State::default(),
+        };
         Ok(RedfishBmc {
             address: base_text,
             base,
@@ -198,8 +241,38 @@ impl RedfishBmc {
             password,
             options,
             http,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
         })
+    }
+
+    /// What this driver found out (system path, how to log in), for the next driver for the
+    /// same BMC; `None` until a call has found both.
+    pub fn hint(&self) -> Option<RedfishHint> {
+        let state = self.state();
+        let system = state.system_path.clone()?;
+        let sessions = match state.login.clone()? {
+            Login::Basic => None,
+            Login::Session { collection } => Some(collection),
+        };
+        Some(RedfishHint { system, sessions })
+    }
+
+    /// Forgets what a hint said, so that the next call discovers afresh; false when nothing
+    /// came from a hint. A session already opened is kept (`call` renews it when refused).
+    fn drop_hint(&self) -> bool {
+        let mut state = self.state();
+        if !state.hinted {
+            return false;
+        }
+        state.hinted = false;
+        state.system_path = None;
+        if matches!(state.auth, AuthState::Basic) {
+            state.auth = AuthState::Unknown;
+        }
+        if !matches!(state.auth, AuthState::Session { .. }) {
+            state.login = None;
+        }
+        true
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -400,38 +473,60 @@ impl RedfishBmc {
         if !matches!(known, AuthState::Unknown) {
             return Ok(known);
         }
-        let auth = match self.options.auth {
-            RedfishAuth::Basic => AuthState::Basic,
-            mode => {
-                let sessions = self.sessions_path().await?;
-                match (sessions, mode) {
-                    (Some(path), _) => match self.login(&path).await {
-                        Ok(session) => session,
-                        // Sessions offered but broken (404, 405, 500 …): Basic works on those BMCs.
-                        Err(e)
-                            if mode == RedfishAuth::Auto
-                                && matches!(
-                                    e,
-                                    BmcError::Rejected { .. }
-                                        | BmcError::Unsupported { .. }
-                                        | BmcError::Protocol { .. }
-                                ) =>
-                        {
-                            AuthState::Basic
-                        }
-                        Err(e) => return Err(e.into()),
-                    },
-                    (None, RedfishAuth::Session) => {
-                        return Err(self
-                            .unsupported("sessions (the service root links no Sessions)".into())
-                            .into());
+        let hinted = self.state().login.clone();
+        let (auth, login) = match (self.options.auth, hinted) {
+            (RedfishAuth::Basic, _) | (RedfishAuth::Auto, Some(Login::Basic)) => {
+                (AuthState::Basic, Login::Basic)
+            }
+            (RedfishAuth::Auto, Some(Login::Session { collection })) => {
+                match self.login(&collection).await {
+                    Ok(session) => (session, Login::Session { collection }),
+                    // Wrong credentials: discovery would not change that.
+                    Err(e) if e.kind() == crate::ErrorKind::Auth => return Err(e.into()),
+                    // The collection moved (a hint gone stale): find it again.
+                    Err(_) => {
+                        self.drop_hint();
+                        self.state().login = None;
+                        self.discover_auth(RedfishAuth::Auto).await?
                     }
-                    (None, _) => AuthState::Basic,
                 }
             }
+            (mode, _) => self.discover_auth(mode).await?,
         };
-        self.state().auth = auth.clone();
+        let mut state = self.state();
+        state.auth = auth.clone();
+        state.login = Some(login);
         Ok(auth)
+    }
+
+    /// How to authenticate, from the service root: a session when it links one (and `mode`
+    /// allows), else Basic.
+    async fn discover_auth(&self, mode: RedfishAuth) -> Result<(AuthState, Login), Transport> {
+        let sessions = self.sessions_path().await?;
+        Ok(match (sessions, mode) {
+            (Some(path), _) => match self.login(&path).await {
+                Ok(session) => (session, Login::Session { collection: path }),
+                // Sessions offered but broken (404, 405, 500 …): Basic works on those BMCs.
+                Err(e)
+                    if mode == RedfishAuth::Auto
+                        && matches!(
+                            e,
+                            BmcError::Rejected { .. }
+                                | BmcError::Unsupported { .. }
+                                | BmcError::Protocol { .. }
+                        ) =>
+                {
+                    (AuthState::Basic, Login::Basic)
+                }
+                Err(e) => return Err(e.into()),
+            },
+            (None, RedfishAuth::Session) => {
+                return Err(self
+                    .unsupported("sessions (the service root links no Sessions)".into())
+                    .into());
+            }
+            (None, _) => (AuthState::Basic, Login::Basic),
+        })
     }
 
     /// The session collection from the (unauthenticated) service root, if any.
@@ -561,6 +656,19 @@ impl RedfishBmc {
 
     /// The system resource and its ETag (header first, then `@odata.etag`).
     async fn system(&self) -> Result<(ComputerSystem, String, Option<String>), BmcError> {
+        match self.read_system().await {
+            // A hint that no longer holds (the path is gone, Basic refused, …): discover once.
+            Err(e) if !e.kind().is_retryable() && self.drop_hint() => self.read_system().await,
+            result => {
+                if result.is_ok() {
+                    self.state().hinted = false;
+                }
+                result
+            }
+        }
+    }
+
+    async fn read_system(&self) -> Result<(ComputerSystem, String, Option<String>), BmcError> {
         let path = self.system_path().await?;
         let (system, reply) = self
             .get_json::<ComputerSystem>(&path, &format!("system {path}"))
@@ -802,6 +910,10 @@ impl Bmc for RedfishBmc {
             }),
             _ => Ok(()),
         }
+    }
+
+    fn hint(&self) -> Option<String> {
+        RedfishBmc::hint(self).and_then(|h| serde_json::to_string(&h).ok())
     }
 
     async fn close(&self) -> Result<(), BmcError> {

@@ -1,0 +1,83 @@
+//! What the last call to a machine's BMC learnt about it (for Redfish: where its system is and
+//! how it authenticates), so the next call goes straight there. A hint is only handed back for
+//! the BMC address it was learnt from; it holds paths, never credentials or session tokens.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError};
+
+impl Store {
+    /// The hint learnt from `hostname`'s BMC at `address`, if any.
+    pub fn bmc_hint(&self, hostname: &str, address: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT hint FROM bmc_hints WHERE hostname = ?1 AND address = ?2",
+                params![hostname, address],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records (or replaces) `hostname`'s hint for its BMC at `address`.
+    pub fn set_bmc_hint(
+        &self,
+        hostname: &str,
+        address: &str,
+        hint: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO bmc_hints (hostname, address, hint, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (hostname) DO UPDATE SET address = ?2, hint = ?3, updated_ms = ?4",
+            params![hostname, address, hint, crate::hardware::now_ms()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::temp_store;
+
+    #[test]
+    fn a_hint_is_kept_per_machine_and_only_for_its_address() {
+        let (_dir, store) = temp_store();
+        assert_eq!(
+            store.bmc_hint("n1", "redfish+https://10.0.0.1").unwrap(),
+            None
+        );
+        store
+            .set_bmc_hint("n1", "redfish+https://10.0.0.1", "{\"system\":\"/a\"}")
+            .unwrap();
+        assert_eq!(
+            store
+                .bmc_hint("n1", "redfish+https://10.0.0.1")
+                .unwrap()
+                .as_deref(),
+            Some("{\"system\":\"/a\"}")
+        );
+        // Another address (the machine was re-enrolled with a new BMC): not valid there.
+        assert_eq!(
+            store.bmc_hint("n1", "redfish+https://10.0.0.2").unwrap(),
+            None
+        );
+        store
+            .set_bmc_hint("n1", "redfish+https://10.0.0.2", "{\"system\":\"/b\"}")
+            .unwrap();
+        assert_eq!(
+            store.bmc_hint("n1", "redfish+https://10.0.0.1").unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .bmc_hint("n1", "redfish+https://10.0.0.2")
+                .unwrap()
+                .as_deref(),
+            Some("{\"system\":\"/b\"}")
+        );
+        assert_eq!(
+            store.bmc_hint("n2", "redfish+https://10.0.0.2").unwrap(),
+            None
+        );
+    }
+}
