@@ -10,11 +10,11 @@
 #   and the demo removed its processes and namespace.
 #
 #   tests/e2e/cluster.sh [--list] [CASE...]
-#     single-node   (default) one machine (IPMI): kubeadm init, InitConfiguration, taints: [];
+#     single-node   (default) one UEFI machine (OVMF, IPMI): kubeadm init, InitConfiguration, taints: [];
 #                   then `kiln demo --delete`: kiln cluster delete power-cycles the node into the
 #                   agent, which wipes the disk (no partition table, no file system left where
 #                   the test OS had them) and powers the machine off; the BMC reports it off
-#     three-node    one control plane (IPMI) and two workers (Redfish, IPMI): kubeadm join with
+#     three-node    one control plane (IPMI) and two workers (Redfish, IPMI), SeaBIOS: kubeadm join with
 #                   JoinConfiguration, token and caCertHashes. Three TCG machines on two cores
 #                   take a while: not run by tests/run-e2e.sh unless asked for
 #                   (tests/run-e2e.sh tests/e2e/cluster.sh passes no case; run
@@ -69,17 +69,18 @@ summary_field() {
 		"$E2E_WORK/summary.json" "$1" "$2" 2>/dev/null || echo "?"
 }
 
-# node_checks HOST BMC [BOOTS]: what every node must show. BOOTS: agent OS boots/installed
-# kernel boots seen on the console (default 1/1; a deleted node runs the agent again).
+# node_checks HOST BMC [BOOTS [MODE]]: what every node must show. BOOTS: agent OS boots/installed
+# kernel boots seen on the console (default 1/1; a deleted node runs the agent again); MODE: the
+# boot override's mode, legacy (SeaBIOS, default) or UEFI.
 node_checks() {
-	local host=$1 bmc=$2 boots=${3:-1/1} serial events json wf
+	local host=$1 bmc=$2 boots=${3:-1/1} mode=${4:-legacy} serial events json wf
 	serial=$(console_log "$host")
 	E2E_LOGS+=("$host serial=$serial")
 	events=$("$KILN_BIN" events "$host" --last 1000 --data-dir "$E2E_DATA" 2>&1 || true)
 	wf=$(summary_field "$host" workflow)
 	json=$("$KILN_BIN" workflow show "${wf:-?}" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
-	check "$host: kiln set next boot PXE through its BMC ($bmc)" \
-		grep -q 'bmc.boot-device.*next boot: pxe (once, legacy)' <<<"$events"
+	check "$host: kiln set next boot PXE ($mode) through its BMC ($bmc)" \
+		grep -q "bmc.boot-device.*next boot: pxe (once, $mode)" <<<"$events"
 	check "$host: kiln powered it on over $bmc and saw it on (machine was off)" \
 		grep -q 'bmc.done.*power on into netboot: was off: powered on (confirmed)' <<<"$events"
 	check "$host: it netbooted Kiln's agent (iPXE script, agent OS up, agent connected)" \
@@ -205,8 +206,10 @@ print(" ".join([m[0]["workflow"] or "-", m[0]["result"], m[0]["power"]]) if m el
 
 case_single_node() {
 	e2e_setup cluster-single
-	demo_run 1 --delete
-	node_checks demo-cp1 IPMI 2/1
+	demo_run 1 --firmware uefi --delete
+	node_checks demo-cp1 IPMI 2/1 UEFI
+	check "single-node: the machine ran OVMF (UEFI), iPXE handed back to it and it booted the disk" \
+		grep -q 'BdsDxe: loading Boot[0-9A-F]* "UEFI Misc Device"' <(clean_log "$(console_log demo-cp1)")
 	common_checks 1 deleted
 	delete_checks demo-cp1
 	check "delete: kiln cluster list no longer lists the cluster" \

@@ -12,7 +12,8 @@
 #
 # The machine is described by the environment: VMDIR (state: qemu.pid, bootdev, serial.log,
 # serial-all.log, ctl.log), TAP, MAC, and optionally FW (bios|uefi, OVMF_CODE and OVMF_VARS for
-# uefi), DISK (a raw disk image), MEM (MiB). ipmi_sim popen()s this program and waits for the
+# uefi; UEFI_NETSTACK=none turns OVMF's own IPv4/IPv6 network stacks off, so the NIC's iPXE ROM is
+# the network boot), DISK (a raw disk image), MEM (MiB). ipmi_sim popen()s this program and waits for the
 # pipe to close, so QEMU is fully detached (-daemonize, no inherited output).
 set -u
 : "${VMDIR:?}" "${TAP:?}" "${MAC:?}"
@@ -35,6 +36,10 @@ start_vm() {
 		[ -f "$VMDIR/OVMF_VARS.fd" ] || cp "${OVMF_VARS:?}" "$VMDIR/OVMF_VARS.fd"
 		args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE:?}"
 			-drive "if=pflash,format=raw,unit=1,file=$VMDIR/OVMF_VARS.fd")
+		if [ "${UEFI_NETSTACK:-all}" = none ]; then
+			args+=(-fw_cfg "name=opt/org.tianocore/IPv4Support,string=no"
+				-fw_cfg "name=opt/org.tianocore/IPv6Support,string=no")
+		fi
 	fi
 	# Boot order the way a BMC's override sets it: the network first for "pxe", else the disk.
 	local nic_index=1 disk_index=2

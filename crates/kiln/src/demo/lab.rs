@@ -42,6 +42,17 @@ pub enum BmcChoice {
     Redfish,
 }
 
+/// The machines' firmware.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS: legacy boot overrides (label kiln.dev/boot-mode=legacy).
+    #[default]
+    Bios,
+    /// OVMF (UEFI): UEFI boot overrides.
+    Uefi,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BmcKind {
@@ -87,6 +98,7 @@ pub struct Machine {
     pub bmc_port: u16,
     /// The Redfish system id.
     pub uuid: String,
+    pub firmware: Firmware,
 }
 
 impl Machine {
@@ -132,6 +144,7 @@ pub fn plan(nodes: u32, choice: BmcChoice) -> Vec<Machine> {
                     BmcKind::Redfish => REDFISH_PORT,
                 },
                 uuid: format!("d3e0c0de-0000-4000-8000-{:012x}", i + 1),
+                firmware: Firmware::Bios,
             }
         })
         .collect()
@@ -147,10 +160,14 @@ pub fn hardware_csv(machines: &[Machine], password: &str) -> String {
             Role::ControlPlane => "cp",
             Role::Worker => "worker",
         };
-        // The lab's QEMU machines boot SeaBIOS: BIOS (legacy) boot overrides.
+        // SeaBIOS machines get BIOS (legacy) boot overrides; UEFI is Kiln's default.
+        let legacy = match m.firmware {
+            Firmware::Bios => "|kiln.dev/boot-mode=legacy",
+            Firmware::Uefi => "",
+        };
         let _ = writeln!(
             out,
-            "{},{},{BMC_USER},{password},{},{},255.255.255.0,{SERVER_IP},{SERVER_IP},type={kind}|demo=kiln|kiln.dev/boot-mode=legacy,/dev/vda",
+            "{},{},{BMC_USER},{password},{},{},255.255.255.0,{SERVER_IP},{SERVER_IP},type={kind}|demo=kiln{legacy},/dev/vda",
             m.hostname,
             m.bmc_address(),
             m.mac,
@@ -215,6 +232,10 @@ pub fn sushy_config(machines: &[(&Machine, PathBuf)], state_dir: &Path, htpasswd
     )
 }
 
+/// OVMF's code and variables template (Debian's ovmf package), for UEFI machines.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 /// A machine's chassis program: tests/e2e/vm-power.sh with the machine's settings.
 fn chassis_script(
     vm_power: &Path,
@@ -223,9 +244,17 @@ fn chassis_script(
     disk: &Path,
     mem_mib: u32,
 ) -> String {
+    // UEFI: the NIC's iPXE ROM is the network boot; OVMF's own PXE and HTTP boot stacks would
+    // each time out (minutes under TCG) before the disk is tried.
+    let firmware = match m.firmware {
+        Firmware::Bios => "FW=bios".to_string(),
+        Firmware::Uefi => {
+            format!("FW=uefi OVMF_CODE='{OVMF_CODE}' OVMF_VARS='{OVMF_VARS}' UEFI_NETSTACK=none")
+        }
+    };
     format!(
         "#!/bin/sh\n# Chassis of {host} for its virtual BMC (ipmi_sim / sushy-tools chassis_control).\n\
-         export VMDIR='{vm}' TAP='{tap}' MAC='{mac}' FW=bios DISK='{disk}' MEM='{mem_mib}'\n\
+         export VMDIR='{vm}' TAP='{tap}' MAC='{mac}' {firmware} DISK='{disk}' MEM='{mem_mib}'\n\
          exec '{prog}' \"$@\"\n",
         host = m.hostname,
         vm = vm_dir.display(),
@@ -862,5 +891,33 @@ mod tests {
         );
         assert!(s.contains("export VMDIR='/w/vm/demo-cp1' TAP='tap0' MAC='52:54:00:de:00:01' FW=bios DISK='/w/vm/demo-cp1/disk.raw' MEM='1024'"), "{s}");
         assert!(s.contains("exec '/w/bin/vm-power.sh' \"$@\""), "{s}");
+        let uefi = Machine {
+            firmware: Firmware::Uefi,
+            ..m.clone()
+        };
+        let s = chassis_script(
+            Path::new("/w/bin/vm-power.sh"),
+            Path::new("/w/vm/demo-cp1"),
+            &uefi,
+            Path::new("/w/vm/demo-cp1/disk.raw"),
+            1024,
+        );
+        assert!(
+            s.contains(&format!(
+                "FW=uefi OVMF_CODE='{OVMF_CODE}' OVMF_VARS='{OVMF_VARS}' UEFI_NETSTACK=none DISK="
+            )),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn uefi_machines_get_uefi_boot_overrides() {
+        let mut ms = plan(2, BmcChoice::Mixed);
+        ms[1].firmware = Firmware::Uefi;
+        let csv = hardware_csv(&ms, "pw");
+        let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap();
+        let mode = |h: &kiln_model::Hardware| kiln_bmc::boot_mode(h);
+        assert_eq!(mode(&hw[0]), kiln_bmc::BootMode::Legacy, "{csv}");
+        assert_eq!(mode(&hw[1]), kiln_bmc::BootMode::Uefi, "{csv}");
     }
 }

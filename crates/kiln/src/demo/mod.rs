@@ -25,7 +25,7 @@ use kiln_engine::now_ms;
 use kiln_store::Store;
 use serde::Serialize;
 
-use lab::{BmcChoice, BmcKind, Lab, Machine, Role, SERVER_IP};
+use lab::{BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
 use progress::{MachineView, Phase, human_ms};
 use summary::MachineReport;
 
@@ -61,6 +61,9 @@ pub struct Args {
     /// ipmi or redfish.
     #[arg(long, value_enum, default_value_t)]
     bmc: BmcChoice,
+    /// The machines' firmware: bios (SeaBIOS) or uefi (OVMF; Debian's ovmf package).
+    #[arg(long, value_enum, default_value_t)]
+    firmware: Firmware,
     /// Install the machines with this workflow template instead of creating a cluster
     /// (e.g. workflows/debian-test-os.yaml: the same install, without kubeadm).
     #[arg(long)]
@@ -109,7 +112,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "kiln demo must run as root: it creates a network namespace, tap devices and QEMU machines (try: sudo kiln demo ...)"
         );
     }
-    let machines = lab::plan(args.nodes, args.bmc);
+    let mut machines = lab::plan(args.nodes, args.bmc);
+    for m in &mut machines {
+        m.firmware = args.firmware;
+    }
     preflight(&args, &machines)?;
     let stop = stop_on_signals()?;
     let exe = std::env::current_exe().context("finding the kiln executable")?;
@@ -192,12 +198,15 @@ fn preflight(args: &Args, machines: &[Machine]) -> anyhow::Result<()> {
         }
     }
     let agent = args.assets.join("agent-os");
-    let files = [
+    let mut files = vec![
         agent.join("vmlinuz"),
         agent.join("initrd.img"),
         args.assets.join("test-os/test-os.raw.zst"),
         args.tftp_root.join("undionly.kpxe"),
     ];
+    if machines.iter().any(|m| m.firmware == Firmware::Uefi) {
+        files.extend([PathBuf::from(lab::OVMF_CODE), PathBuf::from(lab::OVMF_VARS)]);
+    }
     for f in &files {
         if !f.is_file() {
             missing.push(f.display().to_string());
@@ -229,7 +238,7 @@ fn preflight(args: &Args, machines: &[Machine]) -> anyhow::Result<()> {
     }
     bail!(
         "kiln demo cannot start; missing:\n  {}\n\
-         Debian packages: apt-get install qemu-system-x86 ipxe ipxe-qemu seabios openipmi iproute2 curl procps python3-venv\n\
+         Debian packages: apt-get install qemu-system-x86 ipxe ipxe-qemu seabios ovmf openipmi iproute2 curl procps python3-venv\n\
          Boot files: images/agent/build.sh {}/agent-os and images/test-os/build.sh {}/test-os (tests/demo.sh does all of this)",
         missing.join("\n  "),
         args.assets.display(),
@@ -351,7 +360,11 @@ fn demo(
     say(
         clock,
         &format!(
-            "kiln demo: {n} QEMU machine(s) (TCG, {} MiB each) behind virtual BMCs; {what}; work dir {}",
+            "kiln demo: {n} QEMU machine(s) (TCG, {}, {} MiB each) behind virtual BMCs; {what}; work dir {}",
+            match args.firmware {
+                Firmware::Bios => "SeaBIOS",
+                Firmware::Uefi => "OVMF UEFI",
+            },
             args.memory,
             lab.work.display()
         ),
