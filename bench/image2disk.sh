@@ -216,8 +216,12 @@ rm -f "$TARGET"
 
 echo
 echo "image: $SIZE bytes; served: raw $SIZE, zst $(stat -c %s "$IMG.zst"), gz $(stat -c %s "$IMG.gz"), xz $(stat -c %s "$IMG.xz"), qcow2 $(stat -c %s "$IMG.qcow2")"
+# The issue's targets: gz and xz at ≥ 90 % of their decompressor alone; zstd (the fast one) is
+# held to ≥ 60 % of the slowest stage alone, below.
 for c in zst gz xz; do
-    echo "agent $c vs decompressor alone: $(ratio "${ALONE_S[$c]}" "${AGENT_S[$c]}") (target ≥ 0.90)"
+    target="(target ≥ 0.90)"
+    [ "$c" = zst ] && target="(no target of its own: see the slowest stage)"
+    echo "agent $c vs decompressor alone: $(ratio "${ALONE_S[$c]}" "${AGENT_S[$c]}") $target"
 done
 echo "agent zst vs shell pipeline:      $(ratio "$PIPE_S" "${AGENT_S[zst]}") (target ≥ 3)"
 slowest=curl
