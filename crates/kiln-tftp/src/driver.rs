@@ -45,9 +45,10 @@ const PREDICT_MAX: Duration = Duration::from_millis(20);
 
 /// How long before a predicted ACK the thread wakes to poll, and how long past it the
 /// poll goes on: covers the wake-up itself (tens of µs on a virtual CPU) and the
-/// client's jitter. Measured here against a client 1 ms behind: 30 µs woke too late
-/// half the time; 50 and 100 µs cut the server's turnaround alike (~50 → ~22 µs at
-/// the median), 50 at half the CPU (about 0.09 s per MB at blksize 512).
+/// client's jitter. Measured here against a client 1 ms behind (median turnaround, ACK
+/// sent to next DATA received, at the client): asleep in `recv` ~50 µs; a 30 µs lead 36 µs
+/// (often awake too late); 50 and 100 µs ~22 µs alike, 50 at half the CPU (about 0.09 s
+/// per MB at blksize 512).
 const LEAD: Duration = Duration::from_micros(50);
 
 /// Drive `t` to completion over a connected, blocking socket, on a thread of
