@@ -58,35 +58,33 @@ pub fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) -> tokio::task
 async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
     let store = Arc::clone(engine.store());
     let name = job.hardware.clone();
-    let hw = tokio::task::spawn_blocking(move || store.hardware_by_name(&name))
-        .await
-        .map_err(|e| StepFailure {
-            message: e.to_string(),
-            retryable: true,
-        })?
-        .map_err(|e| StepFailure {
-            message: e.to_string(),
-            retryable: true,
-        })?
-        .ok_or_else(|| StepFailure {
-            message: format!("machine {} is no longer enrolled", job.hardware),
-            retryable: false,
-        })?;
+    // The machine and what the last call learnt about its BMC (Redfish: where the system is,
+    // how to log in), in one trip to the store.
+    let (hw, hint) = tokio::task::spawn_blocking(move || {
+        let hw = store.hardware_by_name(&name)?;
+        let hint = match hw.as_ref().and_then(|h| h.bmc.as_ref()) {
+            Some(b) => store.bmc_hint(&name, &b.address)?,
+            None => None,
+        };
+        Ok::<_, kiln_store::StoreError>((hw, hint))
+    })
+    .await
+    .map_err(|e| StepFailure {
+        message: e.to_string(),
+        retryable: true,
+    })?
+    .map_err(|e| StepFailure {
+        message: e.to_string(),
+        retryable: true,
+    })?;
+    let hw = hw.ok_or_else(|| StepFailure {
+        message: format!("machine {} is no longer enrolled", job.hardware),
+        retryable: false,
+    })?;
     let endpoint = hw.bmc.clone().ok_or_else(|| StepFailure {
         message: "the machine has no BMC in hardware.csv any more".into(),
         retryable: false,
     })?;
-    // What the last call learnt about this BMC (Redfish: where the system is, how to log in).
-    let (store, host, address) = (
-        Arc::clone(engine.store()),
-        hw.hostname.clone(),
-        endpoint.address.clone(),
-    );
-    let hint = tokio::task::spawn_blocking(move || store.bmc_hint(&host, &address))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
     let opts = kiln_bmc::OpenOptions {
         hint: hint.clone(),
         ..kiln_bmc::OpenOptions::for_hardware(&hw)

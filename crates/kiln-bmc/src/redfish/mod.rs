@@ -486,7 +486,6 @@ impl RedfishBmc {
                     // The collection moved (a hint gone stale): find it again.
                     Err(_) => {
                         self.drop_hint();
-                        self.state().login = None;
                         self.discover_auth(RedfishAuth::Auto).await?
                     }
                 }

@@ -4,7 +4,7 @@
 //! every machine ended up off.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use kiln_engine::now_ms;
@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::lab::Lab;
 use super::progress::human_ms;
-use super::{CLUSTER, Outcome, bmc_status, indent, kiln, out, say};
+use super::{CLUSTER, Outcome, bmc_status, indent, kiln, out, say, should_stop};
 
 /// What the wipe template is called in the store (workflows/wipe-disk.yaml).
 const WIPE_TEMPLATE: &str = "wipe-disk";
@@ -186,16 +186,6 @@ fn step(w: &Workflow) -> String {
         (None, Some(a)) => format!("action {} next", a.spec.name),
         (None, None) => String::new(),
     }
-}
-
-fn should_stop(lab: &mut Lab, deadline: Instant, stop: &AtomicBool) -> Option<Outcome> {
-    if stop.load(Ordering::SeqCst) {
-        return Some(Outcome::Interrupted);
-    }
-    if Instant::now() > deadline {
-        return Some(Outcome::TimedOut);
-    }
-    lab.exited().map(Outcome::Failed)
 }
 
 #[cfg(test)]

@@ -892,14 +892,8 @@ fn follow(
             }
             _ => {}
         }
-        if stop.load(Ordering::SeqCst) {
-            break Outcome::Interrupted;
-        }
-        if Instant::now() > f.deadline {
-            break Outcome::TimedOut;
-        }
-        if let Some(what) = lab.exited() {
-            break Outcome::Failed(what);
+        if let Some(o) = should_stop(lab, f.deadline, stop) {
+            break o;
         }
         // About a second between redraws, waking early for a signal.
         for _ in 0..10 {
@@ -910,6 +904,18 @@ fn follow(
         }
     };
     Ok((outcome, cluster.map(|(s, _)| s)))
+}
+
+/// Why following the machines must end now, if it must: a signal, the deadline, or a lab
+/// process (kiln serve, an emulator) that died.
+fn should_stop(lab: &mut Lab, deadline: Instant, stop: &AtomicBool) -> Option<Outcome> {
+    if stop.load(Ordering::SeqCst) {
+        return Some(Outcome::Interrupted);
+    }
+    if Instant::now() > deadline {
+        return Some(Outcome::TimedOut);
+    }
+    lab.exited().map(Outcome::Failed)
 }
 
 /// On failure: the tail of kiln serve's log and of each unfinished machine's console.
