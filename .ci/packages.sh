@@ -9,13 +9,16 @@ KILN_APT_PACKAGES=(
 )
 KILN_VENV=${KILN_VENV:-/opt/kiln-venv}
 
-# kiln_missing_packages: the Debian packages of the list that are not installed.
-kiln_missing_packages() {
+# missing_packages PKG...: those of the Debian packages that are not installed, one a line.
+missing_packages() {
   local p
-  for p in "${KILN_APT_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
   done
 }
+
+# kiln_missing_packages: the Debian packages of the list that are not installed.
+kiln_missing_packages() { missing_packages "${KILN_APT_PACKAGES[@]}"; }
 
 # kiln_install_packages: apt-get install the list; sushy-tools into $KILN_VENV (Redfish emulator).
 kiln_install_packages() {

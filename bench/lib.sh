@@ -135,14 +135,9 @@ stop_and_forget() {
 
 TEMP_POLICY=0 # 1 while apt_install's own /usr/sbin/policy-rc.d is in place
 
-# missing_packages PKG...: those of the Debian packages not installed, one a line.
-missing_packages() {
-	local p
-	for p in "$@"; do
-		# shellcheck disable=SC2016 # ${Status} is dpkg-query's
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
-	done
-}
+# missing_packages PKG...: the Debian packages not installed (the check CI's set-up uses).
+# shellcheck source=.ci/packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../.ci/packages.sh"
 
 # apt_install PKG...: apt-get install --no-install-recommends (after an apt-get update when the first
 # try fails); no packaged service starts meanwhile: a temporary policy-rc.d unless there is one.
