@@ -86,8 +86,8 @@ node_checks() {
 	check "$host: it netbooted Kiln's agent (iPXE script, agent OS up, agent connected)" \
 		bash -c 'grep -q "http.script.*netboot" <<<"$1" && grep -q "workflow.running" <<<"$1" && grep -aq "kiln-agent-os: up" "$2"' _ "$events" "$serial"
 	local img seed
-	img=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="image2disk"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
-	seed=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="cloud-init"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	img=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["kind"]=="image2disk"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	seed=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["kind"]=="cloud-init"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
 	check "$host: the agent wrote the test OS ($img)" grep -q '^succeeded: .*sha256 .* verified' <<<"$img"
 	check "$host: the agent wrote the cloud-init seed ($seed)" grep -q '^succeeded' <<<"$seed"
 	local agent_boots disk_kernels
@@ -190,7 +190,7 @@ print(" ".join([m[0]["workflow"] or "-", m[0]["result"], m[0]["power"]]) if m el
 	read -r wipe result power <<<"$row"
 	check "$host: kiln cluster delete ran a wipe workflow on it, which succeeded (got $result)" [ "$result" = succeeded ]
 	json=$("$KILN_BIN" workflow show "$wipe" -o json --data-dir "$E2E_DATA" 2>/dev/null || echo '{}')
-	msg=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["spec"]["kind"]=="wipe"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
+	msg=$(python3 -c 'import json,sys; a=[x for x in json.load(sys.stdin).get("actions",[]) if x["kind"]=="wipe"]; print(a[0]["state"] + ": " + a[0]["message"] if a else "none")' <<<"$json")
 	check "$host: the agent found the installed OS's GPT and wiped it ($msg)" \
 		grep -qE '^succeeded: wiped /dev/vda: [0-9]+ bytes, gpt with [1-9][0-9]* partition' <<<"$msg"
 	check "$host: the BMC reports the machine off afterwards (got $power)" [ "$power" = off ]

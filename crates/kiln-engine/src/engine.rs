@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_model::template::{ImageView, RenderContext, Template, WorkflowView, render_actions};
+use kiln_model::template::{
+    ImageView, RenderContext, Template, WorkflowView, parse_template, render_actions,
+};
 use kiln_model::workflow::{NextAction, Report, ReportKind, Workflow};
 use kiln_model::{Event, Hardware};
 use kiln_store::{Store, StoreError, WorkflowKey, WorkflowTx};
@@ -23,6 +25,18 @@ pub enum EngineError {
     Render { hostname: String, message: String },
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// `retry` of a workflow that has not ended (cancel it first).
+    #[error("workflow {id} is {state}: only an ended workflow can be retried (cancel it first)")]
+    NotEnded {
+        id: String,
+        state: kiln_model::workflow::WorkflowState,
+    },
+    /// `retry` of a workflow made before templates were kept with workflows.
+    #[error("workflow {id} does not keep its template (made by an older kiln): create it again")]
+    NoTemplate { id: String },
+    /// The machine of a workflow is no longer enrolled.
+    #[error("machine {0} is not enrolled any more")]
+    NoMachine(String),
 }
 
 pub fn now_ms() -> u64 {
@@ -97,6 +111,17 @@ impl Engine {
         items_in: &[(&Template, &Hardware)],
         server_url: &str,
         power: bool,
+        also: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+    ) -> Result<Vec<Workflow>, EngineError> {
+        self.create_items(items_in, server_url, power, None, also)
+    }
+
+    fn create_items(
+        &self,
+        items_in: &[(&Template, &Hardware)],
+        server_url: &str,
+        power: bool,
+        retry_of: Option<&str>,
         mut also: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
     ) -> Result<Vec<Workflow>, EngineError> {
         let now = now_ms();
@@ -135,6 +160,7 @@ impl Engine {
                     message,
                 })?;
             let mut wf = machine::new_workflow(id, hw.hostname.clone(), template, rendered, now);
+            wf.retry_of = retry_of.map(str::to_string);
             if power && hw.bmc.is_some() {
                 power::plan(&mut wf);
             }
@@ -144,13 +170,61 @@ impl Engine {
             tx.set_netboot(&wf.hardware, true)?;
             let mut ev = Event::now(
                 "workflow.created",
-                format!("{} from template {}", wf.id, wf.template),
+                match &wf.retry_of {
+                    Some(old) => {
+                        format!("{} from template {} (retry of {old})", wf.id, wf.template)
+                    }
+                    None => format!("{} from template {}", wf.id, wf.template),
+                },
             );
             ev.machine = Some(wf.hardware.clone());
             tx.event(&ev)?;
             also(wf, tx)
         })?;
         Ok(items.into_iter().map(|(wf, _)| wf).collect())
+    }
+
+    /// Ends an unfinished workflow at the operator's word (see [`machine::cancel`]).
+    pub fn cancel(&self, id: &str, reason: &str) -> Result<Workflow, EngineError> {
+        let now = now_ms();
+        Ok(self.store.with_workflow(WorkflowKey::Id(id), |wf, tx| {
+            match machine::cancel(wf, reason, now) {
+                Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(wf.clone())),
+                Err(e) => Ok(Err(e)),
+            }
+        })??)
+    }
+
+    /// A new workflow on the same machine from an ended one's template, rendered afresh (new
+    /// token, the machine's current record); a cluster node's record points at the new one.
+    pub fn retry(&self, id: &str, server_url: &str, power: bool) -> Result<Workflow, EngineError> {
+        let old = self.store.workflow(id)?.ok_or(StoreError::NoWorkflow)?;
+        if !old.state.is_terminal() {
+            return Err(EngineError::NotEnded {
+                id: old.id,
+                state: old.state,
+            });
+        }
+        let source = old
+            .template_source
+            .as_deref()
+            .ok_or(EngineError::NoTemplate { id: old.id.clone() })?;
+        let template = parse_template(&old.template, source).map_err(|e| EngineError::Render {
+            hostname: old.hardware.clone(),
+            message: e.to_string(),
+        })?;
+        let hw = self
+            .store
+            .hardware_by_name(&old.hardware)?
+            .ok_or_else(|| EngineError::NoMachine(old.hardware.clone()))?;
+        let mut created = self.create_items(
+            &[(&template, &hw)],
+            server_url,
+            power,
+            Some(&old.id),
+            |wf, tx| tx.relink_cluster_node(&old.id, &wf.id),
+        )?;
+        Ok(created.remove(0))
     }
 
     /// The machine fetched its netboot script.
@@ -457,6 +531,61 @@ mod tests {
         assert_eq!(
             wf.actions[0].spec.params["url"],
             format!("http://k/v1/phone-home/{token}")
+        );
+    }
+
+    #[test]
+    fn cancel_frees_the_machine_and_retry_renders_a_new_workflow() {
+        let (_dir, engine, hw) = setup();
+        let t = parse_template(
+            "t.yaml",
+            &T.replace("{{ server }}/i", "{{ workflow.phone_home_url }}"),
+        )
+        .unwrap();
+        let first = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
+        let (old_token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        // Retrying an unfinished workflow is refused; cancelling ends it at once.
+        assert!(matches!(
+            engine.retry(&first.id, "http://k", true),
+            Err(EngineError::NotEnded { .. })
+        ));
+        let cancelled = engine.cancel(&first.id, "operator").unwrap();
+        assert_eq!(cancelled.state, WorkflowState::Failed);
+        assert!(
+            cancelled.message.contains("cancelled"),
+            "{}",
+            cancelled.message
+        );
+        assert!(!netboot(&engine), "netboot off once cancelled");
+        assert!(engine.store().active_token("n1").unwrap().is_none());
+        assert!(matches!(
+            engine.cancel(&first.id, "again"),
+            Err(EngineError::Report(ReportError::Ended(
+                WorkflowState::Failed
+            )))
+        ));
+        // The machine is free: a retry makes a new workflow with a new token, rendered afresh.
+        let second = engine.retry(&first.id, "http://k", true).unwrap();
+        assert_ne!(second.id, first.id);
+        assert_eq!(second.retry_of.as_deref(), Some(first.id.as_str()));
+        assert_eq!(second.state, WorkflowState::Pending);
+        let (new_token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        assert_ne!(new_token, old_token);
+        assert_eq!(
+            second.actions[0].spec.params["url"],
+            format!("http://k/v1/phone-home/{new_token}")
+        );
+        assert!(netboot(&engine), "netboot on for the retry");
+        let kinds: Vec<String> = engine
+            .store()
+            .events(Some("n1"), 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect();
+        assert!(
+            kinds.contains(&"workflow.cancelled".to_string()),
+            "{kinds:?}"
         );
     }
 

@@ -73,6 +73,8 @@ pub fn new_workflow(
         deadline_ms: now + template.timeout.as_millis() as u64,
         message: String::new(),
         power: Default::default(),
+        template_source: Some(template.source.clone()),
+        retry_of: None,
     }
 }
 
@@ -332,6 +334,22 @@ fn retry_or_end(
     );
 }
 
+/// The operator cancels an unfinished workflow: it fails now, its machine is free at once
+/// (netboot off, token revoked). A BMC step not yet run is dropped; one that did power the
+/// machine is followed by "next boot disk" as at any end.
+pub fn cancel(wf: &mut Workflow, reason: &str, now: u64) -> Result<Effects, ReportError> {
+    if wf.state.is_terminal() {
+        return Err(ReportError::Ended(wf.state));
+    }
+    crate::power::drop_unstarted(wf, "cancelled before the BMC was used");
+    end_running_actions(wf, ActionState::Failed, now);
+    let mut fx = Effects::default();
+    fx.event("workflow.cancelled", reason.to_string());
+    let msg = format!("cancelled: {reason}");
+    finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
+    Ok(fx)
+}
+
 /// Timeouts: the running action's, then the workflow's.
 pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
     let mut fx = Effects::default();
@@ -386,6 +404,47 @@ mod tests {
             attempt,
             kind,
         }
+    }
+
+    #[test]
+    fn cancel_ends_a_running_workflow_and_drops_an_unrun_bmc_step() {
+        let mut w = wf();
+        crate::power::plan(&mut w);
+        script_served(&mut w, 1_100);
+        let (index, _) = run(&mut w, 2_000);
+        let fx = cancel(&mut w, "by hand", 3_000).unwrap();
+        assert_eq!(w.state, WorkflowState::Failed);
+        assert_eq!(w.actions[index].state, ActionState::Failed);
+        assert_eq!(fx.netboot, Some(false));
+        assert!(fx.revoke_token);
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, d)| k == "workflow.cancelled" && d == "by hand")
+        );
+        assert_eq!(
+            cancel(&mut w, "twice", 4_000),
+            Err(ReportError::Ended(WorkflowState::Failed))
+        );
+        // script_served marked the start step done (netbooted on its own): the machine
+        // was powered by kiln's plan, so it goes back to disk.
+        assert_eq!(
+            w.power.finish.state,
+            kiln_model::workflow::StepState::Pending
+        );
+
+        let mut never_powered = wf();
+        crate::power::plan(&mut never_powered);
+        cancel(&mut never_powered, "before power", 1_500).unwrap();
+        assert_eq!(
+            never_powered.power.start.state,
+            kiln_model::workflow::StepState::NotNeeded
+        );
+        assert_eq!(
+            never_powered.power.finish.state,
+            kiln_model::workflow::StepState::NotNeeded,
+            "no BMC call for a machine kiln never powered"
+        );
     }
 
     #[test]

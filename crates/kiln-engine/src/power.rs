@@ -150,6 +150,15 @@ pub fn netbooted_on_its_own(wf: &mut Workflow) -> bool {
     false
 }
 
+/// A start step that has not run (nor been claimed) is not needed any more: the workflow
+/// ends before the BMC was used, so neither it nor the finish step runs.
+pub fn drop_unstarted(wf: &mut Workflow, why: &str) {
+    if wf.power.start.state == StepState::Pending {
+        wf.power.start.state = StepState::NotNeeded;
+        wf.power.start.message = why.to_string();
+    }
+}
+
 /// Called when a workflow ends: machines kiln powered go back to their disks.
 pub fn on_finish(wf: &mut Workflow) {
     if wf.power.start.state != StepState::NotNeeded && wf.power.finish.state == StepState::NotNeeded

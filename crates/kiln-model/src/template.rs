@@ -91,6 +91,9 @@ pub struct Template {
     pub name: String,
     pub timeout: Duration,
     pub actions: Vec<ActionSpec>,
+    /// The YAML it was parsed from: kept with each workflow so `kiln workflow retry` can
+    /// render it again (a new token, the machine's current record).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +358,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
             name,
             timeout,
             actions,
+            source: text.to_string(),
         })
     } else {
         Err(TemplateErrors(errors))

@@ -95,6 +95,12 @@ pub struct Workflow {
     /// BMC steps: power into netboot at the start, next boot from disk at the end.
     #[serde(default)]
     pub power: PowerSteps,
+    /// The template's YAML, for `kiln workflow retry` (absent in workflows made before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_source: Option<String>,
+    /// The workflow this one retries, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 /// A workflow's BMC steps. Machines without a BMC (or workflows created with

@@ -54,6 +54,15 @@ impl WorkflowTx<'_> {
         Ok(())
     }
 
+    /// A retried node workflow takes the place of the one it retries (no-op outside clusters).
+    pub fn relink_cluster_node(&self, old: &str, new: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE cluster_nodes SET workflow = ?2 WHERE workflow = ?1",
+            params![old, new],
+        )?;
+        Ok(())
+    }
+
     pub fn insert_cluster_node(&self, n: &ClusterNode) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO cluster_nodes (cluster, hostname, role, workflow) VALUES (?1, ?2, ?3, ?4)",

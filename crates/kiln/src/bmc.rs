@@ -34,14 +34,14 @@ pub struct Args {
 }
 
 impl Args {
-    /// `kiln bmc off NAME…`.
-    pub fn power_off(names: Vec<String>) -> Args {
+    /// `kiln bmc off NAME… [-o FORMAT]`.
+    pub fn power_off(names: Vec<String>, output: Format) -> Args {
         Args {
             op: Op::Off,
             names,
             selector: Vec::new(),
             persistent: false,
-            output: Format::Table,
+            output,
         }
     }
 }
@@ -75,7 +75,7 @@ struct Row {
     ok: bool,
     /// on/off, or what was done.
     result: String,
-    /// unreachable | auth | unsupported | protocol | rejected | timeout
+    /// An identifier: unreachable | auth_failed | unsupported | bad_reply | rejected | not_confirmed
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -85,14 +85,15 @@ struct Row {
     hint: Option<String>,
 }
 
+/// The error class as an identifier (scripts match on it; the detail says the rest).
 fn kind_name(k: ErrorKind) -> &'static str {
     match k {
         ErrorKind::Unreachable => "unreachable",
-        ErrorKind::Auth => "auth failed",
+        ErrorKind::Auth => "auth_failed",
         ErrorKind::Unsupported => "unsupported",
-        ErrorKind::Protocol => "bad reply",
+        ErrorKind::Protocol => "bad_reply",
         ErrorKind::Rejected => "rejected",
-        ErrorKind::Timeout => "not confirmed",
+        ErrorKind::Timeout => "not_confirmed",
     }
 }
 

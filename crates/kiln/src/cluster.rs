@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kiln_cluster::{ClusterSecrets, ClusterSpec, NodeInputs, NodeSeed, Plan, Role};
 use kiln_engine::Engine;
 use kiln_model::template::{Template, parse_template};
-use kiln_model::workflow::WorkflowState;
+use kiln_model::workflow::{Workflow, WorkflowState};
 use kiln_store::{ClusterNode, ClusterRecord, Store};
 use serde::Serialize;
 
@@ -27,26 +28,43 @@ pub enum Command {
         file: PathBuf,
         /// Touch nothing: write each node's user-data, meta-data and network-config
         /// under DIR/<hostname>/ (mode 0600) for review.
-        #[arg(long, requires = "output")]
+        #[arg(long, requires = "out_dir")]
         dry_run: bool,
         /// Where --dry-run writes.
         #[arg(long)]
-        output: Option<PathBuf>,
+        out_dir: Option<PathBuf>,
         /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
         #[arg(long)]
         server_url: Option<String>,
         /// Do not use the machines' BMCs: power them on yourself.
         #[arg(long)]
         no_power: bool,
+        /// Follow the nodes until every workflow ended; exit 0 only if the cluster is ready
+        /// (1: a node failed; 3: --timeout ran out first).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
+        #[arg(long, value_parser = crate::workflow::duration_arg, requires = "wait")]
+        timeout: Option<Duration>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
     /// Clusters and their state.
     List {
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
-    /// Each node of a cluster: machine, role, workflow state, phone-home.
+    /// Each node of a cluster: machine, role, workflow state, phone-home. Exit 1 when a node
+    /// failed.
     Status {
         name: String,
+        /// Wait until every node's workflow ended (exit 0 only if the cluster is ready; 3 when
+        /// --timeout ran out first).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
+        #[arg(long, value_parser = crate::workflow::duration_arg, requires = "wait")]
+        timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
@@ -56,8 +74,8 @@ pub enum Command {
     /// powers the machines into the agent through their BMCs); the machines are free at once.
     Delete {
         name: String,
-        /// Also when node workflows are still running: their disks are not wiped then; the
-        /// machines are powered off through their BMCs and netboot is turned off.
+        /// Also when node workflows are still running: they are cancelled, their disks are not
+        /// wiped then; the machines are powered off through their BMCs and netboot is turned off.
         #[arg(long)]
         force: bool,
         /// Do not wipe the disks: power the machines off (BMC) and free them.
@@ -66,6 +84,8 @@ pub enum Command {
         /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
         #[arg(long)]
         server_url: Option<String>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
 }
 
@@ -227,105 +247,34 @@ fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> 
 }
 
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = Arc::new(
+        Store::open(data_dir)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
     match cmd {
         Command::Create {
             file,
             dry_run,
-            output,
+            out_dir,
             server_url,
             no_power,
+            wait,
+            timeout,
+            output,
         } => {
             let (spec_file, text, spec) = parse_spec(&file)?;
-            let taken = store.clustered_machines()?;
-            let free: Vec<_> = store
-                .hardware()?
-                .into_iter()
-                .filter(|h| !taken.contains(&h.hostname))
-                .collect();
             if dry_run {
-                let out = output.expect("clap requires --output with --dry-run");
-                let done = kiln_cluster::dry_run(&spec, &free, &out)?;
-                print_plan(&done.plan);
-                println!(
-                    "dry run: wrote {} file(s) under {} (mode 0600); nothing else was touched",
-                    done.files.len(),
-                    out.display()
-                );
-                return Ok(ExitCode::SUCCESS);
+                let out = out_dir.expect("clap requires --out-dir with --dry-run");
+                return dry_run_to(&store, &spec, &out, output);
             }
-            if store.cluster(&spec.name)?.is_some() {
-                bail!(
-                    "a cluster named {:?} exists already (kiln cluster delete {} first)",
-                    spec.name,
-                    spec.name
-                );
+            let name = spec.name.clone();
+            let (plan, created) = create(&store, spec_file, text, spec, server_url, no_power)?;
+            if !(wait && output == Format::Json) {
+                print_created(&name, &plan, &created, output)?;
             }
-            let plan = kiln_cluster::plan(&spec, &free)?;
-            let server_url = crate::select::server_url(&store, server_url)?;
-            let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
-            // One template per machine spec (control planes and worker groups may name different images).
-            let mut templates = Vec::new();
-            for node in &plan.nodes {
-                let machine = match &node.role {
-                    Role::ControlPlane { .. } => &spec.control_plane.machine,
-                    Role::Worker { group } => {
-                        &spec
-                            .worker_groups
-                            .iter()
-                            .find(|g| &g.name == group)
-                            .context("plan names a worker group the spec lacks")?
-                            .machine
-                    }
-                };
-                let image = image_exprs(machine.image_url.as_deref(), &imported)
-                    .with_context(|| format!("node {}", node.hostname))?;
-                templates.push(node_template(&spec.name, image)?);
+            if wait {
+                return wait_for(&store, &name, timeout, output);
             }
-            let secrets = ClusterSecrets::generate()?;
-            let record = ClusterRecord {
-                name: spec.name.clone(),
-                spec_file,
-                spec: text,
-                plan: serde_json::to_string(&plan)?,
-                secrets: serde_json::to_string(&secrets)?,
-                kubeconfig: None,
-                created_ms: kiln_engine::now_ms(),
-            };
-            let items: Vec<_> = templates
-                .iter()
-                .zip(&plan.nodes)
-                .map(|(t, n)| (t, &n.hardware))
-                .collect();
-            let engine = Engine::new(Arc::new(store));
-            let mut first = true;
-            let created = engine.create_each(
-                &items,
-                server_url.trim_end_matches('/'),
-                !no_power,
-                |wf, tx| {
-                    if std::mem::take(&mut first) {
-                        tx.insert_cluster(&record)?;
-                    }
-                    let role = plan
-                        .node(&wf.hardware)
-                        .map_or_else(|| "?".into(), |n| role_name(&n.role));
-                    tx.insert_cluster_node(&ClusterNode {
-                        cluster: record.name.clone(),
-                        hostname: wf.hardware.clone(),
-                        role,
-                        workflow: wf.id.clone(),
-                    })
-                },
-            )?;
-            print_plan(&plan);
-            println!(
-                "cluster {}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {}`",
-                spec.name,
-                created.len(),
-                spec.name
-            );
         }
         Command::List { output } => {
             let all: Vec<ClusterStatus> = store
@@ -354,143 +303,395 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Status { name, output } => {
-            let c = store
-                .cluster(&name)?
-                .with_context(|| format!("no cluster named {name:?}"))?;
-            let st = status_of(&store, &c)?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
-                Format::Table => {
-                    println!(
-                        "cluster {}: {} (admin kubeconfig: {})",
-                        st.name,
-                        st.state,
-                        if st.kubeconfig { "uploaded" } else { "not yet" }
-                    );
-                    let rows: Vec<Vec<String>> = st
-                        .nodes
-                        .iter()
-                        .map(|n| {
-                            vec![
-                                n.hostname.clone(),
-                                n.role_detail.clone(),
-                                n.state.clone(),
-                                if n.phone_home { "yes" } else { "no" }.into(),
-                                n.message.clone(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(
-                            &["MACHINE", "ROLE", "WORKFLOW", "PHONED HOME", "MESSAGE"],
-                            &rows
-                        )
-                    );
-                }
+        Command::Status {
+            name,
+            wait,
+            timeout,
+            output,
+        } => {
+            if wait {
+                return wait_for(&store, &name, timeout, output);
             }
+            let st = status_of(&store, &cluster(&store, &name)?)?;
+            print_status(&st, output)?;
             if st.state == "failed" {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Kubeconfig { name } => {
-            let c = store
-                .cluster(&name)?
-                .with_context(|| format!("no cluster named {name:?}"))?;
-            match c.kubeconfig {
-                Some(k) => print!("{k}"),
-                None => bail!(
-                    "cluster {name}: the first control plane has not uploaded its admin kubeconfig yet"
-                ),
-            }
-        }
+        Command::Kubeconfig { name } => match cluster(&store, &name)?.kubeconfig {
+            Some(k) => print!("{k}"),
+            None => bail!(
+                "cluster {name}: the first control plane has not uploaded its admin kubeconfig yet"
+            ),
+        },
         Command::Delete {
             name,
             force,
             keep_disks,
             server_url,
+            output,
         } => {
-            let c = store
-                .cluster(&name)?
-                .with_context(|| format!("no cluster named {name:?}"))?;
-            let nodes = store.cluster_nodes(&c.name)?;
-            let running: Vec<&str> = nodes
-                .iter()
-                .filter(|n| {
-                    store
-                        .workflow(&n.workflow)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|w| !w.state.is_terminal())
-                })
-                .map(|n| n.hostname.as_str())
-                .collect();
-            if !running.is_empty() && !force {
-                bail!(
-                    "cluster {name}: nodes {} are still being installed (pass --force to delete anyway)",
-                    running.join(", ")
-                );
-            }
-            let hostnames: Vec<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
-            if running.is_empty() && !keep_disks {
-                let template = parse_template("wipe-disk.yaml", WIPE_TEMPLATE)
-                    .map_err(|e| anyhow::anyhow!("built-in wipe template: {e:?}"))?;
-                let machines: Vec<_> = store
-                    .hardware()?
-                    .into_iter()
-                    .filter(|h| hostnames.contains(&h.hostname))
-                    .collect();
-                let server_url = crate::select::server_url(&store, server_url)?;
-                let store = Arc::new(store);
-                let engine = Engine::new(Arc::clone(&store));
-                let created =
-                    engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
-                store.delete_cluster(&c.name)?;
-                println!(
-                    "cluster {name} deleted; {} machine(s) are free again and being wiped:",
-                    hostnames.len()
-                );
-                for w in &created {
-                    println!("  {}  workflow {}", w.hardware, w.id);
-                }
-                println!(
-                    "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)"
-                );
-                let no_bmc: Vec<&str> = machines
-                    .iter()
-                    .filter(|h| h.bmc.is_none())
-                    .map(|h| h.hostname.as_str())
-                    .collect();
-                if !no_bmc.is_empty() {
-                    println!(
-                        "no BMC: restart {} by hand so that they netboot into the agent",
-                        no_bmc.join(", ")
-                    );
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            for n in &nodes {
-                store.set_netboot(&n.hostname, false)?;
-            }
-            let with_bmc: Vec<String> = store
-                .hardware()?
-                .into_iter()
-                .filter(|h| hostnames.contains(&h.hostname) && h.bmc.is_some())
-                .map(|h| h.hostname)
-                .collect();
-            store.delete_cluster(&c.name)?;
-            println!(
-                "cluster {name} deleted; {} machine(s) are free again",
-                hostnames.len()
+            return delete(
+                data_dir, store, &name, force, keep_disks, server_url, output,
             );
-            if !with_bmc.is_empty() {
-                println!("powering off through their BMCs: {}", with_bmc.join(", "));
-                return crate::bmc::run(data_dir, crate::bmc::Args::power_off(with_bmc));
-            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cluster(store: &Store, name: &str) -> anyhow::Result<ClusterRecord> {
+    store
+        .cluster(name)?
+        .with_context(|| format!("no cluster named {name:?}"))
+}
+
+/// Machines not in any cluster yet.
+fn free_machines(store: &Store) -> anyhow::Result<Vec<kiln_model::Hardware>> {
+    let taken = store.clustered_machines()?;
+    Ok(store
+        .hardware()?
+        .into_iter()
+        .filter(|h| !taken.contains(&h.hostname))
+        .collect())
+}
+
+/// `create --dry-run --out-dir DIR`.
+fn dry_run_to(
+    store: &Store,
+    spec: &ClusterSpec,
+    out: &Path,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    let done = kiln_cluster::dry_run(spec, &free_machines(store)?, out)?;
+    match output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "cluster": spec.name,
+                "dry_run": true,
+                "nodes": plan_json(&done.plan, &[]),
+                "spares": done.plan.spares,
+                "files": done.files,
+            }))?
+        ),
+        Format::Table => {
+            print_plan(&done.plan);
+            println!(
+                "dry run: wrote {} file(s) under {} (mode 0600); nothing else was touched",
+                done.files.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Plans the cluster on free machines and creates one workflow per node, all or none.
+fn create(
+    store: &Arc<Store>,
+    spec_file: String,
+    text: String,
+    spec: ClusterSpec,
+    server_url: Option<String>,
+    no_power: bool,
+) -> anyhow::Result<(Plan, Vec<Workflow>)> {
+    if store.cluster(&spec.name)?.is_some() {
+        bail!(
+            "a cluster named {:?} exists already (kiln cluster delete {} first)",
+            spec.name,
+            spec.name
+        );
+    }
+    let plan = kiln_cluster::plan(&spec, &free_machines(store)?)?;
+    let server_url = crate::select::server_url(store, server_url)?;
+    let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
+    // One template per machine spec (control planes and worker groups may name different images).
+    let mut templates = Vec::new();
+    for node in &plan.nodes {
+        let machine = match &node.role {
+            Role::ControlPlane { .. } => &spec.control_plane.machine,
+            Role::Worker { group } => {
+                &spec
+                    .worker_groups
+                    .iter()
+                    .find(|g| &g.name == group)
+                    .context("plan names a worker group the spec lacks")?
+                    .machine
+            }
+        };
+        let image = image_exprs(machine.image_url.as_deref(), &imported)
+            .with_context(|| format!("node {}", node.hostname))?;
+        templates.push(node_template(&spec.name, image)?);
+    }
+    let secrets = ClusterSecrets::generate()?;
+    let record = ClusterRecord {
+        name: spec.name.clone(),
+        spec_file,
+        spec: text,
+        plan: serde_json::to_string(&plan)?,
+        secrets: serde_json::to_string(&secrets)?,
+        kubeconfig: None,
+        created_ms: kiln_engine::now_ms(),
+    };
+    let items: Vec<_> = templates
+        .iter()
+        .zip(&plan.nodes)
+        .map(|(t, n)| (t, &n.hardware))
+        .collect();
+    let engine = Engine::new(Arc::clone(store));
+    let mut first = true;
+    let created = engine.create_each(
+        &items,
+        server_url.trim_end_matches('/'),
+        !no_power,
+        |wf, tx| {
+            if std::mem::take(&mut first) {
+                tx.insert_cluster(&record)?;
+            }
+            let role = plan
+                .node(&wf.hardware)
+                .map_or_else(|| "?".into(), |n| role_name(&n.role));
+            tx.insert_cluster_node(&ClusterNode {
+                cluster: record.name.clone(),
+                hostname: wf.hardware.clone(),
+                role,
+                workflow: wf.id.clone(),
+            })
+        },
+    )?;
+    Ok((plan, created))
+}
+
+/// The plan's nodes as JSON, with the workflow of each where there is one.
+fn plan_json(plan: &Plan, created: &[Workflow]) -> Vec<serde_json::Value> {
+    plan.nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "hostname": n.hostname,
+                "ip": n.hardware.ip.to_string(),
+                "role": role_name(&n.role),
+                "workflow": created.iter().find(|w| w.hardware == n.hostname).map(|w| &w.id),
+            })
+        })
+        .collect()
+}
+
+fn print_created(
+    name: &str,
+    plan: &Plan,
+    created: &[Workflow],
+    output: Format,
+) -> anyhow::Result<()> {
+    match output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "cluster": name,
+                "nodes": plan_json(plan, created),
+                "spares": plan.spares,
+            }))?
+        ),
+        Format::Table => {
+            print_plan(plan);
+            println!(
+                "cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`",
+                created.len(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--wait`: follows the nodes' workflows until they end (or `timeout`), then prints the
+/// cluster's status. Exit 0 when ready, 1 when a node failed, 3 when still provisioning.
+fn wait_for(
+    store: &Store,
+    name: &str,
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    let ids: Vec<String> = store
+        .cluster_nodes(&cluster(store, name)?.name)?
+        .into_iter()
+        .map(|n| n.workflow)
+        .collect();
+    let code = match output {
+        Format::Table => crate::wait::follow(store, &ids, timeout, output)?,
+        Format::Json => crate::wait::quietly(store, &ids, timeout)?,
+    };
+    let st = status_of(store, &cluster(store, name)?)?;
+    print_status(&st, output)?;
+    Ok(code)
+}
+
+fn print_status(st: &ClusterStatus, output: Format) -> anyhow::Result<()> {
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(st)?),
+        Format::Table => {
+            println!(
+                "cluster {}: {} (admin kubeconfig: {})",
+                st.name,
+                st.state,
+                if st.kubeconfig { "uploaded" } else { "not yet" }
+            );
+            let rows: Vec<Vec<String>> = st
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.hostname.clone(),
+                        n.role_detail.clone(),
+                        n.state.clone(),
+                        if n.phone_home { "yes" } else { "no" }.into(),
+                        n.message.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["MACHINE", "ROLE", "WORKFLOW", "PHONED HOME", "MESSAGE"],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What `cluster delete -o json` prints.
+#[derive(Serialize, Default)]
+struct Deleted {
+    cluster: String,
+    machines: Vec<String>,
+    /// Node workflows still running that --force cancelled.
+    cancelled: Vec<String>,
+    /// (machine, wipe workflow id).
+    wipe_workflows: Vec<(String, String)>,
+    /// Machines without a BMC: to be restarted by hand.
+    no_bmc: Vec<String>,
+}
+
+fn delete(
+    data_dir: &Path,
+    store: Arc<Store>,
+    name: &str,
+    force: bool,
+    keep_disks: bool,
+    server_url: Option<String>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    let c = cluster(&store, name)?;
+    let nodes = store.cluster_nodes(&c.name)?;
+    let running: Vec<&ClusterNode> = nodes
+        .iter()
+        .filter(|n| {
+            store
+                .workflow(&n.workflow)
+                .ok()
+                .flatten()
+                .is_some_and(|w| !w.state.is_terminal())
+        })
+        .collect();
+    if !running.is_empty() && !force {
+        let names: Vec<&str> = running.iter().map(|n| n.hostname.as_str()).collect();
+        bail!(
+            "cluster {name}: nodes {} are still being installed (pass --force to delete anyway)",
+            names.join(", ")
+        );
+    }
+    let mut done = Deleted {
+        cluster: c.name.clone(),
+        machines: nodes.iter().map(|n| n.hostname.clone()).collect(),
+        ..Deleted::default()
+    };
+    let engine = Engine::new(Arc::clone(&store));
+    // --force: the unfinished installs end now, so the machines are free at once.
+    for n in &running {
+        engine.cancel(&n.workflow, &format!("cluster {name} deleted (--force)"))?;
+        done.cancelled.push(n.workflow.clone());
+    }
+    let machines: Vec<_> = store
+        .hardware()?
+        .into_iter()
+        .filter(|h| done.machines.contains(&h.hostname))
+        .collect();
+    done.no_bmc = machines
+        .iter()
+        .filter(|h| h.bmc.is_none())
+        .map(|h| h.hostname.clone())
+        .collect();
+    if running.is_empty() && !keep_disks {
+        let template = parse_template("wipe-disk.yaml", WIPE_TEMPLATE)
+            .map_err(|e| anyhow::anyhow!("built-in wipe template: {e:?}"))?;
+        let server_url = crate::select::server_url(&store, server_url)?;
+        let created =
+            engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
+        store.delete_cluster(&c.name)?;
+        done.wipe_workflows = created
+            .iter()
+            .map(|w| (w.hardware.clone(), w.id.clone()))
+            .collect();
+        print_deleted(&done, output)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for n in &nodes {
+        store.set_netboot(&n.hostname, false)?;
+    }
+    store.delete_cluster(&c.name)?;
+    print_deleted(&done, output)?;
+    let with_bmc: Vec<String> = machines
+        .iter()
+        .filter(|h| h.bmc.is_some())
+        .map(|h| h.hostname.clone())
+        .collect();
+    if with_bmc.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if output == Format::Table {
+        println!("powering off through their BMCs: {}", with_bmc.join(", "));
+    }
+    crate::bmc::run(data_dir, crate::bmc::Args::power_off(with_bmc, output))
+}
+
+fn print_deleted(d: &Deleted, output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(d)?);
+        return Ok(());
+    }
+    if !d.cancelled.is_empty() {
+        println!(
+            "cancelled unfinished node workflows: {}",
+            d.cancelled.join(", ")
+        );
+    }
+    if d.wipe_workflows.is_empty() {
+        println!(
+            "cluster {} deleted; {} machine(s) are free again",
+            d.cluster,
+            d.machines.len()
+        );
+        return Ok(());
+    }
+    println!(
+        "cluster {} deleted; {} machine(s) are free again and being wiped:",
+        d.cluster,
+        d.machines.len()
+    );
+    for (machine, wf) in &d.wipe_workflows {
+        println!("  {machine}  workflow {wf}");
+    }
+    println!(
+        "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)"
+    );
+    if !d.no_bmc.is_empty() {
+        println!(
+            "no BMC: restart {} by hand so that they netboot into the agent",
+            d.no_bmc.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn print_plan(plan: &Plan) {

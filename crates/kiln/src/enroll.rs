@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_model::csv::parse_hardware_csv_rows;
+use kiln_model::csv::{CsvError, parse_hardware_csv_rows};
 use kiln_store::{Store, StoreError};
+use serde::Serialize;
+
+use crate::output::Format;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,54 +17,137 @@ pub struct Args {
     /// Validate only; store nothing.
     #[arg(long)]
     dry_run: bool,
+    #[arg(long, short, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// One problem, where it is.
+#[derive(Serialize)]
+struct Problem {
+    file: String,
+    line: usize,
+    column: usize,
+    field: String,
+    message: String,
+}
+
+impl From<&CsvError> for Problem {
+    fn from(e: &CsvError) -> Self {
+        Problem {
+            file: e.file.clone(),
+            line: e.line,
+            column: e.column,
+            field: e.field.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+/// What `enroll -o json` prints, whether or not it enrolled.
+#[derive(Serialize, Default)]
+struct Outcome {
+    file: String,
+    enrolled: bool,
+    dry_run: bool,
+    valid: usize,
+    added: Vec<String>,
+    updated: Vec<String>,
+    unchanged: Vec<String>,
+    warnings: Vec<String>,
+    errors: Vec<Problem>,
+}
+
+impl Outcome {
+    /// Prints the outcome; problems go to stderr in table mode, one `FILE:LINE:COLUMN` each.
+    fn finish(self, output: Format, summary: &str) -> anyhow::Result<ExitCode> {
+        let ok = self.errors.is_empty();
+        match output {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&self)?),
+            Format::Table => {
+                for w in &self.warnings {
+                    eprintln!("kiln: warning: {w}");
+                }
+                for e in &self.errors {
+                    let field = if e.field.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", e.field)
+                    };
+                    eprintln!("{}:{}:{}: {field}{}", e.file, e.line, e.column, e.message);
+                }
+                if ok {
+                    println!("{summary}");
+                } else {
+                    eprintln!("kiln: {summary}");
+                }
+            }
+        }
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
 }
 
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?;
+    let mut outcome = Outcome {
+        file: name.clone(),
+        dry_run: args.dry_run,
+        ..Outcome::default()
+    };
     let rows = match parse_hardware_csv_rows(&name, &text) {
         Ok(rows) => rows,
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "kiln: {} problem(s) in {name}; nothing was enrolled",
-                errors.0.len()
+            outcome.errors = errors.0.iter().map(Problem::from).collect();
+            let summary = format!(
+                "{} problem(s) in {name}; nothing was enrolled",
+                outcome.errors.len()
             );
-            return Ok(ExitCode::FAILURE);
+            return outcome.finish(args.output, &summary);
         }
     };
+    outcome.valid = rows.len();
     if args.dry_run {
-        println!(
+        let summary = format!(
             "{name}: {} machine(s) valid (dry run: nothing stored)",
             rows.len()
         );
-        return Ok(ExitCode::SUCCESS);
+        return outcome.finish(args.output, &summary);
     }
     let store = Store::open(data_dir)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let machines: Vec<_> = rows.iter().map(|r| r.hardware.clone()).collect();
     match store.enroll(&machines) {
         Ok(s) => {
-            println!(
+            let summary = format!(
                 "{name}: {} added, {} updated, {} unchanged",
                 s.added.len(),
                 s.updated.len(),
                 s.unchanged.len()
             );
-            Ok(ExitCode::SUCCESS)
+            outcome.enrolled = true;
+            (outcome.added, outcome.updated, outcome.unchanged) = (s.added, s.updated, s.unchanged);
+            outcome.finish(args.output, &summary)
         }
         Err(StoreError::Conflicts(conflicts)) => {
-            for c in &conflicts {
-                let row = &rows[c.index];
-                eprintln!("{name}:{}:1: {}: {}", row.line, c.field, c.message);
-            }
-            eprintln!(
-                "kiln: {} conflict(s) with enrolled machines; nothing was enrolled",
+            outcome.errors = conflicts
+                .iter()
+                .map(|c| Problem {
+                    file: name.clone(),
+                    line: rows[c.index].line,
+                    column: 1,
+                    field: c.field.to_string(),
+                    message: c.message.clone(),
+                })
+                .collect();
+            let summary = format!(
+                "{} conflict(s) with enrolled machines; nothing was enrolled",
                 conflicts.len()
             );
-            Ok(ExitCode::FAILURE)
+            outcome.finish(args.output, &summary)
         }
         Err(e) => Err(e).context("enrolling"),
     }

@@ -13,17 +13,22 @@ mod provisioning;
 mod select;
 mod serve;
 mod sink;
+mod views;
+mod wait;
 mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `kiln --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KILN_COMMIT"), ")");
 
 #[derive(Parser)]
 #[command(
     name = "kiln",
-    version,
+    version = VERSION,
     about = "Bare-metal provisioning: DHCP, TFTP, HTTP netboot for machines enrolled from hardware.csv"
 )]
 struct Cli {
@@ -64,6 +69,40 @@ enum Command {
     /// A whole lab on this machine: QEMU machines behind virtual BMCs become a Kubernetes
     /// cluster, live progress, phase times; everything removed at the end (root).
     Demo(demo::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (kiln.1 and one per subcommand) into DIR, or kiln.1 to stdout.
+    Man {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// `kiln completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    // Into memory first: clap_complete panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kiln", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln man [--out-dir DIR]`.
+fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let cmd = Cli::command();
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cmd, &dir)?;
+            eprintln!("manual pages written to {}", dir.display());
+        }
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -78,6 +117,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
         Command::Image(cmd) => image::run(&cli.data_dir, cmd),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out_dir } => man(out_dir),
     };
     match result {
         Ok(code) => code,

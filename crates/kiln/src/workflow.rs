@@ -1,17 +1,24 @@
-//! `kiln workflow create|list|show|watch|logs`.
+//! `kiln workflow create|list|show|watch|logs|cancel|retry`.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use kiln_engine::{Engine, now_ms};
-use kiln_model::template::parse_template;
-use kiln_model::workflow::{ActionState, StepState, Workflow, WorkflowState};
+use kiln_model::template::{parse_duration, parse_template};
+use kiln_model::workflow::{ActionState, StepState, Workflow};
 use kiln_store::Store;
 
 use crate::output::{Format, rfc3339_ms, table};
+use crate::views::{LogJson, WorkflowJson};
+use crate::wait;
+
+/// `--timeout` for the commands that wait (90s, 20m, 1h30m: the templates' grammar).
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -32,6 +39,15 @@ pub enum Command {
         /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
         #[arg(long)]
         no_power: bool,
+        /// Follow the workflows until they end; exit 0 only if all succeeded (1: one failed,
+        /// timed out or was cancelled; 3: --timeout ran out first).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
+        #[arg(long, value_parser = duration_arg, requires = "wait")]
+        timeout: Option<Duration>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
     /// List workflows, newest first.
     List {
@@ -47,21 +63,60 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
-    /// Live per-machine progress until the workflows end.
+    /// Live per-machine progress until the workflows end; exit 0 only if all succeeded (1: one
+    /// failed, timed out or was cancelled; 3: --timeout ran out first).
     Watch {
         /// Workflow ids or hostnames (default: every unfinished workflow).
         ids: Vec<String>,
+        /// Stop watching after this long (90s, 20m, 1h30m).
+        #[arg(long, value_parser = duration_arg)]
+        timeout: Option<Duration>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
     /// The agent's output, per action.
     Logs {
         id: String,
         #[arg(long, short)]
         follow: bool,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// End unfinished workflows now (by id or hostname): failed, netboot off, the machine free
+    /// for a new workflow (a BMC step not yet run is dropped).
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Why, for the machine's events.
+        #[arg(long, default_value = "cancelled by the operator")]
+        reason: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Run ended workflows again (by id or hostname): a new workflow per machine from the same
+    /// template, rendered afresh.
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
+        #[arg(long)]
+        no_power: bool,
+        /// Follow the new workflows until they end (exit status as for `watch`).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: stop waiting after this long.
+        #[arg(long, value_parser = duration_arg, requires = "wait")]
+        timeout: Option<Duration>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
     },
 }
 
 /// A workflow by id, or the newest one of a machine.
-fn find(store: &Store, key: &str) -> anyhow::Result<Workflow> {
+pub fn find(store: &Store, key: &str) -> anyhow::Result<Workflow> {
     if let Some(wf) = store.workflow(key)? {
         return Ok(wf);
     }
@@ -72,9 +127,86 @@ fn find(store: &Store, key: &str) -> anyhow::Result<Workflow> {
         .with_context(|| format!("no workflow or machine with a workflow named {key:?}"))
 }
 
+/// Workflows as JSON views (RFC 3339 times, seconds), pretty-printed.
+pub fn print_json(store: &Store, wfs: &[Workflow]) -> anyhow::Result<()> {
+    let now = now_ms();
+    let views = wfs
+        .iter()
+        .map(|w| {
+            Ok(WorkflowJson::new(
+                w,
+                store.phone_home_of(&w.id)?.as_ref(),
+                now,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!("{}", serde_json::to_string_pretty(&views)?);
+    Ok(())
+}
+
+fn template_from(path: &Path) -> anyhow::Result<Result<kiln_model::template::Template, ExitCode>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+    Ok(parse_template(&name, &text).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "kiln: {} problem(s) in {name}; no workflow was created",
+            errors.0.len()
+        );
+        ExitCode::FAILURE
+    }))
+}
+
+/// What `create` and `retry` print of the workflows they made.
+fn print_created(store: &Store, created: &[Workflow], output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        return print_json(store, created);
+    }
+    let rows: Vec<Vec<String>> = created
+        .iter()
+        .map(|w| vec![w.id.clone(), w.hardware.clone(), w.template.clone()])
+        .collect();
+    print!("{}", table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows));
+    let powered = created
+        .iter()
+        .filter(|w| w.power.start.state != StepState::NotNeeded)
+        .count();
+    if powered > 0 {
+        println!(
+            "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs"
+        );
+    }
+    if powered < created.len() {
+        println!(
+            "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start",
+            created.len() - powered
+        );
+    }
+    Ok(())
+}
+
+/// After `create`/`retry`: follow the new workflows with `--wait`, else done.
+fn then_wait(
+    store: &Store,
+    created: &[Workflow],
+    wait: bool,
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids: Vec<String> = created.iter().map(|w| w.id.clone()).collect();
+    wait::follow(store, &ids, timeout, output)
+}
+
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = Arc::new(
+        Store::open(data_dir)
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    );
     match cmd {
         Command::Create {
             template,
@@ -82,149 +214,151 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             selector,
             server_url,
             no_power,
+            wait,
+            timeout,
+            output,
         } => {
-            let name = template.display().to_string();
-            let text =
-                std::fs::read_to_string(&template).with_context(|| format!("reading {name}"))?;
-            let template = match parse_template(&name, &text) {
+            let template = match template_from(&template)? {
                 Ok(t) => t,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{e}");
-                    }
-                    eprintln!(
-                        "kiln: {} problem(s) in {name}; no workflow was created",
-                        errors.0.len()
-                    );
-                    return Ok(ExitCode::FAILURE);
-                }
+                Err(code) => return Ok(code),
             };
             let machines = crate::select::machines(store.hardware()?, &hardware, &selector)?;
             let server_url = crate::select::server_url(&store, server_url)?;
-            let engine = Engine::new(std::sync::Arc::new(store));
+            let engine = Engine::new(Arc::clone(&store));
             let created = engine.create(
                 &template,
                 &machines,
                 server_url.trim_end_matches('/'),
                 !no_power,
             )?;
-            let rows: Vec<Vec<String>> = created
-                .iter()
-                .map(|w| vec![w.id.clone(), w.hardware.clone(), w.template.clone()])
-                .collect();
-            print!("{}", table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows));
-            let powered = created
-                .iter()
-                .filter(|w| w.power.start.state != StepState::NotNeeded)
-                .count();
-            if powered > 0 {
-                println!(
-                    "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs"
-                );
+            // With --wait -o json, the followed states are the output.
+            if !(wait && output == Format::Json) {
+                print_created(&store, &created, output)?;
             }
-            if powered < created.len() {
-                println!(
-                    "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start",
-                    created.len() - powered
-                );
-            }
+            then_wait(&store, &created, wait, timeout, output)
         }
         Command::List { all, output } => {
             let wfs = store.workflows(!all)?;
             match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&wfs)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = wfs
-                        .iter()
-                        .map(|w| {
-                            vec![
-                                w.id.clone(),
-                                w.hardware.clone(),
-                                w.template.clone(),
-                                w.state.to_string(),
-                                current_action(w),
-                                rfc3339_ms(w.updated_ms),
-                                w.message.clone(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(
-                            &[
-                                "WORKFLOW", "MACHINE", "TEMPLATE", "STATE", "ACTION", "UPDATED",
-                                "MESSAGE"
-                            ],
-                            &rows
-                        )
-                    );
-                }
+                Format::Json => print_json(&store, &wfs)?,
+                Format::Table => print_list(&wfs),
             }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Show { id, output } => {
             let wf = find(&store, &id)?;
-            let phone_home = store.phone_home_of(&wf.id)?;
             match output {
                 Format::Json => {
-                    let mut v = serde_json::to_value(&wf)?;
-                    v["phone_home"] = serde_json::to_value(&phone_home)?;
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    let view =
+                        WorkflowJson::new(&wf, store.phone_home_of(&wf.id)?.as_ref(), now_ms());
+                    println!("{}", serde_json::to_string_pretty(&view)?);
                 }
-                Format::Table => {
-                    println!(
-                        "workflow  {}\nmachine   {}\ntemplate  {}\nstate     {}",
-                        wf.id, wf.hardware, wf.template, wf.state
-                    );
-                    if !wf.message.is_empty() {
-                        println!("message   {}", wf.message);
-                    }
-                    println!("created   {}", rfc3339_ms(wf.created_ms));
-                    if let Some(p) = &phone_home {
-                        println!(
-                            "phoned    {} from {}: {}",
-                            rfc3339_ms(p.at_ms),
-                            p.peer,
-                            p.payload
-                        );
-                    }
-                    let rows: Vec<Vec<String>> = wf
-                        .actions
-                        .iter()
-                        .enumerate()
-                        .map(|(i, a)| {
-                            vec![
-                                i.to_string(),
-                                a.spec.name.clone(),
-                                a.spec.kind.to_string(),
-                                format!("{:?}", a.state).to_lowercase(),
-                                format!("{}/{}", a.attempts, a.spec.retries + 1),
-                                a.started_ms.map(rfc3339_ms).unwrap_or_else(|| "-".into()),
-                                a.ended_ms.map(rfc3339_ms).unwrap_or_else(|| "-".into()),
-                                a.message.clone(),
-                            ]
-                        })
-                        .collect();
-                    println!();
-                    print!(
-                        "{}",
-                        table(
-                            &[
-                                "#", "ACTION", "KIND", "STATE", "ATTEMPTS", "STARTED", "ENDED",
-                                "MESSAGE"
-                            ],
-                            &rows
-                        )
-                    );
+                Format::Table => print_show(&store, &wf)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch {
+            ids,
+            timeout,
+            output,
+        } => {
+            let targets: Vec<String> = if ids.is_empty() {
+                store.workflows(true)?.into_iter().map(|w| w.id).collect()
+            } else {
+                ids.iter()
+                    .map(|k| find(&store, k).map(|w| w.id))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            if targets.is_empty() {
+                match output {
+                    Format::Json => println!("[]"),
+                    Format::Table => println!("no unfinished workflows"),
                 }
+                return Ok(ExitCode::SUCCESS);
+            }
+            wait::follow(&store, &targets, timeout, output)
+        }
+        Command::Logs { id, follow, output } => {
+            logs(&store, &find(&store, &id)?, follow, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel {
+            ids,
+            reason,
+            output,
+        } => cancel(&store, &ids, &reason, output),
+        Command::Retry {
+            ids,
+            server_url,
+            no_power,
+            wait,
+            timeout,
+            output,
+        } => {
+            let server_url = crate::select::server_url(&store, server_url)?;
+            let engine = Engine::new(Arc::clone(&store));
+            let mut created = Vec::new();
+            for key in &ids {
+                let old = find(&store, key)?;
+                let wf = engine
+                    .retry(&old.id, server_url.trim_end_matches('/'), !no_power)
+                    .with_context(|| format!("retrying {}", old.id))?;
+                created.push(wf);
+            }
+            if !(wait && output == Format::Json) {
+                print_created(&store, &created, output)?;
+            }
+            then_wait(&store, &created, wait, timeout, output)
+        }
+    }
+}
+
+/// `cancel`: every named workflow that has not ended is ended; exit 1 if any could not be.
+fn cancel(
+    store: &Arc<Store>,
+    ids: &[String],
+    reason: &str,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(Arc::clone(store));
+    let mut done = Vec::new();
+    let mut refused = 0;
+    for key in ids {
+        let wf = find(store, key)?;
+        match engine.cancel(&wf.id, reason) {
+            Ok(w) => done.push(w),
+            Err(e) => {
+                eprintln!("kiln: {}: {e}", wf.id);
+                refused += 1;
             }
         }
-        Command::Watch { ids } => watch(&store, &ids)?,
-        Command::Logs { id, follow } => {
-            let wf = find(&store, &id)?;
-            let mut after = 0;
-            loop {
-                for l in store.action_logs(&wf.id, after, 1000)? {
-                    after = l.id;
+    }
+    match output {
+        Format::Json => print_json(store, &done)?,
+        Format::Table => {
+            for w in &done {
+                println!(
+                    "{}  {}: cancelled; netboot off, the machine is free",
+                    w.id, w.hardware
+                );
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn logs(store: &Store, wf: &Workflow, follow: bool, output: Format) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        for l in store.action_logs(&wf.id, after, 1000)? {
+            after = l.id;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string(&LogJson::new(wf, &l))?),
+                Format::Table => {
                     let name = wf
                         .actions
                         .get(l.action)
@@ -232,18 +366,93 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                         .unwrap_or("?");
                     println!("{} [{name}#{}] {}", rfc3339_ms(l.at_ms), l.attempt, l.line);
                 }
-                if !follow
-                    || store
-                        .workflow(&wf.id)?
-                        .is_some_and(|w| w.state.is_terminal())
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(500));
             }
         }
+        if !follow
+            || store
+                .workflow(&wf.id)?
+                .is_some_and(|w| w.state.is_terminal())
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(wfs: &[Workflow]) {
+    let rows: Vec<Vec<String>> = wfs
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.hardware.clone(),
+                w.template.clone(),
+                w.state.to_string(),
+                current_action(w),
+                rfc3339_ms(w.updated_ms),
+                w.message.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "WORKFLOW", "MACHINE", "TEMPLATE", "STATE", "ACTION", "UPDATED", "MESSAGE"
+            ],
+            &rows
+        )
+    );
+}
+
+fn print_show(store: &Store, wf: &Workflow) -> anyhow::Result<()> {
+    println!(
+        "workflow  {}\nmachine   {}\ntemplate  {}\nstate     {}",
+        wf.id, wf.hardware, wf.template, wf.state
+    );
+    if !wf.message.is_empty() {
+        println!("message   {}", wf.message);
+    }
+    if let Some(old) = &wf.retry_of {
+        println!("retry of  {old}");
+    }
+    println!("created   {}", rfc3339_ms(wf.created_ms));
+    if let Some(p) = store.phone_home_of(&wf.id)? {
+        println!(
+            "phoned    {} from {}: {}",
+            rfc3339_ms(p.at_ms),
+            p.peer,
+            p.payload
+        );
+    }
+    let rows: Vec<Vec<String>> = wf
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            vec![
+                i.to_string(),
+                a.spec.name.clone(),
+                a.spec.kind.to_string(),
+                format!("{:?}", a.state).to_lowercase(),
+                format!("{}/{}", a.attempts, a.spec.retries + 1),
+                a.started_ms.map(rfc3339_ms).unwrap_or_else(|| "-".into()),
+                a.ended_ms.map(rfc3339_ms).unwrap_or_else(|| "-".into()),
+                a.message.clone(),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table(
+            &[
+                "#", "ACTION", "KIND", "STATE", "ATTEMPTS", "STARTED", "ENDED", "MESSAGE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
 }
 
 fn current_action(w: &Workflow) -> String {
@@ -308,64 +517,10 @@ pub fn progress_line(w: &Workflow) -> String {
     line.trim_end().to_string()
 }
 
-fn watch(store: &Store, ids: &[String]) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
-    let targets: Vec<String> = if ids.is_empty() {
-        store.workflows(true)?.into_iter().map(|w| w.id).collect()
-    } else {
-        ids.iter()
-            .map(|k| find(store, k).map(|w| w.id))
-            .collect::<anyhow::Result<_>>()?
-    };
-    if targets.is_empty() {
-        println!("no unfinished workflows");
-        return Ok(());
-    }
-    let mut last: Vec<String> = Vec::new();
-    let started = now_ms();
-    loop {
-        let wfs: Vec<Workflow> = targets
-            .iter()
-            .filter_map(|id| store.workflow(id).ok().flatten())
-            .collect();
-        let lines: Vec<String> = wfs.iter().map(progress_line).collect();
-        if tty {
-            // Redraw in place.
-            if !last.is_empty() {
-                print!("\x1b[{}A", last.len());
-            }
-            for l in &lines {
-                println!("\x1b[2K{l}");
-            }
-        } else {
-            for (i, l) in lines.iter().enumerate() {
-                if last.get(i) != Some(l) {
-                    println!("{l}");
-                }
-            }
-        }
-        std::io::stdout().flush()?;
-        last = lines;
-        if wfs.iter().all(|w| w.state.is_terminal()) {
-            let ok = wfs
-                .iter()
-                .filter(|w| w.state == WorkflowState::Succeeded)
-                .count();
-            println!(
-                "{ok}/{} succeeded in {} s",
-                wfs.len(),
-                (now_ms() - started) / 1000
-            );
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_model::workflow::Progress;
+    use kiln_model::workflow::{Progress, WorkflowState};
 
     #[test]
     fn progress_line_shows_bytes_rate_and_eta() {
