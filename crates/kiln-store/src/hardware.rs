@@ -359,6 +359,39 @@ mod tests {
     }
 
     #[test]
+    fn a_loosened_data_dir_is_made_private_again_and_deletes_are_zeroed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        drop(Store::open(&data).unwrap());
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open(&data).unwrap();
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let secure: i64 = store
+            .conn()
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(secure, 1);
+        // What a deleted row held is gone from the file, not left in a free page.
+        let marker = "kiln-secret-marker-0123456789";
+        store.set_setting("probe", marker).unwrap();
+        store
+            .conn()
+            .execute("DELETE FROM settings WHERE key = 'probe'", [])
+            .unwrap();
+        store
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let bytes = std::fs::read(store.path()).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "deleted value still in the database file"
+        );
+    }
+
+    #[test]
     fn other_connections_commits_change_data_version() {
         let dir = tempfile::tempdir().unwrap();
         let server = Store::open(dir.path()).unwrap();

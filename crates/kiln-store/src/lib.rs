@@ -76,8 +76,10 @@ impl Store {
         };
         if !data_dir.exists() {
             fs::create_dir_all(data_dir).map_err(io)?;
-            fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
+        // Forced on every start, not only at creation: a directory loosened by hand (or made
+        // by an installer with the umask) would expose keys and passwords.
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         let path = data_dir.join(DB_FILE);
         // Create with 0600 before SQLite touches it; tighten an existing file too.
         OpenOptions::new()
@@ -102,6 +104,9 @@ impl Store {
         // last commits on power loss; we promise acknowledged changes survive).
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows (cluster keys, tokens, BMC passwords) are overwritten with zeros, not
+        // left in free pages of the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         schema::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
