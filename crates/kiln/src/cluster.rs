@@ -44,7 +44,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = crate::workflow::duration_arg, requires = "wait")]
+        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
         timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = crate::workflow::duration_arg, requires = "wait")]
+        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
         timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,

@@ -9,6 +9,12 @@ pub enum Format {
     Json,
 }
 
+/// A duration on the command line (`--timeout 90s`, `20m`, `1h30m`): the templates' grammar,
+/// one grammar everywhere.
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    kiln_model::template::parse_duration(s)
+}
+
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -7,18 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_engine::{Engine, now_ms};
-use kiln_model::template::{parse_duration, parse_template};
+use kiln_model::template::parse_template;
 use kiln_model::workflow::{ActionState, StepState, Workflow};
 use kiln_store::Store;
 
 use crate::output::{Format, rfc3339_ms, table};
 use crate::views::{LogJson, WorkflowJson};
 use crate::wait;
-
-/// `--timeout` for the commands that wait (90s, 20m, 1h30m: the templates' grammar).
-pub fn duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
-}
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -44,7 +39,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = duration_arg, requires = "wait")]
+        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
         timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -69,7 +64,7 @@ pub enum Command {
         /// Workflow ids or hostnames (default: every unfinished workflow).
         ids: Vec<String>,
         /// Stop watching after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = duration_arg)]
+        #[arg(long, value_parser = crate::output::duration_arg)]
         timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -108,7 +103,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// With --wait: stop waiting after this long.
-        #[arg(long, value_parser = duration_arg, requires = "wait")]
+        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
         timeout: Option<Duration>,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,

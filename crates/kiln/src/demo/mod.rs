@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     keep: bool,
     /// Give up (and clean up) after this long: 90s, 30m, 1h.
-    #[arg(long, default_value = "30m", value_parser = parse_timeout)]
+    #[arg(long, default_value = "30m", value_parser = crate::output::duration_arg)]
     timeout: Duration,
     /// Virtual BMCs: mixed (IPMI for the 1st, 3rd, ... machine, Redfish for the others),
     /// ipmi or redfish.
@@ -88,10 +88,6 @@ pub struct Args {
     /// report every machine off.
     #[arg(long, conflicts_with = "template")]
     delete: bool,
-}
-
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    kiln_model::template::parse_duration(s)
 }
 
 /// How the demo ended.
@@ -1004,7 +1000,10 @@ mod tests {
 
     #[test]
     fn timeouts_parse() {
-        assert_eq!(parse_timeout("30m"), Ok(Duration::from_secs(1800)));
-        assert!(parse_timeout("soon").is_err());
+        assert_eq!(
+            crate::output::duration_arg("30m"),
+            Ok(Duration::from_secs(1800))
+        );
+        assert!(crate::output::duration_arg("soon").is_err());
     }
 }
