@@ -23,6 +23,24 @@ fn hardware() -> Vec<Hardware> {
     kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap()
 }
 
+/// `line:column` (1-based) of the first occurrence of `needle` in `text`.
+fn loc(text: &str, needle: &str) -> String {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(needle) {
+            return format!("{}:{}", i + 1, col + 1);
+        }
+    }
+    panic!("{needle:?} is not in the text")
+}
+
+/// The warnings of a spec that parses, one a line.
+fn warnings(text: &str) -> String {
+    let parsed = ClusterSpec::parse_with_warnings(text, "cluster.yaml")
+        .unwrap_or_else(|e| panic!("the spec should parse:\n{e}\n{text}"));
+    let lines: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
 fn errors(text: &str) -> String {
     ClusterSpec::parse(text, "cluster.yaml")
         .expect_err("the spec should be refused")
@@ -147,7 +165,7 @@ fn the_seed_example_as_published_is_refused_with_its_line() {
     // The EKS Anywhere design note's example, verbatim: `count: 1` is mis-indented.
     let seed = "apiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: Cluster\nmetadata:\n  name: single-node\nspec:\n  controlPlaneConfiguration:\n  count: 1\n    endpoint:\n      host: \"10.80.8.90\"\n";
     let e = errors(seed);
-    assert!(e.starts_with("cluster.yaml:8: invalid YAML"), "{e}");
+    assert!(e.starts_with("cluster.yaml:8:13: invalid YAML"), "{e}");
 }
 
 #[test]
@@ -156,14 +174,10 @@ fn bottlerocket_is_named_as_unsupported() {
         .unwrap()
         .replace("osFamily: ubuntu", "osFamily: bottlerocket");
     let e = errors(&text);
-    let line = text
-        .lines()
-        .position(|l| l.contains("bottlerocket"))
-        .unwrap()
-        + 1;
     assert!(
         e.contains(&format!(
-            "cluster.yaml:{line}: TinkerbellMachineConfig[single-node-cp].spec.osFamily: bottlerocket is not supported"
+            "cluster.yaml:{}: TinkerbellMachineConfig[single-node-cp].spec.osFamily: bottlerocket is not supported",
+            loc(&text, "bottlerocket")
         )),
         "{e}"
     );
@@ -184,23 +198,22 @@ fn unknown_fields_and_other_mistakes_are_all_reported_with_lines() {
             "  proxyConfiguration: {httpProxy: http://proxy:3128}\n  managementCluster:\n",
         );
     let e = errors(&text);
-    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     for expected in [
         format!(
             "cluster.yaml:{}: Cluster.spec.workerNodeGroupConfigurations[0].cuont: unknown field",
-            line_of("cuont")
+            loc(&text, "cuont")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.kubernetesVersion: \"1.31x\" is not a Kubernetes version",
-            line_of("1.31x")
+            loc(&text, "\"1.31x")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.clusterNetwork.services.cidrBlocks: \"10.96.0.1/12\" has host bits set",
-            line_of("10.96.0.1/12")
+            loc(&text, "10.96.0.1/12")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.proxyConfiguration: not supported",
-            line_of("proxyConfiguration")
+            loc(&text, "{httpProxy")
         ),
     ] {
         assert!(e.contains(&expected), "missing {expected:?} in:\n{e}");
@@ -211,29 +224,23 @@ fn unknown_fields_and_other_mistakes_are_all_reported_with_lines() {
 #[test]
 fn references_kinds_and_values_kiln_cannot_honour() {
     let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
-    let e = errors(&base.replace("name: single-node-cp\nspec:", "name: other-cp\nspec:"));
-    assert!(e.contains("machineGroupRef.name: no TinkerbellMachineConfig named \"single-node-cp\" in this file (there is: other-cp)"), "{e}");
-    assert!(e.contains("TinkerbellMachineConfig[other-cp]: no machineGroupRef of the Cluster names this machine config"), "{e}");
-
-    let e = errors(&format!(
-        "{base}\napiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata: {{name: t}}\nspec: {{}}\n"
-    ));
+    let renamed = base.replace("name: single-node-cp\nspec:", "name: other-cp\nspec:");
+    let e = errors(&renamed);
     assert!(
-        e.contains(
-            "kind: TinkerbellTemplateConfig: Kiln installs machines with its own workflow templates"
-        ),
+        e.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.controlPlaneConfiguration.machineGroupRef.name: no TinkerbellMachineConfig named \"single-node-cp\" in this file (there is: other-cp)",
+            loc(&renamed, "single-node-cp")
+        )),
         "{e}"
     );
+    // The machine config nobody names is not an error (as in EKS Anywhere).
+    assert_eq!(e.lines().count(), 1, "{e}");
+
     let e = errors(&format!(
         "{base}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: t}}\nspec: {{}}\n"
     ));
     assert!(e.contains("unknown kind \"ConfigMap\""), "{e}");
 
-    let e = errors(&base.replace(
-        "templateRef: {}",
-        "templateRef: {kind: TinkerbellTemplateConfig, name: t}",
-    ));
-    assert!(e.contains("spec.templateRef: not supported"), "{e}");
     let e = errors(&base.replace("count: 1", "count: 0"));
     assert!(
         e.contains("controlPlaneConfiguration.count: must be at least 1"),
@@ -248,12 +255,91 @@ fn references_kinds_and_values_kiln_cannot_honour() {
     assert!(e.contains("hardwareSelector"), "{e}");
     let e = errors(&base.replace("- ssh-ed25519 AAAA", "- ssh-foo AAAA"));
     assert!(e.contains("sshAuthorizedKeys: \"ssh-foo"), "{e}");
-    // Accepted and ignored: fields that change nothing for provisioning.
+    // Accepted, with a warning each: fields that change nothing for provisioning.
     let ok = base.replace(
         "  managementCluster:\n",
         "  eksaVersion: v0.20.0\n  machineHealthCheck: {nodeStartupTimeout: 20m0s}\n  managementCluster:\n",
     );
-    ClusterSpec::parse(&ok, "ok.yaml").unwrap();
+    let w = warnings(&ok);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.eksaVersion: accepted, but has no effect in Kiln",
+            loc(&ok, "v0.20.0")
+        )),
+        "{w}"
+    );
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.machineHealthCheck: accepted, but has no effect in Kiln: Kiln does not remediate",
+            loc(&ok, "{nodeStartupTimeout")
+        )),
+        "{w}"
+    );
+    assert_eq!(w.lines().count(), 2, "{w}");
+    // The examples themselves parse without a warning.
+    assert_eq!(warnings(&base), "");
+}
+
+const TEMPLATE_T: &str = "---\napiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata:\n  name: t\nspec:\n  template:\n    name: t\n    version: \"0.1\"\n    global_timeout: 6000\n    tasks: []\n";
+
+#[test]
+fn template_refs_read_as_eks_anywhere_reads_them() {
+    let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
+    // An empty name is the default template, like `{}`: no warning, the same spec.
+    let empty_name = base.replace(
+        "templateRef: {}",
+        "templateRef: {kind: TinkerbellTemplateConfig, name: \"\"}",
+    );
+    assert_eq!(warnings(&empty_name), "");
+    assert_eq!(
+        ClusterSpec::parse(&empty_name, "x").unwrap(),
+        spec("single-node.eksa.yaml")
+    );
+    // A name with no such template in the file: EKS Anywhere uses its default template.
+    let missing = base.replace(
+        "templateRef: {}",
+        "templateRef: {kind: TinkerbellTemplateConfig, name: t}",
+    );
+    let w = warnings(&missing);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: TinkerbellMachineConfig[single-node-cp].spec.templateRef.name: no TinkerbellTemplateConfig named \"t\" in this file: the default installation is used",
+            loc(&missing, "t}")
+        )),
+        "{w}"
+    );
+    // A template in the file that nothing uses: a warning.
+    let unused = format!("{base}{TEMPLATE_T}");
+    let w = warnings(&unused);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: TinkerbellTemplateConfig[t]: no templateRef of a used machine config names this template",
+            {
+                // The document starts on the apiVersion line, just above its kind.
+                let kind_line: usize = loc(&unused, "kind: TinkerbellTemplateConfig")
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                format!("{}:1", kind_line - 1)
+            }
+        )),
+        "{w}"
+    );
+    // A used machine config whose template is in the file: Kiln cannot run it.
+    let used = format!("{missing}{TEMPLATE_T}");
+    let e = errors(&used);
+    assert!(
+        e.contains("TinkerbellMachineConfig[single-node-cp].spec.templateRef.name: not supported: the TinkerbellTemplateConfig \"t\""),
+        "{e}"
+    );
+    // A templateRef to another kind is a mistake.
+    let e = errors(&base.replace("templateRef: {}", "templateRef: {kind: ConfigMap}"));
+    assert!(
+        e.contains("spec.templateRef.kind: \"ConfigMap\": a templateRef names a TinkerbellTemplateConfig"),
+        "{e}"
+    );
 }
 
 #[test]
