@@ -137,14 +137,19 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             }
             "TinkerbellTemplateConfig" => {
                 template_config(spec_node, &name, errs);
-                if templates.contains_key(&name) {
-                    errs.push(
+                match templates.entry(name) {
+                    std::collections::btree_map::Entry::Occupied(first) => errs.push(
                         doc.pos(),
                         "metadata.name",
-                        format!("a second TinkerbellTemplateConfig {name:?}"),
-                    );
-                } else {
-                    templates.insert(name, doc.pos());
+                        format!(
+                            "a second TinkerbellTemplateConfig {:?} (the first is on line {})",
+                            first.key(),
+                            first.get().line
+                        ),
+                    ),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(doc.pos());
+                    }
                 }
             }
             "TinkerbellMachineConfig" => {
