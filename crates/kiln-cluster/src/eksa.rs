@@ -1,6 +1,10 @@
 //! EKS Anywhere's bare-metal cluster file, as users bring it: a `Cluster`, a
-//! `TinkerbellDatacenterConfig` and `TinkerbellMachineConfig`s, in any order, in one
-//! multi-document YAML file (apiVersion `anywhere.eks.amazonaws.com/v1alpha1`).
+//! `TinkerbellDatacenterConfig`, `TinkerbellMachineConfig`s and perhaps
+//! `TinkerbellTemplateConfig`s, in any order, in one multi-document YAML file (apiVersion
+//! `anywhere.eks.amazonaws.com/v1alpha1`). Read as EKS Anywhere reads it: only the
+//! datacenter and machine configs the Cluster names are used (the others draw a warning),
+//! an unnamed first worker group is `md-0`, a templateRef naming no template in the file
+//! means the default one (`pkg/providers/tinkerbell/template.go`).
 //!
 //! Field list from EKS Anywhere's API types (`pkg/api/v1alpha1/cluster_types.go`,
 //! `tinkerbelldatacenterconfig_types.go`, `tinkerbellmachineconfig_types.go`,
@@ -934,8 +938,9 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
         .and_then(|n| cni_config(n, &m.field("cniConfig"), errs));
     let cni = match (old_cni, new_cni) {
         (Some(_), Some(_)) => {
+            let at = node_at(node, "cni").unwrap_or(m.pos);
             errs.push(
-                m.pos,
+                at,
                 &m.field("cni"),
                 "set cniConfig only (cni is its deprecated form)".into(),
             );
@@ -965,6 +970,14 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
         cni: cni?,
         node_cidr_mask_size: mask,
     })
+}
+
+/// Where the value of `key` is in the mapping `node`.
+fn node_at(node: &Node, key: &str) -> Option<Pos> {
+    match &node.value {
+        Value::Map(e) => e.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v.pos()),
+        _ => None,
+    }
 }
 
 fn cni_config(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Cni> {

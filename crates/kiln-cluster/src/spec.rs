@@ -3,8 +3,9 @@
 //!
 //! Both formats land in the same type, so the rest of Kiln never knows which one was
 //! used. Fields Kiln cannot honour are errors that say so; fields that change nothing
-//! for provisioning (EKS Anywhere's management cluster, bundles, rollout strategy, ...)
-//! are accepted; anything else is an unknown field, so typos do not pass.
+//! for provisioning (EKS Anywhere's bundles, rollout strategy, health checks, ...) are
+//! accepted with a warning ([`ParsedSpec::warnings`]); anything else is an unknown field,
+//! so typos do not pass. Every problem names the file, line, column and field path.
 
 use std::collections::BTreeMap;
 use std::fmt;

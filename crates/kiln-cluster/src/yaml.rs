@@ -300,8 +300,14 @@ impl Builder<'_> {
             }
         };
         if anchor != 0 {
-            self.anchors
-                .insert(anchor, (node.clone(), self.built - first));
+            // The copy kept for later aliases costs as much again: it counts too, so
+            // anchors nested in anchors cannot multiply memory past the bound either.
+            let size = self.built - first;
+            self.built += size;
+            if self.built > MAX_NODES {
+                return Err(too_many_nodes(at));
+            }
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
     }
@@ -586,6 +592,25 @@ mod tests {
         assert!(e.message.contains("more than 100000 YAML nodes"), "{e:?}");
         // A few aliases to small anchors stay fine.
         assert!(parse_documents("a: &x [1, 2]\nb: [*x, *x, *x]\n").is_ok());
+    }
+
+    #[test]
+    fn anchors_nested_in_anchors_count_their_copies() {
+        // Each anchor keeps a copy of everything under it: 60 nested anchors over 3000
+        // items would keep 180 000 nodes without a single alias.
+        let mut text = String::new();
+        for i in 0..60 {
+            text.push_str(&format!("{}k{i}: &a{i}\n", "  ".repeat(i)));
+        }
+        text.push_str(&format!(
+            "{}leaf: [{}]\n",
+            "  ".repeat(60),
+            vec!["x"; 3000].join(",")
+        ));
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("more than 100000 YAML nodes"), "{e:?}");
+        // The same without anchors is fine.
+        assert!(parse_documents(&text.replace(": &a", ": #")).is_ok());
     }
 
     #[test]

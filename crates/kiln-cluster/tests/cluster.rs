@@ -873,6 +873,15 @@ fn cross_field_errors_point_at_the_field_at_fault() {
         )),
         "{e}"
     );
+    // The deprecated `cni` beside `cniConfig`: at `cni`.
+    let text = base.replace("    cniConfig:\n", "    cni: cilium\n    cniConfig:\n");
+    assert_eq!(
+        errors(&text),
+        format!(
+            "cluster.yaml:{}:10: Cluster.spec.clusterNetwork.cni: set cniConfig only (cni is its deprecated form)",
+            line_of(&text, "    cni: cilium")
+        )
+    );
     // An even number of control planes: EKS Anywhere's stacked-etcd rule, at the count.
     let text = std::fs::read_to_string(examples().join("ha.eksa.yaml"))
         .unwrap()
