@@ -17,8 +17,8 @@ use kiln_model::labels;
 
 use crate::spec::{
     self, CheckAt, ClusterSpec, Cni, ControlPlaneSpec, Diagnostic, Errs, Ipv4Cidr,
-    KubernetesVersion, MachineSpec, MapView, NetworkSpec, OsFamily, UserSpec, WorkerGroupSpec,
-    locate, text,
+    KubernetesVersion, MachineSpec, MapView, NetworkSpec, OsFamily, TaintEffect, UserSpec,
+    WorkerGroupSpec, locate, text,
 };
 use crate::yaml::{Node, Pos, Value};
 
@@ -799,7 +799,19 @@ fn workers(
                 None
             }
         };
-        let count = m.optional("count", 1, errs, spec::count);
+        // EKS Anywhere lets a worker group have no machine (count 0); a control plane not.
+        let count = match m.get("count") {
+            Some(n) if matches!(&n.value, Value::Scalar { text, .. } if text.trim() == "0") => {
+                errs.warn(
+                    n,
+                    &m.field("count"),
+                    "0: this worker group gets no machine".into(),
+                );
+                Some(0)
+            }
+            Some(n) => spec::count(n, &m.field("count"), errs),
+            None => Some(1),
+        };
         let machine = machine_group(m, machines, datacenter_image, errs);
         let taints = m.optional("taints", Vec::new(), errs, spec::taints);
         let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
@@ -837,6 +849,26 @@ fn workers(
             labels: labels?,
         })
     })?;
+    // EKS Anywhere's rule for a cluster that manages itself (all of Kiln's): some group
+    // must take ordinary pods.
+    let repels = |g: &WorkerGroupSpec| {
+        g.taints
+            .iter()
+            .any(|t| matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute))
+    };
+    if let (Some(last), Value::Seq(items)) = (groups.len().checked_sub(1), &node.value)
+        && groups.iter().all(repels)
+    {
+        let at = locate(&items[last], &format!("{field}[{last}]"), &["taints"]);
+        errs.push(
+            at.pos,
+            &at.field,
+            "at least one WorkerNodeGroupConfiguration must not have NoExecute and/or \
+             NoSchedule taints (ordinary pods need somewhere to run)"
+                .into(),
+        );
+        return None;
+    }
     versions_ok.then_some(groups)
 }
 

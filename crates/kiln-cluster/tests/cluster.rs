@@ -921,7 +921,7 @@ fn cross_field_errors_point_at_the_field_at_fault() {
 
 #[test]
 fn an_alias_bomb_is_a_clear_error() {
-    // "Billion laughs": 479 bytes that would expand to 9^9 strings.
+    // "Billion laughs": a few hundred bytes that would expand to 9^9 strings.
     let mut bomb = String::from(
         "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
     );
@@ -1416,4 +1416,39 @@ fn every_documented_eks_anywhere_field_is_honoured_warned_or_refused_never_unkno
             }
         }
     }
+}
+
+#[test]
+fn worker_groups_follow_eks_anywhere_counts_and_taint_rule() {
+    // count 0 is a group with no machine (EKS Anywhere allows it), with a warning.
+    let empty = three_node_with("  - name: md-0\n    count: 0\n");
+    let w = warnings(&empty);
+    assert_eq!(
+        w,
+        format!(
+            "cluster.yaml:{}:12: Cluster.spec.workerNodeGroupConfigurations[0].count: 0: this worker group gets no machine",
+            line_of(&empty, "    count: 0")
+        )
+    );
+    let s = ClusterSpec::parse(&empty, "x").unwrap();
+    let p = plan(&s, &hardware()).unwrap();
+    assert_eq!(p.nodes.len(), 1);
+    assert!(p.nodes[0].role.is_control_plane());
+
+    // Some group must take ordinary pods: every group repelling them is refused.
+    let repelling = three_node_with(
+        "  - name: md-0\n    count: 2\n    taints:\n    - {key: gpu, effect: NoSchedule}\n",
+    );
+    assert_eq!(
+        errors(&repelling),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.workerNodeGroupConfigurations[0].taints: at least one WorkerNodeGroupConfiguration must not have NoExecute and/or NoSchedule taints (ordinary pods need somewhere to run)",
+            loc(&repelling, "{key: gpu")
+        )
+    );
+    let preferring = repelling.replace("effect: NoSchedule", "effect: PreferNoSchedule");
+    assert_eq!(
+        ClusterSpec::parse(&preferring, "x").unwrap().worker_groups[0].taints[0].key,
+        "gpu"
+    );
 }
