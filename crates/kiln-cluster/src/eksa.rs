@@ -1,6 +1,10 @@
 //! EKS Anywhere's bare-metal cluster file, as users bring it: a `Cluster`, a
-//! `TinkerbellDatacenterConfig` and `TinkerbellMachineConfig`s, in any order, in one
-//! multi-document YAML file (apiVersion `anywhere.eks.amazonaws.com/v1alpha1`).
+//! `TinkerbellDatacenterConfig`, `TinkerbellMachineConfig`s and perhaps
+//! `TinkerbellTemplateConfig`s, in any order, in one multi-document YAML file (apiVersion
+//! `anywhere.eks.amazonaws.com/v1alpha1`). Read as EKS Anywhere reads it: only the
+//! datacenter and machine configs the Cluster names are used (the others draw a warning),
+//! an unnamed first worker group is `md-0`, a templateRef naming no template in the file
+//! means the default one (`pkg/providers/tinkerbell/template.go`).
 //!
 //! Field list from EKS Anywhere's API types (`pkg/api/v1alpha1/cluster_types.go`,
 //! `tinkerbelldatacenterconfig_types.go`, `tinkerbellmachineconfig_types.go`,
@@ -12,12 +16,16 @@ use std::net::Ipv4Addr;
 use kiln_model::labels;
 
 use crate::spec::{
-    self, ClusterSpec, Cni, ControlPlaneSpec, Errs, Ipv4Cidr, KubernetesVersion, MachineSpec,
-    MapView, NetworkSpec, OsFamily, UserSpec, WorkerGroupSpec, text,
+    self, CheckAt, ClusterSpec, Cni, ControlPlaneSpec, Diagnostic, Errs, Ipv4Cidr,
+    KubernetesVersion, MachineSpec, MapView, NetworkSpec, OsFamily, TaintEffect, UserSpec,
+    WorkerGroupSpec, locate, text,
 };
-use crate::yaml::{Node, Value};
+use crate::yaml::{Node, Pos, Value};
 
 pub const API_VERSION: &str = "anywhere.eks.amazonaws.com/v1alpha1";
+
+/// The name EKS Anywhere gives the first worker group when it has none.
+pub(crate) const DEFAULT_FIRST_GROUP: &str = "md-0";
 
 /// 192.168.0.0/16, EKS Anywhere's default pod range.
 pub(crate) const DEFAULT_PODS: Ipv4Cidr = Ipv4Cidr {
@@ -39,25 +47,35 @@ pub(crate) const DEFAULT_NETWORK: NetworkSpec = NetworkSpec {
 
 /// A TinkerbellMachineConfig, before the Cluster says which role uses it.
 struct MachineConfig {
-    line: usize,
+    pos: Pos,
     selector: Option<BTreeMap<String, String>>,
     os_family: Option<OsFamily>,
-    image_url: Option<String>,
+    /// With the position of `osImageURL`.
+    image_url: Option<(String, Pos)>,
     users: Vec<UserSpec>,
+    /// The TinkerbellTemplateConfig its templateRef names, with the position of that
+    /// name (an empty name, like an empty templateRef, is the default template).
+    template: Option<(String, Pos)>,
     used: bool,
+    /// Its own problems, kept apart: EKS Anywhere reads only the machine configs the
+    /// Cluster names, so those of an unused one are warnings, not errors.
+    problems: Vec<Diagnostic>,
+    notes: Vec<Diagnostic>,
 }
 
 struct Datacenter {
     name: String,
-    line: usize,
-    image_url: Option<String>,
+    pos: Pos,
+    /// With the position of `osImageURL`.
+    image_url: Option<(String, Pos)>,
 }
 
 /// A `machineGroupRef` / `datacenterRef`.
 struct Ref {
     kind: String,
     name: String,
-    line: usize,
+    kind_pos: Pos,
+    name_pos: Pos,
     field: String,
 }
 
@@ -65,6 +83,8 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
     let mut cluster: Option<&Node> = None;
     let mut datacenters: Vec<Datacenter> = Vec::new();
     let mut machines: BTreeMap<String, MachineConfig> = BTreeMap::new();
+    // TinkerbellTemplateConfigs by name, with where they are.
+    let mut templates: BTreeMap<String, Pos> = BTreeMap::new();
     for doc in docs {
         let Some(mut top) = MapView::new(doc, "", errs) else {
             continue;
@@ -75,18 +95,18 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             .and_then(|n| text(n, "apiVersion", errs));
         let Some(kind) = kind else { continue };
         if let Some(why) = unsupported_kind(kind) {
-            errs.push(doc.line, "kind", format!("{kind}: {why}"));
+            errs.push(doc.pos(), "kind", format!("{kind}: {why}"));
             continue;
         }
         match api {
             Some(API_VERSION) => {}
             Some(other) => errs.push(
-                doc.line,
+                doc.pos(),
                 &format!("{kind}.apiVersion"),
                 format!("{other:?}: Kiln reads {API_VERSION}"),
             ),
             None => errs.push(
-                doc.line,
+                doc.pos(),
                 &format!("{kind}.apiVersion"),
                 format!("is required ({API_VERSION})"),
             ),
@@ -103,7 +123,7 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             "Cluster" => {
                 if let Some(first) = cluster {
                     errs.push(
-                        doc.line,
+                        doc.pos(),
                         "kind",
                         format!("a second Cluster (the first is on line {})", first.line),
                     );
@@ -115,19 +135,36 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
                 let image_url = datacenter(spec_node, &name, errs);
                 datacenters.push(Datacenter {
                     name,
-                    line: doc.line,
+                    pos: doc.pos(),
                     image_url,
                 });
             }
+            "TinkerbellTemplateConfig" => {
+                template_config(spec_node, &name, errs);
+                match templates.entry(name) {
+                    std::collections::btree_map::Entry::Occupied(first) => errs.push(
+                        doc.pos(),
+                        "metadata.name",
+                        format!(
+                            "a second TinkerbellTemplateConfig {:?} (the first is on line {})",
+                            first.key(),
+                            first.get().line
+                        ),
+                    ),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(doc.pos());
+                    }
+                }
+            }
             "TinkerbellMachineConfig" => {
-                let mc = machine_config(spec_node, &name, errs);
+                let mc = machine_config(spec_node, &name, errs.file);
                 if let Some(first) = machines.get(&name) {
                     errs.push(
-                        doc.line,
+                        doc.pos(),
                         "metadata.name",
                         format!(
                             "a second TinkerbellMachineConfig {name:?} (the first is on line {})",
-                            first.line
+                            first.pos.line
                         ),
                     );
                 } else {
@@ -135,30 +172,85 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
                 }
             }
             other => errs.push(
-                doc.line,
+                doc.pos(),
                 "kind",
                 format!(
                     "unknown kind {other:?} (Kiln reads Cluster, TinkerbellDatacenterConfig, \
-                     TinkerbellMachineConfig, or one KilnCluster)"
+                     TinkerbellMachineConfig, TinkerbellTemplateConfig, or one KilnCluster)"
                 ),
             ),
         }
     }
     let Some(cluster) = cluster else {
         errs.push(
-            1,
+            Pos::START,
             "kind",
             "the file has no Cluster document (kind: Cluster)".into(),
         );
         return None;
     };
     let spec = cluster_doc(cluster, &datacenters, &mut machines, errs);
-    for (name, mc) in &machines {
-        if !mc.used {
-            errs.push(
-                mc.line,
-                &format!("TinkerbellMachineConfig[{name}]"),
-                "no machineGroupRef of the Cluster names this machine config".into(),
+    let mut used_templates = Vec::new();
+    for (name, mut mc) in machines {
+        let ref_field = format!("TinkerbellMachineConfig[{name}].spec.templateRef.name");
+        match &mc.template {
+            // A named template in the file would replace the installation itself.
+            Some((t, at)) if templates.contains_key(t) => {
+                mc.problems.push(Diagnostic {
+                    file: errs.file.to_string(),
+                    line: at.line,
+                    column: at.column,
+                    field: ref_field,
+                    message: format!(
+                        "not supported: the TinkerbellTemplateConfig {t:?} (line {}): Kiln \
+                         installs machines with its own workflow templates (workflows/), not \
+                         Tinkerbell's; leave templateRef empty for the default installation",
+                        templates[t].line
+                    ),
+                });
+                if mc.used {
+                    used_templates.push(t.clone());
+                }
+            }
+            // As EKS Anywhere: a name with no such document means the default template.
+            Some((t, at)) => mc.notes.push(Diagnostic {
+                file: errs.file.to_string(),
+                line: at.line,
+                column: at.column,
+                field: ref_field,
+                message: format!(
+                    "no TinkerbellTemplateConfig named {t:?} in this file: the default \
+                     installation is used (as EKS Anywhere uses its default template)"
+                ),
+            }),
+            None => {}
+        }
+        if mc.used {
+            errs.list.extend(mc.problems);
+            errs.warnings.extend(mc.notes);
+            continue;
+        }
+        // As EKS Anywhere: a machine config no group names is not read (a generated
+        // file keeps its worker config when the worker groups are removed).
+        errs.warn(
+            mc.pos,
+            &format!("TinkerbellMachineConfig[{name}]"),
+            "no machineGroupRef of the Cluster names this machine config: it is not used".into(),
+        );
+        for p in mc.problems.into_iter().chain(mc.notes) {
+            errs.warnings.push(Diagnostic {
+                message: format!("{} (in an unused machine config)", p.message),
+                ..p
+            });
+        }
+    }
+    for (name, pos) in &templates {
+        if !used_templates.contains(name) {
+            errs.warn(
+                *pos,
+                &format!("TinkerbellTemplateConfig[{name}]"),
+                "no templateRef of a used machine config names this template: it is not used"
+                    .into(),
             );
         }
     }
@@ -168,13 +260,11 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
 /// Kinds from the EKS Anywhere API that Kiln knows but does not do.
 fn unsupported_kind(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "TinkerbellTemplateConfig" => {
-            "Kiln installs machines with its own workflow templates (workflows/), not Tinkerbell's; \
-             remove this document and templateRef"
-        }
         "GitOpsConfig" | "FluxConfig" => "Kiln does not set up GitOps",
         "OIDCConfig" | "AWSIamConfig" => "Kiln does not configure identity providers",
-        "TinkerbellDatacenterConfig" | "TinkerbellMachineConfig" => return None,
+        "TinkerbellDatacenterConfig" | "TinkerbellMachineConfig" | "TinkerbellTemplateConfig" => {
+            return None;
+        }
         k if k.ends_with("DatacenterConfig") || k.ends_with("MachineConfig") => {
             "Kiln provisions bare metal only (the Tinkerbell provider's kinds)"
         }
@@ -187,104 +277,181 @@ fn metadata_name(top: &mut MapView<'_>, kind: &str, errs: &mut Errs<'_>) -> Opti
     let node = top.req("metadata", errs)?;
     let mut m = MapView::new(node, &field, errs)?;
     let name = m.required("name", errs, spec::dns_label);
-    m.accept(&["namespace", "annotations", "labels"]);
+    // Namespace, labels and annotations of the EKS Anywhere objects themselves; the rest
+    // is written by the API server (a file saved from a running cluster carries it).
+    m.accept(&[
+        "namespace",
+        "annotations",
+        "labels",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generateName",
+        "selfLink",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    ]);
     m.finish(errs);
     name
 }
 
-fn datacenter(node: &Node, name: &str, errs: &mut Errs<'_>) -> Option<String> {
+fn datacenter(node: &Node, name: &str, errs: &mut Errs<'_>) -> Option<(String, Pos)> {
     let mut m = MapView::new(
         node,
         &format!("TinkerbellDatacenterConfig[{name}].spec"),
         errs,
     )?;
     // tinkerbellIP is where EKS Anywhere runs its Tinkerbell stack; Kiln serves from its
-    // own address, so the value only has to be an address.
+    // own address, so the value only has to be an address (EKS Anywhere requires it).
     if let Some(n) = m.req("tinkerbellIP", errs) {
         let f = m.field("tinkerbellIP");
         if let Some(t) = text(n, &f, errs)
             && t.parse::<std::net::IpAddr>().is_err()
         {
-            errs.push(n.line, &f, format!("{t:?} is not an IP address"));
+            errs.push(n, &f, format!("{t:?} is not an IP address"));
         }
     }
-    let image = m
-        .get("osImageURL")
-        .and_then(|n| spec::image_url(n, &m.field("osImageURL"), errs));
-    // Hook images: Kiln boots its own agent. Load balancer for the Tinkerbell stack: none.
-    m.accept(&["hookImagesURLPath", "skipLoadBalancerDeployment"]);
+    let image = optional_image(&mut m, errs);
+    m.ignore(
+        "hookImagesURLPath",
+        "Kiln boots machines into its own agent, not Tinkerbell's HookOS",
+        errs,
+    );
+    m.ignore(
+        "hookIsoURL",
+        "Kiln boots machines into its own agent, not Tinkerbell's HookOS",
+        errs,
+    );
+    m.ignore(
+        "skipLoadBalancerDeployment",
+        "Kiln runs no Tinkerbell stack, so there is no load balancer for it",
+        errs,
+    );
+    m.ignore(
+        "loadBalancerInterface",
+        "Kiln runs no Tinkerbell stack, so there is no load balancer for it",
+        errs,
+    );
+    m.only(
+        "isoBoot",
+        false,
+        "Kiln boots machines over the network (PXE/iPXE), not from a virtual-media ISO",
+        errs,
+    );
     m.finish(errs);
     image
 }
 
-fn machine_config(node: &Node, name: &str, errs: &mut Errs<'_>) -> MachineConfig {
+/// `osImageURL`, where an empty string means unset (EKS Anywhere's docs ask for `""` on
+/// one side when the other sets it).
+fn optional_image(m: &mut MapView<'_>, errs: &mut Errs<'_>) -> Option<(String, Pos)> {
+    let n = m.get("osImageURL")?;
+    if matches!(&n.value, Value::Scalar { text, .. } if text.trim().is_empty()) {
+        return None;
+    }
+    spec::image_url(n, &m.field("osImageURL"), errs).map(|u| (u, n.pos()))
+}
+
+fn machine_config(node: &Node, name: &str, file: &str) -> MachineConfig {
     let field = format!("TinkerbellMachineConfig[{name}].spec");
+    let mut own = Errs::new(file);
+    let errs = &mut own;
     let mut mc = MachineConfig {
-        line: node.line,
+        pos: node.pos(),
         selector: None,
         os_family: None,
         image_url: None,
         users: Vec::new(),
+        template: None,
         used: false,
+        problems: Vec::new(),
+        notes: Vec::new(),
     };
-    let Some(mut m) = MapView::new(node, &field, errs) else {
-        return mc;
-    };
-    let sel = m.get("hardwareSelector");
-    mc.selector = spec::selector(sel, m.line, &m.field("hardwareSelector"), errs);
-    m.reject(
-        "hardwareAffinity",
-        "Kiln picks machines with hardwareSelector labels only",
-        errs,
-    );
-    mc.os_family = m.required("osFamily", errs, spec::os_family);
-    mc.image_url = m
-        .get("osImageURL")
-        .and_then(|n| spec::image_url(n, &m.field("osImageURL"), errs));
-    if let Some(n) = m.get("templateRef") {
-        template_ref(n, &m.field("templateRef"), errs);
+    if let Some(mut m) = MapView::new(node, &field, errs) {
+        let sel = m.get("hardwareSelector");
+        mc.selector = spec::selector(sel, m.pos, &m.field("hardwareSelector"), errs);
+        m.reject(
+            "hardwareAffinity",
+            "Kiln picks machines with hardwareSelector labels only",
+            errs,
+        );
+        mc.os_family = m.required("osFamily", errs, spec::os_family);
+        mc.image_url = optional_image(&mut m, errs);
+        if let Some(n) = m.get("templateRef") {
+            mc.template = template_ref(n, &m.field("templateRef"), errs);
+        }
+        if let Some(n) = m.get("users") {
+            mc.users = spec::users(n, &m.field("users"), errs).unwrap_or_default();
+        }
+        m.reject(
+            "hostOSConfiguration",
+            "Kiln does not configure NTP, CA bundles or Bottlerocket settings on the host",
+            errs,
+        );
+        m.finish(errs);
     }
-    if let Some(n) = m.get("users") {
-        mc.users = spec::users(n, &m.field("users"), errs).unwrap_or_default();
-    }
-    m.reject(
-        "hostOSConfiguration",
-        "Kiln does not configure NTP, CA bundles or Bottlerocket settings on the host",
-        errs,
-    );
-    m.finish(errs);
+    mc.problems = own.list;
+    mc.notes = own.warnings;
     mc
 }
 
-/// Only an empty templateRef is fine: Kiln does not read Tinkerbell templates.
-fn template_ref(node: &Node, field: &str, errs: &mut Errs<'_>) {
-    let Some(mut m) = MapView::new(node, field, errs) else {
-        return;
-    };
-    let kind = m.get("kind").and_then(|n| text(n, &m.field("kind"), errs));
-    let name = m.get("name").and_then(|n| text(n, &m.field("name"), errs));
+/// The template a templateRef names; `None` for the default (`{}`, or an empty name).
+fn template_ref(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<(String, Pos)> {
+    let mut m = MapView::new(node, field, errs)?;
+    let kind = m.get("kind");
+    let name = m.get("name");
+    let kf = m.field("kind");
+    let nf = m.field("name");
     m.finish(errs);
-    if kind.is_some_and(|k| !k.is_empty()) || name.is_some_and(|n| !n.is_empty()) {
+    if let Some(k) = kind
+        && let Some(t) = text(k, &kf, errs)
+        && !t.is_empty()
+        && t != "TinkerbellTemplateConfig"
+    {
         errs.push(
-            node.line,
-            field,
-            "not supported: Kiln installs machines with its own workflow templates, not a \
-             TinkerbellTemplateConfig (leave templateRef empty: {})"
-                .into(),
+            k,
+            &kf,
+            format!("{t:?}: a templateRef names a TinkerbellTemplateConfig"),
         );
     }
+    let n = name?;
+    let t = text(n, &nf, errs)?;
+    (!t.is_empty()).then(|| (t.to_string(), n.pos()))
+}
+
+/// A TinkerbellTemplateConfig: its workflow is Tinkerbell's, read only to be refused if used.
+fn template_config(node: &Node, name: &str, errs: &mut Errs<'_>) {
+    let Some(mut m) = MapView::new(
+        node,
+        &format!("TinkerbellTemplateConfig[{name}].spec"),
+        errs,
+    ) else {
+        return;
+    };
+    m.accept(&["template"]);
+    m.finish(errs);
 }
 
 fn reference(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ref> {
     let mut m = MapView::new(node, field, errs)?;
     let owned_text = |n, f: &str, errs: &mut Errs<'_>| text(n, f, errs).map(str::to_string);
-    let kind = m.required("kind", errs, owned_text);
-    let name = m.required("name", errs, owned_text);
+    let kind = m.required("kind", errs, |n, f, errs| {
+        Some((owned_text(n, f, errs)?, n.pos()))
+    });
+    let name = m.required("name", errs, |n, f, errs| {
+        Some((owned_text(n, f, errs)?, n.pos()))
+    });
     m.finish(errs);
+    let ((kind, kind_pos), (name, name_pos)) = (kind?, name?);
     Some(Ref {
-        kind: kind?,
-        name: name?,
-        line: node.line,
+        kind,
+        name,
+        kind_pos,
+        name_pos,
         field: field.to_string(),
     })
 }
@@ -294,12 +461,12 @@ fn reference(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ref> {
 fn resolve_machine(
     r: &Ref,
     machines: &mut BTreeMap<String, MachineConfig>,
-    datacenter_image: &Option<(String, usize)>,
+    datacenter_image: &Option<(String, Pos)>,
     errs: &mut Errs<'_>,
 ) -> Option<MachineSpec> {
     if r.kind != "TinkerbellMachineConfig" {
         errs.push(
-            r.line,
+            r.kind_pos,
             &format!("{}.kind", r.field),
             format!("{:?}: Kiln's machines are TinkerbellMachineConfig", r.kind),
         );
@@ -308,7 +475,7 @@ fn resolve_machine(
     let Some(mc) = machines.get_mut(&r.name) else {
         let known: Vec<&str> = machines.keys().map(String::as_str).collect();
         errs.push(
-            r.line,
+            r.name_pos,
             &format!("{}.name", r.field),
             format!(
                 "no TinkerbellMachineConfig named {:?} in this file (there is: {})",
@@ -324,13 +491,14 @@ fn resolve_machine(
     };
     let first_use = !mc.used;
     mc.used = true;
-    if first_use && let (Some(own), Some((_, dc_line))) = (&mc.image_url, datacenter_image) {
+    if first_use && let (Some((own, at)), Some((_, dc_at))) = (&mc.image_url, datacenter_image) {
         errs.push(
-            mc.line,
+            *at,
             &format!("TinkerbellMachineConfig[{}].spec.osImageURL", r.name),
             format!(
-                "{own:?}: osImageURL is also set on the TinkerbellDatacenterConfig (line {dc_line}); \
-                 set it in one place"
+                "{own:?}: osImageURL is also set on the TinkerbellDatacenterConfig (line {}); \
+                 set it in one place",
+                dc_at.line
             ),
         );
     }
@@ -339,7 +507,8 @@ fn resolve_machine(
         os_family: mc.os_family?,
         image_url: mc
             .image_url
-            .clone()
+            .as_ref()
+            .map(|(u, _)| u.clone())
             .or_else(|| datacenter_image.as_ref().map(|(u, _)| u.clone())),
         users: mc.users.clone(),
     })
@@ -373,11 +542,11 @@ fn cluster_doc(
 
     // Datacenter: the ref must name the one datacenter document.
     let dc_ref = s.required("datacenterRef", errs, reference);
-    let mut datacenter_image: Option<(String, usize)> = None;
+    let mut datacenter_image: Option<(String, Pos)> = None;
     if let Some(r) = &dc_ref {
         if r.kind != "TinkerbellDatacenterConfig" {
             errs.push(
-                r.line,
+                r.kind_pos,
                 &format!("{}.kind", r.field),
                 format!(
                     "{:?}: Kiln provisions bare metal (TinkerbellDatacenterConfig)",
@@ -385,10 +554,10 @@ fn cluster_doc(
                 ),
             );
         } else if let Some(dc) = datacenters.iter().find(|d| d.name == r.name) {
-            datacenter_image = dc.image_url.clone().map(|u| (u, dc.line));
+            datacenter_image = dc.image_url.clone();
         } else {
             errs.push(
-                r.line,
+                r.name_pos,
                 &format!("{}.name", r.field),
                 format!(
                     "no TinkerbellDatacenterConfig named {:?} in this file",
@@ -398,11 +567,12 @@ fn cluster_doc(
         }
     }
     for dc in datacenters {
+        // As EKS Anywhere: only the datacenter the Cluster names is read.
         if dc_ref.as_ref().is_some_and(|r| r.name != dc.name) {
-            errs.push(
-                dc.line,
+            errs.warn(
+                dc.pos,
                 &format!("TinkerbellDatacenterConfig[{}]", dc.name),
-                "the Cluster's datacenterRef does not name this datacenter".into(),
+                "the Cluster's datacenterRef does not name this datacenter: it is not used".into(),
             );
         }
     }
@@ -425,16 +595,45 @@ fn cluster_doc(
 
     let network = s.optional("clusterNetwork", DEFAULT_NETWORK, errs, cluster_network);
 
-    // Nothing for Kiln to act on: EKS Anywhere's own lifecycle and packaging.
-    s.accept(&[
-        "managementCluster",
-        "eksaVersion",
-        "bundlesRef",
-        "machineHealthCheck",
-        "packages",
-        "overrideClusterSpecFile",
-        "licenseToken",
-    ]);
+    // A standalone cluster manages itself; Kiln makes only those.
+    if let Some(n) = s.get("managementCluster") {
+        let f = s.field("managementCluster");
+        if let Some(mut mm) = MapView::new(n, &f, errs) {
+            let mgmt = mm.get("name");
+            let mf = mm.field("name");
+            mm.finish(errs);
+            if let Some(v) = mgmt
+                && let Some(t) = text(v, &mf, errs)
+                && name.as_deref().is_some_and(|own| own != t)
+            {
+                errs.warn(
+                    v,
+                    &mf,
+                    format!(
+                        "accepted, but has no effect in Kiln: Kiln makes a standalone cluster, \
+                         not one managed by {t:?}"
+                    ),
+                );
+            }
+        }
+    }
+    // EKS Anywhere's own lifecycle and packaging: nothing for Kiln to act on.
+    for (key, why) in [
+        ("eksaVersion", "it selects EKS Anywhere's release bundle"),
+        ("bundlesRef", "it selects EKS Anywhere's release bundle"),
+        (
+            "machineHealthCheck",
+            "Kiln does not remediate unhealthy machines",
+        ),
+        (
+            "packages",
+            "Kiln does not install EKS Anywhere's curated packages",
+        ),
+        ("licenseToken", "it licenses EKS Anywhere's support"),
+        ("overrideClusterSpecFile", "it is EKS Anywhere's own"),
+    ] {
+        s.ignore(key, why, errs);
+    }
     s.reject(
         "externalEtcdConfiguration",
         "Kiln runs etcd on the control planes (stacked)",
@@ -475,7 +674,29 @@ fn cluster_doc(
         worker_groups: worker_groups?,
         network: network?,
     };
-    spec.check(errs, spec_node.line, "Cluster.spec.");
+    let root = "Cluster.spec";
+    spec.check(
+        errs,
+        &CheckAt {
+            cp_taints: locate(spec_node, root, &["controlPlaneConfiguration", "taints"]),
+            endpoint: locate(
+                spec_node,
+                root,
+                &["controlPlaneConfiguration", "endpoint", "host"],
+            ),
+            pods: locate(spec_node, root, &["clusterNetwork", "pods", "cidrBlocks"]),
+            services: locate(
+                spec_node,
+                root,
+                &["clusterNetwork", "services", "cidrBlocks"],
+            ),
+            node_mask: locate(
+                spec_node,
+                root,
+                &["clusterNetwork", "nodes", "cidrMaskSize"],
+            ),
+        },
+    );
     Some(spec)
 }
 
@@ -483,12 +704,26 @@ fn control_plane(
     node: &Node,
     field: &str,
     machines: &mut BTreeMap<String, MachineConfig>,
-    datacenter_image: &Option<(String, usize)>,
+    datacenter_image: &Option<(String, Pos)>,
     errs: &mut Errs<'_>,
 ) -> Option<ControlPlaneSpec> {
     let mut m = MapView::new(node, field, errs)?;
-    // EKS Anywhere defaults the count to 1.
-    let count = m.optional("count", 1, errs, spec::count);
+    // EKS Anywhere defaults the count to 1, and refuses an even count with stacked etcd.
+    let count = m.optional("count", 1, errs, spec::count).and_then(|c| {
+        if c % 2 == 0 {
+            let n = m.get("count")?;
+            errs.push(
+                n,
+                &m.field("count"),
+                format!(
+                    "{c}: control plane node count cannot be an even number when using stacked \
+                     etcd topology (etcd needs a majority: 1, 3 or 5)"
+                ),
+            );
+            return None;
+        }
+        Some(c)
+    });
     let endpoint = m.required("endpoint", errs, |n, f, errs| {
         let mut e = MapView::new(n, f, errs)?;
         let host = e.required("host", errs, spec::endpoint_ip);
@@ -509,6 +744,17 @@ fn control_plane(
         "Kiln does not pass extra API server flags",
         errs,
     );
+    m.reject(
+        "auditPolicyContent",
+        "Kiln does not set an API server audit policy",
+        errs,
+    );
+    m.only(
+        "skipAdmissionForSystemResources",
+        false,
+        "Kiln does not change the API server's admission plugins",
+        errs,
+    );
     accept_or_reject_for_every_group(&mut m, errs);
     m.finish(errs);
     Some(ControlPlaneSpec {
@@ -527,17 +773,45 @@ fn workers(
     field: &str,
     version: Option<KubernetesVersion>,
     machines: &mut BTreeMap<String, MachineConfig>,
-    datacenter_image: &Option<(String, usize)>,
+    datacenter_image: &Option<(String, Pos)>,
     errs: &mut Errs<'_>,
 ) -> Option<Vec<WorkerGroupSpec>> {
     // A group with another Kubernetes version still counts for duplicate names; the list
     // then fails as a whole.
     let mut versions_ok = true;
+    let mut index = 0;
     let groups = spec::mapping_list(node, field, "a list", errs, |m, earlier, errs| {
-        let name = m.required("name", errs, |n, f, errs| {
-            group_name(n, f, earlier.iter(), errs)
-        });
-        let count = m.optional("count", 1, errs, spec::count);
+        let first = index == 0;
+        index += 1;
+        // As EKS Anywhere: only the first group gets a default name.
+        let name = match m.get("name") {
+            Some(n) => group_name(n, &m.field("name"), earlier.iter(), errs),
+            None if first => Some(DEFAULT_FIRST_GROUP.to_string()),
+            None => {
+                errs.push(
+                    m.pos,
+                    &m.field("name"),
+                    format!(
+                        "must specify name for worker nodes (only the first group is named \
+                         {DEFAULT_FIRST_GROUP} by default)"
+                    ),
+                );
+                None
+            }
+        };
+        // EKS Anywhere lets a worker group have no machine (count 0); a control plane not.
+        let count = match m.get("count") {
+            Some(n) if matches!(&n.value, Value::Scalar { text, .. } if text.trim() == "0") => {
+                errs.warn(
+                    n,
+                    &m.field("count"),
+                    "0: this worker group gets no machine".into(),
+                );
+                Some(0)
+            }
+            Some(n) => spec::count(n, &m.field("count"), errs),
+            None => Some(1),
+        };
         let machine = machine_group(m, machines, datacenter_image, errs);
         let taints = m.optional("taints", Vec::new(), errs, spec::taints);
         let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
@@ -547,7 +821,7 @@ fn workers(
                 && version.is_some_and(|c| c != v)
             {
                 errs.push(
-                    n.line,
+                    n.pos(),
                     &vf,
                     format!(
                         "{v}: Kiln installs one Kubernetes version per cluster (the Cluster's)"
@@ -561,6 +835,11 @@ fn workers(
             "Kiln provisions a fixed number of machines (count)",
             errs,
         );
+        m.reject(
+            "failureDomains",
+            "Kiln spreads machines by hardwareSelector labels only",
+            errs,
+        );
         accept_or_reject_for_every_group(m, errs);
         Some(WorkerGroupSpec {
             name: name?,
@@ -570,6 +849,26 @@ fn workers(
             labels: labels?,
         })
     })?;
+    // EKS Anywhere's rule for a cluster that manages itself (all of Kiln's): some group
+    // must take ordinary pods.
+    let repels = |g: &WorkerGroupSpec| {
+        g.taints
+            .iter()
+            .any(|t| matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute))
+    };
+    if let (Some(last), Value::Seq(items)) = (groups.len().checked_sub(1), &node.value)
+        && groups.iter().all(repels)
+    {
+        let at = locate(&items[last], &format!("{field}[{last}]"), &["taints"]);
+        errs.push(
+            at.pos,
+            &at.field,
+            "at least one WorkerNodeGroupConfiguration must not have NoExecute and/or \
+             NoSchedule taints (ordinary pods need somewhere to run)"
+                .into(),
+        );
+        return None;
+    }
     versions_ok.then_some(groups)
 }
 
@@ -577,7 +876,7 @@ fn workers(
 fn machine_group(
     m: &mut MapView<'_>,
     machines: &mut BTreeMap<String, MachineConfig>,
-    datacenter_image: &Option<(String, usize)>,
+    datacenter_image: &Option<(String, Pos)>,
     errs: &mut Errs<'_>,
 ) -> Option<MachineSpec> {
     m.required("machineGroupRef", errs, reference)
@@ -586,8 +885,16 @@ fn machine_group(
 
 /// Keys the control plane and the worker groups take alike.
 fn accept_or_reject_for_every_group(m: &mut MapView<'_>, errs: &mut Errs<'_>) {
-    // Upgrades are not Kiln's business at creation.
-    m.accept(&["upgradeRolloutStrategy"]);
+    m.ignore(
+        "upgradeRolloutStrategy",
+        "Kiln creates clusters and does not upgrade them",
+        errs,
+    );
+    m.ignore(
+        "machineHealthCheck",
+        "Kiln does not remediate unhealthy machines",
+        errs,
+    );
     m.reject(
         "kubeletConfiguration",
         "Kiln does not pass a KubeletConfiguration",
@@ -604,14 +911,14 @@ pub(crate) fn group_name<'e>(
     let t = text(n, field, errs)?;
     if !labels::is_dns_label(t) {
         errs.push(
-            n.line,
+            n.pos(),
             field,
             format!("{t:?} must be lower-case letters, digits and '-'"),
         );
         return None;
     }
     if earlier.any(|g| g.name == t) {
-        errs.push(n.line, field, format!("a second worker group named {t:?}"));
+        errs.push(n.pos(), field, format!("a second worker group named {t:?}"));
         return None;
     }
     Some(t.to_string())
@@ -629,7 +936,7 @@ fn cidr_blocks(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ipv4Cidr
             .map_err(|e| errs.push(*line, &bf, e))
             .ok(),
         [] => {
-            errs.push(node.line, &bf, "needs one CIDR block".into());
+            errs.push(node.pos(), &bf, "needs one CIDR block".into());
             None
         }
         [_, (_, line), ..] => {
@@ -647,14 +954,13 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
     let mut m = MapView::new(node, field, errs)?;
     let pods = m.optional("pods", DEFAULT_PODS, errs, cidr_blocks);
     let services = m.optional("services", DEFAULT_SERVICES, errs, cidr_blocks);
-    spec::check_service_range(services, m.line, &m.field("services"), errs);
     let old_cni = m.get("cni").and_then(|n| {
         let f = m.field("cni");
         match text(n, &f, errs)? {
             "cilium" | "cilium-enterprise" => Some(Cni::Cilium),
             "kindnetd" => Some(Cni::Kindnetd),
             t => {
-                errs.push(n.line, &f, format!("{t:?} is not cilium or kindnetd"));
+                errs.push(n.pos(), &f, format!("{t:?} is not cilium or kindnetd"));
                 None
             }
         }
@@ -664,8 +970,9 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
         .and_then(|n| cni_config(n, &m.field("cniConfig"), errs));
     let cni = match (old_cni, new_cni) {
         (Some(_), Some(_)) => {
+            let at = node_at(node, "cni").unwrap_or(m.pos);
             errs.push(
-                m.line,
+                at,
                 &m.field("cni"),
                 "set cniConfig only (cni is its deprecated form)".into(),
             );
@@ -678,7 +985,7 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
         let v = nm.get("cidrMaskSize").and_then(|c| {
             let f = nm.field("cidrMaskSize");
             let t = text(c, &f, errs)?;
-            spec::mask_size(t, c.line, &f, errs)
+            spec::mask_size(t, c.pos(), &f, errs)
         });
         nm.finish(errs);
         v
@@ -697,6 +1004,14 @@ fn cluster_network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Netw
     })
 }
 
+/// Where the value of `key` is in the mapping `node`.
+fn node_at(node: &Node, key: &str) -> Option<Pos> {
+    match &node.value {
+        Value::Map(e) => e.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v.pos()),
+        _ => None,
+    }
+}
+
 fn cni_config(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Cni> {
     let mut m = MapView::new(node, field, errs)?;
     let cilium = m.get("cilium");
@@ -704,15 +1019,22 @@ fn cni_config(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Cni> {
     if let Some(c) = cilium {
         // Cilium's own options: for whoever installs Cilium (see Cni).
         let mut cm = MapView::new(c, &m.field("cilium"), errs)?;
-        cm.accept(&[
+        for key in [
             "policyEnforcementMode",
             "egressMasqueradeInterfaces",
             "skipUpgrade",
             "routingMode",
             "ipv4NativeRoutingCIDR",
             "ipv6NativeRoutingCIDR",
+            "cniExclusive",
             "helmValues",
-        ]);
+        ] {
+            cm.ignore(
+                key,
+                "Kiln installs the CNI by name only (kiln-install-cni), without Cilium options",
+                errs,
+            );
+        }
         cm.finish(errs);
     }
     if let Some(k) = kindnetd
@@ -730,12 +1052,12 @@ fn cni_config(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Cni> {
         (true, false) => Some(Cni::Cilium),
         (false, true) => Some(Cni::Kindnetd),
         (true, true) => {
-            errs.push(node.line, field, "name one CNI, not both".into());
+            errs.push(node.pos(), field, "name one CNI, not both".into());
             None
         }
         (false, false) => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 "name a CNI: cilium: {} or kindnetd: {}".into(),
             );

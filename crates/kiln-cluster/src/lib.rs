@@ -32,6 +32,7 @@ pub use render::{
 };
 pub use secrets::{CaPem, ClusterSecrets, SecretText, SecretsError, is_bootstrap_token};
 pub use spec::{
-    ClusterSpec, Cni, ControlPlaneSpec, Ipv4Cidr, KubernetesVersion, MachineSpec, NetworkSpec,
-    OsFamily, SpecError, SpecErrors, Taint, TaintEffect, UserSpec, WorkerGroupSpec,
+    ClusterSpec, Cni, ControlPlaneSpec, Diagnostic, Ipv4Cidr, KubernetesVersion, MachineSpec,
+    NetworkSpec, OsFamily, ParsedSpec, SpecError, SpecErrors, Taint, TaintEffect, UserSpec,
+    WorkerGroupSpec,
 };

@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 
 use crate::eksa::{DEFAULT_NETWORK, DEFAULT_PODS, DEFAULT_SERVICES, group_name};
 use crate::spec::{
-    self, ClusterSpec, Cni, ControlPlaneSpec, Errs, Ipv4Cidr, KubernetesVersion, MachineSpec,
-    MapView, NetworkSpec, OsFamily, WorkerGroupSpec, text,
+    self, CheckAt, ClusterSpec, Cni, ControlPlaneSpec, Errs, Ipv4Cidr, KubernetesVersion,
+    MachineSpec, MapView, NetworkSpec, OsFamily, WorkerGroupSpec, locate, text,
 };
 use crate::yaml::Node;
 
@@ -46,7 +46,7 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
         && t != API_VERSION
     {
         errs.push(
-            n.line,
+            n.pos(),
             "apiVersion",
             format!("{t:?}: a KilnCluster is {API_VERSION} (or leave apiVersion out)"),
         );
@@ -95,7 +95,16 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
         worker_groups: worker_groups?,
         network: network?,
     };
-    spec.check(errs, doc.line, "");
+    spec.check(
+        errs,
+        &CheckAt {
+            cp_taints: locate(doc, "", &["controlPlane", "taints"]),
+            endpoint: locate(doc, "", &["controlPlane", "endpoint"]),
+            pods: locate(doc, "", &["network", "pods"]),
+            services: locate(doc, "", &["network", "services"]),
+            node_mask: locate(doc, "", &["network", "nodeCidrMaskSize"]),
+        },
+    );
     Some(spec)
 }
 
@@ -119,7 +128,7 @@ fn control_plane(
     let count = m.optional("count", 1, errs, spec::count);
     let endpoint = m.required("endpoint", errs, spec::endpoint_ip);
     let sel = m.get("selector");
-    let selector = spec::selector(sel, m.line, &m.field("selector"), errs);
+    let selector = spec::selector(sel, m.pos, &m.field("selector"), errs);
     let taints = m.optional("taints", None, errs, |n, f, errs| {
         spec::taints(n, f, errs).map(Some)
     });
@@ -158,7 +167,7 @@ fn workers(
             });
             let count = m.optional("count", 1, errs, spec::count);
             let sel = m.get("selector");
-            let selector = spec::selector(sel, m.line, &m.field("selector"), errs);
+            let selector = spec::selector(sel, m.pos, &m.field("selector"), errs);
             let taints = m.optional("taints", Vec::new(), errs, spec::taints);
             let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
             Some((
@@ -179,14 +188,13 @@ fn network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<NetworkSpec>
     let mut m = MapView::new(node, field, errs)?;
     let pods = m.optional("pods", DEFAULT_PODS, errs, spec::parsed::<Ipv4Cidr>);
     let services = m.optional("services", DEFAULT_SERVICES, errs, spec::parsed::<Ipv4Cidr>);
-    spec::check_service_range(services, m.line, &m.field("services"), errs);
     let cni = m.optional("cni", Cni::Cilium, errs, |n, f, errs| {
         match text(n, f, errs)? {
             "cilium" => Some(Cni::Cilium),
             "kindnetd" => Some(Cni::Kindnetd),
             "none" => Some(Cni::None),
             t => {
-                errs.push(n.line, f, format!("{t:?} is not cilium, kindnetd or none"));
+                errs.push(n.pos(), f, format!("{t:?} is not cilium, kindnetd or none"));
                 None
             }
         }
@@ -196,7 +204,7 @@ fn network(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<NetworkSpec>
             let f = m.field("nodeCidrMaskSize");
             // Not a single value: the network is not read further.
             let t = text(n, &f, errs)?;
-            spec::mask_size(t, n.line, &f, errs).map(Some)
+            spec::mask_size(t, n.pos(), &f, errs).map(Some)
         }
         None => Some(None),
     };

@@ -3,8 +3,9 @@
 //!
 //! Both formats land in the same type, so the rest of Kiln never knows which one was
 //! used. Fields Kiln cannot honour are errors that say so; fields that change nothing
-//! for provisioning (EKS Anywhere's management cluster, bundles, rollout strategy, ...)
-//! are accepted; anything else is an unknown field, so typos do not pass.
+//! for provisioning (EKS Anywhere's bundles, rollout strategy, health checks, ...) are
+//! accepted with a warning ([`ParsedSpec::warnings`]); anything else is an unknown field,
+//! so typos do not pass. Every problem names the file, line, column and field path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use kiln_model::labels;
 use serde::{Deserialize, Serialize};
 
-use crate::yaml::{Node, Value, parse_documents};
+use crate::yaml::{Node, Pos, Value, parse_documents};
 
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,19 +270,25 @@ impl std::str::FromStr for KubernetesVersion {
     }
 }
 
-/// One problem in a spec file.
+/// One problem (an error or a warning) in a spec file, at a line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
+pub struct Diagnostic {
     pub file: String,
+    /// 1-based.
     pub line: usize,
+    /// 1-based.
+    pub column: usize,
     /// Where in the document, like `Cluster.spec.controlPlaneConfiguration.count`.
     pub field: String,
     pub message: String,
 }
 
-impl fmt::Display for SpecError {
+/// An error in a spec file (the same shape as a warning).
+pub type SpecError = Diagnostic;
+
+impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file, self.line)?;
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
@@ -300,28 +307,47 @@ impl fmt::Display for SpecErrors {
     }
 }
 
+/// A spec that parsed, with what the user should still be told: fields accepted but
+/// without effect, documents nothing refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedSpec {
+    pub spec: ClusterSpec,
+    /// In file order.
+    pub warnings: Vec<Diagnostic>,
+}
+
 impl ClusterSpec {
     /// Parses and validates a spec file in either format. `file` names it in errors.
+    /// Warnings are dropped: use [`ClusterSpec::parse_with_warnings`] where a user reads them.
     pub fn parse(text: &str, file: &str) -> Result<ClusterSpec, SpecErrors> {
-        let mut errs = Errs {
-            file,
-            list: Vec::new(),
-        };
+        Self::parse_with_warnings(text, file).map(|p| p.spec)
+    }
+
+    /// Parses and validates a spec file in either format, keeping the warnings.
+    pub fn parse_with_warnings(text: &str, file: &str) -> Result<ParsedSpec, SpecErrors> {
+        let mut errs = Errs::new(file);
         let docs = match parse_documents(text) {
             Ok(d) => d,
             Err(e) => {
-                errs.push(e.line, "", format!("invalid YAML: {}", e.message));
+                errs.push(
+                    Pos {
+                        line: e.line,
+                        column: e.column,
+                    },
+                    "",
+                    format!("invalid YAML: {}", e.message),
+                );
                 return Err(errs.into_errors());
             }
         };
         if docs.is_empty() {
-            errs.push(1, "", "the file holds no YAML document".into());
+            errs.push(Pos::START, "", "the file holds no YAML document".into());
             return Err(errs.into_errors());
         }
         let spec = if docs.iter().any(|d| kind_of(d) == Some("KilnCluster")) {
             if docs.len() > 1 {
                 errs.push(
-                    docs[1].line,
+                    docs[1].pos(),
                     "",
                     "a KilnCluster file holds exactly one document".into(),
                 );
@@ -333,10 +359,14 @@ impl ClusterSpec {
             crate::eksa::parse(&docs, &mut errs)
         };
         match spec {
-            Some(s) if errs.list.is_empty() => Ok(s),
+            Some(spec) if errs.list.is_empty() => {
+                let mut warnings = errs.warnings;
+                warnings.sort_by_key(|w| (w.line, w.column));
+                Ok(ParsedSpec { spec, warnings })
+            }
             _ => {
                 if errs.list.is_empty() {
-                    errs.push(1, "", "the spec is incomplete".into());
+                    errs.push(Pos::START, "", "the spec is incomplete".into());
                 }
                 Err(errs.into_errors())
             }
@@ -363,43 +393,133 @@ impl ClusterSpec {
         self.control_plane.count + self.worker_groups.iter().map(|g| g.count).sum::<u32>()
     }
 
-    /// Checks across fields that both formats share.
-    pub(crate) fn check(&self, errs: &mut Errs<'_>, line: usize, field_prefix: &str) {
-        if self.network.pods.overlaps(&self.network.services) {
+    /// Checks across fields that both formats share; each problem is reported at the
+    /// field at fault (`at` says where each one is in the file).
+    pub(crate) fn check(&self, errs: &mut Errs<'_>, at: &CheckAt) {
+        // EKS Anywhere's rule: with no workers, workloads must run on the control planes.
+        if self.worker_groups.is_empty()
+            && self
+                .control_plane
+                .taints
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
+        {
             errs.push(
-                line,
-                &format!("{field_prefix}network"),
+                at.cp_taints.pos,
+                &at.cp_taints.field,
+                "cannot taint control plane when there is no worker node (workloads run on the \
+                 control planes: remove the taints, or add a worker group)"
+                    .into(),
+            );
+        }
+        let net = &self.network;
+        if net.services.prefix < 12 {
+            errs.push(
+                at.services.pos,
+                &at.services.field,
                 format!(
-                    "the pod range {} and the service range {} overlap",
-                    self.network.pods, self.network.services
+                    "{} is larger than the API server allows (/12 at most)",
+                    net.services
                 ),
             );
         }
-        if let Some(mask) = self.network.node_cidr_mask_size
-            && mask < self.network.pods.prefix
-        {
+        if net.pods.overlaps(&net.services) {
             errs.push(
-                line,
-                &format!("{field_prefix}network"),
+                at.services.pos,
+                &at.services.field,
                 format!(
-                    "the per-node pod range /{mask} is larger than the pod range {}",
-                    self.network.pods
+                    "the service range {} overlaps the pod range {} ({}, line {})",
+                    net.services, net.pods, at.pods.field, at.pods.pos.line
                 ),
             );
         }
-        if self.network.pods.contains(self.control_plane.endpoint)
-            || self.network.services.contains(self.control_plane.endpoint)
+        if let Some(mask) = net.node_cidr_mask_size
+            && mask < net.pods.prefix
         {
             errs.push(
-                line,
-                &format!("{field_prefix}endpoint"),
+                at.node_mask.pos,
+                &at.node_mask.field,
                 format!(
-                    "the endpoint {} lies inside the pod or service range",
-                    self.control_plane.endpoint
+                    "the per-node pod range /{mask} is larger than the pod range {} ({}, line {})",
+                    net.pods, at.pods.field, at.pods.pos.line
                 ),
             );
+        }
+        let endpoint = self.control_plane.endpoint;
+        for (range, cidr, where_) in [
+            ("pod", net.pods, &at.pods),
+            ("service", net.services, &at.services),
+        ] {
+            if cidr.contains(endpoint) {
+                errs.push(
+                    at.endpoint.pos,
+                    &at.endpoint.field,
+                    format!(
+                        "the endpoint {endpoint} lies inside the {range} range {cidr} ({}, line {})",
+                        where_.field, where_.pos.line
+                    ),
+                );
+            }
         }
     }
+}
+
+/// A field's path and where it is in the file (or, when it was left out and defaulted,
+/// where its nearest written parent is).
+#[derive(Debug, Clone)]
+pub(crate) struct FieldAt {
+    pub pos: Pos,
+    pub field: String,
+}
+
+/// Where the fields that [`ClusterSpec::check`] compares are.
+pub(crate) struct CheckAt {
+    pub cp_taints: FieldAt,
+    pub endpoint: FieldAt,
+    pub pods: FieldAt,
+    pub services: FieldAt,
+    pub node_mask: FieldAt,
+}
+
+/// The field at `path` under `root` (whose own path is `root_field`): its position, or,
+/// when it is absent, its nearest present ancestor's. A list points at its first item.
+pub(crate) fn locate(root: &Node, root_field: &str, path: &[&str]) -> FieldAt {
+    let mut node = root;
+    for key in path {
+        let Value::Map(entries) = &node.value else {
+            break;
+        };
+        match entries.iter().find(|(k, _, _)| k == key) {
+            Some((_, _, v)) if !v.is_null() => node = v,
+            Some((_, key_pos, _)) => {
+                // `key:` with nothing after it: point at the key.
+                return FieldAt {
+                    pos: *key_pos,
+                    field: join_path(root_field, path),
+                };
+            }
+            None => break,
+        }
+    }
+    let pos = match &node.value {
+        Value::Seq(items) if !items.is_empty() => items[0].pos(),
+        _ => node.pos(),
+    };
+    FieldAt {
+        pos,
+        field: join_path(root_field, path),
+    }
+}
+
+fn join_path(root: &str, path: &[&str]) -> String {
+    let mut out = root.to_string();
+    for p in path {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(p);
+    }
+    out
 }
 
 fn kind_of(doc: &Node) -> Option<&str> {
@@ -415,24 +535,45 @@ fn kind_of(doc: &Node) -> Option<&str> {
         })
 }
 
-/// Collects errors for one file.
+/// Collects errors and warnings for one file.
 pub(crate) struct Errs<'f> {
     pub file: &'f str,
     pub list: Vec<SpecError>,
+    pub warnings: Vec<Diagnostic>,
 }
 
-impl Errs<'_> {
-    pub fn push(&mut self, line: usize, field: &str, message: String) {
-        self.list.push(SpecError {
+impl<'f> Errs<'f> {
+    pub fn new(file: &'f str) -> Errs<'f> {
+        Errs {
+            file,
+            list: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn diagnostic(&self, at: impl Into<Pos>, field: &str, message: String) -> Diagnostic {
+        let at = at.into();
+        Diagnostic {
             file: self.file.to_string(),
-            line,
+            line: at.line,
+            column: at.column,
             field: field.to_string(),
             message,
-        });
+        }
+    }
+
+    pub fn push(&mut self, at: impl Into<Pos>, field: &str, message: String) {
+        let d = self.diagnostic(at, field, message);
+        self.list.push(d);
+    }
+
+    pub fn warn(&mut self, at: impl Into<Pos>, field: &str, message: String) {
+        let d = self.diagnostic(at, field, message);
+        self.warnings.push(d);
     }
 
     fn into_errors(mut self) -> SpecErrors {
-        self.list.sort_by_key(|e| e.line);
+        self.list.sort_by_key(|e| (e.line, e.column));
         SpecErrors(self.list)
     }
 }
@@ -441,8 +582,8 @@ impl Errs<'_> {
 /// reported as unknown.
 pub(crate) struct MapView<'a> {
     pub path: String,
-    pub line: usize,
-    entries: &'a [(String, usize, Node)],
+    pub pos: Pos,
+    entries: &'a [(String, Pos, Node)],
     used: Vec<bool>,
     known: Vec<&'static str>,
 }
@@ -450,13 +591,13 @@ pub(crate) struct MapView<'a> {
 impl<'a> MapView<'a> {
     /// `None` (with an error) when `node` is not a mapping; a null value reads as empty.
     pub fn new(node: &'a Node, path: &str, errs: &mut Errs<'_>) -> Option<MapView<'a>> {
-        const EMPTY: &[(String, usize, Node)] = &[];
-        let entries: &[(String, usize, Node)] = match &node.value {
+        const EMPTY: &[(String, Pos, Node)] = &[];
+        let entries: &[(String, Pos, Node)] = match &node.value {
             Value::Map(e) => e,
             _ if node.is_null() => EMPTY,
             _ => {
                 errs.push(
-                    node.line,
+                    node.pos(),
                     path,
                     format!("must be a mapping, found {}", node.kind_name()),
                 );
@@ -465,7 +606,7 @@ impl<'a> MapView<'a> {
         };
         Some(MapView {
             path: path.to_string(),
-            line: node.line,
+            pos: node.pos(),
             entries,
             used: vec![false; entries.len()],
             known: Vec::new(),
@@ -494,7 +635,7 @@ impl<'a> MapView<'a> {
         let v = self.get(key);
         if v.is_none() {
             let field = self.field(key);
-            errs.push(self.line, &field, "is required".into());
+            errs.push(self.pos, &field, "is required".into());
         }
         v
     }
@@ -531,10 +672,39 @@ impl<'a> MapView<'a> {
         }
     }
 
+    /// A key Kiln reads but that changes nothing for it: a warning saying why, when present.
+    pub fn ignore(&mut self, key: &'static str, why: &str, errs: &mut Errs<'_>) {
+        if let Some(node) = self.get(key) {
+            errs.warn(
+                node,
+                &self.field(key),
+                format!("accepted, but has no effect in Kiln: {why}"),
+            );
+        }
+    }
+
+    /// A boolean key Kiln can only take at `allowed`: the other value is refused with `why`.
+    pub fn only(&mut self, key: &'static str, allowed: bool, why: &str, errs: &mut Errs<'_>) {
+        if let Some(node) = self.get(key)
+            && let Some(v) = boolean(node, &self.field(key), errs)
+            && v != allowed
+        {
+            errs.push(
+                node,
+                &self.field(key),
+                format!("{v} is not supported: {why}"),
+            );
+        }
+    }
+
     /// A key Kiln cannot honour: an error naming it and saying why, when present.
     pub fn reject(&mut self, key: &'static str, why: &str, errs: &mut Errs<'_>) {
         if let Some(node) = self.get(key) {
-            errs.push(node.line, &self.field(key), format!("not supported: {why}"));
+            errs.push(
+                node.pos(),
+                &self.field(key),
+                format!("not supported: {why}"),
+            );
         }
     }
 
@@ -561,7 +731,7 @@ pub(crate) fn text<'a>(node: &'a Node, field: &str, errs: &mut Errs<'_>) -> Opti
         Value::Scalar { text, .. } => Some(text.trim()),
         _ => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!("must be a single value, found {}", node.kind_name()),
             );
@@ -581,7 +751,7 @@ pub(crate) fn list_items<'a>(
         Value::Seq(items) => Some(items),
         _ => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!("must be {what}, found {}", node.kind_name()),
             );
@@ -625,7 +795,7 @@ pub(crate) fn dns_label(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
         Some(t.to_string())
     } else {
         errs.push(
-            node.line,
+            node.pos(),
             field,
             format!("{t:?} must be lower-case letters, digits and '-' (63 at most)"),
         );
@@ -637,16 +807,16 @@ pub(crate) fn count(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<u32
     let t = text(node, field, errs)?;
     match t.parse::<u32>() {
         Ok(0) => {
-            errs.push(node.line, field, "must be at least 1".into());
+            errs.push(node.pos(), field, "must be at least 1".into());
             None
         }
         Ok(n) if n <= 1000 => Some(n),
         Ok(n) => {
-            errs.push(node.line, field, format!("{n} is more than 1000 machines"));
+            errs.push(node.pos(), field, format!("{n} is more than 1000 machines"));
             None
         }
         Err(_) => {
-            errs.push(node.line, field, format!("{t:?} is not a whole number"));
+            errs.push(node.pos(), field, format!("{t:?} is not a whole number"));
             None
         }
     }
@@ -657,7 +827,7 @@ pub(crate) fn boolean(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<b
         "true" => Some(true),
         "false" => Some(false),
         t => {
-            errs.push(node.line, field, format!("{t:?} is not true or false"));
+            errs.push(node.pos(), field, format!("{t:?} is not true or false"));
             None
         }
     }
@@ -670,7 +840,7 @@ pub(crate) fn parsed<T: std::str::FromStr<Err = String>>(
 ) -> Option<T> {
     let t = text(node, field, errs)?;
     t.parse::<T>()
-        .map_err(|m| errs.push(node.line, field, m))
+        .map_err(|m| errs.push(node.pos(), field, m))
         .ok()
 }
 
@@ -681,7 +851,7 @@ pub(crate) fn endpoint_ip(node: &Node, field: &str, errs: &mut Errs<'_>) -> Opti
         Some((h, "6443")) => h,
         Some((_, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!("port {port}: the API server listens on 6443"),
             );
@@ -694,12 +864,12 @@ pub(crate) fn endpoint_ip(node: &Node, field: &str, errs: &mut Errs<'_>) -> Opti
             Some(ip)
         }
         Ok(IpAddr::V4(ip)) => {
-            errs.push(node.line, field, format!("{ip} cannot be an endpoint"));
+            errs.push(node.pos(), field, format!("{ip} cannot be an endpoint"));
             None
         }
         Ok(IpAddr::V6(_)) => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 "IPv6 endpoints are not supported (hardware.csv is IPv4)".into(),
             );
@@ -707,7 +877,7 @@ pub(crate) fn endpoint_ip(node: &Node, field: &str, errs: &mut Errs<'_>) -> Opti
         }
         Err(_) => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!("{t:?} is not an IPv4 address (the VIP or the control plane's address)"),
             );
@@ -716,34 +886,12 @@ pub(crate) fn endpoint_ip(node: &Node, field: &str, errs: &mut Errs<'_>) -> Opti
     }
 }
 
-/// The service range: the API server takes /12 at the largest.
-pub(crate) fn check_service_range(
-    services: Option<Ipv4Cidr>,
-    line: usize,
-    field: &str,
-    errs: &mut Errs<'_>,
-) {
-    if let Some(s) = services
-        && s.prefix < 12
-    {
-        errs.push(
-            line,
-            field,
-            format!("{s} is larger than the API server allows (/12 at most)"),
-        );
-    }
-}
-
 /// The per-node pod range size (`--node-cidr-mask-size`), from 8 to 30.
-pub(crate) fn mask_size(t: &str, line: usize, field: &str, errs: &mut Errs<'_>) -> Option<u8> {
+pub(crate) fn mask_size(t: &str, at: Pos, field: &str, errs: &mut Errs<'_>) -> Option<u8> {
     match t.parse::<u8>() {
         Ok(v) if (8..=30).contains(&v) => Some(v),
         _ => {
-            errs.push(
-                line,
-                field,
-                format!("{t:?} is not a mask size from 8 to 30"),
-            );
+            errs.push(at, field, format!("{t:?} is not a mask size from 8 to 30"));
             None
         }
     }
@@ -757,7 +905,7 @@ pub(crate) fn label_map(
 ) -> Option<BTreeMap<String, String>> {
     let Value::Map(entries) = &node.value else {
         errs.push(
-            node.line,
+            node.pos(),
             field,
             format!("must be a mapping of labels, found {}", node.kind_name()),
         );
@@ -779,7 +927,7 @@ pub(crate) fn label_map(
         match value {
             Some(val) => {
                 if let Err(m) = labels::check_value(val) {
-                    errs.push(v.line, &f, m);
+                    errs.push(v.pos(), &f, m);
                     ok = false;
                 }
                 out.insert(k.clone(), val.to_string());
@@ -793,13 +941,13 @@ pub(crate) fn label_map(
 /// A non-empty selector (an empty one would take any machine).
 pub(crate) fn selector(
     node: Option<&Node>,
-    line: usize,
+    pos: Pos,
     field: &str,
     errs: &mut Errs<'_>,
 ) -> Option<BTreeMap<String, String>> {
     let Some(node) = node else {
         errs.push(
-            line,
+            pos,
             field,
             "is required: the labels that pick machines from hardware.csv".into(),
         );
@@ -808,7 +956,7 @@ pub(crate) fn selector(
     let map = label_map(node, field, errs)?;
     if map.is_empty() {
         errs.push(
-            node.line,
+            node.pos(),
             field,
             "must name at least one label (an empty selector would take any machine)".into(),
         );
@@ -827,7 +975,7 @@ pub(crate) fn node_labels(
     let mut ok = true;
     for key in map.keys() {
         if let Some(why) = kubelet_may_not_set(key) {
-            errs.push(node.line, &format!("{field}.{key}"), why);
+            errs.push(node.pos(), &format!("{field}.{key}"), why);
             ok = false;
         }
     }
@@ -870,14 +1018,14 @@ pub(crate) fn taints(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ve
         let key = m.required("key", errs, |n, f, errs| {
             let t = text(n, f, errs)?;
             labels::check_key(t)
-                .map_err(|e| errs.push(n.line, f, e))
+                .map_err(|e| errs.push(n.pos(), f, e))
                 .ok()
                 .map(|_| t.to_string())
         });
         let value = m.optional("value", None, errs, |n, f, errs| {
             let t = text(n, f, errs)?;
             labels::check_value(t)
-                .map_err(|e| errs.push(n.line, f, e))
+                .map_err(|e| errs.push(n.pos(), f, e))
                 .ok()
                 .map(|_| (!t.is_empty()).then(|| t.to_string()))
         });
@@ -887,7 +1035,7 @@ pub(crate) fn taints(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Ve
             "NoExecute" => Some(TaintEffect::NoExecute),
             t => {
                 errs.push(
-                    n.line,
+                    n.pos(),
                     f,
                     format!("{t:?} is not NoSchedule, PreferNoSchedule or NoExecute"),
                 );
@@ -924,13 +1072,13 @@ pub(crate) fn string_list(
     node: &Node,
     field: &str,
     errs: &mut Errs<'_>,
-) -> Option<Vec<(String, usize)>> {
+) -> Option<Vec<(String, Pos)>> {
     let items = list_items(node, field, "a list", errs)?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         out.push((
             text(item, &format!("{field}[{i}]"), errs)?.to_string(),
-            item.line,
+            item.pos(),
         ));
     }
     Some(out)
@@ -943,7 +1091,7 @@ pub(crate) fn os_family(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
         "debian" => Some(OsFamily::Debian),
         "bottlerocket" => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 "bottlerocket is not supported: it has no cloud-init, and Kiln sets nodes up \
                  with cloud-init and kubeadm (use ubuntu, redhat or debian)"
@@ -953,7 +1101,7 @@ pub(crate) fn os_family(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
         }
         t => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!("{t:?} is not an OS family Kiln knows (ubuntu, redhat, debian)"),
             );
@@ -979,7 +1127,7 @@ pub(crate) fn image_url(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option
         None if is_image_name => Some(t.to_string()),
         _ => {
             errs.push(
-                node.line,
+                node.pos(),
                 field,
                 format!(
                     "{t:?} is neither an http:// or https:// URL nor the name of an image imported with `kiln image import`"
@@ -998,14 +1146,14 @@ pub(crate) fn users(node: &Node, field: &str, errs: &mut Errs<'_>) -> Option<Vec
             let t = text(n, f, errs)?;
             if !is_user_name(t) {
                 errs.push(
-                    n.line,
+                    n.pos(),
                     f,
                     format!("{t:?} is not a Linux user name (lower-case letters, digits, '_' and '-', 32 at most)"),
                 );
                 return None;
             }
             if earlier.iter().any(|u: &UserSpec| u.name == t) {
-                errs.push(n.line, f, format!("user {t:?} is listed twice"));
+                errs.push(n.pos(), f, format!("user {t:?} is listed twice"));
                 return None;
             }
             Some(t.to_string())

@@ -9,12 +9,48 @@ use std::fmt::Write;
 
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 
-/// One node as written, with the line (1-based) where it starts.
+/// One node as written, with the line and column (both 1-based) where it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Node {
     pub line: usize,
+    pub column: usize,
     pub value: Value,
 }
+
+/// Where a key or node starts (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    pub const START: Pos = Pos { line: 1, column: 1 };
+}
+
+impl From<&Node> for Pos {
+    fn from(n: &Node) -> Pos {
+        n.pos()
+    }
+}
+
+impl Node {
+    pub fn pos(&self) -> Pos {
+        Pos {
+            line: self.line,
+            column: self.column,
+        }
+    }
+}
+
+/// Bounds on what a spec file may make us build: a cluster spec is a few kilobytes, so
+/// these are far above any real one and far below what hurts (an alias bomb of a few
+/// hundred bytes would otherwise expand to gigabytes).
+pub(crate) const MAX_INPUT_BYTES: usize = 1 << 20;
+/// Nodes in the tree, counting every copy an alias makes.
+pub(crate) const MAX_NODES: usize = 100_000;
+/// Nesting of lists and mappings (the builder recurses once per level).
+pub(crate) const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
@@ -24,8 +60,8 @@ pub(crate) enum Value {
         plain: bool,
     },
     Seq(Vec<Node>),
-    /// Keys in file order, each with its own line.
-    Map(Vec<(String, usize, Node)>),
+    /// Keys in file order, each with its own position.
+    Map(Vec<(String, Pos, Node)>),
 }
 
 impl Node {
@@ -45,23 +81,61 @@ impl Node {
     }
 }
 
-/// A syntax error: line and message.
+/// A syntax error (or a file over the bounds): position and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SyntaxError {
     pub line: usize,
+    pub column: usize,
     pub message: String,
 }
 
 /// Parses every document of `text`. Empty documents (a trailing `---`) are dropped;
 /// each document comes with the line of its start.
+///
+/// The input is bounded ([`MAX_INPUT_BYTES`], [`MAX_DEPTH`], [`MAX_NODES`] counting
+/// alias copies): past a bound it is an error, before the memory is spent.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(SyntaxError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the file has {} bytes; a cluster spec may have {MAX_INPUT_BYTES} at most",
+                text.len()
+            ),
+        });
+    }
     let mut events = Vec::new();
+    let mut depth = 0usize;
     for item in Parser::new_from_str(text) {
         match item {
-            Ok((event, span)) => events.push((event, span.start.line())),
+            Ok((event, span)) => {
+                let pos = Pos {
+                    line: span.start.line().max(1),
+                    column: span.start.col() + 1,
+                };
+                match event {
+                    Event::SequenceStart(..) | Event::MappingStart(..) => {
+                        depth += 1;
+                        if depth > MAX_DEPTH {
+                            return Err(SyntaxError {
+                                line: pos.line,
+                                column: pos.column,
+                                message: format!(
+                                    "lists and mappings nested more than {MAX_DEPTH} deep"
+                                ),
+                            });
+                        }
+                    }
+                    Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                events.push((event, pos));
+            }
             Err(e) => {
                 return Err(SyntaxError {
                     line: e.marker().line().max(1),
+                    column: e.marker().col() + 1,
                     message: e.info().to_string(),
                 });
             }
@@ -71,6 +145,7 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
         events,
         pos: 0,
         anchors: HashMap::new(),
+        built: 0,
     };
     let mut docs = Vec::new();
     while b.pos < b.events.len() {
@@ -89,25 +164,53 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
 }
 
 struct Builder<'a> {
-    events: Vec<(Event<'a>, usize)>,
+    events: Vec<(Event<'a>, Pos)>,
     pos: usize,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with its size in nodes (what one alias to it costs).
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes built so far, alias copies included.
+    built: usize,
+}
+
+/// The error for a tree over [`MAX_NODES`].
+fn too_many_nodes(at: Pos) -> SyntaxError {
+    SyntaxError {
+        line: at.line,
+        column: at.column,
+        message: format!(
+            "the file expands to more than {MAX_NODES} YAML nodes (aliases to aliases?): \
+             refused before it fills memory"
+        ),
+    }
 }
 
 impl Builder<'_> {
     fn node(&mut self) -> Result<Node, SyntaxError> {
-        let Some((event, line)) = self.events.get(self.pos) else {
+        let Some((event, at)) = self.events.get(self.pos) else {
+            let at = self
+                .events
+                .last()
+                .map(|e| e.1)
+                .unwrap_or(Pos { line: 1, column: 1 });
             return Err(SyntaxError {
-                line: self.events.last().map(|e| e.1).unwrap_or(1),
+                line: at.line,
+                column: at.column,
                 message: "unexpected end of the document".into(),
             });
         };
-        let line = *line;
+        let at = *at;
+        let (line, column) = (at.line, at.column);
         self.pos += 1;
+        let first = self.built;
+        self.built += 1;
+        if self.built > MAX_NODES {
+            return Err(too_many_nodes(at));
+        }
         let (node, anchor) = match event.clone() {
             Event::Scalar(text, style, anchor, _) => (
                 Node {
                     line,
+                    column,
                     value: Value::Scalar {
                         text: text.into_owned(),
                         plain: style == ScalarStyle::Plain,
@@ -124,56 +227,87 @@ impl Builder<'_> {
                 (
                     Node {
                         line,
+                        column,
                         value: Value::Seq(items),
                     },
                     anchor,
                 )
             }
             Event::MappingStart(_, anchor, _) => {
-                let mut entries: Vec<(String, usize, Node)> = Vec::new();
+                let mut entries: Vec<(String, Pos, Node)> = Vec::new();
                 while !matches!(self.peek(), Some(Event::MappingEnd)) {
                     let key = self.node()?;
                     let Value::Scalar { text, .. } = key.value else {
                         return Err(SyntaxError {
                             line: key.line,
+                            column: key.column,
                             message: "a mapping key must be a plain name, not a list or mapping"
                                 .into(),
                         });
                     };
+                    let key_pos = Pos {
+                        line: key.line,
+                        column: key.column,
+                    };
                     let value = self.node()?;
                     if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == text) {
                         return Err(SyntaxError {
-                            line: key.line,
-                            message: format!("duplicate key {text:?} (first on line {first})"),
+                            line: key_pos.line,
+                            column: key_pos.column,
+                            message: format!(
+                                "duplicate key {text:?} (first on line {})",
+                                first.line
+                            ),
                         });
                     }
-                    entries.push((text, key.line, value));
+                    entries.push((text, key_pos, value));
                 }
                 self.pos += 1;
                 (
                     Node {
                         line,
+                        column,
                         value: Value::Map(entries),
                     },
                     anchor,
                 )
             }
             Event::Alias(id) => {
-                let target = self.anchors.get(&id).cloned().ok_or(SyntaxError {
+                let Some((target, size)) = self.anchors.get(&id) else {
+                    return Err(SyntaxError {
+                        line,
+                        column,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                };
+                // Counted before the copy is made: the copy is what costs the memory.
+                self.built = first + size;
+                if self.built > MAX_NODES {
+                    return Err(too_many_nodes(at));
+                }
+                return Ok(Node {
                     line,
-                    message: "alias to an unknown anchor".into(),
-                })?;
-                return Ok(Node { line, ..target });
+                    column,
+                    ..target.clone()
+                });
             }
             other => {
                 return Err(SyntaxError {
                     line,
+                    column,
                     message: format!("unexpected YAML event {other:?}"),
                 });
             }
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            // The copy kept for later aliases costs as much again: it counts too, so
+            // anchors nested in anchors cannot multiply memory past the bound either.
+            let size = self.built - first;
+            self.built += size;
+            if self.built > MAX_NODES {
+                return Err(too_many_nodes(at));
+            }
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
     }
@@ -379,8 +513,8 @@ mod tests {
         let Value::Map(m) = &docs[0].value else {
             panic!()
         };
-        assert_eq!((m[0].0.as_str(), m[0].1), ("a", 1));
-        assert_eq!((m[1].0.as_str(), m[1].1), ("b", 2));
+        assert_eq!((m[0].0.as_str(), m[0].1.line), ("a", 1));
+        assert_eq!((m[1].0.as_str(), m[1].1.line), ("b", 2));
         let Value::Seq(items) = &m[1].2.value else {
             panic!()
         };
@@ -389,7 +523,7 @@ mod tests {
             panic!()
         };
         assert_eq!(scalar_text(&m2[0].2), "1.30");
-        assert_eq!(m2[0].1, 6);
+        assert_eq!(m2[0].1.line, 6);
     }
 
     #[test]
@@ -417,6 +551,82 @@ mod tests {
             panic!()
         };
         assert!(matches!(&m[1].2.value, Value::Map(inner) if inner[0].0 == "k"));
+    }
+
+    #[test]
+    fn columns_are_one_based_for_keys_and_values() {
+        let docs = parse_documents("a:\n  bb: {c: 1}\n").unwrap();
+        let Value::Map(m) = &docs[0].value else {
+            panic!()
+        };
+        let Value::Map(inner) = &m[0].2.value else {
+            panic!()
+        };
+        assert_eq!(inner[0].1, Pos { line: 2, column: 3 });
+        assert_eq!(inner[0].2.pos(), Pos { line: 2, column: 7 });
+        let Value::Map(flow) = &inner[0].2.value else {
+            panic!()
+        };
+        assert_eq!(flow[0].1, Pos { line: 2, column: 8 });
+    }
+
+    /// "Billion laughs": nine levels of nine aliases, under 500 bytes, would be 9^9 nodes.
+    fn alias_bomb() -> String {
+        let mut s = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, next) = (w[0], w[1]);
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            s.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        let bomb = alias_bomb();
+        assert!(bomb.len() < 500, "{}", bomb.len());
+        let e = parse_documents(&bomb).unwrap_err();
+        assert!(e.message.contains("more than 100000 YAML nodes"), "{e:?}");
+        // A few aliases to small anchors stay fine.
+        assert!(parse_documents("a: &x [1, 2]\nb: [*x, *x, *x]\n").is_ok());
+    }
+
+    #[test]
+    fn anchors_nested_in_anchors_count_their_copies() {
+        // Each anchor keeps a copy of everything under it: 60 nested anchors over 3000
+        // items would keep 180 000 nodes without a single alias.
+        let mut text = String::new();
+        for i in 0..60 {
+            text.push_str(&format!("{}k{i}: &a{i}\n", "  ".repeat(i)));
+        }
+        text.push_str(&format!(
+            "{}leaf: [{}]\n",
+            "  ".repeat(60),
+            vec!["x"; 3000].join(",")
+        ));
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.message.contains("more than 100000 YAML nodes"), "{e:?}");
+        // The same without anchors is fine.
+        assert!(parse_documents(&text.replace(": &a", ": #")).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_files_are_refused() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let e = parse_documents(&deep).unwrap_err();
+        assert!(e.message.contains("nested more than 64 deep"), "{e:?}");
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse_documents(&ok).is_ok());
+        let big = format!("a: \"{}\"\n", "x".repeat(MAX_INPUT_BYTES));
+        let e = parse_documents(&big).unwrap_err();
+        assert!(
+            e.message
+                .contains("a cluster spec may have 1048576 at most"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -23,6 +23,32 @@ fn hardware() -> Vec<Hardware> {
     kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap()
 }
 
+/// `line:column` (1-based) of the first occurrence of `needle` in `text`.
+fn loc(text: &str, needle: &str) -> String {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(needle) {
+            return format!("{}:{}", i + 1, col + 1);
+        }
+    }
+    panic!("{needle:?} is not in the text")
+}
+
+/// The warnings of a spec that parses, one a line.
+fn warnings(text: &str) -> String {
+    let parsed = ClusterSpec::parse_with_warnings(text, "cluster.yaml")
+        .unwrap_or_else(|e| panic!("the spec should parse:\n{e}\n{text}"));
+    let lines: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// The 1-based number of the line that is exactly `line`.
+fn line_of(text: &str, line: &str) -> usize {
+    text.lines()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("no line {line:?}"))
+        + 1
+}
+
 fn errors(text: &str) -> String {
     ClusterSpec::parse(text, "cluster.yaml")
         .expect_err("the spec should be refused")
@@ -147,7 +173,7 @@ fn the_seed_example_as_published_is_refused_with_its_line() {
     // The EKS Anywhere design note's example, verbatim: `count: 1` is mis-indented.
     let seed = "apiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: Cluster\nmetadata:\n  name: single-node\nspec:\n  controlPlaneConfiguration:\n  count: 1\n    endpoint:\n      host: \"10.80.8.90\"\n";
     let e = errors(seed);
-    assert!(e.starts_with("cluster.yaml:8: invalid YAML"), "{e}");
+    assert!(e.starts_with("cluster.yaml:8:13: invalid YAML"), "{e}");
 }
 
 #[test]
@@ -156,14 +182,10 @@ fn bottlerocket_is_named_as_unsupported() {
         .unwrap()
         .replace("osFamily: ubuntu", "osFamily: bottlerocket");
     let e = errors(&text);
-    let line = text
-        .lines()
-        .position(|l| l.contains("bottlerocket"))
-        .unwrap()
-        + 1;
     assert!(
         e.contains(&format!(
-            "cluster.yaml:{line}: TinkerbellMachineConfig[single-node-cp].spec.osFamily: bottlerocket is not supported"
+            "cluster.yaml:{}: TinkerbellMachineConfig[single-node-cp].spec.osFamily: bottlerocket is not supported",
+            loc(&text, "bottlerocket")
         )),
         "{e}"
     );
@@ -184,23 +206,22 @@ fn unknown_fields_and_other_mistakes_are_all_reported_with_lines() {
             "  proxyConfiguration: {httpProxy: http://proxy:3128}\n  managementCluster:\n",
         );
     let e = errors(&text);
-    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     for expected in [
         format!(
             "cluster.yaml:{}: Cluster.spec.workerNodeGroupConfigurations[0].cuont: unknown field",
-            line_of("cuont")
+            loc(&text, "cuont")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.kubernetesVersion: \"1.31x\" is not a Kubernetes version",
-            line_of("1.31x")
+            loc(&text, "\"1.31x")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.clusterNetwork.services.cidrBlocks: \"10.96.0.1/12\" has host bits set",
-            line_of("10.96.0.1/12")
+            loc(&text, "10.96.0.1/12")
         ),
         format!(
             "cluster.yaml:{}: Cluster.spec.proxyConfiguration: not supported",
-            line_of("proxyConfiguration")
+            loc(&text, "{httpProxy")
         ),
     ] {
         assert!(e.contains(&expected), "missing {expected:?} in:\n{e}");
@@ -211,29 +232,23 @@ fn unknown_fields_and_other_mistakes_are_all_reported_with_lines() {
 #[test]
 fn references_kinds_and_values_kiln_cannot_honour() {
     let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
-    let e = errors(&base.replace("name: single-node-cp\nspec:", "name: other-cp\nspec:"));
-    assert!(e.contains("machineGroupRef.name: no TinkerbellMachineConfig named \"single-node-cp\" in this file (there is: other-cp)"), "{e}");
-    assert!(e.contains("TinkerbellMachineConfig[other-cp]: no machineGroupRef of the Cluster names this machine config"), "{e}");
-
-    let e = errors(&format!(
-        "{base}\napiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata: {{name: t}}\nspec: {{}}\n"
-    ));
+    let renamed = base.replace("name: single-node-cp\nspec:", "name: other-cp\nspec:");
+    let e = errors(&renamed);
     assert!(
-        e.contains(
-            "kind: TinkerbellTemplateConfig: Kiln installs machines with its own workflow templates"
-        ),
+        e.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.controlPlaneConfiguration.machineGroupRef.name: no TinkerbellMachineConfig named \"single-node-cp\" in this file (there is: other-cp)",
+            loc(&renamed, "single-node-cp")
+        )),
         "{e}"
     );
+    // The machine config nobody names is not an error (as in EKS Anywhere).
+    assert_eq!(e.lines().count(), 1, "{e}");
+
     let e = errors(&format!(
         "{base}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: t}}\nspec: {{}}\n"
     ));
     assert!(e.contains("unknown kind \"ConfigMap\""), "{e}");
 
-    let e = errors(&base.replace(
-        "templateRef: {}",
-        "templateRef: {kind: TinkerbellTemplateConfig, name: t}",
-    ));
-    assert!(e.contains("spec.templateRef: not supported"), "{e}");
     let e = errors(&base.replace("count: 1", "count: 0"));
     assert!(
         e.contains("controlPlaneConfiguration.count: must be at least 1"),
@@ -248,12 +263,93 @@ fn references_kinds_and_values_kiln_cannot_honour() {
     assert!(e.contains("hardwareSelector"), "{e}");
     let e = errors(&base.replace("- ssh-ed25519 AAAA", "- ssh-foo AAAA"));
     assert!(e.contains("sshAuthorizedKeys: \"ssh-foo"), "{e}");
-    // Accepted and ignored: fields that change nothing for provisioning.
+    // Accepted, with a warning each: fields that change nothing for provisioning.
     let ok = base.replace(
         "  managementCluster:\n",
         "  eksaVersion: v0.20.0\n  machineHealthCheck: {nodeStartupTimeout: 20m0s}\n  managementCluster:\n",
     );
-    ClusterSpec::parse(&ok, "ok.yaml").unwrap();
+    let w = warnings(&ok);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.eksaVersion: accepted, but has no effect in Kiln",
+            loc(&ok, "v0.20.0")
+        )),
+        "{w}"
+    );
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: Cluster.spec.machineHealthCheck: accepted, but has no effect in Kiln: Kiln does not remediate",
+            loc(&ok, "{nodeStartupTimeout")
+        )),
+        "{w}"
+    );
+    assert_eq!(w.lines().count(), 2, "{w}");
+    // The examples themselves parse without a warning.
+    assert_eq!(warnings(&base), "");
+}
+
+const TEMPLATE_T: &str = "---\napiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata:\n  name: t\nspec:\n  template:\n    name: t\n    version: \"0.1\"\n    global_timeout: 6000\n    tasks: []\n";
+
+#[test]
+fn template_refs_read_as_eks_anywhere_reads_them() {
+    let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
+    // An empty name is the default template, like `{}`: no warning, the same spec.
+    let empty_name = base.replace(
+        "templateRef: {}",
+        "templateRef: {kind: TinkerbellTemplateConfig, name: \"\"}",
+    );
+    assert_eq!(warnings(&empty_name), "");
+    assert_eq!(
+        ClusterSpec::parse(&empty_name, "x").unwrap(),
+        spec("single-node.eksa.yaml")
+    );
+    // A name with no such template in the file: EKS Anywhere uses its default template.
+    let missing = base.replace(
+        "templateRef: {}",
+        "templateRef: {kind: TinkerbellTemplateConfig, name: t}",
+    );
+    let w = warnings(&missing);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: TinkerbellMachineConfig[single-node-cp].spec.templateRef.name: no TinkerbellTemplateConfig named \"t\" in this file: the default installation is used",
+            loc(&missing, "t}")
+        )),
+        "{w}"
+    );
+    // A template in the file that nothing uses: a warning.
+    let unused = format!("{base}{TEMPLATE_T}");
+    let w = warnings(&unused);
+    assert!(
+        w.contains(&format!(
+            "cluster.yaml:{}: TinkerbellTemplateConfig[t]: no templateRef of a used machine config names this template",
+            {
+                // The document starts on the apiVersion line, just above its kind.
+                let kind_line: usize = loc(&unused, "kind: TinkerbellTemplateConfig")
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                format!("{}:1", kind_line - 1)
+            }
+        )),
+        "{w}"
+    );
+    // A used machine config whose template is in the file: Kiln cannot run it.
+    let used = format!("{missing}{TEMPLATE_T}");
+    let e = errors(&used);
+    assert!(
+        e.contains("TinkerbellMachineConfig[single-node-cp].spec.templateRef.name: not supported: the TinkerbellTemplateConfig \"t\""),
+        "{e}"
+    );
+    // A templateRef to another kind is a mistake.
+    let e = errors(&base.replace("templateRef: {}", "templateRef: {kind: ConfigMap}"));
+    assert!(
+        e.contains(
+            "spec.templateRef.kind: \"ConfigMap\": a templateRef names a TinkerbellTemplateConfig"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -610,4 +706,749 @@ fn bootstrap_scripts_parse_as_posix_sh() {
             );
         }
     }
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn the_seed_single_node_example_with_a_spare_worker_config_parses_and_plans() {
+    let text = fixture("seed-single-node.eksa.yaml");
+    let parsed =
+        ClusterSpec::parse_with_warnings(&text, "seed.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let w: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    let w = w.join("\n");
+    assert!(
+        w.contains(&format!(
+            "seed.yaml:{}:3: TinkerbellMachineConfig[single-node]: no machineGroupRef of the Cluster names this machine config: it is not used",
+            line_of(&text, "  hardwareSelector: {}")
+        )),
+        "{w}"
+    );
+    // Its empty selector would be an error in a used config; here it is only reported.
+    assert!(
+        w.contains("spec.hardwareSelector: must name at least one label (an empty selector would take any machine) (in an unused machine config)"),
+        "{w}"
+    );
+    let s = &parsed.spec;
+    assert!(s.worker_groups.is_empty());
+    assert!(s.control_plane_taints().is_empty());
+    let csv = fixture("seed-hardware.csv");
+    let hw = kiln_model::csv::parse_hardware_csv("seed-hardware.csv", &csv).unwrap();
+    let p = plan(s, &hw).unwrap();
+    assert_eq!(p.nodes.len(), 1);
+    assert_eq!(p.nodes[0].hostname, "eksa-dev01");
+    assert_eq!(p.nodes[0].role, Role::ControlPlane { first: true });
+    assert!(p.kube_vip, "10.80.8.90 is a VIP next to 10.80.8.21/22");
+    // It renders, untainted.
+    let secrets = ClusterSecrets::generate().unwrap();
+    let inputs = NodeInputs::new("wf-1", "http://10.80.8.1:8080/v1/phone-home/tok");
+    let seed = render_node(s, &p, &p.nodes[0], &secrets, &inputs).unwrap();
+    let init = written_file(&seed.user_data, "/run/kubeadm/init.yaml").unwrap();
+    assert!(init.contains("  taints: []\n"), "{init}");
+}
+
+fn three_node_with(worker: &str) -> String {
+    std::fs::read_to_string(examples().join("three-node.eksa.yaml"))
+        .unwrap()
+        .replace("  - name: md-0\n    count: 2\n", worker)
+}
+
+#[test]
+fn the_first_worker_group_without_a_name_is_md_0_as_in_eks_anywhere() {
+    let unnamed = three_node_with("  - count: 2\n");
+    let s = ClusterSpec::parse(&unnamed, "x").unwrap();
+    assert_eq!(s.worker_groups[0].name, "md-0");
+    assert_eq!(s, spec("three-node.eksa.yaml"));
+
+    // EKS Anywhere names only the first; a later group without a name is an error.
+    let two = three_node_with(
+        "  - name: big\n    count: 1\n    machineGroupRef: {kind: TinkerbellMachineConfig, name: three-node-worker}\n  - count: 1\n",
+    );
+    let e = errors(&two);
+    assert_eq!(
+        e,
+        format!(
+            "cluster.yaml:{}:5: Cluster.spec.workerNodeGroupConfigurations[1].name: must specify name for worker nodes (only the first group is named md-0 by default)",
+            line_of(&two, "  - count: 1")
+        )
+    );
+    // The default name counts for uniqueness.
+    let clash = three_node_with(
+        "  - count: 1\n    machineGroupRef: {kind: TinkerbellMachineConfig, name: three-node-worker}\n  - name: md-0\n    count: 1\n",
+    );
+    let e = errors(&clash);
+    assert!(
+        e.contains("workerNodeGroupConfigurations[1].name: a second worker group named \"md-0\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn control_plane_taints_without_workers_are_refused_at_the_taints() {
+    let base = std::fs::read_to_string(examples().join("single-node.eksa.yaml")).unwrap();
+    let tainted = base.replace(
+        "    count: 1\n",
+        "    count: 1\n    taints:\n    - {key: dedicated, value: infra, effect: NoSchedule}\n",
+    );
+    let e = errors(&tainted);
+    assert_eq!(
+        e,
+        format!(
+            "cluster.yaml:{}: Cluster.spec.controlPlaneConfiguration.taints: cannot taint control plane when there is no worker node (workloads run on the control planes: remove the taints, or add a worker group)",
+            loc(&tainted, "{key: dedicated")
+        )
+    );
+    // An empty list is what a single node needs anyway.
+    let empty = base.replace("    count: 1\n", "    count: 1\n    taints: []\n");
+    assert!(
+        ClusterSpec::parse(&empty, "x")
+            .unwrap()
+            .control_plane_taints()
+            .is_empty()
+    );
+    // With workers, the taints stand.
+    let three = std::fs::read_to_string(examples().join("three-node.eksa.yaml"))
+        .unwrap()
+        .replace(
+            "    count: 1\n",
+            "    count: 1\n    taints:\n    - {key: dedicated, value: infra, effect: NoSchedule}\n",
+        );
+    let s = ClusterSpec::parse(&three, "x").unwrap();
+    assert_eq!(s.control_plane_taints()[0].key, "dedicated");
+    // Kiln's own format follows the same rule.
+    let native = "kind: KilnCluster\nname: x\nkubernetesVersion: \"1.30\"\n\
+                  controlPlane:\n  endpoint: 10.77.0.90\n  selector: {type: cp}\n  taints: [{key: a, effect: NoSchedule}]\n";
+    let e = errors(native);
+    assert!(
+        e.starts_with("cluster.yaml:7:12: controlPlane.taints: cannot taint control plane when there is no worker node"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cross_field_errors_point_at_the_field_at_fault() {
+    let base = std::fs::read_to_string(examples().join("three-node.eksa.yaml")).unwrap();
+    let text = base.replace("host: \"10.77.0.90\"", "host: \"192.168.3.4\"");
+    assert_eq!(
+        errors(&text),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.controlPlaneConfiguration.endpoint.host: the endpoint 192.168.3.4 lies inside the pod range 192.168.0.0/16 (Cluster.spec.clusterNetwork.pods.cidrBlocks, line {})",
+            loc(&text, "\"192.168.3.4\""),
+            loc(&text, "192.168.0.0/16").split(':').next().unwrap()
+        )
+    );
+    let text = base.replace(
+        "cidrBlocks: [10.96.0.0/12]",
+        "cidrBlocks: [192.168.128.0/17]",
+    );
+    let e = errors(&text);
+    assert!(
+        e.starts_with(&format!(
+            "cluster.yaml:{}: Cluster.spec.clusterNetwork.services.cidrBlocks: the service range 192.168.128.0/17 overlaps the pod range",
+            loc(&text, "192.168.128.0/17")
+        )),
+        "{e}"
+    );
+    let text = base.replace("cidrBlocks: [10.96.0.0/12]", "cidrBlocks: [10.0.0.0/8]");
+    assert!(
+        errors(&text).starts_with(&format!(
+            "cluster.yaml:{}: Cluster.spec.clusterNetwork.services.cidrBlocks: 10.0.0.0/8 is larger than the API server allows",
+            loc(&text, "10.0.0.0/8")
+        ))
+    );
+    let text = base.replace(
+        "    pods:\n",
+        "    nodes:\n      cidrMaskSize: 12\n    pods:\n",
+    );
+    let e = errors(&text);
+    assert!(
+        e.starts_with(&format!(
+            "cluster.yaml:{}:21: Cluster.spec.clusterNetwork.nodes.cidrMaskSize: the per-node pod range /12 is larger than the pod range 192.168.0.0/16",
+            line_of(&text, "      cidrMaskSize: 12")
+        )),
+        "{e}"
+    );
+    // The deprecated `cni` beside `cniConfig`: at `cni`.
+    let text = base.replace("    cniConfig:\n", "    cni: cilium\n    cniConfig:\n");
+    assert_eq!(
+        errors(&text),
+        format!(
+            "cluster.yaml:{}:10: Cluster.spec.clusterNetwork.cni: set cniConfig only (cni is its deprecated form)",
+            line_of(&text, "    cni: cilium")
+        )
+    );
+    // An even number of control planes: EKS Anywhere's stacked-etcd rule, at the count.
+    let text = std::fs::read_to_string(examples().join("ha.eksa.yaml"))
+        .unwrap()
+        .replace("count: 3", "count: 2");
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        format!(
+            "cluster.yaml:{}:12: Cluster.spec.controlPlaneConfiguration.count: 2: control plane node count cannot be an even number when using stacked etcd topology (etcd needs a majority: 1, 3 or 5)",
+            line_of(&text, "    count: 2")
+        )
+    );
+    // An osImageURL on both sides points at the machine config's.
+    let text = base.replace(
+        "  osFamily: ubuntu\n  templateRef: {}\n  users:\n  - name: ec2-user\n    sshAuthorizedKeys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnExampleKeyOnlyForDocs0000000000000 admin@example\n---",
+        "  osFamily: ubuntu\n  osImageURL: http://10.77.0.1:8080/own.raw.zst\n  templateRef: {}\n---",
+    );
+    let e = errors(&text);
+    assert!(
+        e.starts_with(&format!(
+            "cluster.yaml:{}: TinkerbellMachineConfig[three-node-cp].spec.osImageURL: \"http://10.77.0.1:8080/own.raw.zst\": osImageURL is also set on the TinkerbellDatacenterConfig",
+            loc(&text, "http://10.77.0.1:8080/own")
+        )),
+        "{e}"
+    );
+    // "" is unset, as EKS Anywhere's docs write it beside a datacenter-wide image.
+    let empty = base.replace(
+        "  osFamily: ubuntu\n  templateRef: {}\n  users:\n  - name: ec2-user\n    sshAuthorizedKeys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnExampleKeyOnlyForDocs0000000000000 admin@example\n---",
+        "  osFamily: ubuntu\n  osImageURL: \"\"\n  templateRef: {}\n---",
+    );
+    let s = ClusterSpec::parse(&empty, "x").unwrap();
+    assert_eq!(
+        s.control_plane.machine.image_url.as_deref(),
+        Some("http://10.77.0.1:8080/images/ubuntu-2204-kube-1.31.raw.zst")
+    );
+}
+
+#[test]
+fn an_alias_bomb_is_a_clear_error() {
+    // "Billion laughs": a few hundred bytes that would expand to 9^9 strings.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+    {
+        bomb.push_str(&format!(
+            "{next}: &{next} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    assert!(bomb.len() < 500, "{}", bomb.len());
+    let e = errors(&bomb);
+    assert!(
+        e.starts_with("cluster.yaml:")
+            && e.contains("invalid YAML: the file expands to more than 100000 YAML nodes"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+/// What Kiln does with a field EKS Anywhere documents.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// Read and acted on (or, for object metadata and status, meaningless here): no warning.
+    Honoured,
+    /// Accepted with a warning that names it.
+    Warned,
+    /// Refused with an error that names it and says it is not supported, and why.
+    Refused,
+}
+
+/// A Bare Metal spec of EKS Anywhere's with a marker line where each kind of field goes.
+const EVERY_FIELD_BASE: &str = r#"apiVersion: anywhere.eks.amazonaws.com/v1alpha1
+kind: Cluster
+metadata:
+  name: every
+  #METADATA
+spec:
+  kubernetesVersion: "1.31"
+  clusterNetwork:
+    cniConfig:
+      cilium:
+        #CILIUM
+    pods:
+      cidrBlocks: [192.168.0.0/16]
+    services:
+      cidrBlocks: [10.96.0.0/12]
+    #NETWORK
+  controlPlaneConfiguration:
+    count: 1
+    endpoint:
+      host: "10.77.0.90"
+    machineGroupRef:
+      kind: TinkerbellMachineConfig
+      name: every-cp
+    #CONTROL_PLANE
+  workerNodeGroupConfigurations:
+  - name: md-0
+    count: 1
+    machineGroupRef:
+      kind: TinkerbellMachineConfig
+      name: every-worker
+    #WORKER
+  datacenterRef:
+    kind: TinkerbellDatacenterConfig
+    name: every
+  managementCluster:
+    name: every
+  #CLUSTER_SPEC
+#CLUSTER
+---
+apiVersion: anywhere.eks.amazonaws.com/v1alpha1
+kind: TinkerbellDatacenterConfig
+metadata:
+  name: every
+spec:
+  tinkerbellIP: "10.77.0.1"
+  #DATACENTER
+---
+apiVersion: anywhere.eks.amazonaws.com/v1alpha1
+kind: TinkerbellMachineConfig
+metadata:
+  name: every-cp
+spec:
+  hardwareSelector: {type: cp}
+  osFamily: ubuntu
+  templateRef: {}
+  users:
+  - name: ec2-user
+    sshAuthorizedKeys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKilnExampleKeyOnlyForDocs0000000000000 admin@example
+  #MACHINE
+---
+apiVersion: anywhere.eks.amazonaws.com/v1alpha1
+kind: TinkerbellMachineConfig
+metadata:
+  name: every-worker
+spec:
+  hardwareSelector: {type: worker}
+  osFamily: ubuntu
+  templateRef: {}
+---
+#DOCUMENT
+"#;
+
+/// Every field of EKS Anywhere's Tinkerbell provider: the Cluster spec
+/// (`cluster_types.go`), TinkerbellDatacenterConfig, TinkerbellMachineConfig (with
+/// `hostosconfig_types.go`) and TinkerbellTemplateConfig, by their json tags, and the
+/// Bare Metal configuration page. (marker, YAML at the marker's indentation, the key that
+/// must be named, outcome)
+const EVERY_FIELD: &[(&str, &str, &str, Outcome)] = &[
+    ("#CLUSTER", "status: {}", "status", Outcome::Honoured),
+    (
+        "#METADATA",
+        "namespace: default",
+        "namespace",
+        Outcome::Honoured,
+    ),
+    (
+        "#METADATA",
+        "annotations: {a: b}",
+        "annotations",
+        Outcome::Honoured,
+    ),
+    ("#METADATA", "labels: {a: b}", "labels", Outcome::Honoured),
+    (
+        "#CLUSTER_SPEC",
+        "identityProviderRefs:\n- {kind: OIDCConfig, name: o}",
+        "identityProviderRefs",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "gitOpsRef: {kind: FluxConfig, name: f}",
+        "gitOpsRef",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "externalEtcdConfiguration: {count: 3}",
+        "externalEtcdConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "proxyConfiguration: {httpProxy: \"http://p:3128\", httpsProxy: \"http://p:3128\", noProxy: [a]}",
+        "proxyConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "registryMirrorConfiguration: {endpoint: 10.0.0.1, port: \"443\"}",
+        "registryMirrorConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "podIamConfig: {serviceAccountIssuer: \"https://x\"}",
+        "podIamConfig",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "packages: {disable: true}",
+        "packages",
+        Outcome::Warned,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "bundlesRef: {name: b, namespace: n, apiVersion: v}",
+        "bundlesRef",
+        Outcome::Warned,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "eksaVersion: v0.20.0",
+        "eksaVersion",
+        Outcome::Warned,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "machineHealthCheck: {nodeStartupTimeout: 20m0s, unhealthyMachineTimeout: 5m0s, maxUnhealthy: 40%}",
+        "machineHealthCheck",
+        Outcome::Warned,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "etcdEncryption:\n- providers: []\n  resources: [secrets]",
+        "etcdEncryption",
+        Outcome::Refused,
+    ),
+    (
+        "#CLUSTER_SPEC",
+        "licenseToken: abc",
+        "licenseToken",
+        Outcome::Warned,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "taints:\n- {key: a, value: b, effect: NoSchedule, timeAdded: null}",
+        "taints",
+        Outcome::Honoured,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "labels: {example.com/x: y}",
+        "labels",
+        Outcome::Honoured,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "upgradeRolloutStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1}}",
+        "upgradeRolloutStrategy",
+        Outcome::Warned,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "skipLoadBalancerDeployment: true",
+        "skipLoadBalancerDeployment",
+        Outcome::Honoured,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "certSans: [cp.example.com, 10.77.0.91]",
+        "certSans",
+        Outcome::Honoured,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "machineHealthCheck: {nodeStartupTimeout: 20m0s}",
+        "machineHealthCheck",
+        Outcome::Warned,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "apiServerExtraArgs: {a: b}",
+        "apiServerExtraArgs",
+        Outcome::Refused,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "kubeletConfiguration: {maxPods: 50}",
+        "kubeletConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "auditPolicyContent: x",
+        "auditPolicyContent",
+        Outcome::Refused,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "skipAdmissionForSystemResources: true",
+        "skipAdmissionForSystemResources",
+        Outcome::Refused,
+    ),
+    (
+        "#CONTROL_PLANE",
+        "skipAdmissionForSystemResources: false",
+        "skipAdmissionForSystemResources",
+        Outcome::Honoured,
+    ),
+    (
+        "#WORKER",
+        "autoscalingConfiguration: {minCount: 1, maxCount: 3}",
+        "autoscalingConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#WORKER",
+        "taints:\n- {key: a, effect: PreferNoSchedule}",
+        "taints",
+        Outcome::Honoured,
+    ),
+    (
+        "#WORKER",
+        "labels: {example.com/x: y}",
+        "labels",
+        Outcome::Honoured,
+    ),
+    (
+        "#WORKER",
+        "upgradeRolloutStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}",
+        "upgradeRolloutStrategy",
+        Outcome::Warned,
+    ),
+    (
+        "#WORKER",
+        "kubernetesVersion: \"1.31\"",
+        "kubernetesVersion",
+        Outcome::Honoured,
+    ),
+    (
+        "#WORKER",
+        "machineHealthCheck: {maxUnhealthy: 1}",
+        "machineHealthCheck",
+        Outcome::Warned,
+    ),
+    (
+        "#WORKER",
+        "kubeletConfiguration: {maxPods: 50}",
+        "kubeletConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#WORKER",
+        "failureDomains: [a]",
+        "failureDomains",
+        Outcome::Refused,
+    ),
+    (
+        "#NETWORK",
+        "dns: {resolvConf: {path: /etc/kiln/resolv.conf}}",
+        "dns",
+        Outcome::Refused,
+    ),
+    (
+        "#NETWORK",
+        "nodes: {cidrMaskSize: 24}",
+        "nodes",
+        Outcome::Honoured,
+    ),
+    (
+        "#CILIUM",
+        "policyEnforcementMode: default",
+        "policyEnforcementMode",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "egressMasqueradeInterfaces: eth0",
+        "egressMasqueradeInterfaces",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "skipUpgrade: false",
+        "skipUpgrade",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "routingMode: direct",
+        "routingMode",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "ipv4NativeRoutingCIDR: 10.77.0.0/24",
+        "ipv4NativeRoutingCIDR",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "ipv6NativeRoutingCIDR: fd00::/64",
+        "ipv6NativeRoutingCIDR",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "cniExclusive: true",
+        "cniExclusive",
+        Outcome::Warned,
+    ),
+    (
+        "#CILIUM",
+        "helmValues: {a: b}",
+        "helmValues",
+        Outcome::Warned,
+    ),
+    (
+        "#DATACENTER",
+        "osImageURL: \"http://10.77.0.1:8080/ubuntu-1.31.raw.zst\"",
+        "osImageURL",
+        Outcome::Honoured,
+    ),
+    (
+        "#DATACENTER",
+        "hookImagesURLPath: \"http://10.77.0.1:8080/hook\"",
+        "hookImagesURLPath",
+        Outcome::Warned,
+    ),
+    (
+        "#DATACENTER",
+        "skipLoadBalancerDeployment: true",
+        "skipLoadBalancerDeployment",
+        Outcome::Warned,
+    ),
+    (
+        "#DATACENTER",
+        "loadBalancerInterface: eth1",
+        "loadBalancerInterface",
+        Outcome::Warned,
+    ),
+    (
+        "#DATACENTER",
+        "isoBoot: false",
+        "isoBoot",
+        Outcome::Honoured,
+    ),
+    ("#DATACENTER", "isoBoot: true", "isoBoot", Outcome::Refused),
+    (
+        "#DATACENTER",
+        "hookIsoURL: \"http://10.77.0.1:8080/hook.iso\"",
+        "hookIsoURL",
+        Outcome::Warned,
+    ),
+    (
+        "#MACHINE",
+        "hardwareAffinity: {required: [{labelSelector: {matchLabels: {type: cp}}}]}",
+        "hardwareAffinity",
+        Outcome::Refused,
+    ),
+    (
+        "#MACHINE",
+        "osImageURL: \"http://10.77.0.1:8080/ubuntu-1.31.raw.zst\"",
+        "osImageURL",
+        Outcome::Honoured,
+    ),
+    (
+        "#MACHINE",
+        "osImageURL: \"\"",
+        "osImageURL",
+        Outcome::Honoured,
+    ),
+    (
+        "#MACHINE",
+        "hostOSConfiguration: {ntpConfiguration: {servers: [time.example.com]}}",
+        "hostOSConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#MACHINE",
+        "hostOSConfiguration: {certBundles: [{name: ca, data: x}]}",
+        "hostOSConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#MACHINE",
+        "hostOSConfiguration: {bottlerocketConfiguration: {kernel: {sysctlSettings: {a: b}}}}",
+        "hostOSConfiguration",
+        Outcome::Refused,
+    ),
+    (
+        "#DOCUMENT",
+        "apiVersion: anywhere.eks.amazonaws.com/v1alpha1\nkind: TinkerbellTemplateConfig\nmetadata:\n  name: custom\nspec:\n  template:\n    name: custom\n    version: \"0.1\"\n    global_timeout: 6000\n    tasks: []",
+        "TinkerbellTemplateConfig",
+        Outcome::Warned,
+    ),
+];
+
+#[test]
+fn every_documented_eks_anywhere_field_is_honoured_warned_or_refused_never_unknown() {
+    let base_spec = ClusterSpec::parse_with_warnings(EVERY_FIELD_BASE, "every.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(base_spec.warnings, vec![]);
+    for (marker, yaml, key, outcome) in EVERY_FIELD {
+        let marker_line = EVERY_FIELD_BASE
+            .lines()
+            .find(|l| l.trim() == *marker)
+            .unwrap();
+        let indent = &marker_line[..marker_line.len() - marker.len()];
+        let block: Vec<String> = yaml.lines().map(|l| format!("{indent}{l}")).collect();
+        let text = EVERY_FIELD_BASE.replace(
+            &format!("\n{marker_line}\n"),
+            &format!("\n{}\n", block.join("\n")),
+        );
+        let context = format!("{marker} {yaml:?}");
+        match ClusterSpec::parse_with_warnings(&text, "every.yaml") {
+            Ok(parsed) => {
+                let w: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+                match outcome {
+                    Outcome::Honoured => assert!(w.is_empty(), "{context}: {w:?}"),
+                    Outcome::Warned => assert!(
+                        w.len() == 1 && w[0].contains(key),
+                        "{context}: one warning naming {key} expected, got {w:?}"
+                    ),
+                    Outcome::Refused => panic!("{context}: accepted, with {w:?}"),
+                }
+            }
+            Err(errs) => {
+                let e = errs.to_string();
+                assert!(!e.contains("unknown field"), "{context}: {e}");
+                assert_eq!(*outcome, Outcome::Refused, "{context}: {e}");
+                assert!(
+                    errs.0.len() == 1 && e.contains(key) && e.contains("not supported: "),
+                    "{context}: {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn worker_groups_follow_eks_anywhere_counts_and_taint_rule() {
+    // count 0 is a group with no machine (EKS Anywhere allows it), with a warning.
+    let empty = three_node_with("  - name: md-0\n    count: 0\n");
+    let w = warnings(&empty);
+    assert_eq!(
+        w,
+        format!(
+            "cluster.yaml:{}:12: Cluster.spec.workerNodeGroupConfigurations[0].count: 0: this worker group gets no machine",
+            line_of(&empty, "    count: 0")
+        )
+    );
+    let s = ClusterSpec::parse(&empty, "x").unwrap();
+    let p = plan(&s, &hardware()).unwrap();
+    assert_eq!(p.nodes.len(), 1);
+    assert!(p.nodes[0].role.is_control_plane());
+
+    // Some group must take ordinary pods: every group repelling them is refused.
+    let repelling = three_node_with(
+        "  - name: md-0\n    count: 2\n    taints:\n    - {key: gpu, effect: NoSchedule}\n",
+    );
+    assert_eq!(
+        errors(&repelling),
+        format!(
+            "cluster.yaml:{}: Cluster.spec.workerNodeGroupConfigurations[0].taints: at least one WorkerNodeGroupConfiguration must not have NoExecute and/or NoSchedule taints (ordinary pods need somewhere to run)",
+            loc(&repelling, "{key: gpu")
+        )
+    );
+    let preferring = repelling.replace("effect: NoSchedule", "effect: PreferNoSchedule");
+    assert_eq!(
+        ClusterSpec::parse(&preferring, "x").unwrap().worker_groups[0].taints[0].key,
+        "gpu"
+    );
 }

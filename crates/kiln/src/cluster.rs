@@ -158,8 +158,13 @@ fn role_name(role: &Role) -> String {
 fn parse_spec(file: &Path) -> anyhow::Result<(String, String, ClusterSpec)> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    match ClusterSpec::parse(&text, &name) {
-        Ok(spec) => Ok((name, text, spec)),
+    match ClusterSpec::parse_with_warnings(&text, &name) {
+        Ok(parsed) => {
+            for w in &parsed.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok((name, text, parsed.spec))
+        }
         Err(errors) => {
             bail!("{errors}\nkiln: no cluster was created");
         }
