@@ -3,7 +3,7 @@
 //! `TinkerbellTemplateConfig`s, in any order, in one multi-document YAML file (apiVersion
 //! `anywhere.eks.amazonaws.com/v1alpha1`). Read as EKS Anywhere reads it: only the
 //! datacenter and machine configs the Cluster names are used (the others draw a warning),
-//! an unnamed first worker group is `md-0`, a templateRef naming no template in the file
+//! unnamed worker groups are `md-0`, `md-1`, … by position, a templateRef naming no template in the file
 //! means the default one (`pkg/providers/tinkerbell/template.go`).
 //!
 //! Field list from EKS Anywhere's API types (`pkg/api/v1alpha1/cluster_types.go`,
@@ -25,7 +25,8 @@ use crate::yaml::{Node, Pos, Value};
 pub const API_VERSION: &str = "anywhere.eks.amazonaws.com/v1alpha1";
 
 /// The name EKS Anywhere gives the first worker group when it has none.
-pub(crate) const DEFAULT_FIRST_GROUP: &str = "md-0";
+/// Unnamed worker groups are md-0, md-1, … by position.
+pub(crate) const DEFAULT_GROUP_PREFIX: &str = "md-";
 
 /// 192.168.0.0/16, EKS Anywhere's default pod range.
 pub(crate) const DEFAULT_PODS: Ipv4Cidr = Ipv4Cidr {
@@ -781,22 +782,24 @@ fn workers(
     let mut versions_ok = true;
     let mut index = 0;
     let groups = spec::mapping_list(node, field, "a list", errs, |m, earlier, errs| {
-        let first = index == 0;
+        let position = index;
         index += 1;
-        // As EKS Anywhere: only the first group gets a default name.
+        // An unnamed group is md-<position> (EKS Anywhere itself names only the first, md-0,
+        // and refuses later unnamed ones; numbering them all keeps such specs readable).
         let name = match m.get("name") {
             Some(n) => group_name(n, &m.field("name"), earlier.iter(), errs),
-            None if first => Some(DEFAULT_FIRST_GROUP.to_string()),
             None => {
-                errs.push(
-                    m.pos,
-                    &m.field("name"),
-                    format!(
-                        "must specify name for worker nodes (only the first group is named \
-                         {DEFAULT_FIRST_GROUP} by default)"
-                    ),
-                );
-                None
+                let name = format!("{DEFAULT_GROUP_PREFIX}{position}");
+                if earlier.iter().any(|g| g.name == name) {
+                    errs.push(
+                        m.pos,
+                        &m.field("name"),
+                        format!("unnamed, so {name:?}: a second worker group named {name:?}"),
+                    );
+                    None
+                } else {
+                    Some(name)
+                }
             }
         };
         // EKS Anywhere lets a worker group have no machine (count 0); a control plane not.

@@ -759,24 +759,19 @@ fn three_node_with(worker: &str) -> String {
 }
 
 #[test]
-fn the_first_worker_group_without_a_name_is_md_0_as_in_eks_anywhere() {
+fn unnamed_worker_groups_are_md_0_md_1_by_position() {
     let unnamed = three_node_with("  - count: 2\n");
     let s = ClusterSpec::parse(&unnamed, "x").unwrap();
     assert_eq!(s.worker_groups[0].name, "md-0");
     assert_eq!(s, spec("three-node.eksa.yaml"));
 
-    // EKS Anywhere names only the first; a later group without a name is an error.
+    // Every unnamed group is named by its position (EKS Anywhere names only the first).
     let two = three_node_with(
         "  - name: big\n    count: 1\n    machineGroupRef: {kind: TinkerbellMachineConfig, name: three-node-worker}\n  - count: 1\n",
     );
-    let e = errors(&two);
-    assert_eq!(
-        e,
-        format!(
-            "cluster.yaml:{}:5: Cluster.spec.workerNodeGroupConfigurations[1].name: must specify name for worker nodes (only the first group is named md-0 by default)",
-            line_of(&two, "  - count: 1")
-        )
-    );
+    let s = ClusterSpec::parse(&two, "x").unwrap();
+    let names: Vec<&str> = s.worker_groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["big", "md-1"]);
     // The default name counts for uniqueness.
     let clash = three_node_with(
         "  - count: 1\n    machineGroupRef: {kind: TinkerbellMachineConfig, name: three-node-worker}\n  - name: md-0\n    count: 1\n",
@@ -786,6 +781,11 @@ fn the_first_worker_group_without_a_name_is_md_0_as_in_eks_anywhere() {
         e.contains("workerNodeGroupConfigurations[1].name: a second worker group named \"md-0\""),
         "{e}"
     );
+    let clash = three_node_with(
+        "  - name: md-1\n    count: 1\n    machineGroupRef: {kind: TinkerbellMachineConfig, name: three-node-worker}\n  - count: 1\n",
+    );
+    let e = errors(&clash);
+    assert!(e.contains("a second worker group named \"md-1\""), "{e}");
 }
 
 #[test]
