@@ -20,7 +20,13 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?;
     let rows = match parse_hardware_csv_rows(&name, &text) {
-        Ok(rows) => rows,
+        Ok(parsed) => {
+            // Read-past columns: shown, not fatal (EKS Anywhere ignores them silently).
+            for w in &parsed.warnings {
+                eprintln!("{w}");
+            }
+            parsed.rows
+        }
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
