@@ -597,6 +597,8 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 },
             });
         } else {
+            // In the order they appear on the line.
+            row_errors.sort_by_key(|e| (e.line, e.column));
             errors.extend(row_errors);
         }
     }
@@ -1008,5 +1010,15 @@ mod tests {
         ] {
             assert!(!is_device_path(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_row_s_problems_come_in_column_order() {
+        let errs =
+            parse("n1,BMCIP,u,p,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,10.9.0.1,,,/dev/sda\n")
+                .unwrap_err()
+                .0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["bmc_ip", "gateway"]);
     }
 }
