@@ -155,4 +155,49 @@ mod tests {
             assert!(e.to_string().contains(bad), "{e}");
         }
     }
+
+    /// What enroll accepts (kiln-model's check) must parse here, to the host
+    /// and port written; what this parser refuses must not pass enroll.
+    #[test]
+    fn every_address_enroll_accepts_parses_here() {
+        use kiln_model::bmc_address::check_bmc_address;
+        for (text, host, port) in [
+            ("10.0.0.5", "10.0.0.5", None),
+            ("10.0.0.5:623", "10.0.0.5", Some(623)),
+            ("fd00::5", "fd00::5", None),
+            ("[fd00::5]:6230", "fd00::5", Some(6230)),
+            (
+                "ipmi://bmc-7.rack2.example:623",
+                "bmc-7.rack2.example",
+                Some(623),
+            ),
+            ("IPMI://10.0.0.5", "10.0.0.5", None),
+            ("lanplus://10.0.0.5", "10.0.0.5", None),
+            (
+                "redfish+https://idrac.example:8443/",
+                "idrac.example",
+                Some(8443),
+            ),
+            ("redfish+http://127.0.0.1:8000", "127.0.0.1", Some(8000)),
+            ("redfish://r640-idrac", "r640-idrac", None),
+            ("https://10.0.0.5", "10.0.0.5", None),
+            ("http://localhost:8000", "localhost", Some(8000)),
+        ] {
+            assert_eq!(check_bmc_address(text), Ok(()), "{text}");
+            let parsed = BmcAddress::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((parsed.host.as_str(), parsed.port), (host, port), "{text}");
+        }
+        for text in [
+            "gopher://x",
+            "ipmi://",
+            "ipmi://h:0",
+            "a b",
+            "user@h",
+            "[fd00::1",
+            "redfish+https://h/redfish/v1/Systems/1",
+        ] {
+            assert!(BmcAddress::parse(text).is_err(), "{text}");
+            assert!(check_bmc_address(text).is_err(), "{text}");
+        }
+    }
 }

@@ -3,21 +3,27 @@
 //!
 //! A small hand-written RFC 4180 reader is used instead of the `csv` crate
 //! because we need the line and column where each field starts.
+//!
+//! The header is read as EKS Anywhere reads it (its `hardware/csv.go`, through
+//! gocsv): the required columns must be named; `bmc_ip`, `bmc_username`,
+//! `bmc_password` and `vlan_id` may be left out; columns it does not know are
+//! ignored (Kiln says so in one warning); a column named twice is read from its
+//! last occurrence, except `nameservers`, whose occurrences are joined.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use serde::Serialize;
+
+use crate::bmc_address::check_bmc_address;
 use crate::hardware::{is_contiguous_netmask, same_subnet};
 use crate::labels;
 use crate::{BmcEndpoint, Hardware, MacAddr, Secret};
 
-/// Columns every hardware.csv must name in its header.
-pub const REQUIRED_COLUMNS: [&str; 11] = [
+/// Columns every hardware.csv must name in its header (EKS Anywhere's list).
+pub const REQUIRED_COLUMNS: [&str; 8] = [
     "hostname",
-    "bmc_ip",
-    "bmc_username",
-    "bmc_password",
     "mac",
     "ip_address",
     "netmask",
@@ -26,10 +32,38 @@ pub const REQUIRED_COLUMNS: [&str; 11] = [
     "labels",
     "disk",
 ];
-pub const OPTIONAL_COLUMNS: [&str; 1] = ["vlan_id"];
+/// Columns that may be left out. Without the BMC columns, machines have no BMC
+/// (as in EKS Anywhere's own `hardware_no_bmc_headers.csv`).
+pub const OPTIONAL_COLUMNS: [&str; 4] = ["bmc_ip", "bmc_username", "bmc_password", "vlan_id"];
+
+/// Something Kiln read past without refusing the file, located like an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CsvWarning {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for CsvWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// A valid file: every row, and what was read past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedCsv {
+    pub rows: Vec<Row>,
+    pub warnings: Vec<CsvWarning>,
+}
 
 /// One problem, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CsvError {
     pub file: String,
     pub line: usize,
@@ -180,22 +214,31 @@ pub struct Row {
 }
 
 /// Parses and validates a whole hardware.csv. Either every row is valid and all
-/// machines are returned, or every problem is.
+/// machines are returned, or every problem is. Warnings are dropped: callers
+/// that show them use [`parse_hardware_csv_rows`].
 pub fn parse_hardware_csv(file: &str, text: &str) -> Result<Vec<Hardware>, CsvErrors> {
     Ok(parse_hardware_csv_rows(file, text)?
+        .rows
         .into_iter()
         .map(|r| r.hardware)
         .collect())
 }
 
-/// As [`parse_hardware_csv`], keeping each row's line.
-pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvErrors> {
+/// As [`parse_hardware_csv`], keeping each row's line and the warnings.
+pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvErrors> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let err = |line, column, field: &str, message: String| CsvError {
         file: file.to_string(),
         line,
         column,
         field: field.to_string(),
+        message,
+    };
+    let warn = |f: &Field, message: String| CsvWarning {
+        file: file.to_string(),
+        line: f.line,
+        column: f.column,
         message,
     };
     let records = match read_records(text) {
@@ -213,33 +256,62 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         )]));
     };
 
-    // Header: names in any order, each once, all required ones present.
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    // Header: names in any order; every position of each known name, in order.
+    let mut index: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut unknown: Vec<&Field> = Vec::new();
     for (i, f) in header.iter().enumerate() {
         let name = f.text.trim();
-        if !REQUIRED_COLUMNS.contains(&name) && !OPTIONAL_COLUMNS.contains(&name) {
-            errors.push(err(
-                f.line,
-                f.column,
-                "",
-                format!("unknown column {name:?}"),
-            ));
-        } else if index.insert(name, i).is_some() {
-            errors.push(err(
-                f.line,
-                f.column,
-                "",
-                format!("column {name:?} appears twice"),
-            ));
+        if REQUIRED_COLUMNS.contains(&name) || OPTIONAL_COLUMNS.contains(&name) {
+            index.entry(name).or_default().push(i);
+        } else if !unknown.iter().any(|u| u.text.trim() == name) {
+            unknown.push(f);
         }
     }
+    let unknown_names = unknown
+        .iter()
+        .map(|f| format!("{:?}", f.text.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(first) = unknown.first() {
+        warnings.push(warn(
+            first,
+            format!(
+                "ignoring unknown column{} {unknown_names} (EKS Anywhere ignores them too)",
+                if unknown.len() > 1 { "s" } else { "" }
+            ),
+        ));
+    }
+    for name in REQUIRED_COLUMNS.iter().chain(&OPTIONAL_COLUMNS) {
+        let Some(at) = index.get(name).filter(|at| at.len() > 1) else {
+            continue;
+        };
+        let last = &header[*at.last().expect("more than one")];
+        let how = if *name == "nameservers" {
+            "the nameservers of all of them are used".to_string()
+        } else {
+            format!("only the last one (column {}) is read", last.column)
+        };
+        warnings.push(warn(
+            last,
+            format!(
+                "column {name:?} appears {} times; {how}, as EKS Anywhere does",
+                at.len()
+            ),
+        ));
+    }
+    warnings.sort_by_key(|w| (w.line, w.column));
     for name in REQUIRED_COLUMNS {
         if !index.contains_key(name) {
+            let hint = if unknown.is_empty() {
+                String::new()
+            } else {
+                format!(" (the header's unknown columns: {unknown_names})")
+            };
             errors.push(err(
                 header[0].line,
                 1,
                 "",
-                format!("the header lacks the required column {name:?}"),
+                format!("the header lacks the required column {name:?}{hint}"),
             ));
         }
     }
@@ -266,7 +338,10 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             continue;
         }
         let mut row_errors = Vec::new();
-        let get = |name: &str| -> Option<&Field> { index.get(name).map(|&i| &row[i]) };
+        // A column's cell; a column named twice is read from its last occurrence.
+        let get = |name: &str| -> Option<&Field> {
+            index.get(name).and_then(|at| at.last()).map(|&i| &row[i])
+        };
         let mut bad =
             |f: &Field, name: &str, msg: String| row_errors.push(err(f.line, f.column, name, msg));
 
@@ -346,37 +421,48 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             );
         }
 
-        let ns_f = field!("nameservers");
+        // An empty cell: no nameservers (Kiln's provisioning networks may have
+        // none). Otherwise, as in EKS Anywhere, no entry may be empty.
         let mut nameservers = Vec::new();
-        for part in ns_f
-            .text
-            .split('|')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            match part.parse::<Ipv4Addr>() {
-                Ok(a) => nameservers.push(a),
-                Err(_) => bad(
-                    ns_f,
-                    "nameservers",
-                    format!("{part:?} is not an IPv4 address (separate nameservers with '|')"),
-                ),
+        for &i in &index["nameservers"] {
+            let ns_f = &row[i];
+            if ns_f.text.trim().is_empty() {
+                continue;
+            }
+            for part in ns_f.text.split('|').map(str::trim) {
+                match part.parse::<Ipv4Addr>() {
+                    Ok(a) => nameservers.push(a),
+                    Err(_) if part.is_empty() => bad(
+                        ns_f,
+                        "nameservers",
+                        "an entry is empty (separate nameservers with '|', none at either end)"
+                            .into(),
+                    ),
+                    Err(_) => bad(
+                        ns_f,
+                        "nameservers",
+                        format!("{part:?} is not an IPv4 address (separate nameservers with '|')"),
+                    ),
+                }
             }
         }
 
         let labels_f = field!("labels");
         let mut label_map = BTreeMap::new();
-        for part in labels_f
-            .text
+        let labels_text = labels_f.text.trim();
+        for part in labels_text
             .split('|')
             .map(str::trim)
-            .filter(|s| !s.is_empty())
+            .filter(|_| !labels_text.is_empty())
         {
-            let Some((k, v)) = part.split_once('=') else {
+            // EKS Anywhere: exactly one '=' per pair, no empty pair.
+            let Some((k, v)) = part.split_once('=').filter(|(_, v)| !v.contains('=')) else {
                 bad(
                     labels_f,
                     "labels",
-                    format!("{part:?} is not key=value (separate labels with '|')"),
+                    format!(
+                        "{part:?} is not key=value (separate labels with '|', none at either end)"
+                    ),
                 );
                 continue;
             };
@@ -390,11 +476,13 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
 
         let disk_f = field!("disk");
         let disk = disk_f.text.trim().to_string();
-        if !disk.starts_with("/dev/") || disk.len() <= 5 || disk.contains(char::is_whitespace) {
+        if !is_device_path(&disk) {
             bad(
                 disk_f,
                 "disk",
-                format!("{disk:?} is not a device path like /dev/sda"),
+                format!(
+                    "{disk:?} is not a device path like /dev/sda (/dev/ then letters, digits, '_' and '-', as EKS Anywhere checks)"
+                ),
             );
         }
 
@@ -413,29 +501,57 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
             _ => None,
         };
 
-        let (bmc_ip_f, user_f, pass_f) = (
-            field!("bmc_ip"),
-            field!("bmc_username"),
-            field!("bmc_password"),
-        );
-        let bmc_address = bmc_ip_f.text.trim();
+        // The BMC columns may be missing; a missing column reads as empty cells.
+        // As in EKS Anywhere, a machine has a BMC when any of the three is set,
+        // and then needs all three.
+        let (bmc_ip_f, user_f, pass_f) = (get("bmc_ip"), get("bmc_username"), get("bmc_password"));
+        let bmc_address = bmc_ip_f.map_or("", |f| f.text.trim());
+        let username = user_f.map_or("", |f| f.text.trim());
+        // Never trimmed, never echoed.
+        let password = pass_f.map_or("", |f| f.text.as_str());
         let bmc = if bmc_address.is_empty() {
+            let set = [
+                (user_f, "bmc_username", username),
+                (pass_f, "bmc_password", password),
+            ]
+            .into_iter()
+            .find(|(_, _, value)| !value.is_empty());
+            if let Some((Some(f), name, _)) = set {
+                bad(
+                    bmc_ip_f.unwrap_or(f),
+                    "bmc_ip",
+                    format!(
+                        "required when {name} is set (leave bmc_ip, bmc_username and bmc_password all empty for a machine without a BMC)"
+                    ),
+                );
+            }
             None
         } else {
+            let bmc_ip_f = bmc_ip_f.expect("a non-empty cell has a column");
             if let Err(why) = check_bmc_address(bmc_address) {
                 bad(bmc_ip_f, "bmc_ip", why);
             }
-            if user_f.text.trim().is_empty() {
-                bad(user_f, "bmc_username", "required when bmc_ip is set".into());
-            }
-            if pass_f.text.is_empty() {
-                // Never echo the value: only say that it is missing.
-                bad(pass_f, "bmc_password", "required when bmc_ip is set".into());
+            for (f, name, value) in [
+                (user_f, "bmc_username", username),
+                (pass_f, "bmc_password", password),
+            ] {
+                if value.is_empty() {
+                    let why = if f.is_some() {
+                        ""
+                    } else {
+                        " (the header has no such column)"
+                    };
+                    bad(
+                        f.unwrap_or(bmc_ip_f),
+                        name,
+                        format!("required when bmc_ip is set{why}"),
+                    );
+                }
             }
             Some(BmcEndpoint {
                 address: bmc_address.to_string(),
-                username: user_f.text.trim().to_string(),
-                password: Secret::new(pass_f.text.clone()),
+                username: username.to_string(),
+                password: Secret::new(password.to_string()),
             })
         };
 
@@ -459,8 +575,8 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         if let Some(ip) = ip {
             unique("ip_address", ip.to_string(), ip_f);
         }
-        if bmc.is_some() {
-            unique("bmc_ip", bmc_address.to_string(), bmc_ip_f);
+        if let (Some(_), Some(f)) = (&bmc, bmc_ip_f) {
+            unique("bmc_ip", bmc_address.to_string(), f);
         }
 
         if row_errors.is_empty() {
@@ -481,6 +597,8 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
                 },
             });
         } else {
+            // In the order they appear on the line.
+            row_errors.sort_by_key(|e| (e.line, e.column));
             errors.extend(row_errors);
         }
     }
@@ -493,44 +611,25 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<Vec<Row>, CsvEr
         ));
     }
     if errors.is_empty() {
-        Ok(machines)
+        Ok(ParsedCsv {
+            rows: machines,
+            warnings,
+        })
     } else {
         Err(CsvErrors(errors))
     }
 }
 
-/// A BMC address: `host`, `host:port`, or `scheme://host[:port]` with a
-/// scheme Kiln knows.
-fn check_bmc_address(address: &str) -> Result<(), String> {
-    const SCHEMES: [&str; 5] = ["ipmi", "redfish", "redfish+http", "redfish+https", "https"];
-    let rest = match address.split_once("://") {
-        Some((scheme, rest)) => {
-            if !SCHEMES.contains(&scheme) {
-                return Err(format!(
-                    "unknown scheme {scheme:?} (use one of {})",
-                    SCHEMES.join(", ")
-                ));
-            }
-            rest
-        }
-        None => address,
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
-    };
-    if host.is_empty() || host.contains(['/', ' ', '@']) {
-        return Err(format!(
-            "{address:?} is not a BMC address (host, host:port or scheme://host:port)"
-        ));
-    }
-    if let Some(p) = port
-        && p.parse::<u16>().map(|p| p == 0).unwrap_or(true)
-    {
-        return Err(format!("{p:?} is not a port number"));
-    }
-    Ok(())
+/// EKS Anywhere's disk rule, `^(/dev/[\w-]+)+$`, for one device: `/dev/` then
+/// ASCII letters, digits, '_' and '-'. (Its regex also matches `/dev/a/dev/b`,
+/// which names no device; Kiln refuses that.)
+fn is_device_path(disk: &str) -> bool {
+    disk.strip_prefix("/dev/").is_some_and(|name| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
 }
 
 #[cfg(test)]
@@ -631,11 +730,25 @@ mod tests {
         let errs = parse_hardware_csv("h.csv", "hostname,mac,colour\n")
             .unwrap_err()
             .0;
-        assert!(
-            errs.iter()
-                .any(|e| e.message.contains("unknown column \"colour\"") && e.column == 14)
-        );
-        assert!(errs.iter().any(|e| e.message.contains("\"disk\"")));
+        // The missing required columns are named, each once, with the unknown
+        // column as a hint (a misspelling is the usual cause).
+        for name in [
+            "ip_address",
+            "netmask",
+            "gateway",
+            "nameservers",
+            "labels",
+            "disk",
+        ] {
+            let hits: Vec<_> = errs
+                .iter()
+                .filter(|e| e.message.contains(&format!("required column {name:?}")))
+                .collect();
+            assert_eq!(hits.len(), 1, "{name}: {errs:#?}");
+            assert!(hits[0].message.contains("\"colour\""), "{hits:?}");
+            assert_eq!((hits[0].line, hits[0].column), (1, 1));
+        }
+        assert_eq!(errs.len(), 6, "{errs:#?}");
         assert!(parse_hardware_csv("h.csv", "").is_err());
         assert!(parse_hardware_csv("h.csv", &format!("{HEADER}\n")).is_err());
     }
@@ -648,25 +761,264 @@ mod tests {
         assert_eq!((errs[0].line, errs[0].column), (2, 1));
     }
 
+    fn rows(file: &str, text: &str) -> ParsedCsv {
+        parse_hardware_csv_rows(file, text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
-    fn bmc_addresses() {
-        for ok in [
-            "10.0.0.5",
-            "10.0.0.5:623",
-            "ipmi://10.0.0.5:623",
-            "redfish+https://bmc.example",
-            "redfish+http://127.0.0.1:8000",
-        ] {
-            assert!(check_bmc_address(ok).is_ok(), "{ok}");
+    fn eksa_testdata_with_and_without_bmc_columns() {
+        // EKS Anywhere's pkg/providers/tinkerbell/hardware/testdata, byte for
+        // byte (no newline at the end).
+        let with = rows(
+            "hardware.csv",
+            "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+             worker1,192.168.0.10,Admin,admin,00:00:00:00:00:01,10.10.10.10,255.255.255.0,10.10.10.1,1.1.1.1,type=cp,/dev/sda",
+        );
+        let bmc = with.rows[0].hardware.bmc.as_ref().expect("a BMC");
+        assert_eq!(bmc.address, "192.168.0.10");
+        assert_eq!(bmc.username, "Admin");
+        assert!(with.warnings.is_empty());
+
+        let without = rows(
+            "hardware_no_bmc_headers.csv",
+            "hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+             worker1,00:00:00:00:00:01,10.10.10.10,255.255.255.0,10.10.10.1,1.1.1.1,type=cp,/dev/sda",
+        );
+        assert!(without.warnings.is_empty(), "{:?}", without.warnings);
+        let m = &without.rows[0].hardware;
+        assert_eq!(m.bmc, None);
+        assert_eq!(m.hostname, "worker1");
+        assert_eq!(m.mac.to_string(), "00:00:00:00:00:01");
+        assert_eq!(m.gateway, Some(Ipv4Addr::new(10, 10, 10, 1)));
+        assert_eq!(m.nameservers, [Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(m.disk, "/dev/sda");
+    }
+
+    #[test]
+    fn vlan_id_alone_without_bmc_columns() {
+        let parsed = rows(
+            "v.csv",
+            "hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk,vlan_id\n\
+             n1,00:00:00:00:00:01,10.10.10.10,255.255.255.0,,,,/dev/sda,200\n",
+        );
+        assert_eq!(parsed.rows[0].hardware.vlan_id, Some(200));
+        assert_eq!(parsed.rows[0].hardware.bmc, None);
+    }
+
+    #[test]
+    fn unknown_columns_are_ignored_with_one_warning() {
+        // EKS Anywhere's test/e2e README example (its first row), plus a notes
+        // column holding what would be bad values in a known column.
+        let parsed = rows(
+            "inv.csv",
+            "ip_address,gateway,nameservers,netmask,mac,hostname,vendor,bmc_ip,bmc_username,bmc_password,labels,disk,notes\n\
+             10.24.32.110,10.24.32.1,8.8.8.8,255.255.255.0,3c:ec:ef:6e:a4:82,eksa-node01,supermicro,10.24.32.10,admin,password,type=cp,/dev/sda,\"rack 4, slot 2\"\n\
+             10.24.32.111,10.24.32.1,8.8.8.8,255.255.255.0,3c:ec:ef:6e:a5:7c,eksa-node02,,,,,type=worker,/dev/sda,not|a=label\n",
+        );
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[0].hardware.hostname, "eksa-node01");
+        assert!(parsed.rows[0].hardware.bmc.is_some());
+        assert_eq!(parsed.rows[1].hardware.bmc, None);
+        assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+        let w = &parsed.warnings[0];
+        // At the first unknown column: "vendor" starts at character 53.
+        assert_eq!((w.line, w.column), (1, 53));
+        assert_eq!(
+            w.to_string(),
+            "inv.csv:1:53: warning: ignoring unknown columns \"vendor\", \"notes\" (EKS Anywhere ignores them too)"
+        );
+    }
+
+    #[test]
+    fn an_empty_bmc_ip_cell_means_no_bmc_unless_credentials_are_given() {
+        let parsed = parse("n1,,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n").unwrap();
+        assert_eq!(parsed[0].bmc, None);
+        // EKS Anywhere: any BMC field set means a BMC, so its address is needed.
+        let errs = parse("n1,,admin,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n")
+            .unwrap_err()
+            .0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            (errs[0].line, errs[0].column, errs[0].field.as_str()),
+            (2, 4, "bmc_ip")
+        );
+        assert!(
+            errs[0]
+                .message
+                .contains("required when bmc_username is set"),
+            "{}",
+            errs[0]
+        );
+        let errs = parse("n1,,,hunter2,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n")
+            .unwrap_err();
+        assert!(
+            errs.to_string()
+                .contains("required when bmc_password is set"),
+            "{errs}"
+        );
+        assert!(!errs.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn bmc_credentials_without_their_columns() {
+        let text = "hostname,bmc_ip,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+                    n1,10.1.0.1,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+                    n2,,aa:bb:cc:dd:ee:02,10.0.0.3,255.255.255.0,,,,/dev/sda\n";
+        let errs = parse_hardware_csv("b.csv", text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "b.csv:2:4: bmc_username: required when bmc_ip is set (the header has no such column)",
+                "b.csv:2:4: bmc_password: required when bmc_ip is set (the header has no such column)",
+            ]
+        );
+    }
+
+    #[test]
+    fn bmc_ip_placeholder_is_refused_at_its_position() {
+        let errs = parse(
+            "n1,BMCIP,admin,pw,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+             n2,my-bmc,admin,pw,aa:bb:cc:dd:ee:02,10.0.0.3,255.255.255.0,,,,/dev/sda\n\
+             n3,ipmi://my-bmc:623,admin,pw,aa:bb:cc:dd:ee:03,10.0.0.4,255.255.255.0,,,,/dev/sda\n\
+             n4,redfish+https://idrac-4.example,admin,pw,aa:bb:cc:dd:ee:04,10.0.0.5,255.255.255.0,,,,/dev/sda\n",
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        let first = errs[0].to_string();
+        assert!(
+            first.starts_with(
+                "hw.csv:2:4: bmc_ip: \"BMCIP\" is not an IP address: expected an IP address"
+            ),
+            "{first}"
+        );
+        assert!(first.contains("ipmi://HOST[:PORT]"), "{first}");
+        assert!(
+            errs[1]
+                .to_string()
+                .starts_with("hw.csv:3:4: bmc_ip: \"my-bmc\" is not an IP address"),
+            "{}",
+            errs[1]
+        );
+    }
+
+    #[test]
+    fn macs_in_every_go_spelling_are_stored_lower_case_with_colons() {
+        let parsed = parse(
+            "n1,,,,AA-BB-CC-DD-EE-01,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+             n2,,,,aabb.ccdd.ee02,10.0.0.3,255.255.255.0,,,,/dev/sda\n\
+             n3,,,,AABB.CCDD.EE03,10.0.0.4,255.255.255.0,,,,/dev/sda\n\
+             n4,,,,Aa:bB:cc:dd:ee:04,10.0.0.5,255.255.255.0,,,,/dev/sda\n",
+        )
+        .unwrap();
+        let macs: Vec<String> = parsed.iter().map(|m| m.mac.to_string()).collect();
+        assert_eq!(
+            macs,
+            [
+                "aa:bb:cc:dd:ee:01",
+                "aa:bb:cc:dd:ee:02",
+                "aa:bb:cc:dd:ee:03",
+                "aa:bb:cc:dd:ee:04"
+            ]
+        );
+        // One machine in two spellings is one MAC.
+        let errs = parse(
+            "n1,,,,aabb.ccdd.ee01,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+             n2,,,,AA-BB-CC-DD-EE-01,10.0.0.3,255.255.255.0,,,,/dev/sda\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "hw.csv:3:7: mac: aa:bb:cc:dd:ee:01 is already used on line 2"
+        );
+    }
+
+    #[test]
+    fn macs_go_refuses_or_that_are_not_ethernet() {
+        let errs = parse(
+            "n1,,,,a:b:c:d:e:1,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+             n2,,,,aa:bb-cc:dd:ee:02,10.0.0.3,255.255.255.0,,,,/dev/sda\n\
+             n3,,,,00:00:5e:00:53:01:00:03,10.0.0.4,255.255.255.0,,,,/dev/sda\n",
+        )
+        .unwrap_err()
+        .0;
+        let at: Vec<(usize, usize, &str)> = errs
+            .iter()
+            .map(|e| (e.line, e.column, e.field.as_str()))
+            .collect();
+        assert_eq!(at, [(2, 7, "mac"), (3, 7, "mac"), (4, 7, "mac")]);
+        assert!(errs[0].message.contains("not a MAC address"));
+        assert!(errs[2].message.contains("8-octet"), "{}", errs[2]);
+    }
+
+    #[test]
+    fn a_column_named_twice_is_read_as_eksa_reads_it() {
+        let text = "hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk,disk,nameservers\n\
+                    n1,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,8.8.8.8,,/dev/sda,/dev/nvme0n1,1.1.1.1|9.9.9.9\n";
+        let parsed = rows("d.csv", text);
+        let m = &parsed.rows[0].hardware;
+        assert_eq!(m.disk, "/dev/nvme0n1");
+        assert_eq!(
+            m.nameservers,
+            [
+                Ipv4Addr::new(8, 8, 8, 8),
+                Ipv4Addr::new(1, 1, 1, 1),
+                Ipv4Addr::new(9, 9, 9, 9)
+            ]
+        );
+        let shown: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "d.csv:1:65: warning: column \"disk\" appears 2 times; only the last one (column 65) is read, as EKS Anywhere does",
+                "d.csv:1:70: warning: column \"nameservers\" appears 2 times; the nameservers of all of them are used, as EKS Anywhere does",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_entries_in_nameservers_and_labels_are_refused_as_in_eksa() {
+        let errs = parse(
+            "n1,,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,8.8.8.8|,type=cp,/dev/sda\n\
+             n2,,,,aa:bb:cc:dd:ee:02,10.0.0.3,255.255.255.0,,8.8.8.8,type=cp|,/dev/sda\n\
+             n3,,,,aa:bb:cc:dd:ee:03,10.0.0.4,255.255.255.0,,8.8.8.8,a=b=c,/dev/sda\n",
+        )
+        .unwrap_err()
+        .0;
+        let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(at, [(2, "nameservers"), (3, "labels"), (4, "labels")]);
+        // An empty cell is no nameservers and no labels.
+        let m =
+            &parse("n1,,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,  ,  ,/dev/sda\n").unwrap()[0];
+        assert!(m.nameservers.is_empty() && m.labels.is_empty());
+    }
+
+    #[test]
+    fn disk_follows_eksa_device_path_rule() {
+        for ok in ["/dev/sda", "/dev/nvme0n1", "/dev/vd_b", "/dev/md-0"] {
+            assert!(is_device_path(ok), "{ok}");
         }
         for bad in [
-            "gopher://x",
-            "ipmi://",
-            "10.0.0.5:0",
-            "10.0.0.5:99999",
-            "a b",
+            "sda",
+            "/dev/",
+            "/dev/disk/by-id/wwn-0x5000",
+            "/dev/sda/dev/sdb",
+            "/dev/sda1;reboot",
+            "/dev/sda 1",
+            "/dev/../etc/passwd",
         ] {
-            assert!(check_bmc_address(bad).is_err(), "{bad}");
+            assert!(!is_device_path(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_row_s_problems_come_in_column_order() {
+        let errs =
+            parse("n1,BMCIP,u,p,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,10.9.0.1,,,/dev/sda\n")
+                .unwrap_err()
+                .0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["bmc_ip", "gateway"]);
     }
 }

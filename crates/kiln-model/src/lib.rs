@@ -1,6 +1,7 @@
 //! Kiln's data model: hardware records, the hardware.csv format, events and the
 //! in-memory inventory the boot services answer from. No I/O lives here.
 
+pub mod bmc_address;
 pub mod cloudinit;
 pub mod csv;
 pub mod event;

@@ -99,7 +99,13 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         ..Outcome::default()
     };
     let rows = match parse_hardware_csv_rows(&name, &text) {
-        Ok(rows) => rows,
+        Ok(parsed) => {
+            // Read-past columns: shown, not fatal (EKS Anywhere ignores them silently).
+            for w in &parsed.warnings {
+                eprintln!("{w}");
+            }
+            parsed.rows
+        }
         Err(errors) => {
             outcome.errors = errors.0.iter().map(Problem::from).collect();
             let summary = format!(

@@ -1,0 +1,164 @@
+//! What hardware.csv's `bmc_ip` may hold.
+//!
+//! EKS Anywhere requires an IP address there (Go's `net.ParseIP`: IPv4 or IPv6).
+//! Kiln also takes its own scheme URLs, `ipmi://HOST[:PORT]`,
+//! `redfish+https://HOST[:PORT]` and `redfish+http://HOST[:PORT]`, where HOST
+//! may be a name, and keeps `IP:PORT` (`[IPv6]:PORT`). A bare name (a
+//! placeholder such as `BMCIP` left in a template, or `my-bmc`) is refused: it
+//! is not what EKS Anywhere accepts, and nothing says which protocol to use.
+//!
+//! `kiln-bmc` parses the same text when it drives the BMC; its tests check that
+//! every address accepted here parses there.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// Schemes `kiln-bmc` understands (matched without regard to case).
+pub const BMC_SCHEMES: [&str; 7] = [
+    "ipmi",
+    "lanplus",
+    "redfish",
+    "redfish+https",
+    "https",
+    "redfish+http",
+    "http",
+];
+
+/// What to write instead, appended to every complaint.
+const EXPECTED: &str = "expected an IP address (as EKS Anywhere requires) or ipmi://HOST[:PORT], \
+                        redfish+https://HOST[:PORT] or redfish+http://HOST[:PORT], where HOST may be a name";
+
+/// Checks one `bmc_ip` value (already trimmed, not empty); says what is wrong.
+pub fn check_bmc_address(address: &str) -> Result<(), String> {
+    let (scheme, rest) = match address.split_once("://") {
+        Some((scheme, rest)) => {
+            if !BMC_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "unknown scheme {scheme:?} in {address:?}: {EXPECTED}"
+                ));
+            }
+            (Some(scheme), rest)
+        }
+        None => (None, address),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(format!(
+            "{address:?} has a path; Kiln finds the Redfish system itself: {EXPECTED}"
+        ));
+    }
+    let (host, port, bracketed) = split_host_port(rest)
+        .ok_or_else(|| format!("{address:?} is not a BMC address: {EXPECTED}"))?;
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(n) if n != 0)
+    {
+        return Err(format!(
+            "{p:?} in {address:?} is not a port number (1 to 65535)"
+        ));
+    }
+    let is_ip = if bracketed {
+        host.parse::<Ipv6Addr>().is_ok()
+    } else {
+        host.parse::<IpAddr>().is_ok()
+    };
+    match scheme {
+        _ if is_ip => Ok(()),
+        None => Err(format!("{address:?} is not an IP address: {EXPECTED}")),
+        Some(_) if !bracketed && is_host_name(host) => Ok(()),
+        Some(_) => Err(format!(
+            "{host:?} in {address:?} is neither an IP address nor a host name: {EXPECTED}"
+        )),
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; a bare IPv6 address has no port.
+fn split_host_port(text: &str) -> Option<(&str, Option<&str>, bool)> {
+    if let Some(inner) = text.strip_prefix('[') {
+        let (host, after) = inner.split_once(']')?;
+        return match after.strip_prefix(':') {
+            Some(port) => Some((host, Some(port), true)),
+            None if after.is_empty() => Some((host, None, true)),
+            None => None,
+        };
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (text, None),
+    };
+    (!host.is_empty()).then_some((host, port, false))
+}
+
+/// A DNS name: dot-separated labels of letters, digits and '-' (any case).
+fn is_host_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCEPTED: [&str; 16] = [
+        "10.0.0.5",
+        "10.0.0.5:623",
+        "fd00::5",
+        "[fd00::5]",
+        "[fd00::5]:6230",
+        "ipmi://10.0.0.5",
+        "ipmi://10.0.0.5:623",
+        "IPMI://bmc-7.rack2.example:623",
+        "lanplus://10.0.0.5",
+        "ipmi://[fd00::5]:623",
+        "redfish+https://bmc.example",
+        "redfish+https://bmc.example:8443/",
+        "redfish+http://127.0.0.1:8000",
+        "redfish://r640-idrac",
+        "https://10.0.0.5",
+        "http://localhost:8000",
+    ];
+
+    #[test]
+    fn accepts_ip_addresses_and_scheme_urls() {
+        for ok in ACCEPTED {
+            assert_eq!(check_bmc_address(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_bare_names_placeholders_and_malformed_urls() {
+        for (bad, says) in [
+            ("BMCIP", "is not an IP address"),
+            ("my-bmc", "is not an IP address"),
+            ("my-bmc:623", "is not an IP address"),
+            ("10.0.0", "is not an IP address"),
+            ("010.0.0.5", "is not an IP address"),
+            ("gopher://x", "unknown scheme"),
+            ("ipmi://", "is not a BMC address"),
+            ("ipmi://h:0", "not a port number"),
+            ("10.0.0.5:99999", "not a port number"),
+            ("redfish+https://h/redfish/v1/Systems/1", "has a path"),
+            ("ipmi://user@h", "neither an IP address nor a host name"),
+            ("ipmi://a b", "neither an IP address nor a host name"),
+            (
+                "ipmi://[bmc.example]:623",
+                "neither an IP address nor a host name",
+            ),
+            ("[fd00::1", "is not a BMC address"),
+        ] {
+            let err = check_bmc_address(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        // The complaint about a bare name says what would be accepted.
+        let err = check_bmc_address("BMCIP").unwrap_err();
+        assert!(err.contains("ipmi://HOST[:PORT]"), "{err}");
+        assert!(err.contains("redfish+https://HOST[:PORT]"), "{err}");
+    }
+}
