@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_model::csv::{CsvError, parse_hardware_csv_rows};
+use kiln_model::csv::{CsvError, CsvWarning, parse_hardware_csv_rows};
 use kiln_store::{Store, StoreError};
 use serde::Serialize;
 
@@ -21,28 +21,6 @@ pub struct Args {
     output: Format,
 }
 
-/// One problem, where it is.
-#[derive(Serialize)]
-struct Problem {
-    file: String,
-    line: usize,
-    column: usize,
-    field: String,
-    message: String,
-}
-
-impl From<&CsvError> for Problem {
-    fn from(e: &CsvError) -> Self {
-        Problem {
-            file: e.file.clone(),
-            line: e.line,
-            column: e.column,
-            field: e.field.clone(),
-            message: e.message.clone(),
-        }
-    }
-}
-
 /// What `enroll -o json` prints, whether or not it enrolled.
 #[derive(Serialize, Default)]
 struct Outcome {
@@ -53,8 +31,8 @@ struct Outcome {
     added: Vec<String>,
     updated: Vec<String>,
     unchanged: Vec<String>,
-    warnings: Vec<String>,
-    errors: Vec<Problem>,
+    warnings: Vec<CsvWarning>,
+    errors: Vec<CsvError>,
 }
 
 impl Outcome {
@@ -65,15 +43,10 @@ impl Outcome {
             Format::Json => println!("{}", serde_json::to_string_pretty(&self)?),
             Format::Table => {
                 for w in &self.warnings {
-                    eprintln!("kiln: warning: {w}");
+                    eprintln!("{w}");
                 }
                 for e in &self.errors {
-                    let field = if e.field.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{}: ", e.field)
-                    };
-                    eprintln!("{}:{}:{}: {field}{}", e.file, e.line, e.column, e.message);
+                    eprintln!("{e}");
                 }
                 if ok {
                     println!("{summary}");
@@ -101,13 +74,11 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let rows = match parse_hardware_csv_rows(&name, &text) {
         Ok(parsed) => {
             // Read-past columns: shown, not fatal (EKS Anywhere ignores them silently).
-            for w in &parsed.warnings {
-                eprintln!("{w}");
-            }
+            outcome.warnings = parsed.warnings;
             parsed.rows
         }
         Err(errors) => {
-            outcome.errors = errors.0.iter().map(Problem::from).collect();
+            outcome.errors = errors.0;
             let summary = format!(
                 "{} problem(s) in {name}; nothing was enrolled",
                 outcome.errors.len()
@@ -141,7 +112,7 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Err(StoreError::Conflicts(conflicts)) => {
             outcome.errors = conflicts
                 .iter()
-                .map(|c| Problem {
+                .map(|c| CsvError {
                     file: name.clone(),
                     line: rows[c.index].line,
                     column: 1,

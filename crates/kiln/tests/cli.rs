@@ -98,6 +98,26 @@ fn enroll_json_names_each_problem_and_enrols_nothing() {
     assert!(e["column"].as_u64().unwrap() > 1, "{e}");
     let list = json(dir.path(), &["hardware", "list", "-o", "json"]);
     assert_eq!(list, serde_json::json!([]), "nothing enrolled");
+
+    // A column EKS Anywhere users add (notes) is a warning in the JSON, and the file enrols.
+    let noted = dir.path().join("noted.csv");
+    let text: String = HARDWARE
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{l},{}\n", if i == 0 { "notes" } else { "rack 4" }))
+        .collect();
+    std::fs::write(&noted, text).unwrap();
+    let v = json(
+        dir.path(),
+        &["enroll", noted.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(v["enrolled"], true);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(
+        warnings[0]["message"].as_str().unwrap().contains("notes"),
+        "{v}"
+    );
 }
 
 #[test]
