@@ -155,7 +155,17 @@ pub async fn open(endpoint: &BmcEndpoint, opts: &OpenOptions) -> Result<Box<dyn 
                     };
                     ipmi(&ipmi_address, endpoint, opts)
                 }
-                _ => Ok(Box::new(redfish(&address, endpoint, opts)?)),
+                _ => {
+                    // What the probe discovered (the system, how to log in) saves the driver
+                    // doing it again.
+                    let opts = OpenOptions {
+                        hint: Bmc::hint(&rf).or_else(|| opts.hint.clone()),
+                        ..opts.clone()
+                    };
+                    // The probe's session would otherwise hold one of the BMC's few slots.
+                    let _ = rf.close().await;
+                    Ok(Box::new(redfish(&address, endpoint, &opts)?))
+                }
             }
         }
     }

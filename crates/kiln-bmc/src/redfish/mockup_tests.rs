@@ -333,6 +333,50 @@ fn rackmount_legacy() -> HashMap<String, Value> {
     docs
 }
 
+/// A 2U4N enclosure: Node0..Node3 behind one BMC, each system's EthernetInterfaces listing only
+/// the BMC's host interface, the real NICs under NetworkInterfaces (iDRAC/XCC style:
+/// `NetworkDeviceFunctions/…` with `Ethernet.MACAddress`).
+fn two_u_four_n() -> HashMap<String, Value> {
+    let ids = ["Node0", "Node1", "Node2", "Node3"];
+    let systems: Vec<(&str, Value)> = ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                json!({"PowerState": "Off", "Manufacturer": "Contoso",
+                "Boot": {"BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled",
+                         "BootSourceOverrideMode": "UEFI"},
+                "Actions": reset_with(&["On", "ForceOff", "ForceRestart"], id)}),
+            )
+        })
+        .collect();
+    let mut docs = service(&systems, false);
+    for (n, id) in ids.iter().enumerate() {
+        nics(&mut docs, id, &[("ToManager", "AA:BB:CC:DD:EE:FE", None)]);
+        let base = format!("/redfish/v1/Systems/{id}/NetworkInterfaces");
+        let adapter = format!("{base}/NIC.Slot.1");
+        let functions = format!("{adapter}/NetworkDeviceFunctions");
+        docs.insert(base.clone(), json!({"Members": [link(&adapter)]}));
+        docs.insert(
+            adapter.clone(),
+            json!({"Id": "NIC.Slot.1", "NetworkDeviceFunctions": link(&functions)}),
+        );
+        docs.insert(
+            functions.clone(),
+            json!({"Members": [link(&format!("{functions}/NIC.Slot.1-1"))]}),
+        );
+        docs.insert(
+            format!("{functions}/NIC.Slot.1-1"),
+            json!({"Id": "NIC.Slot.1-1", "NetDevFuncType": "Ethernet",
+                   "Ethernet": {"MACAddress": format!("B0:26:28:00:00:{n:02X}"),
+                                "PermanentMACAddress": format!("B0:26:28:00:00:{n:02X}")}}),
+        );
+        docs.get_mut(&format!("/redfish/v1/Systems/{id}")).unwrap()["NetworkInterfaces"] =
+            link(&base);
+    }
+    docs
+}
+
 /// Two hardware partitions of one machine, both listing the shared NIC.
 fn partitioned() -> HashMap<String, Value> {
     let part = |id: &str| {
@@ -566,6 +610,34 @@ async fn legacy_host_stays_legacy_unless_labelled() {
     // Labelled UEFI: asked for, so sent.
     bmc.set_boot(pxe(BootMode::Uefi)).await.unwrap();
     assert_eq!(m.doc(system)["Boot"]["BootSourceOverrideMode"], "UEFI");
+}
+
+#[tokio::test]
+async fn two_u_four_n_is_chosen_by_the_mac_on_its_network_adapter() {
+    let m = Mockup::start(two_u_four_n()).await;
+    let bmc = m.open("", by_mac("b0:26:28:00:00:02")).await;
+    bmc.power(PowerAction::On).await.unwrap();
+    assert_eq!(
+        m.changes(),
+        ["POST /redfish/v1/Systems/Node2/Actions/ComputerSystem.Reset"]
+    );
+    assert_eq!(
+        bmc.identify().await.unwrap().system,
+        "/redfish/v1/Systems/Node2 (MAC b0:26:28:00:00:02 on \
+         /redfish/v1/Systems/Node2/NetworkInterfaces/NIC.Slot.1/NetworkDeviceFunctions/NIC.Slot.1-1)"
+    );
+    // The host-interface MAC every node lists picks none of them.
+    let err = m
+        .open("", by_mac("aa:bb:cc:dd:ee:fe"))
+        .await
+        .power_state()
+        .await
+        .unwrap_err();
+    assert_error(
+        &err,
+        ErrorKind::Unsupported,
+        &["several systems list MAC aa:bb:cc:dd:ee:fe"],
+    );
 }
 
 #[tokio::test]

@@ -706,47 +706,79 @@ impl RedfishBmc {
         Ok(path)
     }
 
-    /// Several systems and none named: the one whose NICs list the machine's MAC.
+    /// Several systems and none named: the one whose NICs list the machine's MAC. Each
+    /// system's EthernetInterfaces first; when none lists the MAC, its NetworkInterfaces'
+    /// Ethernet functions too (where the BMC links them).
     async fn choose_by_mac(&self, members: &[String]) -> Result<(String, ChosenBy), BmcError> {
+        let wanted = self.options.mac.as_deref().and_then(logic::normalize_mac);
         let mut systems = Vec::with_capacity(members.len());
+        let mut adapters = Vec::with_capacity(members.len());
         for path in members {
-            systems.push(self.system_nics(path).await?);
+            let (nics, network_interfaces) = self.system_nics(path).await?;
+            systems.push(nics);
+            adapters.push(network_interfaces);
+        }
+        let listed = |systems: &[logic::SystemNics]| {
+            systems
+                .iter()
+                .any(|s| s.macs.iter().any(|(m, _)| Some(m) == wanted.as_ref()))
+        };
+        if wanted.is_some() && !listed(&systems) {
+            for (nics, link) in systems.iter_mut().zip(adapters) {
+                if let Some(link) = link {
+                    self.adapter_macs(&link, nics).await?;
+                }
+            }
         }
         let (i, interface) = logic::choose_by_mac(&systems, self.options.mac.as_deref())
             .map_err(|what| self.unsupported(what))?;
         let chosen = ChosenBy::Mac {
-            mac: self
-                .options
-                .mac
-                .as_deref()
-                .and_then(logic::normalize_mac)
-                .unwrap_or_default(),
+            mac: wanted.unwrap_or_default(),
             interface,
         };
         Ok((systems.swap_remove(i).path, chosen))
     }
 
-    /// A system's Id and the MACs of its EthernetInterfaces (none when it lists none, or they
-    /// cannot be read: only an unreachable BMC stops the choice).
-    async fn system_nics(&self, path: &str) -> Result<logic::SystemNics, BmcError> {
+    /// The resources a collection lists, each with its path. What cannot be read is left out:
+    /// only an unreachable BMC stops the choice.
+    async fn members_of<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        what: &str,
+    ) -> Result<Vec<(String, T)>, BmcError> {
+        let list = match self.get_json::<types::Collection>(collection, what).await {
+            Ok((c, _)) => c.members,
+            Err(e) if e.kind().is_retryable() => return Err(e),
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for path in list.into_iter().filter_map(|m| m.odata_id) {
+            match self.get_json::<T>(&path, what).await {
+                Ok((doc, _)) => out.push((path, doc)),
+                Err(e) if e.kind().is_retryable() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// A system's Id and the MACs of its EthernetInterfaces, and its NetworkInterfaces link.
+    async fn system_nics(
+        &self,
+        path: &str,
+    ) -> Result<(logic::SystemNics, Option<String>), BmcError> {
         let fallback_id = path
             .trim_end_matches('/')
             .rsplit('/')
             .next()
             .unwrap_or(path);
-        let tolerate = |e: BmcError| {
-            if e.kind().is_retryable() {
-                Err(e)
-            } else {
-                Ok(None)
-            }
-        };
         let system = match self
             .get_json::<ComputerSystem>(path, &format!("system {path}"))
             .await
         {
             Ok((system, _)) => Some(system),
-            Err(e) => tolerate(e)?,
+            Err(e) if e.kind().is_retryable() => return Err(e),
+            Err(_) => None,
         };
         let mut nics = logic::SystemNics {
             path: path.to_string(),
@@ -756,41 +788,39 @@ impl RedfishBmc {
                 .unwrap_or_else(|| fallback_id.to_string()),
             macs: Vec::new(),
         };
-        let Some(link) = system
-            .and_then(|s| s.ethernet_interfaces)
-            .and_then(|l| l.odata_id)
-        else {
-            return Ok(nics);
+        let Some(system) = system else {
+            return Ok((nics, None));
         };
-        let collection = match self
-            .get_json::<types::Collection>(&link, "EthernetInterfaces")
-            .await
+        if let Some(link) = system.ethernet_interfaces.and_then(|l| l.odata_id) {
+            let interfaces = self
+                .members_of::<types::EthernetInterface>(&link, "an EthernetInterface")
+                .await?;
+            for (iface, nic) in interfaces {
+                add_macs(&mut nics, &iface, nic);
+            }
+        }
+        Ok((nics, system.network_interfaces.and_then(|l| l.odata_id)))
+    }
+
+    /// The MACs of the Ethernet functions under a system's NetworkInterfaces.
+    async fn adapter_macs(&self, link: &str, nics: &mut logic::SystemNics) -> Result<(), BmcError> {
+        let adapters = self
+            .members_of::<types::NetworkInterface>(link, "a NetworkInterface")
+            .await?;
+        for functions in adapters
+            .into_iter()
+            .filter_map(|(_, a)| a.functions.and_then(|l| l.odata_id))
         {
-            Ok((c, _)) => c,
-            Err(e) => return tolerate(e).map(|_| nics),
-        };
-        for iface in collection.members.into_iter().filter_map(|m| m.odata_id) {
-            let nic = match self
-                .get_json::<types::EthernetInterface>(&iface, "an EthernetInterface")
-                .await
-            {
-                Ok((nic, _)) => nic,
-                Err(e) => {
-                    tolerate(e)?;
-                    continue;
-                }
-            };
-            for mac in [nic.mac_address, nic.permanent_mac_address]
-                .into_iter()
-                .flatten()
-                .filter_map(|m| logic::normalize_mac(&m))
-            {
-                if !nics.macs.iter().any(|(m, _)| *m == mac) {
-                    nics.macs.push((mac, iface.clone()));
+            let functions = self
+                .members_of::<types::NetworkDeviceFunction>(&functions, "a NetworkDeviceFunction")
+                .await?;
+            for (path, function) in functions {
+                if let Some(ethernet) = function.ethernet {
+                    add_macs(nics, &path, ethernet);
                 }
             }
         }
-        Ok(nics)
+        Ok(())
     }
 
     /// The system resource and its ETag (header first, then `@odata.etag`).
@@ -1092,6 +1122,19 @@ impl Bmc for RedfishBmc {
             // Already gone (expired or deleted): nothing to end.
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),
             _ => Err(self.status_error(&format!("DELETE {location}"), "session logout", &reply)),
+        }
+    }
+}
+
+/// A NIC's MACs (current and permanent, usable ones only) into a system's list, once each.
+fn add_macs(nics: &mut logic::SystemNics, interface: &str, nic: types::EthernetInterface) {
+    for mac in [nic.mac_address, nic.permanent_mac_address]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| logic::normalize_mac(&m))
+    {
+        if !nics.macs.iter().any(|(m, _)| *m == mac) {
+            nics.macs.push((mac, interface.to_string()));
         }
     }
 }

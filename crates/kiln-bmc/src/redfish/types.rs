@@ -58,6 +58,9 @@ pub struct ComputerSystem {
     /// The host's NICs as the BMC sees them (MACs: how a system is matched to a machine).
     #[serde(rename = "EthernetInterfaces", default)]
     pub ethernet_interfaces: Option<Link>,
+    /// The NIC adapters' functions (iDRAC, XCC list MACs there too).
+    #[serde(rename = "NetworkInterfaces", default)]
+    pub network_interfaces: Option<Link>,
     #[serde(rename = "PowerState", default)]
     pub power_state: Option<String>,
     #[serde(rename = "Manufacturer", default)]
@@ -98,6 +101,20 @@ pub struct EthernetInterface {
     pub mac_address: Option<String>,
     #[serde(rename = "PermanentMACAddress", default)]
     pub permanent_mac_address: Option<String>,
+}
+
+/// `…/NetworkInterfaces/{id}`: links to the adapter's functions.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkInterface {
+    #[serde(rename = "NetworkDeviceFunctions", default)]
+    pub functions: Option<Link>,
+}
+
+/// `…/NetworkDeviceFunctions/{id}`: an Ethernet function carries the MACs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkDeviceFunction {
+    #[serde(rename = "Ethernet", default)]
+    pub ethernet: Option<EthernetInterface>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
