@@ -147,7 +147,8 @@ pub trait Bmc: Send + Sync {
         Ok(())
     }
     /// What this driver found out about the BMC that saves the next one work, as text to keep
-    /// and give back in [`OpenOptions::hint`] (Redfish: the system's path and how to log in).
+    /// and give back in [`OpenOptions::hint`] (Redfish: the system's path, why that system, and
+    /// how to log in).
     /// Never holds credentials.
     fn hint(&self) -> Option<String> {
         None
