@@ -191,8 +191,8 @@ main() {
 		grep -q 'action.started' <(kiln events m-redfish)
 	check "ipmi: kiln set next boot PXE first (events)" \
 		grep -q 'next boot: pxe (once, legacy)' <(kiln events m-ipmi)
-	check "redfish: kiln set next boot PXE first (events)" \
-		grep -q 'next boot: pxe (once, UEFI)' <(kiln events m-redfish)
+	check "redfish: kiln set next boot PXE first, leaving the mode as the system has it (no boot-mode label; events)" \
+		grep -q 'next boot: pxe (once, mode unchanged)' <(kiln events m-redfish)
 	local ipmitool_says kiln_says rf_state
 	ipmitool_says=$(nsx "${IPMITOOL[@]}" chassis power status | awk '{print $NF}')
 	kiln_says=$(kiln_bmc_field m-ipmi result status)

@@ -1,4 +1,5 @@
-//! hardware.csv's `bmc_ip`: a plain host (probed), or `scheme://host[:port]`.
+//! hardware.csv's `bmc_ip`: a plain host (probed), or `scheme://host[:port]`, and for Redfish
+//! optionally the system's path (`redfish+https://bmc/redfish/v1/Systems/Node1`).
 
 use crate::BmcError;
 use std::fmt;
@@ -21,6 +22,9 @@ pub struct BmcAddress {
     pub host: String,
     /// None: the protocol's default (623 for IPMI, 443/80 for Redfish).
     pub port: Option<u16>,
+    /// Redfish only: the path after the host (`/redfish/v1/Systems/Node1`), choosing one system
+    /// among several behind the BMC.
+    pub path: Option<String>,
 }
 
 pub const IPMI_PORT: u16 = 623;
@@ -44,6 +48,17 @@ impl BmcAddress {
             None => (Protocol::Probe, text),
         };
         let rest = rest.trim_end_matches('/');
+        let (rest, path) = match rest.find('/') {
+            Some(i) if matches!(protocol, Protocol::Redfish { .. }) => {
+                (&rest[..i], Some(rest[i..].to_string()))
+            }
+            _ => (rest, None),
+        };
+        if let Some(p) = &path
+            && (p.contains(['?', '#', ' ', '@']) || p.contains("//"))
+        {
+            return Err(bad(format!("{p:?} is not a Redfish resource path")));
+        }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (host, after) = v6
                 .split_once(']')
@@ -61,7 +76,7 @@ impl BmcAddress {
         };
         if host.is_empty() || host.contains(['/', ' ', '@', '?', '#']) {
             return Err(bad(
-                "expected host, host:port or scheme://host[:port]".into()
+                "expected host, host:port or scheme://host[:port][/redfish/v1/Systems/ID]".into(),
             ));
         }
         let port = match port {
@@ -75,6 +90,7 @@ impl BmcAddress {
             protocol,
             host: host.to_string(),
             port,
+            path,
         })
     }
 
@@ -138,6 +154,30 @@ mod tests {
         assert_eq!(v6.host, "fd00::5");
         assert_eq!(v6.socket_addr_text(IPMI_PORT), "[fd00::5]:6230");
         assert_eq!(BmcAddress::parse("fd00::5").unwrap().host, "fd00::5");
+        assert_eq!(s.path, None);
+    }
+
+    #[test]
+    fn a_redfish_path_names_the_system() {
+        let a = BmcAddress::parse("redfish+https://bmc-3:8443/redfish/v1/Systems/Node1/").unwrap();
+        assert_eq!(a.host, "bmc-3");
+        assert_eq!(a.port, Some(8443));
+        assert_eq!(a.path.as_deref(), Some("/redfish/v1/Systems/Node1"));
+        assert_eq!(a.redfish_base_url(), "https://bmc-3:8443");
+        let v6 = BmcAddress::parse("https://[fd00::5]/redfish/v1/Systems/1").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.path.as_deref()),
+            ("fd00::5", Some("/redfish/v1/Systems/1"))
+        );
+        // Only Redfish addresses carry a path.
+        for bad in [
+            "ipmi://10.0.0.5/x",
+            "10.0.0.5/redfish/v1/Systems/1",
+            "https://h/a?b=1",
+        ] {
+            let e = BmcAddress::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl Bmc for IpmiBmc {
                 .unwrap_or_else(|| format!("IANA enterprise {}", id.manufacturer_id)),
             model: format!("product {:#06x}", id.product_id),
             firmware: id.firmware(),
+            system: String::new(),
         })
     }
 
@@ -315,7 +316,8 @@ pub fn boot_flags(boot: BootOverride) -> BootFlags {
     BootFlags {
         valid: true,
         persistent: boot.persistent,
-        efi: boot.mode == BootMode::Uefi,
+        // IPMI has no mode to read back: without a label (Current) the EFI bit, as always.
+        efi: boot.mode != BootMode::Legacy,
         device: match boot.device {
             BootDevice::Pxe => kiln_ipmi::BootDevice::Pxe,
             BootDevice::Disk => kiln_ipmi::BootDevice::Disk,

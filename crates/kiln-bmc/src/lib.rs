@@ -12,8 +12,11 @@ mod redfish;
 pub use address::{BmcAddress, Protocol};
 pub use error::{BmcError, ErrorKind};
 pub use ipmi::{IpmiBmc, IpmiConfig};
-pub use open::{BOOT_MODE_LABEL, INSECURE_TLS_LABEL, OpenOptions, boot_mode, open};
-pub use redfish::{RedfishAuth, RedfishBmc, RedfishHint, RedfishOptions};
+pub use open::{
+    BOOT_MODE_LABEL, INSECURE_TLS_LABEL, OpenOptions, REDFISH_SYSTEM_LABEL, boot_mode,
+    boot_override_mode, open,
+};
+pub use redfish::{ChosenBy, RedfishAuth, RedfishBmc, RedfishHint, RedfishOptions};
 
 use std::fmt;
 
@@ -91,6 +94,10 @@ impl fmt::Display for BootDevice {
 pub enum BootMode {
     Uefi,
     Legacy,
+    /// Whatever the system is set to now: Redfish leaves `BootSourceOverrideMode` as it reads,
+    /// so a Legacy host is never switched to UEFI unasked; IPMI, which has no mode to read back,
+    /// sets the EFI bit as it always has.
+    Current,
 }
 
 impl fmt::Display for BootMode {
@@ -98,6 +105,7 @@ impl fmt::Display for BootMode {
         f.write_str(match self {
             BootMode::Uefi => "UEFI",
             BootMode::Legacy => "legacy",
+            BootMode::Current => "mode unchanged",
         })
     }
 }
@@ -119,6 +127,8 @@ pub struct BmcInfo {
     pub vendor: String,
     pub model: String,
     pub firmware: String,
+    /// Redfish: the system driven and why it was chosen (empty for IPMI).
+    pub system: String,
 }
 
 /// One machine's BMC. Every call is one logical operation against the BMC with the driver's own
@@ -137,7 +147,8 @@ pub trait Bmc: Send + Sync {
         Ok(())
     }
     /// What this driver found out about the BMC that saves the next one work, as text to keep
-    /// and give back in [`OpenOptions::hint`] (Redfish: the system's path and how to log in).
+    /// and give back in [`OpenOptions::hint`] (Redfish: the system's path, why that system, and
+    /// how to log in).
     /// Never holds credentials.
     fn hint(&self) -> Option<String> {
         None

@@ -13,8 +13,12 @@ use crate::{
 
 /// Hardware label that opts one machine out of BMC certificate verification.
 pub const INSECURE_TLS_LABEL: &str = "kiln.dev/bmc-tls";
-/// Hardware label choosing the boot mode of boot overrides: `uefi` (default) or `legacy`.
+/// Hardware label choosing the boot mode of boot overrides: `uefi` or `legacy`; without it a
+/// Redfish override keeps the system's current mode.
 pub const BOOT_MODE_LABEL: &str = "kiln.dev/boot-mode";
+/// Hardware label choosing the Redfish system behind a BMC with several: its `Id` (`Node1`) or
+/// its `@odata.id` (`/redfish/v1/Systems/Node1`).
+pub const REDFISH_SYSTEM_LABEL: &str = "kiln.dev/redfish-system";
 
 /// Per-machine driver settings.
 #[derive(Debug, Clone)]
@@ -28,6 +32,11 @@ pub struct OpenOptions {
     /// What an earlier driver for this BMC found out ([`Bmc::hint`]); a stale or unreadable
     /// one only costs the discovery it would have saved.
     pub hint: Option<String>,
+    /// The machine's own MAC (hardware.csv `mac`): picks its system when a Redfish BMC has
+    /// several and nothing else says which.
+    pub mac: Option<String>,
+    /// The Redfish system to drive (`kiln.dev/redfish-system`): an Id or an `@odata.id`.
+    pub system: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -37,6 +46,8 @@ impl Default for OpenOptions {
             request_timeout: Duration::from_secs(10),
             power_timeout: Duration::from_secs(60),
             hint: None,
+            mac: None,
+            system: None,
         }
     }
 }
@@ -46,16 +57,37 @@ impl OpenOptions {
     pub fn for_hardware(hw: &Hardware) -> Self {
         OpenOptions {
             insecure_tls: hw.labels.get(INSECURE_TLS_LABEL).map(String::as_str) == Some("insecure"),
+            mac: Some(hw.mac.to_string()),
+            system: hw
+                .labels
+                .get(REDFISH_SYSTEM_LABEL)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
             ..OpenOptions::default()
         }
     }
 }
 
-/// The boot mode for a machine's boot overrides, from its labels.
+/// The firmware a machine's labels declare (UEFI unless labelled legacy).
 pub fn boot_mode(hw: &Hardware) -> BootMode {
-    match hw.labels.get(BOOT_MODE_LABEL).map(String::as_str) {
-        Some("legacy" | "bios") => BootMode::Legacy,
+    match boot_override_mode(hw) {
+        BootMode::Legacy => BootMode::Legacy,
         _ => BootMode::Uefi,
+    }
+}
+
+/// The boot mode to ask for in a machine's boot overrides: its label, else the system's
+/// current mode (never a silent switch from Legacy to UEFI).
+pub fn boot_override_mode(hw: &Hardware) -> BootMode {
+    match hw
+        .labels
+        .get(BOOT_MODE_LABEL)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("legacy" | "bios") => BootMode::Legacy,
+        Some("uefi" | "efi") => BootMode::Uefi,
+        _ => BootMode::Current,
     }
 }
 
@@ -76,6 +108,9 @@ fn redfish(
                 .hint
                 .as_deref()
                 .and_then(|h| serde_json::from_str(h).ok()),
+            // A path in bmc_ip names the system; the label, when given, has the last word.
+            system: opts.system.clone().or_else(|| address.path.clone()),
+            mac: opts.mac.clone(),
             ..RedfishOptions::default()
         },
     )
@@ -120,7 +155,17 @@ pub async fn open(endpoint: &BmcEndpoint, opts: &OpenOptions) -> Result<Box<dyn 
                     };
                     ipmi(&ipmi_address, endpoint, opts)
                 }
-                _ => Ok(Box::new(redfish(&address, endpoint, opts)?)),
+                _ => {
+                    // What the probe discovered (the system, how to log in) saves the driver
+                    // doing it again.
+                    let opts = OpenOptions {
+                        hint: Bmc::hint(&rf).or_else(|| opts.hint.clone()),
+                        ..opts.clone()
+                    };
+                    // The probe's session would otherwise hold one of the BMC's few slots.
+                    let _ = rf.close().await;
+                    Ok(Box::new(redfish(&address, endpoint, &opts)?))
+                }
             }
         }
     }

@@ -24,12 +24,10 @@ pub async fn run_job(
     mode: BootMode,
     note: Note<'_>,
 ) -> Result<String, StepFailure> {
-    let mode_name = match mode {
-        BootMode::Uefi => "UEFI",
-        BootMode::Legacy => "legacy",
-    };
+    // "UEFI", "legacy", or "mode unchanged" (no label: the system keeps its own).
+    let mode_name = mode.to_string();
     let result = match job {
-        PowerJob::Netboot { .. } => netboot(bmc, mode, mode_name, note).await,
+        PowerJob::Netboot { .. } => netboot(bmc, mode, &mode_name, note).await,
         PowerJob::BootDisk { .. } => {
             let boot = BootOverride {
                 device: BootDevice::Disk,
@@ -194,6 +192,27 @@ mod tests {
             assert_eq!(f.retryable, retryable, "{}", f.message);
             assert!(f.message.contains("10.0.0.5"));
         }
+    }
+
+    #[tokio::test]
+    async fn without_a_mode_label_the_step_says_the_mode_is_left_alone() {
+        let seen = Mutex::new(Vec::new());
+        let note =
+            |kind: &str, detail: String| seen.lock().unwrap().push(format!("{kind}: {detail}"));
+        let bmc = FakeBmc::default();
+        run_job(
+            PowerJob::Netboot { attempt: 1 },
+            &bmc,
+            BootMode::Current,
+            &note,
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.contains(&"bmc.boot-device: next boot: pxe (once, mode unchanged)".to_string()),
+            "{seen:?}"
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,7 @@ async fn apply(op: Op, bmc: &dyn Bmc, hw: &Hardware, persistent: bool) -> Result
         Ok::<_, BmcError>(format!("{a}: now {state}"))
     };
     let boot = |device| async move {
-        let mode = kiln_bmc::boot_mode(hw);
+        let mode = kiln_bmc::boot_override_mode(hw);
         bmc.set_boot(BootOverride {
             device,
             persistent,
@@ -128,10 +128,15 @@ async fn apply(op: Op, bmc: &dyn Bmc, hw: &Hardware, persistent: bool) -> Result
         Op::Disk => boot(BootDevice::Disk).await,
         Op::Info => {
             let i = bmc.identify().await?;
-            Ok(format!(
+            let mut text = format!(
                 "{} {} {} firmware {}",
                 i.protocol, i.vendor, i.model, i.firmware
-            ))
+            );
+            // Redfish: which system behind the BMC, and why that one.
+            if !i.system.is_empty() {
+                text.push_str(&format!("; system {}", i.system));
+            }
+            Ok(text)
         }
     }
 }

@@ -99,7 +99,13 @@ async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
             tracing::warn!("recording a BMC event: {e}");
         }
     };
-    let result = run_job(job.job, bmc.as_ref(), kiln_bmc::boot_mode(&hw), &note).await;
+    let result = run_job(
+        job.job,
+        bmc.as_ref(),
+        kiln_bmc::boot_override_mode(&hw),
+        &note,
+    )
+    .await;
     if let Some(learnt) = bmc.hint().filter(|h| Some(h) != hint.as_ref()) {
         let store = Arc::clone(engine.store());
         let saved = tokio::task::spawn_blocking(move || {

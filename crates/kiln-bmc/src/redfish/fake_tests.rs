@@ -807,6 +807,7 @@ async fn identify_combines_system_service_root_and_manager() {
             vendor: "Contoso".into(),
             model: "R1".into(),
             firmware: "1.2.3 (BIOS 2.3.4)".into(),
+            system: format!("{SYSTEM} (the only system)"),
         }
     );
 }
@@ -862,6 +863,7 @@ fn with_hint(system: &str, sessions: Option<&str>) -> RedfishOptions {
         hint: Some(RedfishHint {
             system: system.into(),
             sessions: sessions.map(str::to_string),
+            chosen: None,
         }),
         ..fast()
     }
@@ -884,7 +886,8 @@ async fn a_hint_from_an_earlier_driver_skips_discovery() {
             hint,
             RedfishHint {
                 system: SYSTEM.into(),
-                sessions: collection.clone()
+                sessions: collection.clone(),
+                chosen: Some(ChosenBy::Only),
             }
         );
         let text = Bmc::hint(&first).unwrap();

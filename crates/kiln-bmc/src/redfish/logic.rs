@@ -116,10 +116,12 @@ pub fn boot_enabled(persistent: bool) -> &'static str {
     if persistent { "Continuous" } else { "Once" }
 }
 
-pub fn boot_mode(mode: BootMode) -> &'static str {
+/// The `BootSourceOverrideMode` value for a mode; `None`: leave it as the system has it.
+pub fn boot_mode(mode: BootMode) -> Option<&'static str> {
     match mode {
-        BootMode::Uefi => "UEFI",
-        BootMode::Legacy => "Legacy",
+        BootMode::Uefi => Some("UEFI"),
+        BootMode::Legacy => Some("Legacy"),
+        BootMode::Current => None,
     }
 }
 
@@ -133,10 +135,22 @@ pub struct BootPlan {
     pub mode: Option<&'static str>,
 }
 
+/// `Err` carries the text for `BmcError::Unsupported`: the system does not advertise the
+/// override (a `Boot` with only `BootOrder`, say) or not this target, so nothing is sent.
 pub fn plan_boot(boot: &Boot, want: BootOverride) -> Result<BootPlan, String> {
     let target = boot_target(want.device);
     let enabled = boot_enabled(want.persistent);
-    let mode = boot_mode(want.mode);
+    if boot.target.is_none() && boot.target_allowed.is_none() {
+        return Err(format!(
+            "boot override (its Boot object has no BootSourceOverrideTarget{}): set the next boot \
+             another way, or run the workflow with --no-power",
+            if boot.enabled.is_some() {
+                ""
+            } else {
+                " nor BootSourceOverrideEnabled"
+            }
+        ));
+    }
     let check = |field: &str, value: &str, allowed: &Option<Vec<String>>| match allowed {
         Some(list) if !list.iter().any(|a| a == value) => Err(format!(
             "{field} {value:?} (allowed: {})",
@@ -146,10 +160,16 @@ pub fn plan_boot(boot: &Boot, want: BootOverride) -> Result<BootPlan, String> {
     };
     check("BootSourceOverrideTarget", target, &boot.target_allowed)?;
     check("BootSourceOverrideEnabled", enabled, &boot.enabled_allowed)?;
-    check("BootSourceOverrideMode", mode, &boot.mode_allowed)?;
-    let mode = match boot.mode.as_deref() {
-        Some(current) if current.eq_ignore_ascii_case(mode) => None,
-        _ => Some(mode),
+    let mode = match boot_mode(want.mode) {
+        // Not asked for (no label): the system keeps the mode it reads, Legacy included.
+        None => None,
+        Some(mode) => {
+            check("BootSourceOverrideMode", mode, &boot.mode_allowed)?;
+            match boot.mode.as_deref() {
+                Some(current) if current.eq_ignore_ascii_case(mode) => None,
+                _ => Some(mode),
+            }
+        }
     };
     Ok(BootPlan {
         target,
@@ -219,30 +239,130 @@ pub fn error_mentions(body: &[u8], property: &str) -> bool {
         })
 }
 
-/// Which system member to drive. `wanted` is an Id (`1`, `System.Embedded.1`) or a path; `Err`
-/// explains the choice that could not be made. `Ok(None)`: `wanted` is not a member, so the
-/// caller may still try it as a path (sushy-tools, for one, redirects a name to the UUID).
-pub fn choose_system(members: &[String], wanted: Option<&str>) -> Result<Option<String>, String> {
+/// Why the driver drives the system it does (kept in the hint, shown by `kiln bmc info`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum ChosenBy {
+    /// The BMC has one system.
+    Only,
+    /// The machine's MAC is one of this system's NICs.
+    Mac { mac: String, interface: String },
+    /// Named by the machine's label or the path in its bmc_ip.
+    Configured { wanted: String },
+}
+
+impl std::fmt::Display for ChosenBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChosenBy::Only => f.write_str("the only system"),
+            ChosenBy::Mac { mac, interface } => write!(f, "MAC {mac} on {interface}"),
+            ChosenBy::Configured { wanted } => write!(f, "configured as {wanted}"),
+        }
+    }
+}
+
+/// Which member of the Systems collection to drive, before any MAC is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemPick {
+    Member(String),
+    /// `wanted` is not a member by Id or path: the caller may still try it as a path
+    /// (sushy-tools, for one, redirects a name to the UUID).
+    TryPath,
+    /// Several members and nothing named one: match the machine's MAC.
+    Several,
+    Empty,
+}
+
+/// `wanted` is an Id (`1`, `System.Embedded.1`, `Node1`) or a path.
+pub fn choose_system(members: &[String], wanted: Option<&str>) -> SystemPick {
     match wanted {
         Some(w) => {
             let w = w.trim_end_matches('/');
-            Ok(members
+            members
                 .iter()
                 .find(|m| {
                     let m = m.trim_end_matches('/');
                     m == w || m.rsplit('/').next() == Some(w)
                 })
-                .cloned())
+                .map_or(SystemPick::TryPath, |m| SystemPick::Member(m.clone()))
         }
         None => match members {
-            [one] => Ok(Some(one.clone())),
-            [] => Err("any system: the Systems collection is empty".into()),
-            many => Err(format!(
-                "choosing among several systems ({}): configure the system id",
-                many.join(", ")
-            )),
+            [one] => SystemPick::Member(one.clone()),
+            [] => SystemPick::Empty,
+            _ => SystemPick::Several,
         },
     }
+}
+
+/// A MAC as `aa:bb:cc:dd:ee:ff`, from the forms BMCs write (any case, `:` or `-` or none,
+/// padded); `None` for "Not Available", empty and all-zero values.
+pub fn normalize_mac(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = hex.to_ascii_lowercase();
+    if hex.chars().all(|c| c == '0') {
+        return None;
+    }
+    let pairs: Vec<&str> = (0..6).map(|i| &hex[2 * i..2 * i + 2]).collect();
+    Some(pairs.join(":"))
+}
+
+/// One system behind the BMC and the NIC MACs it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemNics {
+    pub path: String,
+    pub id: String,
+    /// (normalized MAC, the interface's path), in the BMC's order.
+    pub macs: Vec<(String, String)>,
+}
+
+/// The system whose NICs include `mac`: its index and the matching interface. `Err` says why
+/// none could be chosen, listing every system with its Id and MACs.
+pub fn choose_by_mac(systems: &[SystemNics], mac: Option<&str>) -> Result<(usize, String), String> {
+    let wanted = mac.and_then(normalize_mac);
+    let hits: Vec<(usize, &str)> = systems
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let w = wanted.as_deref()?;
+            s.macs
+                .iter()
+                .find(|(m, _)| m == w)
+                .map(|(_, iface)| (i, iface.as_str()))
+        })
+        .collect();
+    if let [(i, iface)] = hits.as_slice() {
+        return Ok((*i, iface.to_string()));
+    }
+    let listing = systems
+        .iter()
+        .map(|s| {
+            let mut macs: Vec<&str> = s.macs.iter().map(|(m, _)| m.as_str()).collect();
+            macs.dedup();
+            let macs = if macs.is_empty() {
+                "no MACs listed".to_string()
+            } else {
+                macs.join(", ")
+            };
+            format!("{} ({}: {macs})", s.id, s.path)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let why = match (&wanted, hits.len()) {
+        (None, _) => "several systems and no machine MAC to match".to_string(),
+        (Some(m), 0) => format!("several systems and none lists MAC {m}"),
+        (Some(m), _) => format!("several systems list MAC {m}"),
+    };
+    Err(format!(
+        "choosing a system: {why}: {listing}; name one with the label \
+         kiln.dev/redfish-system=<Id> or its path in bmc_ip"
+    ))
 }
 
 /// The path of a system given by id or path, when it is not in the collection.
@@ -371,6 +491,15 @@ mod tests {
         assert_eq!(first_step(A::Reset, &O::On), FirstStep::Send);
     }
 
+    /// A `Boot` object that advertises the override (the DMTF mockups' usual shape).
+    fn overridable() -> Boot {
+        Boot {
+            target: Some("None".into()),
+            enabled: Some("Disabled".into()),
+            ..Boot::default()
+        }
+    }
+
     fn want(device: BootDevice, persistent: bool, mode: BootMode) -> BootOverride {
         BootOverride {
             device,
@@ -381,18 +510,14 @@ mod tests {
 
     #[test]
     fn boot_patch_bodies() {
-        let plan = plan_boot(
-            &Boot::default(),
-            want(BootDevice::Pxe, false, BootMode::Uefi),
-        )
-        .unwrap();
+        let plan = plan_boot(&overridable(), want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap();
         assert_eq!(
             boot_patch_body(&plan),
             json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once",
                             "BootSourceOverrideMode": "UEFI"}})
         );
         let plan = plan_boot(
-            &Boot::default(),
+            &overridable(),
             want(BootDevice::Disk, true, BootMode::Legacy),
         )
         .unwrap();
@@ -402,7 +527,7 @@ mod tests {
                             "BootSourceOverrideMode": "Legacy"}})
         );
         let plan = plan_boot(
-            &Boot::default(),
+            &overridable(),
             want(BootDevice::Bios, false, BootMode::Uefi),
         )
         .unwrap();
@@ -413,7 +538,7 @@ mod tests {
     fn boot_mode_left_out_when_already_set() {
         let boot = Boot {
             mode: Some("UEFI".into()),
-            ..Boot::default()
+            ..overridable()
         };
         let plan = plan_boot(&boot, want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap();
         assert_eq!(plan.mode, None);
@@ -430,7 +555,7 @@ mod tests {
     fn boot_checked_against_allowable_values() {
         let boot = Boot {
             target_allowed: Some(strings(&["Pxe", "Cd", "Hdd"])),
-            ..Boot::default()
+            ..overridable()
         };
         let err = plan_boot(&boot, want(BootDevice::Bios, false, BootMode::Uefi)).unwrap_err();
         assert!(
@@ -440,13 +565,13 @@ mod tests {
         assert!(plan_boot(&boot, want(BootDevice::Disk, false, BootMode::Uefi)).is_ok());
         let boot = Boot {
             enabled_allowed: Some(strings(&["Once", "Disabled"])),
-            ..Boot::default()
+            ..overridable()
         };
         let err = plan_boot(&boot, want(BootDevice::Pxe, true, BootMode::Uefi)).unwrap_err();
         assert!(err.contains("Continuous"), "{err}");
         let boot = Boot {
             mode_allowed: Some(strings(&["UEFI"])),
-            ..Boot::default()
+            ..overridable()
         };
         let err = plan_boot(&boot, want(BootDevice::Pxe, true, BootMode::Legacy)).unwrap_err();
         assert!(err.contains("BootSourceOverrideMode \"Legacy\""), "{err}");
@@ -496,33 +621,134 @@ mod tests {
     #[test]
     fn system_choice() {
         let one = strings(&["/redfish/v1/Systems/1"]);
-        assert_eq!(
-            choose_system(&one, None).unwrap().unwrap(),
-            "/redfish/v1/Systems/1"
-        );
+        let member = |p: &str| SystemPick::Member(p.into());
+        assert_eq!(choose_system(&one, None), member("/redfish/v1/Systems/1"));
         let two = strings(&["/redfish/v1/Systems/a", "/redfish/v1/Systems/b/"]);
-        let err = choose_system(&two, None).unwrap_err();
-        assert!(
-            err.contains("/redfish/v1/Systems/a, /redfish/v1/Systems/b/"),
-            "{err}"
+        assert_eq!(choose_system(&two, None), SystemPick::Several);
+        assert_eq!(
+            choose_system(&two, Some("b")),
+            member("/redfish/v1/Systems/b/")
         );
         assert_eq!(
-            choose_system(&two, Some("b")).unwrap().unwrap(),
-            "/redfish/v1/Systems/b/"
+            choose_system(&two, Some("/redfish/v1/Systems/a/")),
+            member("/redfish/v1/Systems/a")
         );
-        assert_eq!(
-            choose_system(&two, Some("/redfish/v1/Systems/a/"))
-                .unwrap()
-                .unwrap(),
-            "/redfish/v1/Systems/a"
-        );
-        assert_eq!(choose_system(&two, Some("vm1")).unwrap(), None);
-        assert!(choose_system(&[], None).unwrap_err().contains("empty"));
+        assert_eq!(choose_system(&two, Some("vm1")), SystemPick::TryPath);
+        assert_eq!(choose_system(&[], None), SystemPick::Empty);
         assert_eq!(
             system_path_for("/redfish/v1/Systems/", "vm1"),
             "/redfish/v1/Systems/vm1"
         );
         assert_eq!(system_path_for("/redfish/v1/Systems", "/x/y"), "/x/y");
+    }
+
+    #[test]
+    fn macs_as_bmcs_write_them() {
+        let n = |t: &str| normalize_mac(t);
+        assert_eq!(n("12:44:6A:3B:04:11").as_deref(), Some("12:44:6a:3b:04:11"));
+        // Cray EX pads PermanentMACAddress with a space.
+        assert_eq!(
+            n(" 00:40:a6:83:c5:30").as_deref(),
+            Some("00:40:a6:83:c5:30")
+        );
+        assert_eq!(n("00-40-A6-83-C5-30").as_deref(), Some("00:40:a6:83:c5:30"));
+        assert_eq!(n("0040a683c530").as_deref(), Some("00:40:a6:83:c5:30"));
+        for none in [
+            "Not Available",
+            "",
+            "00:00:00:00:00:00",
+            "12:44:6A:3B:04",
+            "zz:44:6a:3b:04:11",
+        ] {
+            assert_eq!(n(none), None, "{none:?}");
+        }
+    }
+
+    fn nics(id: &str, macs: &[&str]) -> SystemNics {
+        let path = format!("/redfish/v1/Systems/{id}");
+        SystemNics {
+            macs: macs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.to_string(), format!("{path}/EthernetInterfaces/{i}")))
+                .collect(),
+            id: id.into(),
+            path,
+        }
+    }
+
+    #[test]
+    fn mac_picks_the_one_system_that_lists_it() {
+        let systems = [
+            nics("Node0", &["00:40:a6:83:b6:37"]),
+            nics("Node1", &["00:40:a6:83:b6:38", "00:40:a6:83:b6:39"]),
+            nics("Node2", &[]),
+        ];
+        assert_eq!(
+            choose_by_mac(&systems, Some("00:40:A6:83:B6:39")).unwrap(),
+            (
+                1,
+                "/redfish/v1/Systems/Node1/EthernetInterfaces/1".to_string()
+            )
+        );
+        let err = choose_by_mac(&systems, Some("52:54:00:00:00:01")).unwrap_err();
+        assert!(err.contains("none lists MAC 52:54:00:00:00:01"), "{err}");
+        for part in [
+            "Node0 (/redfish/v1/Systems/Node0: 00:40:a6:83:b6:37)",
+            "Node1 (/redfish/v1/Systems/Node1: 00:40:a6:83:b6:38, 00:40:a6:83:b6:39)",
+            "Node2 (/redfish/v1/Systems/Node2: no MACs listed)",
+            "kiln.dev/redfish-system",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        let err = choose_by_mac(&systems, None).unwrap_err();
+        assert!(err.contains("no machine MAC"), "{err}");
+        let twice = [
+            nics("A", &["02:00:00:00:00:01"]),
+            nics("B", &["02:00:00:00:00:01"]),
+        ];
+        let err = choose_by_mac(&twice, Some("02:00:00:00:00:01")).unwrap_err();
+        assert!(err.contains("several systems list MAC"), "{err}");
+    }
+
+    #[test]
+    fn chosen_by_reads_as_a_reason() {
+        assert_eq!(ChosenBy::Only.to_string(), "the only system");
+        let mac = ChosenBy::Mac {
+            mac: "00:40:a6:83:b6:37".into(),
+            interface: "/redfish/v1/Systems/Node0/EthernetInterfaces/ManagementEthernet".into(),
+        };
+        assert!(mac.to_string().starts_with("MAC 00:40:a6:83:b6:37 on "));
+        let json = serde_json::to_value(&mac).unwrap();
+        assert_eq!(json["by"], "mac");
+        assert_eq!(serde_json::from_value::<ChosenBy>(json).unwrap(), mac);
+    }
+
+    #[test]
+    fn no_override_fields_means_unsupported() {
+        // OpenBMC-style: a Boot object with only BootOrder.
+        let only_order = Boot::default();
+        let err = plan_boot(&only_order, want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap_err();
+        assert!(err.contains("no BootSourceOverrideTarget"), "{err}");
+        assert!(err.contains("--no-power"), "{err}");
+    }
+
+    #[test]
+    fn current_mode_is_never_sent_and_never_checked() {
+        let legacy = Boot {
+            mode: Some("Legacy".into()),
+            mode_allowed: Some(strings(&["Legacy"])),
+            ..overridable()
+        };
+        let plan = plan_boot(&legacy, want(BootDevice::Pxe, false, BootMode::Current)).unwrap();
+        assert_eq!(plan.mode, None);
+        assert_eq!(
+            boot_patch_body(&plan),
+            json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+        );
+        // Asked for explicitly, UEFI on a Legacy-only system is refused before sending.
+        let err = plan_boot(&legacy, want(BootDevice::Pxe, false, BootMode::Uefi)).unwrap_err();
+        assert!(err.contains("BootSourceOverrideMode \"UEFI\""), "{err}");
     }
 
     #[test]

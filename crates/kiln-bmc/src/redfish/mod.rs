@@ -1,10 +1,13 @@
 //! Redfish driver: a small typed client on reqwest (rustls) + serde.
 //!
-//! Discovery: service root → `Systems` → the one system (or the configured one). Auth: a Redfish
+//! Discovery: service root → `Systems` → the one system, the configured one (label or path in
+//! bmc_ip), or the one whose EthernetInterfaces list the machine's MAC. Auth: a Redfish
 //! session when the service offers one (deleted on `close`), else HTTP Basic. Power: the
 //! `#ComputerSystem.Reset` action with a ResetType the BMC allows, then `PowerState` is polled
-//! until it shows the result. Boot: PATCH of the system's `Boot` object, with `If-Match` when the
-//! BMC gave an ETag, and without `BootSourceOverrideMode` when the BMC refuses that property.
+//! until it shows the result, backing off and taking turns with other machines behind the same
+//! BMC. Boot: PATCH of the system's `Boot` object, only when it advertises the override, with
+//! `If-Match` when the BMC gave an ETag, and without `BootSourceOverrideMode` when no label asks
+//! for a mode or the BMC refuses that property.
 //! The decisions live in [`logic`] (pure); this file is the HTTP shell.
 //!
 //! Discovery costs two or three requests per driver. What it found can be kept by the caller as
@@ -13,22 +16,27 @@
 //! is gone, Basic is refused) is dropped and discovery runs as usual.
 
 mod logic;
+mod poll_gate;
 mod tls;
 mod types;
 
 #[cfg(test)]
 mod fake_tests;
+#[cfg(test)]
+mod mockup_tests;
+
+pub use logic::ChosenBy;
 
 use crate::{Bmc, BmcAddress, BmcError, BmcInfo, BootOverride, PowerAction, PowerState, Protocol};
 use kiln_model::Secret;
-use logic::{FirstStep, ObservedPower};
+use logic::{FirstStep, ObservedPower, SystemPick};
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, HeaderValue, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use types::{ComputerSystem, ServiceRoot};
 
 const SERVICE_ROOT: &str = "/redfish/v1/";
@@ -47,14 +55,37 @@ pub enum RedfishAuth {
     Basic,
 }
 
-/// What discovery found out about a BMC: the system's path and how to log in. Paths only: no
-/// credentials, no session token.
+/// What discovery found out about a BMC: the system's path, why it was chosen, and how to log
+/// in. Paths only: no credentials, no session token.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedfishHint {
     pub system: String,
     /// The session collection to log in at; `None`: HTTP Basic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<String>,
+    /// Why `system`; `None` in hints kept before systems were chosen (one-system BMCs). A hint
+    /// chosen for another label, path or MAC than the machine has now is not followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<ChosenBy>,
+}
+
+impl RedfishHint {
+    /// Whether the hint's system still answers what the options ask for.
+    fn system_holds(&self, options: &RedfishOptions) -> bool {
+        match (&self.chosen, options.system.as_deref()) {
+            (Some(ChosenBy::Configured { wanted }), Some(now)) => wanted == now,
+            (_, Some(_)) | (Some(ChosenBy::Configured { .. }), None) => false,
+            (Some(ChosenBy::Mac { mac, .. }), None) => {
+                options
+                    .mac
+                    .as_deref()
+                    .and_then(logic::normalize_mac)
+                    .as_deref()
+                    == Some(mac)
+            }
+            (Some(ChosenBy::Only) | None, None) => true,
+        }
+    }
 }
 
 /// Per-machine Redfish settings.
@@ -69,12 +100,16 @@ pub struct RedfishOptions {
     /// Which system to drive when the BMC has several: its `Id` (last path segment) or its path.
     /// A name the BMC redirects (sushy-tools: name → UUID) works too.
     pub system: Option<String>,
+    /// The machine's MAC: with several systems and no `system`, the one whose
+    /// EthernetInterfaces list it is driven.
+    pub mac: Option<String>,
     pub auth: RedfishAuth,
     /// Bound on each HTTP request (connect + answer).
     pub request_timeout: Duration,
     /// How long `power()` waits for `PowerState` to show the result.
     pub power_timeout: Duration,
-    /// How often `power()` reads `PowerState` while waiting.
+    /// The longest pause between `PowerState` reads while waiting (they start 100 ms apart and
+    /// double up to this).
     pub poll_interval: Duration,
     /// What an earlier driver discovered ([`RedfishBmc::hint`]); used with `auth: Auto` only.
     pub hint: Option<RedfishHint>,
@@ -86,10 +121,11 @@ impl Default for RedfishOptions {
             insecure_skip_verify: false,
             ca_pem: None,
             system: None,
+            mac: None,
             auth: RedfishAuth::Auto,
             request_timeout: Duration::from_secs(30),
             power_timeout: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(2),
             hint: None,
         }
     }
@@ -119,6 +155,8 @@ enum Login {
 struct State {
     /// The system's path, once discovered (after redirects).
     system_path: Option<String>,
+    /// Why that system.
+    chosen: Option<ChosenBy>,
     auth: AuthState,
     login: Option<Login>,
     /// `system_path` and `login` came from a hint and have not been confirmed yet.
@@ -222,7 +260,9 @@ impl RedfishBmc {
             .map_err(|e| bad(format!("HTTP client: {}", error_chain(&e))))?;
         let state = match &options.hint {
             Some(hint) if options.auth == RedfishAuth::Auto => State {
-                system_path: Some(hint.system.clone()),
+                // A hint for another choice still says how to log in.
+                system_path: hint.system_holds(&options).then(|| hint.system.clone()),
+                chosen: hint.chosen.clone().filter(|_| hint.system_holds(&options)),
                 login: Some(match &hint.sessions {
                     Some(collection) => Login::Session {
                         collection: collection.clone(),
@@ -254,7 +294,11 @@ impl RedfishBmc {
             Login::Basic => None,
             Login::Session { collection } => Some(collection),
         };
-        Some(RedfishHint { system, sessions })
+        Some(RedfishHint {
+            system,
+            sessions,
+            chosen: state.chosen.clone(),
+        })
     }
 
     /// Forgets what a hint said, so that the next call discovers afresh; false when nothing
@@ -266,6 +310,7 @@ impl RedfishBmc {
         }
         state.hinted = false;
         state.system_path = None;
+        state.chosen = None;
         if matches!(state.auth, AuthState::Basic) {
             state.auth = AuthState::Unknown;
         }
@@ -622,10 +667,17 @@ impl RedfishBmc {
             .filter_map(|m| m.odata_id)
             .collect();
         let wanted = self.options.system.as_deref();
-        let path = match logic::choose_system(&members, wanted) {
-            Ok(Some(path)) => path,
-            Err(what) => return Err(self.unsupported(what)),
-            Ok(None) => {
+        let configured = || ChosenBy::Configured {
+            wanted: wanted.unwrap_or_default().to_string(),
+        };
+        let (path, chosen) = match logic::choose_system(&members, wanted) {
+            SystemPick::Member(path) if wanted.is_some() => (path, configured()),
+            SystemPick::Member(path) => (path, ChosenBy::Only),
+            SystemPick::Empty => {
+                return Err(self.unsupported("any system: the Systems collection is empty".into()));
+            }
+            SystemPick::Several => self.choose_by_mac(&members).await?,
+            SystemPick::TryPath => {
                 // Not a member by id: try it as a path (the BMC may redirect a name).
                 let wanted = wanted.unwrap_or_default();
                 let path = logic::system_path_for(&collection, wanted);
@@ -646,11 +698,129 @@ impl RedfishBmc {
                 if !reply.status.is_success() {
                     return Err(self.status_error(&format!("GET {path}"), "systems", &reply));
                 }
-                reply.url.path().to_string()
+                (reply.url.path().to_string(), configured())
             }
         };
+        self.state().chosen = Some(chosen);
         self.state().system_path = Some(path.clone());
         Ok(path)
+    }
+
+    /// Several systems and none named: the one whose NICs list the machine's MAC. Each
+    /// system's EthernetInterfaces first; when none lists the MAC, its NetworkInterfaces'
+    /// Ethernet functions too (where the BMC links them).
+    async fn choose_by_mac(&self, members: &[String]) -> Result<(String, ChosenBy), BmcError> {
+        let wanted = self.options.mac.as_deref().and_then(logic::normalize_mac);
+        let mut systems = Vec::with_capacity(members.len());
+        let mut adapters = Vec::with_capacity(members.len());
+        for path in members {
+            let (nics, network_interfaces) = self.system_nics(path).await?;
+            systems.push(nics);
+            adapters.push(network_interfaces);
+        }
+        let listed = |systems: &[logic::SystemNics]| {
+            systems
+                .iter()
+                .any(|s| s.macs.iter().any(|(m, _)| Some(m) == wanted.as_ref()))
+        };
+        if wanted.is_some() && !listed(&systems) {
+            for (nics, link) in systems.iter_mut().zip(adapters) {
+                if let Some(link) = link {
+                    self.adapter_macs(&link, nics).await?;
+                }
+            }
+        }
+        let (i, interface) = logic::choose_by_mac(&systems, self.options.mac.as_deref())
+            .map_err(|what| self.unsupported(what))?;
+        let chosen = ChosenBy::Mac {
+            mac: wanted.unwrap_or_default(),
+            interface,
+        };
+        Ok((systems.swap_remove(i).path, chosen))
+    }
+
+    /// The resources a collection lists, each with its path. What cannot be read is left out:
+    /// only an unreachable BMC stops the choice.
+    async fn members_of<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        what: &str,
+    ) -> Result<Vec<(String, T)>, BmcError> {
+        let list = match self.get_json::<types::Collection>(collection, what).await {
+            Ok((c, _)) => c.members,
+            Err(e) if e.kind().is_retryable() => return Err(e),
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for path in list.into_iter().filter_map(|m| m.odata_id) {
+            match self.get_json::<T>(&path, what).await {
+                Ok((doc, _)) => out.push((path, doc)),
+                Err(e) if e.kind().is_retryable() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// A system's Id and the MACs of its EthernetInterfaces, and its NetworkInterfaces link.
+    async fn system_nics(
+        &self,
+        path: &str,
+    ) -> Result<(logic::SystemNics, Option<String>), BmcError> {
+        let fallback_id = path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(path);
+        let system = match self
+            .get_json::<ComputerSystem>(path, &format!("system {path}"))
+            .await
+        {
+            Ok((system, _)) => Some(system),
+            Err(e) if e.kind().is_retryable() => return Err(e),
+            Err(_) => None,
+        };
+        let mut nics = logic::SystemNics {
+            path: path.to_string(),
+            id: system
+                .as_ref()
+                .and_then(|s| s.id.clone())
+                .unwrap_or_else(|| fallback_id.to_string()),
+            macs: Vec::new(),
+        };
+        let Some(system) = system else {
+            return Ok((nics, None));
+        };
+        if let Some(link) = system.ethernet_interfaces.and_then(|l| l.odata_id) {
+            let interfaces = self
+                .members_of::<types::EthernetInterface>(&link, "an EthernetInterface")
+                .await?;
+            for (iface, nic) in interfaces {
+                add_macs(&mut nics, &iface, nic);
+            }
+        }
+        Ok((nics, system.network_interfaces.and_then(|l| l.odata_id)))
+    }
+
+    /// The MACs of the Ethernet functions under a system's NetworkInterfaces.
+    async fn adapter_macs(&self, link: &str, nics: &mut logic::SystemNics) -> Result<(), BmcError> {
+        let adapters = self
+            .members_of::<types::NetworkInterface>(link, "a NetworkInterface")
+            .await?;
+        for functions in adapters
+            .into_iter()
+            .filter_map(|(_, a)| a.functions.and_then(|l| l.odata_id))
+        {
+            let functions = self
+                .members_of::<types::NetworkDeviceFunction>(&functions, "a NetworkDeviceFunction")
+                .await?;
+            for (path, function) in functions {
+                if let Some(ethernet) = function.ethernet {
+                    add_macs(nics, &path, ethernet);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The system resource and its ETag (header first, then `@odata.etag`).
@@ -732,27 +902,35 @@ impl RedfishBmc {
         Ok((target, allowed))
     }
 
-    /// Polls `PowerState` until it settles at `target`. Unreachable reads are tolerated (BMCs
-    /// stall during resets) until the deadline.
+    /// Polls `PowerState` until it settles at `target`: 100 ms after the change, then doubling
+    /// up to `poll_interval`, never past the deadline, and one read at a time per BMC (machines
+    /// behind the same BMC take turns). Unreachable reads are tolerated (BMCs stall during
+    /// resets) until the deadline.
     async fn wait_for(&self, target: PowerState, operation: &str) -> Result<(), BmcError> {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.options.power_timeout;
+        let gate = poll_gate::for_bmc(&self.address);
         loop {
-            match self.read_power().await {
+            let read = {
+                let _turn = gate.turn().await;
+                self.read_power().await
+            };
+            match read {
                 Ok(now) if now.settled_at(target) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind().is_retryable() => {}
                 Err(e) => return Err(e),
             }
-            if started.elapsed() >= self.options.power_timeout {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Err(BmcError::Timeout {
                     address: self.address.clone(),
                     operation: format!("{operation} (PowerState never {target})"),
                     seconds: self.options.power_timeout.as_secs(),
                 });
             }
-            // Most BMCs show the change within a moment: look again soon, then every interval.
-            let waited = started.elapsed();
-            tokio::time::sleep(first_polls(waited, self.options.poll_interval)).await;
+            let pause = first_polls(now - started, self.options.poll_interval);
+            tokio::time::sleep_until((now + pause).min(deadline)).await;
         }
     }
 
@@ -808,11 +986,20 @@ impl Bmc for RedfishBmc {
             (true, false) => format!("BIOS {bios}"),
             (true, true) => String::new(),
         };
+        let system = {
+            let state = self.state();
+            let why = match &state.chosen {
+                Some(c) => c.to_string(),
+                None => "kept from an earlier discovery".into(),
+            };
+            format!("{} ({why})", state.system_path.clone().unwrap_or_default())
+        };
         Ok(BmcInfo {
             protocol: "redfish".into(),
             vendor,
             model,
             firmware,
+            system,
         })
     }
 
@@ -866,7 +1053,8 @@ impl Bmc for RedfishBmc {
         let current = system
             .boot
             .ok_or_else(|| self.unsupported(format!("boot override (no Boot object on {path})")))?;
-        let mut plan = logic::plan_boot(&current, boot).map_err(|what| self.unsupported(what))?;
+        let mut plan = logic::plan_boot(&current, boot)
+            .map_err(|what| self.unsupported(format!("{what} (system {path})")))?;
         let mut etag = etag;
         let mut retried_mode = false;
         let mut retried_etag = false;
@@ -934,6 +1122,19 @@ impl Bmc for RedfishBmc {
             // Already gone (expired or deleted): nothing to end.
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(()),
             _ => Err(self.status_error(&format!("DELETE {location}"), "session logout", &reply)),
+        }
+    }
+}
+
+/// A NIC's MACs (current and permanent, usable ones only) into a system's list, once each.
+fn add_macs(nics: &mut logic::SystemNics, interface: &str, nic: types::EthernetInterface) {
+    for mac in [nic.mac_address, nic.permanent_mac_address]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| logic::normalize_mac(&m))
+    {
+        if !nics.macs.iter().any(|(m, _)| *m == mac) {
+            nics.macs.push((mac, interface.to_string()));
         }
     }
 }
@@ -1034,5 +1235,10 @@ mod poll_tests {
         assert_eq!(first_polls(ms(700), s), ms(800));
         assert_eq!(first_polls(ms(1500), s), s);
         assert_eq!(first_polls(Duration::from_secs(30), s), s);
+        // The default cap: 100 ms doubling to 2 s.
+        let cap = Duration::from_secs(2);
+        assert_eq!(first_polls(ms(1500), cap), ms(1600));
+        assert_eq!(first_polls(ms(3100), cap), cap);
+        assert_eq!(super::RedfishOptions::default().poll_interval, cap);
     }
 }

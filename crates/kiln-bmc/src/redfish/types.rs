@@ -53,6 +53,14 @@ pub struct Collection {
 pub struct ComputerSystem {
     #[serde(rename = "@odata.etag", default)]
     pub odata_etag: Option<String>,
+    #[serde(rename = "Id", default)]
+    pub id: Option<String>,
+    /// The host's NICs as the BMC sees them (MACs: how a system is matched to a machine).
+    #[serde(rename = "EthernetInterfaces", default)]
+    pub ethernet_interfaces: Option<Link>,
+    /// The NIC adapters' functions (iDRAC, XCC list MACs there too).
+    #[serde(rename = "NetworkInterfaces", default)]
+    pub network_interfaces: Option<Link>,
     #[serde(rename = "PowerState", default)]
     pub power_state: Option<String>,
     #[serde(rename = "Manufacturer", default)]
@@ -73,6 +81,8 @@ pub struct ComputerSystem {
 pub struct Boot {
     #[serde(rename = "BootSourceOverrideTarget", default)]
     pub target: Option<String>,
+    #[serde(rename = "BootSourceOverrideEnabled", default)]
+    pub enabled: Option<String>,
     #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues", default)]
     pub target_allowed: Option<Vec<String>>,
     #[serde(rename = "BootSourceOverrideEnabled@Redfish.AllowableValues", default)]
@@ -81,6 +91,30 @@ pub struct Boot {
     pub mode: Option<String>,
     #[serde(rename = "BootSourceOverrideMode@Redfish.AllowableValues", default)]
     pub mode_allowed: Option<Vec<String>>,
+}
+
+/// A host NIC (`…/EthernetInterfaces/{id}`). BMCs fill the MACs unevenly: upper or lower case,
+/// padded with spaces, or "Not Available".
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EthernetInterface {
+    #[serde(rename = "MACAddress", default)]
+    pub mac_address: Option<String>,
+    #[serde(rename = "PermanentMACAddress", default)]
+    pub permanent_mac_address: Option<String>,
+}
+
+/// `…/NetworkInterfaces/{id}`: links to the adapter's functions.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkInterface {
+    #[serde(rename = "NetworkDeviceFunctions", default)]
+    pub functions: Option<Link>,
+}
+
+/// `…/NetworkDeviceFunctions/{id}`: an Ethernet function carries the MACs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkDeviceFunction {
+    #[serde(rename = "Ethernet", default)]
+    pub ethernet: Option<EthernetInterface>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

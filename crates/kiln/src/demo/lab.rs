@@ -160,14 +160,15 @@ pub fn hardware_csv(machines: &[Machine], password: &str) -> String {
             Role::ControlPlane => "cp",
             Role::Worker => "worker",
         };
-        // SeaBIOS machines get BIOS (legacy) boot overrides; UEFI is Kiln's default.
-        let legacy = match m.firmware {
+        // The boot overrides' mode follows the firmware the VM was given (without a label Kiln
+        // would leave a Redfish system's mode as it reads).
+        let boot_mode = match m.firmware {
             Firmware::Bios => "|kiln.dev/boot-mode=legacy",
-            Firmware::Uefi => "",
+            Firmware::Uefi => "|kiln.dev/boot-mode=uefi",
         };
         let _ = writeln!(
             out,
-            "{},{},{BMC_USER},{password},{},{},255.255.255.0,{SERVER_IP},{SERVER_IP},type={kind}|demo=kiln{legacy},/dev/vda",
+            "{},{},{BMC_USER},{password},{},{},255.255.255.0,{SERVER_IP},{SERVER_IP},type={kind}|demo=kiln{boot_mode},/dev/vda",
             m.hostname,
             m.bmc_address(),
             m.mac,
