@@ -222,6 +222,11 @@ mod tests {
             ("redfish://r640-idrac", "r640-idrac", None),
             ("https://10.0.0.5", "10.0.0.5", None),
             ("http://localhost:8000", "localhost", Some(8000)),
+            (
+                "redfish+https://bmc-3:8443/redfish/v1/Systems/Node1",
+                "bmc-3",
+                Some(8443),
+            ),
         ] {
             assert_eq!(check_bmc_address(text), Ok(()), "{text}");
             let parsed = BmcAddress::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -234,7 +239,8 @@ mod tests {
             "a b",
             "user@h",
             "[fd00::1",
-            "redfish+https://h/redfish/v1/Systems/1",
+            "ipmi://h/redfish/v1/Systems/1",
+            "redfish+https://h/a?b=1",
         ] {
             assert!(BmcAddress::parse(text).is_err(), "{text}");
             assert!(check_bmc_address(text).is_err(), "{text}");

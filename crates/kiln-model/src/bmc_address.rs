@@ -3,7 +3,9 @@
 //! EKS Anywhere requires an IP address there (Go's `net.ParseIP`: IPv4 or IPv6).
 //! Kiln also takes its own scheme URLs, `ipmi://HOST[:PORT]`,
 //! `redfish+https://HOST[:PORT]` and `redfish+http://HOST[:PORT]`, where HOST
-//! may be a name, and keeps `IP:PORT` (`[IPv6]:PORT`). A bare name (a
+//! may be a name, and keeps `IP:PORT` (`[IPv6]:PORT`). A Redfish URL may end in
+//! the path of one system behind a multi-system BMC
+//! (`redfish+https://bmc/redfish/v1/Systems/Node1`). A bare name (a
 //! placeholder such as `BMCIP` left in a template, or `my-bmc`) is refused: it
 //! is not what EKS Anywhere accepts, and nothing says which protocol to use.
 //!
@@ -25,7 +27,7 @@ pub const BMC_SCHEMES: [&str; 7] = [
 
 /// What to write instead, appended to every complaint.
 const EXPECTED: &str = "expected an IP address (as EKS Anywhere requires) or ipmi://HOST[:PORT], \
-                        redfish+https://HOST[:PORT] or redfish+http://HOST[:PORT], where HOST may be a name";
+                        redfish+https://HOST[:PORT][/redfish/v1/Systems/ID] or redfish+http://…, where HOST may be a name";
 
 /// Checks one `bmc_ip` value (already trimmed, not empty); says what is wrong.
 pub fn check_bmc_address(address: &str) -> Result<(), String> {
@@ -41,11 +43,23 @@ pub fn check_bmc_address(address: &str) -> Result<(), String> {
         None => (None, address),
     };
     let rest = rest.trim_end_matches('/');
-    if rest.contains('/') {
-        return Err(format!(
-            "{address:?} has a path; Kiln finds the Redfish system itself: {EXPECTED}"
-        ));
-    }
+    let redfish =
+        scheme.is_some_and(|s| !matches!(s.to_ascii_lowercase().as_str(), "ipmi" | "lanplus"));
+    let rest = match rest.split_once('/') {
+        None => rest,
+        // The system's path behind a multi-system BMC.
+        Some((host, path)) if redfish && is_resource_path(path) => host,
+        Some(_) if redfish => {
+            return Err(format!(
+                "{address:?}: the path must name a Redfish resource (like /redfish/v1/Systems/Node1): {EXPECTED}"
+            ));
+        }
+        Some(_) => {
+            return Err(format!(
+                "{address:?} has a path; only a Redfish address may name a system: {EXPECTED}"
+            ));
+        }
+    };
     let (host, port, bracketed) = split_host_port(rest)
         .ok_or_else(|| format!("{address:?} is not a BMC address: {EXPECTED}"))?;
     if let Some(p) = port
@@ -68,6 +82,14 @@ pub fn check_bmc_address(address: &str) -> Result<(), String> {
             "{host:?} in {address:?} is neither an IP address nor a host name: {EXPECTED}"
         )),
     }
+}
+
+/// A path after the host (without its leading '/'): non-empty segments, no query, fragment,
+/// space or credentials.
+fn is_resource_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('/').all(|seg| !seg.is_empty())
+        && !path.contains(['?', '#', ' ', '@'])
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; a bare IPv6 address has no port.
@@ -143,7 +165,8 @@ mod tests {
             ("ipmi://", "is not a BMC address"),
             ("ipmi://h:0", "not a port number"),
             ("10.0.0.5:99999", "not a port number"),
-            ("redfish+https://h/redfish/v1/Systems/1", "has a path"),
+            ("ipmi://h/redfish/v1/Systems/1", "has a path"),
+            ("redfish+https://h/a?b=1", "must name a Redfish resource"),
             ("ipmi://user@h", "neither an IP address nor a host name"),
             ("ipmi://a b", "neither an IP address nor a host name"),
             (
