@@ -91,6 +91,8 @@ const MIGRATIONS: &[&str] = &[
         hint       TEXT NOT NULL,
         updated_ms INTEGER NOT NULL
      );",
+    // 6: what `kiln image import` read (`raw`, `qcow2.gz`); empty for images imported before.
+    "ALTER TABLE images ADD COLUMN source_format TEXT NOT NULL DEFAULT '';",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
