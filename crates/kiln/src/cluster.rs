@@ -98,7 +98,7 @@ fn image_exprs(url: Option<&str>, imported: &[String]) -> anyhow::Result<(String
     // An EKS Anywhere URL whose file name, less format suffixes, is an imported image's
     // name, as `kiln image import URL` names it (ubuntu-2204-kube-v1.30.gz: ubuntu-2204-kube-v1.30).
     let stem = crate::image::format::default_name(url);
-    if imported.iter().any(|i| *i == stem) {
+    if imported.contains(&stem) {
         return Ok(by_name(&stem));
     }
     bail!(

@@ -249,6 +249,8 @@ struct Import<'a> {
     name: &'a str,
     replace: bool,
     level: i32,
+    /// What to call the source in messages (the URL of a download), if not its path.
+    label: Option<&'a str>,
 }
 
 fn refuse_existing(store: &Store, name: &str) -> anyhow::Result<()> {
@@ -286,6 +288,15 @@ fn import(
         bytes: 0,
     };
     let converted = convert(src, work.path(), &mut out, how.level)?;
+    // Disks are whole sectors; anything else is likely an error page or an archive.
+    if converted.raw_size == 0 || converted.raw_size % 512 != 0 {
+        bail!(
+            "{}: {} bytes of {} is not a disk image (not a whole number of 512-byte sectors)",
+            how.label.unwrap_or(&src.display().to_string()),
+            converted.raw_size,
+            converted.source_format
+        );
+    }
     out.inner.sync_all()?;
     let sha256 = hex(&out.hash.finalize());
     // Named by content: a URL handed to a workflow keeps its bytes whatever is imported later.
@@ -308,7 +319,7 @@ fn import(
     eprintln!(
         "{}: {} ({}) -> {} raw -> {} compressed",
         record.name,
-        src.display(),
+        how.label.unwrap_or(&src.display().to_string()),
         record.source_format,
         record.raw_size,
         out.bytes
@@ -331,10 +342,11 @@ fn import_source(
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let name = name.map_or_else(|| format::default_name(source), str::to_string);
-    let how = Import {
+    let mut how = Import {
         name: &name,
         replace,
         level,
+        label: None,
     };
     // Refused before a long download, not after.
     format::check_name(how.name).map_err(|e| anyhow::anyhow!("{e} (give one with --name)"))?;
@@ -354,6 +366,7 @@ fn import_source(
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let got = download::download(source, &dir)?;
         check(&got.sha256)?;
+        how.label = Some(source);
         import(data_dir, store, got.file.path(), &how)
             .with_context(|| format!("importing {source} ({} bytes downloaded)", got.bytes))
     } else {
@@ -450,7 +463,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 replace,
                 level,
             )?;
-            show(&[rec], output)?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&image_json(&rec))?),
+                Format::Table => show(&[rec], output)?,
+            }
         }
         Command::List { output } => show(&store.images()?, output)?,
     }
@@ -481,6 +497,7 @@ mod tests {
             name,
             replace: false,
             level: 3,
+            label: None,
         }
     }
 
@@ -591,6 +608,11 @@ mod tests {
         let e = import(dir.path(), &store, &broken, &how("broken")).unwrap_err();
         assert!(format!("{e:#}").contains("broken.gz"), "{e:#}");
         assert!(store.image("broken").unwrap().is_none());
+        // An HTML page (say, a login page served instead of the image) is not a disk.
+        let page = dir.path().join("page.gz");
+        std::fs::write(&page, gzip(b"<html><body>sign in</body></html>\n")).unwrap();
+        let e = import(dir.path(), &store, &page, &how("page")).unwrap_err();
+        assert!(e.to_string().contains("not a disk image"), "{e}");
         // Compression inside compression is refused rather than stored as a disk.
         let twice = dir.path().join("twice.gz");
         std::fs::write(&twice, gzip(&gzip(&data))).unwrap();
