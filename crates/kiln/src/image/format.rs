@@ -59,7 +59,11 @@ const FORMAT_SUFFIXES: &[&str] = &[".gz", ".xz", ".zst", ".bz2", ".qcow2", ".raw
 /// without format suffixes (`ubuntu-2204-kube-v1.30.raw.gz` → `ubuntu-2204-kube-v1.30`).
 /// A version's dots are kept, so v1.30 and v1.29 stay two images.
 pub fn default_name(file_or_url: &str) -> String {
-    let path = file_or_url.split(['?', '#']).next().unwrap_or_default();
+    let path = if file_or_url.contains("://") {
+        file_or_url.split(['?', '#']).next().unwrap_or_default()
+    } else {
+        file_or_url
+    };
     let mut name = path
         .rsplit('/')
         .next()
@@ -146,6 +150,7 @@ mod tests {
                 "ubuntu-2204-kube-v1.30",
             ),
             ("https://h/a.raw.gz?token=1#frag", "a"),
+            ("/srv/a#1.raw", "a#1"),
             ("rhel-9.4.tar", "rhel-9.4.tar"),
             (".img", ".img"),
         ] {
