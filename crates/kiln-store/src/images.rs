@@ -1,44 +1,107 @@
 //! Imported OS images: one fast format (raw + zstd) with its size and digest.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageRecord {
     pub name: String,
-    /// File name under the images directory.
+    /// File name under the images directory. Named by content (`NAME-<16 hex>.raw.zst`)
+    /// since schema 6, so replacing an image never changes a file already handed out;
+    /// earlier imports keep `NAME.raw.zst`.
     pub file: String,
     /// Size of the raw (uncompressed) image: agents check the disk against it.
     pub raw_size: u64,
     /// sha256 of the served (compressed) file.
     pub sha256: String,
     pub created_ms: u64,
+    /// What the import read (`raw`, `qcow2`, `raw.gz`, `qcow2.xz`); empty when unknown.
+    #[serde(default)]
+    pub source_format: String,
+}
+
+const COLUMNS: &str = "name, file, raw_size, sha256, created_ms, source_format";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
+    Ok(ImageRecord {
+        name: r.get(0)?,
+        file: r.get(1)?,
+        raw_size: r.get::<_, i64>(2)? as u64,
+        sha256: r.get(3)?,
+        created_ms: r.get::<_, i64>(4)? as u64,
+        source_format: r.get(5)?,
+    })
 }
 
 impl Store {
+    /// Records `img`, replacing any image of the same name.
     pub fn put_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO images (name, file, raw_size, sha256, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![img.name, img.file, img.raw_size as i64, img.sha256, img.created_ms as i64],
-        )?;
+        self.write_image(img, "INSERT OR REPLACE")?;
         Ok(())
+    }
+
+    /// Records `img` unless an image of that name exists; `false` then.
+    pub fn add_image(&self, img: &ImageRecord) -> Result<bool, StoreError> {
+        Ok(self.write_image(img, "INSERT OR IGNORE")? == 1)
+    }
+
+    fn write_image(&self, img: &ImageRecord, verb: &str) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            &format!("{verb} INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                img.name,
+                img.file,
+                img.raw_size as i64,
+                img.sha256,
+                img.created_ms as i64,
+                img.source_format
+            ],
+        )?)
+    }
+
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM images WHERE name = ?1"))?;
+        Ok(stmt.query_row([name], from_row).optional()?)
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, file, raw_size, sha256, created_ms FROM images ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ImageRecord {
-                name: r.get(0)?,
-                file: r.get(1)?,
-                raw_size: r.get::<_, i64>(2)? as u64,
-                sha256: r.get(3)?,
-                created_ms: r.get::<_, i64>(4)? as u64,
-            })
-        })?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM images ORDER BY name"))?;
+        let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, file: &str) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            file: file.into(),
+            raw_size: 10,
+            sha256: "ab".repeat(32),
+            created_ms: 1,
+            source_format: "raw.gz".into(),
+        }
+    }
+
+    #[test]
+    fn add_keeps_an_existing_image_and_put_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = record("os-v1.30", "os-v1.30-abababababababab.raw.zst");
+        assert!(store.add_image(&first).unwrap());
+        let second = record("os-v1.30", "os-v1.30-cdcdcdcdcdcdcdcd.raw.zst");
+        assert!(!store.add_image(&second).unwrap());
+        assert_eq!(store.image("os-v1.30").unwrap(), Some(first));
+        store.put_image(&second).unwrap();
+        assert_eq!(store.images().unwrap(), vec![second]);
+        assert_eq!(store.image("other").unwrap(), None);
     }
 }

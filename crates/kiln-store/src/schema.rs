@@ -91,6 +91,8 @@ const MIGRATIONS: &[&str] = &[
         hint       TEXT NOT NULL,
         updated_ms INTEGER NOT NULL
      );",
+    // 6: what `kiln image import` read (`raw`, `qcow2.gz`); empty for images imported before.
+    "ALTER TABLE images ADD COLUMN source_format TEXT NOT NULL DEFAULT '';",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -109,4 +111,32 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_imported_before_schema_6_keep_their_file_and_an_empty_source_format() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute(
+                "INSERT INTO images (name, file, raw_size, sha256, created_ms) VALUES ('os', 'os.raw.zst', 7, 'ab', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = crate::Store::open(dir.path()).unwrap();
+        let old = store.image("os").unwrap().unwrap();
+        assert_eq!(
+            (old.file.as_str(), old.raw_size, old.source_format.as_str()),
+            ("os.raw.zst", 7, "")
+        );
+    }
 }

@@ -115,11 +115,11 @@ fn image_exprs(url: Option<&str>, imported: &[String]) -> anyhow::Result<(String
     {
         return Ok((u.to_string(), sha.to_string()));
     }
-    // An EKS Anywhere URL whose file name is an imported image's name (test-os.raw.zst).
-    let file = url.rsplit('/').next().unwrap_or(url);
-    let stem = file.split('.').next().unwrap_or(file);
-    if imported.iter().any(|i| i == stem) {
-        return Ok(by_name(stem));
+    // An EKS Anywhere URL whose file name, less format suffixes, is an imported image's
+    // name, as `kiln image import URL` names it (ubuntu-2204-kube-v1.30.gz: ubuntu-2204-kube-v1.30).
+    let stem = crate::image::format::default_name(url);
+    if imported.contains(&stem) {
+        return Ok(by_name(&stem));
     }
     bail!(
         "OS image {url:?}: not an imported image ({}); import it with `kiln image import FILE --name NAME` and name it, or give a URL with #sha256=<hex>",
@@ -749,6 +749,27 @@ mod tests {
             "{e}"
         );
         assert!(image_exprs(None, &[]).is_err());
+    }
+
+    #[test]
+    fn an_os_image_url_resolves_to_the_imported_version() {
+        let imported = [
+            "ubuntu-2204-kube-v1".to_string(),
+            "ubuntu-2204-kube-v1.29".into(),
+            "ubuntu-2204-kube-v1.30".into(),
+        ];
+        let (url, sha) =
+            image_exprs(Some("http://host/ubuntu-2204-kube-v1.30.gz"), &imported).unwrap();
+        assert_eq!(url, "{{ images[\"ubuntu-2204-kube-v1.30\"].url }}");
+        assert_eq!(sha, "{{ images[\"ubuntu-2204-kube-v1.30\"].sha256 }}");
+        let (url, _) = image_exprs(
+            Some("http://host/i/ubuntu-2204-kube-v1.29.raw.xz"),
+            &imported,
+        )
+        .unwrap();
+        assert_eq!(url, "{{ images[\"ubuntu-2204-kube-v1.29\"].url }}");
+        let e = image_exprs(Some("http://host/ubuntu-2204-kube-v1.31.gz"), &imported).unwrap_err();
+        assert!(e.to_string().contains("not an imported image"), "{e}");
     }
 
     #[test]
