@@ -32,7 +32,7 @@ impl Event {
             mac: None,
             ip: None,
             kind: kind.into(),
-            detail: detail.into(),
+            detail: escape_controls(detail.into()),
         }
     }
 
@@ -52,6 +52,24 @@ impl Event {
     }
 }
 
+/// Control characters written as escapes (`\u{1b}`, `\n`): a detail often quotes what a
+/// client on the provisioning network sent (a request path, a DHCP option), and an escape
+/// sequence must not reach an operator's terminal through `kiln events`.
+pub fn escape_controls(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Where the boot services send their events. Implementations must not block:
 /// they are called on the packet path.
 pub trait EventSink: Send + Sync + 'static {
@@ -63,4 +81,24 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _event: Event) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_details_are_escaped() {
+        let e = Event::now(
+            "http.script",
+            "GET /ipxe/\x1b[2J\x1b]0;pwned\x07/x\r\nfake line\u{9b}31m",
+        );
+        assert!(!e.detail.chars().any(char::is_control), "{:?}", e.detail);
+        assert_eq!(
+            e.detail,
+            "GET /ipxe/\\u{1b}[2J\\u{1b}]0;pwned\\u{7}/x\\r\\nfake line\\u{9b}31m"
+        );
+        let plain = Event::now("dhcp.offer", "offered 10.0.0.5 — ok");
+        assert_eq!(plain.detail, "offered 10.0.0.5 — ok");
+    }
 }
