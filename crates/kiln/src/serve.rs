@@ -88,6 +88,10 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    match raise_open_file_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
     // TFTP runs each transfer's block loop on a blocking thread: leave room
     // for as many as it admits (max_transfers), plus the store's work.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,6 +100,24 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(serve(data_dir, args))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft open-file limit to the hard one and returns it: every HTTP connection and
+/// TFTP transfer holds a descriptor, and the usual soft limit (1,024) is what a host on the
+/// provisioning network could exhaust with idle connections.
+fn raise_open_file_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
 async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
@@ -290,6 +312,14 @@ async fn wait_for_signal() {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let n = raise_open_file_limit().unwrap();
+        let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(now.current, now.maximum);
+        assert_eq!(n, now.current.unwrap_or(u64::MAX));
+    }
 
     #[derive(Parser)]
     struct T {
