@@ -347,10 +347,7 @@ fn not_found_is_a_clear_error_and_creates_nothing() {
 #[test]
 fn connection_refused_is_retried_then_a_clear_error() {
     let scratch = Scratch::new("refused");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_held, port) = refusing_port();
     let url = format!("http://127.0.0.1:{port}/img");
     let disk = scratch.path("disk");
     let mut opts = fast();

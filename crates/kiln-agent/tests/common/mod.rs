@@ -13,6 +13,21 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// A port on 127.0.0.1 that refuses connections while the returned socket lives: bound, never
+/// listening, so no parallel test can be given the port meanwhile (a port bound and dropped can).
+pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(
+        &socket,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+    )
+    .unwrap();
+    let bound = rustix::net::getsockname(&socket).unwrap();
+    let port = std::net::SocketAddrV4::try_from(bound).unwrap().port();
+    (socket, port)
+}
+
 #[derive(Clone)]
 pub struct Served {
     pub body: Arc<Vec<u8>>,
