@@ -44,6 +44,9 @@ pub struct Faults {
     pub stall_after: Option<u64>,
     /// After the first request, replace this path's file (a new version with a new ETag).
     pub replace_after_first: Option<(String, Served)>,
+    /// Answer no request after the first until this holds (checked every 10 ms, for at most
+    /// 30 s): a test waits for what the client does, not for a fixed time.
+    pub hold_after_first_until: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 struct State {
@@ -141,6 +144,16 @@ fn serve(conn: TcpStream, st: &State) {
         log.len() - 1
     };
     let faults = st.faults.lock().unwrap().clone();
+    if let Some(ready) = faults
+        .hold_after_first_until
+        .as_ref()
+        .filter(|_| index >= 1)
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     if let Some((p, new)) = faults.replace_after_first.as_ref().filter(|_| index >= 1) {
         st.files.lock().unwrap().insert(p.clone(), new.clone());
     }
