@@ -41,14 +41,10 @@ if [[ -z ${AGENT:-} ]]; then
     AGENT=$ROOT/target/release/kiln-agent
 fi
 
-# One run at a time per WORK (runs share its image, and each one's cleanup removes it): a second
-# run waits for the first instead of losing files under it.
-mkdir -p "$(dirname "$WORK")"
-exec 9>"$WORK.lock"
-if ! flock -n 9; then
-    echo "image2disk.sh: another run is using $WORK; waiting for it" >&2
-    flock 9
-fi
+# One benchmark at a time (lib.sh's lock): two would spoil each other's figures, and two runs of
+# this one would share WORK's image while each one's cleanup removes WORK.
+BENCH_WORK=${BENCH_WORK:-$ROOT/target/bench-work}
+lock_bench_work image2disk.sh
 mkdir -p "$WORK/www" "$WORK/nginx"
 if [[ -z ${TARGET_DIR:-} ]]; then
     TARGET_DIR=$WORK
