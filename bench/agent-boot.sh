@@ -52,6 +52,12 @@ for v in "$@"; do
 	echo "agent OS: $d (initrd $(stat -c %s "$d/initrd.img") bytes, kernel $(stat -c %s "$d/vmlinuz") bytes)"
 done
 
+# One benchmark at a time: two would share the CPUs and spoil each other's figures.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+BENCH_WORK=${BENCH_WORK:-$ROOT/target/bench-work}
+lock_bench_work agent-boot.sh
+
 NICE=${NICE:-0}
 ICOUNT=${ICOUNT:-}
 NS=kiln-bench-boot-$$

@@ -57,6 +57,9 @@ for f in agent-os/vmlinuz agent-os/initrd.img test-os/test-os.raw.zst test-os/te
 	[ -s "$ASSETS/$f" ] || die "$ASSETS/$f missing: build the assets with tests/demo.sh (or tests/run-e2e.sh) first"
 done
 
+# One benchmark at a time: two would share the CPUs and spoil each other's figures.
+BENCH_WORK=${BENCH_WORK:-$REPO/target/bench-work}
+lock_bench_work demo-phases.sh
 T0=$SECONDS
 WORK=$(mktemp -d /var/tmp/kiln-bench-demo-phases.XXXXXX)
 mkdir -p "$WORK/pids"

@@ -34,13 +34,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 
 need() { command -v "$1" >/dev/null || { echo "image2disk.sh: needs $1" >&2; exit 1; }; }
-for t in nginx curl zstd gzip xz python3 sha256sum openssl dd qemu-img /usr/bin/time; do need "$t"; done
+for t in nginx curl zstd gzip xz python3 sha256sum openssl dd qemu-img flock /usr/bin/time; do need "$t"; done
 
 if [[ -z ${AGENT:-} ]]; then
     (cd "$ROOT" && cargo build --release -p kiln-agent --quiet)
     AGENT=$ROOT/target/release/kiln-agent
 fi
 
+# One benchmark at a time (lib.sh's lock): two would spoil each other's figures, and two runs of
+# this one would share WORK's image while each one's cleanup removes WORK.
+BENCH_WORK=${BENCH_WORK:-$ROOT/target/bench-work}
+lock_bench_work image2disk.sh
 mkdir -p "$WORK/www" "$WORK/nginx"
 if [[ -z ${TARGET_DIR:-} ]]; then
     TARGET_DIR=$WORK
@@ -118,11 +122,27 @@ SIZE=$(stat -c %s "$IMG")
 DEADLINE=$((SECONDS + 600))
 
 # --- the server --------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-nginx_conf "$WORK/nginx" "$WORK/www" "127.0.0.1:$PORT" >"$WORK/nginx/nginx.conf"
-nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-SERVER_PID=$!
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+# nginx cannot bind port 0 and say which port it got, so: a free-looking port, then a check that
+# the server answering there is this nginx (it serves this run's token file); when another
+# process took the port meanwhile, nginx exits and the next port is tried.
+TOKEN=$$-$RANDOM$RANDOM
+echo "$TOKEN" >"$WORK/www/.token"
+for attempt in 1 2 3 4 5; do
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    nginx_conf "$WORK/nginx" "$WORK/www" "127.0.0.1:$PORT" >"$WORK/nginx/nginx.conf"
+    nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 9>&- &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        [[ $(curl -s -m 2 "http://127.0.0.1:$PORT/.token" 2>/dev/null) == "$TOKEN" ]] && break 2
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    echo "image2disk.sh: nginx did not serve this run's token on port $PORT (attempt $attempt); another port" >&2
+done
+[[ -n $SERVER_PID ]] || { echo "image2disk.sh: nginx would not start; $WORK/nginx/error.log:" >&2; tail -n 5 "$WORK/nginx/error.log" >&2; exit 1; }
 BASE=http://127.0.0.1:$PORT/$(basename "$IMG")
 
 # --- measurements ------------------------------------------------------------------------

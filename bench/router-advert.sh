@@ -6,6 +6,11 @@
 # the initramfs marker for each, and the difference. Run as root.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+# One benchmark at a time: two would share the CPUs and spoil each other's figures.
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+BENCH_WORK=${BENCH_WORK:-$REPO/target/bench-work}
+lock_bench_work router-advert.sh
 RUNS=${RUNS:-2}
 (cd "$REPO" && cargo build --release -q -p kiln)
 export KILN_BIN=$REPO/target/release/kiln

@@ -27,6 +27,12 @@ BootSourceOverrideEnabled Once / Continuous / Disabled (a Once override is clear
 next boots: power on, restart, power cycle), BootSourceOverrideMode through the program, the
 BiosSetup and None targets, and PowerCycle; power changes take effect before the reply, as far as
 the program makes them so (the stock fake driver applies them after a random 1-11 s delay).
+
+--port-file PATH (ours, taken off the command line before sushy-emulator parses the rest): the
+emulator's own socket is bound and listening before PATH appears, holding the port it got, so a
+config may say SUSHY_EMULATOR_LISTEN_PORT = 0 ("any free port"). A parent that reads PATH knows
+the port is this process's and accepts connections (they queue until the server loop runs); no
+"pick a free port, hand it over" race, and no probe that another emulator could answer.
 """
 import json
 import os
@@ -34,6 +40,7 @@ import subprocess
 import sys
 
 import flask
+from werkzeug import serving
 
 from sushy_tools import error
 from sushy_tools.emulator import main as emu
@@ -214,10 +221,42 @@ def finish_system_request(response):
     return response
 
 
+def take_port_file(argv):
+    """Removes `--port-file PATH` (or `--port-file=PATH`) from argv; returns PATH or None."""
+    for i, arg in enumerate(argv):
+        if arg == '--port-file' and i + 1 < len(argv):
+            path = argv[i + 1]
+            del argv[i:i + 2]
+            return path
+        if arg.startswith('--port-file='):
+            del argv[i]
+            return arg.split('=', 1)[1]
+    return None
+
+
+def run_reporting_port(port_file):
+    """An app.run that binds (port 0: any free one), writes the bound port to port_file, serves."""
+    def run(host=None, port=None, ssl_context=None, **_options):
+        # Flask's app.run defaults: threaded, no reloader (main.py sets no debug reloader).
+        server = serving.make_server(host or '127.0.0.1', int(port or 0), emu.app,
+                                     threaded=True, ssl_context=ssl_context)
+        tmp = f'{port_file}.{os.getpid()}.tmp'
+        with open(tmp, 'w') as f:
+            f.write(f'{server.port}\n')
+        os.rename(tmp, port_file)  # atomic: a reader never sees a partial number
+        print(f'listening on {host}:{server.port} (pid {os.getpid()})', file=sys.stderr,
+              flush=True)
+        server.serve_forever()
+    return run
+
+
 def main():
     fakedriver.FakeDriver = ChassisControlDriver  # main.py looks it up when it builds the driver
     emu.app.before_request(check_boot_patch)
     emu.app.after_request(finish_system_request)
+    port_file = take_port_file(sys.argv)
+    if port_file:
+        emu.app.run = run_reporting_port(port_file)
     return emu.main()
 
 

@@ -88,11 +88,7 @@ fn failure_is_one_line_naming_the_stage() {
     assert!(o.stdout.is_empty());
 
     // Nothing listens on the port: retried briefly, then one line.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_held, port) = refusing_port();
     let url = format!("http://127.0.0.1:{port}/img");
     let o = agent(&[
         "image2disk",

@@ -347,10 +347,7 @@ fn not_found_is_a_clear_error_and_creates_nothing() {
 #[test]
 fn connection_refused_is_retried_then_a_clear_error() {
     let scratch = Scratch::new("refused");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (_held, port) = refusing_port();
     let url = format!("http://127.0.0.1:{port}/img");
     let disk = scratch.path("disk");
     let mut opts = fast();
@@ -402,20 +399,27 @@ fn changed_file_after_writing_fails_and_wipes() {
     let scratch = Scratch::new("changed");
     let img = image();
     let url = server.add("/img.raw", img.clone());
+    let disk = scratch.path("disk");
+    patterned_file(&disk, 8 * MIB);
+    // The reconnect is answered only once the writer has started (the image's first bytes are
+    // on the disk): waiting a fixed time for that was not enough on a loaded machine, and
+    // before writing starts a changed image is rightly downloaded again from the start.
+    let (written, head) = (disk.clone(), img[..4096].to_vec());
     server.set_faults(Faults {
         cut_after: 5 * MIB as u64,
         cut_times: 1,
         replace_after_first: Some(("/img.raw".into(), served(random(img.len(), 9), "v2"))),
+        hold_after_first_until: Some(Arc::new(move || {
+            let mut first = vec![0u8; head.len()];
+            std::fs::File::open(&written)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
+                .is_ok_and(|()| first == head)
+        })),
         ..Faults::default()
     });
-    let disk = scratch.path("disk");
-    patterned_file(&disk, 8 * MIB);
-    // Let the first 5 MiB reach the disk before reconnecting.
-    let mut opts = fast();
-    opts.retry.initial = Duration::from_millis(500);
     let e = image2disk(
         &job(&url, sha256(&img), &disk, None),
-        &opts,
+        &fast(),
         &Recorder::default(),
     )
     .unwrap_err();

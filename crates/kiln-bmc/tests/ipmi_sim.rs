@@ -1,6 +1,11 @@
 //! IpmiBmc against a real BMC: OpenIPMI's `ipmi_sim` on 127.0.0.1 with a chassis_control program that
 //! keeps power and boot device in files, cross-checked with ipmitool. Needs `ipmi_sim` (Debian package
 //! openipmi) and `ipmitool`; CI installs both.
+//!
+//! Each ipmi_sim binds port 0 (any free port) and the test reads the port from that process's own
+//! socket (/proc/PID). ipmi_sim sets SO_REUSEADDR, so two of them given the same number both bind
+//! it and one silently gets the other's packets: a port picked here and handed over could be
+//! picked by a parallel test too.
 
 mod common;
 
@@ -42,11 +47,6 @@ impl Sim {
         require("ipmitool", "ipmitool");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let port = StdUdp::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         // ipmi_sim runs the chassis program for power and boot (see the lab's chassis-ctl.sh); it
         // waits out the second a power change takes.
         let ctl = d.join("chassis-ctl.sh");
@@ -63,7 +63,7 @@ impl Sim {
                 r#"name "kiln-test"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 {port}
+    addr 127.0.0.1 0
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -105,9 +105,36 @@ set_working_mc 0x20
             .stderr(log)
             .spawn()
             .expect("starting ipmi_sim");
-        let sim = Sim { child, port, dir };
+        let mut sim = Sim {
+            child,
+            port: 0,
+            dir,
+        };
+        sim.port = sim.wait_bound();
         sim.wait_ready();
         sim
+    }
+
+    /// The UDP port this ipmi_sim (by PID) bound, once it has.
+    fn wait_bound(&mut self) -> u16 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(port) = udp_port_of(self.child.id()) {
+                return port;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("ipmi_sim exited ({status}); its log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ipmi_sim bound no UDP port within 10 s; its log:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ipmi_sim.log")).unwrap_or_default()
     }
 
     /// Until ipmi_sim answers Get Channel Authentication Capabilities.
@@ -131,7 +158,7 @@ set_working_mc 0x20
         panic!(
             "ipmi_sim did not answer on 127.0.0.1:{} within 10 s; its log:\n{}",
             self.port,
-            std::fs::read_to_string(self.dir.path().join("ipmi_sim.log")).unwrap_or_default()
+            self.log()
         );
     }
 
@@ -173,6 +200,45 @@ set_working_mc 0x20
         let out = stdout_of(&mut command, &format!("ipmitool {args:?}"));
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// The local port of process `pid`'s (first) IPv4 UDP socket: its socket inodes from
+/// /proc/PID/fd, looked up in the UDP table of its network namespace.
+fn udp_port_of(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).ok()?;
+    // "sl local_address rem_address st ... uid timeout inode": local_address is ADDR:PORT in hex.
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let inode = fields.get(9)?;
+        if !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        let (_, port) = fields.get(1)?.split_once(':')?;
+        u16::from_str_radix(port, 16).ok()
+    })
+}
+
+/// A UDP port on 127.0.0.1 where datagrams meet no socket (so ICMP port unreachable) while the
+/// returned socket lives: it holds the port, connected elsewhere, so it takes nothing sent to it
+/// and no other test can bind the port meanwhile.
+fn refusing_udp_port() -> (StdUdp, u16) {
+    let holder = StdUdp::bind("127.0.0.1:0").unwrap();
+    holder.connect("127.0.0.1:9").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    (holder, port)
 }
 
 impl Drop for Sim {
@@ -386,11 +452,7 @@ async fn wrong_password_is_auth_error_promptly_after_one_attempt() {
 #[tokio::test]
 async fn unreachable_bmc_is_unreachable_within_bounded_time() {
     // Nothing listening: the kernel's ICMP port unreachable ends it at once.
-    let closed = StdUdp::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_held, closed) = refusing_udp_port();
     let a = BmcAddress::parse(&format!("ipmi://127.0.0.1:{closed}")).unwrap();
     let b = IpmiBmc::with_config(&a, "admin", &Secret::new("password"), config()).unwrap();
     let e = b.power_state().await.unwrap_err();

@@ -1,8 +1,12 @@
 //! Acceptance tests of the Redfish driver against the real sushy-tools emulator.
 //!
 //! The emulator runs `tests/e2e/sushy_qemu.py` (sushy-emulator with a chassis-control backend) on
-//! 127.0.0.1 and a free port. Its control program here is a small shell script that keeps power and
-//! boot state in files, so every change kiln makes is visible outside the emulator too.
+//! 127.0.0.1. It binds port 0 itself and writes the port it got to a file in the test's own temp
+//! dir once it listens (`--port-file`): picking a "free" port here and handing the number over let
+//! two parallel tests get the same port, one emulator fail to bind, and its test talk to the other
+//! test's emulator until that one went away ("Connection refused" mid-test). Its control program
+//! here is a small shell script that keeps power and boot state in files, so every change kiln
+//! makes is visible outside the emulator too.
 //!
 //! Needs sushy-tools in a venv: `python3 -m venv /opt/kiln-venv && /opt/kiln-venv/bin/pip install
 //! sushy-tools` (what .ci/run does), or `KILN_SUSHY_EMULATOR=/path/to/sushy-emulator`; and curl.
@@ -16,7 +20,6 @@ use kiln_bmc::{
 };
 use kiln_model::Secret;
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,12 +63,13 @@ fn emulator_python() -> PathBuf {
     PathBuf::from(interpreter)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port on 127.0.0.1 that refuses connections while the returned socket lives: bound, never
+/// listening (so no other test can be given it meanwhile).
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 #[derive(Default)]
@@ -91,7 +95,6 @@ impl Emulator {
         let d = dir.path();
         let control = d.join("chassis-control");
         CONTROL.install(&control);
-        let port = free_port();
         let mut systems =
             format!("{{'uuid': '{UUID}', 'name': 'vm1', 'power_state': 'Off', 'nics': []}}");
         if setup.second_system {
@@ -108,7 +111,7 @@ impl Emulator {
         }
         let mut conf = format!(
             "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
-             SUSHY_EMULATOR_LISTEN_PORT = {port}\n\
+             SUSHY_EMULATOR_LISTEN_PORT = 0\n\
              SUSHY_EMULATOR_FAKE_DRIVER = True\n\
              SUSHY_EMULATOR_STATE_DIR = '{state}'\n\
              KILN_CHASSIS_CONTROL = '{control}'\n\
@@ -156,6 +159,8 @@ impl Emulator {
             .arg(&script)
             .arg("--config")
             .arg(&conf_path)
+            .arg("--port-file")
+            .arg(d.join("port"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -163,19 +168,26 @@ impl Emulator {
             .unwrap_or_else(|e| panic!("starting {} {}: {e}", python.display(), script.display()));
         let mut emu = Emulator {
             child,
-            port,
+            port: 0,
             https: setup.tls.is_some(),
             dir,
         };
-        emu.wait_listening();
+        emu.port = emu.wait_listening();
         emu
     }
 
-    fn wait_listening(&mut self) {
+    /// The port this emulator listens on, once its port file appears. The file is in this test's
+    /// temp dir and written by this child only after its socket listens, so the port is its own
+    /// (no connect probe, which any process on that port would answer).
+    fn wait_listening(&mut self) -> u16 {
+        let path = self.dir.path().join("port");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                return text
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{}: {text:?} is not a port: {e}", path.display()));
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("sushy emulator exited ({status}):\n{}", self.log());
@@ -185,7 +197,7 @@ impl Emulator {
                 "sushy emulator not listening after 30 s:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -498,7 +510,7 @@ async fn wrong_password_is_an_auth_error_at_once() {
 
 #[tokio::test]
 async fn closed_port_is_unreachable_promptly() {
-    let port = free_port();
+    let (_held, port) = refusing_port();
     let address = BmcAddress::parse(&format!("redfish+http://127.0.0.1:{port}")).unwrap();
     let bmc = RedfishBmc::new(&address, USER, Secret::new(PASSWORD), options()).unwrap();
     let started = Instant::now();

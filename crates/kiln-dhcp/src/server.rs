@@ -295,14 +295,6 @@ mod tests {
         }]))
     }
 
-    fn free_udp_port() -> u16 {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     fn pxe_packet(ty: MessageType, mac: MacAddr) -> Vec<u8> {
         // ciaddr = loopback so the reply is unicast back to the test socket.
         let lo = Ipv4Addr::LOCALHOST;
@@ -332,7 +324,10 @@ mod tests {
     }
 
     /// Starts the server on loopback; `None` when this environment may not
-    /// bind to a device (unprivileged CI).
+    /// bind to a device (unprivileged CI). The server binds port 0 (any free
+    /// port) itself and the test reads the port off its socket: a port picked
+    /// beforehand could be picked by a parallel test too, and with SO_REUSEADDR
+    /// both servers would bind it and take each other's packets.
     async fn start(
         config: Config,
         client_port: u16,
@@ -343,17 +338,24 @@ mod tests {
         tokio::task::JoinHandle<Result<(), DhcpError>>,
     )> {
         let mut opts = ServerOptions::new("lo", config);
-        opts.port = free_udp_port();
-        opts.pxe_port = free_udp_port();
+        opts.port = 0;
+        opts.pxe_port = 0;
         opts.client_port = client_port;
-        if let Err(e) = bind_udp("lo", opts.port) {
-            eprintln!("skipping: cannot bind a device here: {e}");
-            return None;
-        }
         let events = Arc::new(Collect::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
         let sink: Arc<dyn EventSink> = events.clone();
-        let server = tokio::spawn(run(opts.clone(), inventory(), sink, stop_rx));
+        let mut server = match DhcpServer::bind(opts, inventory(), sink) {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("skipping: cannot bind a device here: {e}");
+                return None;
+            }
+        };
+        let port_of = |s: &Option<UdpSocket>| s.as_ref().map(|s| s.local_addr().unwrap().port());
+        server.opts.port = port_of(&server.dhcp).expect("a DHCP socket");
+        server.opts.pxe_port = port_of(&server.pxe).unwrap_or(0);
+        let opts = server.opts.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(server.serve(stop_rx));
         Some((opts, events, stop_tx, server))
     }
 
@@ -379,7 +381,7 @@ mod tests {
         .await;
         assert!(matches!(r, Err(DhcpError::NoServerIp)));
         let mut opts = ServerOptions::new("kiln-no-such0", cfg);
-        opts.port = free_udp_port();
+        opts.port = 0;
         let r = run(opts, inventory(), Arc::new(kiln_model::NullSink), rx).await;
         assert!(matches!(r, Err(DhcpError::Socket { .. })), "{r:?}");
     }

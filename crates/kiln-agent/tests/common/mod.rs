@@ -13,6 +13,21 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// A port on 127.0.0.1 that refuses connections while the returned socket lives: bound, never
+/// listening, so no parallel test can be given the port meanwhile (a port bound and dropped can).
+pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(
+        &socket,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+    )
+    .unwrap();
+    let bound = rustix::net::getsockname(&socket).unwrap();
+    let port = std::net::SocketAddrV4::try_from(bound).unwrap().port();
+    (socket, port)
+}
+
 #[derive(Clone)]
 pub struct Served {
     pub body: Arc<Vec<u8>>,
@@ -29,6 +44,9 @@ pub struct Faults {
     pub stall_after: Option<u64>,
     /// After the first request, replace this path's file (a new version with a new ETag).
     pub replace_after_first: Option<(String, Served)>,
+    /// Answer no request after the first until this holds (checked every 10 ms, for at most
+    /// 30 s): a test waits for what the client does, not for a fixed time.
+    pub hold_after_first_until: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 struct State {
@@ -126,6 +144,16 @@ fn serve(conn: TcpStream, st: &State) {
         log.len() - 1
     };
     let faults = st.faults.lock().unwrap().clone();
+    if let Some(ready) = faults
+        .hold_after_first_until
+        .as_ref()
+        .filter(|_| index >= 1)
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     if let Some((p, new)) = faults.replace_after_first.as_ref().filter(|_| index >= 1) {
         st.files.lock().unwrap().insert(p.clone(), new.clone());
     }

@@ -4,6 +4,10 @@
 //!
 //! Every process the lab starts is recorded (children by handle, QEMU by the pid file its
 //! chassis program writes) and stopped by [`Lab::teardown`], which also runs on drop.
+//!
+//! Two demos can run at once: the namespace (`kiln-demo-<pid>`) and the default work directory
+//! carry the PID, and the fixed ports, bridge, tap names and MACs below exist only inside that
+//! namespace (its own loopback and links), so they never meet another run's.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
