@@ -15,8 +15,8 @@ mod common;
 
 use common::{ChassisControl, set_mode, stdout_of};
 use kiln_bmc::{
-    Bmc, BmcAddress, BmcError, BootDevice, BootMode, BootOverride, ErrorKind, PowerAction,
-    PowerState, RedfishAuth, RedfishBmc, RedfishOptions,
+    Bmc, BmcAddress, BmcError, BootDevice, BootMode, BootOverride, ChosenBy, ErrorKind,
+    PowerAction, PowerState, RedfishAuth, RedfishBmc, RedfishOptions,
 };
 use kiln_model::Secret;
 use serde_json::Value;
@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 const DEFAULT_EMULATOR: &str = "/opt/kiln-venv/bin/sushy-emulator";
 const UUID: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
 const UUID2: &str = "48295aa5-3d1c-4c53-9d2f-0c3ee0a1d2b7";
+/// The NICs of the two systems (sushy names each interface by its MAC).
+const MAC1: &str = "52:54:00:aa:00:01";
+const MAC2: &str = "52:54:00:aa:00:02";
 const USER: &str = "admin";
 const PASSWORD: &str = "s3cret-Pa55";
 
@@ -95,8 +98,10 @@ impl Emulator {
         let d = dir.path();
         let control = d.join("chassis-control");
         CONTROL.install(&control);
-        let mut systems =
-            format!("{{'uuid': '{UUID}', 'name': 'vm1', 'power_state': 'Off', 'nics': []}}");
+        // Each system with its NIC, so a machine's MAC can choose it behind a shared BMC.
+        let mut systems = format!(
+            "{{'uuid': '{UUID}', 'name': 'vm1', 'power_state': 'Off', 'nics': [{{'mac': '{MAC1}'}}]}}"
+        );
         if setup.second_system {
             // A second machine behind the same BMC, with its own state directory.
             let other = d.join("other");
@@ -104,8 +109,8 @@ impl Emulator {
             let other_control = other.join("chassis-control");
             CONTROL.install(&other_control);
             systems.push_str(&format!(
-                ", {{'uuid': '{UUID2}', 'name': 'vm2', 'power_state': 'Off', 'nics': [], \
-                 'chassis_control': '{}'}}",
+                ", {{'uuid': '{UUID2}', 'name': 'vm2', 'power_state': 'Off', \
+                 'nics': [{{'mac': '{MAC2}'}}], 'chassis_control': '{}'}}",
                 other_control.display()
             ));
         }
@@ -341,6 +346,53 @@ async fn a_hint_from_one_driver_serves_the_next() {
     assert_eq!(emu.curl_system()["PowerState"], "On");
     assert_eq!(second.hint(), Some(hint));
     second.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_machines_mac_chooses_its_system_behind_a_shared_bmc() {
+    let emu = Emulator::start(Setup {
+        second_system: true,
+        ..Setup::default()
+    });
+    // The MAC as hardware.csv may spell it (upper case): vm2's NIC.
+    let vm2 = emu.bmc(RedfishOptions {
+        mac: Some(MAC2.to_uppercase()),
+        ..options()
+    });
+    vm2.power(PowerAction::On).await.unwrap();
+    assert_eq!(emu.curl_system_id(UUID2)["PowerState"], "On");
+    assert_eq!(emu.curl_system()["PowerState"], "Off", "vm1 untouched");
+    let hint = vm2.hint().unwrap();
+    assert!(hint.system.ends_with(UUID2), "{hint:?}");
+    assert!(
+        matches!(hint.chosen, Some(ChosenBy::Mac { .. })),
+        "{hint:?}"
+    );
+    vm2.close().await.unwrap();
+
+    // With the hint, the next driver goes straight to vm2.
+    let again = emu.bmc(RedfishOptions {
+        mac: Some(MAC2.into()),
+        hint: Some(hint),
+        ..options()
+    });
+    assert_eq!(again.power_state().await.unwrap(), PowerState::On);
+
+    // A MAC no system lists: an error naming every system with its MACs; nothing changes.
+    let stranger = emu.bmc(RedfishOptions {
+        mac: Some("52:54:00:cc:00:09".into()),
+        ..options()
+    });
+    let err = stranger.power(PowerAction::Off).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let text = err.to_string();
+    for needle in [UUID, UUID2, MAC1, MAC2] {
+        assert!(
+            text.to_lowercase().contains(needle),
+            "{needle} missing: {text}"
+        );
+    }
+    assert_eq!(emu.curl_system_id(UUID2)["PowerState"], "On");
 }
 
 #[tokio::test]
