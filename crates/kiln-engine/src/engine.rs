@@ -505,27 +505,36 @@ mod tests {
             Err(EngineError::Store(StoreError::NoWorkflow))
         ));
         assert!(e.store().active_token("n1").unwrap().is_none());
-        let kinds: Vec<String> = e
-            .store()
-            .events(Some("n1"), 0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
+        let kinds = event_kinds(&e);
         assert!(
             kinds.contains(&"workflow.succeeded".to_string()),
             "{kinds:?}"
         );
     }
 
-    #[test]
-    fn the_rendered_phone_home_url_carries_the_stored_token() {
-        let (_dir, engine, hw) = setup();
-        let t = parse_template(
+    /// T with its image URL replaced by the phone-home URL (which carries the token).
+    fn phone_home_template() -> Template {
+        parse_template(
             "t.yaml",
             &T.replace("{{ server }}/i", "{{ workflow.phone_home_url }}"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn event_kinds(engine: &Engine) -> Vec<String> {
+        engine
+            .store()
+            .events(Some("n1"), 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect()
+    }
+
+    #[test]
+    fn the_rendered_phone_home_url_carries_the_stored_token() {
+        let (_dir, engine, hw) = setup();
+        let t = phone_home_template();
         let wf = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
         let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
         assert_eq!(
@@ -537,11 +546,7 @@ mod tests {
     #[test]
     fn cancel_frees_the_machine_and_retry_renders_a_new_workflow() {
         let (_dir, engine, hw) = setup();
-        let t = parse_template(
-            "t.yaml",
-            &T.replace("{{ server }}/i", "{{ workflow.phone_home_url }}"),
-        )
-        .unwrap();
+        let t = phone_home_template();
         let first = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
         let (old_token, _) = engine.store().active_token("n1").unwrap().unwrap();
         // Retrying an unfinished workflow is refused; cancelling ends it at once.
@@ -576,13 +581,7 @@ mod tests {
             format!("http://k/v1/phone-home/{new_token}")
         );
         assert!(netboot(&engine), "netboot on for the retry");
-        let kinds: Vec<String> = engine
-            .store()
-            .events(Some("n1"), 0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
+        let kinds = event_kinds(&engine);
         assert!(
             kinds.contains(&"workflow.cancelled".to_string()),
             "{kinds:?}"

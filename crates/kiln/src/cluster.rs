@@ -14,7 +14,7 @@ use kiln_model::workflow::{Workflow, WorkflowState};
 use kiln_store::{ClusterNode, ClusterRecord, Store};
 use serde::Serialize;
 
-use crate::output::{Format, table};
+use crate::output::{Format, WaitArgs, table};
 
 /// What `kiln cluster delete` runs on each node: wipe the disk, power off.
 const WIPE_TEMPLATE: &str = include_str!("../../../workflows/wipe-disk.yaml");
@@ -39,13 +39,8 @@ pub enum Command {
         /// Do not use the machines' BMCs: power them on yourself.
         #[arg(long)]
         no_power: bool,
-        /// Follow the nodes until every workflow ended; exit 0 only if the cluster is ready
-        /// (1: a node failed; 3: --timeout ran out first).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
-        timeout: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
@@ -58,13 +53,8 @@ pub enum Command {
     /// failed.
     Status {
         name: String,
-        /// Wait until every node's workflow ended (exit 0 only if the cluster is ready; 3 when
-        /// --timeout ran out first).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
-        timeout: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
@@ -264,7 +254,6 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             no_power,
             wait,
-            timeout,
             output,
         } => {
             let (spec_file, text, spec) = parse_spec(&file)?;
@@ -274,11 +263,11 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             }
             let name = spec.name.clone();
             let (plan, created) = create(&store, spec_file, text, spec, server_url, no_power)?;
-            if !(wait && output == Format::Json) {
+            if !(wait.wait && output == Format::Json) {
                 print_created(&name, &plan, &created, output)?;
             }
-            if wait {
-                return wait_for(&store, &name, timeout, output);
+            if wait.wait {
+                return wait_for(&store, &name, wait.timeout, output);
             }
         }
         Command::List { output } => {
@@ -308,14 +297,9 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Status {
-            name,
-            wait,
-            timeout,
-            output,
-        } => {
-            if wait {
-                return wait_for(&store, &name, timeout, output);
+        Command::Status { name, wait, output } => {
+            if wait.wait {
+                return wait_for(&store, &name, wait.timeout, output);
             }
             let st = status_of(&store, &cluster(&store, &name)?)?;
             print_status(&st, output)?;

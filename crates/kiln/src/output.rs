@@ -15,6 +15,18 @@ pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     kiln_model::template::parse_duration(s)
 }
 
+/// `--wait [--timeout D]` on the commands that start workflows or report on them.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct WaitArgs {
+    /// Follow until every workflow ended; exit 0 only if all succeeded (1: one failed, timed
+    /// out or was cancelled; 3: --timeout ran out first).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
+    #[arg(long, value_parser = duration_arg, requires = "wait")]
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -11,7 +11,7 @@ use kiln_model::template::parse_template;
 use kiln_model::workflow::{ActionState, StepState, Workflow};
 use kiln_store::Store;
 
-use crate::output::{Format, rfc3339_ms, table};
+use crate::output::{Format, WaitArgs, rfc3339_ms, table};
 use crate::views::{LogJson, WorkflowJson};
 use crate::wait;
 
@@ -34,13 +34,8 @@ pub enum Command {
         /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
         #[arg(long)]
         no_power: bool,
-        /// Follow the workflows until they end; exit 0 only if all succeeded (1: one failed,
-        /// timed out or was cancelled; 3: --timeout ran out first).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: stop waiting after this long (90s, 20m, 1h30m).
-        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
-        timeout: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
@@ -99,12 +94,8 @@ pub enum Command {
         /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
         #[arg(long)]
         no_power: bool,
-        /// Follow the new workflows until they end (exit status as for `watch`).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: stop waiting after this long.
-        #[arg(long, value_parser = crate::output::duration_arg, requires = "wait")]
-        timeout: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
@@ -186,15 +177,14 @@ fn print_created(store: &Store, created: &[Workflow], output: Format) -> anyhow:
 fn then_wait(
     store: &Store,
     created: &[Workflow],
-    wait: bool,
-    timeout: Option<Duration>,
+    wait: WaitArgs,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
-    if !wait {
+    if !wait.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<String> = created.iter().map(|w| w.id.clone()).collect();
-    wait::follow(store, &ids, timeout, output)
+    wait::follow(store, &ids, wait.timeout, output)
 }
 
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
@@ -210,7 +200,6 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             no_power,
             wait,
-            timeout,
             output,
         } => {
             let template = match template_from(&template)? {
@@ -227,10 +216,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 !no_power,
             )?;
             // With --wait -o json, the followed states are the output.
-            if !(wait && output == Format::Json) {
+            if !(wait.wait && output == Format::Json) {
                 print_created(&store, &created, output)?;
             }
-            then_wait(&store, &created, wait, timeout, output)
+            then_wait(&store, &created, wait, output)
         }
         Command::List { all, output } => {
             let wfs = store.workflows(!all)?;
@@ -287,7 +276,6 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             no_power,
             wait,
-            timeout,
             output,
         } => {
             let server_url = crate::select::server_url(&store, server_url)?;
@@ -300,10 +288,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("retrying {}", old.id))?;
                 created.push(wf);
             }
-            if !(wait && output == Format::Json) {
+            if !(wait.wait && output == Format::Json) {
                 print_created(&store, &created, output)?;
             }
-            then_wait(&store, &created, wait, timeout, output)
+            then_wait(&store, &created, wait, output)
         }
     }
 }
