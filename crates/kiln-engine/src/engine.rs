@@ -227,20 +227,6 @@ impl Engine {
         Ok(created.remove(0))
     }
 
-    /// The machine fetched its netboot script.
-    pub fn script_served(&self, hostname: &str) -> Result<(), EngineError> {
-        let now = now_ms();
-        match self
-            .store
-            .with_workflow(WorkflowKey::UnfinishedOf(hostname), |wf, tx| {
-                let fx = machine::script_served(wf, now);
-                apply(wf, &fx, tx, now)
-            }) {
-            Ok(()) | Err(StoreError::NoWorkflow) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     pub fn next(&self, token: &str) -> Result<NextAction, EngineError> {
         let now = now_ms();
         Ok(self
@@ -446,7 +432,6 @@ mod tests {
 
         // Each step on a fresh Store, as after a crash and restart.
         let reopen = || Engine::new(Arc::new(Store::open(dir.path()).unwrap()));
-        reopen().script_served("n1").unwrap();
         let NextAction::Run {
             index,
             attempt,

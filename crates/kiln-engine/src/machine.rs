@@ -103,23 +103,6 @@ pub(crate) fn finish_workflow(
     );
 }
 
-/// The machine fetched its netboot script: it is on its way to the agent.
-pub fn script_served(wf: &mut Workflow, now: u64) -> Effects {
-    let mut fx = Effects::default();
-    if crate::power::netbooted_on_its_own(wf) {
-        fx.event(
-            "bmc.skipped",
-            "the machine netbooted before kiln powered it: not cycling it",
-        );
-    }
-    if wf.state == WorkflowState::Pending {
-        wf.state = WorkflowState::Netbooting;
-        wf.updated_ms = now;
-        fx.event("workflow.netbooting", "machine is booting the agent");
-    }
-    fx
-}
-
 /// The agent asks what to do.
 pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
     let mut fx = tick(wf, now);
@@ -130,6 +113,14 @@ pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
         return (NextAction::Done { state: wf.state }, fx);
     }
     if matches!(wf.state, WorkflowState::Pending | WorkflowState::Netbooting) {
+        // Only the agent, with the machine's credential, says the machine netbooted: an
+        // anonymous script fetch (anyone can name a MAC) changes nothing.
+        if crate::power::netbooted_on_its_own(wf) {
+            fx.event(
+                "bmc.skipped",
+                "the machine's agent called before kiln powered it: not cycling it",
+            );
+        }
         wf.state = WorkflowState::Running;
         fx.event("workflow.running", "agent connected");
     }
@@ -410,7 +401,6 @@ mod tests {
     fn cancel_ends_a_running_workflow_and_drops_an_unrun_bmc_step() {
         let mut w = wf();
         crate::power::plan(&mut w);
-        script_served(&mut w, 1_100);
         let (index, _) = run(&mut w, 2_000);
         let fx = cancel(&mut w, "by hand", 3_000).unwrap();
         assert_eq!(w.state, WorkflowState::Failed);
@@ -426,8 +416,8 @@ mod tests {
             cancel(&mut w, "twice", 4_000),
             Err(ReportError::Ended(WorkflowState::Failed))
         );
-        // script_served marked the start step done (netbooted on its own): the machine
-        // was powered by kiln's plan, so it goes back to disk.
+        // The agent's call marked the start step done (netbooted on its own): the machine
+        // was in kiln's power plan, so it goes back to disk.
         assert_eq!(
             w.power.finish.state,
             kiln_model::workflow::StepState::Pending
@@ -448,10 +438,23 @@ mod tests {
     }
 
     #[test]
+    fn only_the_agent_recognises_a_machine_that_netbooted_on_its_own() {
+        let mut w = wf();
+        crate::power::plan(&mut w);
+        assert_eq!(
+            w.power.start.state,
+            kiln_model::workflow::StepState::Pending
+        );
+        // The agent (holding the machine's credential) calls before the BMC step ran.
+        let fx = next(&mut w, 2_000).1;
+        assert_eq!(w.power.start.state, kiln_model::workflow::StepState::Done);
+        assert!(fx.events.iter().any(|(k, _)| k == "bmc.skipped"), "{fx:?}");
+        assert_eq!(w.state, WorkflowState::Running);
+    }
+
+    #[test]
     fn happy_path_to_phone_home() {
         let mut w = wf();
-        assert_eq!(script_served(&mut w, 1_100).events.len(), 1);
-        assert_eq!(w.state, WorkflowState::Netbooting);
         for i in 0..3 {
             let (index, attempt) = run(&mut w, 2_000 + i as u64);
             assert_eq!((index, attempt), (i, 1));

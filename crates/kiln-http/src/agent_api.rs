@@ -59,8 +59,6 @@ pub struct NoCloudSeed {
 pub trait Provisioning: Send + Sync + 'static {
     /// The agent token for a machine with an unfinished workflow.
     fn agent_token(&self, hostname: &str) -> Result<Option<String>, ApiError>;
-    /// The machine fetched its netboot script.
-    fn script_served(&self, hostname: &str);
     fn next(&self, token: &str) -> Result<NextAction, ApiError>;
     fn report(&self, token: &str, report: Report) -> Result<(), ApiError>;
     /// The seed of the token's machine, if `peer` may read it.
@@ -88,7 +86,6 @@ impl Provisioning for NoProvisioning {
     fn agent_token(&self, _: &str) -> Result<Option<String>, ApiError> {
         Ok(None)
     }
-    fn script_served(&self, _: &str) {}
     fn next(&self, _: &str) -> Result<NextAction, ApiError> {
         Err(ApiError::Unauthorized)
     }

@@ -67,16 +67,14 @@ pub(crate) async fn boot_script(
     let (script, detail) = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
             let name = hw.hostname.clone();
-            let token = crate::agent_api::blocking(&state.provisioning, move |p| {
-                let token = p.agent_token(&name)?;
-                p.script_served(&name);
-                Ok(token)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!("looking up the agent token of {}: {e}", hw.hostname);
-                None
-            });
+            // Reading the token changes nothing: a fetch is anonymous (any host can name a MAC).
+            let token =
+                crate::agent_api::blocking(&state.provisioning, move |p| p.agent_token(&name))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("looking up the agent token of {}: {e}", hw.hostname);
+                        None
+                    });
             // The token rides on the kernel command line to the agent only.
             let args = match &token {
                 Some(t) => format!("{} kiln.token={t}", cfg.kernel_args),

@@ -41,12 +41,6 @@ impl Provisioning for EngineProvisioning {
         Ok(token.map(|(t, _)| t))
     }
 
-    fn script_served(&self, hostname: &str) {
-        if let Err(e) = self.engine.script_served(hostname) {
-            tracing::warn!("recording the script fetch of {hostname}: {e}");
-        }
-    }
-
     fn next(&self, token: &str) -> Result<NextAction, ApiError> {
         self.engine.next(token).map_err(api_error)
     }
