@@ -270,6 +270,7 @@ impl Engine {
     /// The installed OS uploads the cluster's admin kubeconfig (first control plane).
     pub fn upload_kubeconfig(&self, token: &str, kubeconfig: &str) -> Result<(), EngineError> {
         let wf = self.by_token(token)?;
+        machine::installed_os_may_report(&wf)?;
         let (cluster, _) = self
             .store
             .cluster_of_workflow(&wf.id)?

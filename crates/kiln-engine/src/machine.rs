@@ -2,7 +2,7 @@
 //! takes `now` (Unix ms) and returns the effects the caller must apply
 //! (netboot flag, token revocation, events) in the same store transaction.
 
-use kiln_model::template::{ActionSpec, Template};
+use kiln_model::template::{ActionKind, ActionSpec, Template};
 use kiln_model::workflow::{
     ActionState, ActionStatus, NextAction, Report, ReportKind, Workflow, WorkflowState,
 };
@@ -33,6 +33,9 @@ pub enum ReportError {
     /// report from before a retry, say): ignored, not applied.
     #[error("action {index} attempt {attempt} is not running")]
     Stale { index: usize, attempt: u32 },
+    /// The installed OS cannot have reported yet: the agent has not handed over.
+    #[error("the workflow is {0}: the installed OS reports only after the agent handed over")]
+    TooEarly(WorkflowState),
 }
 
 /// Delay before retry `attempt + 1`: 5 s, 10 s, 20 s … at most 2 min.
@@ -264,13 +267,31 @@ fn installed_os_reported(
     message: String,
     now: u64,
 ) -> Result<Effects, ReportError> {
-    if wf.state.is_terminal() {
-        return Err(ReportError::Ended(wf.state));
-    }
+    installed_os_may_report(wf)?;
     let mut fx = Effects::default();
     end_running_actions(wf, ActionState::Succeeded, now);
     finish_workflow(wf, state, message, now, &mut fx);
     Ok(fx)
+}
+
+/// Whether the installed OS may report (phone home, fail, upload a kubeconfig): only once the
+/// agent handed over (`rebooting`), or while its final reboot/kexec runs (that action's own
+/// report can be lost as the machine goes down). Never from `pending` or `netbooting`.
+pub fn installed_os_may_report(wf: &Workflow) -> Result<(), ReportError> {
+    if wf.state.is_terminal() {
+        return Err(ReportError::Ended(wf.state));
+    }
+    let handing_over = wf.state == WorkflowState::Running
+        && wf.current() == Some(wf.actions.len() - 1)
+        && wf.actions.last().is_some_and(|a| {
+            a.state == ActionState::Running
+                && matches!(a.spec.kind, ActionKind::Reboot | ActionKind::Kexec)
+        });
+    if wf.state == WorkflowState::Rebooting || handing_over {
+        Ok(())
+    } else {
+        Err(ReportError::TooEarly(wf.state))
+    }
 }
 
 /// Every action still running ends now, as `ended`.
@@ -450,6 +471,31 @@ mod tests {
         assert_eq!(w.power.start.state, kiln_model::workflow::StepState::Done);
         assert!(fx.events.iter().any(|(k, _)| k == "bmc.skipped"), "{fx:?}");
         assert_eq!(w.state, WorkflowState::Running);
+    }
+
+    #[test]
+    fn the_installed_os_reports_only_after_the_agent_handed_over() {
+        let mut w = wf();
+        assert_eq!(
+            phone_home(&mut w, 1_500),
+            Err(ReportError::TooEarly(WorkflowState::Pending))
+        );
+        let (index, attempt) = run(&mut w, 2_000);
+        assert_eq!(
+            installed_os_failed(&mut w, "forged".into(), 2_100),
+            Err(ReportError::TooEarly(WorkflowState::Running)),
+            "not while the image is written"
+        );
+        let ok = ReportKind::Succeeded {
+            message: String::new(),
+        };
+        report(&mut w, &rep(index, attempt, ok.clone()), 2_200).unwrap();
+        let (index, attempt) = run(&mut w, 2_300);
+        report(&mut w, &rep(index, attempt, ok), 2_400).unwrap();
+        // The reboot action runs: its own report may be lost, the phone-home is taken.
+        run(&mut w, 2_500);
+        assert!(phone_home(&mut w, 3_000).is_ok());
+        assert_eq!(w.state, WorkflowState::Succeeded);
     }
 
     #[test]

@@ -23,7 +23,9 @@ fn api_error(e: EngineError) -> ApiError {
         EngineError::Report(ReportError::Ended(state)) => {
             ApiError::Gone(format!("the workflow is {state}"))
         }
-        EngineError::Report(e @ ReportError::Stale { .. }) => ApiError::Conflict(e.to_string()),
+        EngineError::Report(e @ (ReportError::Stale { .. } | ReportError::TooEarly(_))) => {
+            ApiError::Conflict(e.to_string())
+        }
         other => {
             tracing::warn!("engine: {other}");
             ApiError::Internal("internal error".into())
