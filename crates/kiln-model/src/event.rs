@@ -36,6 +36,15 @@ impl Event {
         }
     }
 
+    /// Whether the event records anonymous traffic from the provisioning network (a DHCP
+    /// exchange, a TFTP transfer, an HTTP fetch) rather than the machine's workflow or BMC:
+    /// anyone can cause those, so their history is bounded apart.
+    pub fn is_wire(&self) -> bool {
+        ["dhcp.", "tftp.", "http."]
+            .iter()
+            .any(|p| self.kind.starts_with(p))
+    }
+
     pub fn with_mac(mut self, mac: MacAddr) -> Self {
         self.mac = Some(mac);
         self

@@ -5,7 +5,8 @@ use rusqlite::params;
 
 use crate::{Store, StoreError};
 
-/// Events kept per machine (and for events of no known machine, together).
+/// Events kept per machine and class (anonymous traffic apart from workflow and BMC events;
+/// events of no known machine together).
 pub const MAX_EVENTS_PER_MACHINE: i64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -16,7 +17,7 @@ pub struct EventRecord {
 }
 
 impl Store {
-    /// Appends events in one transaction and trims each touched machine's history.
+    /// Appends events in one transaction and trims each touched machine's history (per class).
     pub fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
@@ -25,22 +26,25 @@ impl Store {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)",
+                "INSERT INTO events (at_ms, machine, record, wire) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for ev in events {
                 let record = serde_json::to_string(ev).expect("events serialize");
-                insert.execute(params![ev.at_ms as i64, ev.machine, record])?;
+                insert.execute(params![ev.at_ms as i64, ev.machine, record, ev.is_wire()])?;
             }
-            let mut machines: Vec<Option<&String>> =
-                events.iter().map(|e| e.machine.as_ref()).collect();
-            machines.sort();
-            machines.dedup();
+            let mut touched: Vec<(Option<&String>, bool)> = events
+                .iter()
+                .map(|e| (e.machine.as_ref(), e.is_wire()))
+                .collect();
+            touched.sort();
+            touched.dedup();
             let mut trim = tx.prepare_cached(
-                "DELETE FROM events WHERE machine IS ?1 AND id <=
-                   (SELECT id FROM events WHERE machine IS ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM events WHERE machine IS ?1 AND wire = ?2 AND id <=
+                   (SELECT id FROM events WHERE machine IS ?1 AND wire = ?2
+                    ORDER BY id DESC LIMIT 1 OFFSET ?3)",
             )?;
-            for m in machines {
-                trim.execute(params![m, MAX_EVENTS_PER_MACHINE])?;
+            for (machine, wire) in touched {
+                trim.execute(params![machine, wire, MAX_EVENTS_PER_MACHINE])?;
             }
         }
         tx.commit()?;
@@ -85,6 +89,35 @@ impl Store {
 mod tests {
     use crate::testutil::temp_store;
     use kiln_model::Event;
+
+    #[test]
+    fn a_flood_of_fetches_cannot_push_out_workflow_and_bmc_events() {
+        let (_d, store) = temp_store();
+        store
+            .append_events(&[
+                Event::now("workflow.created", "w1").with_machine("a"),
+                Event::now("bmc.done", "power on into netboot").with_machine("a"),
+            ])
+            .unwrap();
+        let flood: Vec<Event> = (0..super::MAX_EVENTS_PER_MACHINE + 100)
+            .map(|i| Event::now("http.script", format!("#{i}")).with_machine("a"))
+            .collect();
+        store.append_events(&flood).unwrap();
+        let kinds: Vec<String> = store
+            .events(Some("a"), 0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect();
+        assert!(kinds.contains(&"workflow.created".into()), "kept");
+        assert!(kinds.contains(&"bmc.done".into()), "kept");
+        let fetches = kinds.iter().filter(|k| *k == "http.script").count();
+        assert_eq!(
+            fetches as i64,
+            super::MAX_EVENTS_PER_MACHINE,
+            "still bounded"
+        );
+    }
 
     #[test]
     fn history_is_bounded_per_machine_and_filterable() {

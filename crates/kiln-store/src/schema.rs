@@ -93,6 +93,12 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 6: what `kiln image import` read (`raw`, `qcow2.gz`); empty for images imported before.
     "ALTER TABLE images ADD COLUMN source_format TEXT NOT NULL DEFAULT '';",
+    // 7: events caused by anonymous traffic (DHCP, TFTP, HTTP fetches) are bounded apart from a
+    // machine's workflow and BMC events, so a flood of fetches cannot push those out.
+    "ALTER TABLE events ADD COLUMN wire INTEGER NOT NULL DEFAULT 0;
+     UPDATE events SET wire = 1 WHERE json_extract(record, '$.kind') GLOB 'dhcp.*'
+        OR json_extract(record, '$.kind') GLOB 'tftp.*' OR json_extract(record, '$.kind') GLOB 'http.*';
+     CREATE INDEX events_by_machine_and_class ON events (machine, wire, id);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
