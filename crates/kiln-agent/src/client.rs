@@ -112,7 +112,13 @@ impl Client {
     }
 
     pub fn next(&self) -> Result<NextAction, Refused> {
-        let url = self.url(&format!("/v1/agent/{}/next", self.id.token));
+        // Naming this run lets the server answer a retried call (lost reply) with the same
+        // attempt instead of counting an interruption.
+        let url = self.url(&format!(
+            "/v1/agent/{}/next?run={}",
+            self.id.token,
+            agent_run()
+        ));
         let (status, body) = self.get_retrying("asking for the next action", &url);
         if status != 200 {
             return Err(Self::refused(status, body));
@@ -174,6 +180,18 @@ impl Client {
             .header("content-type", "application/json")
             .send(body.as_bytes())
     }
+}
+
+/// This agent process: the kernel's boot id and the PID, so a restart (a new boot, or the
+/// agent started again) is a new run.
+fn agent_run() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot: String = boot
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    format!("{boot}-{}", std::process::id())
 }
 
 /// A response's status and its body as text.

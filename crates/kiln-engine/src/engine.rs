@@ -228,11 +228,16 @@ impl Engine {
     }
 
     pub fn next(&self, token: &str) -> Result<NextAction, EngineError> {
+        self.next_for(token, None)
+    }
+
+    /// [`machine::next_for`]: `run` names the agent process asking.
+    pub fn next_for(&self, token: &str, run: Option<&str>) -> Result<NextAction, EngineError> {
         let now = now_ms();
         Ok(self
             .store
             .with_workflow(WorkflowKey::Token(token), |wf, tx| {
-                let (next, fx) = machine::next(wf, now);
+                let (next, fx) = machine::next_for(wf, now, run);
                 apply(wf, &fx, tx, now)?;
                 Ok(next)
             })?)

@@ -62,6 +62,7 @@ pub fn new_workflow(
             retry_at_ms: None,
             message: String::new(),
             progress: None,
+            agent_run: None,
         })
         .collect();
     Workflow {
@@ -106,8 +107,29 @@ pub(crate) fn finish_workflow(
     );
 }
 
-/// The agent asks what to do.
+/// The agent asks what to do (an agent that does not name its run: every call while an
+/// action runs is a restart).
 pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
+    next_for(wf, now, None)
+}
+
+/// The agent run `run` asks what to do. Asked again by the same run while its attempt runs
+/// (the answer was lost), it gets that attempt again: nothing changes, no attempt is burned.
+pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, Effects) {
+    if let Some(index) = wf
+        .current()
+        .filter(|_| !wf.state.is_terminal() && now < wf.deadline_ms)
+    {
+        let a = &wf.actions[index];
+        if a.state == ActionState::Running && run.is_some() && a.agent_run.as_deref() == run {
+            let again = NextAction::Run {
+                index,
+                attempt: a.attempts,
+                action: a.spec.clone(),
+            };
+            return (again, Effects::default());
+        }
+    }
     let mut fx = tick(wf, now);
     if wf.state.is_terminal() {
         return (NextAction::Done { state: wf.state }, fx);
@@ -171,6 +193,7 @@ pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
     action.retry_at_ms = None;
     action.progress = None;
     action.message.clear();
+    action.agent_run = run.map(str::to_string);
     fx.event(
         "action.started",
         format!(
@@ -496,6 +519,38 @@ mod tests {
         run(&mut w, 2_500);
         assert!(phone_home(&mut w, 3_000).is_ok());
         assert_eq!(w.state, WorkflowState::Succeeded);
+    }
+
+    #[test]
+    fn a_retried_next_of_the_same_agent_run_burns_no_attempt() {
+        let mut w = wf();
+        let first = next_for(&mut w, 2_000, Some("b00t-1"));
+        let NextAction::Run { index, attempt, .. } = first.0 else {
+            panic!("{first:?}")
+        };
+        assert_eq!((index, attempt), (0, 1));
+        // The answer was lost; the same run asks again: the same attempt, nothing changes.
+        let before = w.clone();
+        let (again, fx) = next_for(&mut w, 2_500, Some("b00t-1"));
+        assert_eq!(again, first.0);
+        assert_eq!(fx, Effects::default());
+        assert_eq!(w, before);
+        // Another run (the machine rebooted mid-action): that was an attempt.
+        let (restarted, fx) = next_for(&mut w, 3_000, Some("b00t-2"));
+        assert!(
+            matches!(restarted, NextAction::Run { attempt: 2, .. }),
+            "{restarted:?}"
+        );
+        assert!(fx.events.iter().any(|(k, _)| k == "action.restarted"));
+        // An agent that names no run: every call is a restart, as before (img allows two
+        // attempts, so a third interruption fails the workflow).
+        let (third, _) = next(&mut w, 3_500);
+        assert_eq!(
+            third,
+            NextAction::Done {
+                state: WorkflowState::Failed
+            }
+        );
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct NoCloudSeed {
 pub trait Provisioning: Send + Sync + 'static {
     /// The agent token for a machine with an unfinished workflow.
     fn agent_token(&self, hostname: &str) -> Result<Option<String>, ApiError>;
-    fn next(&self, token: &str) -> Result<NextAction, ApiError>;
+    /// The next action for the token's machine; `run` names the asking agent process.
+    fn next(&self, token: &str, run: Option<&str>) -> Result<NextAction, ApiError>;
     fn report(&self, token: &str, report: Report) -> Result<(), ApiError>;
     /// The seed of the token's machine, if `peer` may read it.
     fn nocloud(&self, token: &str, peer: IpAddr) -> Result<NoCloudSeed, ApiError>;
@@ -86,7 +87,7 @@ impl Provisioning for NoProvisioning {
     fn agent_token(&self, _: &str) -> Result<Option<String>, ApiError> {
         Ok(None)
     }
-    fn next(&self, _: &str) -> Result<NextAction, ApiError> {
+    fn next(&self, _: &str, _: Option<&str>) -> Result<NextAction, ApiError> {
         Err(ApiError::Unauthorized)
     }
     fn report(&self, _: &str, _: Report) -> Result<(), ApiError> {
@@ -113,8 +114,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) async fn next(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<NextAction>, ApiError> {
-    blocking(&state.provisioning, move |p| p.next(&token))
+    // `?run=ID`: which agent process asks. An id the server would not keep is ignored: the
+    // call then counts as a new run.
+    let run = query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("run=")))
+        .filter(|r| kiln_model::workflow::valid_agent_run(r))
+        .map(str::to_string);
+    blocking(&state.provisioning, move |p| p.next(&token, run.as_deref()))
         .await
         .map(Json)
 }

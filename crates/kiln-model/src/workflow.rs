@@ -77,6 +77,10 @@ pub struct ActionStatus {
     pub retry_at_ms: Option<u64>,
     pub message: String,
     pub progress: Option<Progress>,
+    /// Which agent run was given the running attempt (see `NextAction`): the same run asking
+    /// again (its answer was lost) gets the same attempt back instead of burning a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_run: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +149,9 @@ impl Workflow {
     }
 }
 
-/// What the agent receives from `GET /v1/agent/<token>/next`.
+/// What the agent receives from `GET /v1/agent/<token>/next[?run=ID]`. `run` names the agent
+/// process (the kernel's boot id and its PID): a retried call of the same run, after a lost
+/// answer, gets the running attempt again; a new run (the machine rebooted) starts a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum NextAction {
@@ -177,4 +183,11 @@ pub enum ReportKind {
     Log { lines: Vec<String> },
     Succeeded { message: String },
     Failed { message: String },
+}
+
+/// Whether `run` is an agent-run id the server keeps: short, of letters, digits and '-'.
+pub fn valid_agent_run(run: &str) -> bool {
+    !run.is_empty()
+        && run.len() <= 64
+        && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }

@@ -43,8 +43,8 @@ impl Provisioning for EngineProvisioning {
         Ok(token.map(|(t, _)| t))
     }
 
-    fn next(&self, token: &str) -> Result<NextAction, ApiError> {
-        self.engine.next(token).map_err(api_error)
+    fn next(&self, token: &str, run: Option<&str>) -> Result<NextAction, ApiError> {
+        self.engine.next_for(token, run).map_err(api_error)
     }
 
     fn report(&self, token: &str, report: Report) -> Result<(), ApiError> {
