@@ -47,6 +47,10 @@ pub(crate) struct AppState {
     pub provisioning: Arc<dyn Provisioning>,
 }
 
+/// The largest request body taken (a report, a log tail, a kubeconfig); more is refused with
+/// 413 before it is read into memory.
+pub const MAX_REQUEST_BODY: usize = 256 * 1024;
+
 /// The whole HTTP surface. Serve it with [`serve`] (or any server that sets
 /// `ConnectInfo<SocketAddr>`, so events can name the peer).
 pub fn router(
@@ -84,6 +88,7 @@ pub fn router(
             axum::routing::post(agent_api::installed_os_report),
         )
         .route("/nocloud/{token}/{file}", get(agent_api::nocloud))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .with_state(state)
 }

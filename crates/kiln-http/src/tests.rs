@@ -86,6 +86,21 @@ fn get(uri: &str) -> Request<Body> {
 }
 
 #[tokio::test]
+async fn an_oversized_report_is_refused_before_it_is_read() {
+    let f = fixture();
+    let line = "x".repeat(1024);
+    let lines: Vec<&str> =
+        std::iter::repeat_n(line.as_str(), MAX_REQUEST_BODY / 1024 + 8).collect();
+    let body = serde_json::json!({"index": 0, "attempt": 1, "report": "log", "lines": lines});
+    let req = Request::post("/v1/agent/t0ken/report")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, _) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
 async fn netboot_on_renders_kernel_and_identity() {
     let f = fixture();
     let (status, _, body) = send(&f.app, get("/ipxe/52:54:00:00:00:01/boot.ipxe")).await;
