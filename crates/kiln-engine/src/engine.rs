@@ -248,7 +248,8 @@ impl Engine {
         self.store
             .with_workflow(WorkflowKey::Token(token), |wf, tx| {
                 if let ReportKind::Log { lines } = &report.kind {
-                    tx.log(&wf.id, report.index, report.attempt, now, lines)?;
+                    let dropped = tx.log(&wf.id, report.index, report.attempt, now, lines)?;
+                    wf.log_lines_dropped += dropped as u64;
                 }
                 match machine::report(wf, report, now) {
                     Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
@@ -308,13 +309,14 @@ impl Engine {
             .with_workflow(WorkflowKey::Token(token), |wf, tx| {
                 let lines: Vec<String> = log_tail.lines().map(str::to_string).collect();
                 let attempt = wf.actions.last().map_or(0, |a| a.attempts);
-                tx.log(
+                let dropped = tx.log(
                     &wf.id,
                     wf.actions.len().saturating_sub(1),
                     attempt,
                     now,
                     &lines,
                 )?;
+                wf.log_lines_dropped += dropped as u64;
                 let msg = format!("set-up in the installed OS failed: {last}");
                 match machine::installed_os_failed(wf, msg, now) {
                     Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
@@ -577,6 +579,43 @@ mod tests {
             kinds.contains(&"workflow.cancelled".to_string()),
             "{kinds:?}"
         );
+    }
+
+    #[test]
+    fn stored_logs_are_bounded_and_what_was_dropped_is_noted() {
+        let (_dir, engine, hw) = setup();
+        let t = parse_template("t.yaml", T).unwrap();
+        let wf = engine.create(&t, &hw, "http://k", false).unwrap().remove(0);
+        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        let NextAction::Run { index, attempt, .. } = engine.next(&token).unwrap() else {
+            panic!()
+        };
+        let max = kiln_store::MAX_LOG_LINES as usize;
+        let mut lines: Vec<String> = (0..max + 5).map(|i| format!("line {i}")).collect();
+        lines.push("y".repeat(3 * kiln_store::MAX_LOG_LINE_BYTES));
+        let log = ReportKind::Log { lines };
+        engine
+            .report(
+                &token,
+                &Report {
+                    index,
+                    attempt,
+                    kind: log,
+                },
+            )
+            .unwrap();
+        let stored = engine.store().action_logs(&wf.id, 0, 100_000).unwrap();
+        assert_eq!(stored.len(), max, "the newest are kept");
+        assert_eq!(stored[0].line, "line 6", "the oldest went first");
+        let long = &stored.last().unwrap().line;
+        assert!(
+            long.len() < kiln_store::MAX_LOG_LINE_BYTES + 64,
+            "{}",
+            long.len()
+        );
+        assert!(long.ends_with(" bytes cut]"), "the cut is said");
+        let wf = engine.store().workflow(&wf.id).unwrap().unwrap();
+        assert_eq!(wf.log_lines_dropped, 6);
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn new_workflow(
         power: Default::default(),
         template_source: Some(template.source.clone()),
         retry_of: None,
+        log_lines_dropped: 0,
     }
 }
 

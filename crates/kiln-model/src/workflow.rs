@@ -105,6 +105,13 @@ pub struct Workflow {
     /// The workflow this one retries, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// Agent log lines dropped, oldest first, to keep the stored log bounded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A workflow's BMC steps. Machines without a BMC (or workflows created with

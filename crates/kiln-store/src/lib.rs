@@ -20,7 +20,9 @@ pub use clusters::{ClusterNode, ClusterRecord};
 pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
 pub use hardware::{Conflict, EnrollSummary};
 pub use images::ImageRecord;
-pub use workflows::{ActionLog, PhoneHome, WorkflowKey, WorkflowTx};
+pub use workflows::{
+    ActionLog, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey, WorkflowTx,
+};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "kiln.db";

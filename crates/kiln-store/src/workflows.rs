@@ -26,7 +26,22 @@ pub struct PhoneHome {
 
 /// Lines kept per workflow; older ones are dropped (an agent looping on an
 /// error must not fill the disk).
-const MAX_LOG_LINES: i64 = 20_000;
+pub const MAX_LOG_LINES: i64 = 20_000;
+
+/// Bytes kept of one log line (a line without newlines must not hold megabytes).
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// `line`, cut at [`MAX_LOG_LINE_BYTES`] (on a character boundary) with what was cut said.
+fn cut_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LOG_LINE_BYTES {
+        return line.into();
+    }
+    let mut end = MAX_LOG_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes cut]", &line[..end], line.len() - end).into()
+}
 
 fn decode(id: &str, record: &str) -> Result<Workflow, StoreError> {
     serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
@@ -64,6 +79,8 @@ impl WorkflowTx<'_> {
         Ok(())
     }
 
+    /// Stores an agent's log lines (each cut at [`MAX_LOG_LINE_BYTES`]) and drops the oldest
+    /// beyond [`MAX_LOG_LINES`]; returns how many were dropped, for the workflow to note.
     pub fn log(
         &self,
         id: &str,
@@ -71,19 +88,25 @@ impl WorkflowTx<'_> {
         attempt: u32,
         at_ms: u64,
         lines: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO action_logs (workflow, action, attempt, at_ms, line) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for line in lines {
-            stmt.execute(params![id, action as i64, attempt, at_ms as i64, line])?;
+            stmt.execute(params![
+                id,
+                action as i64,
+                attempt,
+                at_ms as i64,
+                cut_line(line)
+            ])?;
         }
-        self.tx.execute(
+        let dropped = self.tx.execute(
             "DELETE FROM action_logs WHERE workflow = ?1 AND id <=
                (SELECT id FROM action_logs WHERE workflow = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             params![id, MAX_LOG_LINES],
         )?;
-        Ok(())
+        Ok(dropped)
     }
 
     pub fn phone_home(

@@ -31,6 +31,8 @@ pub struct WorkflowJson {
     pub actions: Vec<ActionJson>,
     pub bmc: BmcStepsJson,
     pub phone_home: Option<PhoneHomeJson>,
+    /// Oldest agent log lines dropped to keep the stored log bounded.
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -132,6 +134,7 @@ impl WorkflowJson {
                 start: step(&w.power.start),
                 finish: step(&w.power.finish),
             },
+            log_lines_dropped: w.log_lines_dropped,
             phone_home: phone_home.map(|p| PhoneHomeJson {
                 at: rfc3339_ms(p.at_ms),
                 peer: p.peer.clone(),

@@ -335,6 +335,14 @@ fn cancel(
 }
 
 fn logs(store: &Store, wf: &Workflow, follow: bool, output: Format) -> anyhow::Result<()> {
+    if wf.log_lines_dropped > 0 {
+        eprintln!(
+            "({} older log line(s) of {} were dropped: kiln keeps the newest {})",
+            wf.log_lines_dropped,
+            wf.id,
+            kiln_store::MAX_LOG_LINES
+        );
+    }
     let mut after = 0;
     loop {
         for l in store.action_logs(&wf.id, after, 1000)? {
