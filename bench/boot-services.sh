@@ -704,7 +704,8 @@ section_tftp() {
 
 	log "TFTP: kiln, tftpd-hpa and atftpd side by side (${TFTP_TARGETS[*]})"
 	start_server kiln-tftp "$KILN" --data-dir "$RUN/tftp/kiln-data" serve --dhcp-mode off --address "$SRV_IP" \
-		--tftp-port "$KILN_TFTP_PORT" --http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES"
+		--tftp-port "$KILN_TFTP_PORT" --http-port "$HTTP_PORT" --tftp-root "$FILES" --artifacts "$FILES" \
+		--tftp-max-per-source 256 # the 200-concurrent row fetches from one client address
 	pids+=("$SPID")
 	start_server tftpd-hpa in.tftpd -L -a "$SRV_IP:$HPA_TFTP_PORT" -u root -s "$FILES"
 	pids+=("$SPID")

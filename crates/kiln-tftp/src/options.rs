@@ -112,6 +112,9 @@ pub struct Limits {
     pub max_windowsize: u16,
     /// Used when the client does not ask for a timeout.
     pub default_timeout: Duration,
+    /// The longest timeout a client may ask for; a longer one is declined (left out of the
+    /// OACK, the default used), so no client holds a transfer slot for minutes per block.
+    pub max_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -121,6 +124,7 @@ impl Default for Limits {
             max_blksize: 1468,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -143,8 +147,10 @@ pub fn negotiate(req: &Options, limits: &Limits, file_size: u64) -> Negotiated {
         blksize: req.blksize.map(|b| b.min(max_blk)),
         // A read request's tsize is a question; the answer is the file size.
         tsize: req.tsize.map(|_| file_size),
-        // RFC 2349: the server may not change the timeout, only accept it.
-        timeout: req.timeout,
+        // RFC 2349: the server may not change the timeout, only accept or decline it.
+        timeout: req
+            .timeout
+            .filter(|t| Duration::from_secs((*t).into()) <= limits.max_timeout),
         windowsize: req.windowsize.map(|w| w.min(max_win)),
     };
     Negotiated {
@@ -154,6 +160,29 @@ pub fn negotiate(req: &Options, limits: &Limits, file_size: u64) -> Negotiated {
             .timeout
             .map_or(limits.default_timeout, |t| Duration::from_secs(t.into())),
         oack: (!reply.is_empty()).then_some(reply),
+    }
+}
+
+#[cfg(test)]
+mod timeout_ceiling_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_above_the_ceiling_is_declined_not_changed() {
+        let limits = Limits::default();
+        let ask = |t: u8| Options {
+            timeout: Some(t),
+            ..Options::default()
+        };
+        let ok = negotiate(&ask(3), &limits, 10);
+        assert_eq!(ok.timeout, Duration::from_secs(3));
+        assert_eq!(ok.oack.and_then(|o| o.timeout), Some(3));
+        let long = negotiate(&ask(255), &limits, 10);
+        assert_eq!(long.timeout, limits.default_timeout);
+        assert_eq!(
+            long.oack, None,
+            "declined: nothing else was asked, so no OACK"
+        );
     }
 }
 

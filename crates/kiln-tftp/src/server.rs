@@ -47,10 +47,14 @@ pub struct TftpConfig {
     pub max_windowsize: u16,
     /// Retransmission timeout when the client does not ask for one (default 1 s).
     pub default_timeout: Duration,
+    /// The longest timeout a client may ask for (default 5 s); longer is declined.
+    pub max_timeout: Duration,
     /// Retransmissions of a window before giving up (default 5).
     pub retries: u32,
     /// Concurrent transfers; more are refused with "server busy" (default 1024).
     pub max_transfers: usize,
+    /// Concurrent transfers from one IP address (default 8): one host cannot hold every slot.
+    pub max_per_source: usize,
     /// Larger files are refused (default 512 MiB): every file is served from memory.
     pub max_file_size: u64,
     /// Bytes of file contents kept cached between transfers (default 1 GiB).
@@ -66,8 +70,10 @@ impl TftpConfig {
             max_blksize: limits.max_blksize,
             max_windowsize: limits.max_windowsize,
             default_timeout: limits.default_timeout,
+            max_timeout: limits.max_timeout,
             retries: 5,
             max_transfers: 1024,
+            max_per_source: 8,
             max_file_size: 512 << 20,
             cache_bytes: 1 << 30,
         }
@@ -78,6 +84,7 @@ impl TftpConfig {
             max_blksize: self.max_blksize,
             max_windowsize: self.max_windowsize,
             default_timeout: self.default_timeout,
+            max_timeout: self.max_timeout,
         }
     }
 }
@@ -138,19 +145,29 @@ struct Claim {
     peer: SocketAddr,
 }
 
+/// Why a request gets no transfer slot.
+enum NoClaim {
+    /// The same client port asked again while its transfer runs (a retransmitted RRQ).
+    Repeated,
+    /// The client's address holds `max_per_source` transfers already.
+    TooManyFromSource,
+}
+
 impl Claim {
-    fn new(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Claim> {
-        let fresh = shared
-            .active
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(peer);
-        fresh.then(|| {
-            shared.running.fetch_add(1, Ordering::Relaxed);
-            Claim {
-                shared: shared.clone(),
-                peer,
-            }
+    fn new(shared: &Arc<Shared>, peer: SocketAddr) -> Result<Claim, NoClaim> {
+        let mut active = shared.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if active.contains(&peer) {
+            return Err(NoClaim::Repeated);
+        }
+        let from_source = active.iter().filter(|p| p.ip() == peer.ip()).count();
+        if from_source >= shared.cfg.max_per_source.max(1) {
+            return Err(NoClaim::TooManyFromSource);
+        }
+        active.insert(peer);
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        Ok(Claim {
+            shared: shared.clone(),
+            peer,
         })
     }
 }
@@ -308,9 +325,24 @@ impl TftpServer {
         }
         // A client that retransmits its RRQ (our first reply was slow) must
         // not start a second transfer from the same port.
-        let Some(claim) = Claim::new(&self.shared, peer) else {
-            debug!(%peer, "repeated request ignored: transfer in progress");
-            return;
+        let claim = match Claim::new(&self.shared, peer) {
+            Ok(claim) => claim,
+            Err(NoClaim::Repeated) => {
+                debug!(%peer, "repeated request ignored: transfer in progress");
+                return;
+            }
+            Err(NoClaim::TooManyFromSource) => {
+                count("per_source");
+                let msg = "too many transfers from this address";
+                self.shared.emit(
+                    "tftp.refused",
+                    format!("{}: {msg}", printable(&req.filename)),
+                    peer,
+                );
+                self.reply_error(peer, ErrorCode::NotDefined, msg, out)
+                    .await;
+                return;
+            }
         };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             count("busy");

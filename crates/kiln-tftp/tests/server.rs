@@ -315,7 +315,8 @@ async fn traversal_and_missing_files_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_transfers() {
-    let s = TestServer::start("concurrent", |_| {}, HashMap::new()).await;
+    // 200 clients, all on 127.0.0.1: lift the per-address cap for this test.
+    let s = TestServer::start("concurrent", |c| c.max_per_source = 256, HashMap::new()).await;
     let file = Arc::new(pattern(200_000, 5));
     s.put("undionly.kpxe", &file);
     let mut tasks = Vec::new();
@@ -498,6 +499,58 @@ async fn busy_then_shutdown_aborts_transfers() {
             message: "server shutting down".into()
         }
     );
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_slot() {
+    let s = TestServer::start(
+        "per-source",
+        |c| {
+            c.max_per_source = 2;
+            c.default_timeout = Duration::from_secs(30);
+        },
+        HashMap::new(),
+    )
+    .await;
+    s.put("f", &pattern(10_000, 8));
+    // Two silent clients on 127.0.0.1 hold two transfers...
+    let mut buf = vec![0u8; 1024];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (sock, _) = send_request(s.addr, RequestKind::Read, "f", Options::default()).await;
+        let (n, _) = recv(&sock, &mut buf).await;
+        assert!(matches!(
+            Packet::parse(&buf[..n]).unwrap(),
+            Packet::Data { block: 1, .. }
+        ));
+        held.push(sock);
+    }
+    // ...and a third from the same address is refused, though slots are free.
+    let reply = request_reply(s.addr, RequestKind::Read, "f").await;
+    assert_eq!(
+        reply,
+        Packet::Error {
+            code: 0,
+            message: "too many transfers from this address".into()
+        }
+    );
+    let refused = wait_for(&s.events, |k| k.iter().any(|k| k == "tftp.refused")).await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.detail.contains("too many transfers"))
+    );
+    drop(held);
+    let TestServer {
+        stop, task, base, ..
+    } = s;
+    stop.send(true).unwrap();
+    timeout(Duration::from_secs(10), task)
+        .await
+        .expect("prompt shutdown")
+        .unwrap()
+        .unwrap();
     std::fs::remove_dir_all(base).unwrap();
 }
 

@@ -37,6 +37,10 @@ pub struct Args {
     http_port: u16,
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
+    /// Concurrent TFTP transfers one IP address may hold (a machine needs one or two; more
+    /// only for load tests that fetch many files from one address).
+    #[arg(long, default_value_t = 8)]
+    tftp_max_per_source: usize,
     /// iPXE binaries for TFTP (and /boot/ over HTTP).
     #[arg(long, default_value = "/usr/lib/ipxe")]
     tftp_root: PathBuf,
@@ -182,10 +186,13 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
     }));
 
     // TFTP
-    let tftp_cfg = kiln_tftp::TftpConfig::new(
-        SocketAddr::from((args.address, args.tftp_port)),
-        &args.tftp_root,
-    );
+    let tftp_cfg = kiln_tftp::TftpConfig {
+        max_per_source: args.tftp_max_per_source,
+        ..kiln_tftp::TftpConfig::new(
+            SocketAddr::from((args.address, args.tftp_port)),
+            &args.tftp_root,
+        )
+    };
     let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
         .await
         .with_context(|| format!("starting TFTP on {}:{}", args.address, args.tftp_port))?;
