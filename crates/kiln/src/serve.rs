@@ -186,13 +186,11 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
     }));
 
     // TFTP
-    let tftp_cfg = kiln_tftp::TftpConfig {
-        max_per_source: args.tftp_max_per_source,
-        ..kiln_tftp::TftpConfig::new(
-            SocketAddr::from((args.address, args.tftp_port)),
-            &args.tftp_root,
-        )
-    };
+    let mut tftp_cfg = kiln_tftp::TftpConfig::new(
+        SocketAddr::from((args.address, args.tftp_port)),
+        &args.tftp_root,
+    );
+    tftp_cfg.max_per_source = args.tftp_max_per_source;
     let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
         .await
         .with_context(|| format!("starting TFTP on {}:{}", args.address, args.tftp_port))?;
