@@ -86,6 +86,17 @@ impl TestServer {
         std::fs::write(p, data).unwrap();
     }
 
+    /// Stops the server without waiting out running transfers: they are aborted at once.
+    async fn stop_promptly(self) {
+        self.stop.send(true).unwrap();
+        timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("prompt shutdown")
+            .unwrap()
+            .unwrap();
+        std::fs::remove_dir_all(&self.base).unwrap();
+    }
+
     async fn stop(self) {
         self.stop.send(true).unwrap();
         timeout(UPPER_BOUND, self.task)
@@ -482,15 +493,7 @@ async fn busy_then_shutdown_aborts_transfers() {
     );
 
     // Shutdown does not wait 30 s for A: its transfer is aborted with an ERROR.
-    let TestServer {
-        stop, task, base, ..
-    } = s;
-    stop.send(true).unwrap();
-    timeout(Duration::from_secs(10), task)
-        .await
-        .expect("prompt shutdown")
-        .unwrap()
-        .unwrap();
+    s.stop_promptly().await;
     let (n, _) = recv(&a, &mut buf).await;
     assert_eq!(
         Packet::parse(&buf[..n]).unwrap(),
@@ -499,7 +502,6 @@ async fn busy_then_shutdown_aborts_transfers() {
             message: "server shutting down".into()
         }
     );
-    std::fs::remove_dir_all(base).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,16 +544,7 @@ async fn one_address_cannot_hold_every_slot() {
             .any(|e| e.detail.contains("too many transfers"))
     );
     drop(held);
-    let TestServer {
-        stop, task, base, ..
-    } = s;
-    stop.send(true).unwrap();
-    timeout(Duration::from_secs(10), task)
-        .await
-        .expect("prompt shutdown")
-        .unwrap()
-        .unwrap();
-    std::fs::remove_dir_all(base).unwrap();
+    s.stop_promptly().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

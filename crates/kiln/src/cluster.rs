@@ -15,6 +15,7 @@ use kiln_store::{ClusterNode, ClusterRecord, Store};
 use serde::Serialize;
 
 use crate::output::{Format, WaitArgs, table};
+use crate::select::StartArgs;
 
 /// What `kiln cluster delete` runs on each node: wipe the disk, power off.
 const WIPE_TEMPLATE: &str = include_str!("../../../workflows/wipe-disk.yaml");
@@ -33,12 +34,8 @@ pub enum Command {
         /// Where --dry-run writes.
         #[arg(long)]
         out_dir: Option<PathBuf>,
-        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
-        #[arg(long)]
-        server_url: Option<String>,
-        /// Do not use the machines' BMCs: power them on yourself.
-        #[arg(long)]
-        no_power: bool,
+        #[command(flatten)]
+        start: StartArgs,
         #[command(flatten)]
         wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
@@ -251,8 +248,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             file,
             dry_run,
             out_dir,
-            server_url,
-            no_power,
+            start: StartArgs {
+                server_url,
+                no_power,
+            },
             wait,
             output,
         } => {

@@ -12,6 +12,7 @@ use kiln_model::workflow::{ActionState, StepState, Workflow};
 use kiln_store::Store;
 
 use crate::output::{Format, WaitArgs, rfc3339_ms, table};
+use crate::select::StartArgs;
 use crate::views::{LogJson, WorkflowJson};
 use crate::wait;
 
@@ -28,12 +29,8 @@ pub enum Command {
         /// Machines whose labels match every k=v given (repeatable).
         #[arg(long, conflicts_with = "hardware")]
         selector: Vec<String>,
-        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
-        #[arg(long)]
-        server_url: Option<String>,
-        /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
-        #[arg(long)]
-        no_power: bool,
+        #[command(flatten)]
+        start: StartArgs,
         #[command(flatten)]
         wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
@@ -88,12 +85,8 @@ pub enum Command {
     Retry {
         #[arg(required = true)]
         ids: Vec<String>,
-        /// Kiln's URL as machines reach it (default: the one `kiln serve` recorded).
-        #[arg(long)]
-        server_url: Option<String>,
-        /// Do not use the machines' BMCs: power them on (or cycle them) yourself.
-        #[arg(long)]
-        no_power: bool,
+        #[command(flatten)]
+        start: StartArgs,
         #[command(flatten)]
         wait: WaitArgs,
         #[arg(long, short, value_enum, default_value_t)]
@@ -197,8 +190,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             template,
             hardware,
             selector,
-            server_url,
-            no_power,
+            start: StartArgs {
+                server_url,
+                no_power,
+            },
             wait,
             output,
         } => {
@@ -273,8 +268,10 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
         } => cancel(&store, &ids, &reason, output),
         Command::Retry {
             ids,
-            server_url,
-            no_power,
+            start: StartArgs {
+                server_url,
+                no_power,
+            },
             wait,
             output,
         } => {
