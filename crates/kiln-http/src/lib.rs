@@ -9,6 +9,9 @@ mod file_body;
 mod http1;
 mod ipxe;
 mod metrics_layer;
+// The agent API over TLS (issue 11, point 7).
+pub mod tls;
+pub mod tls_ca;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use kiln_model::{EventSink, SharedInventory};
 
 pub use agent_api::{ApiError, NoCloudSeed, NoProvisioning, Provisioning};
 pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
+pub use tls::{plain_only, serve_tls};
 
 /// Renders Prometheus metrics text; the binary owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
