@@ -26,6 +26,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+/// What [`server_config`] makes and [`serve_tls`] takes.
+pub use rustls::ServerConfig;
+
 /// Paths served to the agent over TLS only.
 pub const AGENT_API_PREFIX: &str = "/v1/agent/";
 

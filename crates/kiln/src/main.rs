@@ -1,5 +1,6 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
+mod agent_tls;
 mod bmc;
 mod cluster;
 mod demo;

@@ -35,6 +35,11 @@ pub struct Args {
     dhcp_mode: DhcpMode,
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
+    /// Port of the agent API over TLS, on --address (the plain HTTP port then refuses
+    /// /v1/agent/...). Its CA is made at first start in DATA_DIR/tls; netbooted kernels get
+    /// kiln.api=https://ADDRESS:PORT and the CA's SHA-256 as kiln.ca-sha256=.
+    #[arg(long, default_value_t = 8443)]
+    agent_tls_port: u16,
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
     /// Concurrent TFTP transfers one IP address may hold (a machine needs one or two; more
@@ -147,6 +152,10 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     let server_url = format!("http://{}:{}", args.address, args.http_port);
 
+    // Agent API over TLS: Kiln's CA, and where the netbooted agent finds it.
+    let agent_tls =
+        crate::agent_tls::AgentTlsListener::prepare(data_dir, args.address, args.agent_tls_port)?;
+
     // HTTP
     let http_cfg = kiln_http::HttpConfig {
         server_url: server_url.clone(),
@@ -155,7 +164,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         images_dir: crate::image::images_dir(data_dir),
         kernel: args.kernel.clone(),
         initrd: args.initrd.clone(),
-        kernel_args: args.kernel_args.clone(),
+        kernel_args: format!("{} {}", args.kernel_args, agent_tls.kernel_args()),
     };
     let render = metrics.clone();
     // The engine writes through its own connection: `PRAGMA data_version` only
@@ -176,6 +185,8 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         Arc::new(move || render.render()),
         provisioning,
     );
+    let https = agent_tls.spawn(app.clone(), shutdown.clone()).await?;
+    let app = kiln_http::plain_only(app);
     let http_addr = SocketAddr::from((args.address, args.http_port));
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -293,6 +304,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = http.await;
+        let _ = https.await;
         let _ = tftp.await;
         let _ = refresher.await;
         let _ = power.await;

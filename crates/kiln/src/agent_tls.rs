@@ -1,0 +1,73 @@
+//! `kiln serve`'s second listener: the agent API over TLS, with Kiln's own CA
+//! (`DATA_DIR/tls`, see `kiln_http::tls_ca`). The netbooted kernel's command line names it
+//! (`kiln.api=https://ADDRESS:PORT`) and the CA's fingerprint (`kiln.ca-sha256=`); the plain
+//! listener then refuses `/v1/agent/...` (`kiln_http::plain_only`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use kiln_http::tls_ca::AgentTls;
+use tokio::sync::watch;
+
+/// The CA and this start's server certificate, and where the agent reaches them.
+pub struct AgentTlsListener {
+    pub url: String,
+    pub tls: AgentTls,
+    addr: SocketAddr,
+    config: Arc<kiln_http::tls::ServerConfig>,
+}
+
+impl AgentTlsListener {
+    /// Loads (at first start: makes) the CA under `data_dir/tls` and issues the server
+    /// certificate for `address`.
+    pub fn prepare(data_dir: &Path, address: Ipv4Addr, port: u16) -> anyhow::Result<Self> {
+        let tls = kiln_http::tls_ca::load_or_create(
+            &data_dir.join("tls"),
+            &address.to_string(),
+            SystemTime::now(),
+        )
+        .context("preparing the agent API's TLS certificate")?;
+        let config =
+            kiln_http::tls::server_config(tls.chain_der.clone(), tls.key_pkcs8_der.clone())
+                .context("the agent API's TLS configuration")?;
+        Ok(AgentTlsListener {
+            url: format!("https://{address}:{port}"),
+            addr: SocketAddr::from((address, port)),
+            tls,
+            config,
+        })
+    }
+
+    /// What the netbooted kernel's command line gains.
+    pub fn kernel_args(&self) -> String {
+        self.tls.kernel_args(&self.url)
+    }
+
+    /// Binds the TLS listener and serves `app` (the whole router; the agent routes are
+    /// what it is for) until `shutdown` turns true.
+    pub async fn spawn(
+        self,
+        app: axum::Router,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("binding the agent API (TLS) to {}", self.addr))?;
+        tracing::info!(
+            url = %self.url,
+            ca_sha256 = %self.tls.ca_sha256_hex(),
+            "agent API over TLS"
+        );
+        Ok(tokio::spawn(kiln_http::serve_tls(
+            listener,
+            app,
+            self.config,
+            async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            },
+        )))
+    }
+}
