@@ -10,4 +10,5 @@ pub mod image2disk;
 pub mod installed;
 pub mod kexec;
 pub mod runner;
+pub mod tls;
 pub mod wipe;
