@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Hardware label that opts one machine out of BMC certificate verification.
-pub const INSECURE_TLS_LABEL: &str = "kiln.dev/bmc-tls";
+/// (Defined in kiln-model, which warns at enrolment that such a BMC's password travels readable.)
+pub const INSECURE_TLS_LABEL: &str = kiln_model::bmc_address::BMC_TLS_LABEL;
 /// Hardware label choosing the boot mode of boot overrides: `uefi` or `legacy`; without it a
 /// Redfish override keeps the system's current mode.
 pub const BOOT_MODE_LABEL: &str = "kiln.dev/boot-mode";
@@ -56,7 +57,8 @@ impl OpenOptions {
     /// Settings from the machine's labels.
     pub fn for_hardware(hw: &Hardware) -> Self {
         OpenOptions {
-            insecure_tls: hw.labels.get(INSECURE_TLS_LABEL).map(String::as_str) == Some("insecure"),
+            insecure_tls: hw.labels.get(INSECURE_TLS_LABEL).map(String::as_str)
+                == Some(kiln_model::bmc_address::BMC_TLS_INSECURE),
             mac: Some(hw.mac.to_string()),
             system: hw
                 .labels

@@ -123,8 +123,149 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
+/// The hardware label that opts one machine's Redfish BMC out of certificate verification,
+/// with the value [`BMC_TLS_INSECURE`] (`kiln.dev/bmc-tls=insecure`).
+pub const BMC_TLS_LABEL: &str = "kiln.dev/bmc-tls";
+pub const BMC_TLS_INSECURE: &str = "insecure";
+
+/// How a BMC's password can be read by someone on the path to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordExposure {
+    /// `redfish+http://` (or `http://`): Basic auth in clear, readable by any listener.
+    PlainHttp,
+    /// Redfish over HTTPS with `kiln.dev/bmc-tls=insecure`: whoever answers in the BMC's
+    /// place gets the password.
+    UnverifiedTls,
+}
+
+impl PasswordExposure {
+    /// The enrolment warning for machine `hostname` with BMC `address`.
+    pub fn warning(self, hostname: &str, address: &str) -> String {
+        match self {
+            PasswordExposure::PlainHttp => format!(
+                "{hostname}: BMC {address} is reached over plain HTTP: its password travels readable \
+                 (use redfish+https://)"
+            ),
+            PasswordExposure::UnverifiedTls => format!(
+                "{hostname}: BMC {address} is reached without certificate verification \
+                 ({BMC_TLS_LABEL}={BMC_TLS_INSECURE}): its password travels readable to whoever \
+                 answers in the BMC's place"
+            ),
+        }
+    }
+}
+
+/// Whether the password of the BMC at `address` (valid per [`check_bmc_address`]) can be
+/// read on the network, given the machine's labels. A BMC on the loopback (an emulator on
+/// Kiln's own host) is never on the network.
+pub fn password_exposure(
+    address: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<PasswordExposure> {
+    let (scheme, rest) = match address.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => (String::new(), address),
+    };
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let host = match split_host_port(host_port) {
+        Some((host, _, _)) => host,
+        None => host_port,
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    match scheme.as_str() {
+        "redfish+http" | "http" => Some(PasswordExposure::PlainHttp),
+        // IPMI's password never crosses the wire; the label only touches HTTPS.
+        "ipmi" | "lanplus" => None,
+        // Redfish over HTTPS, or a bare address (probed: Redfish over HTTPS first).
+        _ => (labels.get(BMC_TLS_LABEL).map(String::as_str) == Some(BMC_TLS_INSECURE))
+            .then_some(PasswordExposure::UnverifiedTls),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_http_and_unverified_bmcs_expose_their_passwords() {
+        let none = labels(&[]);
+        let insecure = labels(&[("type", "cp"), (BMC_TLS_LABEL, BMC_TLS_INSECURE)]);
+        let cases = [
+            (
+                "redfish+http://10.0.0.5:8000",
+                &none,
+                Some(PasswordExposure::PlainHttp),
+            ),
+            (
+                "HTTP://bmc-3.example",
+                &none,
+                Some(PasswordExposure::PlainHttp),
+            ),
+            (
+                "redfish+http://[fd00::5]:8000/redfish/v1/Systems/1",
+                &insecure,
+                Some(PasswordExposure::PlainHttp),
+            ),
+            ("redfish+https://10.0.0.5", &none, None),
+            (
+                "redfish+https://10.0.0.5",
+                &insecure,
+                Some(PasswordExposure::UnverifiedTls),
+            ),
+            (
+                "https://bmc.example:8443/redfish/v1/Systems/1",
+                &insecure,
+                Some(PasswordExposure::UnverifiedTls),
+            ),
+            // A bare address is probed over HTTPS first.
+            ("10.0.0.5", &insecure, Some(PasswordExposure::UnverifiedTls)),
+            ("10.0.0.5", &none, None),
+            // IPMI's password does not cross the wire; the label does not apply to it.
+            ("ipmi://10.0.0.5", &insecure, None),
+            ("lanplus://10.0.0.5:623", &none, None),
+            // Only the value "insecure" turns verification off.
+            (
+                "redfish+https://10.0.0.5",
+                &labels(&[(BMC_TLS_LABEL, "verify")]),
+                None,
+            ),
+            // Loopback: an emulator on Kiln's own host, never on the network.
+            ("redfish+http://127.0.0.1:8000", &none, None),
+            ("redfish+http://[::1]:8000", &none, None),
+            ("redfish+http://localhost:8000", &none, None),
+            ("127.0.0.1:8443", &insecure, None),
+        ];
+        for (address, labels, want) in cases {
+            check_bmc_address(address).unwrap();
+            assert_eq!(password_exposure(address, labels), want, "{address}");
+        }
+    }
+
+    #[test]
+    fn the_warning_names_the_machine_and_the_address() {
+        assert_eq!(
+            PasswordExposure::PlainHttp.warning("n1", "redfish+http://10.0.0.5"),
+            "n1: BMC redfish+http://10.0.0.5 is reached over plain HTTP: its password travels \
+             readable (use redfish+https://)"
+        );
+        let w = PasswordExposure::UnverifiedTls.warning("n2", "10.0.0.6");
+        assert!(
+            w.starts_with("n2: BMC 10.0.0.6 is reached without certificate verification (kiln.dev/bmc-tls=insecure): its password travels readable"),
+            "{w}"
+        );
+    }
+
     use super::*;
 
     const ACCEPTED: [&str; 16] = [

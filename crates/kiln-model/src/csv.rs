@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::bmc_address::check_bmc_address;
+use crate::bmc_address::{PasswordExposure, check_bmc_address, password_exposure};
 use crate::hardware::{is_contiguous_netmask, same_subnet};
 use crate::labels;
 use crate::{BmcEndpoint, Hardware, MacAddr, Secret};
@@ -555,6 +555,17 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
             })
         };
 
+        // A password readable on the network: enrolled, but said, once per machine.
+        if let (Some(_), Some(ip_f)) = (&bmc, bmc_ip_f)
+            && let Some(exposure) = password_exposure(bmc_address, &label_map)
+        {
+            let at = match exposure {
+                PasswordExposure::PlainHttp => ip_f,
+                PasswordExposure::UnverifiedTls => labels_f,
+            };
+            warnings.push(warn(at, exposure.warning(&hostname, bmc_address)));
+        }
+
         // Uniqueness across rows.
         let mut unique = |key: &'static str, value: String, f: &Field| {
             if let Some(first) = seen.get(&(key, value.clone())) {
@@ -1020,5 +1031,28 @@ mod tests {
                 .0;
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["bmc_ip", "gateway"]);
+    }
+
+    #[test]
+    fn bmcs_whose_passwords_travel_readable_get_one_warning_each() {
+        let text = format!(
+            "{HEADER}\n\
+             n1,redfish+http://10.0.0.21:8000,admin,pw1,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,,,,/dev/sda\n\
+             n2,redfish+https://10.0.0.22,admin,pw2,aa:bb:cc:dd:ee:02,10.0.0.3,255.255.255.0,,,type=cp|kiln.dev/bmc-tls=insecure,/dev/sda\n\
+             n3,redfish+https://10.0.0.23,admin,pw3,aa:bb:cc:dd:ee:03,10.0.0.4,255.255.255.0,,,,/dev/sda\n\
+             n4,ipmi://10.0.0.24,admin,pw4,aa:bb:cc:dd:ee:04,10.0.0.5,255.255.255.0,,,kiln.dev/bmc-tls=insecure,/dev/sda\n\
+             n5,redfish+http://127.0.0.1:8001,admin,pw5,aa:bb:cc:dd:ee:05,10.0.0.6,255.255.255.0,,,,/dev/sda\n"
+        );
+        let parsed = parse_hardware_csv_rows("h.csv", &text).unwrap();
+        assert_eq!(parsed.rows.len(), 5);
+        let shown: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "h.csv:2:4: warning: n1: BMC redfish+http://10.0.0.21:8000 is reached over plain HTTP: its password travels readable (use redfish+https://)",
+                "h.csv:3:83: warning: n2: BMC redfish+https://10.0.0.22 is reached without certificate verification (kiln.dev/bmc-tls=insecure): its password travels readable to whoever answers in the BMC's place",
+            ]
+        );
+        assert!(!shown.concat().contains("pw"), "{shown:?}");
     }
 }

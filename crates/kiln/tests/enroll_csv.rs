@@ -123,3 +123,52 @@ fn a_placeholder_bmc_ip_fails_at_its_line_and_column() {
     let machines: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(machines.as_array().map(Vec::len), Some(0), "{machines}");
 }
+
+#[test]
+fn bmcs_whose_passwords_travel_readable_are_named_at_enrolment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = csv(
+        dir.path(),
+        "bmcs.csv",
+        "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+         plain,redfish+http://10.10.44.1:8000,root,pw-plain-1,CC:48:3A:00:00:01,10.10.50.2,255.255.254.0,,,type=cp,/dev/sda\n\
+         unverified,redfish+https://10.10.44.2,root,pw-unverified-2,CC:48:3A:00:00:02,10.10.50.3,255.255.254.0,,,kiln.dev/bmc-tls=insecure,/dev/sda\n\
+         verified,redfish+https://10.10.44.3,root,pw-verified-3,CC:48:3A:00:00:03,10.10.50.4,255.255.254.0,,,type=worker,/dev/sda\n",
+    );
+    let out = kiln(&data, &["enroll", &file]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{file}:2:7: warning: plain: BMC redfish+http://10.10.44.1:8000 is reached over plain HTTP: its password travels readable (use redfish+https://)\n\
+             {file}:3:105: warning: unverified: BMC redfish+https://10.10.44.2 is reached without certificate verification (kiln.dev/bmc-tls=insecure): its password travels readable to whoever answers in the BMC's place\n"
+        )
+    );
+    assert!(
+        text(&out.stdout).contains("3 added"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The same warnings in JSON (a dry run: the machines are already there).
+    let out = kiln(&data, &["enroll", "--dry-run", "-o", "json", &file]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let warnings = outcome["warnings"].as_array().expect("warnings");
+    let at: Vec<(u64, u64)> = warnings
+        .iter()
+        .map(|w| (w["line"].as_u64().unwrap(), w["column"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(at, [(2, 7), (3, 105)]);
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("plain: BMC redfish+http://10.10.44.1:8000 is reached over plain HTTP"),
+        "{outcome}"
+    );
+    let all = format!("{stderr}{outcome}");
+    assert!(!all.contains("pw-"), "a password was shown: {all}");
+}
