@@ -148,3 +148,26 @@ async fn the_agent_routes_answer_over_tls_and_are_refused_in_clear() {
 
     kiln.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_makes_call_after_call_over_tls() {
+    let kiln = start().await;
+    let (pin, base) = (kiln.ca_sha256, format!("https://{}", kiln.https));
+    let bodies = tokio::task::spawn_blocking(move || {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .http_status_as_error(false)
+            .build();
+        let agent = kiln_agent::tls::agent_for(Some(pin), config);
+        (0..3)
+            .map(|_| {
+                let mut response = agent.get(&format!("{base}/peer")).call().unwrap();
+                response.body_mut().read_to_string().unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(bodies, ["127.0.0.1"; 3]);
+    kiln.stop().await;
+}
