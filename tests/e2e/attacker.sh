@@ -40,7 +40,7 @@ VICTIM_MAC=52:54:00:a7:7a:01
 VICTIM_IP=10.77.0.57
 ATT_IP=10.77.0.66
 IPMI_PORT=9001
-BMC_PASSWORD=Kiln-e2e-bmc-Pw-31415 # must never reach the attacker, events or logs
+BMC_PASSWORD=KilnE2eBmcPw7q31 # 16 bytes (IPMI 1.5 limit); must never reach the attacker, events or logs
 IPMITOOL=(ipmitool -I lanplus -C 3 -N 5 -R 2 -H 127.0.0.1 -p "$IPMI_PORT" -U admin -P "$BMC_PASSWORD")
 
 ATT_NS=
@@ -68,6 +68,7 @@ attacker_ns() {
 # The attacker's processes (by PID) and namespace, then the case's own (e2e_cleanup).
 attacker_cleanup() {
 	local rc=$? pid
+	set +e # clean up as much as possible, whatever fails
 	for pid in "${ATT_PIDS[@]}"; do stop_pid "$pid"; done
 	if [ -n "$ATT_NS" ] && ip netns list | awk '{print $1}' | grep -qxF -- "$ATT_NS"; then
 		ip netns del "$ATT_NS" || log "could not delete namespace $ATT_NS"
@@ -86,7 +87,9 @@ att_http() {
 	code=$(att curl --noproxy '*' -k -g --path-as-is -s -o "$E2E_WORK/last-body" -w '%{http_code}' \
 		--max-time 15 -X "$method" "$@" "$url" 2>/dev/null) || true
 	{
-		printf '== %s %s -> %s\n' "$method" "$url" "${code:-000}"
+		# the request line with the attacker's own made-up 64-hex values masked: the scan at
+		# the end looks for secrets in what came back
+		printf '== %s %s -> %s\n' "$method" "$(sed -E 's/[0-9a-fA-F]{64}/<made-up>/g' <<<"$url")" "${code:-000}"
 		cat "$E2E_WORK/last-body" 2>/dev/null || true
 		echo
 	} >>"$ATT_SEEN"
