@@ -1,24 +1,29 @@
-//! The agent's side of the protocol: ask for the next action, report on it.
-//! The server may be down (restarted, say): every call retries with backoff
-//! until it answers, so a restart of kiln never loses the agent.
+//! The agent's side of the protocol: claim the machine's credential, ask for the next
+//! action, report on it. The server may be down (restarted, say): every call retries with
+//! backoff until it answers, so a restart of kiln never loses the agent.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use kiln_model::workflow::{NextAction, Report, ReportKind};
+use kiln_model::MacAddr;
+use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, ReportKind, Seed};
 use ureq::Body;
 use ureq::http::Response;
 
-/// What the kernel command line told the agent (set by kiln's iPXE script).
+/// What the kernel command line told the agent (set by kiln's iPXE script). It holds no
+/// secret: the agent claims its credential from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub server: String,
-    pub token: String,
-    pub mac: Option<String>,
+    pub mac: MacAddr,
     pub hostname: Option<String>,
 }
 
 impl Identity {
-    /// Reads `kiln.server=`, `kiln.token=`, `kiln.mac=`, `kiln.hostname=`.
+    /// Reads `kiln.server=`, `kiln.mac=`, `kiln.hostname=`.
     pub fn from_cmdline(cmdline: &str) -> Result<Identity, String> {
         let get = |key: &str| {
             cmdline
@@ -27,24 +32,34 @@ impl Identity {
                 .map(str::to_string)
         };
         let server = get("kiln.server").ok_or("the kernel command line has no kiln.server=")?;
-        let token = get("kiln.token")
-            .ok_or("the kernel command line has no kiln.token= (no workflow for this machine)")?;
+        let mac = get("kiln.mac").ok_or("the kernel command line has no kiln.mac=")?;
+        let mac = mac
+            .parse()
+            .map_err(|e| format!("kiln.mac={mac} on the kernel command line: {e}"))?;
         Ok(Identity {
             server: server.trim_end_matches('/').to_string(),
-            token,
-            mac: get("kiln.mac"),
+            mac,
             hostname: get("kiln.hostname"),
         })
     }
 }
 
+/// Where the agent keeps its credential and seed for this boot (tmpfs, root only), so an
+/// agent process started again need not claim again.
+pub const STATE_DIR: &str = "/run/kiln-agent";
+
 /// Why the server refused a call for good (not a network error: those are retried).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// 401: the token is unknown or revoked.
+    /// 401: the credential is unknown or revoked.
     Unauthorized,
-    /// 409: the report is about an action that is no longer running.
-    Stale,
+    /// 403: this address may not speak for the machine.
+    Forbidden(String),
+    /// 404: the server has no unfinished workflow for this machine.
+    NotFound(String),
+    /// 409: the report is about an action that is no longer running (or, for a claim,
+    /// another agent already holds the credential).
+    Stale(String),
     /// 410: the workflow ended.
     Gone,
     Other(u16, String),
@@ -55,6 +70,9 @@ pub struct Client {
     agent: ureq::Agent,
     /// Retry delays: first, and the cap it doubles up to.
     pub backoff: (Duration, Duration),
+    /// See [`STATE_DIR`].
+    pub state_dir: PathBuf,
+    token: OnceLock<String>,
 }
 
 impl Client {
@@ -68,7 +86,75 @@ impl Client {
             id,
             agent: config.into(),
             backoff: (Duration::from_millis(500), Duration::from_secs(10)),
+            state_dir: PathBuf::from(STATE_DIR),
+            token: OnceLock::new(),
         }
+    }
+
+    /// The machine's credential: kept from an earlier agent process of this boot, or claimed
+    /// from the server (once per netboot; the server refuses a second claimant).
+    pub fn claim(&self) -> Result<(), Refused> {
+        if self.token.get().is_some() {
+            return Ok(());
+        }
+        let kept = self.state_dir.join("credential");
+        if let Ok(t) = std::fs::read_to_string(&kept) {
+            let _ = self.token.set(t.trim().to_string());
+            return Ok(());
+        }
+        let body = serde_json::to_string(&ClaimRequest {
+            mac: self.id.mac,
+            run: agent_run(),
+        })
+        .expect("claims serialize");
+        let url = self.url("/v1/agent/claim");
+        let (status, text) = self.retrying("claiming the machine's credential", || {
+            status_and_text(self.post_json(&url, &body)?)
+        });
+        if status != 200 {
+            return Err(Self::refused(status, text));
+        }
+        let claimed: Claimed = serde_json::from_str(&text)
+            .map_err(|e| Refused::Other(status, format!("unreadable claim answer: {e}")))?;
+        if let Err(e) = write_private(&kept, claimed.token.as_bytes()) {
+            eprintln!(
+                "kiln-agent: keeping the credential in {}: {e}",
+                kept.display()
+            );
+        }
+        println!(
+            "kiln-agent: credential claimed for workflow {}",
+            claimed.workflow
+        );
+        let _ = self.token.set(claimed.token);
+        Ok(())
+    }
+
+    /// The machine's cloud-init seed. The server hands it out once per workflow, so it is
+    /// kept (root only, tmpfs) for retries of the action.
+    pub fn seed(&self) -> Result<Seed, Refused> {
+        let kept = self.state_dir.join("seed.json");
+        if let Some(seed) = std::fs::read_to_string(&kept)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            return Ok(seed);
+        }
+        let url = self.url("/v1/agent/seed");
+        let (status, body) = self.get_retrying("fetching the cloud-init seed", &url);
+        if status != 200 {
+            return Err(Self::refused(status, body));
+        }
+        let seed: Seed = serde_json::from_str(&body)
+            .map_err(|e| Refused::Other(status, format!("unreadable seed: {e}")))?;
+        if let Err(e) = write_private(&kept, body.as_bytes()) {
+            eprintln!("kiln-agent: keeping the seed in {}: {e}", kept.display());
+        }
+        Ok(seed)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token.get().map_or("", String::as_str))
     }
 
     pub fn identity(&self) -> &Identity {
@@ -105,7 +191,9 @@ impl Client {
     fn refused(status: u16, body: String) -> Refused {
         match status {
             401 => Refused::Unauthorized,
-            409 => Refused::Stale,
+            403 => Refused::Forbidden(body.trim().to_string()),
+            404 => Refused::NotFound(body.trim().to_string()),
+            409 => Refused::Stale(body.trim().to_string()),
             410 => Refused::Gone,
             _ => Refused::Other(status, body.trim().to_string()),
         }
@@ -114,11 +202,7 @@ impl Client {
     pub fn next(&self) -> Result<NextAction, Refused> {
         // Naming this run lets the server answer a retried call (lost reply) with the same
         // attempt instead of counting an interruption.
-        let url = self.url(&format!(
-            "/v1/agent/{}/next?run={}",
-            self.id.token,
-            agent_run()
-        ));
+        let url = self.url(&format!("/v1/agent/next?run={}", agent_run()));
         let (status, body) = self.get_retrying("asking for the next action", &url);
         if status != 200 {
             return Err(Self::refused(status, body));
@@ -147,24 +231,21 @@ impl Client {
         }
     }
 
-    /// GETs a small text document (NoCloud seed files).
-    pub fn get_text(&self, path: &str) -> Result<String, Refused> {
-        let (status, body) = self.get_retrying(path, &self.url(path));
-        if status == 200 {
-            Ok(body)
-        } else {
-            Err(Self::refused(status, body))
-        }
-    }
-
     /// GETs `url` until the server answers.
     fn get_retrying(&self, what: &str, url: &str) -> (u16, String) {
-        self.retrying(what, || status_and_text(self.agent.get(url).call()?))
+        self.retrying(what, || {
+            status_and_text(
+                self.agent
+                    .get(url)
+                    .header("authorization", self.bearer())
+                    .call()?,
+            )
+        })
     }
 
     /// The report endpoint, and the report as its JSON body.
     fn report_request(&self, index: usize, attempt: u32, kind: ReportKind) -> (String, String) {
-        let url = self.url(&format!("/v1/agent/{}/report", self.id.token));
+        let url = self.url("/v1/agent/report");
         let body = serde_json::to_string(&Report {
             index,
             attempt,
@@ -175,10 +256,14 @@ impl Client {
     }
 
     fn post_json(&self, url: &str, body: &str) -> Result<Response<Body>, ureq::Error> {
-        self.agent
+        let mut req = self
+            .agent
             .post(url)
-            .header("content-type", "application/json")
-            .send(body.as_bytes())
+            .header("content-type", "application/json");
+        if self.token.get().is_some() {
+            req = req.header("authorization", self.bearer());
+        }
+        req.send(body.as_bytes())
     }
 }
 
@@ -194,6 +279,24 @@ fn agent_run() -> String {
     format!("{boot}-{}", std::process::id())
 }
 
+/// Writes `bytes` to a new file only root can read (its directory made 0700).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 /// A response's status and its body as text.
 fn status_and_text(mut response: Response<Body>) -> Result<(u16, String), ureq::Error> {
     let text = response.body_mut().read_to_string()?;
@@ -207,17 +310,18 @@ mod tests {
     #[test]
     fn reads_the_kernel_command_line() {
         let id = Identity::from_cmdline(
-            "BOOT_IMAGE=vmlinuz initrd=initrd.img console=ttyS0 kiln.server=http://10.77.0.1:8080/ kiln.mac=52:54:00:aa:00:01 kiln.hostname=node1 kiln.token=abc\n",
+            "BOOT_IMAGE=vmlinuz initrd=initrd.img console=ttyS0 kiln.server=http://10.77.0.1:8080/ kiln.mac=52:54:00:aa:00:01 kiln.hostname=node1\n",
         )
         .unwrap();
         assert_eq!(id.server, "http://10.77.0.1:8080");
-        assert_eq!(id.token, "abc");
+        assert_eq!(id.mac.to_string(), "52:54:00:aa:00:01");
         assert_eq!(id.hostname.as_deref(), Some("node1"));
         assert!(
             Identity::from_cmdline("kiln.server=http://x")
                 .unwrap_err()
-                .contains("kiln.token")
+                .contains("kiln.mac")
         );
-        assert!(Identity::from_cmdline("kiln.serverx=1 kiln.token=t").is_err());
+        assert!(Identity::from_cmdline("kiln.server=http://x kiln.mac=zz").is_err());
+        assert!(Identity::from_cmdline("kiln.serverx=1 kiln.mac=52:54:00:aa:00:01").is_err());
     }
 }

@@ -22,8 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the workflow the kernel command line names (kiln.server=, kiln.token=): fetch each
-    /// action from the server, run it, report; reboot at the end.
+    /// Run the machine's workflow (kiln.server=, kiln.mac= on the kernel command line): claim
+    /// the machine's credential, fetch each action from the server, run it, report; reboot at
+    /// the end.
     Run,
     /// Stream a disk image (raw, gzip, xz or zstd) from a URL onto a disk, verifying its sha256.
     ///

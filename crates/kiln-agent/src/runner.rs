@@ -224,14 +224,14 @@ fn execute(
             ))
         }
         ActionKind::CloudInit => {
-            let token = &client.identity().token;
-            let mut files = Vec::new();
-            for name in ["user-data", "meta-data", "network-config"] {
-                let text = client
-                    .get_text(&format!("/nocloud/{token}/{name}"))
-                    .map_err(|e| format!("fetching {name}: {e:?}"))?;
-                files.push((name, text));
-            }
+            let seed = client
+                .seed()
+                .map_err(|e| format!("fetching the cloud-init seed: {e:?}"))?;
+            let files = [
+                ("user-data", seed.user_data),
+                ("meta-data", seed.meta_data),
+                ("network-config", seed.network_config),
+            ];
             let root = MountedRoot::find(param(action, "disk")?)?;
             for (name, text) in &files {
                 // The seed can hold keys: readable by root only.
@@ -303,12 +303,23 @@ fn execute(
 pub fn run(client: &Client) -> Result<Leave, String> {
     // The disk the installed OS is on, from the actions that named it (kexec takes none).
     let mut disk: Option<String> = None;
+    client.claim().map_err(|e| match e {
+        Refused::Stale(why) => format!(
+            "the server refused this machine's credential: {why} (another host claimed it first: \
+             see `kiln events` on the server; the operator retries the workflow)"
+        ),
+        Refused::Forbidden(why) | Refused::NotFound(why) => {
+            format!("the server refused this machine's credential: {why}")
+        }
+        other => format!("claiming this machine's credential: {other:?}"),
+    })?;
     loop {
         let next = match client.next() {
             Ok(n) => n,
             Err(Refused::Unauthorized) => {
                 return Err(
-                    "the server does not know this agent's token (workflow gone or revoked)".into(),
+                    "the server does not know this agent's credential (workflow gone or revoked)"
+                        .into(),
                 );
             }
             Err(Refused::Gone) => return Ok(Leave::Stay),
@@ -355,7 +366,7 @@ pub fn run(client: &Client) -> Result<Leave, String> {
                 };
                 match client.report(index, attempt, kind) {
                     Ok(()) if leave != Leave::Stay => return Ok(leave),
-                    Ok(()) | Err(Refused::Stale) => {}
+                    Ok(()) | Err(Refused::Stale(_)) => {}
                     Err(Refused::Gone) => return Ok(Leave::Stay),
                     Err(e) => eprintln!("kiln-agent: the report was refused: {e:?}"),
                 }

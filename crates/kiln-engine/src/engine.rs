@@ -2,6 +2,7 @@
 //! the store, one transaction each, effects included. Callers on async
 //! runtimes use `spawn_blocking`: every call is a short SQLite transaction.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,9 +10,10 @@ use kiln_model::template::{
     ImageView, RenderContext, Template, WorkflowView, parse_template, render_actions,
 };
 use kiln_model::workflow::{NextAction, Report, ReportKind, Workflow};
-use kiln_model::{Event, Hardware};
+use kiln_model::{Event, Hardware, MacAddr};
 use kiln_store::{Store, StoreError, WorkflowKey, WorkflowTx};
 
+use crate::credential::{self, CredentialError};
 use crate::machine::{self, Effects, ReportError};
 use crate::power;
 
@@ -37,6 +39,34 @@ pub enum EngineError {
     /// The machine of a workflow is no longer enrolled.
     #[error("machine {0} is not enrolled any more")]
     NoMachine(String),
+    /// A claim or call with a machine's credential that is not taken.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+/// A call made with an agent credential, and the address it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentCall<'a> {
+    pub token: &'a str,
+    pub peer: IpAddr,
+}
+
+/// What a claim gives the agent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub token: String,
+    pub workflow: String,
+    pub hardware: String,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Claim {{ workflow: {}, token: <redacted> }}",
+            self.workflow
+        )
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -44,13 +74,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A fresh agent token: 256 random bits, hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn apply(wf: &Workflow, fx: &Effects, tx: &WorkflowTx<'_>, now: u64) -> Result<(), StoreError> {
@@ -144,13 +167,12 @@ impl Engine {
         let mut items = Vec::with_capacity(items_in.len());
         for &(template, hw) in items_in {
             let id = format!("{}-{}", hw.hostname, now);
-            let token = new_token();
             let ctx = RenderContext {
                 hardware: hw.into(),
                 server: server_url.to_string(),
                 workflow: WorkflowView {
                     id: id.clone(),
-                    phone_home_url: format!("{server_url}/v1/phone-home/{token}"),
+                    phone_home_url: credential::phone_home_url_template(server_url, &id),
                 },
                 images: images.clone(),
             };
@@ -164,7 +186,7 @@ impl Engine {
             if power && hw.bmc.is_some() {
                 power::plan(&mut wf);
             }
-            items.push((wf, token));
+            items.push(wf);
         }
         self.store.create_workflows(&items, |wf, tx| {
             tx.set_netboot(&wf.hardware, true)?;
@@ -181,7 +203,7 @@ impl Engine {
             tx.event(&ev)?;
             also(wf, tx)
         })?;
-        Ok(items.into_iter().map(|(wf, _)| wf).collect())
+        Ok(items)
     }
 
     /// Ends an unfinished workflow at the operator's word (see [`machine::cancel`]).
@@ -227,43 +249,118 @@ impl Engine {
         Ok(created.remove(0))
     }
 
-    pub fn next(&self, token: &str) -> Result<NextAction, EngineError> {
-        self.next_for(token, None)
+    /// The agent run `run` at `peer` claims the credential of the machine with `mac` (see
+    /// [`credential::claim`]). With `reserved_only`, only the machine's reserved address may.
+    pub fn claim(
+        &self,
+        mac: &MacAddr,
+        peer: IpAddr,
+        run: &str,
+        reserved_only: bool,
+    ) -> Result<Claim, EngineError> {
+        let hw = self
+            .store
+            .hardware_by_mac(mac)?
+            .ok_or(StoreError::NoWorkflow)?;
+        if reserved_only && peer != IpAddr::V4(hw.ip) {
+            return Err(CredentialError::WrongPeer {
+                machine: hw.hostname,
+                expected: IpAddr::V4(hw.ip),
+            }
+            .into());
+        }
+        let now = now_ms();
+        let token = credential::new_token();
+        let hash = credential::token_hash(&token);
+        let workflow =
+            self.store
+                .with_workflow(WorkflowKey::UnfinishedOf(&hw.hostname), |wf, tx| {
+                    match credential::claim(wf, peer, run, now) {
+                        Ok(fx) => {
+                            tx.set_agent_token_hash(&wf.id, Some(&hash))?;
+                            apply(wf, &fx, tx, now)?;
+                            Ok(Ok(wf.id.clone()))
+                        }
+                        Err(e) => Ok(Err(e)),
+                    }
+                })??;
+        Ok(Claim {
+            token,
+            workflow,
+            hardware: hw.hostname,
+        })
+    }
+
+    /// Runs `f` on the workflow of an agent credential, if the call's address may use it.
+    fn with_agent<R>(
+        &self,
+        call: AgentCall<'_>,
+        f: impl FnOnce(&mut Workflow, &WorkflowTx<'_>) -> Result<Result<R, EngineError>, StoreError>,
+    ) -> Result<R, EngineError> {
+        if !credential::plausible_token(call.token) {
+            return Err(StoreError::NoWorkflow.into());
+        }
+        let hash = credential::token_hash(call.token);
+        self.store
+            .with_workflow(WorkflowKey::AgentTokenHash(&hash), |wf, tx| {
+                if let Err(e) = credential::check_peer(wf, call.peer) {
+                    return Ok(Err(e.into()));
+                }
+                f(wf, tx)
+            })?
     }
 
     /// [`machine::next_for`]: `run` names the agent process asking.
-    pub fn next_for(&self, token: &str, run: Option<&str>) -> Result<NextAction, EngineError> {
+    pub fn next_for(
+        &self,
+        call: AgentCall<'_>,
+        run: Option<&str>,
+    ) -> Result<NextAction, EngineError> {
         let now = now_ms();
-        Ok(self
-            .store
-            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
-                let (next, fx) = machine::next_for(wf, now, run);
-                apply(wf, &fx, tx, now)?;
-                Ok(next)
-            })?)
+        self.with_agent(call, |wf, tx| {
+            let (next, fx) = machine::next_for(wf, now, run);
+            apply(wf, &fx, tx, now)?;
+            Ok(Ok(next))
+        })
     }
 
-    pub fn report(&self, token: &str, report: &Report) -> Result<(), EngineError> {
+    pub fn report(&self, call: AgentCall<'_>, report: &Report) -> Result<(), EngineError> {
         let now = now_ms();
-        self.store
-            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
-                if let ReportKind::Log { lines } = &report.kind {
-                    let dropped = tx.log(&wf.id, report.index, report.attempt, now, lines)?;
-                    wf.log_lines_dropped += dropped as u64;
-                }
-                match machine::report(wf, report, now) {
-                    Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
-                    // Still commit the log lines of a stale attempt.
-                    Err(e) => Ok(Err(e)),
-                }
-            })??;
-        Ok(())
+        self.with_agent(call, |wf, tx| {
+            if let ReportKind::Log { lines } = &report.kind {
+                let dropped = tx.log(&wf.id, report.index, report.attempt, now, lines)?;
+                wf.log_lines_dropped += dropped as u64;
+            }
+            match machine::report(wf, report, now) {
+                Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+                // Still commit the log lines of a stale attempt.
+                Err(e) => Ok(Err(e.into())),
+            }
+        })
     }
 
-    pub fn phone_home(&self, token: &str, peer: &str, payload: &str) -> Result<(), EngineError> {
+    /// The workflow of an agent credential (to render its seed), if the call may see it.
+    pub fn agent_workflow(&self, call: AgentCall<'_>) -> Result<Workflow, EngineError> {
+        self.with_agent(call, |wf, _| Ok(Ok(wf.clone())))
+    }
+
+    /// Marks the seed of the credential's workflow as handed out: the first caller only.
+    pub fn take_seed(&self, call: AgentCall<'_>) -> Result<(), EngineError> {
+        let now = now_ms();
+        self.with_agent(call, |wf, tx| match credential::take_seed(wf, now) {
+            Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+            Err(e) => Ok(Err(e.into())),
+        })
+    }
+
+    /// The installed OS phoned home (its signed URL already checked by the caller).
+    pub fn phone_home(&self, workflow: &str, peer: &str, payload: &str) -> Result<(), EngineError> {
         let now = now_ms();
         self.store
-            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+            .with_workflow(WorkflowKey::Id(workflow), |wf, tx| {
+                if let Err(e) = machine::installed_os_may_report(wf) {
+                    return Ok(Err(e));
+                }
                 tx.phone_home(&wf.id, now, peer, payload)?;
                 match machine::phone_home(wf, now) {
                     Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
@@ -273,29 +370,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The installed OS uploads the cluster's admin kubeconfig (first control plane).
-    pub fn upload_kubeconfig(&self, token: &str, kubeconfig: &str) -> Result<(), EngineError> {
-        let wf = self.by_token(token)?;
-        machine::installed_os_may_report(&wf)?;
-        let (cluster, _) = self
-            .store
-            .cluster_of_workflow(&wf.id)?
-            .ok_or(StoreError::NoWorkflow)?;
-        self.store
-            .set_cluster_kubeconfig(&cluster.name, kubeconfig)?;
-        self.event(
-            &wf.hardware,
-            "cluster.kubeconfig",
-            &format!(
-                "admin kubeconfig of cluster {} uploaded ({} bytes)",
-                cluster.name,
-                kubeconfig.len()
-            ),
-        )
-    }
-
     /// The installed OS reports that its set-up failed: the workflow fails with its last lines.
-    pub fn installed_os_failed(&self, token: &str, log_tail: &str) -> Result<(), EngineError> {
+    pub fn installed_os_failed(&self, workflow: &str, log_tail: &str) -> Result<(), EngineError> {
         let now = now_ms();
         let last = log_tail
             .lines()
@@ -306,7 +382,10 @@ impl Engine {
             .take(300)
             .collect::<String>();
         self.store
-            .with_workflow(WorkflowKey::Token(token), |wf, tx| {
+            .with_workflow(WorkflowKey::Id(workflow), |wf, tx| {
+                if let Err(e) = machine::installed_os_may_report(wf) {
+                    return Ok(Err(e));
+                }
                 let lines: Vec<String> = log_tail.lines().map(str::to_string).collect();
                 let attempt = wf.actions.last().map_or(0, |a| a.attempts);
                 let dropped = tx.log(
@@ -326,20 +405,26 @@ impl Engine {
         Ok(())
     }
 
-    /// The unfinished workflow a token belongs to (for NoCloud metadata).
-    pub fn by_token(&self, token: &str) -> Result<Workflow, EngineError> {
-        Ok(self
-            .store
-            .with_workflow(WorkflowKey::Token(token), |wf, _| Ok(wf.clone()))?)
-    }
-
     /// Claims every BMC step that is due, one transaction per workflow.
     pub fn claim_power_jobs(&self) -> Result<Vec<ClaimedJob>, EngineError> {
         let now = now_ms();
         let mut jobs = Vec::new();
         for id in self.store.workflows_with_power_due()? {
-            let claimed = self.store.with_workflow(WorkflowKey::Id(&id), |wf, _| {
-                Ok(power::claim_job(wf, now).map(|job| ClaimedJob {
+            let claimed = self.store.with_workflow(WorkflowKey::Id(&id), |wf, tx| {
+                let job = power::claim_job(wf, now);
+                if matches!(job, Some(power::PowerJob::Netboot { .. })) && credential::rearm(wf) {
+                    // Kiln starts a netboot round: whoever claimed before it (a host that
+                    // raced the machine) loses the credential.
+                    tx.revoke_token(&wf.id)?;
+                    let mut ev = Event::now(
+                        "agent.rearmed",
+                        "powering into netboot: the earlier claim of the agent credential is void",
+                    )
+                    .with_machine(wf.hardware.clone());
+                    ev.at_ms = now;
+                    tx.event(&ev)?;
+                }
+                Ok(job.map(|job| ClaimedJob {
                     workflow: wf.id.clone(),
                     hardware: wf.hardware.clone(),
                     job,
@@ -413,6 +498,24 @@ mod tests {
         (dir, Engine::new(store), hw)
     }
 
+    const N1: &str = "10.0.0.11";
+
+    /// n1's agent claims its credential from its own address.
+    fn claim(engine: &Engine) -> String {
+        let mac = "52:54:00:00:00:01".parse().unwrap();
+        engine
+            .claim(&mac, N1.parse().unwrap(), "boot-1", true)
+            .unwrap()
+            .token
+    }
+
+    fn call(token: &str) -> AgentCall<'_> {
+        AgentCall {
+            token,
+            peer: N1.parse().unwrap(),
+        }
+    }
+
     /// Whether the test machine n1 is set to boot from the network.
     fn netboot(engine: &Engine) -> bool {
         engine
@@ -436,7 +539,7 @@ mod tests {
             engine.create(&t, &hw, "x", true),
             Err(EngineError::Store(StoreError::Busy { .. }))
         ));
-        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        let token = claim(&engine);
 
         // Each step on a fresh Store, as after a crash and restart.
         let reopen = || Engine::new(Arc::new(Store::open(dir.path()).unwrap()));
@@ -444,7 +547,7 @@ mod tests {
             index,
             attempt,
             action,
-        } = reopen().next(&token).unwrap()
+        } = reopen().next_for(call(&token), None).unwrap()
         else {
             panic!()
         };
@@ -452,7 +555,7 @@ mod tests {
         let report = |index, attempt, kind| {
             reopen()
                 .report(
-                    &token,
+                    call(&token),
                     &Report {
                         index,
                         attempt,
@@ -469,7 +572,8 @@ mod tests {
             message: "written".into(),
         };
         report(index, attempt, written);
-        let NextAction::Run { index, attempt, .. } = reopen().next(&token).unwrap() else {
+        let NextAction::Run { index, attempt, .. } = reopen().next_for(call(&token), None).unwrap()
+        else {
             panic!()
         };
         let rebooted = ReportKind::Succeeded {
@@ -478,7 +582,7 @@ mod tests {
         report(index, attempt, rebooted);
         assert!(!netboot(&reopen()), "netboot off after reboot");
         reopen()
-            .phone_home(&token, "10.0.0.11", "hostname=n1")
+            .phone_home(&wf.id, "10.0.0.11", "hostname=n1")
             .unwrap();
 
         let e = reopen();
@@ -492,12 +596,11 @@ mod tests {
             e.store().phone_home_of(&wf.id).unwrap().unwrap().peer,
             "10.0.0.11"
         );
-        // The token is revoked.
+        // The credential is revoked.
         assert!(matches!(
-            e.next(&token),
+            e.next_for(call(&token), None),
             Err(EngineError::Store(StoreError::NoWorkflow))
         ));
-        assert!(e.store().active_token("n1").unwrap().is_none());
         let kinds = event_kinds(&e);
         assert!(
             kinds.contains(&"workflow.succeeded".to_string()),
@@ -505,7 +608,7 @@ mod tests {
         );
     }
 
-    /// T with its image URL replaced by the phone-home URL (which carries the token).
+    /// T with its image URL replaced by the phone-home URL (signed when handed out).
     fn phone_home_template() -> Template {
         parse_template(
             "t.yaml",
@@ -525,15 +628,59 @@ mod tests {
     }
 
     #[test]
-    fn the_rendered_phone_home_url_carries_the_stored_token() {
+    fn the_stored_phone_home_url_holds_no_signature() {
         let (_dir, engine, hw) = setup();
         let t = phone_home_template();
         let wf = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
-        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
         assert_eq!(
             wf.actions[0].spec.params["url"],
-            format!("http://k/v1/phone-home/{token}")
+            format!(
+                "http://k/v1/phone-home/{}/{}",
+                wf.id,
+                kiln_model::workflow::PHONE_HOME_SIGNATURE_MARKER
+            )
         );
+    }
+
+    #[test]
+    fn a_second_claimant_is_refused_and_calls_are_bound_to_the_claiming_address() {
+        let (_dir, engine, hw) = setup();
+        let t = parse_template("t.yaml", T).unwrap();
+        engine.create(&t, &hw, "http://k", false).unwrap();
+        let mac = "52:54:00:00:00:01".parse().unwrap();
+        // Reservation mode: only n1's address may claim.
+        assert!(matches!(
+            engine.claim(&mac, "10.0.0.99".parse().unwrap(), "x-1", true),
+            Err(EngineError::Credential(CredentialError::WrongPeer { .. }))
+        ));
+        let token = claim(&engine);
+        assert!(matches!(
+            engine.claim(&mac, N1.parse().unwrap(), "boot-2", true),
+            Err(EngineError::Credential(
+                CredentialError::AlreadyClaimed { .. }
+            ))
+        ));
+        let stolen = AgentCall {
+            token: &token,
+            peer: "10.0.0.99".parse().unwrap(),
+        };
+        assert!(matches!(
+            engine.next_for(stolen, None),
+            Err(EngineError::Credential(CredentialError::WrongPeer { .. }))
+        ));
+        assert!(engine.next_for(call(&token), None).is_ok());
+        // Nothing but the hash is stored.
+        let db = std::fs::read(_dir.path().join(kiln_store::DB_FILE)).unwrap();
+        let has = |needle: &str| db.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(!has(&token));
+        // The seed leaves once.
+        assert!(engine.take_seed(call(&token)).is_ok());
+        assert!(matches!(
+            engine.take_seed(call(&token)),
+            Err(EngineError::Credential(CredentialError::SeedServed { .. }))
+        ));
+        let kinds = event_kinds(&engine);
+        assert!(kinds.contains(&"agent.claimed".to_string()), "{kinds:?}");
     }
 
     #[test]
@@ -541,7 +688,7 @@ mod tests {
         let (_dir, engine, hw) = setup();
         let t = phone_home_template();
         let first = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
-        let (old_token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        let old_token = claim(&engine);
         // Retrying an unfinished workflow is refused; cancelling ends it at once.
         assert!(matches!(
             engine.retry(&first.id, "http://k", true),
@@ -555,7 +702,7 @@ mod tests {
             cancelled.message
         );
         assert!(!netboot(&engine), "netboot off once cancelled");
-        assert!(engine.store().active_token("n1").unwrap().is_none());
+        assert!(engine.next_for(call(&old_token), None).is_err());
         assert!(matches!(
             engine.cancel(&first.id, "again"),
             Err(EngineError::Report(ReportError::Ended(
@@ -567,12 +714,9 @@ mod tests {
         assert_ne!(second.id, first.id);
         assert_eq!(second.retry_of.as_deref(), Some(first.id.as_str()));
         assert_eq!(second.state, WorkflowState::Pending);
-        let (new_token, _) = engine.store().active_token("n1").unwrap().unwrap();
+        let new_token = claim(&engine);
         assert_ne!(new_token, old_token);
-        assert_eq!(
-            second.actions[0].spec.params["url"],
-            format!("http://k/v1/phone-home/{new_token}")
-        );
+        assert!(second.actions[0].spec.params["url"].contains(&second.id));
         assert!(netboot(&engine), "netboot on for the retry");
         let kinds = event_kinds(&engine);
         assert!(
@@ -586,8 +730,9 @@ mod tests {
         let (_dir, engine, hw) = setup();
         let t = parse_template("t.yaml", T).unwrap();
         let wf = engine.create(&t, &hw, "http://k", false).unwrap().remove(0);
-        let (token, _) = engine.store().active_token("n1").unwrap().unwrap();
-        let NextAction::Run { index, attempt, .. } = engine.next(&token).unwrap() else {
+        let token = claim(&engine);
+        let NextAction::Run { index, attempt, .. } = engine.next_for(call(&token), None).unwrap()
+        else {
             panic!()
         };
         let max = kiln_store::MAX_LOG_LINES as usize;
@@ -596,7 +741,7 @@ mod tests {
         let log = ReportKind::Log { lines };
         engine
             .report(
-                &token,
+                call(&token),
                 &Report {
                     index,
                     attempt,

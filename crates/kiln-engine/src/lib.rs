@@ -1,6 +1,7 @@
 //! The workflow engine. `machine` is the pure state machine (workflow + event
 //! + time in, new workflow + effects out); `engine` applies it to the store.
 
+pub mod credential;
 pub mod engine;
 pub mod machine;
 pub mod power;

@@ -80,6 +80,8 @@ pub fn new_workflow(
         template_source: Some(template.source.clone()),
         retry_of: None,
         log_lines_dropped: 0,
+        agent_claim: None,
+        seed_served_ms: None,
     }
 }
 

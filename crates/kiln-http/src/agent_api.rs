@@ -1,121 +1,243 @@
-//! The agent's API, NoCloud metadata and phone-home. Every route takes the
-//! per-workflow token; what a token means is the [`Provisioning`] backend's
-//! business (the CLI wires the engine in), so this crate stays protocol-only.
+//! The agent's API and the installed OS's phone-home. The agent claims its credential
+//! once per netboot round and sends it as `Authorization: Bearer` on every call; the
+//! installed OS phones home to a URL signed per workflow. What a credential means is the
+//! [`Provisioning`] backend's business (the CLI wires the engine in), so this crate stays
+//! protocol-only. Every refused attempt leaves one `http.refused` event naming its source.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kiln_model::workflow::{NextAction, Report};
+use kiln_model::Event;
+use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed};
 
 use crate::AppState;
 
-/// Why a request was refused; the message never carries a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// Unknown or revoked token.
-    #[error("unknown or revoked token")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// No credential, or an unknown, revoked or wrongly signed one.
     Unauthorized,
-    /// The request came from an address that is not the machine's.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The workflow has ended.
-    #[error("{0}")]
-    Gone(String),
-    /// A report about an action that is not running.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Internal(String),
+    /// A valid credential from an address that may not use it.
+    Forbidden,
+    NotFound,
+    /// The workflow ended, or what was asked for leaves only once.
+    Gone,
+    /// A second claim; a report about an action that is not running; a report too early.
+    Conflict,
+    Internal,
+}
+
+/// Why a request was refused. The message never carries a secret. A `refusal` is an attempt
+/// a host that is not the machine would make: it is recorded as an event with its source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ApiErrorKind,
+    pub message: String,
+    /// The machine the attempt was about, when known.
+    pub machine: Option<String>,
+    pub refusal: bool,
+}
+
+impl ApiError {
+    /// An ordinary answer to the machine's own agent (a stale report, an ended workflow).
+    pub fn plain(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            machine: None,
+            refusal: false,
+        }
+    }
+
+    /// An attempt that is recorded with its source.
+    pub fn refused(
+        kind: ApiErrorKind,
+        machine: Option<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            machine,
+            refusal: true,
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::refused(
+            ApiErrorKind::Unauthorized,
+            None,
+            "unknown or revoked credential",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::plain(ApiErrorKind::Internal, message)
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.kind {
+            ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ApiErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorKind::Gone => StatusCode::GONE,
+            ApiErrorKind::Conflict => StatusCode::CONFLICT,
+            ApiErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, format!("{self}\n")).into_response()
+        (self.status(), format!("{}\n", self.message)).into_response()
     }
 }
 
-/// A machine's NoCloud seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoCloudSeed {
-    pub user_data: String,
-    pub meta_data: String,
-    pub network_config: String,
-}
-
-/// What the HTTP routes need from the workflow engine. Calls are blocking
-/// (short store transactions); the routes run them on the blocking pool.
+/// What the HTTP routes need from the workflow engine. Calls are blocking (short store
+/// transactions); the routes run them on the blocking pool. `peer` is the request's source.
 pub trait Provisioning: Send + Sync + 'static {
-    /// The agent token for a machine with an unfinished workflow.
-    fn agent_token(&self, hostname: &str) -> Result<Option<String>, ApiError>;
-    /// The next action for the token's machine; `run` names the asking agent process.
-    fn next(&self, token: &str, run: Option<&str>) -> Result<NextAction, ApiError>;
-    fn report(&self, token: &str, report: Report) -> Result<(), ApiError>;
-    /// The seed of the token's machine, if `peer` may read it.
-    fn nocloud(&self, token: &str, peer: IpAddr) -> Result<NoCloudSeed, ApiError>;
-    fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError>;
-    /// A report from the installed OS before its phone-home: `kubeconfig` (a cluster's
-    /// first control plane uploads its admin kubeconfig) or `failed` (set-up failed; the
-    /// body is the tail of its log).
-    fn installed_os_report(
+    /// The agent of the machine with `req.mac` claims its credential.
+    fn claim(&self, req: &ClaimRequest, peer: IpAddr) -> Result<Claimed, ApiError>;
+    /// The next action for the credential's machine; `run` names the asking agent process.
+    fn next(&self, token: &str, peer: IpAddr, run: Option<&str>) -> Result<NextAction, ApiError>;
+    fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError>;
+    /// The credential's machine's cloud-init seed, handed out once per workflow.
+    fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError>;
+    /// The installed OS phoned home to its signed URL.
+    fn phone_home(
         &self,
-        token: &str,
+        workflow: &str,
+        signature: &str,
         peer: IpAddr,
-        kind: &str,
-        body: String,
-    ) -> Result<(), ApiError> {
-        let _ = (token, peer, kind, body);
-        Err(ApiError::Unauthorized)
-    }
+        payload: String,
+    ) -> Result<(), ApiError>;
+    /// The installed OS's set-up failed (before its phone-home); `log_tail` is its last lines.
+    fn installed_os_failed(
+        &self,
+        workflow: &str,
+        signature: &str,
+        peer: IpAddr,
+        log_tail: String,
+    ) -> Result<(), ApiError>;
 }
 
 /// No workflows at all (boot services alone).
 pub struct NoProvisioning;
 
 impl Provisioning for NoProvisioning {
-    fn agent_token(&self, _: &str) -> Result<Option<String>, ApiError> {
-        Ok(None)
+    fn claim(&self, _: &ClaimRequest, _: IpAddr) -> Result<Claimed, ApiError> {
+        Err(ApiError::refused(
+            ApiErrorKind::NotFound,
+            None,
+            "this server runs no workflows",
+        ))
     }
-    fn next(&self, _: &str, _: Option<&str>) -> Result<NextAction, ApiError> {
-        Err(ApiError::Unauthorized)
+    fn next(&self, _: &str, _: IpAddr, _: Option<&str>) -> Result<NextAction, ApiError> {
+        Err(ApiError::unauthorized())
     }
-    fn report(&self, _: &str, _: Report) -> Result<(), ApiError> {
-        Err(ApiError::Unauthorized)
+    fn report(&self, _: &str, _: IpAddr, _: Report) -> Result<(), ApiError> {
+        Err(ApiError::unauthorized())
     }
-    fn nocloud(&self, _: &str, _: IpAddr) -> Result<NoCloudSeed, ApiError> {
-        Err(ApiError::Unauthorized)
+    fn seed(&self, _: &str, _: IpAddr) -> Result<Seed, ApiError> {
+        Err(ApiError::unauthorized())
     }
-    fn phone_home(&self, _: &str, _: IpAddr, _: String) -> Result<(), ApiError> {
-        Err(ApiError::Unauthorized)
+    fn phone_home(&self, _: &str, _: &str, _: IpAddr, _: String) -> Result<(), ApiError> {
+        Err(ApiError::unauthorized())
+    }
+    fn installed_os_failed(&self, _: &str, _: &str, _: IpAddr, _: String) -> Result<(), ApiError> {
+        Err(ApiError::unauthorized())
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    p: &Arc<dyn Provisioning>,
+/// The credential of `Authorization: Bearer <token>`; a request without one is refused.
+pub(crate) struct Bearer(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Bearer(t.trim().to_string()))
+            .ok_or_else(|| {
+                ApiError::refused(
+                    ApiErrorKind::Unauthorized,
+                    None,
+                    "no credential (Authorization: Bearer)",
+                )
+            })
+    }
+}
+
+/// The request's source; IPv4 clients of a dual-stack socket are named as IPv4.
+fn source(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+/// Runs `f` on the blocking pool; a refusal becomes one event naming `route` and the source.
+async fn call<T: Send + 'static>(
+    state: &AppState,
+    route: &'static str,
+    peer: IpAddr,
     f: impl FnOnce(&dyn Provisioning) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let p = p.clone();
-    tokio::task::spawn_blocking(move || f(p.as_ref()))
+    let p = state.provisioning.clone();
+    let out = tokio::task::spawn_blocking(move || f(p.as_ref()))
         .await
-        .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?;
+    if let Err(e) = &out {
+        refused(state, route, peer, e);
+    }
+    out
+}
+
+fn refused(state: &AppState, route: &str, peer: IpAddr, e: &ApiError) {
+    if !e.refusal {
+        return;
+    }
+    let mut ev = Event::now(
+        "http.refused",
+        format!("{route} from {peer}: {}", e.message),
+    )
+    .with_ip(peer);
+    if let Some(m) = &e.machine {
+        ev = ev.with_machine(m.clone());
+    }
+    state.events.emit(ev);
+}
+
+/// A route's extractor failed before the handler ran (no credential, say): still one event.
+fn rejected(state: &AppState, route: &str, peer: SocketAddr, e: ApiError) -> ApiError {
+    refused(state, route, source(peer), &e);
+    e
+}
+
+pub(crate) async fn claim(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(req): Json<ClaimRequest>,
+) -> Result<Json<Claimed>, ApiError> {
+    let peer = source(peer);
+    call(&state, "claim", peer, move |p| p.claim(&req, peer))
+        .await
+        .map(Json)
 }
 
 pub(crate) async fn next(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Json<NextAction>, ApiError> {
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "next", peer, e))?;
     // `?run=ID`: which agent process asks. An id the server would not keep is ignored: the
     // call then counts as a new run.
     let run = query
@@ -123,72 +245,67 @@ pub(crate) async fn next(
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("run=")))
         .filter(|r| kiln_model::workflow::valid_agent_run(r))
         .map(str::to_string);
-    blocking(&state.provisioning, move |p| p.next(&token, run.as_deref()))
-        .await
-        .map(Json)
+    let peer = source(peer);
+    call(&state, "next", peer, move |p| {
+        p.next(&token, peer, run.as_deref())
+    })
+    .await
+    .map(Json)
 }
 
 pub(crate) async fn report(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
     Json(report): Json<Report>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state.provisioning, move |p| p.report(&token, report)).await?;
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "report", peer, e))?;
+    let peer = source(peer);
+    call(&state, "report", peer, move |p| {
+        p.report(&token, peer, report)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn seed(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
+) -> Result<Response, ApiError> {
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "seed", peer, e))?;
+    let peer = source(peer);
+    let seed = call(&state, "seed", peer, move |p| p.seed(&token, peer)).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(seed)).into_response())
 }
 
 pub(crate) async fn phone_home(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(token): Path<String>,
+    Path((workflow, signature)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     // cloud-init's phone_home posts a form; keep it as text, bounded.
     let payload = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
-    blocking(&state.provisioning, move |p| {
-        p.phone_home(&token, peer.ip(), payload)
+    let peer = source(peer);
+    call(&state, "phone-home", peer, move |p| {
+        p.phone_home(&workflow, &signature, peer, payload)
     })
     .await?;
     Ok(StatusCode::OK)
 }
 
-pub(crate) async fn installed_os_report(
+pub(crate) async fn installed_os_failed(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((token, kind)): Path<(String, String)>,
+    Path((workflow, signature)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    if !matches!(kind.as_str(), "kubeconfig" | "failed") {
-        return Ok(StatusCode::NOT_FOUND);
-    }
-    // A kubeconfig is a few KiB; a log tail is bounded by the node.
-    let body = String::from_utf8_lossy(&body[..body.len().min(256 * 1024)]).into_owned();
-    blocking(&state.provisioning, move |p| {
-        p.installed_os_report(&token, peer.ip(), &kind, body)
+    let log_tail = String::from_utf8_lossy(&body).into_owned();
+    let peer = source(peer);
+    call(&state, "phone-home failure", peer, move |p| {
+        p.installed_os_failed(&workflow, &signature, peer, log_tail)
     })
     .await?;
     Ok(StatusCode::OK)
-}
-
-pub(crate) async fn nocloud(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((token, file)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let seed = blocking(&state.provisioning, move |p| p.nocloud(&token, peer.ip())).await?;
-    let body = match file.as_str() {
-        "user-data" => seed.user_data,
-        "meta-data" => seed.meta_data,
-        "network-config" => seed.network_config,
-        "vendor-data" => String::new(),
-        _ => return Ok((StatusCode::NOT_FOUND, "no such NoCloud file\n").into_response()),
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response())
 }

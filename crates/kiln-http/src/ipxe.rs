@@ -66,25 +66,12 @@ pub(crate) async fn boot_script(
     let cfg = &state.config;
     let (script, detail) = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
-            let name = hw.hostname.clone();
-            // Reading the token changes nothing: a fetch is anonymous (any host can name a MAC).
-            let token =
-                crate::agent_api::blocking(&state.provisioning, move |p| p.agent_token(&name))
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!("looking up the agent token of {}: {e}", hw.hostname);
-                        None
-                    });
-            // The token rides on the kernel command line to the agent only.
-            let args = match &token {
-                Some(t) => format!("{} kiln.token={t}", cfg.kernel_args),
-                None => cfg.kernel_args.clone(),
-            };
+            // No credential in the script: anyone can name a MAC. The agent claims its own.
             let script = netboot_script(&ScriptParams {
                 server: &cfg.server_url,
                 kernel: &cfg.kernel,
                 initrd: &cfg.initrd,
-                kernel_args: args.trim(),
+                kernel_args: cfg.kernel_args.trim(),
                 hardware: hw,
             });
             (

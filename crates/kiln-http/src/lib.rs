@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use kiln_model::{EventSink, SharedInventory};
 
-pub use agent_api::{ApiError, NoCloudSeed, NoProvisioning, Provisioning};
+pub use agent_api::{ApiError, ApiErrorKind, NoProvisioning, Provisioning};
 pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
 pub use tls::{plain_only, serve_tls};
 
@@ -78,20 +78,18 @@ pub fn router(
         .route("/artifacts/{*path}", get(artifacts::artifact))
         .route("/boot/{*path}", get(artifacts::boot_file))
         .route("/images/{*path}", get(artifacts::image_file))
-        .route("/v1/agent/{token}/next", get(agent_api::next))
+        .route("/v1/agent/claim", post(agent_api::claim))
+        .route("/v1/agent/next", get(agent_api::next))
+        .route("/v1/agent/report", post(agent_api::report))
+        .route("/v1/agent/seed", get(agent_api::seed))
         .route(
-            "/v1/agent/{token}/report",
-            axum::routing::post(agent_api::report),
+            "/v1/phone-home/{workflow}/{signature}",
+            post(agent_api::phone_home),
         )
         .route(
-            "/v1/phone-home/{token}",
-            axum::routing::post(agent_api::phone_home),
+            "/v1/phone-home/{workflow}/{signature}/failed",
+            post(agent_api::installed_os_failed),
         )
-        .route(
-            "/v1/phone-home/{token}/{report}",
-            axum::routing::post(agent_api::installed_os_report),
-        )
-        .route("/nocloud/{token}/{file}", get(agent_api::nocloud))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .with_state(state)

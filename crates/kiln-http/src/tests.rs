@@ -92,7 +92,7 @@ async fn an_oversized_report_is_refused_before_it_is_read() {
     let lines: Vec<&str> =
         std::iter::repeat_n(line.as_str(), MAX_REQUEST_BODY / 1024 + 8).collect();
     let body = serde_json::json!({"index": 0, "attempt": 1, "report": "log", "lines": lines});
-    let req = Request::post("/v1/agent/t0ken/report")
+    let req = Request::post("/v1/agent/report")
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();

@@ -108,7 +108,65 @@ pub struct Workflow {
     /// Agent log lines dropped, oldest first, to keep the stored log bounded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_lines_dropped: u64,
+    /// Who holds the agent credential of this netboot round (the token itself is stored
+    /// hashed, apart from the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_claim: Option<AgentClaim>,
+    /// When the cloud-init seed was handed to the agent: it leaves once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_served_ms: Option<u64>,
 }
+
+/// The agent that claimed a workflow's credential: its address binds every later call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentClaim {
+    pub at_ms: u64,
+    pub peer: std::net::IpAddr,
+    /// The agent run that claimed (see [`NextAction`]); the same run may claim again
+    /// after a lost answer.
+    pub run: String,
+}
+
+/// `POST /v1/agent/claim`: the agent asks for its credential, once per netboot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub mac: crate::MacAddr,
+    pub run: String,
+}
+
+/// The answer to a claim. The token goes in `Authorization: Bearer` on every later call.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub token: String,
+    pub workflow: String,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("token", &"<redacted>")
+            .field("workflow", &self.workflow)
+            .finish()
+    }
+}
+
+/// `GET /v1/agent/seed`: the machine's NoCloud seed, handed out once per workflow.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seed {
+    pub user_data: String,
+    pub meta_data: String,
+    pub network_config: String,
+}
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seed { <redacted> }")
+    }
+}
+
+/// Stands for the phone-home URL's signature in rendered templates: the server puts the
+/// real one in when it hands an action or the seed to the agent, so the store never holds it.
+pub const PHONE_HOME_SIGNATURE_MARKER: &str = "KILN-PHONE-HOME-SIGNATURE";
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -156,7 +214,7 @@ impl Workflow {
     }
 }
 
-/// What the agent receives from `GET /v1/agent/<token>/next[?run=ID]`. `run` names the agent
+/// What the agent receives from `GET /v1/agent/next[?run=ID]`. `run` names the agent
 /// process (the kernel's boot id and its PID): a retried call of the same run, after a lost
 /// answer, gets the running attempt again; a new run (the machine rebooted) starts a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +232,7 @@ pub enum NextAction {
     Done { state: WorkflowState },
 }
 
-/// What the agent posts to `POST /v1/agent/<token>/report`.
+/// What the agent posts to `POST /v1/agent/report`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub index: usize,

@@ -201,9 +201,20 @@ impl Store {
     }
 
     pub fn hardware_by_name(&self, hostname: &str) -> Result<Option<Hardware>, StoreError> {
+        self.hardware_where("hostname", hostname)
+    }
+
+    pub fn hardware_by_mac(
+        &self,
+        mac: &kiln_model::MacAddr,
+    ) -> Result<Option<Hardware>, StoreError> {
+        self.hardware_where("mac", &mac.to_string())
+    }
+
+    fn hardware_where(&self, column: &str, value: &str) -> Result<Option<Hardware>, StoreError> {
         let conn = self.conn();
         let row = conn
-            .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
+            .query_row(&format!("{SELECT} WHERE {column} = ?1"), [value], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,

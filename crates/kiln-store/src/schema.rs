@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
      UPDATE events SET wire = 1 WHERE json_extract(record, '$.kind') GLOB 'dhcp.*'
         OR json_extract(record, '$.kind') GLOB 'tftp.*' OR json_extract(record, '$.kind') GLOB 'http.*';
      CREATE INDEX events_by_machine_and_class ON events (machine, wire, id);",
+    // 8: agent credentials are claimed by the agent and kept as SHA-256 only; the plain tokens
+    // of older workflows are dropped (their agents claim again).
+    "ALTER TABLE workflows ADD COLUMN agent_token_hash TEXT;
+     CREATE UNIQUE INDEX workflows_by_agent_token ON workflows (agent_token_hash)
+        WHERE agent_token_hash IS NOT NULL;
+     UPDATE workflows SET token = NULL;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -1,9 +1,9 @@
-//! Workflows, their tokens, action logs and phone-home payloads. A transition
+//! Workflows, their agent credentials (hashed), action logs and phone-home payloads. A transition
 //! is read-modify-write inside one transaction ([`Store::with_workflow`]), with
 //! its effects (netboot flag, token revocation, events) in the same commit.
 
 use kiln_model::Event;
-use kiln_model::workflow::{Workflow, WorkflowState};
+use kiln_model::workflow::Workflow;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::{Store, StoreError};
@@ -64,10 +64,17 @@ impl WorkflowTx<'_> {
         Ok(())
     }
 
-    pub fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
-        self.tx
-            .execute("UPDATE workflows SET token = NULL WHERE id = ?1", [id])?;
+    /// The SHA-256 (hex) of the workflow's agent credential; `None` revokes it.
+    pub fn set_agent_token_hash(&self, id: &str, hash: Option<&str>) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE workflows SET agent_token_hash = ?2 WHERE id = ?1",
+            params![id, hash],
+        )?;
         Ok(())
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        self.set_agent_token_hash(id, None)
     }
 
     pub fn event(&self, event: &Event) -> Result<(), StoreError> {
@@ -133,16 +140,16 @@ fn power_due(wf: &Workflow) -> bool {
 }
 
 impl Store {
-    /// Stores new workflows with their agent tokens, all or none, and runs
-    /// `then` for each (turning netboot on, say) in the same transaction.
+    /// Stores new workflows, all or none, and runs `then` for each (turning netboot on, say)
+    /// in the same transaction. Their agents claim their credentials later.
     pub fn create_workflows(
         &self,
-        items: &[(Workflow, String)],
+        items: &[Workflow],
         mut then: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (wf, token) in items {
+        for wf in items {
             let busy: Option<String> = tx
                 .query_row(
                     "SELECT id FROM workflows WHERE hardware = ?1 AND state NOT IN ('succeeded', 'failed', 'timed-out')",
@@ -157,13 +164,12 @@ impl Store {
                 });
             }
             tx.execute(
-                "INSERT INTO workflows (id, hardware, state, token, record, created_ms, updated_ms, power_due)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                "INSERT INTO workflows (id, hardware, state, record, created_ms, updated_ms, power_due)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
                 params![
                     wf.id,
                     wf.hardware,
                     wf.state.name(),
-                    token,
                     serde_json::to_string(wf).expect("workflow serializes"),
                     wf.created_ms as i64,
                     power_due(wf)
@@ -187,13 +193,15 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let sql = match key {
             WorkflowKey::Id(_) => "SELECT id, record FROM workflows WHERE id = ?1",
-            WorkflowKey::Token(_) => "SELECT id, record FROM workflows WHERE token = ?1",
+            WorkflowKey::AgentTokenHash(_) => {
+                "SELECT id, record FROM workflows WHERE agent_token_hash = ?1"
+            }
             WorkflowKey::UnfinishedOf(_) => {
                 "SELECT id, record FROM workflows WHERE hardware = ?1 AND state NOT IN ('succeeded', 'failed', 'timed-out')"
             }
         };
         let value = match key {
-            WorkflowKey::Id(v) | WorkflowKey::Token(v) | WorkflowKey::UnfinishedOf(v) => v,
+            WorkflowKey::Id(v) | WorkflowKey::AgentTokenHash(v) | WorkflowKey::UnfinishedOf(v) => v,
         };
         let (id, record): (String, String) = tx
             .query_row(sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -256,26 +264,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The agent token of a machine's unfinished workflow, for its boot script.
-    pub fn active_token(
-        &self,
-        hostname: &str,
-    ) -> Result<Option<(String, WorkflowState)>, StoreError> {
-        let conn = self.conn();
-        let row: Option<(String, String)> = conn
-            .query_row(
-                "SELECT token, state FROM workflows WHERE hardware = ?1 AND token IS NOT NULL
-                   AND state NOT IN ('succeeded', 'failed', 'timed-out')",
-                [hostname],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.and_then(|(t, s)| {
-            let state = serde_json::from_value(serde_json::Value::String(s)).ok()?;
-            Some((t, state))
-        }))
-    }
-
     pub fn action_logs(
         &self,
         id: &str,
@@ -320,8 +308,8 @@ impl Store {
 #[derive(Debug, Clone, Copy)]
 pub enum WorkflowKey<'a> {
     Id(&'a str),
-    /// Only a workflow whose token has not been revoked.
-    Token(&'a str),
+    /// By the SHA-256 (hex) of its agent credential: only one not revoked.
+    AgentTokenHash(&'a str),
     /// The machine's (by hostname) workflow that has not ended.
     UnfinishedOf(&'a str),
 }

@@ -13,6 +13,7 @@ mod power;
 mod provisioning;
 mod select;
 mod serve;
+mod server_key;
 mod sink;
 mod views;
 mod wait;

@@ -2,84 +2,111 @@
 
 use std::net::IpAddr;
 
+use kiln_engine::credential::{CredentialError, PhoneHomeKey};
+use kiln_engine::engine::AgentCall;
 use kiln_engine::{Engine, EngineError, ReportError};
-use kiln_http::{ApiError, NoCloudSeed, Provisioning};
+use kiln_http::{ApiError, ApiErrorKind, Provisioning};
 use kiln_model::cloudinit;
 use kiln_model::template::ActionKind;
-use kiln_model::workflow::{NextAction, Report};
+use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed, Workflow};
 use kiln_store::StoreError;
 
 pub struct EngineProvisioning {
     pub engine: Engine,
     pub server_url: String,
-    /// In reservation mode a machine always has its reserved address, so
-    /// metadata is only given to that address (a leaked token alone is not enough).
+    /// In reservation mode a machine always has its reserved address, so its credential is
+    /// only claimed, and phone-home only taken, from that address.
     pub check_peer_ip: bool,
+    /// Signs and checks the installed OS's phone-home URLs.
+    pub phone_home_key: PhoneHomeKey,
 }
 
 fn api_error(e: EngineError) -> ApiError {
+    use ApiErrorKind as K;
     match e {
-        EngineError::Store(StoreError::NoWorkflow) => ApiError::Unauthorized,
-        EngineError::Report(ReportError::Ended(state)) => {
-            ApiError::Gone(format!("the workflow is {state}"))
+        EngineError::Store(StoreError::NoWorkflow) => ApiError::unauthorized(),
+        EngineError::Credential(e) => {
+            let machine = match &e {
+                CredentialError::AlreadyClaimed { machine, .. }
+                | CredentialError::WrongPeer { machine, .. }
+                | CredentialError::SeedServed { machine } => Some(machine.clone()),
+                CredentialError::Ended(_) => None,
+            };
+            let kind = match &e {
+                CredentialError::AlreadyClaimed { .. } => K::Conflict,
+                CredentialError::WrongPeer { .. } => K::Forbidden,
+                CredentialError::SeedServed { .. } | CredentialError::Ended(_) => K::Gone,
+            };
+            ApiError::refused(kind, machine, e.to_string())
         }
-        EngineError::Report(e @ (ReportError::Stale { .. } | ReportError::TooEarly(_))) => {
-            ApiError::Conflict(e.to_string())
+        EngineError::Report(ReportError::Ended(state)) => {
+            ApiError::plain(K::Gone, format!("the workflow is {state}"))
+        }
+        EngineError::Report(e @ ReportError::Stale { .. }) => {
+            ApiError::plain(K::Conflict, e.to_string())
+        }
+        // The installed OS cannot have reported yet: someone else is speaking for it.
+        EngineError::Report(e @ ReportError::TooEarly(_)) => {
+            ApiError::refused(K::Conflict, None, e.to_string())
         }
         other => {
             tracing::warn!("engine: {other}");
-            ApiError::Internal("internal error".into())
+            ApiError::internal("internal error")
         }
     }
 }
 
-impl Provisioning for EngineProvisioning {
-    fn agent_token(&self, hostname: &str) -> Result<Option<String>, ApiError> {
-        let token = self
+impl EngineProvisioning {
+    /// The workflow a phone-home URL names, if its signature is this server's and (in
+    /// reservation mode) the caller is the machine.
+    fn installed_os(
+        &self,
+        workflow: &str,
+        signature: &str,
+        peer: IpAddr,
+    ) -> Result<Workflow, ApiError> {
+        let wf = self
             .engine
             .store()
-            .active_token(hostname)
+            .workflow(workflow)
             .map_err(|e| api_error(e.into()))?;
-        Ok(token.map(|(t, _)| t))
+        let Some(wf) = wf.filter(|_| self.phone_home_key.verify(workflow, signature)) else {
+            return Err(ApiError::refused(
+                ApiErrorKind::Unauthorized,
+                None,
+                "phone-home URL not signed by this server",
+            ));
+        };
+        if self.check_peer_ip {
+            let hw = self
+                .engine
+                .store()
+                .hardware_by_name(&wf.hardware)
+                .map_err(|e| api_error(e.into()))?;
+            if let Some(hw) = hw.filter(|hw| peer != IpAddr::V4(hw.ip)) {
+                return Err(ApiError::refused(
+                    ApiErrorKind::Forbidden,
+                    Some(hw.hostname.clone()),
+                    format!("{} phones home only from {}", hw.hostname, hw.ip),
+                ));
+            }
+        }
+        Ok(wf)
     }
 
-    fn next(&self, token: &str, run: Option<&str>) -> Result<NextAction, ApiError> {
-        self.engine.next_for(token, run).map_err(api_error)
-    }
-
-    fn report(&self, token: &str, report: Report) -> Result<(), ApiError> {
-        self.engine.report(token, &report).map_err(api_error)
-    }
-
-    fn nocloud(&self, token: &str, peer: IpAddr) -> Result<NoCloudSeed, ApiError> {
-        let wf = self.engine.by_token(token).map_err(api_error)?;
-        let hw = self
-            .engine
-            .store()
+    /// The NoCloud seed of `wf`: the cluster's node documents, the template's own, or the
+    /// defaults; the phone-home URL signed.
+    fn render_seed(&self, wf: &Workflow) -> Result<Seed, ApiError> {
+        let store = self.engine.store();
+        let hw = store
             .hardware_by_name(&wf.hardware)
             .map_err(|e| api_error(e.into()))?
-            .ok_or(ApiError::Unauthorized)?;
-        if self.check_peer_ip && peer != IpAddr::V4(hw.ip) {
-            return Err(ApiError::Forbidden(format!(
-                "metadata of {} is only served to {}",
-                hw.hostname, hw.ip
-            )));
-        }
-        let params = wf
-            .actions
-            .iter()
-            .find(|a| a.spec.kind == ActionKind::CloudInit)
-            .map(|a| &a.spec.params);
-        let given = |k: &str| {
-            params
-                .and_then(|p| p.get(k))
-                .filter(|v| !v.trim().is_empty())
-                .cloned()
-        };
-        let phone_home = format!("{}/v1/phone-home/{token}", self.server_url);
-        if let Some((cluster, _)) = self
-            .engine
-            .store()
+            .ok_or_else(ApiError::unauthorized)?;
+        let phone_home = self.phone_home_key.fill(
+            &wf.id,
+            &kiln_engine::credential::phone_home_url_template(&self.server_url, &wf.id),
+        );
+        if let Some((cluster, _)) = store
             .cluster_of_workflow(&wf.id)
             .map_err(|e| api_error(e.into()))?
         {
@@ -90,15 +117,26 @@ impl Provisioning for EngineProvisioning {
                         cluster.name,
                         wf.hardware
                     );
-                    ApiError::Internal("cannot render this node's cloud-init".into())
+                    ApiError::internal("cannot render this node's cloud-init")
                 })?;
-            return Ok(NoCloudSeed {
+            return Ok(Seed {
                 user_data: seed.user_data,
                 meta_data: seed.meta_data,
                 network_config: seed.network_config,
             });
         }
-        Ok(NoCloudSeed {
+        let params = wf
+            .actions
+            .iter()
+            .find(|a| a.spec.kind == ActionKind::CloudInit)
+            .map(|a| &a.spec.params);
+        let given = |k: &str| {
+            params
+                .and_then(|p| p.get(k))
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| self.phone_home_key.fill(&wf.id, v))
+        };
+        Ok(Seed {
             user_data: given("user_data")
                 .unwrap_or_else(|| cloudinit::default_user_data(&hw, &phone_home)),
             meta_data: given("meta_data").unwrap_or_else(|| cloudinit::meta_data(&hw, &wf.id)),
@@ -106,24 +144,389 @@ impl Provisioning for EngineProvisioning {
                 .unwrap_or_else(|| cloudinit::network_config(&hw)),
         })
     }
+}
 
-    fn installed_os_report(
-        &self,
-        token: &str,
-        _peer: IpAddr,
-        kind: &str,
-        body: String,
-    ) -> Result<(), ApiError> {
-        match kind {
-            "kubeconfig" => self.engine.upload_kubeconfig(token, &body),
-            _ => self.engine.installed_os_failed(token, &body),
+impl Provisioning for EngineProvisioning {
+    fn claim(&self, req: &ClaimRequest, peer: IpAddr) -> Result<Claimed, ApiError> {
+        if !kiln_model::workflow::valid_agent_run(&req.run) {
+            return Err(ApiError::plain(
+                ApiErrorKind::NotFound,
+                "run: letters, digits and '-', at most 64",
+            ));
         }
-        .map_err(api_error)
+        match self
+            .engine
+            .claim(&req.mac, peer, &req.run, self.check_peer_ip)
+        {
+            Ok(c) => Ok(Claimed {
+                token: c.token,
+                workflow: c.workflow,
+            }),
+            Err(EngineError::Store(StoreError::NoWorkflow)) => Err(ApiError::refused(
+                ApiErrorKind::NotFound,
+                None,
+                format!("{} has no unfinished workflow", req.mac),
+            )),
+            Err(e) => Err(api_error(e)),
+        }
     }
 
-    fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError> {
+    fn next(&self, token: &str, peer: IpAddr, run: Option<&str>) -> Result<NextAction, ApiError> {
+        let call = AgentCall { token, peer };
+        let mut next = self.engine.next_for(call, run).map_err(api_error)?;
+        if let NextAction::Run { action, .. } = &mut next {
+            // A template may hand the phone-home URL to any action: signed as it leaves.
+            let workflow = self.engine.agent_workflow(call).map_err(api_error)?;
+            for v in action.params.values_mut() {
+                *v = self.phone_home_key.fill(&workflow.id, v);
+            }
+        }
+        Ok(next)
+    }
+
+    fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError> {
         self.engine
-            .phone_home(token, &peer.to_string(), &payload)
+            .report(AgentCall { token, peer }, &report)
             .map_err(api_error)
+    }
+
+    fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError> {
+        let call = AgentCall { token, peer };
+        let wf = self.engine.agent_workflow(call).map_err(api_error)?;
+        if wf.seed_served_ms.is_some() {
+            return Err(api_error(
+                CredentialError::SeedServed {
+                    machine: wf.hardware,
+                }
+                .into(),
+            ));
+        }
+        let seed = self.render_seed(&wf)?;
+        // Rendered first, handed out only by whoever marks it taken.
+        self.engine.take_seed(call).map_err(api_error)?;
+        Ok(seed)
+    }
+
+    fn phone_home(
+        &self,
+        workflow: &str,
+        signature: &str,
+        peer: IpAddr,
+        payload: String,
+    ) -> Result<(), ApiError> {
+        let wf = self.installed_os(workflow, signature, peer)?;
+        self.engine
+            .phone_home(&wf.id, &peer.to_string(), &payload)
+            .map_err(|e| with_machine(api_error(e), &wf.hardware))
+    }
+
+    fn installed_os_failed(
+        &self,
+        workflow: &str,
+        signature: &str,
+        peer: IpAddr,
+        log_tail: String,
+    ) -> Result<(), ApiError> {
+        let wf = self.installed_os(workflow, signature, peer)?;
+        self.engine
+            .installed_os_failed(&wf.id, &log_tail)
+            .map_err(|e| with_machine(api_error(e), &wf.hardware))
+    }
+}
+
+fn with_machine(mut e: ApiError, machine: &str) -> ApiError {
+    e.machine.get_or_insert_with(|| machine.to_string());
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    //! The agent API as a host on the provisioning network meets it: the real router, the
+    //! real engine and store, each request from a named source address.
+
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use kiln_engine::Engine;
+    use kiln_model::template::parse_template;
+    use kiln_model::{Event, EventSink, Inventory, SharedInventory};
+    use kiln_store::Store;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const VICTIM: &str = "10.0.0.11";
+    const ATTACKER: &str = "10.0.0.66";
+    const MAC: &str = "52:54:00:00:00:01";
+    const TEMPLATE: &str = "name: t\nactions:\n  - name: seed\n    kind: cloud-init\n    with:\n      disk: /dev/vda\n  - name: boot\n    kind: reboot\n";
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Event>>);
+    impl EventSink for Recorder {
+        fn emit(&self, e: Event) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    struct Lab {
+        app: axum::Router,
+        engine: Engine,
+        events: Arc<Recorder>,
+        key: PhoneHomeKey,
+        workflow: String,
+        _dir: tempfile::TempDir,
+    }
+
+    fn lab() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut hw = kiln_model::csv::parse_hardware_csv(
+            "t.csv",
+            &format!(
+                "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+                 n1,,,,{MAC},{VICTIM},255.255.255.0,,,,/dev/vda\n"
+            ),
+        )
+        .unwrap();
+        store.enroll(&hw).unwrap();
+        let engine = Engine::new(store);
+        let t = parse_template("t.yaml", TEMPLATE).unwrap();
+        let wf = engine
+            .create(&t, &hw, "http://10.0.0.1:8080", false)
+            .unwrap();
+        hw[0].netboot = true;
+        let key = PhoneHomeKey::generate();
+        let events = Arc::new(Recorder::default());
+        let app = kiln_http::router(
+            kiln_http::HttpConfig {
+                server_url: "http://10.0.0.1:8080".into(),
+                artifacts_dir: dir.path().into(),
+                boot_dir: dir.path().into(),
+                images_dir: dir.path().into(),
+                kernel: "vmlinuz".into(),
+                initrd: "initrd.img".into(),
+                kernel_args: String::new(),
+            },
+            SharedInventory::new(Inventory::new(hw)),
+            events.clone(),
+            Arc::new(String::new),
+            Arc::new(EngineProvisioning {
+                engine: engine.clone(),
+                server_url: "http://10.0.0.1:8080".into(),
+                check_peer_ip: true,
+                phone_home_key: key.clone(),
+            }),
+        );
+        Lab {
+            app,
+            engine,
+            events,
+            key,
+            workflow: wf[0].id.clone(),
+            _dir: dir,
+        }
+    }
+
+    impl Lab {
+        async fn send(
+            &self,
+            from: &str,
+            method: &str,
+            uri: &str,
+            token: Option<&str>,
+            body: &str,
+        ) -> (StatusCode, String) {
+            let mut req = Request::builder().method(method).uri(uri);
+            if let Some(t) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let mut req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let source: std::net::IpAddr = from.parse().unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from((source, 40000))));
+            let resp = self.app.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+
+        async fn claim(&self, from: &str, run: &str) -> (StatusCode, String) {
+            let body = format!(r#"{{"mac":"{MAC}","run":"{run}"}}"#);
+            self.send(from, "POST", "/v1/agent/claim", None, &body)
+                .await
+        }
+
+        /// `http.refused` events naming `ip`.
+        fn refusals_from(&self, ip: &str) -> Vec<String> {
+            self.events
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    e.kind == "http.refused" && e.ip.map(|i| i.to_string()) == Some(ip.into())
+                })
+                .map(|e| e.detail.clone())
+                .collect()
+        }
+
+        fn state(&self) -> String {
+            let wf = self
+                .engine
+                .store()
+                .workflow(&self.workflow)
+                .unwrap()
+                .unwrap();
+            wf.state.to_string()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_that_is_not_the_machine_gets_no_secret_and_changes_nothing() {
+        let lab = lab();
+        // The script names the machine but carries no credential.
+        let (status, script) = lab
+            .send(ATTACKER, "GET", &format!("/ipxe/{MAC}/boot.ipxe"), None, "")
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            script.contains("kiln.mac=") && !script.contains("token"),
+            "{script}"
+        );
+
+        // Reservation mode: only the machine's address may claim.
+        let (status, _) = lab.claim(ATTACKER, "evil-1").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(lab.refusals_from(ATTACKER).len(), 1);
+
+        // The machine claims; a second claimant (another agent run) is refused and seen.
+        let (status, body) = lab.claim(VICTIM, "boot-1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let claimed: Claimed = serde_json::from_str(&body).unwrap();
+        let (status, _) = lab.claim(VICTIM, "boot-2").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(lab.refusals_from(VICTIM)[0].contains("already claimed from 10.0.0.11"));
+
+        // A credential is useless without the header, made up, or from another address.
+        let made_up = "ab".repeat(32);
+        for (from, token) in [
+            (VICTIM, None),
+            (VICTIM, Some(made_up.as_str())),
+            (ATTACKER, Some(claimed.token.as_str())),
+        ] {
+            for (method, uri, body) in [
+                ("GET", "/v1/agent/next", ""),
+                ("GET", "/v1/agent/seed", ""),
+                (
+                    "POST",
+                    "/v1/agent/report",
+                    r#"{"index":0,"attempt":1,"report":"failed","message":"x"}"#,
+                ),
+            ] {
+                let (status, _) = lab.send(from, method, uri, token, body).await;
+                assert!(
+                    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                    "{from} {uri} {token:?}: {status}"
+                );
+            }
+        }
+        assert_eq!(
+            lab.state(),
+            "pending",
+            "no refused call changed the workflow"
+        );
+
+        // A phone-home now is too early, and one not signed by the server is refused anyway.
+        let signed = format!(
+            "/v1/phone-home/{}/{}",
+            lab.workflow,
+            lab.key.sign(&lab.workflow)
+        );
+        let forged = format!("/v1/phone-home/{}/{}", lab.workflow, "00".repeat(32));
+        assert_eq!(
+            lab.send(VICTIM, "POST", &signed, None, "x").await.0,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            lab.send(ATTACKER, "POST", &forged, None, "x").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            lab.send(ATTACKER, "POST", &format!("{forged}/failed"), None, "x")
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            lab.send(ATTACKER, "POST", &format!("{signed}/kubeconfig"), None, "x")
+                .await
+                .0,
+            StatusCode::NOT_FOUND,
+            "no route takes a kubeconfig"
+        );
+
+        // The machine's agent works through its workflow; the seed leaves once, signed.
+        let t = Some(claimed.token.as_str());
+        let (status, next) = lab
+            .send(VICTIM, "GET", "/v1/agent/next?run=boot-1", t, "")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        let (status, seed) = lab.send(VICTIM, "GET", "/v1/agent/seed", t, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            seed.contains(&lab.key.sign(&lab.workflow)),
+            "the seed's phone-home is signed"
+        );
+        assert_eq!(
+            lab.send(VICTIM, "GET", "/v1/agent/seed", t, "").await.0,
+            StatusCode::GONE
+        );
+        let done = r#"{"index":0,"attempt":1,"report":"succeeded","message":"ok"}"#;
+        assert_eq!(
+            lab.send(VICTIM, "POST", "/v1/agent/report", t, done)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        let (_, next) = lab
+            .send(VICTIM, "GET", "/v1/agent/next?run=boot-1", t, "")
+            .await;
+        assert!(next.contains("reboot"), "{next}");
+        let rebooted = r#"{"index":1,"attempt":1,"report":"succeeded","message":""}"#;
+        lab.send(VICTIM, "POST", "/v1/agent/report", t, rebooted)
+            .await;
+        assert_eq!(lab.state(), "rebooting");
+
+        // Handed over: the signed phone-home from another address is still refused; the
+        // machine's own is taken, once.
+        assert_eq!(
+            lab.send(ATTACKER, "POST", &signed, None, "x").await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            lab.send(VICTIM, "POST", &signed, None, "hostname=n1")
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(lab.state(), "succeeded");
+        assert_eq!(
+            lab.send(VICTIM, "POST", &signed, None, "again").await.0,
+            StatusCode::GONE
+        );
+
+        // Every refused attempt of the attacker left one event naming it; none holds a secret.
+        let from_attacker = lab.refusals_from(ATTACKER);
+        assert_eq!(from_attacker.len(), 1 + 3 + 2 + 1, "{from_attacker:#?}");
+        for e in lab.events.0.lock().unwrap().iter() {
+            assert!(!e.detail.contains(&claimed.token), "{e:?}");
+        }
     }
 }

@@ -177,6 +177,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         engine: engine.clone(),
         server_url: server_url.clone(),
         check_peer_ip: args.dhcp_mode == DhcpMode::Reservation,
+        phone_home_key: crate::server_key::load_or_create(data_dir)?,
     });
     let app = kiln_http::router(
         http_cfg,

@@ -31,8 +31,18 @@ pub struct WorkflowJson {
     pub actions: Vec<ActionJson>,
     pub bmc: BmcStepsJson,
     pub phone_home: Option<PhoneHomeJson>,
+    /// Which address holds the agent credential of this netboot round, since when.
+    pub agent_claim: Option<AgentClaimJson>,
+    /// When the cloud-init seed was handed to the agent (it leaves once).
+    pub seed_served: Option<String>,
     /// Oldest agent log lines dropped to keep the stored log bounded.
     pub log_lines_dropped: u64,
+}
+
+#[derive(Serialize)]
+pub struct AgentClaimJson {
+    pub at: String,
+    pub peer: String,
 }
 
 #[derive(Serialize)]
@@ -135,6 +145,11 @@ impl WorkflowJson {
                 finish: step(&w.power.finish),
             },
             log_lines_dropped: w.log_lines_dropped,
+            agent_claim: w.agent_claim.as_ref().map(|c| AgentClaimJson {
+                at: rfc3339_ms(c.at_ms),
+                peer: c.peer.to_string(),
+            }),
+            seed_served: w.seed_served_ms.map(rfc3339_ms),
             phone_home: phone_home.map(|p| PhoneHomeJson {
                 at: rfc3339_ms(p.at_ms),
                 peer: p.peer.clone(),

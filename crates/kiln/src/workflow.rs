@@ -405,6 +405,12 @@ fn print_show(store: &Store, wf: &Workflow) -> anyhow::Result<()> {
         println!("retry of  {old}");
     }
     println!("created   {}", rfc3339_ms(wf.created_ms));
+    if let Some(c) = &wf.agent_claim {
+        println!("agent     credential claimed {} from {}", rfc3339_ms(c.at_ms), c.peer);
+    }
+    if let Some(at) = wf.seed_served_ms {
+        println!("seed      handed to the agent {} (once)", rfc3339_ms(at));
+    }
     if let Some(p) = store.phone_home_of(&wf.id)? {
         println!(
             "phoned    {} from {}: {}",
