@@ -17,13 +17,17 @@ use ureq::http::Response;
 /// secret: the agent claims its credential from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Plain HTTP base (downloads; the agent API when the server offers no TLS).
     pub server: String,
+    /// The agent API over TLS (`kiln.api=`) and the fingerprint of the CA that must have
+    /// signed its certificate (`kiln.ca-sha256=`).
+    pub api: Option<(String, [u8; 32])>,
     pub mac: MacAddr,
     pub hostname: Option<String>,
 }
 
 impl Identity {
-    /// Reads `kiln.server=`, `kiln.mac=`, `kiln.hostname=`.
+    /// Reads `kiln.server=`, `kiln.api=`, `kiln.ca-sha256=`, `kiln.mac=`, `kiln.hostname=`.
     pub fn from_cmdline(cmdline: &str) -> Result<Identity, String> {
         let get = |key: &str| {
             cmdline
@@ -36,8 +40,14 @@ impl Identity {
         let mac = mac
             .parse()
             .map_err(|e| format!("kiln.mac={mac} on the kernel command line: {e}"))?;
+        let api = crate::tls::api_from_cmdline(cmdline);
+        if api.is_none() && (get("kiln.api").is_some() || get("kiln.ca-sha256").is_some()) {
+            // Never fall back to plain HTTP: the credential and seed would travel readable.
+            return Err("kiln.api= needs https:// and kiln.ca-sha256= 64 hex digits".into());
+        }
         Ok(Identity {
             server: server.trim_end_matches('/').to_string(),
+            api,
             mac,
             hostname: get("kiln.hostname"),
         })
@@ -82,9 +92,10 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .build();
+        let pin = id.api.as_ref().map(|(_, pin)| *pin);
         Client {
             id,
-            agent: config.into(),
+            agent: crate::tls::agent_for(pin, config),
             backoff: (Duration::from_millis(500), Duration::from_secs(10)),
             state_dir: PathBuf::from(STATE_DIR),
             token: OnceLock::new(),
@@ -162,7 +173,8 @@ impl Client {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.id.server)
+        let base = self.id.api.as_ref().map_or(&self.id.server, |(api, _)| api);
+        format!("{base}{path}")
     }
 
     /// Runs `call` until the server answers; returns its status and body.
@@ -314,6 +326,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.server, "http://10.77.0.1:8080");
+        assert_eq!(id.api, None);
+        let pin = "ab".repeat(32);
+        let tls = Identity::from_cmdline(&format!(
+            "kiln.server=http://k:8080 kiln.api=https://k:8443/ kiln.ca-sha256={pin} kiln.mac=52:54:00:aa:00:01"
+        ))
+        .unwrap();
+        assert_eq!(tls.api, Some(("https://k:8443".to_string(), [0xab; 32])));
+        assert_eq!(
+            Client::new(tls).url("/v1/agent/next"),
+            "https://k:8443/v1/agent/next"
+        );
+        // A bad fingerprint is an error, never a fall-back to plain HTTP.
+        assert!(
+            Identity::from_cmdline("kiln.server=http://k kiln.api=https://k kiln.ca-sha256=12 kiln.mac=52:54:00:aa:00:01")
+                .is_err()
+        );
         assert_eq!(id.mac.to_string(), "52:54:00:aa:00:01");
         assert_eq!(id.hostname.as_deref(), Some("node1"));
         assert!(

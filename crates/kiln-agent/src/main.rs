@@ -200,7 +200,7 @@ fn run_workflow() -> ExitCode {
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     println!(
         "kiln-agent: working for {} ({}) at {} s",
-        id.server,
+        id.api.as_ref().map_or(&id.server, |(api, _)| api),
         id.hostname.as_deref().unwrap_or("?"),
         uptime.split_whitespace().next().unwrap_or("?")
     );

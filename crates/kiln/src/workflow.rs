@@ -406,7 +406,11 @@ fn print_show(store: &Store, wf: &Workflow) -> anyhow::Result<()> {
     }
     println!("created   {}", rfc3339_ms(wf.created_ms));
     if let Some(c) = &wf.agent_claim {
-        println!("agent     credential claimed {} from {}", rfc3339_ms(c.at_ms), c.peer);
+        println!(
+            "agent     credential claimed {} from {}",
+            rfc3339_ms(c.at_ms),
+            c.peer
+        );
     }
     if let Some(at) = wf.seed_served_ms {
         println!("seed      handed to the agent {} (once)", rfc3339_ms(at));
