@@ -273,27 +273,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The installed OS uploads the cluster's admin kubeconfig (first control plane).
-    pub fn upload_kubeconfig(&self, token: &str, kubeconfig: &str) -> Result<(), EngineError> {
-        let wf = self.by_token(token)?;
-        machine::installed_os_may_report(&wf)?;
-        let (cluster, _) = self
-            .store
-            .cluster_of_workflow(&wf.id)?
-            .ok_or(StoreError::NoWorkflow)?;
-        self.store
-            .set_cluster_kubeconfig(&cluster.name, kubeconfig)?;
-        self.event(
-            &wf.hardware,
-            "cluster.kubeconfig",
-            &format!(
-                "admin kubeconfig of cluster {} uploaded ({} bytes)",
-                cluster.name,
-                kubeconfig.len()
-            ),
-        )
-    }
-
     /// The installed OS reports that its set-up failed: the workflow fails with its last lines.
     pub fn installed_os_failed(&self, token: &str, log_tail: &str) -> Result<(), EngineError> {
         let now = now_ms();

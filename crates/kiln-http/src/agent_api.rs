@@ -65,9 +65,8 @@ pub trait Provisioning: Send + Sync + 'static {
     /// The seed of the token's machine, if `peer` may read it.
     fn nocloud(&self, token: &str, peer: IpAddr) -> Result<NoCloudSeed, ApiError>;
     fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError>;
-    /// A report from the installed OS before its phone-home: `kubeconfig` (a cluster's
-    /// first control plane uploads its admin kubeconfig) or `failed` (set-up failed; the
-    /// body is the tail of its log).
+    /// A report from the installed OS before its phone-home: `failed` (set-up failed; the
+    /// body is the tail of its log). No kubeconfig is accepted: Kiln mints it.
     fn installed_os_report(
         &self,
         token: &str,
@@ -158,10 +157,10 @@ pub(crate) async fn installed_os_report(
     Path((token, kind)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    if !matches!(kind.as_str(), "kubeconfig" | "failed") {
+    if !matches!(kind.as_str(), "failed") {
         return Ok(StatusCode::NOT_FOUND);
     }
-    // A kubeconfig is a few KiB; a log tail is bounded by the node.
+    // A log tail is bounded by the node.
     let body = String::from_utf8_lossy(&body[..body.len().min(256 * 1024)]).into_owned();
     blocking(&state.provisioning, move |p| {
         p.installed_os_report(&token, peer.ip(), &kind, body)

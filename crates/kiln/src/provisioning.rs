@@ -114,11 +114,11 @@ impl Provisioning for EngineProvisioning {
         kind: &str,
         body: String,
     ) -> Result<(), ApiError> {
-        match kind {
-            "kubeconfig" => self.engine.upload_kubeconfig(token, &body),
-            _ => self.engine.installed_os_failed(token, &body),
-        }
-        .map_err(api_error)
+        // Only `failed` gets here: the route takes no other kind (no kubeconfig upload).
+        let _ = kind;
+        self.engine
+            .installed_os_failed(token, &body)
+            .map_err(api_error)
     }
 
     fn phone_home(&self, token: &str, peer: IpAddr, payload: String) -> Result<(), ApiError> {
