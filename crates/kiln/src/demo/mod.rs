@@ -50,7 +50,8 @@ pub struct Args {
     /// Default: /var/tmp/kiln-demo-<pid>.
     #[arg(long)]
     work: Option<PathBuf>,
-    /// Keep the scratch directory (logs, serial consoles, disks, Kiln's data dir) at the end.
+    /// Keep the scratch directory (logs, serial consoles, disks, Kiln's data dir and, once the
+    /// cluster is ready, the admin kubeconfig Kiln minted: WORK/kubeconfig) at the end.
     /// Processes and the namespace are removed all the same.
     #[arg(long)]
     keep: bool,
@@ -533,8 +534,8 @@ fn demo(
             kubeadm.join("; ")
         ));
     }
-    if let (Some(c), Some("ready")) = (cluster, cluster_state.as_deref()) {
-        // Minted by Kiln from the cluster CA; kept in the work dir (also after --delete).
+    if let (Some(c), Some("ready"), true) = (cluster, cluster_state.as_deref(), lab.keep) {
+        // Minted by Kiln from the cluster CA; kept in the kept work dir (also after --delete).
         let file = lab.work.join("kubeconfig");
         match kiln(
             exe,
