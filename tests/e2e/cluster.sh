@@ -6,8 +6,13 @@
 #   the machine was powered on over its BMC, netbooted Kiln's agent, the agent wrote the test
 #   OS and the cloud-init seed, the machine rebooted from its disk, real cloud-init ran the
 #   generated commands: the test OS's stand-in kubeadm (images/test-os/kubeadm-stub) printed
-#   its arguments and config on the console; the cluster is ready, every workflow succeeded,
-#   and the demo removed its processes and namespace.
+#   its arguments and config on the console; after `kubeadm init` the first control plane's
+#   bootstrap saw the stand-in API server answer /readyz (TLS, verified with the cluster CA)
+#   before cloud-init phoned home; the cluster is ready, every workflow succeeded; the admin
+#   kubeconfig Kiln mints (`kiln cluster kubeconfig demo`, and the one kiln demo wrote with
+#   --out) holds a client certificate that `openssl verify` accepts against the cluster CA in
+#   it, for kubernetes-admin in kubeadm's admin group for the version, and the endpoint as
+#   server; and the demo removed its processes and namespace.
 #
 #   tests/e2e/cluster.sh [--list] [CASE...]
 #     single-node   (default) one UEFI machine (OVMF, IPMI): kubeadm init, InitConfiguration, taints: [];
@@ -25,7 +30,9 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
 
-K8S_VERSION=1.31 # kubeadm v1beta4 from 1.31
+K8S_VERSION=1.31      # kubeadm v1beta4 from 1.31
+ADMIN_GROUP=kubeadm:cluster-admins # kubeadm's admin group from 1.29 (system:masters before)
+CP_IP=10.77.0.11      # demo-cp1, the control-plane endpoint of the demo's cluster
 
 # stub_calls LOG: "NNNN <args>" for each kubeadm call the stand-in printed on the console.
 stub_calls() {
@@ -102,6 +109,51 @@ node_checks() {
 	check "$host: its workflow succeeded (got $state)" [ "$state" = succeeded ]
 }
 
+# kubeconfig_field FILE KEY: the value of KEY (e.g. server, client-certificate-data) in a
+# kubeconfig as Kiln writes it (one cluster, one user), quotes removed.
+kubeconfig_field() {
+	sed -n "s/^ *$2: *\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$1" | head -n 1
+}
+
+# kubeconfig_checks LABEL FILE: FILE is an admin kubeconfig minted from the cluster CA: its
+# client certificate verifies against the CA in it (openssl verify), is for kubernetes-admin
+# in the admin group of the demo's Kubernetes version, and the server is the endpoint.
+kubeconfig_checks() {
+	local label=$1 file=$2 dir verify subject server context
+	dir=$(mktemp -d "$E2E_WORK/kubeconfig.XXXXXX")
+	kubeconfig_field "$file" certificate-authority-data | base64 -d >"$dir/ca.crt" 2>/dev/null || true
+	kubeconfig_field "$file" client-certificate-data | base64 -d >"$dir/admin.crt" 2>/dev/null || true
+	kubeconfig_field "$file" client-key-data | base64 -d >"$dir/admin.key" 2>/dev/null || true
+	verify=$(openssl verify -CAfile "$dir/ca.crt" -purpose sslclient "$dir/admin.crt" 2>&1 | tail -n 1)
+	check "$label: its client certificate verifies against the cluster CA in it ($verify)" \
+		[ "$verify" = "$dir/admin.crt: OK" ]
+	subject=$(openssl x509 -in "$dir/admin.crt" -noout -subject -nameopt RFC2253 2>&1)
+	check "$label: the certificate is kubernetes-admin in $ADMIN_GROUP, kubeadm's admin group for Kubernetes $K8S_VERSION ($subject)" \
+		[ "$subject" = "subject=CN=kubernetes-admin,O=$ADMIN_GROUP" ]
+	check "$label: its key is the certificate's" \
+		bash -c 'a=$(openssl x509 -in "$1" -noout -pubkey 2>&1) && b=$(openssl pkey -in "$2" -pubout 2>&1) && [ "$a" = "$b" ]' _ "$dir/admin.crt" "$dir/admin.key"
+	server=$(kubeconfig_field "$file" server)
+	context=$(kubeconfig_field "$file" current-context)
+	check "$label: server is the endpoint https://$CP_IP:6443 (got $server), context kubernetes-admin@demo (got $context)" \
+		[ "$server/$context" = "https://$CP_IP:6443/kubernetes-admin@demo" ]
+	rm -rf "$dir"
+}
+
+# api_server_checks: demo-cp1's console shows the bootstrap script's /readyz check passing
+# against the (stand-in) API server before cloud-init finished, and so before its phone-home.
+api_server_checks() {
+	local serial ready served finished
+	serial=$(clean_log "$(console_log demo-cp1)")
+	ready=$(grep -n "kiln-bootstrap: the API server answers /readyz at https://$CP_IP:6443/readyz" <<<"$serial" | head -n 1 | cut -d: -f1)
+	served=$(grep -n "KILN-KUBEADM-STUB apiserver GET /readyz from [0-9.]* -> 200" <<<"$serial" | head -n 1 | cut -d: -f1)
+	finished=$(grep -nE 'Cloud-init v\. [0-9.]+ finished' <<<"$serial" | tail -n 1 | cut -d: -f1)
+	check "demo-cp1: the stand-in API server answered /readyz over TLS (console line ${served:-none})" [ -n "$served" ]
+	check "demo-cp1: the bootstrap script saw the API server answer (line ${ready:-none}) before cloud-init finished and phoned home (line ${finished:-none})" \
+		bash -c '[ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]' _ "$ready" "$finished"
+	check "demo-cp1: no kubeconfig upload in its bootstrap" \
+		bash -c '! grep -q "uploading the admin kubeconfig" <<<"$1"' _ "$serial"
+}
+
 # common_checks NODES [deleted]: the demo itself and the cluster (deleted: by --delete).
 common_checks() {
 	local nodes=$1 status state phoned
@@ -112,17 +164,28 @@ common_checks() {
 		phoned=$(python3 -c 'import json,sys; print(sum(1 for m in json.load(open(sys.argv[1]))["machines"] if m["phases_ms"][-1] is not None))' "$E2E_WORK/summary.json" 2>/dev/null || echo "?")
 		check "cluster: the demo saw it ready (got $state) before deleting it, $phoned/$nodes node(s) phoned home" \
 			[ "$state/$phoned" = "ready/$nodes" ]
-		check "cluster: the control plane uploaded the admin kubeconfig (event cluster.kubeconfig)" \
-			grep -q 'cluster.kubeconfig' <("$KILN_BIN" events demo-cp1 --last 1000 --data-dir "$E2E_DATA" 2>&1)
 	else
 		status=$("$KILN_BIN" cluster status demo -o json --data-dir "$E2E_DATA" 2>&1 || true)
 		state=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' <<<"$status" 2>/dev/null || echo "?")
 		phoned=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["phone_home"]))' <<<"$status" 2>/dev/null || echo "?")
 		check "cluster: kiln cluster status says ready (got $state), $phoned/$nodes node(s) phoned home" \
 			[ "$state/$phoned" = "ready/$nodes" ]
-		check "cluster: the control plane uploaded the admin kubeconfig" \
-			grep -q '"kubeconfig": *true' <<<"$status"
+		check "cluster: kiln cluster status says the first control plane confirmed its API server" \
+			grep -q '"api_server_confirmed": *true' <<<"$status"
+		set +e
+		"$KILN_BIN" cluster kubeconfig demo --data-dir "$E2E_DATA" >"$E2E_WORK/minted.conf" 2>"$E2E_WORK/minted.err"
+		local rc=$?
+		set -e
+		check "cluster: kiln cluster kubeconfig demo printed a kubeconfig (exit $rc$(head -c 200 "$E2E_WORK/minted.err" | tr '\n' ' '))" \
+			bash -c '[ "$1" = 0 ] && grep -q "^apiVersion: v1" "$2"' _ "$rc" "$E2E_WORK/minted.conf"
+		kubeconfig_checks "kiln cluster kubeconfig demo" "$E2E_WORK/minted.conf"
 	fi
+	# What kiln demo wrote with `kiln cluster kubeconfig demo --out` once the cluster was ready
+	# (before --delete, if any).
+	check "cluster: kiln demo wrote the minted kubeconfig to its work dir, mode 0600 (got $(stat -c %a "$DEMO/kubeconfig" 2>&1))" \
+		[ "$(stat -c %a "$DEMO/kubeconfig" 2>/dev/null)" = 600 ]
+	kubeconfig_checks "kiln demo's kubeconfig" "$DEMO/kubeconfig"
+	api_server_checks
 	local missing
 	missing=$(python3 -c '
 import json,sys

@@ -18,11 +18,10 @@ use crate::yaml::Y;
 pub struct NodeInputs {
     /// cloud-init's instance-id (one per install, e.g. the workflow id).
     pub instance_id: String,
-    /// cloud-init's phone_home POSTs here once everything ran.
+    /// cloud-init's phone_home POSTs here once everything ran. On the first control plane
+    /// it comes only after the API server answered: it is Kiln's confirmation of that (the
+    /// admin kubeconfig is minted by Kiln, nothing is uploaded).
     pub phone_home_url: String,
-    /// The first control plane POSTs `/etc/kubernetes/admin.conf` here
-    /// (`Content-Type: application/yaml`) right after `kubeadm init`.
-    pub kubeconfig_url: String,
     /// A node whose set-up fails POSTs the last lines of its log here
     /// (`text/plain`, bootstrap tokens masked) before cloud-init's phone_home runs;
     /// a failure report before the phone-home means the node failed.
@@ -30,13 +29,12 @@ pub struct NodeInputs {
 }
 
 impl NodeInputs {
-    /// `kubeconfig_url` = `{phone_home_url}/kubeconfig`, `failure_url` = `{phone_home_url}/failed`.
+    /// `failure_url` = `{phone_home_url}/failed`.
     pub fn new(instance_id: impl Into<String>, phone_home_url: impl Into<String>) -> NodeInputs {
         let phone_home_url = phone_home_url.into();
         let base = phone_home_url.trim_end_matches('/');
         NodeInputs {
             instance_id: instance_id.into(),
-            kubeconfig_url: format!("{base}/kubeconfig"),
             failure_url: format!("{base}/failed"),
             phone_home_url,
         }
@@ -93,6 +91,12 @@ pub const API_PORT: u16 = 6443;
 const DISCOVERY_TIMEOUT: &str = "30m0s";
 const TOKEN_TTL: &str = "24h0m0s";
 const VIP_INTERFACE_PLACEHOLDER: &str = "@KILN_VIP_INTERFACE@";
+/// After `kubeadm init`: how often and how many times the bootstrap script asks the API
+/// server's `/readyz` (5 s x 60: up to 5 minutes) before it gives up.
+pub const READYZ_INTERVAL_SECS: u32 = 5;
+pub const READYZ_ATTEMPTS: u32 = 60;
+/// What the bootstrap script prints once the API server answered (tests look for it).
+pub const API_SERVER_READY_LINE: &str = "kiln-bootstrap: the API server answers /readyz at";
 
 /// Renders the NoCloud seed of `node`. Pure: the same inputs give the same bytes.
 pub fn render_node(
@@ -543,8 +547,10 @@ pub(crate) fn sh_quote(s: &str) -> String {
 }
 
 /// The script cloud-init runs: node preparation, then kubeadm, then (first control
-/// plane) the kubeconfig upload. Its output goes to the console and to a 0600 log; on
-/// failure the log's tail, tokens masked, goes to `failure_url`.
+/// plane) a bounded wait until the API server answers `/readyz` over TLS verified with the
+/// cluster CA, so that cloud-init's phone-home, which follows, confirms it. Its output goes
+/// to the console and to a 0600 log; on failure the log's tail, tokens masked, goes to
+/// `failure_url`.
 fn bootstrap_script(
     spec: &ClusterSpec,
     plan: &Plan,
@@ -656,13 +662,7 @@ fn bootstrap_script(
                     "sed -i 's|/etc/kubernetes/super-admin.conf|/etc/kubernetes/admin.conf|' {KUBE_VIP_MANIFEST_PATH}\n"
                 ));
             }
-            s.push_str(&format!(
-                "\nlog \"== uploading the admin kubeconfig to Kiln\"\n\
-                 curl -fsS -m 60 --retry 10 --retry-delay 5 --retry-connrefused -X POST \\\n\
-                 \t-H 'Content-Type: application/yaml' --data-binary @/etc/kubernetes/admin.conf \\\n\
-                 \t{url} >/dev/null || fail \"could not upload the admin kubeconfig\"\n",
-                url = sh_quote(&inputs.kubeconfig_url),
-            ));
+            s.push_str(&readyz_wait(spec, node));
             if spec.network.cni != crate::spec::Cni::None {
                 let cni = spec.network.cni.as_str();
                 let pods = spec.network.pods;
@@ -702,4 +702,104 @@ fn bootstrap_script(
     }
     s.push_str("\necho 0 >/run/kiln-bootstrap.rc\nlog \"== done\"\n");
     s
+}
+
+/// Waits until the API server on this node answers `/readyz` (anonymous access to it is
+/// allowed by Kubernetes' default RBAC), verified with the cluster CA: the node's address is
+/// the advertise address, which kubeadm puts in the API server certificate's SANs.
+fn readyz_wait(spec: &ClusterSpec, node: &PlannedNode) -> String {
+    let url = format!("https://{}:{API_PORT}/readyz", node.hardware.ip);
+    let minutes = READYZ_INTERVAL_SECS * READYZ_ATTEMPTS / 60;
+    format!(
+        "\nlog \"== waiting for the API server: {url} (up to {minutes} min)\"\n\
+         n=1\n\
+         until curl -fsS -m 5 --cacert /etc/kubernetes/pki/ca.crt {url} >/dev/null 2>/run/kiln-readyz.err; do\n\
+         \t[ \"$n\" -lt {READYZ_ATTEMPTS} ] || fail \"the API server did not answer {url} within {minutes} min ($n attempts): $(tail -n 1 /run/kiln-readyz.err)\"\n\
+         \tn=$((n + 1))\n\
+         \tsleep {READYZ_INTERVAL_SECS}\n\
+         done\n\
+         echo \"{API_SERVER_READY_LINE} {url} (attempt $n); the admin kubeconfig: kiln cluster kubeconfig {name}\"\n",
+        name = spec.name,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Runs the readiness wait with stand-ins for curl (fails until its `answer_on`th call)
+    /// and sleep (returns at once): (exit status, output, curl calls).
+    fn run_wait(answer_on: u32) -> (bool, String, u32) {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let calls = dir.path().join("calls");
+        let stub = |name: &str, body: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        };
+        stub(
+            "curl",
+            &format!(
+                "echo \"$*\" >>{calls}\n\
+                 [ \"$(wc -l <{calls})\" -ge {answer_on} ] && {{ echo ok; exit 0; }}\n\
+                 echo 'curl: (7) Failed to connect to 10.0.0.5 port 6443' >&2; exit 7",
+                calls = calls.display()
+            ),
+        );
+        stub("sleep", "exit 0");
+        let text = "kind: KilnCluster\nname: lab\nkubernetesVersion: \"1.30\"\ncontrolPlane:\n  count: 1\n  endpoint: 10.0.0.5\n  selector: {type: cp}\nnetwork:\n  pods: 192.168.0.0/16\n  services: 10.96.0.0/12\nosFamily: debian\nimage: test-os\n";
+        let spec = ClusterSpec::parse(text, "lab.yaml").unwrap();
+        let csv = "hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk\ncp1,52:54:00:00:00:01,10.0.0.5,255.255.255.0,10.0.0.1,10.0.0.1,type=cp,/dev/vda\n";
+        let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", csv).unwrap();
+        let plan = crate::plan(&spec, &hw).unwrap();
+        let script = format!(
+            "set -eu\nlog() {{ echo \"kiln-bootstrap: $*\"; }}\nfail() {{ log \"FAILED: $*\"; exit 1; }}\n{}",
+            readyz_wait(&spec, &plan.nodes[0]).replace(
+                "/run/kiln-readyz.err",
+                &dir.path().join("err").display().to_string()
+            )
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let n = std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text, n as u32)
+    }
+
+    #[test]
+    fn the_readiness_wait_ends_when_the_api_server_answers() {
+        let (ok, out, calls) = run_wait(3);
+        assert!(ok, "{out}");
+        assert_eq!(calls, 3, "{out}");
+        assert!(
+            out.contains(&format!(
+                "{API_SERVER_READY_LINE} https://10.0.0.5:6443/readyz (attempt 3)"
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("ok\n"), "curl's body is not printed: {out}");
+    }
+
+    #[test]
+    fn the_readiness_wait_gives_up_after_its_attempts_with_curls_reason() {
+        let (ok, out, calls) = run_wait(u32::MAX);
+        assert!(!ok, "{out}");
+        assert_eq!(calls, READYZ_ATTEMPTS, "{out}");
+        assert!(
+            out.contains("FAILED: the API server did not answer https://10.0.0.5:6443/readyz within 5 min (60 attempts): curl: (7) Failed to connect"),
+            "{out}"
+        );
+        assert!(!out.contains(API_SERVER_READY_LINE), "{out}");
+    }
 }

@@ -22,6 +22,10 @@ use sha2::{Digest, Sha256};
 pub struct SecretText(String);
 
 impl SecretText {
+    pub(crate) fn new(s: String) -> SecretText {
+        SecretText(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -69,7 +73,7 @@ pub enum SecretsError {
 /// CA lifetime, as kubeadm's own CAs (10 years).
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Nodes whose clock runs behind still accept the CAs.
-const BACKDATE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(24 * 3600);
 
 impl ClusterSecrets {
     /// Fresh CAs (ECDSA P-256), a service-account key pair and a bootstrap token.
@@ -156,7 +160,7 @@ fn make_ca(cn: &str, what: &'static str, now: SystemTime) -> Result<CaPem, Secre
     })
 }
 
-fn to_offset(t: SystemTime) -> time::OffsetDateTime {
+pub(crate) fn to_offset(t: SystemTime) -> time::OffsetDateTime {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -407,7 +407,7 @@ fn render_all(file: &str, version: Option<&str>) -> Rendered {
 }
 
 #[test]
-fn single_node_writes_empty_taints_and_uploads_its_kubeconfig() {
+fn single_node_writes_empty_taints_and_waits_for_its_api_server() {
     let r = render_all("single-node.eksa.yaml", None);
     let (_, role, seed) = &r.seeds[0];
     assert_eq!(*role, Role::ControlPlane { first: true });
@@ -437,13 +437,29 @@ fn single_node_writes_empty_taints_and_uploads_its_kubeconfig() {
         script.contains("kubeadm init --config /run/kubeadm/init.yaml"),
         "{script}"
     );
+    // After kubeadm init, before the script reports success: the API server must answer on
+    // cp1's own (advertise) address, verified with the cluster CA; nothing is uploaded.
+    let readyz =
+        "curl -fsS -m 5 --cacert /etc/kubernetes/pki/ca.crt https://10.77.0.11:6443/readyz";
+    let (init_at, wait_at, done_at) = (
+        script.find("kubeadm init --config").unwrap(),
+        script.find(readyz).unwrap_or_else(|| panic!("{script}")),
+        script.find("echo 0 >/run/kiln-bootstrap.rc").unwrap(),
+    );
+    assert!(init_at < wait_at && wait_at < done_at, "{script}");
     assert!(
-        script.contains("--data-binary @/etc/kubernetes/admin.conf"),
+        script.contains(
+            "kiln-bootstrap: the API server answers /readyz at https://10.77.0.11:6443/readyz"
+        ),
         "{script}"
     );
     assert!(
-        script.contains("'http://10.77.0.1:8080/v1/phone-home/tok-cp1/kubeconfig'"),
+        !script.contains("--data-binary @/etc/kubernetes/admin.conf"),
         "{script}"
+    );
+    assert!(
+        !ud.contains("/kubeconfig"),
+        "no kubeconfig upload URL: {ud}"
     );
     assert!(
         ud.contains("url: \"http://10.77.0.1:8080/v1/phone-home/tok-cp1\""),
@@ -504,8 +520,8 @@ fn workers_and_extra_control_planes_join_with_the_pinned_ca() {
                     "{script}"
                 );
                 assert!(
-                    !script.contains("admin.conf \\"),
-                    "{host} must not upload a kubeconfig"
+                    !script.contains("/readyz"),
+                    "{host}: only the first control plane waits for its API server"
                 );
                 if role.is_control_plane() {
                     assert!(

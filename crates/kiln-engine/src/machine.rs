@@ -300,7 +300,7 @@ fn installed_os_reported(
     Ok(fx)
 }
 
-/// Whether the installed OS may report (phone home, fail, upload a kubeconfig): only once the
+/// Whether the installed OS may report (phone home, fail): only once the
 /// agent handed over (`rebooting`), or while its final reboot/kexec runs (that action's own
 /// report can be lost as the machine goes down). Never from `pending` or `netbooting`.
 pub fn installed_os_may_report(wf: &Workflow) -> Result<(), ReportError> {

@@ -51,7 +51,7 @@ pub(crate) struct AppState {
     pub provisioning: Arc<dyn Provisioning>,
 }
 
-/// The largest request body taken (a report, a log tail, a kubeconfig); more is refused with
+/// The largest request body taken (a report, a log tail); more is refused with
 /// 413 before it is read into memory.
 pub const MAX_REQUEST_BODY: usize = 256 * 1024;
 

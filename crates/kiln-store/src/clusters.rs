@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::{Store, StoreError, WorkflowTx};
 
-/// A stored cluster. `secrets` and `kubeconfig` hold keys: never print them.
+/// A stored cluster. `secrets` holds keys: never print it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterRecord {
     pub name: String,
@@ -14,7 +14,6 @@ pub struct ClusterRecord {
     pub plan: String,
     /// JSON of the cluster's CAs, keys and bootstrap token.
     pub secrets: String,
-    pub kubeconfig: Option<String>,
     pub created_ms: u64,
 }
 
@@ -23,7 +22,6 @@ impl std::fmt::Debug for ClusterRecord {
         f.debug_struct("ClusterRecord")
             .field("name", &self.name)
             .field("spec_file", &self.spec_file)
-            .field("kubeconfig", &self.kubeconfig.as_ref().map(|_| "<secret>"))
             .finish_non_exhaustive()
     }
 }
@@ -40,8 +38,8 @@ impl WorkflowTx<'_> {
     /// Records a cluster (once, with its first node's workflow).
     pub fn insert_cluster(&self, c: &ClusterRecord) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO clusters (name, spec_file, spec, plan, secrets, kubeconfig, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
+            "INSERT INTO clusters (name, spec_file, spec, plan, secrets, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 c.name,
                 c.spec_file,
@@ -79,13 +77,11 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClusterRecord> {
         spec: r.get(2)?,
         plan: r.get(3)?,
         secrets: r.get(4)?,
-        kubeconfig: r.get(5)?,
-        created_ms: r.get::<_, i64>(6)? as u64,
+        created_ms: r.get::<_, i64>(5)? as u64,
     })
 }
 
-const SELECT: &str =
-    "SELECT name, spec_file, spec, plan, secrets, kubeconfig, created_ms FROM clusters";
+const SELECT: &str = "SELECT name, spec_file, spec, plan, secrets, created_ms FROM clusters";
 
 impl Store {
     pub fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
@@ -149,18 +145,6 @@ impl Store {
         };
         let Some(node) = node else { return Ok(None) };
         Ok(self.cluster(&node.cluster)?.map(|c| (c, node)))
-    }
-
-    pub fn set_cluster_kubeconfig(
-        &self,
-        cluster: &str,
-        kubeconfig: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE clusters SET kubeconfig = ?2 WHERE name = ?1",
-            params![cluster, kubeconfig],
-        )?;
-        Ok(())
     }
 
     /// Forgets a cluster: its machines are free again.

@@ -100,11 +100,13 @@ const MIGRATIONS: &[&str] = &[
         OR json_extract(record, '$.kind') GLOB 'tftp.*' OR json_extract(record, '$.kind') GLOB 'http.*';
      CREATE INDEX events_by_machine_and_class ON events (machine, wire, id);",
     // 8: agent credentials are claimed by the agent and kept as SHA-256 only; the plain tokens
-    // of older workflows are dropped (their agents claim again).
+    // of older workflows are dropped (their agents claim again). Admin kubeconfigs are minted
+    // on demand now: uploaded ones (an admin key each) are dropped (secure_delete zeroes them).
     "ALTER TABLE workflows ADD COLUMN agent_token_hash TEXT;
      CREATE UNIQUE INDEX workflows_by_agent_token ON workflows (agent_token_hash)
         WHERE agent_token_hash IS NOT NULL;
-     UPDATE workflows SET token = NULL;",
+     UPDATE workflows SET token = NULL;
+     UPDATE clusters SET kubeconfig = NULL;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

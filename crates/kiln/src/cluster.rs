@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use kiln_cluster::{ClusterSecrets, ClusterSpec, NodeInputs, NodeSeed, Plan, Role};
@@ -14,7 +14,7 @@ use kiln_model::workflow::{Workflow, WorkflowState};
 use kiln_store::{ClusterNode, ClusterRecord, Store};
 use serde::Serialize;
 
-use crate::output::{Format, WaitArgs, table};
+use crate::output::{Format, WaitArgs, rfc3339_ms, table};
 use crate::select::StartArgs;
 
 /// What `kiln cluster delete` runs on each node: wipe the disk, power off.
@@ -55,8 +55,20 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
     },
-    /// Print the admin kubeconfig the first control plane uploaded.
-    Kubeconfig { name: String },
+    /// Mint an admin kubeconfig from the cluster CA Kiln holds (kubeadm's admin.conf: user
+    /// kubernetes-admin, group kubeadm:cluster-admins from Kubernetes 1.29, system:masters
+    /// before; valid one year; a new key each time) and print it. Works as soon as the cluster
+    /// exists; it answers once the first control plane's API server is up (`kiln cluster
+    /// status` shows when it confirmed that).
+    Kubeconfig {
+        name: String,
+        /// Write it to FILE (mode 0600, replaced atomically) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// json: the kubeconfig (unless --out) with its server, user, group and validity.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Deprovision a cluster: a workflow per node wipes its disk and powers it off (`kiln serve`
     /// powers the machines into the agent through their BMCs); the machines are free at once.
     Delete {
@@ -198,7 +210,9 @@ struct ClusterStatus {
     name: String,
     state: &'static str,
     nodes: Vec<NodeStatus>,
-    kubeconfig: bool,
+    /// The first control plane phoned home, which it does only after its API server answered
+    /// `/readyz` (verified with the cluster CA).
+    api_server_confirmed: bool,
 }
 
 fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> {
@@ -224,6 +238,8 @@ fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> 
     let all_done = nodes
         .iter()
         .all(|n| n.state == WorkflowState::Succeeded.name());
+    let init = role_name(&Role::ControlPlane { first: true });
+    let api_server_confirmed = nodes.iter().any(|n| n.role_detail == init && n.phone_home);
     Ok(ClusterStatus {
         name: c.name.clone(),
         state: if ended_badly {
@@ -234,7 +250,7 @@ fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> 
             "provisioning"
         },
         nodes,
-        kubeconfig: c.kubeconfig.is_some(),
+        api_server_confirmed,
     })
 }
 
@@ -285,13 +301,18 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                                 c.name.clone(),
                                 c.state.into(),
                                 c.nodes.len().to_string(),
-                                if c.kubeconfig { "yes" } else { "no" }.into(),
+                                if c.api_server_confirmed {
+                                    "confirmed"
+                                } else {
+                                    "-"
+                                }
+                                .into(),
                             ]
                         })
                         .collect();
                     print!(
                         "{}",
-                        table(&["CLUSTER", "STATE", "NODES", "KUBECONFIG"], &rows)
+                        table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
                     );
                 }
             }
@@ -306,12 +327,9 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Kubeconfig { name } => match cluster(&store, &name)?.kubeconfig {
-            Some(k) => print!("{k}"),
-            None => bail!(
-                "cluster {name}: the first control plane has not uploaded its admin kubeconfig yet"
-            ),
-        },
+        Command::Kubeconfig { name, out, output } => {
+            kubeconfig(&cluster(&store, &name)?, out.as_deref(), output)?;
+        }
         Command::Delete {
             name,
             force,
@@ -418,7 +436,6 @@ fn create(
         spec: text,
         plan: serde_json::to_string(&plan)?,
         secrets: serde_json::to_string(&secrets)?,
-        kubeconfig: None,
         created_ms: kiln_engine::now_ms(),
     };
     let items: Vec<_> = templates
@@ -518,10 +535,14 @@ fn print_status(st: &ClusterStatus, output: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(st)?),
         Format::Table => {
             println!(
-                "cluster {}: {} (admin kubeconfig: {})",
+                "cluster {}: {} (API server: {})",
                 st.name,
                 st.state,
-                if st.kubeconfig { "uploaded" } else { "not yet" }
+                if st.api_server_confirmed {
+                    "answered, confirmed by the first control plane"
+                } else {
+                    "not confirmed yet"
+                }
             );
             let rows: Vec<Vec<String>> = st
                 .nodes
@@ -545,6 +566,89 @@ fn print_status(st: &ClusterStatus, output: Format) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// What `cluster kubeconfig -o json` prints.
+#[derive(Serialize)]
+struct MintedKubeconfig<'a> {
+    cluster: &'a str,
+    server: &'a str,
+    user: &'a str,
+    group: &'a str,
+    not_before: String,
+    not_after: String,
+    /// With --out.
+    file: Option<String>,
+    /// Without --out.
+    kubeconfig: Option<&'a str>,
+}
+
+/// `kiln cluster kubeconfig NAME [--out FILE]`: minted from the stored cluster CA.
+fn kubeconfig(c: &ClusterRecord, out: Option<&Path>, output: Format) -> anyhow::Result<()> {
+    let spec = ClusterSpec::parse(&c.spec, &c.spec_file)
+        .map_err(|e| anyhow::anyhow!("stored spec: {e}"))?;
+    let secrets: ClusterSecrets = serde_json::from_str(&c.secrets).context("stored secrets")?;
+    let admin = kiln_cluster::admin_kubeconfig(&spec, &secrets, SystemTime::now())
+        .with_context(|| format!("cluster {}: minting the admin kubeconfig", c.name))?;
+    if let Some(path) = out {
+        write_private(path, admin.kubeconfig.expose())?;
+    }
+    let ms = |t: SystemTime| {
+        rfc3339_ms(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        )
+    };
+    match output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&MintedKubeconfig {
+                cluster: &c.name,
+                server: &admin.server,
+                user: admin.user,
+                group: admin.group,
+                not_before: ms(admin.not_before),
+                not_after: ms(admin.not_after),
+                file: out.map(|p| p.display().to_string()),
+                kubeconfig: out.is_none().then_some(admin.kubeconfig.expose()),
+            })?
+        ),
+        Format::Table => match out {
+            Some(path) => println!(
+                "wrote the admin kubeconfig of cluster {} to {} (mode 0600): server {}, user {} in group {}, valid until {}",
+                c.name,
+                path.display(),
+                admin.server,
+                admin.user,
+                admin.group,
+                ms(admin.not_after)
+            ),
+            None => print!("{}", admin.kubeconfig.expose()),
+        },
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` with mode 0600, atomically: a temporary file (0600 from the
+/// start) in the same directory, synced, then renamed over `path`.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kiln-kubeconfig-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -769,7 +873,6 @@ mod tests {
             spec: spec_text,
             plan: serde_json::to_string(&plan).unwrap(),
             secrets: serde_json::to_string(&ClusterSecrets::generate().unwrap()).unwrap(),
-            kubeconfig: None,
             created_ms: 0,
         };
         let host = &plan.nodes[0].hostname;
@@ -786,8 +889,12 @@ mod tests {
             "single node: untainted control plane"
         );
         assert!(
-            seed.user_data
-                .contains("http://10.77.0.1:8080/v1/phone-home/t0k/kubeconfig")
+            seed.user_data.contains("https://10.77.0.11:6443/readyz"),
+            "the first control plane waits for its API server"
+        );
+        assert!(
+            !seed.user_data.contains("/kubeconfig"),
+            "nothing is uploaded"
         );
         assert!(seed.meta_data.contains("wf-1"));
         let e = render_seed(&record, "not-a-node", "wf-1", "http://x").unwrap_err();

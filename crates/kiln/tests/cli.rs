@@ -267,6 +267,55 @@ fn cluster_create_status_and_forced_delete_free_the_machines() {
     assert_eq!(code(&o), 3, "still provisioning");
     let st: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["state"], "provisioning");
+    assert_eq!(st["api_server_confirmed"], false, "nobody phoned home yet");
+
+    // The admin kubeconfig is minted from the stored CA as soon as the cluster exists.
+    let printed = stdout(&kiln(&data, &["cluster", "kubeconfig", "c1"]));
+    assert!(printed.starts_with("apiVersion: v1\n"), "{printed}");
+    assert!(
+        printed.contains("current-context: kubernetes-admin@c1\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("client-key-data: "), "{printed}");
+    let minted = json(&data, &["cluster", "kubeconfig", "c1", "-o", "json"]);
+    assert_eq!(minted["server"], "https://10.9.0.90:6443");
+    assert_eq!(minted["user"], "kubernetes-admin");
+    assert_eq!(minted["group"], "kubeadm:cluster-admins", "Kubernetes 1.30");
+    assert_ne!(
+        minted["kubeconfig"].as_str().unwrap(),
+        printed,
+        "a new key each time"
+    );
+    let file = dir.path().join("conf").join("admin.conf");
+    std::fs::create_dir(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "old").unwrap();
+    let written = json(
+        &data,
+        &[
+            "cluster",
+            "kubeconfig",
+            "c1",
+            "--out",
+            file.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(written["file"], file.to_str().unwrap());
+    assert!(written["kubeconfig"].is_null(), "not printed with --out");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("name: kubernetes-admin@c1\n"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["admin.conf"], "no temporary file left");
+    let o = kiln(&data, &["cluster", "kubeconfig", "nope"]);
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cluster named \"nope\""));
 
     // Deleting an installing cluster needs --force, which cancels its node workflows.
     assert_ne!(code(&kiln(&data, &["cluster", "delete", "c1"])), 0);

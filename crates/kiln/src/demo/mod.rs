@@ -50,7 +50,8 @@ pub struct Args {
     /// Default: /var/tmp/kiln-demo-<pid>.
     #[arg(long)]
     work: Option<PathBuf>,
-    /// Keep the scratch directory (logs, serial consoles, disks, Kiln's data dir) at the end.
+    /// Keep the scratch directory (logs, serial consoles, disks, Kiln's data dir and, once the
+    /// cluster is ready, the admin kubeconfig Kiln minted: WORK/kubeconfig) at the end.
     /// Processes and the namespace are removed all the same.
     #[arg(long)]
     keep: bool,
@@ -533,6 +534,21 @@ fn demo(
             kubeadm.join("; ")
         ));
     }
+    if let (Some(c), Some("ready"), true) = (cluster, cluster_state.as_deref(), lab.keep) {
+        // Minted by Kiln from the cluster CA; kept in the kept work dir (also after --delete).
+        let file = lab.work.join("kubeconfig");
+        match kiln(
+            exe,
+            &data,
+            &["cluster", "kubeconfig", c, "--out", &file.to_string_lossy()],
+        ) {
+            Ok(_) => out(&format!(
+                "admin kubeconfig (minted by Kiln from the cluster CA): {}\n",
+                file.display()
+            )),
+            Err(e) => out(&format!("kiln cluster kubeconfig {c}: {e:#}\n")),
+        }
+    }
     let mut outcome = outcome;
     let mut deleted = None;
     if args.delete && outcome == Outcome::Succeeded {
@@ -733,15 +749,15 @@ fn cluster_state(exe: &Path, data: &Path, name: &str) -> Result<(String, String)
         .iter()
         .filter(|n| n["phone_home"].as_bool() == Some(true))
         .count();
-    let kubeconfig = if v["kubeconfig"].as_bool() == Some(true) {
-        "admin kubeconfig uploaded"
+    let api_server = if v["api_server_confirmed"].as_bool() == Some(true) {
+        "API server answered"
     } else {
-        "no kubeconfig yet"
+        "API server not confirmed yet"
     };
     Ok((
         state.clone(),
         format!(
-            "cluster {name}: {state}; {phoned}/{} node(s) phoned home; {kubeconfig}",
+            "cluster {name}: {state}; {phoned}/{} node(s) phoned home; {api_server}",
             nodes.len()
         ),
     ))
