@@ -7,7 +7,12 @@
 //! the bytes from the page cache to the socket (`sendfile(2)`), as nginx does: no user-space
 //! copy, no buffers. Any other request hands the connection, with the bytes already read,
 //! to hyper for the rest of its life.
+//!
+//! Every connection lives under the [`HttpLimits`]: a place among the open connections (in
+//! all and from its address) or it is closed at once, and the time limits of
+//! [`crate::deadline`] on both paths.
 
+use std::convert::Infallible;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -26,10 +31,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::HttpLimits;
+use crate::deadline::{DeadlineBody, Guarded, Phase, SharedPhase, TimedIo, timed_out};
 use crate::http1::{self, Parsed};
+use crate::limits::{Admission, refused};
 
 /// Request extension: this request arrived on the sendfile path, so a file handler may
 /// answer with a [`FileRange`] instead of a body.
@@ -58,11 +67,15 @@ const SENDFILE_CHUNK: u64 = 1 << 30;
 
 /// Accept until `shutdown`, then stop accepting, let each connection finish the response
 /// it is sending (idle keep-alive connections close), and return when all have ended.
+/// A connection over a cap of `limits` is closed as soon as it is accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let limits = Arc::new(limits);
+    let admission = Admission::new(&limits);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -77,9 +90,19 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let permit = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                refused(&admission, why, peer.ip());
+                drop(stream);
+                continue;
+            }
+        };
         let (app, stop, done) = (app.clone(), stop_rx.clone(), done_rx.clone());
+        let limits = limits.clone();
         tokio::spawn(async move {
-            connection(stream, peer, app, stop).await;
+            connection(stream, peer, app, stop, limits).await;
+            drop(permit);
             drop(done);
         });
     }
@@ -115,10 +138,12 @@ async fn connection(
     peer: SocketAddr,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    limits: Arc<HttpLimits>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let mut buf = BytesMut::with_capacity(4096);
+    let mut phase = Phase::accepted(&limits);
     loop {
         let parsed = loop {
             match http1::parse(&buf, is_file_route) {
@@ -126,18 +151,21 @@ async fn connection(
                 Parsed::Partial => break Parsed::NotOurs,
                 other => break other,
             }
-            let read = if buf.is_empty() {
-                // Between requests: an idle connection closes on shutdown.
-                tokio::select! {
-                    r = stream.read_buf(&mut buf) => r,
-                    () = stopped(&mut stop) => return,
+            // This path reads only heads (Head or Idle); Busy is hyper's.
+            let deadline = phase.deadline().unwrap_or_else(Instant::now);
+            let read = tokio::select! {
+                r = stream.read_buf(&mut buf) => r,
+                () = tokio::time::sleep_until(deadline) => {
+                    let e = timed_out(phase.label());
+                    debug!(%peer, error = %e, "http: connection closed");
+                    return;
                 }
-            } else {
-                stream.read_buf(&mut buf).await
+                // Between requests: an idle connection closes on shutdown.
+                () = stopped(&mut stop), if buf.is_empty() => return,
             };
             match read {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(_) => phase = phase.on_bytes(&limits),
             }
         };
         let Parsed::Ours {
@@ -146,12 +174,13 @@ async fn connection(
             keep_alive,
         } = parsed
         else {
-            return hyper_connection(stream, buf.freeze(), peer, app, stop).await;
+            let phase = SharedPhase::new(phase, limits.clone());
+            return hyper_connection(stream, buf.freeze(), peer, app, stop, phase).await;
         };
         buf.advance(len);
         let keep_alive = keep_alive && !*stop.borrow();
-        match respond(&stream, *request, peer, &app, keep_alive).await {
-            Ok(true) => {}
+        match respond(&stream, *request, peer, &app, keep_alive, &limits).await {
+            Ok(true) => phase = Phase::after_response(&limits, !buf.is_empty()),
             Ok(false) => return,
             Err(e) => {
                 debug!(%peer, error = %e, "http: connection ended mid-response");
@@ -169,7 +198,9 @@ async fn respond(
     peer: SocketAddr,
     app: &Router,
     keep_alive: bool,
+    limits: &HttpLimits,
 ) -> io::Result<bool> {
+    let send_timeout = limits.send_timeout;
     let version = request.version();
     let is_head = request.method() == Method::HEAD;
     let mut request = request.map(|()| Body::empty());
@@ -192,8 +223,10 @@ async fn respond(
             // Corked like nginx's `tcp_nopush`: only full segments leave while the body
             // streams (the head rides in the first), uncorking sends the tail at once.
             let _ = rustix::net::sockopt::set_tcp_cork(stream, true);
-            let sent = match send_all(stream, &head).await {
-                Ok(()) => send_file(stream, &range.file, range.start, range.count).await,
+            let sent = match send_all(stream, &head, send_timeout).await {
+                Ok(()) => {
+                    send_file(stream, &range.file, range.start, range.count, send_timeout).await
+                }
                 Err(e) => Err(e),
             };
             let _ = rustix::net::sockopt::set_tcp_cork(stream, false);
@@ -214,17 +247,26 @@ async fn respond(
             if !is_head && !http1::bodiless(parts.status) {
                 out.extend_from_slice(&body);
             }
-            send_all(stream, &out).await?;
+            send_all(stream, &out, send_timeout).await?;
         }
     }
     Ok(keep_alive)
 }
 
+/// Until the socket takes more bytes, for at most `send_timeout`: a client that reads,
+/// however slowly, is never cut.
+async fn writable(stream: &TcpStream, send_timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(send_timeout, stream.writable()).await {
+        Ok(ready) => ready,
+        Err(_) => Err(timed_out("send")),
+    }
+}
+
 /// Write all of `buf`.
-async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+async fn send_all(stream: &TcpStream, mut buf: &[u8], send_timeout: Duration) -> io::Result<()> {
     let flags = rustix::net::SendFlags::NOSIGNAL;
     while !buf.is_empty() {
-        stream.writable().await?;
+        writable(stream, send_timeout).await?;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::net::send(stream, buf, flags).map_err(io::Error::from)
         }) {
@@ -237,11 +279,17 @@ async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// `count` bytes of `file` from `offset` to the socket, page cache to socket in the kernel.
-async fn send_file(stream: &TcpStream, file: &File, mut offset: u64, count: u64) -> io::Result<()> {
+async fn send_file(
+    stream: &TcpStream,
+    file: &File,
+    mut offset: u64,
+    count: u64,
+    send_timeout: Duration,
+) -> io::Result<()> {
     let end = offset + count;
     while offset < end {
         let want = usize::try_from((end - offset).min(SENDFILE_CHUNK)).unwrap_or(usize::MAX);
-        stream.writable().await?;
+        writable(stream, send_timeout).await?;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream, file, Some(&mut offset), want).map_err(io::Error::from)
         }) {
@@ -268,24 +316,33 @@ fn retry(e: &io::Error) -> bool {
     )
 }
 
-/// The rest of the connection, served by hyper (HTTP/1.1 with upgrades, as `axum::serve`),
-/// starting with the bytes already read.
+/// The rest of the connection, served by hyper (HTTP/1.1), starting with the bytes already
+/// read, in the time limits `phase` carries on. No route upgrades a connection (an upgraded
+/// stream would still live under the head and idle limits), so hyper is not asked to.
 async fn hyper_connection(
     stream: TcpStream,
     read: Bytes,
     peer: SocketAddr,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    phase: SharedPhase,
 ) {
+    let body_timeout = phase.limits().body_timeout;
+    let io = TokioIo::new(TimedIo::new(Replay { read, stream }, phase.clone()));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let mut request = request.map(Body::new);
+        let in_flight = phase.request_started();
+        let mut request = request.map(|body| DeadlineBody::wrap(body, body_timeout));
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request)
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            Ok::<_, Infallible>(response.map(|body| Guarded::wrap(body, in_flight)))
+        }
     });
-    let io = TokioIo::new(Replay { read, stream });
+    // Our limits replace hyper's header timeout, which would also end idle connections.
     let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades();
+        .header_read_timeout(None)
+        .serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;
     loop {

@@ -4,10 +4,12 @@
 
 mod agent_api;
 mod artifacts;
+mod deadline;
 mod fast_path;
 mod file_body;
 mod http1;
 mod ipxe;
+mod limits;
 mod metrics_layer;
 // The agent API over TLS (issue 11, point 7).
 pub mod tls;
@@ -22,6 +24,7 @@ use kiln_model::{EventSink, SharedInventory};
 
 pub use agent_api::{ApiError, ApiErrorKind, NoProvisioning, Provisioning};
 pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
+pub use limits::HttpLimits;
 pub use tls::{plain_only, serve_tls};
 
 /// Renders Prometheus metrics text; the binary owns the recorder.
@@ -99,7 +102,8 @@ async fn render_metrics(axum::extract::State(state): axum::extract::State<AppSta
     (state.metrics)()
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets running responses finish.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets running responses finish,
+/// under the default [`HttpLimits`].
 ///
 /// File downloads (`/artifacts`, `/images`, `/boot`) leave by `sendfile(2)` straight from the
 /// page cache; every other request is served by hyper (see `fast_path`). Handlers can
@@ -109,7 +113,17 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    fast_path::serve(listener, app, shutdown).await
+    fast_path::serve(listener, app, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`] under the given connection caps and time limits.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    fast_path::serve(listener, app, limits, shutdown).await
 }
 
 #[cfg(test)]

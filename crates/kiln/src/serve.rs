@@ -40,6 +40,8 @@ pub struct Args {
     /// kiln.api=https://ADDRESS:PORT and the CA's SHA-256 as kiln.ca-sha256=.
     #[arg(long, default_value_t = 8443)]
     agent_tls_port: u16,
+    #[command(flatten)]
+    http_limits: HttpLimitArgs,
     #[arg(long, default_value_t = 69)]
     tftp_port: u16,
     /// Concurrent TFTP transfers one IP address may hold (a machine needs one or two; more
@@ -71,6 +73,47 @@ pub struct Args {
     /// wait ~16 s for IPv6 autoconfiguration; they carry no prefix and no default route).
     #[arg(long)]
     no_router_advert: bool,
+}
+
+/// What one host on the provisioning network may hold of the HTTP service (see
+/// `kiln_http::HttpLimits` for why the defaults).
+#[derive(clap::Args)]
+struct HttpLimitArgs {
+    /// Open HTTP connections in all; more are closed at once (counted in
+    /// kiln_http_connections_refused_total). At most half the open-file limit is used, so
+    /// TFTP keeps working when HTTP is full.
+    #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_connections: usize,
+    /// Open HTTP connections one IP address may hold (a machine needs one or two).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_per_source: usize,
+    /// A request head must be complete this long after the connection opened or its
+    /// first byte arrived (10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = crate::output::duration_arg)]
+    http_header_timeout: Duration,
+    /// An HTTP connection with no request in flight is closed after this long (downloads
+    /// in progress are never cut).
+    #[arg(long, default_value = "60s", value_parser = crate::output::duration_arg)]
+    http_idle_timeout: Duration,
+}
+
+impl HttpLimitArgs {
+    fn limits(&self, open_files: u64) -> kiln_http::HttpLimits {
+        let mut l = kiln_http::HttpLimits::default();
+        let half = usize::try_from(open_files / 2).unwrap_or(usize::MAX).max(1);
+        if self.http_max_connections > half {
+            tracing::warn!(
+                open_files,
+                "--http-max-connections {} lowered to {half}: half the open-file limit",
+                self.http_max_connections
+            );
+        }
+        l.max_connections = self.http_max_connections.min(half);
+        l.max_per_source = self.http_max_per_source;
+        l.header_timeout = self.http_header_timeout;
+        l.idle_timeout = self.http_idle_timeout;
+        l
+    }
 }
 
 /// Checks that make `kiln serve` safe to start: DHCP only on a named, existing interface.
@@ -193,9 +236,16 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP to {http_addr}"))?;
     let mut rx = shutdown.clone();
-    let http = tokio::spawn(kiln_http::serve(listener, app, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
+    let http = tokio::spawn(kiln_http::serve_with_limits(
+        listener,
+        app,
+        limits,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
 
     // TFTP
     let mut tftp_cfg = kiln_tftp::TftpConfig::new(
@@ -343,6 +393,39 @@ mod tests {
     struct T {
         #[command(flatten)]
         args: Args,
+    }
+
+    #[test]
+    fn http_limits_come_from_the_flags_within_half_the_open_file_limit() {
+        let t = T::parse_from([
+            "t",
+            "--address",
+            "10.0.0.1",
+            "--http-max-connections",
+            "5000",
+            "--http-max-per-source",
+            "8",
+            "--http-header-timeout",
+            "5s",
+            "--http-idle-timeout",
+            "2m",
+        ]);
+        let l = t.args.http_limits.limits(1 << 20);
+        assert_eq!(l.max_connections, 5000);
+        assert_eq!(l.max_per_source, 8);
+        assert_eq!(l.header_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(120));
+        assert_eq!(t.args.http_limits.limits(1024).max_connections, 512);
+        let d = T::parse_from(["t", "--address", "10.0.0.1"])
+            .args
+            .http_limits;
+        assert_eq!(d.limits(1 << 20), kiln_http::HttpLimits::default());
+        for bad in [
+            ["--http-max-per-source", "0"],
+            ["--http-header-timeout", "0s"],
+        ] {
+            assert!(T::try_parse_from(["t", "--address", "10.0.0.1", bad[0], bad[1]]).is_err());
+        }
     }
 
     #[test]
