@@ -25,7 +25,7 @@ use kiln_model::{EventSink, SharedInventory};
 pub use agent_api::{ApiError, ApiErrorKind, NoProvisioning, Provisioning};
 pub use ipxe::{ScriptParams, local_disk_script, netboot_script};
 pub use limits::HttpLimits;
-pub use tls::{plain_only, serve_tls};
+pub use tls::{plain_only, serve_tls, serve_tls_with_limits};
 
 /// Renders Prometheus metrics text; the binary owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;

@@ -21,8 +21,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use crate::HttpLimits;
+use crate::limits::{Admission, refused};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -99,18 +102,30 @@ pub async fn serve_tls(
     server_config: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_tls_with_cap(listener, app, server_config, shutdown, MAX_TLS_CONNECTIONS).await
+    serve_tls_with_limits(
+        listener,
+        app,
+        server_config,
+        HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
-pub(crate) async fn serve_tls_with_cap(
+/// [`serve_tls`] with the plain listener's connection caps: at most `limits.max_per_source`
+/// connections from one address, and `limits.max_connections` (never above
+/// [`MAX_TLS_CONNECTIONS`]) in all; more are closed as soon as they are accepted.
+pub async fn serve_tls_with_limits(
     listener: TcpListener,
     app: Router,
     server_config: Arc<rustls::ServerConfig>,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    max_connections: usize,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(server_config);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut caps = limits;
+    caps.max_connections = caps.max_connections.min(MAX_TLS_CONNECTIONS);
+    let admission = Admission::new(&caps);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -125,9 +140,12 @@ pub(crate) async fn serve_tls_with_cap(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "https: connection cap reached, closing");
-            continue;
+        let slot = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                refused(&admission, why, peer.ip());
+                continue;
+            }
         };
         let (app, acceptor, stop, done) = (
             app.clone(),
@@ -267,14 +285,16 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_tls_with_cap(
+        let mut limits = HttpLimits::default();
+        limits.max_connections = 1;
+        let server = tokio::spawn(serve_tls_with_limits(
             listener,
             app(),
             config,
+            limits,
             async {
                 let _ = stop_rx.await;
             },
-            1,
         ));
         // The first holds the only slot (it has not even started its handshake) ...
         let _first = TcpStream::connect(addr).await.unwrap();

@@ -51,6 +51,7 @@ impl AgentTlsListener {
     pub async fn spawn(
         self,
         app: axum::Router,
+        limits: kiln_http::HttpLimits,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let listener = tokio::net::TcpListener::bind(self.addr)
@@ -61,10 +62,11 @@ impl AgentTlsListener {
             ca_sha256 = %self.tls.ca_sha256_hex(),
             "agent API over TLS"
         );
-        Ok(tokio::spawn(kiln_http::serve_tls(
+        Ok(tokio::spawn(kiln_http::serve_tls_with_limits(
             listener,
             app,
             self.config,
+            limits,
             async move {
                 let _ = shutdown.wait_for(|s| *s).await;
             },

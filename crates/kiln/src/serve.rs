@@ -229,15 +229,18 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         Arc::new(move || render.render()),
         provisioning,
     );
-    let https = agent_tls.spawn(app.clone(), shutdown.clone()).await?;
+    // One set of connection limits for both listeners (a host holding one cannot starve both).
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
+    let https = agent_tls
+        .spawn(app.clone(), limits.clone(), shutdown.clone())
+        .await?;
     let app = kiln_http::plain_only(app);
     let http_addr = SocketAddr::from((args.address, args.http_port));
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("binding HTTP to {http_addr}"))?;
     let mut rx = shutdown.clone();
-    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
     let http = tokio::spawn(kiln_http::serve_with_limits(
         listener,
         app,
