@@ -285,8 +285,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut limits = HttpLimits::default();
-        limits.max_connections = 1;
+        let limits = HttpLimits {
+            max_connections: 1,
+            ..HttpLimits::default()
+        };
         let server = tokio::spawn(serve_tls_with_limits(
             listener,
             app(),
