@@ -84,7 +84,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_failed("http", e).await;
                     continue;
                 }
             },
@@ -114,8 +114,8 @@ pub(crate) async fn serve(
 }
 
 /// Per-connection errors (the peer reset before we accepted) are nothing; others (out of
-/// file descriptors) get a pause so the loop does not spin.
-async fn accept_failed(e: io::Error) {
+/// file descriptors) get a pause so the loop does not spin. `listener` names it in the log.
+pub(crate) async fn accept_failed(listener: &str, e: io::Error) {
     if matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
@@ -124,7 +124,7 @@ async fn accept_failed(e: io::Error) {
     ) {
         return;
     }
-    warn!(error = %e, "http accept failed");
+    warn!(error = %e, "{listener} accept failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 

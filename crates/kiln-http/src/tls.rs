@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::HttpLimits;
 use crate::limits::{Admission, refused};
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// What [`server_config`] makes and [`serve_tls`] takes.
 pub use rustls::ServerConfig;
@@ -134,7 +134,7 @@ pub async fn serve_tls_with_limits(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    accept_failed(e).await;
+                    crate::fast_path::accept_failed("https", e).await;
                     continue;
                 }
             },
@@ -163,21 +163,6 @@ pub async fn serve_tls_with_limits(
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
-}
-
-/// Per-connection errors are nothing; others (out of file descriptors) get a pause so the
-/// loop does not spin.
-async fn accept_failed(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    warn!(error = %e, "https accept failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn connection(
