@@ -193,6 +193,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// The largest template taken (real ones are a few KiB; a cloud-init user-data inline too).
+pub const MAX_TEMPLATE_BYTES: usize = 1024 * 1024;
+
 /// Parses and validates a template. All problems are reported, each with its line.
 pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors> {
     let err = |line: u32, field: &str, message: String| TemplateError {
@@ -201,6 +204,18 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
         field: field.to_string(),
         message,
     };
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(TemplateErrors(vec![err(
+            1,
+            "",
+            format!(
+                "the template is larger than {} KiB: not a workflow template",
+                MAX_TEMPLATE_BYTES / 1024
+            ),
+        )]));
+    }
+    // Typed all the way down: an alias to a nested list fails at its first element, so an
+    // alias bomb is refused before it expands.
     let raw: RawTemplate = serde_saphyr::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line()).unwrap_or(1);
         // The library's message may carry a rendered snippet; keep its first line.
@@ -668,5 +683,34 @@ actions:
             render_actions(&t, &ctx()).unwrap()[0].params["url"],
             "cp-1.1.1.1,8.8.8.8"
         );
+    }
+}
+
+#[cfg(test)]
+mod bomb_tests {
+    use super::*;
+
+    /// Nine levels of nine aliases ("billion laughs"): 9^9 strings if expanded.
+    fn alias_bomb() -> String {
+        let mut s = String::from("name: t\nactions:\n  - &a0 [\"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(",");
+            s.push_str(&format!("  - &a{i} [{refs}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn an_alias_bomb_in_a_template_is_a_clear_error() {
+        let bomb = alias_bomb();
+        assert!(bomb.len() < 600, "{}", bomb.len());
+        let e = parse_template("bomb.yaml", &bomb).unwrap_err().to_string();
+        assert!(e.starts_with("bomb.yaml:3:"), "{e}");
+        let big = format!(
+            "name: t\n# {}\nactions: []\n",
+            "x".repeat(MAX_TEMPLATE_BYTES)
+        );
+        let e = parse_template("big.yaml", &big).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 }
