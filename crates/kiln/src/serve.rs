@@ -229,7 +229,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         Arc::new(move || render.render()),
         provisioning,
     );
-    // One set of connection limits for both listeners (a host holding one cannot starve both).
+    // The same limits on both listeners (each counts its own connections; TLS at most 512).
     let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
     let https = agent_tls
