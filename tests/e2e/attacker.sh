@@ -381,8 +381,9 @@ attack_phone_home() {
 
 # (g) 2,000 idle connections to the HTTP port, held while the victim works.
 attack_idle_connections() {
-	local status=$E2E_WORK/idle.json stop=$E2E_WORK/idle.stop i before
+	local status=$E2E_WORK/idle.json stop=$E2E_WORK/idle.stop i before mark n
 	rm -f "$status" "$stop"
+	mark=$(ev_mark)
 	att python3 "$ATTACKER" idle "$SERVER_IP" "$HTTP_PORT" 2000 "$status" "$stop" 600 \
 		>"$E2E_WORK/idle.log" 2>&1 &
 	local pid=$!
@@ -393,6 +394,9 @@ attack_idle_connections() {
 		sleep 0.2
 	done
 	log "idle connections opened: $(cat "$status" 2>/dev/null || echo none)"
+	n=$(refused_since "$mark" http.refused)
+	check "idle flood: the connections over the per-source cap were closed and left an http.refused event naming the attacker (got $n)" \
+		[ "$n" -ge 1 ]
 	before=$(wf_field where)
 	check "idle flood: /healthz still answers the server's side (within 60 s)" \
 		wait_http_ok "$KILN_URL/healthz" 60 "$KILN_PID"

@@ -72,10 +72,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    refusals: Option<Arc<dyn kiln_model::EventSink>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = Arc::new(limits);
-    let admission = Admission::new(&limits);
+    let admission = Admission::with_events(&limits, refusals);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);

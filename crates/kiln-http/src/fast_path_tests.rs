@@ -350,6 +350,7 @@ async fn start_limited(app: axum::Router, limits: crate::HttpLimits) -> Running 
         listener,
         app,
         limits,
+        None,
         async move {
             let _ = rx.await;
         },

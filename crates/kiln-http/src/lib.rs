@@ -113,17 +113,20 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    fast_path::serve(listener, app, HttpLimits::default(), shutdown).await
+    fast_path::serve(listener, app, HttpLimits::default(), None, shutdown).await
 }
 
-/// [`serve`] under the given connection caps and time limits.
+/// [`serve`] under the given connection caps and time limits. With `refusals`, connections
+/// closed over a cap are also recorded there as `http.refused` events naming the source (at
+/// most one per cap every 10 s, with the count since the last).
 pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: HttpLimits,
+    refusals: Option<Arc<dyn EventSink>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    fast_path::serve(listener, app, limits, shutdown).await
+    fast_path::serve(listener, app, limits, refusals, shutdown).await
 }
 
 #[cfg(test)]

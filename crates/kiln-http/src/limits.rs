@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use kiln_model::{Event, EventSink};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -83,6 +84,8 @@ pub(crate) struct Admission {
     max_total: usize,
     max_per_source: usize,
     counts: Mutex<Counts>,
+    /// Where refusals are recorded as `http.refused` events (at most one per kind and window).
+    events: Option<Arc<dyn EventSink>>,
 }
 
 #[derive(Default)]
@@ -101,11 +104,20 @@ pub(crate) struct Permit {
 }
 
 impl Admission {
+    #[cfg(test)]
     pub(crate) fn new(limits: &HttpLimits) -> Arc<Admission> {
+        Admission::with_events(limits, None)
+    }
+
+    pub(crate) fn with_events(
+        limits: &HttpLimits,
+        events: Option<Arc<dyn EventSink>>,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
             max_total: limits.max_connections,
             max_per_source: limits.max_per_source,
             counts: Mutex::default(),
+            events,
         })
     }
 
@@ -183,6 +195,23 @@ pub(crate) fn refused(admission: &Admission, why: Refused, peer: IpAddr) {
             refused_since_last_warning = n,
             "http connection refused: too many open connections"
         );
+        if let Some(events) = &admission.events {
+            let (cap, limit) = match why {
+                Refused::Total => ("total", admission.max_total),
+                Refused::PerSource => ("per-source", admission.max_per_source),
+            };
+            let peer = peer.to_canonical();
+            events.emit(
+                Event::now(
+                    "http.refused",
+                    format!(
+                        "connection from {peer} closed at once: over the {cap} cap ({limit} open); \
+                         {n} such refusal(s) since the last event"
+                    ),
+                )
+                .with_ip(peer),
+            );
+        }
     }
 }
 
@@ -249,6 +278,38 @@ mod tests {
         let _a = adm.admit(A).unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(adm.admit(mapped).err(), Some(Refused::PerSource));
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Event>>);
+    impl EventSink for Recorder {
+        fn emit(&self, e: Event) {
+            self.0.lock().unwrap().push(e);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_leaves_an_event_naming_its_source() {
+        let sink = Arc::new(Recorder::default());
+        let adm = Admission::with_events(&limits(10, 1), Some(sink.clone()));
+        let _held = adm.admit(A).unwrap();
+        for _ in 0..5 {
+            let why = adm.admit(A).err().unwrap();
+            refused(&adm, why, A);
+        }
+        let events = sink.0.lock().unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "one event per window, not one per connection"
+        );
+        assert_eq!(events[0].kind, "http.refused");
+        assert_eq!(events[0].ip, Some(A));
+        assert!(
+            events[0].detail.contains("per-source cap (1 open)"),
+            "{}",
+            events[0].detail
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub async fn serve_tls(
         app,
         server_config,
         HttpLimits::default(),
+        None,
         shutdown,
     )
     .await
@@ -120,12 +121,13 @@ pub async fn serve_tls_with_limits(
     app: Router,
     server_config: Arc<rustls::ServerConfig>,
     limits: HttpLimits,
+    refusals: Option<Arc<dyn kiln_model::EventSink>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(server_config);
     let mut caps = limits;
     caps.max_connections = caps.max_connections.min(MAX_TLS_CONNECTIONS);
-    let admission = Admission::new(&caps);
+    let admission = Admission::with_events(&caps, refusals);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -279,6 +281,7 @@ mod tests {
             app(),
             config,
             limits,
+            None,
             async {
                 let _ = stop_rx.await;
             },

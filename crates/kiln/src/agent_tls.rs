@@ -52,6 +52,7 @@ impl AgentTlsListener {
         self,
         app: axum::Router,
         limits: kiln_http::HttpLimits,
+        refusals: Arc<dyn kiln_model::EventSink>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let listener = tokio::net::TcpListener::bind(self.addr)
@@ -67,6 +68,7 @@ impl AgentTlsListener {
             app,
             self.config,
             limits,
+            Some(refusals),
             async move {
                 let _ = shutdown.wait_for(|s| *s).await;
             },

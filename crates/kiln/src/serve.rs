@@ -233,7 +233,12 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
     let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
     let https = agent_tls
-        .spawn(app.clone(), limits.clone(), shutdown.clone())
+        .spawn(
+            app.clone(),
+            limits.clone(),
+            events.clone(),
+            shutdown.clone(),
+        )
         .await?;
     let app = kiln_http::plain_only(app);
     let http_addr = SocketAddr::from((args.address, args.http_port));
@@ -245,6 +250,7 @@ async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
         listener,
         app,
         limits,
+        Some(events.clone()),
         async move {
             let _ = rx.wait_for(|s| *s).await;
         },
