@@ -92,7 +92,7 @@ truncate -s 4G "$WORK/disk.raw"
 MAC=52:54:00:6b:00:01
 echo "append: $APPEND; QEMU at nice $NICE${ICOUNT:+; -icount shift=$ICOUNT,sleep=on}"
 echo "load at start: $(uptime)"
-python3 - "$NS" "$APPEND" "kiln.server=http://10.78.0.1:8080 kiln.mac=$MAC kiln.hostname=bench kiln.token=bench" \
+python3 - "$NS" "$APPEND" "kiln.server=http://10.78.0.1:8080 kiln.mac=$MAC kiln.hostname=bench" \
 	"$MAC" "$WORK/disk.raw" "$RUNS" "$TIMEOUT" "$WORK" "${KEEP_LOGS:-}" "$NICE" "$ICOUNT" "$@" <<'EOF'
 import os, re, shutil, statistics, subprocess, sys, time
 

@@ -203,7 +203,7 @@ def floor_agent(a, n):
     blank = os.path.join(a.work, "blank.raw")
     sparse(blank, 3)
     append = (f"{a.kernel_args} kiln.server=http://{BRIDGE_IP}:{HTTP_PORT + 1} kiln.mac={MAC} "
-              "kiln.hostname=bench kiln.token=bench")
+              "kiln.hostname=bench")
     m = Machine(a.ns, a.work, f"agent-{n}",
                 ["-kernel", f"{a.agent_os}/vmlinuz", "-initrd", f"{a.agent_os}/initrd.img",
                  "-append", append] + nic() + disk(blank))
