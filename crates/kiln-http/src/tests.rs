@@ -110,7 +110,10 @@ async fn netboot_on_renders_kernel_and_identity() {
     assert!(s.contains("kernel http://10.0.0.1:8080/artifacts/vmlinuz initrd=initrd.img console=ttyS0 kiln.server=http://10.0.0.1:8080 kiln.mac=52:54:00:00:00:01 kiln.hostname=on1"), "{s}");
     assert!(s.contains("initrd http://10.0.0.1:8080/artifacts/initrd.img"));
     assert!(!s.contains("{{"), "unfilled placeholder in {s}");
-    assert!(!s.contains("token"), "no credential in a script anyone can fetch: {s}");
+    assert!(
+        !s.contains("token"),
+        "no credential in a script anyone can fetch: {s}"
+    );
     let ev = f.events.0.lock().unwrap();
     assert_eq!(ev[0].kind, "http.script");
     assert_eq!(ev[0].mac.unwrap().to_string(), "52:54:00:00:00:01");
