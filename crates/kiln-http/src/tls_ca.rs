@@ -107,7 +107,8 @@ pub fn load_or_create(dir: &Path, host: &str, now: SystemTime) -> Result<AgentTl
         .map_err(|e| invalid(&ca_crt, format!("not a certificate in PEM: {e}")))?
         .to_vec();
 
-    let (server_pem, server_key, server_der) = issue_server(&ca_key_pair, host, now)?;
+    let (server_pem, server_key, server_der) =
+        issue_server(&ca_key_pair, &[host.to_string()], now)?;
     write_atomic(&dir.join("server.crt"), server_pem.as_bytes(), 0o600)?;
     write_atomic(
         &dir.join("server.key"),
@@ -126,6 +127,42 @@ pub fn load_or_create(dir: &Path, host: &str, now: SystemTime) -> Result<AgentTl
         ca_cert_der,
         key_pkcs8_der: server_key.serialize_der(),
     })
+}
+
+/// A certificate and key for another of Kiln's listeners (the admin API), issued by the CA
+/// in `dir` (which [`load_or_create`] made) for `hosts`, written to `dir/STEM.crt` and
+/// `dir/STEM.key` (0600): the chain (certificate, CA) and the PKCS#8 key, DER.
+pub fn issue_listener(
+    dir: &Path,
+    stem: &str,
+    hosts: &[String],
+    now: SystemTime,
+) -> Result<(Vec<Vec<u8>>, Vec<u8>), CaError> {
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|source| CaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let ca_key_pair = KeyPair::from_pem(&read(&ca_key)?).map_err(|e| CaError::Invalid {
+        path: ca_key.clone(),
+        why: format!("not a private key in PEM: {e}"),
+    })?;
+    let ca_cert_der = CertificateDer::from_pem_slice(read(&ca_crt)?.as_bytes())
+        .map_err(|e| CaError::Invalid {
+            path: ca_crt.clone(),
+            why: format!("not a certificate in PEM: {e}"),
+        })?
+        .to_vec();
+    let (pem, key, der) = issue_server(&ca_key_pair, hosts, now)?;
+    write_atomic(&dir.join(format!("{stem}.crt")), pem.as_bytes(), 0o600)?;
+    write_atomic(
+        &dir.join(format!("{stem}.key")),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    Ok((vec![der, ca_cert_der], key.serialize_der()))
 }
 
 /// The CA's parameters. The issuer of every server certificate is rebuilt from these and
@@ -159,10 +196,11 @@ fn make_ca(now: SystemTime) -> Result<(String, String), CaError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// A server certificate for `host` signed by the CA: (PEM, key, DER).
+/// A server certificate for `hosts` (the first is its common name) signed by the CA:
+/// (PEM, key, DER).
 fn issue_server(
     ca_key: &KeyPair,
-    host: &str,
+    hosts: &[String],
     now: SystemTime,
 ) -> Result<(String, KeyPair, Vec<u8>), CaError> {
     let fail = |e: rcgen::Error| CaError::Generate {
@@ -171,9 +209,11 @@ fn issue_server(
     };
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
     // An IP address becomes an IP SAN (what the agent, addressing Kiln by IP, checks).
-    let mut params = CertificateParams::new(vec![host.to_string()]).map_err(fail)?;
+    let mut params = CertificateParams::new(hosts.to_vec()).map_err(fail)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, host);
+    if let Some(host) = hosts.first() {
+        params.distinguished_name.push(DnType::CommonName, host);
+    }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -7,13 +7,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{MacAddr, Secret};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hardware {
     pub hostname: String,
+    #[schema(value_type = String, example = "52:54:00:12:34:56")]
     pub mac: MacAddr,
+    #[schema(value_type = String, example = "10.0.0.11")]
     pub ip: Ipv4Addr,
+    #[schema(value_type = String, example = "255.255.255.0")]
     pub netmask: Ipv4Addr,
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<Ipv4Addr>,
+    #[schema(value_type = Vec<String>)]
     pub nameservers: Vec<Ipv4Addr>,
     pub labels: BTreeMap<String, String>,
     pub disk: String,
@@ -24,13 +29,14 @@ pub struct Hardware {
     pub netboot: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BmcEndpoint {
     /// As written in hardware.csv: an address, optionally with scheme and port.
     pub address: String,
     pub username: String,
     /// Never serialized: API output and JSON never carry it. The store keeps it apart.
     #[serde(skip)]
+    #[schema(ignore)]
     pub password: Secret,
 }
 

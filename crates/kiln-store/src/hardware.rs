@@ -227,6 +227,96 @@ impl Store {
             .transpose()
     }
 
+    /// Changes one machine in a transaction: `change` edits it (labels, BMC credentials) and
+    /// may refuse with a message; what it returns is stored. Its hostname, MAC, IP and BMC
+    /// address stay (a new hardware.csv row changes those).
+    pub fn update_hardware(
+        &self,
+        hostname: &str,
+        change: impl FnOnce(&mut Hardware) -> Result<(), String>,
+    ) -> Result<Hardware, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row = tx
+            .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(hostname.to_string()))?;
+        let mut hw = decode(&row.0, &row.1, row.2, row.3)?;
+        let (mac, ip, bmc) = (hw.mac, hw.ip, hw.bmc.as_ref().map(|b| b.address.clone()));
+        change(&mut hw).map_err(StoreError::Invalid)?;
+        if (
+            hw.mac,
+            hw.ip,
+            hw.bmc.as_ref().map(|b| b.address.clone()),
+            hw.hostname.as_str(),
+        ) != (mac, ip, bmc, hostname)
+        {
+            return Err(StoreError::Invalid(
+                "hostname, MAC, IP and BMC address change only by enrolling a hardware.csv".into(),
+            ));
+        }
+        let record = serde_json::to_string(&hw).expect("hardware serializes");
+        tx.execute(
+            "UPDATE hardware SET record = ?2, bmc_password = ?3, netboot = ?4, updated_ms = ?5
+             WHERE hostname = ?1",
+            params![
+                hostname,
+                record,
+                hw.bmc.as_ref().map(|b| b.password.expose().to_string()),
+                hw.netboot,
+                now_ms()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(hw)
+    }
+
+    /// Forgets a machine (and what was learnt of its BMC). Refused while it has an unfinished
+    /// workflow or is a node of a cluster; its events and finished workflows stay as history.
+    pub fn delete_hardware(&self, hostname: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let busy: Option<String> = tx
+            .query_row(
+                "SELECT id FROM workflows WHERE hardware = ?1
+                 AND state NOT IN ('succeeded', 'failed', 'timed-out')",
+                [hostname],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = busy {
+            return Err(StoreError::Busy {
+                hardware: hostname.to_string(),
+                id,
+            });
+        }
+        let cluster: Option<String> = tx
+            .query_row(
+                "SELECT cluster FROM cluster_nodes WHERE hostname = ?1",
+                [hostname],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(cluster) = cluster {
+            return Err(StoreError::Invalid(format!(
+                "{hostname} is a node of cluster {cluster}: delete the cluster first"
+            )));
+        }
+        if tx.execute("DELETE FROM hardware WHERE hostname = ?1", [hostname])? == 0 {
+            return Err(StoreError::NotFound(hostname.to_string()));
+        }
+        tx.execute("DELETE FROM bmc_hints WHERE hostname = ?1", [hostname])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Turns a machine's netboot on or off; the boot services pick it up.
     pub fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
         let n = self.conn().execute(

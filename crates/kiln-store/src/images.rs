@@ -60,6 +60,23 @@ impl Store {
         )?)
     }
 
+    /// Forgets an image; the record it was, to remove its file (when no other image names
+    /// the same file: [`Store::images`] tells).
+    pub fn delete_image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let img = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM images WHERE name = ?1"),
+                [name],
+                from_row,
+            )
+            .optional()?;
+        tx.execute("DELETE FROM images WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(img)
+    }
+
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt =

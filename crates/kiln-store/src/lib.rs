@@ -7,6 +7,7 @@ mod events;
 mod hardware;
 mod images;
 mod schema;
+mod tokens;
 mod workflows;
 
 use std::fs::{self, OpenOptions};
@@ -20,6 +21,7 @@ pub use clusters::{ClusterNode, ClusterRecord};
 pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
 pub use hardware::{Conflict, EnrollSummary};
 pub use images::ImageRecord;
+pub use tokens::ApiTokenRecord;
 pub use workflows::{
     ActionLog, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey, WorkflowTx,
 };
@@ -51,6 +53,9 @@ pub enum StoreError {
     /// The machine already has a workflow that has not ended.
     #[error("{hardware} already has an unfinished workflow ({id})")]
     Busy { hardware: String, id: String },
+    /// A change the store refuses, with the reason.
+    #[error("{0}")]
+    Invalid(String),
     /// No workflow matches (unknown id, or a token that is not, or no longer, valid).
     #[error("no such workflow")]
     NoWorkflow,

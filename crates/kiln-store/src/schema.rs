@@ -107,6 +107,15 @@ const MIGRATIONS: &[&str] = &[
         WHERE agent_token_hash IS NOT NULL;
      UPDATE workflows SET token = NULL;
      UPDATE clusters SET kubeconfig = NULL;",
+    // 9: admin API bearer tokens, kept as SHA-256 only; revoked ones stay listed.
+    "CREATE TABLE api_tokens (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

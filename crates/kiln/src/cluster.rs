@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use kiln_cluster::{ClusterSecrets, ClusterSpec, NodeInputs, NodeSeed, Plan, Role};
+use kiln_cluster::{ClusterSecrets, ClusterSpec, Plan, Role};
 use kiln_engine::Engine;
 use kiln_model::template::{Template, parse_template};
 use kiln_model::workflow::{Workflow, WorkflowState};
@@ -168,28 +168,6 @@ fn parse_spec(file: &Path) -> anyhow::Result<(String, String, ClusterSpec)> {
             bail!("{errors}\nkiln: no cluster was created");
         }
     }
-}
-
-/// The NoCloud seed of one node, from the stored cluster (rendered on demand: the store keeps
-/// the spec, plan and secrets, never the rendered keys).
-pub fn render_seed(
-    cluster: &ClusterRecord,
-    hostname: &str,
-    instance_id: &str,
-    phone_home_url: &str,
-) -> anyhow::Result<NodeSeed> {
-    let spec = ClusterSpec::parse(&cluster.spec, &cluster.spec_file)
-        .map_err(|e| anyhow::anyhow!("stored spec: {e}"))?;
-    let plan: Plan = serde_json::from_str(&cluster.plan).context("stored plan")?;
-    let secrets: ClusterSecrets =
-        serde_json::from_str(&cluster.secrets).context("stored secrets")?;
-    let node = plan
-        .node(hostname)
-        .with_context(|| format!("{hostname} is not a node of cluster {}", cluster.name))?;
-    let inputs = NodeInputs::new(instance_id, phone_home_url);
-    Ok(kiln_cluster::render_node(
-        &spec, &plan, node, &secrets, &inputs,
-    )?)
 }
 
 #[derive(Serialize)]
@@ -857,47 +835,5 @@ mod tests {
         assert_eq!(url, "{{ images[\"ubuntu-2204-kube-v1.29\"].url }}");
         let e = image_exprs(Some("http://host/ubuntu-2204-kube-v1.31.gz"), &imported).unwrap_err();
         assert!(e.to_string().contains("not an imported image"), "{e}");
-    }
-
-    #[test]
-    fn a_stored_cluster_renders_each_node_seed() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clusters");
-        let spec_text = std::fs::read_to_string(root.join("single-node.kiln.yaml")).unwrap();
-        let csv = std::fs::read_to_string(root.join("hardware.csv")).unwrap();
-        let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap();
-        let spec = ClusterSpec::parse(&spec_text, "single-node.kiln.yaml").unwrap();
-        let plan = kiln_cluster::plan(&spec, &hw).unwrap();
-        let record = ClusterRecord {
-            name: spec.name.clone(),
-            spec_file: "single-node.kiln.yaml".into(),
-            spec: spec_text,
-            plan: serde_json::to_string(&plan).unwrap(),
-            secrets: serde_json::to_string(&ClusterSecrets::generate().unwrap()).unwrap(),
-            created_ms: 0,
-        };
-        let host = &plan.nodes[0].hostname;
-        let seed = render_seed(
-            &record,
-            host,
-            "wf-1",
-            "http://10.77.0.1:8080/v1/phone-home/t0k",
-        )
-        .unwrap();
-        assert!(seed.user_data.starts_with("#cloud-config"));
-        assert!(
-            seed.user_data.contains("taints: []"),
-            "single node: untainted control plane"
-        );
-        assert!(
-            seed.user_data.contains("https://10.77.0.11:6443/readyz"),
-            "the first control plane waits for its API server"
-        );
-        assert!(
-            !seed.user_data.contains("/kubeconfig"),
-            "nothing is uploaded"
-        );
-        assert!(seed.meta_data.contains("wf-1"));
-        let e = render_seed(&record, "not-a-node", "wf-1", "http://x").unwrap_err();
-        assert!(e.to_string().contains("not a node"), "{e}");
     }
 }

@@ -1,6 +1,5 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
-mod agent_tls;
 mod bmc;
 mod cluster;
 mod demo;
@@ -9,12 +8,8 @@ mod events;
 mod hardware;
 mod image;
 mod output;
-mod power;
-mod provisioning;
 mod select;
 mod serve;
-mod server_key;
-mod sink;
 mod views;
 mod wait;
 mod workflow;

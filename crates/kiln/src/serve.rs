@@ -3,15 +3,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use kiln_model::{EventSink, Inventory, SharedInventory};
-use kiln_store::Store;
-use tokio::sync::watch;
-
-use crate::sink::StoreSink;
+use kiln_server::{Limits, ServeOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DhcpMode {
@@ -73,6 +67,11 @@ pub struct Args {
     /// wait ~16 s for IPv6 autoconfiguration; they carry no prefix and no default route).
     #[arg(long)]
     no_router_advert: bool,
+    /// The admin API's address (REST over TLS with Kiln's CA, bearer tokens): keep it on the
+    /// management network, never the provisioning one. Port 0 picks a free port (written to
+    /// DATA_DIR/api.json for the CLI on this host).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    api_listen: SocketAddr,
 }
 
 /// What one host on the provisioning network may hold of the HTTP service (see
@@ -98,17 +97,9 @@ struct HttpLimitArgs {
 }
 
 impl HttpLimitArgs {
-    fn limits(&self, open_files: u64) -> kiln_http::HttpLimits {
+    fn limits(&self) -> kiln_http::HttpLimits {
         let mut l = kiln_http::HttpLimits::default();
-        let half = usize::try_from(open_files / 2).unwrap_or(usize::MAX).max(1);
-        if self.http_max_connections > half {
-            tracing::warn!(
-                open_files,
-                "--http-max-connections {} lowered to {half}: half the open-file limit",
-                self.http_max_connections
-            );
-        }
-        l.max_connections = self.http_max_connections.min(half);
+        l.max_connections = self.http_max_connections;
         l.max_per_source = self.http_max_per_source;
         l.header_timeout = self.http_header_timeout;
         l.idle_timeout = self.http_idle_timeout;
@@ -116,24 +107,39 @@ impl HttpLimitArgs {
     }
 }
 
-/// Checks that make `kiln serve` safe to start: DHCP only on a named, existing interface.
-fn check_safety(args: &Args) -> anyhow::Result<()> {
-    if args.dhcp_mode != DhcpMode::Off {
-        let Some(iface) = args.interface.as_deref().filter(|i| !i.is_empty()) else {
-            bail!(
-                "refusing to start DHCP without --interface: name the provisioning interface \
-                 (kiln never answers DHCP on an interface it was not given), or use --dhcp-mode off"
-            );
-        };
-        if !Path::new("/sys/class/net").join(iface).exists() {
-            bail!("--interface {iface}: no such network interface");
+impl Args {
+    fn options(&self, data_dir: &Path) -> ServeOptions {
+        ServeOptions {
+            data_dir: data_dir.to_path_buf(),
+            address: self.address,
+            interface: self.interface.clone(),
+            dhcp_mode: match self.dhcp_mode {
+                DhcpMode::Reservation => kiln_dhcp::Mode::Reservation,
+                DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
+                DhcpMode::Off => kiln_dhcp::Mode::Off,
+            },
+            http_port: self.http_port,
+            agent_tls_port: self.agent_tls_port,
+            tftp_port: self.tftp_port,
+            tftp_root: self.tftp_root.clone(),
+            artifacts: self.artifacts.clone(),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            kernel_args: self.kernel_args.clone(),
+            lease_secs: self.lease_secs,
+            router_advert: !self.no_router_advert,
+            api_listen: self.api_listen,
+            limits: Limits {
+                http: self.http_limits.limits(),
+                tftp_max_per_source: self.tftp_max_per_source,
+            },
         }
     }
-    Ok(())
 }
 
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    check_safety(&args)?;
+    let opts = args.options(data_dir);
+    opts.check_safety()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -150,7 +156,7 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .max_blocking_threads(1100)
         .build()?;
-    runtime.block_on(serve(data_dir, args))?;
+    runtime.block_on(kiln_server::serve(opts, wait_for_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,210 +176,6 @@ fn raise_open_file_limit() -> std::io::Result<u64> {
         )?;
     }
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
-}
-
-async fn serve(data_dir: &Path, args: Args) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            &[
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
-                5.0, 30.0,
-            ],
-        )?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-
-    let store = Arc::new(
-        Store::open(data_dir)
-            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    );
-    // This connection writes events (and reads); see Store::relax_durability.
-    store.relax_durability()?;
-    let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
-    let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let server_url = format!("http://{}:{}", args.address, args.http_port);
-
-    // Agent API over TLS: Kiln's CA, and where the netbooted agent finds it.
-    let agent_tls =
-        crate::agent_tls::AgentTlsListener::prepare(data_dir, args.address, args.agent_tls_port)?;
-
-    // HTTP
-    let http_cfg = kiln_http::HttpConfig {
-        server_url: server_url.clone(),
-        artifacts_dir: args.artifacts.clone(),
-        boot_dir: args.tftp_root.clone(),
-        images_dir: crate::image::images_dir(data_dir),
-        kernel: args.kernel.clone(),
-        initrd: args.initrd.clone(),
-        kernel_args: format!("{} {}", args.kernel_args, agent_tls.kernel_args()),
-    };
-    let render = metrics.clone();
-    // The engine writes through its own connection: `PRAGMA data_version` only
-    // moves for other connections' commits, and the inventory refresher below
-    // must see the engine turn a machine's netboot off.
-    let engine_store = Store::open(data_dir).context("opening the engine's store connection")?;
-    let engine = kiln_engine::Engine::new(Arc::new(engine_store));
-    store.set_setting("server_url", &server_url)?;
-    let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
-        engine: engine.clone(),
-        server_url: server_url.clone(),
-        check_peer_ip: args.dhcp_mode == DhcpMode::Reservation,
-        phone_home_key: crate::server_key::load_or_create(data_dir)?,
-    });
-    let app = kiln_http::router(
-        http_cfg,
-        inventory.clone(),
-        events.clone(),
-        Arc::new(move || render.render()),
-        provisioning,
-    );
-    // The same limits on both listeners (each counts its own connections; TLS at most 512).
-    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let limits = args.http_limits.limits(open_files.unwrap_or(u64::MAX));
-    let https = agent_tls
-        .spawn(
-            app.clone(),
-            limits.clone(),
-            events.clone(),
-            shutdown.clone(),
-        )
-        .await?;
-    let app = kiln_http::plain_only(app);
-    let http_addr = SocketAddr::from((args.address, args.http_port));
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {http_addr}"))?;
-    let mut rx = shutdown.clone();
-    let http = tokio::spawn(kiln_http::serve_with_limits(
-        listener,
-        app,
-        limits,
-        Some(events.clone()),
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
-
-    // TFTP
-    let mut tftp_cfg = kiln_tftp::TftpConfig::new(
-        SocketAddr::from((args.address, args.tftp_port)),
-        &args.tftp_root,
-    );
-    tftp_cfg.max_per_source = args.tftp_max_per_source;
-    let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
-        .await
-        .with_context(|| format!("starting TFTP on {}:{}", args.address, args.tftp_port))?;
-    let tftp = tokio::spawn(tftp.serve(shutdown.clone()));
-
-    // DHCP (and router advertisements) on the named interface only.
-    let mut tasks = Vec::new();
-    if args.dhcp_mode != DhcpMode::Off {
-        let iface = args.interface.clone().expect("checked by check_safety");
-        let mut cfg = kiln_dhcp::Config::new(args.address, server_url.clone());
-        cfg.mode = match args.dhcp_mode {
-            DhcpMode::Reservation => kiln_dhcp::Mode::Reservation,
-            DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
-            DhcpMode::Off => kiln_dhcp::Mode::Off,
-        };
-        cfg.lease_secs = args.lease_secs;
-        let opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
-        let dhcp = kiln_dhcp::DhcpServer::bind(opts, inventory.clone(), events.clone())
-            .with_context(|| format!("starting DHCP on {iface}"))?;
-        let rx = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            dhcp.serve(rx).await.map_err(anyhow::Error::from)
-        }));
-        if !args.no_router_advert {
-            let rx = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                kiln_dhcp::run_router_advert(&iface, rx)
-                    .await
-                    .map_err(anyhow::Error::from)
-            }));
-        }
-    }
-    tracing::info!(
-        url = %server_url,
-        dhcp = ?args.dhcp_mode,
-        interface = args.interface.as_deref().unwrap_or("-"),
-        machines = inventory.load().len(),
-        "kiln serving"
-    );
-
-    // Pick up enrolments and netboot changes made by other kiln commands, and
-    // apply workflow timeouts.
-    let refresher = {
-        let (store, inventory, metrics, mut rx) = (
-            store.clone(),
-            inventory.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut seen = None;
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = rx.wait_for(|s| *s) => break,
-                }
-                metrics.run_upkeep();
-                let e = engine.clone();
-                match tokio::task::spawn_blocking(move || e.tick_all()).await {
-                    Ok(Err(err)) => tracing::warn!("applying workflow timeouts: {err}"),
-                    Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
-                    Ok(Ok(_)) => {}
-                }
-                let s = store.clone();
-                let loaded =
-                    tokio::task::spawn_blocking(move || -> Result<_, kiln_store::StoreError> {
-                        let v = s.data_version()?;
-                        Ok((
-                            v,
-                            if Some(v) != seen {
-                                Some(s.hardware()?)
-                            } else {
-                                None
-                            },
-                        ))
-                    })
-                    .await;
-                match loaded {
-                    Ok(Ok((v, Some(hw)))) => {
-                        if seen.is_some() {
-                            tracing::info!(machines = hw.len(), "inventory reloaded");
-                        }
-                        inventory.replace(Inventory::new(hw));
-                        seen = Some(v);
-                    }
-                    Ok(Ok((_, None))) => {}
-                    Ok(Err(e)) => tracing::warn!("reloading the inventory: {e}"),
-                    Err(e) => tracing::warn!("reloading the inventory: {e}"),
-                }
-            }
-        })
-    };
-
-    let power = crate::power::spawn(engine.clone(), shutdown.clone());
-
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = http.await;
-        let _ = https.await;
-        let _ = tftp.await;
-        let _ = refresher.await;
-        let _ = power.await;
-        for t in tasks {
-            let _ = t.await;
-        }
-    })
-    .await;
-    Ok(())
 }
 
 async fn wait_for_signal() {
@@ -419,48 +221,20 @@ mod tests {
             "--http-idle-timeout",
             "2m",
         ]);
-        let l = t.args.http_limits.limits(1 << 20);
+        let l = t.args.http_limits.limits();
         assert_eq!(l.max_connections, 5000);
         assert_eq!(l.max_per_source, 8);
         assert_eq!(l.header_timeout, Duration::from_secs(5));
         assert_eq!(l.idle_timeout, Duration::from_secs(120));
-        assert_eq!(t.args.http_limits.limits(1024).max_connections, 512);
         let d = T::parse_from(["t", "--address", "10.0.0.1"])
             .args
             .http_limits;
-        assert_eq!(d.limits(1 << 20), kiln_http::HttpLimits::default());
+        assert_eq!(d.limits(), kiln_http::HttpLimits::default());
         for bad in [
             ["--http-max-per-source", "0"],
             ["--http-header-timeout", "0s"],
         ] {
             assert!(T::try_parse_from(["t", "--address", "10.0.0.1", bad[0], bad[1]]).is_err());
         }
-    }
-
-    #[test]
-    fn dhcp_needs_an_interface() {
-        let t = T::parse_from(["t", "--address", "10.0.0.1"]);
-        let e = check_safety(&t.args).unwrap_err().to_string();
-        assert!(
-            e.contains("refusing to start DHCP without --interface"),
-            "{e}"
-        );
-        let t = T::parse_from([
-            "t",
-            "--address",
-            "10.0.0.1",
-            "--interface",
-            "kiln-no-such-if0",
-        ]);
-        assert!(
-            check_safety(&t.args)
-                .unwrap_err()
-                .to_string()
-                .contains("no such network interface")
-        );
-        let t = T::parse_from(["t", "--address", "10.0.0.1", "--dhcp-mode", "off"]);
-        assert!(check_safety(&t.args).is_ok());
-        let t = T::parse_from(["t", "--address", "10.0.0.1", "--interface", "lo"]);
-        assert!(check_safety(&t.args).is_ok());
     }
 }

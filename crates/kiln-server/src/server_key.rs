@@ -6,24 +6,24 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{ServerError, StartContext};
 use kiln_engine::credential::PhoneHomeKey;
 
 pub const FILE: &str = "server.key";
 
-pub fn load_or_create(data_dir: &Path) -> anyhow::Result<PhoneHomeKey> {
+pub fn load_or_create(data_dir: &Path) -> Result<PhoneHomeKey, ServerError> {
     let path = data_dir.join(FILE);
     match fs::read(&path) {
         Ok(bytes) => {
             let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-                bail!(
+                return Err(ServerError::Invalid(format!(
                     "{}: {} bytes, not a 32-byte key (remove it to make a new one: phone-home URLs already handed out stop working)",
                     path.display(),
                     bytes.len()
-                );
+                )));
             };
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("making {} 0600", path.display()))?;
+                .with_start(|| format!("making {} 0600", path.display()))?;
             Ok(PhoneHomeKey::from_bytes(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -36,13 +36,14 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<PhoneHomeKey> {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(key.bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+                .with_start(|| format!("creating {}", tmp.display()))?;
+            f.write_all(key.bytes())
+                .and_then(|()| f.sync_all())
+                .with_start(|| format!("writing {}", tmp.display()))?;
+            fs::rename(&tmp, &path).with_start(|| format!("writing {}", path.display()))?;
             Ok(key)
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(e).with_start(|| format!("reading {}", path.display())),
     }
 }
 

@@ -110,15 +110,16 @@ impl EngineProvisioning {
             .cluster_of_workflow(&wf.id)
             .map_err(|e| api_error(e.into()))?
         {
-            let seed = crate::cluster::render_seed(&cluster, &wf.hardware, &wf.id, &phone_home)
-                .map_err(|e| {
-                    tracing::warn!(
-                        "cluster {}: rendering the seed of {}: {e:#}",
-                        cluster.name,
-                        wf.hardware
-                    );
-                    ApiError::internal("cannot render this node's cloud-init")
-                })?;
+            let seed =
+                crate::cluster_seed::render_seed(&cluster, &wf.hardware, &wf.id, &phone_home)
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "cluster {}: rendering the seed of {}: {e}",
+                            cluster.name,
+                            wf.hardware
+                        );
+                        ApiError::internal("cannot render this node's cloud-init")
+                    })?;
             return Ok(Seed {
                 user_data: seed.user_data,
                 meta_data: seed.meta_data,

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::Context;
 use kiln_http::tls_ca::AgentTls;
-use tokio::sync::watch;
+
+use crate::error::{ServerError, StartContext};
 
 /// The CA and this start's server certificate, and where the agent reaches them.
 pub struct AgentTlsListener {
@@ -23,16 +23,16 @@ pub struct AgentTlsListener {
 impl AgentTlsListener {
     /// Loads (at first start: makes) the CA under `data_dir/tls` and issues the server
     /// certificate for `address`.
-    pub fn prepare(data_dir: &Path, address: Ipv4Addr, port: u16) -> anyhow::Result<Self> {
+    pub fn prepare(data_dir: &Path, address: Ipv4Addr, port: u16) -> Result<Self, ServerError> {
         let tls = kiln_http::tls_ca::load_or_create(
             &data_dir.join("tls"),
             &address.to_string(),
             SystemTime::now(),
         )
-        .context("preparing the agent API's TLS certificate")?;
+        .start("preparing the agent API's TLS certificate")?;
         let config =
             kiln_http::tls::server_config(tls.chain_der.clone(), tls.key_pkcs8_der.clone())
-                .context("the agent API's TLS configuration")?;
+                .start("the agent API's TLS configuration")?;
         Ok(AgentTlsListener {
             url: format!("https://{address}:{port}"),
             addr: SocketAddr::from((address, port)),
@@ -46,32 +46,31 @@ impl AgentTlsListener {
         self.tls.kernel_args(&self.url)
     }
 
-    /// Binds the TLS listener and serves `app` (the whole router; the agent routes are
-    /// what it is for) until `shutdown` turns true.
+    /// Binds the TLS listener; the future it returns serves `app` (the whole router; the
+    /// agent routes are what it is for) until `shutdown` completes.
     pub async fn spawn(
-        self,
+        &self,
         app: axum::Router,
         limits: kiln_http::HttpLimits,
         refusals: Arc<dyn kiln_model::EventSink>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static, ServerError>
+    {
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
-            .with_context(|| format!("binding the agent API (TLS) to {}", self.addr))?;
+            .with_start(|| format!("binding the agent API (TLS) to {}", self.addr))?;
         tracing::info!(
             url = %self.url,
             ca_sha256 = %self.tls.ca_sha256_hex(),
             "agent API over TLS"
         );
-        Ok(tokio::spawn(kiln_http::serve_tls_with_limits(
+        Ok(kiln_http::serve_tls_with_limits(
             listener,
             app,
-            self.config,
+            self.config.clone(),
             limits,
             Some(refusals),
-            async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            },
-        )))
+            shutdown,
+        ))
     }
 }

@@ -1,0 +1,198 @@
+//! Bearer tokens for the admin API: `kiln_<id>_<secret>`, 256 random bits of secret, kept as
+//! SHA-256 in the store. Reads need any live token, changes an `admin` one. Every refusal is
+//! logged and recorded as an `api.refused` event naming the source.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kiln_api::TokenScope;
+use kiln_model::Event;
+use kiln_store::{ApiTokenRecord, Store, StoreError};
+use sha2::{Digest, Sha256};
+
+use super::AdminState;
+use super::failure::Failure;
+
+/// The token made at first start, for the CLI on the server host.
+pub const FIRST_TOKEN_FILE: &str = "admin.token";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the OS random source");
+    hex(&buf)
+}
+
+pub fn hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Makes a token, stores its hash, and returns (record, the token).
+pub fn create(
+    store: &Store,
+    name: &str,
+    scope: TokenScope,
+    now_ms: u64,
+) -> Result<(ApiTokenRecord, String), StoreError> {
+    let id = random_hex(6);
+    let token = format!("kiln_{id}_{}", random_hex(32));
+    let record = ApiTokenRecord {
+        id,
+        name: name.into(),
+        scope: scope.as_str().into(),
+        created_ms: now_ms,
+        revoked_ms: None,
+    };
+    store.insert_api_token(&record, &hash(&token))?;
+    Ok((record, token))
+}
+
+/// At first start (no token at all yet) makes an admin token and writes it to
+/// `DATA_DIR/admin.token` (0600), for the CLI on this host.
+pub fn ensure_first_token(
+    store: &Store,
+    data_dir: &Path,
+    now_ms: u64,
+) -> Result<(), crate::ServerError> {
+    use crate::error::StartContext;
+    if !store.api_tokens()?.is_empty() {
+        return Ok(());
+    }
+    let path = data_dir.join(FIRST_TOKEN_FILE);
+    let tmp = data_dir.join(format!("{FIRST_TOKEN_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let (_, token) = create(store, "first-start", TokenScope::Admin, now_ms)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_start(|| format!("creating {}", tmp.display()))?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_start(|| format!("writing {}", path.display()))?;
+    tracing::info!(file = %path.display(), "admin API token made");
+    Ok(())
+}
+
+/// What a request needs: reads (GET, HEAD) any token, everything else an admin one.
+fn needed(method: &Method) -> TokenScope {
+    if method == Method::GET || method == Method::HEAD {
+        TokenScope::ReadOnly
+    } else {
+        TokenScope::Admin
+    }
+}
+
+/// The middleware in front of every admin route but the OpenAPI document.
+pub async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let need = needed(request.method());
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let refuse = |status: StatusCode, code: &str, why: String| {
+        tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
+        state.events.emit(
+            Event::now("api.refused", format!("{what} from {}: {why}", peer.ip()))
+                .with_ip(peer.ip()),
+        );
+        Failure::new(status, code, why).into_response()
+    };
+    let Some(token) = presented else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is needed (Authorization: Bearer ...)".into(),
+        );
+    };
+    let store = state.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.api_token_by_hash(&hash(&token))).await;
+    let record = match found {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or revoked token".into(),
+            );
+        }
+        Ok(Err(e)) => return Failure::from(e).into_response(),
+        Err(e) => return Failure::from(e).into_response(),
+    };
+    let scope = TokenScope::parse(&record.scope).unwrap_or(TokenScope::ReadOnly);
+    if !scope.allows(need) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} is {}; this needs an {} token",
+                record.name,
+                scope.as_str(),
+                need.as_str()
+            ),
+        );
+    }
+    let mut response = next.run(request).await;
+    // Responses may carry machine data: never cached by anything between.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_as_hashes_and_found_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (rec, token) = create(&store, "ci", TokenScope::ReadOnly, 1).unwrap();
+        assert!(token.starts_with(&format!("kiln_{}_", rec.id)));
+        assert_eq!(token.len(), "kiln_".len() + 12 + 1 + 64);
+        assert_eq!(store.api_token_by_hash(&hash(&token)).unwrap(), Some(rec));
+        assert_eq!(store.api_token_by_hash(&token).unwrap(), None);
+    }
+
+    #[test]
+    fn the_first_token_is_made_once_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        ensure_first_token(&store, dir.path(), 1).unwrap();
+        let file = dir.path().join(FIRST_TOKEN_FILE);
+        let token = std::fs::read_to_string(&file).unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let rec = store
+            .api_token_by_hash(&hash(token.trim()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.scope, "admin");
+        ensure_first_token(&store, dir.path(), 2).unwrap();
+        assert_eq!(store.api_tokens().unwrap().len(), 1);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), token);
+    }
+}

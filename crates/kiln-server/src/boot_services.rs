@@ -1,0 +1,131 @@
+//! The provisioning network's services: HTTP (plain, and the agent API over TLS), TFTP, DHCP
+//! and router advertisements on the named interface only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kiln_engine::Engine;
+use kiln_model::{EventSink, SharedInventory};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent_tls::AgentTlsListener;
+use crate::error::{ServerError, StartContext};
+use crate::options::{ServeOptions, images_dir};
+
+/// A service's task, its error logged when it ends with one.
+fn supervised<E: std::fmt::Display + Send + 'static>(
+    name: &'static str,
+    task: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            tracing::error!(service = name, "stopped: {e}");
+        }
+    })
+}
+
+fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+pub async fn spawn(
+    opts: &ServeOptions,
+    engine: &Engine,
+    inventory: &SharedInventory,
+    events: &Arc<dyn EventSink>,
+    metrics: &PrometheusHandle,
+    agent_tls: &AgentTlsListener,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServerError> {
+    let mut tasks = Vec::new();
+    let server_url = opts.server_url();
+    let http_cfg = kiln_http::HttpConfig {
+        server_url: server_url.clone(),
+        artifacts_dir: opts.artifacts.clone(),
+        boot_dir: opts.tftp_root.clone(),
+        images_dir: images_dir(&opts.data_dir),
+        kernel: opts.kernel.clone(),
+        initrd: opts.initrd.clone(),
+        kernel_args: format!("{} {}", opts.kernel_args, agent_tls.kernel_args()),
+    };
+    let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
+        engine: engine.clone(),
+        server_url: server_url.clone(),
+        check_peer_ip: opts.dhcp_mode == kiln_dhcp::Mode::Reservation,
+        phone_home_key: crate::server_key::load_or_create(&opts.data_dir)?,
+    });
+    let render = metrics.clone();
+    let app = kiln_http::router(
+        http_cfg,
+        inventory.clone(),
+        events.clone(),
+        Arc::new(move || render.render()),
+        provisioning,
+    );
+    // The same limits on both listeners (each counts its own connections; TLS at most 512).
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let limits = opts
+        .limits
+        .clone()
+        .within_open_files(open_files.unwrap_or(u64::MAX));
+    tasks.push(supervised(
+        "agent API (TLS)",
+        agent_tls
+            .spawn(
+                app.clone(),
+                limits.http.clone(),
+                events.clone(),
+                until(shutdown.clone()),
+            )
+            .await?,
+    ));
+    let http_addr = SocketAddr::from((opts.address, opts.http_port));
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_start(|| format!("binding HTTP to {http_addr}"))?;
+    tasks.push(supervised(
+        "HTTP",
+        kiln_http::serve_with_limits(
+            listener,
+            kiln_http::plain_only(app),
+            limits.http.clone(),
+            Some(events.clone()),
+            until(shutdown.clone()),
+        ),
+    ));
+
+    let mut tftp_cfg = kiln_tftp::TftpConfig::new(
+        SocketAddr::from((opts.address, opts.tftp_port)),
+        &opts.tftp_root,
+    );
+    tftp_cfg.max_per_source = limits.tftp_max_per_source;
+    let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
+        .await
+        .with_start(|| format!("starting TFTP on {}:{}", opts.address, opts.tftp_port))?;
+    tasks.push(supervised("TFTP", tftp.serve(shutdown.clone())));
+
+    if opts.dhcp_mode != kiln_dhcp::Mode::Off {
+        let iface = opts
+            .interface
+            .clone()
+            .ok_or_else(|| ServerError::Invalid("DHCP needs --interface".into()))?;
+        let mut cfg = kiln_dhcp::Config::new(opts.address, server_url);
+        cfg.mode = opts.dhcp_mode;
+        cfg.lease_secs = opts.lease_secs;
+        let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
+        let dhcp = kiln_dhcp::DhcpServer::bind(server_opts, inventory.clone(), events.clone())
+            .with_start(|| format!("starting DHCP on {iface}"))?;
+        tasks.push(supervised("DHCP", dhcp.serve(shutdown.clone())));
+        if opts.router_advert {
+            let rx = shutdown.clone();
+            tasks.push(supervised("router advertisements", async move {
+                kiln_dhcp::run_router_advert(&iface, rx).await
+            }));
+        }
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,21 @@
+//! The running Kiln server as a library: the provisioning network's services (DHCP, TFTP,
+//! HTTP, the agent API over TLS), the workflow engine's ticker, the BMC job runner, the event
+//! writer, the inventory refresher and the admin API, under one supervisor and one shutdown
+//! signal. `kiln serve` fills in [`ServeOptions`] and calls [`serve`].
+
+pub mod admin;
+mod agent_tls;
+mod boot_services;
+pub mod cluster_seed;
+mod error;
+mod options;
+mod power;
+mod provisioning;
+mod refresher;
+mod run;
+pub mod server_key;
+mod sink;
+
+pub use error::ServerError;
+pub use options::{Limits, ServeOptions, images_dir};
+pub use run::{Running, serve, start};

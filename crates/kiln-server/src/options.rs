@@ -1,0 +1,150 @@
+//! Everything `kiln serve` is told: the CLI (flags, environment, config file) fills it in.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// How much one client, and all of them together, may hold of the boot services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub http: kiln_http::HttpLimits,
+    /// Concurrent TFTP transfers one IP address may hold.
+    pub tftp_max_per_source: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            http: kiln_http::HttpLimits::default(),
+            tftp_max_per_source: 8,
+        }
+    }
+}
+
+impl Limits {
+    /// HTTP connections kept within half the open-file limit, so TFTP (and the store) keep
+    /// descriptors when HTTP is full.
+    pub fn within_open_files(mut self, open_files: u64) -> Limits {
+        let half = usize::try_from(open_files / 2).unwrap_or(usize::MAX).max(1);
+        if self.http.max_connections > half {
+            tracing::warn!(
+                open_files,
+                "--http-max-connections {} lowered to {half}: half the open-file limit",
+                self.http.max_connections
+            );
+            self.http.max_connections = half;
+        }
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// SQLite database, keys, TLS CA, images.
+    pub data_dir: PathBuf,
+    /// Kiln's IPv4 address on the provisioning network (TFTP and HTTP bind to it).
+    pub address: Ipv4Addr,
+    /// The provisioning interface; DHCP binds to it alone.
+    pub interface: Option<String>,
+    pub dhcp_mode: kiln_dhcp::Mode,
+    pub http_port: u16,
+    pub agent_tls_port: u16,
+    pub tftp_port: u16,
+    /// iPXE binaries for TFTP (and /boot/ over HTTP).
+    pub tftp_root: PathBuf,
+    /// Kernel and initrd of the in-memory OS.
+    pub artifacts: PathBuf,
+    pub kernel: String,
+    pub initrd: String,
+    pub kernel_args: String,
+    pub lease_secs: u32,
+    pub router_advert: bool,
+    /// The admin API's listener (management network; loopback by default).
+    pub api_listen: SocketAddr,
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    /// The defaults `kiln serve` documents, for `address`.
+    pub fn new(data_dir: PathBuf, address: Ipv4Addr) -> ServeOptions {
+        ServeOptions {
+            data_dir,
+            address,
+            interface: None,
+            dhcp_mode: kiln_dhcp::Mode::Reservation,
+            http_port: 8080,
+            agent_tls_port: 8443,
+            tftp_port: 69,
+            tftp_root: "/usr/lib/ipxe".into(),
+            artifacts: "/var/lib/kiln/artifacts".into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.img".into(),
+            kernel_args: "console=ttyS0,115200 console=tty0 quiet cryptomgr.notests".into(),
+            lease_secs: 86_400,
+            router_advert: true,
+            api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9443)),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn server_url(&self) -> String {
+        format!("http://{}:{}", self.address, self.http_port)
+    }
+
+    /// DHCP only on a named, existing interface.
+    pub fn check_safety(&self) -> Result<(), crate::ServerError> {
+        if self.dhcp_mode != kiln_dhcp::Mode::Off {
+            let Some(iface) = self.interface.as_deref().filter(|i| !i.is_empty()) else {
+                return Err(crate::ServerError::Invalid(
+                    "refusing to start DHCP without --interface: name the provisioning interface \
+                     (kiln never answers DHCP on an interface it was not given), or use --dhcp-mode off"
+                        .into(),
+                ));
+            };
+            if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+                return Err(crate::ServerError::Invalid(format!(
+                    "--interface {iface}: no such network interface"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directory imported images live in.
+pub fn images_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("images")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_connections_stay_within_half_the_open_file_limit() {
+        let mut l = Limits::default();
+        l.http.max_connections = 5000;
+        assert_eq!(
+            l.clone().within_open_files(1 << 20).http.max_connections,
+            5000
+        );
+        assert_eq!(l.within_open_files(1024).http.max_connections, 512);
+    }
+
+    #[test]
+    fn dhcp_needs_an_interface() {
+        let mut o = ServeOptions::new("/tmp".into(), Ipv4Addr::new(10, 0, 0, 1));
+        let e = o.check_safety().unwrap_err().to_string();
+        assert!(
+            e.contains("refusing to start DHCP without --interface"),
+            "{e}"
+        );
+        o.interface = Some("kiln-no-such-if0".into());
+        let e = o.check_safety().unwrap_err().to_string();
+        assert!(e.contains("no such network interface"), "{e}");
+        o.interface = Some("lo".into());
+        assert!(o.check_safety().is_ok());
+        o.interface = None;
+        o.dhcp_mode = kiln_dhcp::Mode::Off;
+        assert!(o.check_safety().is_ok());
+    }
+}

@@ -1,0 +1,64 @@
+//! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
+//! when another connection (another kiln process, the admin API) committed a change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_engine::Engine;
+use kiln_model::{Inventory, SharedInventory};
+use kiln_store::{Store, StoreError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+pub fn spawn(
+    store: Arc<Store>,
+    engine: Engine,
+    inventory: SharedInventory,
+    metrics: PrometheusHandle,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            metrics.run_upkeep();
+            let e = engine.clone();
+            match tokio::task::spawn_blocking(move || e.tick_all()).await {
+                Ok(Err(err)) => tracing::warn!("applying workflow timeouts: {err}"),
+                Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
+                Ok(Ok(_)) => {}
+            }
+            let s = store.clone();
+            let loaded = tokio::task::spawn_blocking(move || reload_if_changed(&s, seen)).await;
+            match loaded {
+                Ok(Ok(Some((v, hw)))) => {
+                    if seen.is_some() {
+                        tracing::info!(machines = hw.len(), "inventory reloaded");
+                    }
+                    inventory.replace(Inventory::new(hw));
+                    seen = Some(v);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!("reloading the inventory: {e}"),
+                Err(e) => tracing::warn!("reloading the inventory: {e}"),
+            }
+        }
+    })
+}
+
+/// The hardware, when the store's data version moved since `seen`.
+#[allow(clippy::type_complexity)]
+fn reload_if_changed(
+    store: &Store,
+    seen: Option<i64>,
+) -> Result<Option<(i64, Vec<kiln_model::Hardware>)>, StoreError> {
+    let v = store.data_version()?;
+    if Some(v) == seen {
+        return Ok(None);
+    }
+    Ok(Some((v, store.hardware()?)))
+}

@@ -1,0 +1,126 @@
+//! The supervisor: opens the store, starts every service with one shutdown signal, and waits
+//! for them to end.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kiln_model::{EventSink, Inventory, SharedInventory};
+use kiln_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+use crate::error::{ServerError, StartContext};
+use crate::options::ServeOptions;
+use crate::sink::StoreSink;
+
+/// Prometheus' recorder is process-wide: installed once, shared by every server a process runs
+/// (tests run several).
+fn metrics() -> Result<PrometheusHandle, ServerError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+                5.0, 30.0,
+            ],
+        )
+        .start("metric buckets")?
+        .install_recorder()
+        .start("installing the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// A running server: where its listeners ended up (port 0 picks one) and how to stop it.
+pub struct Running {
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Signals every service to stop and waits (at most 5 s) for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let running = start(opts).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// Starts every service and returns once they listen.
+pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
+    opts.check_safety()?;
+    let metrics = metrics()?;
+    let data_dir = opts.data_dir.clone();
+    let store = Arc::new(
+        Store::open(&data_dir)
+            .with_start(|| format!("opening the store in {}", data_dir.display()))?,
+    );
+    // This connection writes events (and reads); see Store::relax_durability.
+    store.relax_durability()?;
+    let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
+    let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
+    let (stop, shutdown) = watch::channel(false);
+    let server_url = opts.server_url();
+    let mut tasks = Vec::new();
+
+    // The engine writes through its own connection: `PRAGMA data_version` only moves for
+    // other connections' commits, and the refresher must see the engine turn netboot off.
+    let engine = kiln_engine::Engine::new(Arc::new(
+        Store::open(&data_dir).start("opening the engine's store connection")?,
+    ));
+    store.set_setting("server_url", &server_url)?;
+
+    let agent_tls =
+        crate::agent_tls::AgentTlsListener::prepare(&data_dir, opts.address, opts.agent_tls_port)?;
+    tasks.extend(
+        crate::boot_services::spawn(
+            &opts, &engine, &inventory, &events, &metrics, &agent_tls, &shutdown,
+        )
+        .await?,
+    );
+    let admin = crate::admin::AdminApi::bind(&opts, &engine, &events).await?;
+    let admin_addr = admin.local_addr();
+    tasks.push(admin.spawn(shutdown.clone()));
+    tasks.push(crate::refresher::spawn(
+        store.clone(),
+        engine.clone(),
+        inventory.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tasks.push(crate::power::spawn(engine.clone(), shutdown.clone()));
+    tracing::info!(
+        url = %server_url,
+        admin_api = %admin_addr,
+        dhcp = ?opts.dhcp_mode,
+        interface = opts.interface.as_deref().unwrap_or("-"),
+        machines = inventory.load().len(),
+        "kiln serving"
+    );
+    Ok(Running {
+        admin_addr,
+        stop,
+        tasks,
+    })
+}

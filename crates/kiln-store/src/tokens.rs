@@ -1,0 +1,91 @@
+//! Admin API bearer tokens: their SHA-256, a name and a scope; the token itself is shown once
+//! when made and never stored.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    /// `admin` or `read-only`.
+    pub scope: String,
+    pub created_ms: u64,
+    pub revoked_ms: Option<u64>,
+}
+
+const COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scope: r.get(2)?,
+        created_ms: r.get::<_, i64>(3)? as u64,
+        revoked_ms: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+    })
+}
+
+impl Store {
+    pub fn insert_api_token(&self, t: &ApiTokenRecord, hash: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            &format!("INSERT INTO api_tokens ({COLUMNS}, hash) VALUES (?1, ?2, ?3, ?4, NULL, ?5)"),
+            params![t.id, t.name, t.scope, t.created_ms as i64, hash],
+        )?;
+        Ok(())
+    }
+
+    /// The live (not revoked) token whose SHA-256 is `hash`.
+    pub fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM api_tokens WHERE hash = ?1 AND revoked_ms IS NULL"),
+                [hash],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM api_tokens ORDER BY created_ms, id"
+        ))?;
+        let rows = q.query_map([], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes the live tokens whose id or name is `key`; how many.
+    pub fn revoke_api_token(&self, key: &str, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE api_tokens SET revoked_ms = ?2 WHERE (id = ?1 OR name = ?1) AND revoked_ms IS NULL",
+            params![key, now_ms as i64],
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_token_is_listed_but_no_longer_found() {
+        let (_dir, store) = crate::testutil::temp_store();
+        let t = ApiTokenRecord {
+            id: "t1".into(),
+            name: "ci".into(),
+            scope: "read-only".into(),
+            created_ms: 5,
+            revoked_ms: None,
+        };
+        store.insert_api_token(&t, "h1").unwrap();
+        assert_eq!(store.api_token_by_hash("h1").unwrap(), Some(t.clone()));
+        assert_eq!(store.api_token_by_hash("h2").unwrap(), None);
+        assert_eq!(store.revoke_api_token("ci", 9).unwrap(), 1);
+        assert_eq!(store.api_token_by_hash("h1").unwrap(), None);
+        assert_eq!(store.api_tokens().unwrap()[0].revoked_ms, Some(9));
+        assert_eq!(store.revoke_api_token("ci", 10).unwrap(), 0);
+    }
+}
