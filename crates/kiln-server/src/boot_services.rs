@@ -26,10 +26,8 @@ fn supervised<E: std::fmt::Display + Send + 'static>(
     })
 }
 
-fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn until(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 pub async fn spawn(

@@ -1,13 +1,13 @@
 //! `kiln enroll FILE.csv`: validate everything, then store everything or nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_model::csv::{CsvError, CsvWarning, parse_hardware_csv_rows};
-use kiln_store::{Store, StoreError};
-use serde::Serialize;
+use kiln_api::{EnrollOutcome, EnrollRequest};
 
+use crate::Ctx;
+use crate::client::ClientError;
 use crate::output::Format;
 
 #[derive(clap::Args)]
@@ -21,31 +21,21 @@ pub struct Args {
     output: Format,
 }
 
-/// What `enroll -o json` prints, whether or not it enrolled.
-#[derive(Serialize, Default)]
-struct Outcome {
-    file: String,
-    enrolled: bool,
-    dry_run: bool,
-    valid: usize,
-    added: Vec<String>,
-    updated: Vec<String>,
-    unchanged: Vec<String>,
-    warnings: Vec<CsvWarning>,
-    errors: Vec<CsvError>,
-}
+/// What `enroll -o json` prints, whether or not it enrolled: the server's outcome.
+struct Outcome(EnrollOutcome);
 
 impl Outcome {
     /// Prints the outcome; problems go to stderr in table mode, one `FILE:LINE:COLUMN` each.
     fn finish(self, output: Format, summary: &str) -> anyhow::Result<ExitCode> {
-        let ok = self.errors.is_empty();
+        let o = self.0;
+        let ok = o.errors.is_empty();
         match output {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&self)?),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&o)?),
             Format::Table => {
-                for w in &self.warnings {
-                    eprintln!("{w}");
+                for w in &o.warnings {
+                    eprintln!("{}", warning_line(w));
                 }
-                for e in &self.errors {
+                for e in &o.errors {
                     eprintln!("{e}");
                 }
                 if ok {
@@ -63,69 +53,53 @@ impl Outcome {
     }
 }
 
-pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+/// `FILE:LINE:COLUMN: warning: MESSAGE`, as the parser words it.
+fn warning_line(w: &kiln_api::Detail) -> String {
+    let place = kiln_api::Detail {
+        message: String::new(),
+        ..w.clone()
+    };
+    format!("{}warning: {}", place, w.message)
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let name = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?;
-    let mut outcome = Outcome {
-        file: name.clone(),
-        dry_run: args.dry_run,
-        ..Outcome::default()
+    let csv = std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?;
+    let api = ctx.client()?;
+    let req = EnrollRequest {
+        file_name: name.clone(),
+        csv,
+        replace: false,
     };
-    let rows = match parse_hardware_csv_rows(&name, &text) {
-        Ok(parsed) => {
-            // Read-past columns: shown, not fatal (EKS Anywhere ignores them silently).
-            outcome.warnings = parsed.warnings;
-            parsed.rows
+    let path = format!(
+        "{}{}",
+        kiln_api::routes::path("hardware", None, ""),
+        if args.dry_run { "?dry_run=true" } else { "" }
+    );
+    match api.send::<_, EnrollOutcome>("POST", &path, &req) {
+        Ok(o) => {
+            let summary = if o.dry_run {
+                format!(
+                    "{name}: {} machine(s) valid (dry run: nothing stored)",
+                    o.valid
+                )
+            } else {
+                format!(
+                    "{name}: {} added, {} updated, {} unchanged",
+                    o.added.len(),
+                    o.updated.len(),
+                    o.unchanged.len()
+                )
+            };
+            Outcome(o).finish(args.output, &summary)
         }
-        Err(errors) => {
-            outcome.errors = errors.0;
-            let summary = format!(
-                "{} problem(s) in {name}; nothing was enrolled",
-                outcome.errors.len()
-            );
-            return outcome.finish(args.output, &summary);
-        }
-    };
-    outcome.valid = rows.len();
-    if args.dry_run {
-        let summary = format!(
-            "{name}: {} machine(s) valid (dry run: nothing stored)",
-            rows.len()
-        );
-        return outcome.finish(args.output, &summary);
-    }
-    let store = Store::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    let machines: Vec<_> = rows.iter().map(|r| r.hardware.clone()).collect();
-    match store.enroll(&machines) {
-        Ok(s) => {
-            let summary = format!(
-                "{name}: {} added, {} updated, {} unchanged",
-                s.added.len(),
-                s.updated.len(),
-                s.unchanged.len()
-            );
-            outcome.enrolled = true;
-            (outcome.added, outcome.updated, outcome.unchanged) = (s.added, s.updated, s.unchanged);
-            outcome.finish(args.output, &summary)
-        }
-        Err(StoreError::Conflicts(conflicts)) => {
-            outcome.errors = conflicts
-                .iter()
-                .map(|c| CsvError {
-                    file: name.clone(),
-                    line: rows[c.index].line,
-                    column: 1,
-                    field: c.field.to_string(),
-                    message: c.message.clone(),
-                })
-                .collect();
-            let summary = format!(
-                "{} conflict(s) with enrolled machines; nothing was enrolled",
-                conflicts.len()
-            );
-            outcome.finish(args.output, &summary)
-        }
-        Err(e) => Err(e).context("enrolling"),
+        Err(ClientError::Api { status: 422, body }) => Outcome(EnrollOutcome {
+            file: name,
+            dry_run: args.dry_run,
+            errors: body.details,
+            ..EnrollOutcome::default()
+        })
+        .finish(args.output, &body.message),
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,12 +1,12 @@
-//! `kiln hardware list|show|netboot`. BMC passwords are never printed.
+//! `kiln hardware list|show|netboot|update|delete`. BMC passwords go in, never out.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use kiln_api::HardwareUpdate;
+use kiln_api::routes::path;
 use kiln_model::Hardware;
-use kiln_store::Store;
 
+use crate::Ctx;
 use crate::output::{Format, table};
 
 #[derive(clap::Subcommand)]
@@ -28,6 +28,23 @@ pub enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Change a machine's labels or BMC credentials (its addresses change only by enrolling
+    /// its hardware.csv row again).
+    Update {
+        name: String,
+        /// Set a label (KEY=VALUE) or remove one (KEY-); repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE|KEY-")]
+        labels: Vec<String>,
+        #[arg(long)]
+        bmc_username: Option<String>,
+        /// Read the new BMC password from this file (`-`: stdin), never from the command line.
+        #[arg(long, value_name = "FILE")]
+        bmc_password_file: Option<std::path::PathBuf>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Forget a machine (refused while it has an unfinished workflow or is a cluster node).
+    Delete { name: String },
 }
 
 fn labels(hw: &Hardware) -> String {
@@ -42,85 +59,142 @@ fn on_off(b: bool) -> String {
     if b { "on" } else { "off" }.to_string()
 }
 
-pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+fn print_list(all: &[Hardware]) {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|h| {
+            vec![
+                h.hostname.clone(),
+                h.mac.to_string(),
+                format!("{}/{}", h.ip, h.prefix_len()),
+                on_off(h.netboot),
+                h.bmc
+                    .as_ref()
+                    .map(|b| b.address.clone())
+                    .unwrap_or_else(|| "-".into()),
+                h.disk.clone(),
+                labels(h),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["HOSTNAME", "MAC", "IP", "NETBOOT", "BMC", "DISK", "LABELS"],
+            &rows
+        )
+    );
+}
+
+fn print_show(hw: &Hardware) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let ns = hw
+        .nameservers
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let lines = [
+        ("hostname", hw.hostname.clone()),
+        ("mac", hw.mac.to_string()),
+        (
+            "ip",
+            format!("{}/{} (netmask {})", hw.ip, hw.prefix_len(), hw.netmask),
+        ),
+        ("gateway", opt(hw.gateway.map(|g| g.to_string()))),
+        ("nameservers", if ns.is_empty() { "-".into() } else { ns }),
+        ("disk", hw.disk.clone()),
+        ("vlan", opt(hw.vlan_id.map(|v| v.to_string()))),
+        ("labels", labels(hw)),
+        ("netboot", on_off(hw.netboot)),
+        (
+            "bmc",
+            opt(hw
+                .bmc
+                .as_ref()
+                .map(|b| format!("{} (user {}, password stored)", b.address, b.username))),
+        ),
+    ];
+    for (k, v) in lines {
+        println!("{k:<12} {v}");
+    }
+}
+
+fn print_one(hw: &Hardware, output: Format) -> anyhow::Result<()> {
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(hw)?),
+        Format::Table => print_show(hw),
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE` sets, `KEY-` removes.
+fn label_changes(given: &[String]) -> anyhow::Result<HardwareUpdate> {
+    let mut up = HardwareUpdate::default();
+    for l in given {
+        if let Some((k, v)) = l.split_once('=') {
+            up.labels.insert(k.to_string(), Some(v.to_string()));
+        } else if let Some(k) = l.strip_suffix('-') {
+            up.labels.insert(k.to_string(), None);
+        } else {
+            anyhow::bail!("--label {l}: KEY=VALUE sets a label, KEY- removes one");
+        }
+    }
+    Ok(up)
+}
+
+fn read_password(file: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the BMC password from stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading the BMC password from {}", file.display()))?
+    };
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
+    let api = ctx.client()?;
     match cmd {
         Command::List { output } => {
-            let all = store.hardware()?;
+            let all: Vec<Hardware> = api.get(&path("hardware", None, ""))?;
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = all
-                        .iter()
-                        .map(|h| {
-                            vec![
-                                h.hostname.clone(),
-                                h.mac.to_string(),
-                                format!("{}/{}", h.ip, h.prefix_len()),
-                                on_off(h.netboot),
-                                h.bmc
-                                    .as_ref()
-                                    .map(|b| b.address.clone())
-                                    .unwrap_or_else(|| "-".into()),
-                                h.disk.clone(),
-                                labels(h),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(
-                            &["HOSTNAME", "MAC", "IP", "NETBOOT", "BMC", "DISK", "LABELS"],
-                            &rows
-                        )
-                    );
-                }
+                Format::Table => print_list(&all),
             }
         }
         Command::Show { name, output } => {
-            let hw = store
-                .hardware_by_name(&name)?
-                .with_context(|| format!("no machine named {name:?} is enrolled"))?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&hw)?),
-                Format::Table => {
-                    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-                    let ns = hw
-                        .nameservers
-                        .iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    let lines = [
-                        ("hostname", hw.hostname.clone()),
-                        ("mac", hw.mac.to_string()),
-                        (
-                            "ip",
-                            format!("{}/{} (netmask {})", hw.ip, hw.prefix_len(), hw.netmask),
-                        ),
-                        ("gateway", opt(hw.gateway.map(|g| g.to_string()))),
-                        ("nameservers", if ns.is_empty() { "-".into() } else { ns }),
-                        ("disk", hw.disk.clone()),
-                        ("vlan", opt(hw.vlan_id.map(|v| v.to_string()))),
-                        ("labels", labels(&hw)),
-                        ("netboot", on_off(hw.netboot)),
-                        (
-                            "bmc",
-                            opt(hw.bmc.as_ref().map(|b| {
-                                format!("{} (user {}, password stored)", b.address, b.username)
-                            })),
-                        ),
-                    ];
-                    for (k, v) in lines {
-                        println!("{k:<12} {v}");
-                    }
-                }
-            }
+            let hw: Hardware = api.get(&path("hardware", Some(&name), ""))?;
+            print_one(&hw, output)?;
         }
         Command::Netboot { name, state } => {
-            store.set_netboot(&name, state == "on")?;
+            let up = HardwareUpdate {
+                netboot: Some(state == "on"),
+                ..HardwareUpdate::default()
+            };
+            let _: Hardware = api.send("PATCH", &path("hardware", Some(&name), ""), &up)?;
             println!("{name}: netboot {state}");
+        }
+        Command::Update {
+            name,
+            labels,
+            bmc_username,
+            bmc_password_file,
+            output,
+        } => {
+            let mut up = label_changes(&labels)?;
+            up.bmc_username = bmc_username;
+            up.bmc_password = bmc_password_file
+                .as_deref()
+                .map(read_password)
+                .transpose()?;
+            let hw: Hardware = api.send("PATCH", &path("hardware", Some(&name), ""), &up)?;
+            print_one(&hw, output)?;
+        }
+        Command::Delete { name } => {
+            let () = api.delete(&path("hardware", Some(&name), ""))?;
+            println!("{name}: deleted");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
 mod bmc;
+mod client;
 mod cluster;
 mod demo;
 mod enroll;
@@ -10,6 +11,7 @@ mod image;
 mod output;
 mod select;
 mod serve;
+mod token;
 mod views;
 mod wait;
 mod workflow;
@@ -37,8 +39,23 @@ struct Cli {
         default_value = "/var/lib/kiln"
     )]
     data_dir: PathBuf,
+    #[command(flatten)]
+    server: client::ServerArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What every client command needs: where the server is and how to reach it.
+pub struct Ctx {
+    pub data_dir: PathBuf,
+    pub server: client::ServerArgs,
+}
+
+impl Ctx {
+    /// The admin API's client (found through `--server` or the local data dir).
+    pub fn client(&self) -> anyhow::Result<client::Client> {
+        client::Client::connect(&self.data_dir, &self.server)
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,6 +80,9 @@ enum Command {
     Bmc(bmc::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
+    /// Admin API tokens (on the server host: reads the data dir directly).
+    #[command(subcommand)]
+    Token(token::Command),
     /// A whole lab on this machine: QEMU machines behind virtual BMCs become a Kubernetes
     /// cluster, live progress, phase times; everything removed at the end (root).
     Demo(demo::Args),
@@ -104,9 +124,14 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ctx = Ctx {
+        data_dir: cli.data_dir.clone(),
+        server: cli.server.clone(),
+    };
     let result = match cli.command {
-        Command::Enroll(args) => enroll::run(&cli.data_dir, args),
-        Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
+        Command::Enroll(args) => enroll::run(&ctx, args),
+        Command::Hardware(cmd) => hardware::run(&ctx, cmd),
+        Command::Token(cmd) => token::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&cli.data_dir, args),
         Command::Cluster(cmd) => cluster::run(&cli.data_dir, cmd),
         Command::Bmc(args) => bmc::run(&cli.data_dir, args),
