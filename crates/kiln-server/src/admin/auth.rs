@@ -116,7 +116,13 @@ pub async fn require_token(
             Event::now("api.refused", format!("{what} from {}: {why}", peer.ip()))
                 .with_ip(peer.ip()),
         );
-        Failure::new(status, code, why).into_response()
+        let mut response = Failure::new(status, code, why).into_response();
+        // The refused request's body is left unread: the connection is not reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
     };
     let Some(token) = presented else {
         return refuse(
