@@ -10,80 +10,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::Hardware;
 
-/// The actions the agent knows how to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
-    /// Stream an image to the disk: url, sha256, disk, optional size.
-    Image2disk,
-    /// Write a file into the installed OS: path, content, optional mode.
-    Writefile,
-    /// Write a NoCloud seed into the installed OS: optional user_data, meta_data, network_config.
-    CloudInit,
-    /// Run a command chrooted into the installed OS: command.
-    Exec,
-    /// Reboot into the installed OS.
-    Reboot,
-    /// kexec into the installed OS's kernel (faster than a firmware reboot).
-    Kexec,
-    /// Erase the disk's partition tables and file system signatures: optional disk.
-    Wipe,
-    /// Power the machine off; the workflow succeeds when the agent reports it.
-    Poweroff,
-}
-
-impl ActionKind {
-    pub const ALL: [(&'static str, ActionKind); 8] = [
-        ("image2disk", ActionKind::Image2disk),
-        ("writefile", ActionKind::Writefile),
-        ("cloud-init", ActionKind::CloudInit),
-        ("exec", ActionKind::Exec),
-        ("reboot", ActionKind::Reboot),
-        ("kexec", ActionKind::Kexec),
-        ("wipe", ActionKind::Wipe),
-        ("poweroff", ActionKind::Poweroff),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .expect("every kind is listed")
-    }
-
-    /// (required, optional) parameters.
-    fn params(self) -> (&'static [&'static str], &'static [&'static str]) {
-        match self {
-            ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size"]),
-            ActionKind::Writefile => (&["path", "content"], &["mode", "disk"]),
-            ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config", "disk"]),
-            ActionKind::Exec => (&["command"], &["disk"]),
-            ActionKind::Wipe => (&[], &["disk"]),
-            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff => (&[], &[]),
-        }
-    }
-
-    /// Whether the machine leaves the agent after this action.
-    pub fn ends_agent(self) -> bool {
-        matches!(
-            self,
-            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff
-        )
-    }
-
-    /// Whether the workflow is over once this action succeeds (the machine is off: no
-    /// installed OS will phone home).
-    pub fn ends_workflow(self) -> bool {
-        matches!(self, ActionKind::Poweroff)
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use kiln_api::agent::{ActionKind, ActionSpec};
 
 /// A validated template. Parameters are still template text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,15 +21,6 @@ pub struct Template {
     /// The YAML it was parsed from: kept with each workflow so `kiln workflow retry` can
     /// render it again (a new token, the machine's current record).
     pub source: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionSpec {
-    pub name: String,
-    pub kind: ActionKind,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub params: BTreeMap<String, String>,
 }
 
 /// Defaults when a template does not say.
