@@ -4,10 +4,12 @@
 
 pub mod agent;
 pub mod error;
+pub mod event_kind;
 pub mod mac;
 pub mod resources;
 pub mod routes;
 
 pub use error::{ApiErrorBody, Detail};
+pub use event_kind::EventKind;
 pub use mac::MacAddr;
 pub use resources::*;

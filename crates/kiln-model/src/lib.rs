@@ -15,7 +15,7 @@ pub mod template;
 pub mod workflow;
 
 pub use diagnostic::Diagnostic;
-pub use event::{Event, EventSink, NullSink};
+pub use event::{Event, EventKind, EventSink, NullSink};
 pub use hardware::{BmcEndpoint, Hardware};
 pub use inventory::{Inventory, SharedInventory};
 pub use mac::MacAddr;

@@ -1,6 +1,7 @@
 //! The admin API as an operator's tools meet it: a whole server started in-process (boot
 //! services on loopback ports picked by the OS, DHCP off), reached over TLS with Kiln's CA.
 
+use kiln_model::EventKind;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,11 +212,15 @@ fn every_route_is_documented_and_refuses_requests_without_the_right_token() {
     let writes = routes.iter().filter(|(m, _)| m != "GET").count();
     let expected = routes.len() * 3 + writes + 1;
     let refusals = |all: &[kiln_store::EventRecord]| {
-        all.iter().filter(|e| e.event.kind == "api.refused").count()
+        all.iter()
+            .filter(|e| e.event.kind == EventKind::ApiRefused)
+            .count()
     };
     let events = s.events_until(|all| refusals(all) >= expected);
     assert_eq!(refusals(&events), expected);
-    let refused = events.iter().filter(|e| e.event.kind == "api.refused");
+    let refused = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::ApiRefused);
     for e in refused {
         assert!(e.event.detail.contains("from 127.0.0.1"), "{:?}", e.event);
         assert!(

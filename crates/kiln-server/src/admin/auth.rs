@@ -2,6 +2,7 @@
 //! SHA-256 in the store. Reads need any live token, changes an `admin` one. Every refusal is
 //! logged and recorded as an `api.refused` event naming the source.
 
+use kiln_model::EventKind;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -113,8 +114,11 @@ pub async fn require_token(
     let refuse = |status: StatusCode, code: &str, why: String| {
         tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
         state.events.emit(
-            Event::now("api.refused", format!("{what} from {}: {why}", peer.ip()))
-                .with_ip(peer.ip()),
+            Event::now(
+                EventKind::ApiRefused,
+                format!("{what} from {}: {why}", peer.ip()),
+            )
+            .with_ip(peer.ip()),
         );
         let mut response = Failure::new(status, code, why).into_response();
         // The refused request's body is left unread: the connection is not reused.
