@@ -533,10 +533,7 @@ async fn one_address_cannot_hold_every_slot() {
             message: "too many transfers from this address".into()
         }
     );
-    let refused = wait_for(&s.events, |k| {
-        k.iter().any(|k| *k == EventKind::TftpRefused)
-    })
-    .await;
+    let refused = wait_for(&s.events, |k| k.contains(&EventKind::TftpRefused)).await;
     assert!(
         refused
             .iter()
