@@ -3,6 +3,7 @@
 mod agent_tls;
 mod bmc;
 mod cluster;
+mod config;
 mod demo;
 mod enroll;
 mod events;
@@ -108,7 +109,14 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `Cli::parse()`, with `serve --config FILE` applied.
+    let cli: Cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Enroll(args) => enroll::run(&cli.data_dir, args),
         Command::Hardware(cmd) => hardware::run(&cli.data_dir, cmd),
