@@ -488,6 +488,25 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_sample_names_only_real_flags() {
+        let sample = include_str!("../../../packaging/kiln.toml");
+        assert!(settings("kiln.toml", sample, &Cli::command()).is_ok());
+        // Every commented-out example, uncommented, is a valid setting too (api_listen
+        // only once serve has the flag).
+        let root = Cli::command();
+        let has = |id: &str| settable(&root).iter().any(|a| a.get_id() == id);
+        let all: String = sample
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .filter(|l| has("api_listen") || !l.starts_with("api_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let found = settings_of(&all).unwrap();
+        assert!(found.len() >= 18, "{found:?}");
+    }
+
+    #[test]
     fn columns_count_characters() {
         // "=" is the 4th character of line 2, at byte 7.
         assert_eq!(line_column("a\néé = 1", 7), (2, 4));
