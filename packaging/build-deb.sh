@@ -25,8 +25,10 @@ fi
 mkdir -p "$STAGE"
 rm -rf "$STAGE/agent-os"
 if [ -n "${KILN_AGENT_OS:-}" ]; then
-	[ -s "$KILN_AGENT_OS/vmlinuz" ] && [ -s "$KILN_AGENT_OS/initrd.img" ] ||
-		{ echo "build-deb.sh: $KILN_AGENT_OS has no vmlinuz + initrd.img" >&2; exit 1; }
+	if [ ! -s "$KILN_AGENT_OS/vmlinuz" ] || [ ! -s "$KILN_AGENT_OS/initrd.img" ]; then
+		echo "build-deb.sh: $KILN_AGENT_OS has no vmlinuz + initrd.img" >&2
+		exit 1
+	fi
 	mkdir -p "$STAGE/agent-os"
 	cp "$KILN_AGENT_OS/vmlinuz" "$KILN_AGENT_OS/initrd.img" "$STAGE/agent-os/"
 else
