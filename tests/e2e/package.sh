@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the checks' bash -c scripts take their arguments as $1, $2
 # Issue 12 point 4 end to end: Kiln as a Debian package and a service. Builds the .deb with
 # packaging/build-deb.sh (cargo-deb), installs it on this machine with dpkg -i, checks what
 # it installed (stripped binary with its debug info in kiln-dbgsym, the agent OS, the
@@ -15,7 +16,6 @@
 # when run-e2e.sh built it, else images/agent/build.sh runs). Root; CI machines only (it
 # installs and removes the package `kiln`; it refuses to run where kiln is installed).
 set -euo pipefail
-# shellcheck disable=SC2016 # the checks' bash -c scripts take their arguments as $1, $2
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
