@@ -7,6 +7,9 @@
 #   KILN_AGENT_OS=DIR packaging/build-deb.sh
 #                                     packages an agent OS already built by that script
 #                                     (DIR/vmlinuz, DIR/initrd.img; the e2e suites' cache)
+#   KILN_DEB_FAST=1 packaging/build-deb.sh
+#                                     lighter compression (cargo deb --fast): the tests' build;
+#                                     xz over the ~125 MB of debug info takes minutes
 #
 # Needs: cargo-deb (`cargo install cargo-deb --locked`; installed here if missing), binutils
 # (objcopy, strip), dpkg-dev, and what images/agent/build.sh needs (linux-image-amd64,
@@ -45,5 +48,7 @@ target/release/kiln completions bash >"$STAGE/completions/kiln"
 
 # 3. The packages: cargo-deb strips the binary and moves its debug info to the .ddeb.
 rm -f target/debian/kiln_*.deb target/debian/kiln-dbgsym_*.ddeb
-cargo deb -p kiln --no-build --locked >&2
+fast=()
+[ "${KILN_DEB_FAST:-0}" = 1 ] && fast=(--fast)
+cargo deb -p kiln --no-build --locked "${fast[@]}" >&2
 ls "$REPO"/target/debian/kiln_*.deb "$REPO"/target/debian/kiln-dbgsym_*.ddeb

@@ -12,6 +12,7 @@
 #
 #   tests/e2e/package.sh
 #
+# The package is built with lighter compression (KILN_DEB_FAST=1): same contents, minutes less.
 # Environment: KILN_AGENT_OS=DIR packages that agent OS (default: $KILN_E2E_ASSETS/agent-os
 # when run-e2e.sh built it, else images/agent/build.sh runs). Root; CI machines only (it
 # installs and removes the package `kiln`; it refuses to run where kiln is installed).
@@ -70,7 +71,7 @@ run_case() {
 	if [ -z "$agent_os" ] && [ -s "$E2E_ASSETS/agent-os/initrd.img" ]; then agent_os=$E2E_ASSETS/agent-os; fi
 	log "building the package (agent OS: ${agent_os:-built now by images/agent/build.sh})"
 	t=$SECONDS
-	if ! debs=$(KILN_AGENT_OS=$agent_os "$REPO/packaging/build-deb.sh" 2>>"$PKG_LOG"); then
+	if ! debs=$(KILN_AGENT_OS=$agent_os KILN_DEB_FAST=1 "$REPO/packaging/build-deb.sh" 2>>"$PKG_LOG"); then
 		not_ok "build: packaging/build-deb.sh failed"
 		exit 1
 	fi
@@ -148,19 +149,20 @@ run_case() {
 	vm_start "$host" --fw bios --tap tap0 --mac "$mac" --disk "$E2E_WORK/disk.raw" --mem 1024
 	state=$(wait_workflow "$host" 420)
 	"$KILN_BIN" workflow show "$host" --data-dir "$E2E_DATA" | sed 's/^/#   /'
-	check "netboot: the machine booted the installed agent OS (kiln-agent-os: up on its console)" \
-		grep -q 'kiln-agent-os: up' <(clean_log "$VM_LOG")
 	events=$("$KILN_BIN" events "$host" --data-dir "$E2E_DATA" --last 1000 2>&1 || true)
 	printf '%s\n' "$events" >"$E2E_WORK/events.txt"
 	E2E_LOGS+=("kiln events=$E2E_WORK/events.txt")
 	check "agent: the agent reached the installed server and claimed its credential (agent.claimed)" \
 		grep -q 'agent.claimed' <<<"$events"
 	check "workflow: the installed wipe-disk workflow ran to the end (got $state)" [ "$state" = succeeded ]
+	check "netboot: the machine fetched the agent OS from the installed server (http.artifact initrd.img 200)" \
+		grep -qE 'http.artifact +GET /artifacts/initrd.img 200' <<<"$events"
+	local off=0
+	vm_wait_exit "$VM_PID" 60 && off=1
+	check "poweroff: the agent powered the machine off at the end (QEMU exited, 'reboot: Power down')" \
+		bash -c '[ "$1" = 1 ] && grep -q "reboot: Power down" "$2"' _ "$off" "$VM_LOG"
 	check "logs: --log-format json from the file: every line of the server's log is a JSON object" \
-		python3 -c 'import json,sys
-	lines=[l for l in open(sys.argv[1]) if l.strip()]
-	assert lines
-	for l in lines: json.loads(l)' "$KILN_LOG"
+		python3 -c 'import json, sys; lines = [l for l in open(sys.argv[1]) if l.strip()]; [json.loads(l) for l in lines]; sys.exit(not lines)' "$KILN_LOG"
 
 	# ---- purge -----------------------------------------------------------------------------
 	stop_pid "$KILN_PID"
