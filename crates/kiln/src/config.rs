@@ -333,7 +333,7 @@ mod tests {
         serve
             .get_raw(id)
             .unwrap()
-            .last()
+            .next_back()
             .unwrap()
             .to_string_lossy()
             .into_owned()
