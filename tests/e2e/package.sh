@@ -5,8 +5,8 @@
 # it installed (stripped binary with its debug info in kiln-dbgsym, the agent OS, the
 # workflows, /var/lib/kiln 0700, /etc/kiln/kiln.toml as a conffile), checks kiln.service
 # with `systemd-analyze verify`, then starts the INSTALLED `/usr/bin/kiln serve --config`
-# (a copy of /etc/kiln/kiln.toml naming the namespace's interface and address) in a network
-# namespace; a QEMU machine netboots the installed agent OS (/usr/lib/kiln/agent) and runs
+# (a copy of /etc/kiln/kiln.toml naming the namespace's interface and address; only the
+# unit's two capabilities, no new privileges) in a network namespace; a QEMU machine netboots the installed agent OS (/usr/lib/kiln/agent) and runs
 # the installed wipe-disk workflow to the end. The packages are purged on exit, whatever
 # happened: the machine is left as found.
 #
@@ -137,13 +137,18 @@ run_case() {
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,10.77.0.58"
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	KILN_LOG=$E2E_WORK/kiln-serve.log
-	log "starting: /usr/bin/kiln serve --config $config"
-	ip netns exec "$E2E_NS" /usr/bin/kiln serve --config "$config" </dev/null >"$KILN_LOG" 2>&1 &
+	# As kiln.service runs it: only the unit's two capabilities (CapabilityBoundingSet=) and
+	# NoNewPrivileges (there is no systemd to start the unit itself here).
+	local caps=(setpriv '--bounding-set=-all,+net_bind_service,+net_raw' --no-new-privs)
+	grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" ||
+		not_ok "unit: the capabilities this test grants are not the unit's any more"
+	log "starting: ${caps[*]} /usr/bin/kiln serve --config $config"
+	ip netns exec "$E2E_NS" "${caps[@]}" /usr/bin/kiln serve --config "$config" </dev/null >"$KILN_LOG" 2>&1 &
 	KILN_PID=$!
 	E2E_PIDS+=("$KILN_PID")
 	E2E_LOGS+=("kiln serve=$KILN_LOG")
 	wait_http_ok "$KILN_URL/healthz" 30 "$KILN_PID" || die "the installed kiln serve did not answer $KILN_URL/healthz"
-	ok "serve: the installed kiln serves from the config file (interface br0, $SERVER_IP:$HTTP_PORT)"
+	ok "serve: the installed kiln serves from the config file (interface br0, $SERVER_IP:$HTTP_PORT) with only CAP_NET_BIND_SERVICE and CAP_NET_RAW"
 	kiln workflow create --template /usr/share/kiln/workflows/wipe-disk.yaml --hardware "$host" | sed 's/^/# /'
 	truncate -s 256M "$E2E_WORK/disk.raw"
 	vm_start "$host" --fw bios --tap tap0 --mac "$mac" --disk "$E2E_WORK/disk.raw" --mem 1024
