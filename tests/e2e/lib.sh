@@ -245,7 +245,14 @@ kiln_serve() {
 	E2E_PIDS+=("$KILN_PID")
 	E2E_LOGS+=("kiln serve=$KILN_LOG")
 	wait_http_ok "$KILN_URL/healthz" 30 "$KILN_PID" || die "kiln serve did not answer $KILN_URL/healthz"
-	[ -s "$E2E_DATA/api.json" ] || die "kiln serve answers /healthz but wrote no $E2E_DATA/api.json"
+	# the boot services answer first; the admin API binds (and writes api.json) right after
+	local i
+	for i in $(seq 150); do
+		[ -s "$E2E_DATA/api.json" ] && return 0
+		kill -0 "$KILN_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	die "kiln serve wrote no $E2E_DATA/api.json (its admin API is not up)"
 }
 
 # kiln_serve_queries: for a data dir whose lab is gone (the cluster suite, after `kiln demo
