@@ -11,10 +11,10 @@ use kiln_engine::now_ms;
 use kiln_model::workflow::Workflow;
 use serde::Serialize;
 
-use super::lab::Lab;
 use super::progress::human_ms;
 use super::watch::Watch;
 use super::{CLUSTER, Outcome, bmc_status, indent, kiln, out, say, should_stop};
+use kiln_lab::Lab;
 
 /// What the wipe template is called in the store (workflows/wipe-disk.yaml).
 const WIPE_TEMPLATE: &str = "wipe-disk";

@@ -1,6 +1,6 @@
 //! `kiln demo`: from powered-off (virtual) metal to a Kubernetes cluster on one machine.
 //!
-//! It builds a private lab (see [`lab`]): a network namespace with QEMU (TCG) machines behind
+//! It builds a private lab (see [`kiln_lab`]): a network namespace with QEMU (TCG) machines behind
 //! virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools Redfish), runs `kiln serve` inside the
 //! namespace, enrolls a generated hardware.csv, imports the test OS, creates the cluster (one
 //! control plane, the rest workers), follows every machine live, prints the time each phase
@@ -10,7 +10,6 @@
 //! and it never uses `--data-dir`: its state lives in its work directory.
 
 mod delete;
-mod lab;
 mod progress;
 mod summary;
 mod watch;
@@ -27,7 +26,7 @@ use anyhow::{Context, bail};
 use kiln_engine::now_ms;
 use serde::Serialize;
 
-use lab::{BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
+use kiln_lab::{self as lab, BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
 use progress::{MachineView, Phase, human_ms};
 use summary::MachineReport;
 use watch::Watch;
