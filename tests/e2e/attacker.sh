@@ -494,6 +494,8 @@ attack_yaml_bomb() {
 	check "yaml bomb: the error names the file and says why (more than 100000 YAML nodes)" \
 		grep -qE "bomb\.yaml:[0-9]+(:[0-9]+)?: .*more than 100000 YAML nodes" <<<"$out"
 	check "yaml bomb: nothing written" [ ! -e "$E2E_WORK/bomb-out" ]
+	# the CLI hands the spec to the server's admin API: the server parses it, outside the ulimit
+	check "yaml bomb: kiln serve is still running" kill -0 "$KILN_PID"
 }
 
 # ---- the end: outcome, events, secrets ----------------------------------------------------
