@@ -12,7 +12,7 @@ use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
 use kiln_store::PhoneHome;
 use serde::Serialize;
 
-use super::lab::Machine;
+use kiln_lab::Machine;
 
 /// When each phase of a machine's install ended (Unix ms). The phases, in order:
 /// power-on (workflow created → BMC confirmed on), DHCP (→ the netboot DHCP ack),
@@ -455,7 +455,7 @@ mod tests {
     }
 
     fn view() -> MachineView {
-        let m = super::super::lab::plan(1, super::super::lab::BmcChoice::Ipmi).remove(0);
+        let m = kiln_lab::plan(1, kiln_lab::BmcChoice::Ipmi).remove(0);
         MachineView::new(m, PathBuf::from("/nonexistent/serial.log"))
     }
 
