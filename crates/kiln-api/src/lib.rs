@@ -2,8 +2,11 @@
 //! (their client): resources, the error body, token scopes and route builders. No I/O.
 
 pub mod error;
+pub mod images;
 pub mod resources;
 pub mod routes;
+pub mod time;
 
 pub use error::{ApiErrorBody, Detail};
+pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
 pub use resources::*;
