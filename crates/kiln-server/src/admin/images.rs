@@ -148,10 +148,11 @@ pub async fn import_url(
     let (store, checked) = (s.store.clone(), spec.clone());
     blocking(move || checked.check_free(&store)).await?;
     let task = s.imports.begin(&spec.name, &req.url, now_ms());
-    let (state, running) = (s.clone(), task.clone());
+    // The task holds the store and the data dir, not the admin state: when the admin API
+    // stops, the state and its import registry go, and the registry stops the download.
+    let (store, data_dir, running) = (s.store.clone(), s.data_dir.clone(), task.clone());
     tokio::task::spawn_blocking(move || {
-        let outcome =
-            images::import_url(&state.data_dir, &state.store, &spec.label, &spec, &running);
+        let outcome = images::import_url(&data_dir, &store, &spec.label, &spec, &running);
         if let Err(e) = finish(&running, outcome) {
             tracing::warn!("image import from {}: {}", spec.label, e.body.message);
         }

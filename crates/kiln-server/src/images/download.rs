@@ -21,11 +21,11 @@ pub struct Downloaded {
 
 /// Downloads `url` into a temporary file in `dir` (the images directory, so no second
 /// file system fills up); never holds more than a buffer of it in memory. `progress` hears
-/// the bytes so far and the size the server announced.
+/// the bytes so far and the size the server announced, and answers whether to go on.
 pub fn download(
     url: &str,
     dir: &Path,
-    progress: &mut dyn FnMut(u64, Option<u64>),
+    progress: &mut dyn FnMut(u64, Option<u64>) -> bool,
 ) -> Result<Downloaded, ImageError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -56,7 +56,7 @@ pub fn download(
             "creating a temporary file in {}",
             dir.display()
         )))?;
-    progress(0, total);
+    let _ = progress(0, total);
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -75,7 +75,11 @@ pub fn download(
         file.write_all(&buf[..n])
             .map_err(io_err(format_args!("writing {}", file.path().display())))?;
         bytes += n as u64;
-        progress(bytes, total);
+        if !progress(bytes, total) {
+            return Err(ImageError::Download(format!(
+                "GET {url}: stopped after {bytes} bytes: the server is stopping"
+            )));
+        }
     }
     if let Some(total) = total
         && bytes != total

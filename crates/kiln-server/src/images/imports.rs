@@ -1,9 +1,10 @@
 //! Imports in progress and lately ended, in memory: a URL import runs as a server task the
 //! client polls (`GET /api/v1/images/imports/{id}`). A restart forgets them; the images they
-//! made are in the store.
+//! made are in the store. When the registry goes (the admin API stops), running downloads
+//! are told to stop, so a long download does not hold the server's shutdown.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln_api::{ApiErrorBody, Image, ImageImport, ImportPhase, ImportState};
@@ -19,7 +20,10 @@ pub struct Imports {
 
 /// One import's state, shared by the task doing it and the handlers reporting it.
 #[derive(Clone)]
-pub struct ImportTask(Arc<Mutex<ImageImport>>);
+pub struct ImportTask {
+    state: Arc<Mutex<ImageImport>>,
+    stop: Arc<AtomicBool>,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -29,7 +33,7 @@ impl Imports {
     /// Records a new import of `name` from `source`, receiving its bytes.
     pub fn begin(&self, name: &str, source: &str, now_ms: u64) -> ImportTask {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let task = ImportTask(Arc::new(Mutex::new(ImageImport {
+        let state = Arc::new(Mutex::new(ImageImport {
             // The start time keeps ids apart across restarts of the server.
             id: format!("{now_ms:x}-{n}"),
             name: name.to_string(),
@@ -42,7 +46,11 @@ impl Imports {
             compressed_size: None,
             image: None,
             error: None,
-        })));
+        }));
+        let task = ImportTask {
+            state,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         let mut tasks = lock(&self.tasks);
         while tasks.iter().filter(|t| !t.running()).count() >= KEEP_ENDED {
             match tasks.iter().position(|t| !t.running()) {
@@ -62,23 +70,35 @@ impl Imports {
     }
 }
 
+impl Drop for Imports {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).iter() {
+            t.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl ImportTask {
+    /// Whether the server is stopping and the import should end.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
     pub fn snapshot(&self) -> ImageImport {
-        lock(&self.0).clone()
+        lock(&self.state).clone()
     }
     fn running(&self) -> bool {
-        lock(&self.0).state == ImportState::Running
+        lock(&self.state).state == ImportState::Running
     }
     pub fn received(&self, bytes: u64, total: Option<u64>) {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.state);
         t.bytes_done = bytes;
         t.bytes_total = total.or(t.bytes_total);
     }
     pub fn converting(&self) {
-        lock(&self.0).phase = ImportPhase::Converting;
+        lock(&self.state).phase = ImportPhase::Converting;
     }
     pub fn succeeded(&self, image: Image, compressed_size: u64) -> ImageImport {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.state);
         t.state = ImportState::Succeeded;
         t.phase = ImportPhase::Done;
         t.image = Some(image);
@@ -86,7 +106,7 @@ impl ImportTask {
         t.clone()
     }
     pub fn failed(&self, error: ApiErrorBody) -> ImageImport {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.state);
         t.state = ImportState::Failed;
         t.phase = ImportPhase::Done;
         t.error = Some(error);
@@ -134,5 +154,9 @@ mod tests {
             (ImportState::Failed, ImportPhase::Done)
         );
         assert!(imports.get("nope").is_none());
+        let running = imports.begin("y", "http://h/y", 2);
+        assert!(!running.stopping());
+        drop(imports);
+        assert!(running.stopping());
     }
 }

@@ -225,7 +225,10 @@ pub fn import_url(
     spec.check_free(store)?;
     let dir = images_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io_err(format_args!("creating {}", dir.display())))?;
-    let got = download::download(url, &dir, &mut |done, total| task.received(done, total))?;
+    let got = download::download(url, &dir, &mut |done, total| {
+        task.received(done, total);
+        !task.stopping()
+    })?;
     spec.check_digest(&got.sha256)?;
     task.converting();
     import_file(data_dir, store, got.file.path(), spec).map_err(|e| match e {

@@ -394,3 +394,20 @@ fn the_api_shows_the_url_path_and_an_rfc3339_time() {
     assert_eq!(v["source_format"], "qcow2.xz");
     assert_eq!(v["raw_size"], 42);
 }
+
+#[test]
+fn a_download_stops_when_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let base = serve("os.gz", gzip(&disk()));
+    let url = format!("{base}/os.gz");
+    let imports = Imports::default();
+    let task = imports.begin("os", &url, 1);
+    // The registry goes with the admin API's state when the API stops.
+    drop(imports);
+    let e = import_url(dir.path(), &store, &url, &how("os"), &task).unwrap_err();
+    assert!(e.to_string().contains("the server is stopping"), "{e}");
+    assert!(store.images().unwrap().is_empty());
+    let left = std::fs::read_dir(images_dir(dir.path())).unwrap().count();
+    assert_eq!(left, 0);
+}
