@@ -134,6 +134,25 @@ pub fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
 }
 
+/// A URL as messages, logs and import records show it: without a user and password and
+/// without its query (a signed URL's query is a credential): `https://h/os.gz?…`.
+pub fn url_for_display(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (path, cut) = match path.find(['?', '#']) {
+        Some(i) => (&path[..i], "?…"),
+        None => (path, ""),
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}{host}{path}{cut}")
+}
+
 /// The name an image file or URL gets by default: its last path segment, lower-cased,
 /// without format suffixes (`ubuntu-2204-kube-v1.30.raw.gz` → `ubuntu-2204-kube-v1.30`).
 /// A version's dots are kept, so v1.30 and v1.29 stay two images.
@@ -216,6 +235,22 @@ mod tests {
         }
         assert!(is_url("https://h/x") && is_url("http://h/x") && !is_url("./http.img"));
         assert!(!is_url("file:///etc/shadow"));
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credential() {
+        for (url, shown) in [
+            ("https://h/p/os.gz", "https://h/p/os.gz"),
+            ("https://u:secret@h:8443/os.gz", "https://h:8443/os.gz"),
+            (
+                "https://s3.example/b/os.gz?X-Amz-Signature=abc&X-Amz-Credential=k",
+                "https://s3.example/b/os.gz?…",
+            ),
+            ("http://h?token=1", "http://h?…"),
+            ("http://h/x#frag", "http://h/x?…"),
+        ] {
+            assert_eq!(url_for_display(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -43,7 +43,13 @@ fn start() -> Server {
     opts.tftp_root = data.path().join("tftp");
     opts.artifacts = data.path().join("artifacts");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let running = runtime.block_on(kiln_server::start(opts)).unwrap();
+    // One start at a time: two first starts at once race to install the process-wide
+    // metrics recorder (run.rs `metrics()`), and the second fails.
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let running = {
+        let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+        runtime.block_on(kiln_server::start(opts)).unwrap()
+    };
     let base = format!("https://127.0.0.1:{}", running.admin_addr.port());
     let pem = std::fs::read(data.path().join("tls/ca.crt")).unwrap();
     let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
@@ -392,6 +398,20 @@ fn imports_a_url_on_the_server_and_reports_progress() {
         (ImportState::Failed, "sha256_mismatch")
     );
     assert!(error.message.contains(&sha256_hex(&body)), "{error}");
+
+    // A signed URL's query is a credential: records and messages show the URL without it.
+    let signed = format!("{base}/nope.raw?X-Amz-Signature=s3cr3t");
+    let (_, json) = s.post(
+        "/api/v1/images",
+        s.admin(),
+        serde_json::json!({"url": signed}),
+    );
+    let ended = follow(&s, json["id"].as_str().unwrap());
+    let shown = serde_json::to_string(&ended).unwrap();
+    assert!(
+        shown.contains("nope.raw?…") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
 
     let missing = format!("{base}/nope.raw");
     let (_, json) = s.post(

@@ -8,7 +8,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_api::images::{UploadQuery, default_name, is_url};
+use kiln_api::images::{UploadQuery, default_name, is_url, url_for_display};
 use kiln_api::{DeletedImage, Image, ImageImport, ImportRequest};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -123,11 +123,11 @@ pub async fn import_url(
     [(header::HeaderName, String); 1],
     Json<ImageImport>,
 )> {
+    let shown = url_for_display(&req.url);
     if !is_url(&req.url) {
         return Err(Failure::invalid(format!(
-            "url {:?}: only http:// and https:// URLs are downloaded; upload a local file \
-             instead (PUT /api/v1/images/NAME, as `kiln image import FILE` does)",
-            req.url
+            "url {shown:?}: only http:// and https:// URLs are downloaded; upload a local file \
+             instead (PUT /api/v1/images/NAME, as `kiln image import FILE` does)"
         )));
     }
     let defaulted = req.name.is_none();
@@ -136,7 +136,7 @@ pub async fn import_url(
         &name,
         req.replace,
         req.zstd_level,
-        &req.url,
+        &shown,
         req.sha256.as_deref(),
     )
     .map_err(|e| match e {
@@ -147,12 +147,13 @@ pub async fn import_url(
     })?;
     let (store, checked) = (s.store.clone(), spec.clone());
     blocking(move || checked.check_free(&store)).await?;
-    let task = s.imports.begin(&spec.name, &req.url, now_ms());
+    let task = s.imports.begin(&spec.name, &shown, now_ms());
     // The task holds the store and the data dir, not the admin state: when the admin API
     // stops, the state and its import registry go, and the registry stops the download.
     let (store, data_dir, running) = (s.store.clone(), s.data_dir.clone(), task.clone());
+    let url = req.url;
     tokio::task::spawn_blocking(move || {
-        let outcome = images::import_url(&data_dir, &store, &spec.label, &spec, &running);
+        let outcome = images::import_url(&data_dir, &store, &url, &spec, &running);
         if let Err(e) = finish(&running, outcome) {
             tracing::warn!("image import from {}: {}", spec.label, e.body.message);
         }

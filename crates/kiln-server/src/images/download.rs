@@ -35,14 +35,16 @@ pub fn download(
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
+    // Messages name the URL without what could be a credential (user, password, query).
+    let shown = kiln_api::images::url_for_display(url);
     let response = agent
         .get(url)
         .call()
-        .map_err(|e| ImageError::Download(format!("GET {url}: {e}")))?;
+        .map_err(|e| ImageError::Download(format!("GET {shown}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
         return Err(ImageError::Download(format!(
-            "GET {url}: HTTP {} {}",
+            "GET {shown}: HTTP {} {}",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
         )));
@@ -67,7 +69,7 @@ pub fn download(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(ImageError::Download(format!(
-                    "GET {url}: reading the body after {bytes} bytes: {e}"
+                    "GET {shown}: reading the body after {bytes} bytes: {e}"
                 )));
             }
         };
@@ -77,7 +79,7 @@ pub fn download(
         bytes += n as u64;
         if !progress(bytes, total) {
             return Err(ImageError::Download(format!(
-                "GET {url}: stopped after {bytes} bytes: the server is stopping"
+                "GET {shown}: stopped after {bytes} bytes: the server is stopping"
             )));
         }
     }
@@ -85,7 +87,7 @@ pub fn download(
         && bytes != total
     {
         return Err(ImageError::Download(format!(
-            "GET {url}: the body ended after {bytes} of {total} bytes"
+            "GET {shown}: the body ended after {bytes} of {total} bytes"
         )));
     }
     file.as_file()

@@ -208,7 +208,8 @@ pub fn import_file(
     })
 }
 
-/// Downloads `url` (telling `task` how far it got), checks its digest and imports it.
+/// Downloads `url` (telling `task` how far it got), checks its digest and imports it;
+/// `spec.label` names the URL in messages (see `kiln_api::images::url_for_display`).
 pub fn import_url(
     data_dir: &Path,
     store: &Store,
@@ -218,8 +219,9 @@ pub fn import_url(
 ) -> Result<Imported, ImageError> {
     if !kiln_api::images::is_url(url) {
         return Err(ImageError::Invalid(format!(
-            "url {url:?}: only http:// and https:// URLs are downloaded; upload a local file \
-             instead (PUT /api/v1/images/NAME, as `kiln image import FILE` does)"
+            "url {:?}: only http:// and https:// URLs are downloaded; upload a local file \
+             instead (PUT /api/v1/images/NAME, as `kiln image import FILE` does)",
+            kiln_api::images::url_for_display(url)
         )));
     }
     spec.check_free(store)?;
@@ -233,8 +235,8 @@ pub fn import_url(
     task.converting();
     import_file(data_dir, store, got.file.path(), spec).map_err(|e| match e {
         ImageError::Invalid(m) => ImageError::Invalid(format!(
-            "importing {url} ({} bytes downloaded): {m}",
-            got.bytes
+            "importing {} ({} bytes downloaded): {m}",
+            spec.label, got.bytes
         )),
         e => e,
     })
