@@ -5,11 +5,14 @@
 pub mod agent;
 pub mod error;
 pub mod event_kind;
+pub mod images;
 pub mod mac;
 pub mod resources;
 pub mod routes;
+pub mod time;
 
 pub use error::{ApiErrorBody, Detail};
 pub use event_kind::EventKind;
+pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
 pub use mac::MacAddr;
 pub use resources::*;

@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
-        Command::Image(cmd) => image::run(&cli.data_dir, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => man(out_dir),
     };

@@ -5,6 +5,7 @@
 pub mod auth;
 mod failure;
 mod hardware;
+mod images;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub events: Arc<dyn EventSink>,
     pub data_dir: PathBuf,
     pub server_url: String,
+    /// Image imports running or lately ended.
+    pub imports: crate::images::Imports,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -84,6 +87,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .merge(images::routes())
         .split_for_parts();
     let published = Arc::new(doc.clone());
     // The document too needs a token: no request without one is answered.
@@ -148,6 +152,7 @@ impl AdminApi {
             events: events.clone(),
             data_dir: data_dir.clone(),
             server_url: opts.server_url(),
+            imports: Default::default(),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;
@@ -173,7 +178,7 @@ impl AdminApi {
                 self.listener,
                 self.app,
                 self.tls,
-                kiln_http::HttpLimits::default(),
+                images::limits(),
                 Some(self.refusals),
                 async move {
                     let _ = shutdown.wait_for(|s| *s).await;
