@@ -6,7 +6,9 @@
 pub mod admin;
 mod agent_tls;
 mod boot_services;
+pub mod bmc_actions;
 pub mod cluster_seed;
+pub mod clusters;
 mod error;
 mod options;
 mod power;

@@ -3,6 +3,8 @@
 //! `/api/v1/openapi.json` is generated from the handlers' annotations, so every route is in it.
 
 pub mod auth;
+mod bmc;
+mod clusters;
 mod failure;
 mod hardware;
 
@@ -84,6 +86,10 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(clusters::list, clusters::create))
+        .routes(routes!(clusters::status, clusters::delete))
+        .routes(routes!(clusters::kubeconfig))
+        .routes(routes!(bmc::action))
         .split_for_parts();
     let api = api
         .route_layer(axum::middleware::from_fn_with_state(
