@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Where BMC actions are posted.
+pub const BMC_ACTIONS: &str = "/api/v1/bmc/actions";
+
 /// What to do through each BMC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

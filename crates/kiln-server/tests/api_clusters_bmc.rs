@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use kiln_api::TokenScope;
@@ -64,8 +66,11 @@ impl Server {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
             .build();
+        // A connection per request, as the CLI makes them: the server closes a connection
+        // whose request body a refusal left unread, and a POST is not retried on a stale one.
         let agent = ureq::Agent::config_builder()
             .tls_config(tls)
+            .max_idle_connections_per_host(0)
             .http_status_as_error(false)
             .build()
             .new_agent();
@@ -169,13 +174,14 @@ impl Drop for Server {
     }
 }
 
-/// A loopback UDP port nothing listens on (bound, then released).
-fn closed_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A UDP port on 127.0.0.1 where datagrams meet no socket (ICMP port unreachable) while the
+/// returned socket lives: it holds the port, connected elsewhere, so it takes nothing sent to
+/// it and no parallel test can bind the port meanwhile.
+fn refusing_udp_port() -> (UdpSocket, u16) {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    holder.connect("127.0.0.1:9").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    (holder, port)
 }
 
 fn example(name: &str) -> String {
@@ -183,9 +189,11 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 
-/// examples/clusters/hardware.csv with every BMC moved to a closed loopback port.
-fn loopback_hardware() -> String {
-    example("hardware.csv")
+/// examples/clusters/hardware.csv with every BMC moved to a refusing loopback port (the
+/// sockets holding the ports come along).
+fn loopback_hardware() -> (String, Vec<UdpSocket>) {
+    let mut held = Vec::new();
+    let csv = example("hardware.csv")
         .lines()
         .enumerate()
         .map(|(i, line)| {
@@ -193,10 +201,13 @@ fn loopback_hardware() -> String {
                 return format!("{line}\n");
             }
             let mut cells: Vec<String> = line.split(',').map(str::to_string).collect();
-            cells[1] = format!("127.0.0.1:{}", closed_udp_port());
+            let (holder, port) = refusing_udp_port();
+            held.push(holder);
+            cells[1] = format!("127.0.0.1:{port}");
             format!("{}\n", cells.join(","))
         })
-        .collect()
+        .collect();
+    (csv, held)
 }
 
 fn enroll(s: &Server, csv: &str) {
@@ -233,7 +244,7 @@ fn strings(v: &Value, field: &str) -> Vec<String> {
 #[test]
 fn clusters_are_created_followed_and_deleted_over_the_api() {
     let s = Server::start();
-    let csv = loopback_hardware();
+    let (csv, _ports) = loopback_hardware();
     enroll(&s, &csv);
 
     // Spec problems: 422, every one located file:line:column, nothing created.
@@ -443,12 +454,13 @@ fn changes_need_an_admin_token_and_every_refusal_is_recorded() {
 #[test]
 fn bmc_actions_answer_one_row_per_machine() {
     let s = Server::start();
+    let (_held, port_a) = refusing_udp_port();
     let csv = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
 a1,PORT_A,admin,very-secret-1,52:54:00:aa:00:01,10.9.0.11,255.255.255.0,10.9.0.1,10.9.0.1,rack=r1,/dev/vda
 a2,,,,52:54:00:aa:00:02,10.9.0.12,255.255.255.0,10.9.0.1,10.9.0.1,rack=r1,/dev/vda
 a3,,,,52:54:00:aa:00:03,10.9.0.13,255.255.255.0,10.9.0.1,10.9.0.1,rack=r2,/dev/vda
 "
-    .replace("PORT_A", &format!("127.0.0.1:{}", closed_udp_port()));
+    .replace("PORT_A", &format!("127.0.0.1:{port_a}"));
     enroll(&s, &csv);
     let (status, rows) = s.admin(
         "POST",
@@ -512,4 +524,173 @@ fn the_openapi_document_names_every_cluster_and_bmc_route() {
     for schema in ["ClusterCreateRequest", "ClusterStatus", "BmcRow", "BmcOp"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+}
+
+/// OpenIPMI's `ipmi_sim` on 127.0.0.1 (a port of its own choosing), with a chassis program
+/// that keeps power and boot device in files; killed on drop. Needs the Debian package
+/// `openipmi`, as kiln-bmc's tests do.
+struct IpmiSim {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const CHASSIS: &str = r#"#!/bin/sh
+D=$(dirname "$0")/state
+mkdir -p "$D"
+mc=$1; op=$2; shift 2
+echo "$op $*" >> "$D/log"
+if [ "$op" = get ]; then
+  for k in "$@"; do case $k in
+    power) echo "power:$(cat "$D/power" 2>/dev/null || echo 0)" ;;
+    boot)  echo "boot:$(cat "$D/boot" 2>/dev/null || echo default)" ;;
+  esac; done
+  exit 0
+fi
+while [ $# -ge 2 ]; do k=$1; v=$2; shift 2; case $k in
+  power) echo "$v" > "$D/power" ;;
+  boot)  echo "$v" > "$D/boot" ;;
+esac; done
+exit 0
+"#;
+
+impl IpmiSim {
+    fn start() -> IpmiSim {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ctl = d.join("chassis-ctl.sh");
+        std::fs::write(&ctl, CHASSIS).unwrap();
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = d.join("lan.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "name \"kiln-test\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 0\n    priv_limit admin\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{} 0x20\"\n  user 2 true  \"admin\"   \"sim-password\" admin  10  none md2 md5 straight\n",
+                ctl.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let emu = d.join("bmc.emu");
+        std::fs::write(
+            &emu,
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+        )
+        .unwrap();
+        let state = d.join("sim-state");
+        std::fs::create_dir(&state).unwrap();
+        let log = std::fs::File::create(d.join("ipmi_sim.log")).unwrap();
+        let child = Command::new("ipmi_sim")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-f")
+            .arg(&emu)
+            .arg("-s")
+            .arg(&state)
+            .arg("-n")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting ipmi_sim (Debian package openipmi)");
+        let mut sim = IpmiSim {
+            child,
+            port: 0,
+            dir,
+        };
+        let start = Instant::now();
+        while sim.port == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "ipmi_sim bound no UDP port within 10 s"
+            );
+            if let Some(status) = sim.child.try_wait().unwrap() {
+                panic!("ipmi_sim exited ({status})");
+            }
+            sim.port = udp_port_of(sim.child.id()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sim
+    }
+
+    fn chassis_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/log")).unwrap_or_default()
+    }
+}
+
+impl Drop for IpmiSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The UDP port process `pid` bound: its sockets' inodes looked up in its UDP table.
+fn udp_port_of(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let inode = target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !inodes.iter().any(|i| Some(&i.as_str()) == fields.get(9)) {
+            return None;
+        }
+        let (_, port) = fields.get(1)?.split_once(':')?;
+        u16::from_str_radix(port, 16).ok()
+    })
+}
+
+#[test]
+fn bmc_actions_drive_a_real_ipmi_bmc() {
+    let sim = IpmiSim::start();
+    let s = Server::start();
+    let csv = format!(
+        "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\nsim1,127.0.0.1:{},admin,sim-password,52:54:00:aa:00:21,10.9.0.21,255.255.255.0,10.9.0.1,10.9.0.1,rack=sim,/dev/vda\n",
+        sim.port
+    );
+    enroll(&s, &csv);
+    // ipmi_sim answers once it has set up its LAN channel: ask until it does (10 s at most).
+    let start = Instant::now();
+    let status = loop {
+        let (code, rows) = s.admin(
+            "POST",
+            "/api/v1/bmc/actions",
+            Some(json!({"op": "status", "machines": ["sim1"]})),
+        );
+        assert_eq!(code, 200, "{rows}");
+        if rows[0]["ok"] == true || start.elapsed() > Duration::from_secs(10) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status[0]["ok"], true, "{status}");
+    assert_eq!(status[0]["result"], "off", "{status}");
+    let (_, on) = s.admin(
+        "POST",
+        "/api/v1/bmc/actions",
+        Some(json!({"op": "on", "selector": ["rack=sim"]})),
+    );
+    assert_eq!(on[0]["ok"], true, "{on}");
+    assert!(on[0]["result"].as_str().unwrap().ends_with("now on"), "{on}");
+    let (_, pxe) = s.admin(
+        "POST",
+        "/api/v1/bmc/actions",
+        Some(json!({"op": "pxe", "machines": ["sim1"], "persistent": true})),
+    );
+    assert_eq!(pxe[0]["ok"], true, "{pxe}");
+    assert!(
+        pxe[0]["result"].as_str().unwrap().contains("persistent"),
+        "{pxe}"
+    );
+    let log = sim.chassis_log();
+    assert!(log.contains("set power 1"), "{log}");
+    assert!(log.contains("set boot pxe"), "{log}");
+    assert!(!format!("{status}{on}{pxe}").contains("sim-password"));
 }

@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         selector: args.selector,
         persistent: args.persistent,
     };
-    let rows: Vec<BmcRow> = api.send("POST", &kiln_api::routes::path("bmc", None, "/actions"), &req)?;
+    let rows: Vec<BmcRow> = api.send("POST", kiln_api::BMC_ACTIONS, &req)?;
     print_rows(&rows, args.output)
 }
 
