@@ -193,7 +193,12 @@ pub async fn run(
     let lookup = store.clone();
     let keys: Vec<(String, Option<String>)> = machines
         .iter()
-        .map(|h| (h.hostname.clone(), h.bmc.as_ref().map(|b| b.address.clone())))
+        .map(|h| {
+            (
+                h.hostname.clone(),
+                h.bmc.as_ref().map(|b| b.address.clone()),
+            )
+        })
         .collect();
     let known: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
         keys.iter()
@@ -284,7 +289,10 @@ mod tests {
             let s: Vec<String> = s.iter().map(|x| x.to_string()).collect();
             select(all.clone(), &n, &s).unwrap_err().to_string()
         };
-        assert_eq!(err(&[], &[]), "name at least one machine, or pass --selector k=v");
+        assert_eq!(
+            err(&[], &[]),
+            "name at least one machine, or pass --selector k=v"
+        );
         assert_eq!(err(&["zz"], &[]), "no machine named \"zz\" is enrolled");
         assert_eq!(err(&[], &["role"]), "--selector \"role\" is not k=v");
         assert_eq!(

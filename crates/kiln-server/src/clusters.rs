@@ -12,9 +12,9 @@ use kiln_api::{
 };
 use kiln_cluster::{ClusterSecrets, ClusterSpec, Diagnostic, Plan, Role};
 use kiln_engine::{Engine, EngineError};
+use kiln_model::Hardware;
 use kiln_model::template::{Template, parse_template};
 use kiln_model::workflow::{Workflow, WorkflowState};
-use kiln_model::Hardware;
 use kiln_store::{ClusterNode, ClusterRecord, Store, StoreError};
 
 /// What `DELETE /api/v1/clusters/{name}` runs on each node: wipe the disk, power off.
@@ -363,9 +363,13 @@ pub fn kubeconfig(store: &Store, name: &str) -> Result<MintedKubeconfig, Cluster
         .map_err(|e| ClusterError::Internal(format!("stored spec: {e}")))?;
     let secrets: ClusterSecrets = serde_json::from_str(&c.secrets)
         .map_err(|e| ClusterError::Internal(format!("stored secrets: {e}")))?;
-    let admin = kiln_cluster::admin_kubeconfig(&spec, &secrets, SystemTime::now()).map_err(
-        |e| ClusterError::Internal(format!("cluster {}: minting the admin kubeconfig: {e}", c.name)),
-    )?;
+    let admin =
+        kiln_cluster::admin_kubeconfig(&spec, &secrets, SystemTime::now()).map_err(|e| {
+            ClusterError::Internal(format!(
+                "cluster {}: minting the admin kubeconfig: {e}",
+                c.name
+            ))
+        })?;
     let time = |t: SystemTime| {
         kiln_api::time::rfc3339_ms(
             t.duration_since(UNIX_EPOCH)
@@ -442,7 +446,8 @@ pub fn delete(
         let template = parse_template("wipe-disk.yaml", WIPE_TEMPLATE)
             .map_err(|e| ClusterError::Internal(format!("built-in wipe template: {e:?}")))?;
         let server_url = q.server_url.as_deref().unwrap_or(default_server_url);
-        let created = engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
+        let created =
+            engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
         store.delete_cluster(&c.name)?;
         done.wipe_workflows = created
             .iter()

@@ -5,8 +5,8 @@
 
 pub mod admin;
 mod agent_tls;
-mod boot_services;
 pub mod bmc_actions;
+mod boot_services;
 pub mod cluster_seed;
 pub mod clusters;
 mod error;

@@ -5,8 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kiln_api::TokenScope;
 use kiln_server::{Running, ServeOptions};
@@ -280,7 +280,10 @@ fn clusters_are_created_followed_and_deleted_over_the_api() {
     let user_data = seed["user_data"].as_str().unwrap();
     assert!(user_data.starts_with("#cloud-config"), "{seed}");
     assert!(
-        seed["network_config"].as_str().unwrap().contains("10.77.0."),
+        seed["network_config"]
+            .as_str()
+            .unwrap()
+            .contains("10.77.0."),
         "{seed}"
     );
     assert_eq!(s.admin("GET", "/api/v1/clusters", None), (200, json!([])));
@@ -347,7 +350,11 @@ fn clusters_are_created_followed_and_deleted_over_the_api() {
 
     // The admin kubeconfig is a credential: admin tokens only, although a GET.
     let (status, v) = s.viewer("GET", "/api/v1/clusters/three-node/kubeconfig", None);
-    assert_eq!((status, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
     assert!(
         s.refusals(1)
             .iter()
@@ -479,16 +486,30 @@ a3,,,,52:54:00:aa:00:03,10.9.0.13,255.255.255.0,10.9.0.1,10.9.0.1,rack=r2,/dev/v
     // A change is an event of each machine.
     let events = s.store().events(Some("a1"), 0, 100).unwrap();
     assert!(
-        events.iter().any(|e| e.event.kind == "bmc.failed"
-            && e.event.detail.starts_with("kiln bmc Off failed: ")),
+        events
+            .iter()
+            .any(|e| e.event.kind == "bmc.failed"
+                && e.event.detail.starts_with("kiln bmc Off failed: ")),
         "{events:?}"
     );
 
     for (body, status, code) in [
         (json!({"op": "status"}), 422, "invalid"),
-        (json!({"op": "status", "machines": ["zz"]}), 404, "not_found"),
-        (json!({"op": "status", "selector": ["rack"]}), 422, "invalid"),
-        (json!({"op": "status", "selector": ["rack=r9"]}), 422, "invalid"),
+        (
+            json!({"op": "status", "machines": ["zz"]}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"op": "status", "selector": ["rack"]}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"op": "status", "selector": ["rack=r9"]}),
+            422,
+            "invalid",
+        ),
     ] {
         let (got, v) = s.admin("POST", "/api/v1/bmc/actions", Some(body.clone()));
         assert_eq!(
@@ -632,7 +653,10 @@ fn udp_port_of(pid: u32) -> Option<u16> {
         .ok()?
         .filter_map(|fd| {
             let target = std::fs::read_link(fd.ok()?.path()).ok()?;
-            let inode = target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
             Some(inode.to_string())
         })
         .collect();
@@ -678,7 +702,10 @@ fn bmc_actions_drive_a_real_ipmi_bmc() {
         Some(json!({"op": "on", "selector": ["rack=sim"]})),
     );
     assert_eq!(on[0]["ok"], true, "{on}");
-    assert!(on[0]["result"].as_str().unwrap().ends_with("now on"), "{on}");
+    assert!(
+        on[0]["result"].as_str().unwrap().ends_with("now on"),
+        "{on}"
+    );
     let (_, pxe) = s.admin(
         "POST",
         "/api/v1/bmc/actions",

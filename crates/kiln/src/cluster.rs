@@ -267,7 +267,11 @@ fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()>
             print_plan(&created.nodes, &created.spares);
             println!(
                 "cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`",
-                created.nodes.iter().filter(|n| n.workflow.is_some()).count(),
+                created
+                    .nodes
+                    .iter()
+                    .filter(|n| n.workflow.is_some())
+                    .count(),
             );
         }
     }
@@ -275,9 +279,14 @@ fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()>
 }
 
 /// The cluster's status with its nodes' workflows in full.
-fn status_with_workflows(api: &Client, name: &str) -> anyhow::Result<(ClusterStatus, Vec<Workflow>)> {
-    let mut st: ClusterStatus =
-        api.get(&format!("{}?workflows=true", path("clusters", Some(name), "")))?;
+fn status_with_workflows(
+    api: &Client,
+    name: &str,
+) -> anyhow::Result<(ClusterStatus, Vec<Workflow>)> {
+    let mut st: ClusterStatus = api.get(&format!(
+        "{}?workflows=true",
+        path("clusters", Some(name), "")
+    ))?;
     let wfs = std::mem::take(&mut st.workflows)
         .into_iter()
         .map(serde_json::from_value)

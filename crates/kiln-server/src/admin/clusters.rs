@@ -96,7 +96,12 @@ pub async fn kubeconfig(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<MintedKubeconfig>> {
-    super::auth::require(&s, &caller, TokenScope::Admin, "a cluster's admin kubeconfig")?;
+    super::auth::require(
+        &s,
+        &caller,
+        TokenScope::Admin,
+        "a cluster's admin kubeconfig",
+    )?;
     let store = s.store.clone();
     blocking(move || clusters::kubeconfig(&store, &name))
         .await
