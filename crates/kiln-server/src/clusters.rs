@@ -179,43 +179,39 @@ fn plan_views(plan: &Plan, created: &[Workflow]) -> Vec<PlannedNodeView> {
         .collect()
 }
 
-/// `POST /api/v1/clusters`: plans the cluster on free machines and creates one workflow per
-/// node, all or none; with `dry_run`, renders every node's seed and touches nothing.
-pub fn create(
+/// A dry run: the plan and every node's seed, nothing stored.
+fn dry_run(
     store: &Store,
-    engine: &Engine,
-    default_server_url: &str,
-    req: ClusterCreateRequest,
+    spec: ClusterSpec,
+    warnings: Vec<Detail>,
 ) -> Result<ClusterCreated, ClusterError> {
-    let (spec, warnings) = parse_spec(&req.file_name, &req.spec)?;
-    if req.dry_run {
-        let (plan, seeds) = kiln_cluster::render_dry_run(&spec, &free_machines(store)?)
-            .map_err(|e| ClusterError::Unplaceable(e.to_string()))?;
-        return Ok(ClusterCreated {
-            cluster: spec.name.clone(),
-            dry_run: true,
-            nodes: plan_views(&plan, &[]),
-            spares: plan.spares.clone(),
-            seeds: seeds
-                .into_iter()
-                .map(|(hostname, s)| NodeSeedFiles {
-                    hostname,
-                    user_data: s.user_data,
-                    meta_data: s.meta_data,
-                    network_config: s.network_config,
-                })
-                .collect(),
-            warnings,
-        });
-    }
-    if store.cluster(&spec.name)?.is_some() {
-        return Err(ClusterError::Exists(spec.name));
-    }
-    let plan = kiln_cluster::plan(&spec, &free_machines(store)?)
+    let (plan, seeds) = kiln_cluster::render_dry_run(&spec, &free_machines(store)?)
         .map_err(|e| ClusterError::Unplaceable(e.to_string()))?;
-    let server_url = req.server_url.as_deref().unwrap_or(default_server_url);
-    let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
-    // One template per machine spec (control planes and worker groups may name different images).
+    Ok(ClusterCreated {
+        cluster: spec.name.clone(),
+        dry_run: true,
+        nodes: plan_views(&plan, &[]),
+        spares: plan.spares.clone(),
+        seeds: seeds
+            .into_iter()
+            .map(|(hostname, s)| NodeSeedFiles {
+                hostname,
+                user_data: s.user_data,
+                meta_data: s.meta_data,
+                network_config: s.network_config,
+            })
+            .collect(),
+        warnings,
+    })
+}
+
+/// One install template per node, in plan order (control planes and worker groups may name
+/// different images).
+fn node_templates(
+    spec: &ClusterSpec,
+    plan: &Plan,
+    imported: &[String],
+) -> Result<Vec<Template>, ClusterError> {
     let mut templates = Vec::new();
     for node in &plan.nodes {
         let machine = match &node.role {
@@ -233,10 +229,33 @@ pub fn create(
                     .machine
             }
         };
-        let image = image_exprs(machine.image_url.as_deref(), &imported)
+        let image = image_exprs(machine.image_url.as_deref(), imported)
             .map_err(|e| ClusterError::Unplaceable(format!("node {}: {e}", node.hostname)))?;
         templates.push(node_template(&spec.name, image)?);
     }
+    Ok(templates)
+}
+
+/// `POST /api/v1/clusters`: plans the cluster on free machines and creates one workflow per
+/// node, all or none; with `dry_run`, renders every node's seed and touches nothing.
+pub fn create(
+    store: &Store,
+    engine: &Engine,
+    default_server_url: &str,
+    req: ClusterCreateRequest,
+) -> Result<ClusterCreated, ClusterError> {
+    let (spec, warnings) = parse_spec(&req.file_name, &req.spec)?;
+    if req.dry_run {
+        return dry_run(store, spec, warnings);
+    }
+    if store.cluster(&spec.name)?.is_some() {
+        return Err(ClusterError::Exists(spec.name));
+    }
+    let plan = kiln_cluster::plan(&spec, &free_machines(store)?)
+        .map_err(|e| ClusterError::Unplaceable(e.to_string()))?;
+    let server_url = req.server_url.as_deref().unwrap_or(default_server_url);
+    let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
+    let templates = node_templates(&spec, &plan, &imported)?;
     let secrets = ClusterSecrets::generate().map_err(|e| ClusterError::Internal(e.to_string()))?;
     let json = |what: &str, r: serde_json::Result<String>| {
         r.map_err(|e| ClusterError::Internal(format!("{what}: {e}")))

@@ -143,31 +143,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::List { output } => {
             let all: Vec<ClusterStatus> = api.get(&path("clusters", None, ""))?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = all
-                        .iter()
-                        .map(|c| {
-                            vec![
-                                c.name.clone(),
-                                c.state.clone(),
-                                c.nodes.len().to_string(),
-                                if c.api_server_confirmed {
-                                    "confirmed"
-                                } else {
-                                    "-"
-                                }
-                                .into(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
-                    );
-                }
-            }
+            print_list(&all, output)?;
         }
         Command::Status { name, wait, output } => {
             if wait.wait {
@@ -191,25 +167,61 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             output,
         } => {
-            let mut query = vec![];
-            if force {
-                query.push("force=true".to_string());
-            }
-            if keep_disks {
-                query.push("keep_disks=true".to_string());
-            }
-            if let Some(u) = &server_url {
-                query.push(format!("server_url={}", kiln_api::routes::segment(u)));
-            }
-            let mut url = path("clusters", Some(&name), "");
-            if !query.is_empty() {
-                url = format!("{url}?{}", query.join("&"));
-            }
+            let url = delete_path(&name, force, keep_disks, server_url.as_deref());
             let deleted: ClusterDeleted = api.delete(&url)?;
             return print_deleted(deleted, output);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(all: &[ClusterStatus], output: Format) -> anyhow::Result<()> {
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(all)?),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.state.clone(),
+                        c.nodes.len().to_string(),
+                        if c.api_server_confirmed {
+                            "confirmed"
+                        } else {
+                            "-"
+                        }
+                        .into(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `DELETE /api/v1/clusters/NAME[?force=true&keep_disks=true&server_url=URL]`.
+fn delete_path(name: &str, force: bool, keep_disks: bool, server_url: Option<&str>) -> String {
+    let mut query = vec![];
+    if force {
+        query.push("force=true".to_string());
+    }
+    if keep_disks {
+        query.push("keep_disks=true".to_string());
+    }
+    if let Some(u) = server_url {
+        query.push(format!("server_url={}", kiln_api::routes::segment(u)));
+    }
+    let url = path("clusters", Some(name), "");
+    if query.is_empty() {
+        url
+    } else {
+        format!("{url}?{}", query.join("&"))
+    }
 }
 
 /// `create --dry-run --out-dir DIR`: the server rendered the seeds; they are written here.
@@ -476,4 +488,18 @@ fn print_plan(nodes: &[PlannedNodeView], spares: &[String]) {
             .map(|s| vec![s.clone(), String::new(), "spare".into()]),
     );
     print!("{}", table(&["MACHINE", "IP", "ROLE"], &rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_options_travel_in_the_query() {
+        assert_eq!(delete_path("c1", false, false, None), "/api/v1/clusters/c1");
+        assert_eq!(
+            delete_path("c1", true, true, Some("http://10.0.0.1:8080/")),
+            "/api/v1/clusters/c1?force=true&keep_disks=true&server_url=http:%2F%2F10.0.0.1:8080%2F"
+        );
+    }
 }
