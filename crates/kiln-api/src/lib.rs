@@ -1,9 +1,13 @@
-//! The admin API's contracts, shared by `kiln-server` (which serves them) and the `kiln` CLI
-//! (their client): resources, the error body, token scopes and route builders. No I/O.
+//! Kiln's wire contracts: the agent protocol (`agent`, shared with `kiln-agent`) and the admin
+//! API's resources, error body, token scopes and route builders (shared by `kiln-server` and the
+//! `kiln` CLI). No I/O.
 
+pub mod agent;
 pub mod bmc;
 pub mod clusters;
 pub mod error;
+pub mod event_kind;
+pub mod mac;
 pub mod resources;
 pub mod routes;
 pub mod time;
@@ -11,4 +15,6 @@ pub mod time;
 pub use bmc::*;
 pub use clusters::*;
 pub use error::{ApiErrorBody, Detail};
+pub use event_kind::EventKind;
+pub use mac::MacAddr;
 pub use resources::*;

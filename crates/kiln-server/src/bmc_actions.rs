@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kiln_api::{BmcOp, BmcRow};
 use kiln_bmc::{Bmc, BmcError, BootDevice, BootOverride, ErrorKind, PowerAction};
-use kiln_model::{Event, Hardware};
+use kiln_model::{Event, EventKind, Hardware};
 use kiln_store::{Store, StoreError};
 use tokio::sync::Semaphore;
 
@@ -251,8 +251,12 @@ fn events_of(op: BmcOp, rows: &[BmcRow]) -> Vec<Event> {
             } else {
                 format!("kiln bmc {op:?} failed: {}", r.detail)
             };
-            Event::now(if r.ok { "bmc.done" } else { "bmc.failed" }, detail)
-                .with_machine(r.machine.clone())
+            let kind = if r.ok {
+                EventKind::BmcDone
+            } else {
+                EventKind::BmcFailed
+            };
+            Event::now(kind, detail).with_machine(r.machine.clone())
         })
         .collect()
 }
@@ -322,10 +326,10 @@ mod tests {
             },
         ];
         let ev = events_of(BmcOp::Off, &rows);
-        assert_eq!(ev[0].kind, "bmc.done");
+        assert_eq!(ev[0].kind, EventKind::BmcDone);
         assert_eq!(ev[0].detail, "kiln bmc off: power off: now off");
         assert_eq!(ev[0].machine.as_deref(), Some("a"));
-        assert_eq!(ev[1].kind, "bmc.failed");
+        assert_eq!(ev[1].kind, EventKind::BmcFailed);
         assert_eq!(ev[1].detail, "kiln bmc Off failed: no answer");
     }
 }

@@ -18,6 +18,9 @@ use crate::sink::StoreSink;
 /// (tests run several).
 fn metrics() -> Result<PrometheusHandle, ServerError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    // Two servers starting at once must not both try to install it.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

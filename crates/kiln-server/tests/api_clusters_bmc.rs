@@ -45,14 +45,9 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        // One start at a time: the metrics recorder is process-wide and installed by the
-        // first start.
-        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let running = {
-            let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-            rt.block_on(kiln_server::start(opts))
-                .expect("the server starts")
-        };
+        let running = rt
+            .block_on(kiln_server::start(opts))
+            .expect("the server starts");
         let base = format!("https://127.0.0.1:{}", running.admin_addr.port());
         let admin = std::fs::read_to_string(data.join("admin.token"))
             .unwrap()
@@ -155,7 +150,7 @@ impl Server {
                 .events(None, 0, 10_000)
                 .unwrap()
                 .into_iter()
-                .filter(|e| e.event.kind == "api.refused")
+                .filter(|e| e.event.kind == kiln_model::EventKind::ApiRefused)
                 .map(|e| e.event.detail)
                 .collect();
             if found.len() >= n || std::time::Instant::now() > deadline {
@@ -488,7 +483,7 @@ a3,,,,52:54:00:aa:00:03,10.9.0.13,255.255.255.0,10.9.0.1,10.9.0.1,rack=r2,/dev/v
     assert!(
         events
             .iter()
-            .any(|e| e.event.kind == "bmc.failed"
+            .any(|e| e.event.kind == kiln_model::EventKind::BmcFailed
                 && e.event.detail.starts_with("kiln bmc Off failed: ")),
         "{events:?}"
     );
@@ -523,7 +518,7 @@ a3,,,,52:54:00:aa:00:03,10.9.0.13,255.255.255.0,10.9.0.1,10.9.0.1,rack=r2,/dev/v
 #[test]
 fn the_openapi_document_names_every_cluster_and_bmc_route() {
     let s = Server::start();
-    let (status, doc) = s.call("GET", "/api/v1/openapi.json", None, None);
+    let (status, doc) = s.viewer("GET", "/api/v1/openapi.json", None);
     assert_eq!(status, 200);
     let ops: Vec<String> = doc["paths"]
         .as_object()

@@ -3,6 +3,7 @@
 mod bmc;
 mod client;
 mod cluster;
+mod config;
 mod demo;
 mod enroll;
 mod events;
@@ -123,7 +124,14 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `Cli::parse()`, with `serve --config FILE` applied.
+    let cli: Cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ctx = Ctx {
         data_dir: cli.data_dir.clone(),
         server: cli.server.clone(),

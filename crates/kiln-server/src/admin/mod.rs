@@ -91,14 +91,9 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(clusters::kubeconfig))
         .routes(routes!(bmc::action))
         .split_for_parts();
-    let api = api
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        .with_state(state);
     let published = Arc::new(doc.clone());
-    let app = axum::Router::new()
+    // The document too needs a token: no request without one is answered.
+    let app = api
         .route(
             kiln_api::routes::OPENAPI,
             get(move || {
@@ -106,7 +101,11 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
                 async move { Json((*doc).clone()) }
             }),
         )
-        .merge(api);
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state);
     (app, doc)
 }
 
