@@ -3,6 +3,8 @@
 //! `kiln` CLI). No I/O.
 
 pub mod agent;
+pub mod bmc;
+pub mod clusters;
 pub mod error;
 pub mod event_kind;
 pub mod images;
@@ -11,6 +13,8 @@ pub mod resources;
 pub mod routes;
 pub mod time;
 
+pub use bmc::*;
+pub use clusters::*;
 pub use error::{ApiErrorBody, Detail};
 pub use event_kind::EventKind;
 pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};

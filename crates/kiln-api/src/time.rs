@@ -1,6 +1,6 @@
-//! Times on the wire: RFC 3339, UTC, milliseconds. Pure.
+//! Times on the wire: RFC 3339 in UTC with milliseconds (`2026-11-22T01:50:45.123Z`).
 
-/// RFC 3339 UTC time with milliseconds from Unix milliseconds.
+/// Milliseconds since the Unix epoch as RFC 3339.
 pub fn rfc3339_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -32,7 +32,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps() {
+    fn milliseconds_become_rfc3339_utc() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_312_245_123), "2026-11-22T01:50:45.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use kiln_model::Hardware;
 
 use crate::plan::{Plan, PlanError, plan};
-use crate::render::{NodeInputs, RenderError, render_node};
+use crate::render::{NodeInputs, NodeSeed, RenderError, render_node};
 use crate::secrets::{ClusterSecrets, SecretsError};
 use crate::spec::ClusterSpec;
 
@@ -46,22 +46,54 @@ pub fn dry_run(
     hardware: &[Hardware],
     out_dir: &Path,
 ) -> Result<DryRun, DryRunError> {
+    let (plan, seeds) = render_dry_run(spec, hardware)?;
+    let files = write_seeds(out_dir, &seeds)?;
+    Ok(DryRun { plan, files })
+}
+
+/// Plans the cluster, makes fresh secrets and renders every node's seed (in plan order),
+/// with the dry run's instance ids and a phone-home URL that never resolves. No I/O: a
+/// server renders, its client writes.
+pub fn render_dry_run(
+    spec: &ClusterSpec,
+    hardware: &[Hardware],
+) -> Result<(Plan, Vec<(String, NodeSeed)>), DryRunError> {
     let plan = plan(spec, hardware)?;
     let secrets = ClusterSecrets::generate()?;
+    let mut seeds = Vec::new();
+    for node in &plan.nodes {
+        let inputs = NodeInputs::new(
+            format!("{}-{}-dry-run", spec.name, node.hostname),
+            format!("{DRY_RUN_PHONE_HOME}-{}", node.hostname),
+        );
+        let seed = render_node(spec, &plan, node, &secrets, &inputs)?;
+        seeds.push((node.hostname.clone(), seed));
+    }
+    Ok((plan, seeds))
+}
+
+/// Writes each `(hostname, seed)` as `DIR/<hostname>/{user-data,meta-data,network-config}`
+/// (directories 0700, files 0600); returns the files written, in order.
+pub fn write_seeds(
+    out_dir: &Path,
+    seeds: &[(String, NodeSeed)],
+) -> Result<Vec<PathBuf>, DryRunError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DryRunError::Io { path, source }
     };
     mkdir(out_dir).map_err(io(out_dir))?;
     let mut files = Vec::new();
-    for node in &plan.nodes {
-        let dir = out_dir.join(&node.hostname);
+    for (hostname, seed) in seeds {
+        // A hostname is DNS-1123 (checked at enrolment); refuse anything else all the same.
+        if hostname.is_empty() || hostname.contains(['/', '\\']) || hostname.starts_with('.') {
+            return Err(DryRunError::Io {
+                path: out_dir.join(hostname),
+                source: std::io::Error::other("not a hostname"),
+            });
+        }
+        let dir = out_dir.join(hostname);
         mkdir(&dir).map_err(io(&dir))?;
-        let inputs = NodeInputs::new(
-            format!("{}-{}-dry-run", spec.name, node.hostname),
-            format!("{DRY_RUN_PHONE_HOME}-{}", node.hostname),
-        );
-        let seed = render_node(spec, &plan, node, &secrets, &inputs)?;
         for (name, content) in [
             ("user-data", &seed.user_data),
             ("meta-data", &seed.meta_data),
@@ -72,7 +104,7 @@ pub fn dry_run(
             files.push(path);
         }
     }
-    Ok(DryRun { plan, files })
+    Ok(files)
 }
 
 fn mkdir(dir: &Path) -> std::io::Result<()> {

@@ -24,7 +24,7 @@ mod secrets;
 mod spec;
 mod yaml;
 
-pub use dryrun::{DRY_RUN_PHONE_HOME, DryRun, DryRunError, dry_run};
+pub use dryrun::{DRY_RUN_PHONE_HOME, DryRun, DryRunError, dry_run, render_dry_run, write_seeds};
 pub use eksa::API_VERSION as EKSA_API_VERSION;
 pub use kubeconfig::{
     ADMIN_CERT_VALIDITY, ADMIN_USER, AdminKubeconfig, CLUSTER_ADMINS_GROUP, SYSTEM_MASTERS_GROUP,

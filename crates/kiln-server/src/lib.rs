@@ -5,8 +5,10 @@
 
 pub mod admin;
 mod agent_tls;
+pub mod bmc_actions;
 mod boot_services;
 pub mod cluster_seed;
+pub mod clusters;
 mod error;
 pub mod images;
 mod options;

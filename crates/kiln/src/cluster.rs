@@ -3,22 +3,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kiln_cluster::{ClusterSecrets, ClusterSpec, Plan, Role};
-use kiln_engine::Engine;
-use kiln_model::template::{Template, parse_template};
-use kiln_model::workflow::{Workflow, WorkflowState};
-use kiln_store::{ClusterNode, ClusterRecord, Store};
-use serde::Serialize;
+use kiln_api::routes::path;
+use kiln_api::{
+    ClusterCreateRequest, ClusterCreated, ClusterDeleted, ClusterStatus, MintedKubeconfig,
+    PlannedNodeView,
+};
+use kiln_model::workflow::Workflow;
 
-use crate::output::{Format, WaitArgs, rfc3339_ms, table};
+use crate::Ctx;
+use crate::client::{Client, ClientError};
+use crate::output::{Format, WaitArgs, table};
 use crate::select::StartArgs;
-
-/// What `kiln cluster delete` runs on each node: wipe the disk, power off.
-const WIPE_TEMPLATE: &str = include_str!("../../../workflows/wipe-disk.yaml");
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -88,225 +86,79 @@ pub enum Command {
     },
 }
 
-/// An image for image2disk: an imported image by name, or a URL with `#sha256=HEX`.
-fn image_exprs(url: Option<&str>, imported: &[String]) -> anyhow::Result<(String, String)> {
-    let Some(url) = url else {
-        bail!(
-            "the spec names no OS image (TinkerbellDatacenterConfig osImageURL, or `image:`): name an image imported with `kiln image import` ({})",
-            if imported.is_empty() {
-                "none yet".to_string()
-            } else {
-                imported.join(", ")
-            }
-        );
-    };
-    let by_name = |name: &str| {
-        (
-            format!("{{{{ images[\"{name}\"].url }}}}"),
-            format!("{{{{ images[\"{name}\"].sha256 }}}}"),
-        )
-    };
-    if imported.iter().any(|i| i == url) {
-        return Ok(by_name(url));
-    }
-    if let Some((u, sha)) = url.split_once("#sha256=")
-        && (u.starts_with("http://") || u.starts_with("https://"))
-    {
-        return Ok((u.to_string(), sha.to_string()));
-    }
-    // An EKS Anywhere URL whose file name, less format suffixes, is an imported image's
-    // name, as `kiln image import URL` names it (ubuntu-2204-kube-v1.30.gz: ubuntu-2204-kube-v1.30).
-    let stem = crate::image::format::default_name(url);
-    if imported.contains(&stem) {
-        return Ok(by_name(&stem));
-    }
-    bail!(
-        "OS image {url:?}: not an imported image ({}); import it with `kiln image import FILE --name NAME` and name it, or give a URL with #sha256=<hex>",
-        if imported.is_empty() {
-            "none yet".to_string()
-        } else {
-            imported.join(", ")
-        }
-    )
-}
-
-fn node_template(cluster: &str, image: (String, String)) -> anyhow::Result<Template> {
-    let (url, sha) = image;
-    let text = format!(
-        "name: kiln-cluster-{cluster}\ntimeout: 90m\nactions:\n  - name: stream-image\n    kind: image2disk\n    timeout: 60m\n    retries: 2\n    with:\n      url: '{url}'\n      sha256: '{sha}'\n  - name: seed-cloud-init\n    kind: cloud-init\n    timeout: 2m\n    retries: 2\n  - name: reboot\n    kind: reboot\n    timeout: 2m\n"
-    );
-    parse_template("cluster node template", &text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.0.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
-}
-
-fn role_name(role: &Role) -> String {
-    match role {
-        Role::ControlPlane { first: true } => "control-plane (init)".into(),
-        Role::ControlPlane { first: false } => "control-plane".into(),
-        Role::Worker { group } => format!("worker ({group})"),
-    }
-}
-
-fn parse_spec(file: &Path) -> anyhow::Result<(String, String, ClusterSpec)> {
+/// Reads the spec and sends it; spec problems print one `FILE:LINE:COLUMN` each, as the
+/// parser words them, and nothing is created.
+fn send_spec(
+    api: &Client,
+    file: &Path,
+    dry_run: bool,
+    start: StartArgs,
+) -> anyhow::Result<ClusterCreated> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    match ClusterSpec::parse_with_warnings(&text, &name) {
-        Ok(parsed) => {
-            for w in &parsed.warnings {
+    let req = ClusterCreateRequest {
+        file_name: name,
+        spec: text,
+        dry_run,
+        server_url: start.server_url,
+        no_power: start.no_power,
+    };
+    match api.send::<_, ClusterCreated>("POST", &path("clusters", None, ""), &req) {
+        Ok(created) => {
+            for w in &created.warnings {
                 eprintln!("warning: {w}");
             }
-            Ok((name, text, parsed.spec))
+            Ok(created)
         }
-        Err(errors) => {
-            bail!("{errors}\nkiln: no cluster was created");
+        Err(ClientError::Api { status: 422, body }) if !body.details.is_empty() => {
+            let lines: Vec<String> = body.details.iter().map(ToString::to_string).collect();
+            bail!("{}\nkiln: no cluster was created", lines.join("\n"))
         }
+        Err(e) => Err(e.into()),
     }
 }
 
-#[derive(Serialize)]
-struct NodeStatus {
-    hostname: String,
-    /// control-plane | worker
-    role: String,
-    /// With the detail: "control-plane (init)", "worker (md-0)".
-    role_detail: String,
-    workflow: String,
-    state: String,
-    phone_home: bool,
-    message: String,
-}
-
-#[derive(Serialize)]
-struct ClusterStatus {
-    name: String,
-    state: &'static str,
-    nodes: Vec<NodeStatus>,
-    /// The first control plane phoned home, which it does only after its API server answered
-    /// `/readyz` (verified with the cluster CA).
-    api_server_confirmed: bool,
-}
-
-fn status_of(store: &Store, c: &ClusterRecord) -> anyhow::Result<ClusterStatus> {
-    let mut nodes = Vec::new();
-    for n in store.cluster_nodes(&c.name)? {
-        let wf = store.workflow(&n.workflow)?;
-        let phoned = store.phone_home_of(&n.workflow)?.is_some();
-        nodes.push(NodeStatus {
-            hostname: n.hostname,
-            role: n.role.split(' ').next().unwrap_or_default().to_string(),
-            role_detail: n.role,
-            state: wf
-                .as_ref()
-                .map_or("unknown".into(), |w| w.state.to_string()),
-            message: wf.map(|w| w.message).unwrap_or_default(),
-            workflow: n.workflow,
-            phone_home: phoned,
-        });
-    }
-    let ended_badly = nodes.iter().any(|n| {
-        n.state == WorkflowState::Failed.name() || n.state == WorkflowState::TimedOut.name()
-    });
-    let all_done = nodes
-        .iter()
-        .all(|n| n.state == WorkflowState::Succeeded.name());
-    let init = role_name(&Role::ControlPlane { first: true });
-    let api_server_confirmed = nodes.iter().any(|n| n.role_detail == init && n.phone_home);
-    Ok(ClusterStatus {
-        name: c.name.clone(),
-        state: if ended_badly {
-            "failed"
-        } else if all_done {
-            "ready"
-        } else {
-            "provisioning"
-        },
-        nodes,
-        api_server_confirmed,
-    })
-}
-
-pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(
-        Store::open(data_dir)
-            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    );
+pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
+    let api = ctx.client()?;
     match cmd {
         Command::Create {
             file,
             dry_run,
             out_dir,
-            start: StartArgs {
-                server_url,
-                no_power,
-            },
+            start,
             wait,
             output,
         } => {
-            let (spec_file, text, spec) = parse_spec(&file)?;
+            let created = send_spec(&api, &file, dry_run, start)?;
             if dry_run {
                 let out = out_dir.expect("clap requires --out-dir with --dry-run");
-                return dry_run_to(&store, &spec, &out, output);
+                return dry_run_to(created, &out, output);
             }
-            let name = spec.name.clone();
-            let (plan, created) = create(&store, spec_file, text, spec, server_url, no_power)?;
             if !(wait.wait && output == Format::Json) {
-                print_created(&name, &plan, &created, output)?;
+                print_created(&created, output)?;
             }
             if wait.wait {
-                return wait_for(&store, &name, wait.timeout, output);
+                return wait_for(&api, &created.cluster, wait.timeout, output);
             }
         }
         Command::List { output } => {
-            let all: Vec<ClusterStatus> = store
-                .clusters()?
-                .iter()
-                .map(|c| status_of(&store, c))
-                .collect::<anyhow::Result<_>>()?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = all
-                        .iter()
-                        .map(|c| {
-                            vec![
-                                c.name.clone(),
-                                c.state.into(),
-                                c.nodes.len().to_string(),
-                                if c.api_server_confirmed {
-                                    "confirmed"
-                                } else {
-                                    "-"
-                                }
-                                .into(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
-                    );
-                }
-            }
+            let all: Vec<ClusterStatus> = api.get(&path("clusters", None, ""))?;
+            print_list(&all, output)?;
         }
         Command::Status { name, wait, output } => {
             if wait.wait {
-                return wait_for(&store, &name, wait.timeout, output);
+                return wait_for(&api, &name, wait.timeout, output);
             }
-            let st = status_of(&store, &cluster(&store, &name)?)?;
+            let st: ClusterStatus = api.get(&path("clusters", Some(&name), ""))?;
             print_status(&st, output)?;
-            if st.state == "failed" {
+            if st.state == ClusterStatus::FAILED {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Kubeconfig { name, out, output } => {
-            kubeconfig(&cluster(&store, &name)?, out.as_deref(), output)?;
+            let minted: MintedKubeconfig =
+                api.get(&path("clusters", Some(&name), "/kubeconfig"))?;
+            kubeconfig(minted, out.as_deref(), output)?;
         }
         Command::Delete {
             name,
@@ -315,54 +167,96 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             output,
         } => {
-            return delete(
-                data_dir, store, &name, force, keep_disks, server_url, output,
-            );
+            let url = delete_path(&name, force, keep_disks, server_url.as_deref());
+            let deleted: ClusterDeleted = api.delete(&url)?;
+            return print_deleted(deleted, output);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn cluster(store: &Store, name: &str) -> anyhow::Result<ClusterRecord> {
-    store
-        .cluster(name)?
-        .with_context(|| format!("no cluster named {name:?}"))
+fn print_list(all: &[ClusterStatus], output: Format) -> anyhow::Result<()> {
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(all)?),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.state.clone(),
+                        c.nodes.len().to_string(),
+                        if c.api_server_confirmed {
+                            "confirmed"
+                        } else {
+                            "-"
+                        }
+                        .into(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
+            );
+        }
+    }
+    Ok(())
 }
 
-/// Machines not in any cluster yet.
-fn free_machines(store: &Store) -> anyhow::Result<Vec<kiln_model::Hardware>> {
-    let taken = store.clustered_machines()?;
-    Ok(store
-        .hardware()?
-        .into_iter()
-        .filter(|h| !taken.contains(&h.hostname))
-        .collect())
+/// `DELETE /api/v1/clusters/NAME[?force=true&keep_disks=true&server_url=URL]`.
+fn delete_path(name: &str, force: bool, keep_disks: bool, server_url: Option<&str>) -> String {
+    let mut query = vec![];
+    if force {
+        query.push("force=true".to_string());
+    }
+    if keep_disks {
+        query.push("keep_disks=true".to_string());
+    }
+    if let Some(u) = server_url {
+        query.push(format!("server_url={}", kiln_api::routes::segment(u)));
+    }
+    let url = path("clusters", Some(name), "");
+    if query.is_empty() {
+        url
+    } else {
+        format!("{url}?{}", query.join("&"))
+    }
 }
 
-/// `create --dry-run --out-dir DIR`.
-fn dry_run_to(
-    store: &Store,
-    spec: &ClusterSpec,
-    out: &Path,
-    output: Format,
-) -> anyhow::Result<ExitCode> {
-    let done = kiln_cluster::dry_run(spec, &free_machines(store)?, out)?;
+/// `create --dry-run --out-dir DIR`: the server rendered the seeds; they are written here.
+fn dry_run_to(created: ClusterCreated, out: &Path, output: Format) -> anyhow::Result<ExitCode> {
+    let seeds: Vec<(String, kiln_cluster::NodeSeed)> = created
+        .seeds
+        .iter()
+        .map(|s| {
+            (
+                s.hostname.clone(),
+                kiln_cluster::NodeSeed {
+                    user_data: s.user_data.clone(),
+                    meta_data: s.meta_data.clone(),
+                    network_config: s.network_config.clone(),
+                },
+            )
+        })
+        .collect();
+    let files = kiln_cluster::write_seeds(out, &seeds)?;
     match output {
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "cluster": spec.name,
+                "cluster": created.cluster,
                 "dry_run": true,
-                "nodes": plan_json(&done.plan, &[]),
-                "spares": done.plan.spares,
-                "files": done.files,
+                "nodes": created.nodes,
+                "spares": created.spares,
+                "files": files,
             }))?
         ),
         Format::Table => {
-            print_plan(&done.plan);
+            print_plan(&created.nodes, &created.spares);
             println!(
                 "dry run: wrote {} file(s) under {} (mode 0600); nothing else was touched",
-                done.files.len(),
+                files.len(),
                 out.display()
             );
         }
@@ -370,140 +264,64 @@ fn dry_run_to(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Plans the cluster on free machines and creates one workflow per node, all or none.
-fn create(
-    store: &Arc<Store>,
-    spec_file: String,
-    text: String,
-    spec: ClusterSpec,
-    server_url: Option<String>,
-    no_power: bool,
-) -> anyhow::Result<(Plan, Vec<Workflow>)> {
-    if store.cluster(&spec.name)?.is_some() {
-        bail!(
-            "a cluster named {:?} exists already (kiln cluster delete {} first)",
-            spec.name,
-            spec.name
-        );
-    }
-    let plan = kiln_cluster::plan(&spec, &free_machines(store)?)?;
-    let server_url = crate::select::server_url(store, server_url)?;
-    let imported: Vec<String> = store.images()?.into_iter().map(|i| i.name).collect();
-    // One template per machine spec (control planes and worker groups may name different images).
-    let mut templates = Vec::new();
-    for node in &plan.nodes {
-        let machine = match &node.role {
-            Role::ControlPlane { .. } => &spec.control_plane.machine,
-            Role::Worker { group } => {
-                &spec
-                    .worker_groups
-                    .iter()
-                    .find(|g| &g.name == group)
-                    .context("plan names a worker group the spec lacks")?
-                    .machine
-            }
-        };
-        let image = image_exprs(machine.image_url.as_deref(), &imported)
-            .with_context(|| format!("node {}", node.hostname))?;
-        templates.push(node_template(&spec.name, image)?);
-    }
-    let secrets = ClusterSecrets::generate()?;
-    let record = ClusterRecord {
-        name: spec.name.clone(),
-        spec_file,
-        spec: text,
-        plan: serde_json::to_string(&plan)?,
-        secrets: serde_json::to_string(&secrets)?,
-        created_ms: kiln_engine::now_ms(),
-    };
-    let items: Vec<_> = templates
-        .iter()
-        .zip(&plan.nodes)
-        .map(|(t, n)| (t, &n.hardware))
-        .collect();
-    let engine = Engine::new(Arc::clone(store));
-    let mut first = true;
-    let created = engine.create_each(
-        &items,
-        server_url.trim_end_matches('/'),
-        !no_power,
-        |wf, tx| {
-            if std::mem::take(&mut first) {
-                tx.insert_cluster(&record)?;
-            }
-            let role = plan
-                .node(&wf.hardware)
-                .map_or_else(|| "?".into(), |n| role_name(&n.role));
-            tx.insert_cluster_node(&ClusterNode {
-                cluster: record.name.clone(),
-                hostname: wf.hardware.clone(),
-                role,
-                workflow: wf.id.clone(),
-            })
-        },
-    )?;
-    Ok((plan, created))
-}
-
-/// The plan's nodes as JSON, with the workflow of each where there is one.
-fn plan_json(plan: &Plan, created: &[Workflow]) -> Vec<serde_json::Value> {
-    plan.nodes
-        .iter()
-        .map(|n| {
-            serde_json::json!({
-                "hostname": n.hostname,
-                "ip": n.hardware.ip.to_string(),
-                "role": role_name(&n.role),
-                "workflow": created.iter().find(|w| w.hardware == n.hostname).map(|w| &w.id),
-            })
-        })
-        .collect()
-}
-
-fn print_created(
-    name: &str,
-    plan: &Plan,
-    created: &[Workflow],
-    output: Format,
-) -> anyhow::Result<()> {
+fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()> {
+    let name = &created.cluster;
     match output {
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "cluster": name,
-                "nodes": plan_json(plan, created),
-                "spares": plan.spares,
+                "nodes": created.nodes,
+                "spares": created.spares,
             }))?
         ),
         Format::Table => {
-            print_plan(plan);
+            print_plan(&created.nodes, &created.spares);
             println!(
                 "cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`",
-                created.len(),
+                created
+                    .nodes
+                    .iter()
+                    .filter(|n| n.workflow.is_some())
+                    .count(),
             );
         }
     }
     Ok(())
 }
 
-/// `--wait`: follows the nodes' workflows until they end (or `timeout`), then prints the
-/// cluster's status. Exit 0 when ready, 1 when a node failed, 3 when still provisioning.
+/// The cluster's status with its nodes' workflows in full.
+fn status_with_workflows(
+    api: &Client,
+    name: &str,
+) -> anyhow::Result<(ClusterStatus, Vec<Workflow>)> {
+    let mut st: ClusterStatus = api.get(&format!(
+        "{}?workflows=true",
+        path("clusters", Some(name), "")
+    ))?;
+    let wfs = std::mem::take(&mut st.workflows)
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<Workflow>, _>>()
+        .context("the server's workflows")?;
+    Ok((st, wfs))
+}
+
+/// `--wait`: follows the nodes' workflows (polling the API) until they end (or `timeout`),
+/// then prints the cluster's status. Exit 0 when ready, 1 when a node failed, 3 when still
+/// provisioning.
 fn wait_for(
-    store: &Store,
+    api: &Client,
     name: &str,
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
-    let ids: Vec<String> = store
-        .cluster_nodes(&cluster(store, name)?.name)?
-        .into_iter()
-        .map(|n| n.workflow)
-        .collect();
+    let fetch = || status_with_workflows(api, name).map(|(_, wfs)| wfs);
     let code = match output {
-        Format::Table => crate::wait::follow(store, &ids, timeout, output)?,
-        Format::Json => crate::wait::quietly(store, &ids, timeout)?,
+        Format::Table => crate::wait::follow_with(fetch, timeout, output)?,
+        Format::Json => crate::wait::quietly_with(fetch, timeout)?,
     };
-    let st = status_of(store, &cluster(store, name)?)?;
+    let st: ClusterStatus = api.get(&path("clusters", Some(name), ""))?;
     print_status(&st, output)?;
     Ok(code)
 }
@@ -547,62 +365,37 @@ fn print_status(st: &ClusterStatus, output: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `cluster kubeconfig -o json` prints.
-#[derive(Serialize)]
-struct MintedKubeconfig<'a> {
-    cluster: &'a str,
-    server: &'a str,
-    user: &'a str,
-    group: &'a str,
-    not_before: String,
-    not_after: String,
-    /// With --out.
-    file: Option<String>,
-    /// Without --out.
-    kubeconfig: Option<&'a str>,
-}
-
-/// `kiln cluster kubeconfig NAME [--out FILE]`: minted from the stored cluster CA.
-fn kubeconfig(c: &ClusterRecord, out: Option<&Path>, output: Format) -> anyhow::Result<()> {
-    let spec = ClusterSpec::parse(&c.spec, &c.spec_file)
-        .map_err(|e| anyhow::anyhow!("stored spec: {e}"))?;
-    let secrets: ClusterSecrets = serde_json::from_str(&c.secrets).context("stored secrets")?;
-    let admin = kiln_cluster::admin_kubeconfig(&spec, &secrets, SystemTime::now())
-        .with_context(|| format!("cluster {}: minting the admin kubeconfig", c.name))?;
-    if let Some(path) = out {
-        write_private(path, admin.kubeconfig.expose())?;
+/// `kiln cluster kubeconfig NAME [--out FILE]`: minted by the server from the stored CA.
+fn kubeconfig(
+    mut minted: MintedKubeconfig,
+    out: Option<&Path>,
+    output: Format,
+) -> anyhow::Result<()> {
+    let text = minted
+        .kubeconfig
+        .take()
+        .context("the server returned no kubeconfig")?;
+    match out {
+        Some(path) => {
+            write_private(path, &text)?;
+            minted.file = Some(path.display().to_string());
+        }
+        None => minted.kubeconfig = Some(text),
     }
-    let ms = |t: SystemTime| {
-        rfc3339_ms(
-            t.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        )
-    };
     match output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&MintedKubeconfig {
-                cluster: &c.name,
-                server: &admin.server,
-                user: admin.user,
-                group: admin.group,
-                not_before: ms(admin.not_before),
-                not_after: ms(admin.not_after),
-                file: out.map(|p| p.display().to_string()),
-                kubeconfig: out.is_none().then_some(admin.kubeconfig.expose()),
-            })?
-        ),
-        Format::Table => match out {
-            Some(path) => println!(
+        Format::Json => println!("{}", serde_json::to_string_pretty(&minted)?),
+        Format::Table => match (out, &minted.kubeconfig) {
+            (Some(path), _) => println!(
                 "wrote the admin kubeconfig of cluster {} to {} (mode 0600): server {}, user {} in group {}, valid until {}",
-                c.name,
+                minted.cluster,
                 path.display(),
-                admin.server,
-                admin.user,
-                admin.group,
-                ms(admin.not_after)
+                minted.server,
+                minted.user,
+                minted.group,
+                minted.not_after
             ),
-            None => print!("{}", admin.kubeconfig.expose()),
+            (None, Some(text)) => print!("{text}"),
+            (None, None) => {}
         },
     }
     Ok(())
@@ -630,102 +423,22 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `cluster delete -o json` prints.
-#[derive(Serialize, Default)]
-struct Deleted {
-    cluster: String,
-    machines: Vec<String>,
-    /// Node workflows still running that --force cancelled.
-    cancelled: Vec<String>,
-    /// (machine, wipe workflow id).
-    wipe_workflows: Vec<(String, String)>,
-    /// Machines without a BMC: to be restarted by hand.
-    no_bmc: Vec<String>,
-}
-
-fn delete(
-    data_dir: &Path,
-    store: Arc<Store>,
-    name: &str,
-    force: bool,
-    keep_disks: bool,
-    server_url: Option<String>,
-    output: Format,
-) -> anyhow::Result<ExitCode> {
-    let c = cluster(&store, name)?;
-    let nodes = store.cluster_nodes(&c.name)?;
-    let running: Vec<&ClusterNode> = nodes
-        .iter()
-        .filter(|n| {
-            store
-                .workflow(&n.workflow)
-                .ok()
-                .flatten()
-                .is_some_and(|w| !w.state.is_terminal())
-        })
-        .collect();
-    if !running.is_empty() && !force {
-        let names: Vec<&str> = running.iter().map(|n| n.hostname.as_str()).collect();
-        bail!(
-            "cluster {name}: nodes {} are still being installed (pass --force to delete anyway)",
-            names.join(", ")
-        );
-    }
-    let mut done = Deleted {
-        cluster: c.name.clone(),
-        machines: nodes.iter().map(|n| n.hostname.clone()).collect(),
-        ..Deleted::default()
-    };
-    let engine = Engine::new(Arc::clone(&store));
-    // --force: the unfinished installs end now, so the machines are free at once.
-    for n in &running {
-        engine.cancel(&n.workflow, &format!("cluster {name} deleted (--force)"))?;
-        done.cancelled.push(n.workflow.clone());
-    }
-    let machines: Vec<_> = store
-        .hardware()?
-        .into_iter()
-        .filter(|h| done.machines.contains(&h.hostname))
-        .collect();
-    done.no_bmc = machines
-        .iter()
-        .filter(|h| h.bmc.is_none())
-        .map(|h| h.hostname.clone())
-        .collect();
-    if running.is_empty() && !keep_disks {
-        let template = parse_template("wipe-disk.yaml", WIPE_TEMPLATE)
-            .map_err(|e| anyhow::anyhow!("built-in wipe template: {e:?}"))?;
-        let server_url = crate::select::server_url(&store, server_url)?;
-        let created =
-            engine.create(&template, &machines, server_url.trim_end_matches('/'), true)?;
-        store.delete_cluster(&c.name)?;
-        done.wipe_workflows = created
-            .iter()
-            .map(|w| (w.hardware.clone(), w.id.clone()))
-            .collect();
-        print_deleted(&done, output)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    for n in &nodes {
-        store.set_netboot(&n.hostname, false)?;
-    }
-    store.delete_cluster(&c.name)?;
-    print_deleted(&done, output)?;
-    let with_bmc: Vec<String> = machines
-        .iter()
-        .filter(|h| h.bmc.is_some())
-        .map(|h| h.hostname.clone())
-        .collect();
-    if with_bmc.is_empty() {
+/// Prints what the deletion did; without a wipe, the BMC power-off rows follow as
+/// `kiln bmc off` prints them (exit 1 when one failed).
+fn print_deleted(mut d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCode> {
+    let power_off = std::mem::take(&mut d.power_off);
+    print_deletion(&d, output)?;
+    if power_off.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     if output == Format::Table {
-        println!("powering off through their BMCs: {}", with_bmc.join(", "));
+        let names: Vec<&str> = power_off.iter().map(|r| r.machine.as_str()).collect();
+        println!("powering off through their BMCs: {}", names.join(", "));
     }
-    crate::bmc::run(data_dir, crate::bmc::Args::power_off(with_bmc, output))
+    crate::bmc::print_rows(&power_off, output)
 }
 
-fn print_deleted(d: &Deleted, output: Format) -> anyhow::Result<()> {
+fn print_deletion(d: &ClusterDeleted, output: Format) -> anyhow::Result<()> {
     if output == Format::Json {
         println!("{}", serde_json::to_string_pretty(d)?);
         return Ok(());
@@ -764,20 +477,13 @@ fn print_deleted(d: &Deleted, output: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_plan(plan: &Plan) {
-    let mut rows: Vec<Vec<String>> = plan
-        .nodes
+fn print_plan(nodes: &[PlannedNodeView], spares: &[String]) {
+    let mut rows: Vec<Vec<String>> = nodes
         .iter()
-        .map(|n| {
-            vec![
-                n.hostname.clone(),
-                n.hardware.ip.to_string(),
-                role_name(&n.role),
-            ]
-        })
+        .map(|n| vec![n.hostname.clone(), n.ip.clone(), n.role.clone()])
         .collect();
     rows.extend(
-        plan.spares
+        spares
             .iter()
             .map(|s| vec![s.clone(), String::new(), "spare".into()]),
     );
@@ -789,51 +495,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_built_in_wipe_template_parses() {
-        let t = parse_template("wipe-disk.yaml", WIPE_TEMPLATE).unwrap();
-        let kinds: Vec<String> = t.actions.iter().map(|a| a.kind.to_string()).collect();
-        assert_eq!(kinds, ["wipe", "poweroff"]);
-    }
-
-    #[test]
-    fn images_by_name_by_file_name_or_by_url_with_digest() {
-        let imported = vec!["test-os".to_string()];
-        let (url, sha) = image_exprs(Some("test-os"), &imported).unwrap();
-        assert_eq!(url, "{{ images[\"test-os\"].url }}");
-        assert_eq!(sha, "{{ images[\"test-os\"].sha256 }}");
-        let (url, _) = image_exprs(Some("http://mirror/x/test-os.raw.zst"), &imported).unwrap();
-        assert!(url.contains("images[\"test-os\"]"));
-        let (url, sha) = image_exprs(Some("https://m/os.raw.gz#sha256=abcd"), &imported).unwrap();
+    fn delete_options_travel_in_the_query() {
+        assert_eq!(delete_path("c1", false, false, None), "/api/v1/clusters/c1");
         assert_eq!(
-            (url.as_str(), sha.as_str()),
-            ("https://m/os.raw.gz", "abcd")
+            delete_path("c1", true, true, Some("http://10.0.0.1:8080/")),
+            "/api/v1/clusters/c1?force=true&keep_disks=true&server_url=http:%2F%2F10.0.0.1:8080%2F"
         );
-        let e = image_exprs(Some("https://m/other.raw.gz"), &imported).unwrap_err();
-        assert!(
-            e.to_string().contains("not an imported image (test-os)"),
-            "{e}"
-        );
-        assert!(image_exprs(None, &[]).is_err());
-    }
-
-    #[test]
-    fn an_os_image_url_resolves_to_the_imported_version() {
-        let imported = [
-            "ubuntu-2204-kube-v1".to_string(),
-            "ubuntu-2204-kube-v1.29".into(),
-            "ubuntu-2204-kube-v1.30".into(),
-        ];
-        let (url, sha) =
-            image_exprs(Some("http://host/ubuntu-2204-kube-v1.30.gz"), &imported).unwrap();
-        assert_eq!(url, "{{ images[\"ubuntu-2204-kube-v1.30\"].url }}");
-        assert_eq!(sha, "{{ images[\"ubuntu-2204-kube-v1.30\"].sha256 }}");
-        let (url, _) = image_exprs(
-            Some("http://host/i/ubuntu-2204-kube-v1.29.raw.xz"),
-            &imported,
-        )
-        .unwrap();
-        assert_eq!(url, "{{ images[\"ubuntu-2204-kube-v1.29\"].url }}");
-        let e = image_exprs(Some("http://host/ubuntu-2204-kube-v1.31.gz"), &imported).unwrap_err();
-        assert!(e.to_string().contains("not an imported image"), "{e}");
     }
 }

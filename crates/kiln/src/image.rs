@@ -18,11 +18,6 @@ use crate::client::Client;
 use crate::output::{Format, table};
 use progress::{Progress, Reading};
 
-/// Image names, as the server gives them by default (`kiln cluster` matches URLs by them).
-pub mod format {
-    pub use kiln_api::images::default_name;
-}
-
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Import a disk image from a file or an http(s) URL: raw or qcow2, as it is or

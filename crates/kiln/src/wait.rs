@@ -69,15 +69,28 @@ pub fn follow(
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
+    follow_with(|| Ok(from_store(store, ids)), timeout, output)
+}
+
+/// The workflows `ids` as the store has them now.
+fn from_store(store: &Store, ids: &[String]) -> Vec<Workflow> {
+    ids.iter()
+        .filter_map(|id| store.workflow(id).ok().flatten())
+        .collect()
+}
+
+/// [`follow`] over whatever `fetch` returns each round (the store, or the admin API).
+pub fn follow_with(
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<Workflow>>,
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
     let tty = output == Format::Table && std::io::stdout().is_terminal();
     let started = Instant::now();
     let started_ms = now_ms();
     let mut last: Vec<String> = Vec::new();
     loop {
-        let wfs: Vec<Workflow> = ids
-            .iter()
-            .filter_map(|id| store.workflow(id).ok().flatten())
-            .collect();
+        let wfs = fetch()?;
         let lines: Vec<String> = match output {
             Format::Table => wfs.iter().map(progress_line).collect(),
             Format::Json => wfs
@@ -119,18 +132,15 @@ pub fn follow(
     }
 }
 
-/// Waits without printing until the workflows end or `timeout` runs out; the exit status.
-pub fn quietly(
-    store: &Store,
-    ids: &[String],
+/// Waits without printing until the workflows `fetch` returns (each round) end or `timeout`
+/// runs out; the exit status.
+pub fn quietly_with(
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<Workflow>>,
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     loop {
-        let wfs: Vec<Workflow> = ids
-            .iter()
-            .filter_map(|id| store.workflow(id).ok().flatten())
-            .collect();
+        let wfs = fetch()?;
         if wfs.iter().all(|w| w.state.is_terminal())
             || timeout.is_some_and(|t| started.elapsed() >= t)
         {

@@ -96,6 +96,63 @@ fn needed(method: &Method) -> TokenScope {
     }
 }
 
+/// Who made a request, for handlers that need more than the method's scope (a GET that
+/// returns a credential); the middleware puts it in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub scope: TokenScope,
+    pub token_name: String,
+    pub peer: SocketAddr,
+    /// `METHOD /path`, for the refusal's log line and event.
+    pub what: String,
+}
+
+/// A refusal: logged, recorded as an `api.refused` event naming the source, and the error.
+fn refused(
+    state: &AdminState,
+    peer: SocketAddr,
+    what: &str,
+    status: StatusCode,
+    code: &str,
+    why: String,
+) -> Failure {
+    tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
+    state.events.emit(
+        Event::now(
+            EventKind::ApiRefused,
+            format!("{what} from {}: {why}", peer.ip()),
+        )
+        .with_ip(peer.ip()),
+    );
+    Failure::new(status, code, why)
+}
+
+/// In a handler: refuses (403, logged like the middleware's refusals) unless the caller's
+/// token allows `need`.
+pub fn require(
+    state: &AdminState,
+    caller: &Caller,
+    need: TokenScope,
+    what_for: &str,
+) -> Result<(), Failure> {
+    if caller.scope.allows(need) {
+        return Ok(());
+    }
+    Err(refused(
+        state,
+        caller.peer,
+        &caller.what,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "token {:?} is {}; {what_for} needs an {} token",
+            caller.token_name,
+            caller.scope.as_str(),
+            need.as_str()
+        ),
+    ))
+}
+
 /// The middleware in front of every admin route but the OpenAPI document.
 pub async fn require_token(
     State(state): State<Arc<AdminState>>,
@@ -112,15 +169,7 @@ pub async fn require_token(
     let need = needed(request.method());
     let what = format!("{} {}", request.method(), request.uri().path());
     let refuse = |status: StatusCode, code: &str, why: String| {
-        tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
-        state.events.emit(
-            Event::now(
-                EventKind::ApiRefused,
-                format!("{what} from {}: {why}", peer.ip()),
-            )
-            .with_ip(peer.ip()),
-        );
-        let mut response = Failure::new(status, code, why).into_response();
+        let mut response = refused(&state, peer, &what, status, code, why).into_response();
         // The refused request's body is left unread: the connection is not reused.
         response.headers_mut().insert(
             header::CONNECTION,
@@ -162,6 +211,13 @@ pub async fn require_token(
             ),
         );
     }
+    let mut request = request;
+    request.extensions_mut().insert(Caller {
+        scope,
+        token_name: record.name,
+        peer,
+        what,
+    });
     let mut response = next.run(request).await;
     // Responses may carry machine data: never cached by anything between.
     response.headers_mut().insert(

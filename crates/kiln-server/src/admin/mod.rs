@@ -3,6 +3,8 @@
 //! `/api/v1/openapi.json` is generated from the handlers' annotations, so every route is in it.
 
 pub mod auth;
+mod bmc;
+mod clusters;
 mod failure;
 mod hardware;
 mod images;
@@ -88,6 +90,10 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::delete
         ))
         .merge(images::routes())
+        .routes(routes!(clusters::list, clusters::create))
+        .routes(routes!(clusters::status, clusters::delete))
+        .routes(routes!(clusters::kubeconfig))
+        .routes(routes!(bmc::action))
         .split_for_parts();
     let published = Arc::new(doc.clone());
     // The document too needs a token: no request without one is answered.

@@ -1,0 +1,39 @@
+//! `POST /api/v1/bmc/actions`: power and boot control through the machines' BMCs, many in
+//! parallel. A POST even for `status` and `info`: every op talks to hardware (admin tokens).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use kiln_api::{BmcActionRequest, BmcRow};
+
+use super::{AdminState, ApiResult, Failure};
+use crate::bmc_actions::{self, SelectError};
+
+impl From<SelectError> for Failure {
+    fn from(e: SelectError) -> Failure {
+        match e {
+            SelectError::NotEnrolled(_) => Failure::not_found(e.to_string()),
+            _ => Failure::invalid(e.to_string()),
+        }
+    }
+}
+
+/// Runs `op` on the machines named (or matching every `k=v` of `selector`): one row per
+/// machine, in order, with the result or the error class and message. A machine that failed
+/// is a row with `ok: false`, not an HTTP error.
+#[utoipa::path(post, path = "/api/v1/bmc/actions", tag = "bmc", operation_id = "bmc_action",
+    request_body = BmcActionRequest,
+    responses((status = 200, body = Vec<BmcRow>),
+        (status = 404, description = "A machine named is not enrolled", body = kiln_api::ApiErrorBody),
+        (status = 422, description = "Nothing named, or a selector that is not k=v or matches nothing", body = kiln_api::ApiErrorBody)))]
+pub async fn action(
+    State(s): State<Arc<AdminState>>,
+    Json(req): Json<BmcActionRequest>,
+) -> ApiResult<Json<Vec<BmcRow>>> {
+    let store = s.store.clone();
+    let all = tokio::task::spawn_blocking(move || store.hardware()).await??;
+    let machines = bmc_actions::select(all, &req.machines, &req.selector)?;
+    let rows = bmc_actions::run(s.store.clone(), req.op, machines, req.persistent).await?;
+    Ok(Json(rows))
+}
