@@ -203,62 +203,9 @@ fn execute(
         wait_for_disk(d, &rep)?;
     }
     match action.kind {
-        ActionKind::Image2disk => {
-            let job = Image2Disk::from_params(&action.params).map_err(|e| e.to_string())?;
-            let out = image2disk::image2disk(&job, &Options::default(), &rep)
-                .map_err(|e| e.to_string())?;
-            for w in &out.warnings {
-                rep.log(format!("warning: {w}"));
-            }
-            Ok((
-                format!(
-                    "{} bytes written from {} bytes ({:?}), sha256 {} verified, {} resume(s), {:.1} s",
-                    out.image_size,
-                    out.downloaded,
-                    out.format,
-                    out.sha256,
-                    out.resumes,
-                    out.elapsed.as_secs_f64()
-                ),
-                Leave::Stay,
-            ))
-        }
-        ActionKind::CloudInit => {
-            let seed = client
-                .seed()
-                .map_err(|e| format!("fetching the cloud-init seed: {e:?}"))?;
-            let files = [
-                ("user-data", seed.user_data),
-                ("meta-data", seed.meta_data),
-                ("network-config", seed.network_config),
-            ];
-            let root = MountedRoot::find(param(action, "disk")?)?;
-            for (name, text) in &files {
-                // The seed can hold keys: readable by root only.
-                root.write_file(
-                    &format!("/var/lib/cloud/seed/nocloud/{name}"),
-                    text.as_bytes(),
-                    0o600,
-                )?;
-            }
-            rep.log(format!(
-                "wrote the NoCloud seed ({} files) into {}",
-                files.len(),
-                root.path.display()
-            ));
-            Ok(("NoCloud seed written".into(), Leave::Stay))
-        }
-        ActionKind::Writefile => {
-            let path = param(action, "path")?;
-            let mode = match action.params.get("mode") {
-                Some(m) => u32::from_str_radix(m.trim().trim_start_matches("0o"), 8)
-                    .map_err(|_| format!("mode {m:?} is not octal"))?,
-                None => 0o644,
-            };
-            let root = MountedRoot::find(param(action, "disk")?)?;
-            root.write_file(path, param(action, "content")?.as_bytes(), mode)?;
-            Ok((format!("wrote {path}"), Leave::Stay))
-        }
+        ActionKind::Image2disk => run_image2disk(action, &rep),
+        ActionKind::CloudInit => write_seed(client, action, &rep),
+        ActionKind::Writefile => write_file(action),
         ActionKind::Exec => {
             let mut root = MountedRoot::find(param(action, "disk")?)?;
             root.exec(param(action, "command")?, |line| rep.log(line))?;
@@ -282,18 +229,86 @@ fn execute(
         ActionKind::Kexec => {
             let _ = std::process::Command::new("sync").status();
             let disk = action.params.get("disk").map(String::as_str).or(disk);
-            match prepare_kexec(disk, &rep) {
-                Ok(what) => Ok((format!("kexec into the installed OS: {what}"), Leave::Kexec)),
-                Err(e) => {
-                    rep.log(format!(
-                        "kexec is not possible ({e}); rebooting through the firmware instead"
-                    ));
-                    Ok((
-                        format!("rebooting through the firmware (kexec not possible: {e})"),
-                        Leave::Reboot,
-                    ))
-                }
-            }
+            Ok(kexec_or_reboot(disk, &rep))
+        }
+    }
+}
+
+fn run_image2disk(action: &ActionSpec, rep: &Reporter<'_>) -> Result<(String, Leave), String> {
+    let job = Image2Disk::from_params(&action.params).map_err(|e| e.to_string())?;
+    let out = image2disk::image2disk(&job, &Options::default(), rep).map_err(|e| e.to_string())?;
+    for w in &out.warnings {
+        rep.log(format!("warning: {w}"));
+    }
+    Ok((
+        format!(
+            "{} bytes written from {} bytes ({:?}), sha256 {} verified, {} resume(s), {:.1} s",
+            out.image_size,
+            out.downloaded,
+            out.format,
+            out.sha256,
+            out.resumes,
+            out.elapsed.as_secs_f64()
+        ),
+        Leave::Stay,
+    ))
+}
+
+/// Writes the server's cloud-init seed into the installed OS (NoCloud).
+fn write_seed(
+    client: &Client,
+    action: &ActionSpec,
+    rep: &Reporter<'_>,
+) -> Result<(String, Leave), String> {
+    let seed = client
+        .seed()
+        .map_err(|e| format!("fetching the cloud-init seed: {e:?}"))?;
+    let files = [
+        ("user-data", seed.user_data),
+        ("meta-data", seed.meta_data),
+        ("network-config", seed.network_config),
+    ];
+    let root = MountedRoot::find(param(action, "disk")?)?;
+    for (name, text) in &files {
+        // The seed can hold keys: readable by root only.
+        root.write_file(
+            &format!("/var/lib/cloud/seed/nocloud/{name}"),
+            text.as_bytes(),
+            0o600,
+        )?;
+    }
+    rep.log(format!(
+        "wrote the NoCloud seed ({} files) into {}",
+        files.len(),
+        root.path.display()
+    ));
+    Ok(("NoCloud seed written".into(), Leave::Stay))
+}
+
+fn write_file(action: &ActionSpec) -> Result<(String, Leave), String> {
+    let path = param(action, "path")?;
+    let mode = match action.params.get("mode") {
+        Some(m) => u32::from_str_radix(m.trim().trim_start_matches("0o"), 8)
+            .map_err(|_| format!("mode {m:?} is not octal"))?,
+        None => 0o644,
+    };
+    let root = MountedRoot::find(param(action, "disk")?)?;
+    root.write_file(path, param(action, "content")?.as_bytes(), mode)?;
+    Ok((format!("wrote {path}"), Leave::Stay))
+}
+
+/// kexec when the installed OS allows it, else a reboot through the firmware.
+fn kexec_or_reboot(disk: Option<&str>, rep: &Reporter<'_>) -> (String, Leave) {
+    match prepare_kexec(disk, rep) {
+        Ok(what) => (format!("kexec into the installed OS: {what}"), Leave::Kexec),
+        Err(e) => {
+            rep.log(format!(
+                "kexec is not possible ({e}); rebooting through the firmware instead"
+            ));
+            (
+                format!("rebooting through the firmware (kexec not possible: {e})"),
+                Leave::Reboot,
+            )
         }
     }
 }

@@ -206,11 +206,66 @@ pub fn zero_ranges(disk_len: u64, partitions: &[Range<u64>]) -> Vec<Range<u64>> 
 /// existing regular file standing in for one). `log` gets a line for each step.
 pub fn wipe(disk: &Path, log: &dyn Fn(String)) -> Result<Wiped, WipeError> {
     let t0 = Instant::now();
-    let open_err = |source| WipeError::Open {
+    let read_err = |source| WipeError::Read {
         path: disk.to_owned(),
         source,
     };
-    let read_err = |source| WipeError::Read {
+    let (mut file, block) = open_disk(disk)?;
+    let size = file.seek(SeekFrom::End(0)).map_err(read_err)?;
+    let sectors = if block {
+        vec![u64::from(
+            rustix::fs::ioctl_blksszget(&file).map_err(|e| read_err(e.into()))?,
+        )]
+    } else {
+        vec![512, 4096]
+    };
+    let table = read_table(&|o, b| file.read_exact_at(b, o), size, &sectors);
+    log(format!(
+        "wipe: {}: {size} bytes, {} with {} partition(s)",
+        disk.display(),
+        table.kind.unwrap_or("no partition table"),
+        table.partitions.len()
+    ));
+
+    let discard = discard_all(&file, block, size, log);
+    if let Err(why) = &discard {
+        log(format!("wipe: no discard: {why}"));
+    }
+
+    let ranges = zero_ranges(size, &table.partitions);
+    let zeroed = write_zeros(&file, disk, &ranges)?;
+    file.sync_all().map_err(|source| WipeError::Flush {
+        path: disk.to_owned(),
+        source,
+    })?;
+    log(format!(
+        "wipe: zeroed {} ranges ({zeroed} bytes) and flushed",
+        ranges.len()
+    ));
+
+    let reread = reread_table(&file, block);
+    match &reread {
+        Ok(()) if block => log("wipe: the kernel re-read the partition table".into()),
+        Ok(()) => {}
+        Err(why) => log(format!(
+            "wipe: warning: the kernel did not re-read the partition table: {why}"
+        )),
+    }
+    Ok(Wiped {
+        size,
+        table: table.kind,
+        partitions: table.partitions.len(),
+        discard,
+        zeroed,
+        ranges: ranges.len(),
+        reread,
+        elapsed_secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Opens the disk for reading and writing; `true` with it when it is a block device.
+fn open_disk(disk: &Path) -> Result<(File, bool), WipeError> {
+    let open_err = |source| WipeError::Open {
         path: disk.to_owned(),
         source,
     };
@@ -230,7 +285,7 @@ pub fn wipe(disk: &Path, log: &dyn Fn(String)) -> Result<Wiped, WipeError> {
     // EBUSY just after a partition-table re-read (an image written a moment ago) is the
     // kernel or udev still looking at the disk: retried for about 2 s before it counts.
     let mut tries = 0;
-    let mut file: File = loop {
+    let file: File = loop {
         match opts.open(disk) {
             Err(e)
                 if block
@@ -243,43 +298,31 @@ pub fn wipe(disk: &Path, log: &dyn Fn(String)) -> Result<Wiped, WipeError> {
             r => break r.map_err(open_err)?,
         }
     };
-    let size = file.seek(SeekFrom::End(0)).map_err(read_err)?;
-    let sectors = if block {
-        vec![u64::from(
-            rustix::fs::ioctl_blksszget(&file).map_err(|e| read_err(e.into()))?,
-        )]
-    } else {
-        vec![512, 4096]
-    };
-    let table = read_table(&|o, b| file.read_exact_at(b, o), size, &sectors);
-    log(format!(
-        "wipe: {}: {size} bytes, {} with {} partition(s)",
-        disk.display(),
-        table.kind.unwrap_or("no partition table"),
-        table.partitions.len()
-    ));
+    Ok((file, block))
+}
 
-    let discard = if !block {
+/// Discards the whole device; why not, when it is not done.
+fn discard_all(file: &File, block: bool, size: u64, log: &dyn Fn(String)) -> Result<(), String> {
+    if !block {
         Err("a regular file".to_string())
     } else if size == 0 {
         Err("empty device".to_string())
     } else {
         log(format!("wipe: discarding all {size} bytes"));
-        blk::discard(&file, 0, size).map_err(|e| match e.raw_os_error() {
+        blk::discard(file, 0, size).map_err(|e| match e.raw_os_error() {
             Some(c) if c == rustix::io::Errno::OPNOTSUPP.raw_os_error() => {
                 "the device does not support it".to_string()
             }
             _ => e.to_string(),
         })
-    };
-    if let Err(why) = &discard {
-        log(format!("wipe: no discard: {why}"));
     }
+}
 
-    let ranges = zero_ranges(size, &table.partitions);
+/// Writes zeros over `ranges`, a MiB at a time; returns the bytes zeroed.
+fn write_zeros(file: &File, disk: &Path, ranges: &[Range<u64>]) -> Result<u64, WipeError> {
     let zeros = vec![0u8; MIB as usize];
     let mut zeroed = 0;
-    for r in &ranges {
+    for r in ranges {
         let mut at = r.start;
         while at < r.end {
             let n = (r.end - at).min(MIB);
@@ -294,42 +337,20 @@ pub fn wipe(disk: &Path, log: &dyn Fn(String)) -> Result<Wiped, WipeError> {
         }
         zeroed += r.end - r.start;
     }
-    file.sync_all().map_err(|source| WipeError::Flush {
-        path: disk.to_owned(),
-        source,
-    })?;
-    log(format!(
-        "wipe: zeroed {} ranges ({zeroed} bytes) and flushed",
-        ranges.len()
-    ));
+    Ok(zeroed)
+}
 
-    let reread = if block {
-        match blk::reread_partition_table(&file) {
-            Ok(()) => Ok(()),
-            // No partition support (a partition, a loop device without partscan): nothing to do.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        Ok(())
-    };
-    match &reread {
-        Ok(()) if block => log("wipe: the kernel re-read the partition table".into()),
-        Ok(()) => {}
-        Err(why) => log(format!(
-            "wipe: warning: the kernel did not re-read the partition table: {why}"
-        )),
+/// Asks the kernel to re-read a block device's (now empty) partition table.
+fn reread_table(file: &File, block: bool) -> Result<(), String> {
+    if !block {
+        return Ok(());
     }
-    Ok(Wiped {
-        size,
-        table: table.kind,
-        partitions: table.partitions.len(),
-        discard,
-        zeroed,
-        ranges: ranges.len(),
-        reread,
-        elapsed_secs: t0.elapsed().as_secs_f64(),
-    })
+    match blk::reread_partition_table(file) {
+        Ok(()) => Ok(()),
+        // No partition support (a partition, a loop device without partscan): nothing to do.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -81,60 +81,109 @@ struct Ref {
 }
 
 pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
-    let mut cluster: Option<&Node> = None;
-    let mut datacenters: Vec<Datacenter> = Vec::new();
-    let mut machines: BTreeMap<String, MachineConfig> = BTreeMap::new();
-    // TinkerbellTemplateConfigs by name, with where they are.
-    let mut templates: BTreeMap<String, Pos> = BTreeMap::new();
+    let mut read = Documents::default();
     for doc in docs {
-        let Some(mut top) = MapView::new(doc, "", errs) else {
-            continue;
-        };
-        let kind = top.req("kind", errs).and_then(|n| text(n, "kind", errs));
-        let api = top
-            .get("apiVersion")
-            .and_then(|n| text(n, "apiVersion", errs));
-        let Some(kind) = kind else { continue };
-        if let Some(why) = unsupported_kind(kind) {
-            errs.push(doc.pos(), "kind", format!("{kind}: {why}"));
-            continue;
+        if let Some((kind, name, spec_node)) = document_header(doc, errs) {
+            read.add(doc, kind, name, spec_node, errs);
         }
-        match api {
-            Some(API_VERSION) => {}
-            Some(other) => errs.push(
-                doc.pos(),
-                &format!("{kind}.apiVersion"),
-                format!("{other:?}: Kiln reads {API_VERSION}"),
-            ),
-            None => errs.push(
-                doc.pos(),
-                &format!("{kind}.apiVersion"),
-                format!("is required ({API_VERSION})"),
-            ),
+    }
+    let Documents {
+        cluster,
+        datacenters,
+        mut machines,
+        templates,
+    } = read;
+    let Some(cluster) = cluster else {
+        errs.push(
+            Pos::START,
+            "kind",
+            "the file has no Cluster document (kind: Cluster)".into(),
+        );
+        return None;
+    };
+    let spec = cluster_doc(cluster, &datacenters, &mut machines, errs);
+    let used_templates = settle_machine_configs(machines, &templates, errs);
+    for (name, pos) in &templates {
+        if !used_templates.contains(name) {
+            errs.warn(
+                *pos,
+                &format!("TinkerbellTemplateConfig[{name}]"),
+                "no templateRef of a used machine config names this template: it is not used"
+                    .into(),
+            );
         }
-        let name = metadata_name(&mut top, kind, errs);
-        let spec_node = top.req("spec", errs);
-        // Written by a cluster, never by a user; harmless when copied from one.
-        top.accept(&["status"]);
-        top.finish(errs);
-        let (Some(name), Some(spec_node)) = (name, spec_node) else {
-            continue;
-        };
+    }
+    spec
+}
+
+/// The documents of the file, by kind, before the Cluster says which are used.
+#[derive(Default)]
+struct Documents<'a> {
+    cluster: Option<&'a Node>,
+    datacenters: Vec<Datacenter>,
+    machines: BTreeMap<String, MachineConfig>,
+    /// TinkerbellTemplateConfigs by name, with where they are.
+    templates: BTreeMap<String, Pos>,
+}
+
+/// A document's kind, name and spec, once its apiVersion and top-level fields are checked;
+/// `None` when the document cannot be read further.
+fn document_header<'a>(doc: &'a Node, errs: &mut Errs<'_>) -> Option<(&'a str, String, &'a Node)> {
+    let mut top = MapView::new(doc, "", errs)?;
+    let kind = top.req("kind", errs).and_then(|n| text(n, "kind", errs));
+    let api = top
+        .get("apiVersion")
+        .and_then(|n| text(n, "apiVersion", errs));
+    let kind = kind?;
+    if let Some(why) = unsupported_kind(kind) {
+        errs.push(doc.pos(), "kind", format!("{kind}: {why}"));
+        return None;
+    }
+    match api {
+        Some(API_VERSION) => {}
+        Some(other) => errs.push(
+            doc.pos(),
+            &format!("{kind}.apiVersion"),
+            format!("{other:?}: Kiln reads {API_VERSION}"),
+        ),
+        None => errs.push(
+            doc.pos(),
+            &format!("{kind}.apiVersion"),
+            format!("is required ({API_VERSION})"),
+        ),
+    }
+    let name = metadata_name(&mut top, kind, errs);
+    let spec_node = top.req("spec", errs);
+    // Written by a cluster, never by a user; harmless when copied from one.
+    top.accept(&["status"]);
+    top.finish(errs);
+    Some((kind, name?, spec_node?))
+}
+
+impl<'a> Documents<'a> {
+    fn add(
+        &mut self,
+        doc: &'a Node,
+        kind: &str,
+        name: String,
+        spec_node: &Node,
+        errs: &mut Errs<'_>,
+    ) {
         match kind {
             "Cluster" => {
-                if let Some(first) = cluster {
+                if let Some(first) = self.cluster {
                     errs.push(
                         doc.pos(),
                         "kind",
                         format!("a second Cluster (the first is on line {})", first.line),
                     );
                 } else {
-                    cluster = Some(doc);
+                    self.cluster = Some(doc);
                 }
             }
             "TinkerbellDatacenterConfig" => {
                 let image_url = datacenter(spec_node, &name, errs);
-                datacenters.push(Datacenter {
+                self.datacenters.push(Datacenter {
                     name,
                     pos: doc.pos(),
                     image_url,
@@ -142,7 +191,7 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             }
             "TinkerbellTemplateConfig" => {
                 template_config(spec_node, &name, errs);
-                match templates.entry(name) {
+                match self.templates.entry(name) {
                     std::collections::btree_map::Entry::Occupied(first) => errs.push(
                         doc.pos(),
                         "metadata.name",
@@ -159,7 +208,7 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             }
             "TinkerbellMachineConfig" => {
                 let mc = machine_config(spec_node, &name, errs.file);
-                if let Some(first) = machines.get(&name) {
+                if let Some(first) = self.machines.get(&name) {
                     errs.push(
                         doc.pos(),
                         "metadata.name",
@@ -169,7 +218,7 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
                         ),
                     );
                 } else {
-                    machines.insert(name, mc);
+                    self.machines.insert(name, mc);
                 }
             }
             other => errs.push(
@@ -182,15 +231,15 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             ),
         }
     }
-    let Some(cluster) = cluster else {
-        errs.push(
-            Pos::START,
-            "kind",
-            "the file has no Cluster document (kind: Cluster)".into(),
-        );
-        return None;
-    };
-    let spec = cluster_doc(cluster, &datacenters, &mut machines, errs);
+}
+
+/// Reports each machine config's problems: as errors when the Cluster uses it, as
+/// warnings when not. Returns the templates that used machine configs name.
+fn settle_machine_configs(
+    machines: BTreeMap<String, MachineConfig>,
+    templates: &BTreeMap<String, Pos>,
+    errs: &mut Errs<'_>,
+) -> Vec<String> {
     let mut used_templates = Vec::new();
     for (name, mut mc) in machines {
         let ref_field = format!("TinkerbellMachineConfig[{name}].spec.templateRef.name");
@@ -245,17 +294,7 @@ pub(crate) fn parse(docs: &[Node], errs: &mut Errs<'_>) -> Option<ClusterSpec> {
             });
         }
     }
-    for (name, pos) in &templates {
-        if !used_templates.contains(name) {
-            errs.warn(
-                *pos,
-                &format!("TinkerbellTemplateConfig[{name}]"),
-                "no templateRef of a used machine config names this template: it is not used"
-                    .into(),
-            );
-        }
-    }
-    spec
+    used_templates
 }
 
 /// Kinds from the EKS Anywhere API that Kiln knows but does not do.
@@ -522,8 +561,96 @@ fn cluster_doc(
     errs: &mut Errs<'_>,
 ) -> Option<ClusterSpec> {
     let mut top = MapView::new(doc, "", errs)?;
-    let meta = top.get("metadata");
-    let name = meta.and_then(|n| match &n.value {
+    let name = top.get("metadata").and_then(metadata_name_text);
+    let spec_node = top.get("spec")?;
+    let mut s = MapView::new(spec_node, "Cluster.spec", errs)?;
+
+    let version = s.required("kubernetesVersion", errs, spec::parsed::<KubernetesVersion>);
+    let datacenter_image = cluster_datacenter(&mut s, datacenters, errs);
+
+    let control_plane = s.required("controlPlaneConfiguration", errs, |n, f, errs| {
+        control_plane(n, f, machines, &datacenter_image, errs)
+    });
+
+    let mut worker_groups = Some(Vec::new());
+    if let Some(n) = s.get("workerNodeGroupConfigurations") {
+        worker_groups = workers(
+            n,
+            &s.field("workerNodeGroupConfigurations"),
+            version,
+            machines,
+            &datacenter_image,
+            errs,
+        );
+    }
+
+    let network = s.optional("clusterNetwork", DEFAULT_NETWORK, errs, cluster_network);
+
+    management_cluster(&mut s, name.as_deref(), errs);
+    for (key, why) in IGNORED_CLUSTER_FIELDS {
+        s.ignore(key, why, errs);
+    }
+    for (key, why) in REJECTED_CLUSTER_FIELDS {
+        s.reject(key, why, errs);
+    }
+    s.finish(errs);
+
+    let spec = ClusterSpec {
+        name: name?,
+        kubernetes_version: version?,
+        control_plane: control_plane?,
+        worker_groups: worker_groups?,
+        network: network?,
+    };
+    spec.check(errs, &cluster_check_at(spec_node));
+    Some(spec)
+}
+
+/// EKS Anywhere's own lifecycle and packaging: nothing for Kiln to act on.
+const IGNORED_CLUSTER_FIELDS: [(&str, &str); 6] = [
+    ("eksaVersion", "it selects EKS Anywhere's release bundle"),
+    ("bundlesRef", "it selects EKS Anywhere's release bundle"),
+    (
+        "machineHealthCheck",
+        "Kiln does not remediate unhealthy machines",
+    ),
+    (
+        "packages",
+        "Kiln does not install EKS Anywhere's curated packages",
+    ),
+    ("licenseToken", "it licenses EKS Anywhere's support"),
+    ("overrideClusterSpecFile", "it is EKS Anywhere's own"),
+];
+
+/// Cluster fields for features Kiln does not have.
+const REJECTED_CLUSTER_FIELDS: [(&str, &str); 7] = [
+    (
+        "externalEtcdConfiguration",
+        "Kiln runs etcd on the control planes (stacked)",
+    ),
+    ("proxyConfiguration", "Kiln does not configure HTTP proxies"),
+    (
+        "registryMirrorConfiguration",
+        "Kiln does not configure registry mirrors",
+    ),
+    (
+        "identityProviderRefs",
+        "Kiln does not configure identity providers",
+    ),
+    ("gitOpsRef", "Kiln does not set up GitOps"),
+    (
+        "podIamConfig",
+        "Kiln does not set a service-account issuer for pod IAM",
+    ),
+    (
+        "etcdEncryption",
+        "Kiln does not configure etcd encryption providers",
+    ),
+];
+
+/// `metadata.name`, when it is text (its problems are reported by [`metadata_name`]).
+fn metadata_name_text(meta: &Node) -> Option<String> {
+    match &meta.value {
         Value::Map(e) => e
             .iter()
             .find(|(k, _, _)| k == "name")
@@ -535,13 +662,15 @@ fn cluster_doc(
                 }
             }),
         _ => None,
-    });
-    let spec_node = top.get("spec")?;
-    let mut s = MapView::new(spec_node, "Cluster.spec", errs)?;
+    }
+}
 
-    let version = s.required("kubernetesVersion", errs, spec::parsed::<KubernetesVersion>);
-
-    // Datacenter: the ref must name the one datacenter document.
+/// Datacenter: the ref must name the one datacenter document. Returns its image URL.
+fn cluster_datacenter(
+    s: &mut MapView<'_>,
+    datacenters: &[Datacenter],
+    errs: &mut Errs<'_>,
+) -> Option<(String, Pos)> {
     let dc_ref = s.required("datacenterRef", errs, reference);
     let mut datacenter_image: Option<(String, Pos)> = None;
     if let Some(r) = &dc_ref {
@@ -577,128 +706,58 @@ fn cluster_doc(
             );
         }
     }
+    datacenter_image
+}
 
-    let control_plane = s.required("controlPlaneConfiguration", errs, |n, f, errs| {
-        control_plane(n, f, machines, &datacenter_image, errs)
-    });
-
-    let mut worker_groups = Some(Vec::new());
-    if let Some(n) = s.get("workerNodeGroupConfigurations") {
-        worker_groups = workers(
-            n,
-            &s.field("workerNodeGroupConfigurations"),
-            version,
-            machines,
-            &datacenter_image,
-            errs,
+/// A standalone cluster manages itself; Kiln makes only those.
+fn management_cluster(s: &mut MapView<'_>, name: Option<&str>, errs: &mut Errs<'_>) {
+    let Some(n) = s.get("managementCluster") else {
+        return;
+    };
+    let f = s.field("managementCluster");
+    let Some(mut mm) = MapView::new(n, &f, errs) else {
+        return;
+    };
+    let mgmt = mm.get("name");
+    let mf = mm.field("name");
+    mm.finish(errs);
+    if let Some(v) = mgmt
+        && let Some(t) = text(v, &mf, errs)
+        && name.is_some_and(|own| own != t)
+    {
+        errs.warn(
+            v,
+            &mf,
+            format!(
+                "accepted, but has no effect in Kiln: Kiln makes a standalone cluster, \
+                 not one managed by {t:?}"
+            ),
         );
     }
+}
 
-    let network = s.optional("clusterNetwork", DEFAULT_NETWORK, errs, cluster_network);
-
-    // A standalone cluster manages itself; Kiln makes only those.
-    if let Some(n) = s.get("managementCluster") {
-        let f = s.field("managementCluster");
-        if let Some(mut mm) = MapView::new(n, &f, errs) {
-            let mgmt = mm.get("name");
-            let mf = mm.field("name");
-            mm.finish(errs);
-            if let Some(v) = mgmt
-                && let Some(t) = text(v, &mf, errs)
-                && name.as_deref().is_some_and(|own| own != t)
-            {
-                errs.warn(
-                    v,
-                    &mf,
-                    format!(
-                        "accepted, but has no effect in Kiln: Kiln makes a standalone cluster, \
-                         not one managed by {t:?}"
-                    ),
-                );
-            }
-        }
-    }
-    // EKS Anywhere's own lifecycle and packaging: nothing for Kiln to act on.
-    for (key, why) in [
-        ("eksaVersion", "it selects EKS Anywhere's release bundle"),
-        ("bundlesRef", "it selects EKS Anywhere's release bundle"),
-        (
-            "machineHealthCheck",
-            "Kiln does not remediate unhealthy machines",
-        ),
-        (
-            "packages",
-            "Kiln does not install EKS Anywhere's curated packages",
-        ),
-        ("licenseToken", "it licenses EKS Anywhere's support"),
-        ("overrideClusterSpecFile", "it is EKS Anywhere's own"),
-    ] {
-        s.ignore(key, why, errs);
-    }
-    s.reject(
-        "externalEtcdConfiguration",
-        "Kiln runs etcd on the control planes (stacked)",
-        errs,
-    );
-    s.reject(
-        "proxyConfiguration",
-        "Kiln does not configure HTTP proxies",
-        errs,
-    );
-    s.reject(
-        "registryMirrorConfiguration",
-        "Kiln does not configure registry mirrors",
-        errs,
-    );
-    s.reject(
-        "identityProviderRefs",
-        "Kiln does not configure identity providers",
-        errs,
-    );
-    s.reject("gitOpsRef", "Kiln does not set up GitOps", errs);
-    s.reject(
-        "podIamConfig",
-        "Kiln does not set a service-account issuer for pod IAM",
-        errs,
-    );
-    s.reject(
-        "etcdEncryption",
-        "Kiln does not configure etcd encryption providers",
-        errs,
-    );
-    s.finish(errs);
-
-    let spec = ClusterSpec {
-        name: name?,
-        kubernetes_version: version?,
-        control_plane: control_plane?,
-        worker_groups: worker_groups?,
-        network: network?,
-    };
+/// Where the whole-spec checks point, in the Cluster's spec.
+fn cluster_check_at(spec_node: &Node) -> CheckAt {
     let root = "Cluster.spec";
-    spec.check(
-        errs,
-        &CheckAt {
-            cp_taints: locate(spec_node, root, &["controlPlaneConfiguration", "taints"]),
-            endpoint: locate(
-                spec_node,
-                root,
-                &["controlPlaneConfiguration", "endpoint", "host"],
-            ),
-            pods: locate(spec_node, root, &["clusterNetwork", "pods", "cidrBlocks"]),
-            services: locate(
-                spec_node,
-                root,
-                &["clusterNetwork", "services", "cidrBlocks"],
-            ),
-            node_mask: locate(
-                spec_node,
-                root,
-                &["clusterNetwork", "nodes", "cidrMaskSize"],
-            ),
-        },
-    );
-    Some(spec)
+    CheckAt {
+        cp_taints: locate(spec_node, root, &["controlPlaneConfiguration", "taints"]),
+        endpoint: locate(
+            spec_node,
+            root,
+            &["controlPlaneConfiguration", "endpoint", "host"],
+        ),
+        pods: locate(spec_node, root, &["clusterNetwork", "pods", "cidrBlocks"]),
+        services: locate(
+            spec_node,
+            root,
+            &["clusterNetwork", "services", "cidrBlocks"],
+        ),
+        node_mask: locate(
+            spec_node,
+            root,
+            &["clusterNetwork", "nodes", "cidrMaskSize"],
+        ),
+    }
 }
 
 fn control_plane(
@@ -784,54 +843,13 @@ fn workers(
     let groups = spec::mapping_list(node, field, "a list", errs, |m, earlier, errs| {
         let position = index;
         index += 1;
-        // An unnamed group is md-<position> (EKS Anywhere itself names only the first, md-0,
-        // and refuses later unnamed ones; numbering them all keeps such specs readable).
-        let name = match m.get("name") {
-            Some(n) => group_name(n, &m.field("name"), earlier.iter(), errs),
-            None => {
-                let name = format!("{DEFAULT_GROUP_PREFIX}{position}");
-                if earlier.iter().any(|g| g.name == name) {
-                    errs.push(
-                        m.pos,
-                        &m.field("name"),
-                        format!("unnamed, so {name:?}: a second worker group named {name:?}"),
-                    );
-                    None
-                } else {
-                    Some(name)
-                }
-            }
-        };
-        // EKS Anywhere lets a worker group have no machine (count 0); a control plane not.
-        let count = match m.get("count") {
-            Some(n) if matches!(&n.value, Value::Scalar { text, .. } if text.trim() == "0") => {
-                errs.warn(
-                    n,
-                    &m.field("count"),
-                    "0: this worker group gets no machine".into(),
-                );
-                Some(0)
-            }
-            Some(n) => spec::count(n, &m.field("count"), errs),
-            None => Some(1),
-        };
+        let name = worker_group_name(m, earlier, position, errs);
+        let count = worker_count(m, errs);
         let machine = machine_group(m, machines, datacenter_image, errs);
         let taints = m.optional("taints", Vec::new(), errs, spec::taints);
         let labels = m.optional("labels", BTreeMap::new(), errs, spec::node_labels);
-        if let Some(n) = m.get("kubernetesVersion") {
-            let vf = m.field("kubernetesVersion");
-            if let Some(v) = spec::parsed::<KubernetesVersion>(n, &vf, errs)
-                && version.is_some_and(|c| c != v)
-            {
-                errs.push(
-                    n.pos(),
-                    &vf,
-                    format!(
-                        "{v}: Kiln installs one Kubernetes version per cluster (the Cluster's)"
-                    ),
-                );
-                versions_ok = false;
-            }
+        if !worker_version_matches(m, version, errs) {
+            versions_ok = false;
         }
         m.reject(
             "autoscalingConfiguration",
@@ -852,8 +870,85 @@ fn workers(
             labels: labels?,
         })
     })?;
-    // EKS Anywhere's rule for a cluster that manages itself (all of Kiln's): some group
-    // must take ordinary pods.
+    if !some_group_takes_pods(node, field, &groups, errs) {
+        return None;
+    }
+    versions_ok.then_some(groups)
+}
+
+/// An unnamed group is md-<position> (EKS Anywhere itself names only the first, md-0,
+/// and refuses later unnamed ones; numbering them all keeps such specs readable).
+fn worker_group_name(
+    m: &mut MapView<'_>,
+    earlier: &[WorkerGroupSpec],
+    position: usize,
+    errs: &mut Errs<'_>,
+) -> Option<String> {
+    match m.get("name") {
+        Some(n) => group_name(n, &m.field("name"), earlier.iter(), errs),
+        None => {
+            let name = format!("{DEFAULT_GROUP_PREFIX}{position}");
+            if earlier.iter().any(|g| g.name == name) {
+                errs.push(
+                    m.pos,
+                    &m.field("name"),
+                    format!("unnamed, so {name:?}: a second worker group named {name:?}"),
+                );
+                None
+            } else {
+                Some(name)
+            }
+        }
+    }
+}
+
+/// EKS Anywhere lets a worker group have no machine (count 0); a control plane not.
+fn worker_count(m: &mut MapView<'_>, errs: &mut Errs<'_>) -> Option<u32> {
+    match m.get("count") {
+        Some(n) if matches!(&n.value, Value::Scalar { text, .. } if text.trim() == "0") => {
+            errs.warn(
+                n,
+                &m.field("count"),
+                "0: this worker group gets no machine".into(),
+            );
+            Some(0)
+        }
+        Some(n) => spec::count(n, &m.field("count"), errs),
+        None => Some(1),
+    }
+}
+
+/// A group's `kubernetesVersion`, if given, must be the Cluster's.
+fn worker_version_matches(
+    m: &mut MapView<'_>,
+    version: Option<KubernetesVersion>,
+    errs: &mut Errs<'_>,
+) -> bool {
+    let Some(n) = m.get("kubernetesVersion") else {
+        return true;
+    };
+    let vf = m.field("kubernetesVersion");
+    if let Some(v) = spec::parsed::<KubernetesVersion>(n, &vf, errs)
+        && version.is_some_and(|c| c != v)
+    {
+        errs.push(
+            n.pos(),
+            &vf,
+            format!("{v}: Kiln installs one Kubernetes version per cluster (the Cluster's)"),
+        );
+        return false;
+    }
+    true
+}
+
+/// EKS Anywhere's rule for a cluster that manages itself (all of Kiln's): some group
+/// must take ordinary pods.
+fn some_group_takes_pods(
+    node: &Node,
+    field: &str,
+    groups: &[WorkerGroupSpec],
+    errs: &mut Errs<'_>,
+) -> bool {
     let repels = |g: &WorkerGroupSpec| {
         g.taints
             .iter()
@@ -870,9 +965,9 @@ fn workers(
              NoSchedule taints (ordinary pods need somewhere to run)"
                 .into(),
         );
-        return None;
+        return false;
     }
-    versions_ok.then_some(groups)
+    true
 }
 
 /// A group's `machineGroupRef`, resolved to its machine spec.

@@ -79,138 +79,172 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// The field groups shared by the kinds of one kubeadm apiVersion.
+struct Groups {
+    v4: bool,
+    node_reg: Vec<String>,
+    extra_args: Vec<String>,
+    extra_envs: Vec<String>,
+    /// An API server / controller manager / scheduler.
+    component: Vec<String>,
+    api_endpoint: Vec<String>,
+}
+
+impl Groups {
+    fn of(api: &str) -> Groups {
+        let v4 = api == "kubeadm.k8s.io/v1beta4";
+        assert!(
+            v4 || api == "kubeadm.k8s.io/v1beta3",
+            "unknown apiVersion {api}"
+        );
+        let node_reg = if v4 {
+            v1beta4_node_registration()
+        } else {
+            v1beta3_node_registration()
+        };
+        let extra_args = if v4 {
+            strs(&["extraArgs[].name", "extraArgs[].value"])
+        } else {
+            strs(&["extraArgs.*"])
+        };
+        let extra_envs = if v4 {
+            strs(&[
+                "extraEnvs[].name",
+                "extraEnvs[].value",
+                "extraEnvs[].valueFrom",
+            ])
+        } else {
+            Vec::new()
+        };
+        let component = {
+            let mut c = extra_args.clone();
+            c.extend(
+                HOST_PATH_MOUNT
+                    .iter()
+                    .map(|f| format!("extraVolumes[].{f}")),
+            );
+            c.extend(extra_envs.clone());
+            c
+        };
+        Groups {
+            v4,
+            node_reg,
+            extra_args,
+            extra_envs,
+            component,
+            api_endpoint: strs(&["advertiseAddress", "bindPort"]),
+        }
+    }
+}
+
 /// Allowed key paths per (apiVersion, kind).
 fn allowed(api: &str, kind: &str) -> BTreeSet<String> {
-    let v4 = api == "kubeadm.k8s.io/v1beta4";
-    assert!(
-        v4 || api == "kubeadm.k8s.io/v1beta3",
-        "unknown apiVersion {api}"
-    );
-    let node_reg = if v4 {
-        v1beta4_node_registration()
-    } else {
-        v1beta3_node_registration()
-    };
-    let extra_args = if v4 {
-        strs(&["extraArgs[].name", "extraArgs[].value"])
-    } else {
-        strs(&["extraArgs.*"])
-    };
-    let extra_envs = if v4 {
-        strs(&[
-            "extraEnvs[].name",
-            "extraEnvs[].value",
-            "extraEnvs[].valueFrom",
-        ])
-    } else {
-        Vec::new()
-    };
-    let component = {
-        let mut c = extra_args.clone();
-        c.extend(
-            HOST_PATH_MOUNT
-                .iter()
-                .map(|f| format!("extraVolumes[].{f}")),
-        );
-        c.extend(extra_envs.clone());
-        c
-    };
-    let api_endpoint = strs(&["advertiseAddress", "bindPort"]);
+    let g = Groups::of(api);
     let mut out: Vec<String> = strs(&["apiVersion", "kind"]);
     match kind {
-        "InitConfiguration" => {
-            out.extend(strs(BOOTSTRAP_TOKEN));
-            out.extend(prefixed("nodeRegistration", node_reg));
-            out.extend(prefixed("localAPIEndpoint", api_endpoint));
-            out.extend(strs(&[
-                "certificateKey",
-                "skipPhases[]",
-                "patches.directory",
-            ]));
-            if v4 {
-                out.push("dryRun".into());
-                out.extend(prefixed("timeouts", strs(V1BETA4_TIMEOUTS)));
-            }
-        }
-        "ClusterConfiguration" => {
-            let mut local = strs(&[
-                "imageRepository",
-                "imageTag",
-                "dataDir",
-                "serverCertSANs[]",
-                "peerCertSANs[]",
-            ]);
-            local.extend(extra_args.clone());
-            local.extend(extra_envs);
-            out.extend(prefixed("etcd.local", local));
-            out.extend(prefixed(
-                "etcd.external",
-                strs(&["endpoints[]", "caFile", "certFile", "keyFile"]),
-            ));
-            out.extend(prefixed(
-                "networking",
-                strs(&["serviceSubnet", "podSubnet", "dnsDomain"]),
-            ));
-            out.extend(strs(&[
-                "kubernetesVersion",
-                "controlPlaneEndpoint",
-                "certificatesDir",
-                "imageRepository",
-                "featureGates.*",
-                "clusterName",
-                "dns.imageRepository",
-                "dns.imageTag",
-            ]));
-            let mut api_server = component.clone();
-            api_server.push("certSANs[]".into());
-            if !v4 {
-                api_server.push("timeoutForControlPlane".into());
-            }
-            out.extend(prefixed("apiServer", api_server));
-            out.extend(prefixed("controllerManager", component.clone()));
-            out.extend(prefixed("scheduler", component));
-            if v4 {
-                out.extend(strs(&[
-                    "dns.disabled",
-                    "proxy.disabled",
-                    "encryptionAlgorithm",
-                    "certificateValidityPeriod",
-                    "caCertificateValidityPeriod",
-                ]));
-            }
-        }
-        "JoinConfiguration" => {
-            out.extend(prefixed("nodeRegistration", node_reg));
-            out.push("caCertPath".into());
-            out.extend(prefixed(
-                "discovery.bootstrapToken",
-                strs(&[
-                    "token",
-                    "apiServerEndpoint",
-                    "caCertHashes[]",
-                    "unsafeSkipCAVerification",
-                ]),
-            ));
-            out.extend(strs(&[
-                "discovery.file.kubeConfigPath",
-                "discovery.tlsBootstrapToken",
-            ]));
-            out.extend(prefixed("controlPlane.localAPIEndpoint", api_endpoint));
-            out.extend(strs(&[
-                "controlPlane.certificateKey",
-                "skipPhases[]",
-                "patches.directory",
-            ]));
-            if v4 {
-                out.push("dryRun".into());
-                out.extend(prefixed("timeouts", strs(V1BETA4_TIMEOUTS)));
-            } else {
-                out.push("discovery.timeout".into());
-            }
-        }
+        "InitConfiguration" => out.extend(init_fields(g)),
+        "ClusterConfiguration" => out.extend(cluster_fields(g)),
+        "JoinConfiguration" => out.extend(join_fields(g)),
         other => panic!("unknown kind {other}"),
     }
     out.into_iter().collect()
+}
+
+fn init_fields(g: Groups) -> Vec<String> {
+    let mut out = strs(BOOTSTRAP_TOKEN);
+    out.extend(prefixed("nodeRegistration", g.node_reg));
+    out.extend(prefixed("localAPIEndpoint", g.api_endpoint));
+    out.extend(strs(&[
+        "certificateKey",
+        "skipPhases[]",
+        "patches.directory",
+    ]));
+    if g.v4 {
+        out.push("dryRun".into());
+        out.extend(prefixed("timeouts", strs(V1BETA4_TIMEOUTS)));
+    }
+    out
+}
+
+fn cluster_fields(g: Groups) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut local = strs(&[
+        "imageRepository",
+        "imageTag",
+        "dataDir",
+        "serverCertSANs[]",
+        "peerCertSANs[]",
+    ]);
+    local.extend(g.extra_args.clone());
+    local.extend(g.extra_envs);
+    out.extend(prefixed("etcd.local", local));
+    out.extend(prefixed(
+        "etcd.external",
+        strs(&["endpoints[]", "caFile", "certFile", "keyFile"]),
+    ));
+    out.extend(prefixed(
+        "networking",
+        strs(&["serviceSubnet", "podSubnet", "dnsDomain"]),
+    ));
+    out.extend(strs(&[
+        "kubernetesVersion",
+        "controlPlaneEndpoint",
+        "certificatesDir",
+        "imageRepository",
+        "featureGates.*",
+        "clusterName",
+        "dns.imageRepository",
+        "dns.imageTag",
+    ]));
+    let mut api_server = g.component.clone();
+    api_server.push("certSANs[]".into());
+    if !g.v4 {
+        api_server.push("timeoutForControlPlane".into());
+    }
+    out.extend(prefixed("apiServer", api_server));
+    out.extend(prefixed("controllerManager", g.component.clone()));
+    out.extend(prefixed("scheduler", g.component));
+    if g.v4 {
+        out.extend(strs(&[
+            "dns.disabled",
+            "proxy.disabled",
+            "encryptionAlgorithm",
+            "certificateValidityPeriod",
+            "caCertificateValidityPeriod",
+        ]));
+    }
+    out
+}
+
+fn join_fields(g: Groups) -> Vec<String> {
+    let mut out = prefixed("nodeRegistration", g.node_reg);
+    out.push("caCertPath".into());
+    out.extend(prefixed(
+        "discovery.bootstrapToken",
+        strs(&[
+            "token",
+            "apiServerEndpoint",
+            "caCertHashes[]",
+            "unsafeSkipCAVerification",
+        ]),
+    ));
+    out.extend(strs(&[
+        "discovery.file.kubeConfigPath",
+        "discovery.tlsBootstrapToken",
+    ]));
+    out.extend(prefixed("controlPlane.localAPIEndpoint", g.api_endpoint));
+    out.extend(strs(&[
+        "controlPlane.certificateKey",
+        "skipPhases[]",
+        "patches.directory",
+    ]));
+    if g.v4 {
+        out.push("dryRun".into());
+        out.extend(prefixed("timeouts", strs(V1BETA4_TIMEOUTS)));
+    } else {
+        out.push("discovery.timeout".into());
+    }
+    out
 }
 
 /// Leaf key paths of a document (an empty list or map is a leaf).

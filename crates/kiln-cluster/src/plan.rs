@@ -165,6 +165,27 @@ fn matches(hw: &Hardware, sel: &BTreeMap<String, String>) -> bool {
 pub fn plan(spec: &ClusterSpec, hardware: &[Hardware]) -> Result<Plan, PlanError> {
     let mut machines: Vec<&Hardware> = hardware.iter().collect();
     machines.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    let (nodes, taken) = assign_roles(spec, &machines)?;
+    check_cluster_ranges(spec, &nodes)?;
+    let kube_vip = check_endpoint(spec, &machines, &nodes)?;
+    let spares = machines
+        .iter()
+        .filter(|h| !taken.contains_key(h.hostname.as_str()))
+        .map(|h| h.hostname.clone())
+        .collect();
+    Ok(Plan {
+        nodes,
+        spares,
+        kube_vip,
+    })
+}
+
+/// Gives each role its machines (sorted by hostname), first come first served; every
+/// role short of machines is reported. Returns the nodes and the hostnames taken.
+fn assign_roles<'h>(
+    spec: &ClusterSpec,
+    machines: &[&'h Hardware],
+) -> Result<(Vec<PlannedNode>, BTreeMap<&'h str, ()>), PlanError> {
     let mut taken: BTreeMap<&str, ()> = BTreeMap::new();
     let mut nodes = Vec::new();
     let mut shortages = Vec::new();
@@ -212,16 +233,20 @@ pub fn plan(spec: &ClusterSpec, hardware: &[Hardware]) -> Result<Plan, PlanError
             nodes.push(PlannedNode {
                 hostname: hw.hostname.clone(),
                 role,
-                hardware: (*hw).clone(),
+                hardware: hw.clone(),
             });
         }
     }
     if !shortages.is_empty() {
         return Err(PlanError::NotEnoughMachines(shortages));
     }
+    Ok((nodes, taken))
+}
 
+/// No node's address may fall in the pod or service range.
+fn check_cluster_ranges(spec: &ClusterSpec, nodes: &[PlannedNode]) -> Result<(), PlanError> {
     let net = &spec.network;
-    for n in &nodes {
+    for n in nodes {
         for (range, cidr) in [("pod", net.pods), ("service", net.services)] {
             if cidr.contains(n.hardware.ip) {
                 return Err(PlanError::NodeInClusterRange {
@@ -233,9 +258,17 @@ pub fn plan(spec: &ClusterSpec, hardware: &[Hardware]) -> Result<Plan, PlanError
             }
         }
     }
+    Ok(())
+}
 
-    // The endpoint: the single control plane's own address needs no VIP; anything else
-    // is a VIP and must be free and reachable by ARP from every control plane.
+/// The endpoint: the single control plane's own address needs no VIP; anything else
+/// is a VIP and must be free and reachable by ARP from every control plane. Returns
+/// whether kube-vip holds it.
+fn check_endpoint(
+    spec: &ClusterSpec,
+    machines: &[&Hardware],
+    nodes: &[PlannedNode],
+) -> Result<bool, PlanError> {
     let endpoint = spec.control_plane.endpoint;
     let control_planes: Vec<&PlannedNode> =
         nodes.iter().filter(|n| n.role.is_control_plane()).collect();
@@ -259,15 +292,5 @@ pub fn plan(spec: &ClusterSpec, hardware: &[Hardware]) -> Result<Plan, PlanError
             }
         }
     }
-
-    let spares = machines
-        .iter()
-        .filter(|h| !taken.contains_key(h.hostname.as_str()))
-        .map(|h| h.hostname.clone())
-        .collect();
-    Ok(Plan {
-        nodes,
-        spares,
-        kube_vip,
-    })
+    Ok(kube_vip)
 }

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use kiln_model::cloudinit;
+use kiln_model::{Hardware, cloudinit};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Plan, PlannedNode, Role};
 use crate::secrets::{ClusterSecrets, SecretsError};
-use crate::spec::{ClusterSpec, Taint};
+use crate::spec::{ClusterSpec, MachineSpec, Taint, UserSpec};
 use crate::yaml::Y;
 
 /// What the node needs to know about the Kiln server that provisions it.
@@ -131,7 +131,36 @@ fn user_data(
     inputs: &NodeInputs,
 ) -> Result<String, RenderError> {
     let hw = &node.hardware;
-    let machine = match &node.role {
+    let machine = node_machine(spec, node)?;
+    let files = write_files(spec, plan, node, secrets, inputs)?;
+
+    let mut doc = vec![
+        ("hostname", Y::s(&hw.hostname)),
+        ("preserve_hostname", Y::Bool(false)),
+        ("manage_etc_hosts", Y::Bool(true)),
+    ];
+    if !machine.users.is_empty() {
+        doc.push(("users", Y::Seq(machine.users.iter().map(user).collect())));
+    }
+    doc.push(("write_files", Y::Seq(files)));
+    doc.push(("runcmd", Y::strs([BOOTSTRAP_SCRIPT_PATH])));
+    doc.push((
+        "phone_home",
+        Y::map([
+            ("url", Y::s(&inputs.phone_home_url)),
+            ("post", Y::strs(["instance_id", "hostname", "fqdn"])),
+            ("tries", Y::Int(10)),
+        ]),
+    ));
+    Ok(format!("#cloud-config\n{}", Y::map(doc).to_yaml()))
+}
+
+/// The machine spec of the node's role (its control plane or worker group).
+fn node_machine<'s>(
+    spec: &'s ClusterSpec,
+    node: &PlannedNode,
+) -> Result<&'s MachineSpec, RenderError> {
+    Ok(match &node.role {
         Role::ControlPlane { .. } => &spec.control_plane.machine,
         Role::Worker { group } => {
             &spec
@@ -141,7 +170,18 @@ fn user_data(
                 .ok_or_else(|| RenderError::NotInPlan(node.hostname.clone()))?
                 .machine
         }
-    };
+    })
+}
+
+/// cloud-init's `write_files`: kernel settings, containerd, the PKI on control planes,
+/// the kubeadm config, kube-vip and the bootstrap script.
+fn write_files(
+    spec: &ClusterSpec,
+    plan: &Plan,
+    node: &PlannedNode,
+    secrets: &ClusterSecrets,
+    inputs: &NodeInputs,
+) -> Result<Vec<Y>, RenderError> {
     let mut files = vec![
         file(
             "/etc/modules-load.d/kiln-kubernetes.conf",
@@ -158,27 +198,7 @@ fn user_data(
         file("/etc/containerd/config.toml", "0644", CONTAINERD_CONFIG),
     ];
     if node.role.is_control_plane() {
-        let pki = [
-            ("ca.crt", "0644", secrets.cluster_ca.cert_pem.as_str()),
-            ("ca.key", "0600", secrets.cluster_ca.key_pem.expose()),
-            (
-                "front-proxy-ca.crt",
-                "0644",
-                secrets.front_proxy_ca.cert_pem.as_str(),
-            ),
-            (
-                "front-proxy-ca.key",
-                "0600",
-                secrets.front_proxy_ca.key_pem.expose(),
-            ),
-            ("etcd/ca.crt", "0644", secrets.etcd_ca.cert_pem.as_str()),
-            ("etcd/ca.key", "0600", secrets.etcd_ca.key_pem.expose()),
-            ("sa.pub", "0644", secrets.service_account_pub_pem.as_str()),
-            ("sa.key", "0600", secrets.service_account_key_pem.expose()),
-        ];
-        for (name, mode, content) in pki {
-            files.push(file(&format!("/etc/kubernetes/pki/{name}"), mode, content));
-        }
+        files.extend(pki_files(secrets));
     }
     let (config_path, config) = match &node.role {
         Role::ControlPlane { first: true } => (INIT_CONFIG_PATH, init_config(spec, node, secrets)),
@@ -198,45 +218,49 @@ fn user_data(
         "0700",
         &bootstrap_script(spec, plan, node, inputs),
     ));
+    Ok(files)
+}
 
-    let mut doc = vec![
-        ("hostname", Y::s(&hw.hostname)),
-        ("preserve_hostname", Y::Bool(false)),
-        ("manage_etc_hosts", Y::Bool(true)),
+/// The cluster's CAs and service-account keys, for a control plane.
+fn pki_files(secrets: &ClusterSecrets) -> Vec<Y> {
+    let pki = [
+        ("ca.crt", "0644", secrets.cluster_ca.cert_pem.as_str()),
+        ("ca.key", "0600", secrets.cluster_ca.key_pem.expose()),
+        (
+            "front-proxy-ca.crt",
+            "0644",
+            secrets.front_proxy_ca.cert_pem.as_str(),
+        ),
+        (
+            "front-proxy-ca.key",
+            "0600",
+            secrets.front_proxy_ca.key_pem.expose(),
+        ),
+        ("etcd/ca.crt", "0644", secrets.etcd_ca.cert_pem.as_str()),
+        ("etcd/ca.key", "0600", secrets.etcd_ca.key_pem.expose()),
+        ("sa.pub", "0644", secrets.service_account_pub_pem.as_str()),
+        ("sa.key", "0600", secrets.service_account_key_pem.expose()),
     ];
-    if !machine.users.is_empty() {
-        let users = machine
-            .users
-            .iter()
-            .map(|u| {
-                let mut entry = vec![
-                    ("name", Y::s(&u.name)),
-                    ("sudo", Y::s("ALL=(ALL) NOPASSWD:ALL")),
-                    ("shell", Y::s("/bin/bash")),
-                    ("lock_passwd", Y::Bool(true)),
-                ];
-                if !u.ssh_authorized_keys.is_empty() {
-                    entry.push((
-                        "ssh_authorized_keys",
-                        Y::strs(u.ssh_authorized_keys.clone()),
-                    ));
-                }
-                Y::map(entry)
-            })
-            .collect();
-        doc.push(("users", Y::Seq(users)));
+    pki.into_iter()
+        .map(|(name, mode, content)| file(&format!("/etc/kubernetes/pki/{name}"), mode, content))
+        .collect()
+}
+
+/// A cloud-init user: sudo without password, no password login.
+fn user(u: &UserSpec) -> Y {
+    let mut entry = vec![
+        ("name", Y::s(&u.name)),
+        ("sudo", Y::s("ALL=(ALL) NOPASSWD:ALL")),
+        ("shell", Y::s("/bin/bash")),
+        ("lock_passwd", Y::Bool(true)),
+    ];
+    if !u.ssh_authorized_keys.is_empty() {
+        entry.push((
+            "ssh_authorized_keys",
+            Y::strs(u.ssh_authorized_keys.clone()),
+        ));
     }
-    doc.push(("write_files", Y::Seq(files)));
-    doc.push(("runcmd", Y::strs([BOOTSTRAP_SCRIPT_PATH])));
-    doc.push((
-        "phone_home",
-        Y::map([
-            ("url", Y::s(&inputs.phone_home_url)),
-            ("post", Y::strs(["instance_id", "hostname", "fqdn"])),
-            ("tries", Y::Int(10)),
-        ]),
-    ));
-    Ok(format!("#cloud-config\n{}", Y::map(doc).to_yaml()))
+    Y::map(entry)
 }
 
 fn file(path: &str, mode: &str, content: &str) -> Y {
@@ -461,21 +485,6 @@ pub(crate) fn kube_vip_manifest(spec: &ClusterSpec, node: &PlannedNode) -> Strin
     } else {
         "/etc/kubernetes/admin.conf"
     };
-    let env = [
-        ("vip_arp", "true".to_string()),
-        ("port", API_PORT.to_string()),
-        ("vip_interface", VIP_INTERFACE_PLACEHOLDER.to_string()),
-        ("vip_cidr", "32".to_string()),
-        ("cp_enable", "true".to_string()),
-        ("cp_namespace", "kube-system".to_string()),
-        ("vip_ddns", "false".to_string()),
-        ("vip_leaderelection", "true".to_string()),
-        ("vip_leasename", "plndr-cp-lock".to_string()),
-        ("vip_leaseduration", "15".to_string()),
-        ("vip_renewdeadline", "10".to_string()),
-        ("vip_retryperiod", "2".to_string()),
-        ("address", spec.control_plane.endpoint.to_string()),
-    ];
     let pod = Y::map([
         ("apiVersion", Y::s("v1")),
         ("kind", Y::s("Pod")),
@@ -489,37 +498,7 @@ pub(crate) fn kube_vip_manifest(spec: &ClusterSpec, node: &PlannedNode) -> Strin
         (
             "spec",
             Y::map([
-                (
-                    "containers",
-                    Y::Seq(vec![Y::map([
-                        ("name", Y::s("kube-vip")),
-                        ("image", Y::s(KUBE_VIP_IMAGE)),
-                        ("imagePullPolicy", Y::s("IfNotPresent")),
-                        ("args", Y::strs(["manager"])),
-                        (
-                            "env",
-                            Y::Seq(
-                                env.into_iter()
-                                    .map(|(k, v)| Y::map([("name", Y::s(k)), ("value", Y::s(v))]))
-                                    .collect(),
-                            ),
-                        ),
-                        (
-                            "securityContext",
-                            Y::map([(
-                                "capabilities",
-                                Y::map([("add", Y::strs(["NET_ADMIN", "NET_RAW"]))]),
-                            )]),
-                        ),
-                        (
-                            "volumeMounts",
-                            Y::Seq(vec![Y::map([
-                                ("name", Y::s("kubeconfig")),
-                                ("mountPath", Y::s("/etc/kubernetes/admin.conf")),
-                            ])]),
-                        ),
-                    ])]),
-                ),
+                ("containers", Y::Seq(vec![kube_vip_container(spec)])),
                 (
                     "hostAliases",
                     Y::Seq(vec![Y::map([
@@ -541,6 +520,53 @@ pub(crate) fn kube_vip_manifest(spec: &ClusterSpec, node: &PlannedNode) -> Strin
     pod.to_yaml()
 }
 
+/// The kube-vip container: ARP mode, leader election among the control planes.
+fn kube_vip_container(spec: &ClusterSpec) -> Y {
+    let env = [
+        ("vip_arp", "true".to_string()),
+        ("port", API_PORT.to_string()),
+        ("vip_interface", VIP_INTERFACE_PLACEHOLDER.to_string()),
+        ("vip_cidr", "32".to_string()),
+        ("cp_enable", "true".to_string()),
+        ("cp_namespace", "kube-system".to_string()),
+        ("vip_ddns", "false".to_string()),
+        ("vip_leaderelection", "true".to_string()),
+        ("vip_leasename", "plndr-cp-lock".to_string()),
+        ("vip_leaseduration", "15".to_string()),
+        ("vip_renewdeadline", "10".to_string()),
+        ("vip_retryperiod", "2".to_string()),
+        ("address", spec.control_plane.endpoint.to_string()),
+    ];
+    Y::map([
+        ("name", Y::s("kube-vip")),
+        ("image", Y::s(KUBE_VIP_IMAGE)),
+        ("imagePullPolicy", Y::s("IfNotPresent")),
+        ("args", Y::strs(["manager"])),
+        (
+            "env",
+            Y::Seq(
+                env.into_iter()
+                    .map(|(k, v)| Y::map([("name", Y::s(k)), ("value", Y::s(v))]))
+                    .collect(),
+            ),
+        ),
+        (
+            "securityContext",
+            Y::map([(
+                "capabilities",
+                Y::map([("add", Y::strs(["NET_ADMIN", "NET_RAW"]))]),
+            )]),
+        ),
+        (
+            "volumeMounts",
+            Y::Seq(vec![Y::map([
+                ("name", Y::s("kubeconfig")),
+                ("mountPath", Y::s("/etc/kubernetes/admin.conf")),
+            ])]),
+        ),
+    ])
+}
+
 /// A single-quoted shell word.
 pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -558,8 +584,48 @@ fn bootstrap_script(
     inputs: &NodeInputs,
 ) -> String {
     let hw = &node.hardware;
-    let mut s = String::new();
-    s.push_str(&format!(
+    let mut s = bootstrap_prelude(spec, node, inputs);
+    let kube_vip = plan.kube_vip && node.role.is_control_plane();
+    if kube_vip {
+        s.push_str(&install_kube_vip_function(spec, hw));
+    }
+    match &node.role {
+        Role::ControlPlane { first: true } => {
+            s.push_str(&first_control_plane_steps(spec, node, kube_vip));
+        }
+        Role::ControlPlane { first: false } => {
+            s.push_str(&format!(
+                "\nlog \"== kubeadm join (control plane)\"\n\
+                 kubeadm join --config {JOIN_CONFIG_PATH}\n"
+            ));
+            if kube_vip {
+                // After the join: kubeadm's join pre-flight wants an empty manifests directory.
+                s.push_str("install_kube_vip\n");
+            }
+        }
+        Role::Worker { .. } => {
+            s.push_str(&format!(
+                "\nlog \"== kubeadm join\"\n\
+                 n=1\n\
+                 until kubeadm join --config {JOIN_CONFIG_PATH}; do\n\
+                 \t[ \"$n\" -lt 3 ] || fail \"kubeadm join failed $n times\"\n\
+                 \tlog \"kubeadm join failed (attempt $n); resetting and retrying in 30 s\"\n\
+                 \tkubeadm reset -f || true\n\
+                 \tn=$((n + 1))\n\
+                 \tsleep 30\n\
+                 done\n"
+            ));
+        }
+    }
+    s.push_str("\necho 0 >/run/kiln-bootstrap.rc\nlog \"== done\"\n");
+    s
+}
+
+/// The script up to kubeadm: logging and failure reporting, then the node's preparation
+/// (kernel modules, sysctls, swap off, containerd, kubelet).
+fn bootstrap_prelude(spec: &ClusterSpec, node: &PlannedNode, inputs: &NodeInputs) -> String {
+    let hw = &node.hardware;
+    format!(
         "#!/bin/sh\n\
          # Written by Kiln for {host}: {role} of cluster {cluster} (Kubernetes {version}).\n\
          # Prepares the node (kernel modules, sysctls, swap off, containerd with the systemd\n\
@@ -615,92 +681,71 @@ fn bootstrap_script(
         log = BOOTSTRAP_LOG_PATH,
         failure = sh_quote(&inputs.failure_url),
         cri = CRI_SOCKET,
-    ));
-    let kube_vip = plan.kube_vip && node.role.is_control_plane();
+    )
+}
+
+/// A shell function writing kube-vip's manifest with the node's interface filled in.
+fn install_kube_vip_function(spec: &ClusterSpec, hw: &Hardware) -> String {
+    // The NIC carrying the node's address: the VLAN interface cloud-init made, or
+    // the one with the enrolled MAC.
+    let find = match hw.vlan_id {
+        Some(id) => format!("iface=vlan{id}"),
+        None => format!(
+            "iface=\n\
+             \tfor d in /sys/class/net/*; do\n\
+             \t\tif [ \"$(cat \"$d/address\" 2>/dev/null)\" = {mac} ]; then iface=${{d##*/}}; break; fi\n\
+             \tdone\n\
+             \t[ -n \"$iface\" ] || fail \"no network interface has MAC {mac_plain}\"",
+            mac = sh_quote(&hw.mac.to_string()),
+            mac_plain = hw.mac,
+        ),
+    };
+    format!(
+        "\n\
+         install_kube_vip() {{\n\
+         \t{find}\n\
+         \tlog \"kube-vip: VIP {vip} on $iface\"\n\
+         \tmkdir -p /etc/kubernetes/manifests\n\
+         \tsed \"s/{placeholder}/$iface/\" {template} >{manifest}\n\
+         \tchmod 0600 {manifest}\n\
+         }}\n",
+        vip = spec.control_plane.endpoint,
+        placeholder = VIP_INTERFACE_PLACEHOLDER,
+        template = KUBE_VIP_TEMPLATE_PATH,
+        manifest = KUBE_VIP_MANIFEST_PATH,
+    )
+}
+
+/// The first control plane: kube-vip, `kubeadm init`, the wait for the API server and
+/// the CNI hook.
+fn first_control_plane_steps(spec: &ClusterSpec, node: &PlannedNode, kube_vip: bool) -> String {
+    let mut s = String::new();
     if kube_vip {
-        // The NIC carrying the node's address: the VLAN interface cloud-init made, or
-        // the one with the enrolled MAC.
-        let find = match hw.vlan_id {
-            Some(id) => format!("iface=vlan{id}"),
-            None => format!(
-                "iface=\n\
-                 \tfor d in /sys/class/net/*; do\n\
-                 \t\tif [ \"$(cat \"$d/address\" 2>/dev/null)\" = {mac} ]; then iface=${{d##*/}}; break; fi\n\
-                 \tdone\n\
-                 \t[ -n \"$iface\" ] || fail \"no network interface has MAC {mac_plain}\"",
-                mac = sh_quote(&hw.mac.to_string()),
-                mac_plain = hw.mac,
-            ),
-        };
+        s.push_str("\nlog \"== kube-vip (the endpoint must answer during kubeadm init)\"\ninstall_kube_vip\n");
+    }
+    s.push_str(&format!(
+        "\nlog \"== kubeadm init\"\n\
+         kubeadm init --config {INIT_CONFIG_PATH}\n\
+         [ -s /etc/kubernetes/admin.conf ] || fail \"kubeadm init left no /etc/kubernetes/admin.conf\"\n"
+    ));
+    if kube_vip && spec.kubernetes_version.minor >= 29 {
         s.push_str(&format!(
-            "\n\
-             install_kube_vip() {{\n\
-             \t{find}\n\
-             \tlog \"kube-vip: VIP {vip} on $iface\"\n\
-             \tmkdir -p /etc/kubernetes/manifests\n\
-             \tsed \"s/{placeholder}/$iface/\" {template} >{manifest}\n\
-             \tchmod 0600 {manifest}\n\
-             }}\n",
-            vip = spec.control_plane.endpoint,
-            placeholder = VIP_INTERFACE_PLACEHOLDER,
-            template = KUBE_VIP_TEMPLATE_PATH,
-            manifest = KUBE_VIP_MANIFEST_PATH,
+            "sed -i 's|/etc/kubernetes/super-admin.conf|/etc/kubernetes/admin.conf|' {KUBE_VIP_MANIFEST_PATH}\n"
         ));
     }
-    match &node.role {
-        Role::ControlPlane { first: true } => {
-            if kube_vip {
-                s.push_str("\nlog \"== kube-vip (the endpoint must answer during kubeadm init)\"\ninstall_kube_vip\n");
-            }
-            s.push_str(&format!(
-                "\nlog \"== kubeadm init\"\n\
-                 kubeadm init --config {INIT_CONFIG_PATH}\n\
-                 [ -s /etc/kubernetes/admin.conf ] || fail \"kubeadm init left no /etc/kubernetes/admin.conf\"\n"
-            ));
-            if kube_vip && spec.kubernetes_version.minor >= 29 {
-                s.push_str(&format!(
-                    "sed -i 's|/etc/kubernetes/super-admin.conf|/etc/kubernetes/admin.conf|' {KUBE_VIP_MANIFEST_PATH}\n"
-                ));
-            }
-            s.push_str(&readyz_wait(spec, node));
-            if spec.network.cni != crate::spec::Cni::None {
-                let cni = spec.network.cni.as_str();
-                let pods = spec.network.pods;
-                s.push_str(&format!(
-                    "\nlog \"== CNI: {cni}\"\n\
-                     if [ -x {CNI_HOOK_PATH} ]; then\n\
-                     \t{CNI_HOOK_PATH} {cni} {pods} || fail \"{CNI_HOOK_PATH} {cni} failed\"\n\
-                     else\n\
-                     \tlog \"this image has no {CNI_HOOK_PATH}: install {cni} (pod range {pods}) yourself; nodes stay NotReady until a CNI runs\"\n\
-                     fi\n"
-                ));
-            }
-        }
-        Role::ControlPlane { first: false } => {
-            s.push_str(&format!(
-                "\nlog \"== kubeadm join (control plane)\"\n\
-                 kubeadm join --config {JOIN_CONFIG_PATH}\n"
-            ));
-            if kube_vip {
-                // After the join: kubeadm's join pre-flight wants an empty manifests directory.
-                s.push_str("install_kube_vip\n");
-            }
-        }
-        Role::Worker { .. } => {
-            s.push_str(&format!(
-                "\nlog \"== kubeadm join\"\n\
-                 n=1\n\
-                 until kubeadm join --config {JOIN_CONFIG_PATH}; do\n\
-                 \t[ \"$n\" -lt 3 ] || fail \"kubeadm join failed $n times\"\n\
-                 \tlog \"kubeadm join failed (attempt $n); resetting and retrying in 30 s\"\n\
-                 \tkubeadm reset -f || true\n\
-                 \tn=$((n + 1))\n\
-                 \tsleep 30\n\
-                 done\n"
-            ));
-        }
+    s.push_str(&readyz_wait(spec, node));
+    if spec.network.cni != crate::spec::Cni::None {
+        let cni = spec.network.cni.as_str();
+        let pods = spec.network.pods;
+        s.push_str(&format!(
+            "\nlog \"== CNI: {cni}\"\n\
+             if [ -x {CNI_HOOK_PATH} ]; then\n\
+             \t{CNI_HOOK_PATH} {cni} {pods} || fail \"{CNI_HOOK_PATH} {cni} failed\"\n\
+             else\n\
+             \tlog \"this image has no {CNI_HOOK_PATH}: install {cni} (pod range {pods}) yourself; nodes stay NotReady until a CNI runs\"\n\
+             fi\n"
+        ));
     }
-    s.push_str("\necho 0 >/run/kiln-bootstrap.rc\nlog \"== done\"\n");
     s
 }
 

@@ -187,16 +187,7 @@ fn too_many_nodes(at: Pos) -> SyntaxError {
 impl Builder<'_> {
     fn node(&mut self) -> Result<Node, SyntaxError> {
         let Some((event, at)) = self.events.get(self.pos) else {
-            let at = self
-                .events
-                .last()
-                .map(|e| e.1)
-                .unwrap_or(Pos { line: 1, column: 1 });
-            return Err(SyntaxError {
-                line: at.line,
-                column: at.column,
-                message: "unexpected end of the document".into(),
-            });
+            return Err(self.unexpected_end());
         };
         let at = *at;
         let (line, column) = (at.line, at.column);
@@ -206,91 +197,17 @@ impl Builder<'_> {
         if self.built > MAX_NODES {
             return Err(too_many_nodes(at));
         }
-        let (node, anchor) = match event.clone() {
+        let (value, anchor) = match event.clone() {
             Event::Scalar(text, style, anchor, _) => (
-                Node {
-                    line,
-                    column,
-                    value: Value::Scalar {
-                        text: text.into_owned(),
-                        plain: style == ScalarStyle::Plain,
-                    },
+                Value::Scalar {
+                    text: text.into_owned(),
+                    plain: style == ScalarStyle::Plain,
                 },
                 anchor,
             ),
-            Event::SequenceStart(_, anchor, _) => {
-                let mut items = Vec::new();
-                while !matches!(self.peek(), Some(Event::SequenceEnd)) {
-                    items.push(self.node()?);
-                }
-                self.pos += 1;
-                (
-                    Node {
-                        line,
-                        column,
-                        value: Value::Seq(items),
-                    },
-                    anchor,
-                )
-            }
-            Event::MappingStart(_, anchor, _) => {
-                let mut entries: Vec<(String, Pos, Node)> = Vec::new();
-                while !matches!(self.peek(), Some(Event::MappingEnd)) {
-                    let key = self.node()?;
-                    let Value::Scalar { text, .. } = key.value else {
-                        return Err(SyntaxError {
-                            line: key.line,
-                            column: key.column,
-                            message: "a mapping key must be a plain name, not a list or mapping"
-                                .into(),
-                        });
-                    };
-                    let key_pos = Pos {
-                        line: key.line,
-                        column: key.column,
-                    };
-                    let value = self.node()?;
-                    if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == text) {
-                        return Err(SyntaxError {
-                            line: key_pos.line,
-                            column: key_pos.column,
-                            message: format!(
-                                "duplicate key {text:?} (first on line {})",
-                                first.line
-                            ),
-                        });
-                    }
-                    entries.push((text, key_pos, value));
-                }
-                self.pos += 1;
-                (
-                    Node {
-                        line,
-                        column,
-                        value: Value::Map(entries),
-                    },
-                    anchor,
-                )
-            }
-            Event::Alias(id) => {
-                let Some((target, size)) = self.anchors.get(&id) else {
-                    return Err(SyntaxError {
-                        line,
-                        column,
-                        message: "alias to an unknown anchor".into(),
-                    });
-                };
-                // Counted before the copy is made: the copy is what costs the memory.
-                self.built = first + size;
-                if self.built > MAX_NODES {
-                    return Err(too_many_nodes(at));
-                }
-                return Ok(Node {
-                    line,
-                    column,
-                    ..target.clone()
-                });
-            }
+            Event::SequenceStart(_, anchor, _) => (self.seq_items()?, anchor),
+            Event::MappingStart(_, anchor, _) => (self.map_entries()?, anchor),
+            Event::Alias(id) => return self.alias(id, at, first),
             other => {
                 return Err(SyntaxError {
                     line,
@@ -299,17 +216,107 @@ impl Builder<'_> {
                 });
             }
         };
+        let node = Node {
+            line,
+            column,
+            value,
+        };
         if anchor != 0 {
-            // The copy kept for later aliases costs as much again: it counts too, so
-            // anchors nested in anchors cannot multiply memory past the bound either.
-            let size = self.built - first;
-            self.built += size;
-            if self.built > MAX_NODES {
-                return Err(too_many_nodes(at));
-            }
-            self.anchors.insert(anchor, (node.clone(), size));
+            self.remember_anchor(anchor, &node, first, at)?;
         }
         Ok(node)
+    }
+
+    fn unexpected_end(&self) -> SyntaxError {
+        let at = self
+            .events
+            .last()
+            .map(|e| e.1)
+            .unwrap_or(Pos { line: 1, column: 1 });
+        SyntaxError {
+            line: at.line,
+            column: at.column,
+            message: "unexpected end of the document".into(),
+        }
+    }
+
+    /// A sequence's items, up to and including its end.
+    fn seq_items(&mut self) -> Result<Value, SyntaxError> {
+        let mut items = Vec::new();
+        while !matches!(self.peek(), Some(Event::SequenceEnd)) {
+            items.push(self.node()?);
+        }
+        self.pos += 1;
+        Ok(Value::Seq(items))
+    }
+
+    /// A mapping's entries, up to and including its end; keys are scalars, each once.
+    fn map_entries(&mut self) -> Result<Value, SyntaxError> {
+        let mut entries: Vec<(String, Pos, Node)> = Vec::new();
+        while !matches!(self.peek(), Some(Event::MappingEnd)) {
+            let key = self.node()?;
+            let Value::Scalar { text, .. } = key.value else {
+                return Err(SyntaxError {
+                    line: key.line,
+                    column: key.column,
+                    message: "a mapping key must be a plain name, not a list or mapping".into(),
+                });
+            };
+            let key_pos = Pos {
+                line: key.line,
+                column: key.column,
+            };
+            let value = self.node()?;
+            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == text) {
+                return Err(SyntaxError {
+                    line: key_pos.line,
+                    column: key_pos.column,
+                    message: format!("duplicate key {text:?} (first on line {})", first.line),
+                });
+            }
+            entries.push((text, key_pos, value));
+        }
+        self.pos += 1;
+        Ok(Value::Map(entries))
+    }
+
+    /// A copy of an anchored node, at the alias's position.
+    fn alias(&mut self, id: usize, at: Pos, first: usize) -> Result<Node, SyntaxError> {
+        let Some((target, size)) = self.anchors.get(&id) else {
+            return Err(SyntaxError {
+                line: at.line,
+                column: at.column,
+                message: "alias to an unknown anchor".into(),
+            });
+        };
+        // Counted before the copy is made: the copy is what costs the memory.
+        self.built = first + size;
+        if self.built > MAX_NODES {
+            return Err(too_many_nodes(at));
+        }
+        Ok(Node {
+            line: at.line,
+            column: at.column,
+            ..target.clone()
+        })
+    }
+
+    fn remember_anchor(
+        &mut self,
+        anchor: usize,
+        node: &Node,
+        first: usize,
+        at: Pos,
+    ) -> Result<(), SyntaxError> {
+        // The copy kept for later aliases costs as much again: it counts too, so
+        // anchors nested in anchors cannot multiply memory past the bound either.
+        let size = self.built - first;
+        self.built += size;
+        if self.built > MAX_NODES {
+            return Err(too_many_nodes(at));
+        }
+        self.anchors.insert(anchor, (node.clone(), size));
+        Ok(())
     }
 
     fn peek(&self) -> Option<&Event<'_>> {

@@ -176,79 +176,18 @@ fn reservation(
     } else {
         None
     };
+    let r = Reserved {
+        req,
+        client,
+        hw,
+        ingress,
+        cfg,
+        boot: boot.as_ref(),
+    };
     match client.msg_type {
-        MessageType::Discover => {
-            let mut m = base_reply(req, client, MessageType::Offer, cfg);
-            m.set_yiaddr(hw.ip);
-            add_lease_options(&mut m, hw, cfg, true);
-            add_boot(&mut m, client, boot.as_ref(), cfg);
-            let detail = format!(
-                "offered {}{}",
-                hw.ip,
-                boot_detail(client, hw, boot.as_ref())
-            );
-            answer(
-                Outcome::Offer,
-                m,
-                destination(req, MessageType::Offer, ingress),
-                detail,
-            )
-        }
-        MessageType::Request => {
-            if let Some(sid) = client.server_id
-                && sid != cfg.server_ip
-            {
-                return Decision::ignore(
-                    Outcome::IgnoredOtherServer,
-                    format!("client selected server {sid}"),
-                );
-            }
-            let ciaddr = non_zero(req.ciaddr());
-            let Some(wanted) = client.requested_ip.or(ciaddr) else {
-                return Decision::ignore(Outcome::IgnoredOther, "REQUEST names no address");
-            };
-            if wanted != hw.ip {
-                let mut m = base_reply(req, client, MessageType::Nak, cfg);
-                let why = format!("{wanted} is not reserved for this client");
-                m.opts_mut().insert(DhcpOption::Message(why));
-                if !req.giaddr().is_unspecified() {
-                    // RFC 2131 §4.3.2: the relay must broadcast a NAK.
-                    m.set_flags(m.flags().set_broadcast());
-                }
-                let detail = format!("refused {wanted}: reserved address is {}", hw.ip);
-                return answer(
-                    Outcome::Nak,
-                    m,
-                    destination(req, MessageType::Nak, ingress),
-                    detail,
-                );
-            }
-            let mut m = base_reply(req, client, MessageType::Ack, cfg);
-            m.set_yiaddr(hw.ip).set_ciaddr(req.ciaddr());
-            add_lease_options(&mut m, hw, cfg, true);
-            add_boot(&mut m, client, boot.as_ref(), cfg);
-            let detail = format!("acked {}{}", hw.ip, boot_detail(client, hw, boot.as_ref()));
-            answer(
-                Outcome::Ack,
-                m,
-                destination(req, MessageType::Ack, ingress),
-                detail,
-            )
-        }
-        MessageType::Inform => {
-            // RFC 2131 §3.4: configuration only; no yiaddr, no lease time.
-            let mut m = base_reply(req, client, MessageType::Ack, cfg);
-            m.set_ciaddr(req.ciaddr());
-            add_lease_options(&mut m, hw, cfg, false);
-            add_boot(&mut m, client, boot.as_ref(), cfg);
-            let detail = format!("informed {}", req.ciaddr());
-            answer(
-                Outcome::Ack,
-                m,
-                destination(req, MessageType::Ack, ingress),
-                detail,
-            )
-        }
+        MessageType::Discover => r.offer(),
+        MessageType::Request => r.request(),
+        MessageType::Inform => r.inform(),
         MessageType::Release => {
             Decision::ignore(Outcome::Release, format!("released {}", req.ciaddr()))
         }
@@ -260,6 +199,98 @@ fn reservation(
             )
         }
         other => Decision::ignore(Outcome::IgnoredOther, format!("{other:?} is not handled")),
+    }
+}
+
+/// A message from a machine with a reserved address, and what to answer with.
+struct Reserved<'a> {
+    req: &'a Message,
+    client: &'a ClientInfo,
+    hw: &'a Hardware,
+    ingress: Ingress,
+    cfg: &'a Config,
+    boot: Option<&'a BootFile>,
+}
+
+impl Reserved<'_> {
+    fn offer(&self) -> Decision {
+        let (req, client, hw, cfg) = (self.req, self.client, self.hw, self.cfg);
+        let mut m = base_reply(req, client, MessageType::Offer, cfg);
+        m.set_yiaddr(hw.ip);
+        add_lease_options(&mut m, hw, cfg, true);
+        add_boot(&mut m, client, self.boot, cfg);
+        let detail = format!("offered {}{}", hw.ip, boot_detail(client, hw, self.boot));
+        answer(
+            Outcome::Offer,
+            m,
+            destination(req, MessageType::Offer, self.ingress),
+            detail,
+        )
+    }
+
+    fn request(&self) -> Decision {
+        let (req, client, hw, cfg) = (self.req, self.client, self.hw, self.cfg);
+        if let Some(sid) = client.server_id
+            && sid != cfg.server_ip
+        {
+            return Decision::ignore(
+                Outcome::IgnoredOtherServer,
+                format!("client selected server {sid}"),
+            );
+        }
+        let ciaddr = non_zero(req.ciaddr());
+        let Some(wanted) = client.requested_ip.or(ciaddr) else {
+            return Decision::ignore(Outcome::IgnoredOther, "REQUEST names no address");
+        };
+        if wanted != hw.ip {
+            return self.nak(wanted);
+        }
+        let mut m = base_reply(req, client, MessageType::Ack, cfg);
+        m.set_yiaddr(hw.ip).set_ciaddr(req.ciaddr());
+        add_lease_options(&mut m, hw, cfg, true);
+        add_boot(&mut m, client, self.boot, cfg);
+        let detail = format!("acked {}{}", hw.ip, boot_detail(client, hw, self.boot));
+        answer(
+            Outcome::Ack,
+            m,
+            destination(req, MessageType::Ack, self.ingress),
+            detail,
+        )
+    }
+
+    /// A REQUEST for another address than the reserved one.
+    fn nak(&self, wanted: Ipv4Addr) -> Decision {
+        let req = self.req;
+        let mut m = base_reply(req, self.client, MessageType::Nak, self.cfg);
+        let why = format!("{wanted} is not reserved for this client");
+        m.opts_mut().insert(DhcpOption::Message(why));
+        if !req.giaddr().is_unspecified() {
+            // RFC 2131 §4.3.2: the relay must broadcast a NAK.
+            m.set_flags(m.flags().set_broadcast());
+        }
+        let detail = format!("refused {wanted}: reserved address is {}", self.hw.ip);
+        answer(
+            Outcome::Nak,
+            m,
+            destination(req, MessageType::Nak, self.ingress),
+            detail,
+        )
+    }
+
+    /// RFC 2131 §3.4: configuration only; no yiaddr, no lease time.
+    fn inform(&self) -> Decision {
+        let (req, client, cfg) = (self.req, self.client, self.cfg);
+        let mut m = base_reply(req, client, MessageType::Ack, cfg);
+        m.set_ciaddr(req.ciaddr());
+        add_lease_options(&mut m, self.hw, cfg, false);
+        add_boot(&mut m, client, self.boot, cfg);
+        let detail = format!("informed {}", req.ciaddr());
+        answer(
+            Outcome::Ack,
+            m,
+            destination(req, MessageType::Ack, self.ingress),
+            detail,
+        )
     }
 }
 

@@ -120,19 +120,8 @@ pub fn next(wf: &mut Workflow, now: u64) -> (NextAction, Effects) {
 /// The agent run `run` asks what to do. Asked again by the same run while its attempt runs
 /// (the answer was lost), it gets that attempt again: nothing changes, no attempt is burned.
 pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, Effects) {
-    if let Some(index) = wf
-        .current()
-        .filter(|_| !wf.state.is_terminal() && now < wf.deadline_ms)
-    {
-        let a = &wf.actions[index];
-        if a.state == ActionState::Running && run.is_some() && a.agent_run.as_deref() == run {
-            let again = NextAction::Run {
-                index,
-                attempt: a.attempts,
-                action: a.spec.clone(),
-            };
-            return (again, Effects::default());
-        }
+    if let Some(again) = same_run_again(wf, now, run) {
+        return (again, Effects::default());
     }
     let mut fx = tick(wf, now);
     if wf.state.is_terminal() {
@@ -159,14 +148,39 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
         finish_workflow(wf, WorkflowState::Succeeded, String::new(), now, &mut fx);
         return (NextAction::Done { state: wf.state }, fx);
     };
+    let next = start_attempt(wf, index, now, run, &mut fx);
+    (next, fx)
+}
+
+/// The attempt the same agent run is already running, if it asks again in time.
+fn same_run_again(wf: &Workflow, now: u64, run: Option<&str>) -> Option<NextAction> {
+    let index = wf
+        .current()
+        .filter(|_| !wf.state.is_terminal() && now < wf.deadline_ms)?;
+    let a = &wf.actions[index];
+    (a.state == ActionState::Running && run.is_some() && a.agent_run.as_deref() == run).then(|| {
+        NextAction::Run {
+            index,
+            attempt: a.attempts,
+            action: a.spec.clone(),
+        }
+    })
+}
+
+/// Starts the next attempt of action `index`, unless its retry is not due yet or an
+/// interrupted attempt was its last.
+fn start_attempt(
+    wf: &mut Workflow,
+    index: usize,
+    now: u64,
+    run: Option<&str>,
+    fx: &mut Effects,
+) -> NextAction {
     let action = &mut wf.actions[index];
     if let Some(at) = action.retry_at_ms.filter(|at| *at > now) {
-        return (
-            NextAction::Wait {
-                seconds: (at - now).div_ceil(1000),
-            },
-            fx,
-        );
+        return NextAction::Wait {
+            seconds: (at - now).div_ceil(1000),
+        };
     }
     if action.state == ActionState::Running {
         // The agent restarted mid-action (its machine rebooted, say): that was an attempt.
@@ -178,8 +192,8 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
             action.state = ActionState::Failed;
             action.ended_ms = Some(now);
             action.message = msg.clone();
-            finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
-            return (NextAction::Done { state: wf.state }, fx);
+            finish_workflow(wf, WorkflowState::Failed, msg, now, fx);
+            return NextAction::Done { state: wf.state };
         }
         fx.event(
             EventKind::ActionRestarted,
@@ -205,14 +219,11 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
             action.spec.name, action.spec.kind, action.attempts
         ),
     );
-    (
-        NextAction::Run {
-            index,
-            attempt: action.attempts,
-            action: action.spec.clone(),
-        },
-        fx,
-    )
+    NextAction::Run {
+        index,
+        attempt: action.attempts,
+        action: action.spec.clone(),
+    }
 }
 
 /// The agent reports on the running action.

@@ -89,86 +89,124 @@ struct Field {
     column: usize,
 }
 
+/// Where a reader is in the text, for positions of fields and errors.
+struct Cursor<'t> {
+    chars: std::iter::Peekable<std::str::Chars<'t>>,
+    line: usize,
+    column: usize,
+}
+
+/// A reading error: line, column, message.
+type ReadError = (usize, usize, String);
+
+impl Cursor<'_> {
+    /// Reads a field's value; the cursor is at its first character.
+    fn field(&mut self) -> Result<String, ReadError> {
+        if self.chars.peek() == Some(&'"') {
+            self.quoted()
+        } else {
+            self.unquoted()
+        }
+    }
+
+    /// A quoted field: commas, doubled quotes and newlines inside.
+    fn quoted(&mut self) -> Result<String, ReadError> {
+        let start = (self.line, self.column);
+        let mut value = String::new();
+        self.chars.next();
+        self.column += 1;
+        loop {
+            match self.chars.next() {
+                None => return Err((start.0, start.1, "quoted field is never closed".into())),
+                Some('"') if self.chars.peek() == Some(&'"') => {
+                    self.chars.next();
+                    self.column += 2;
+                    value.push('"');
+                }
+                Some('"') => {
+                    self.column += 1;
+                    break;
+                }
+                Some('\n') => {
+                    self.line += 1;
+                    self.column = 1;
+                    value.push('\n');
+                }
+                Some(c) => {
+                    self.column += 1;
+                    value.push(c);
+                }
+            }
+        }
+        match self.chars.peek() {
+            None | Some(',') | Some('\n') | Some('\r') => Ok(value),
+            Some(_) => Err((self.line, self.column, "text after a closing quote".into())),
+        }
+    }
+
+    fn unquoted(&mut self) -> Result<String, ReadError> {
+        let mut value = String::new();
+        while let Some(&c) = self.chars.peek() {
+            if c == ',' || c == '\n' || c == '\r' {
+                break;
+            }
+            if c == '"' {
+                return Err((
+                    self.line,
+                    self.column,
+                    "a quote inside an unquoted field".into(),
+                ));
+            }
+            value.push(c);
+            self.column += 1;
+            self.chars.next();
+        }
+        Ok(value)
+    }
+
+    fn next_line(&mut self) {
+        self.line += 1;
+        self.column = 1;
+    }
+}
+
 /// Splits CSV text into records of positioned fields. Quoted fields may hold
 /// commas, doubled quotes and newlines. Blank lines are skipped.
-fn read_records(text: &str) -> Result<Vec<Vec<Field>>, (usize, usize, String)> {
+fn read_records(text: &str) -> Result<Vec<Vec<Field>>, ReadError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = Vec::new();
-    let mut chars = text.chars().peekable();
-    let (mut line, mut column) = (1usize, 1usize);
+    let mut at = Cursor {
+        chars: text.chars().peekable(),
+        line: 1,
+        column: 1,
+    };
     let mut record: Vec<Field> = Vec::new();
     let mut at_field_start = true;
     loop {
-        // Start of a field.
-        let start = (line, column);
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            column += 1;
-            loop {
-                match chars.next() {
-                    None => return Err((start.0, start.1, "quoted field is never closed".into())),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        column += 2;
-                        value.push('"');
-                    }
-                    Some('"') => {
-                        column += 1;
-                        break;
-                    }
-                    Some('\n') => {
-                        line += 1;
-                        column = 1;
-                        value.push('\n');
-                    }
-                    Some(c) => {
-                        column += 1;
-                        value.push(c);
-                    }
-                }
-            }
-            match chars.peek() {
-                None | Some(',') | Some('\n') | Some('\r') => {}
-                Some(_) => return Err((line, column, "text after a closing quote".into())),
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' || c == '\n' || c == '\r' {
-                    break;
-                }
-                if c == '"' {
-                    return Err((line, column, "a quote inside an unquoted field".into()));
-                }
-                value.push(c);
-                column += 1;
-                chars.next();
-            }
-        }
+        let (line, column) = (at.line, at.column);
+        let value = at.field()?;
         let blank_line = at_field_start && record.is_empty() && value.is_empty();
         record.push(Field {
             text: value,
-            line: start.0,
-            column: start.1,
+            line,
+            column,
         });
         at_field_start = false;
-        match chars.next() {
+        match at.chars.next() {
             Some(',') => {
-                column += 1;
+                at.column += 1;
             }
             Some('\r') => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
+                if at.chars.peek() == Some(&'\n') {
+                    at.chars.next();
                 }
                 finish_record(&mut records, &mut record, blank_line);
-                line += 1;
-                column = 1;
+                at.next_line();
                 at_field_start = true;
             }
             Some('\n') => {
                 finish_record(&mut records, &mut record, blank_line);
-                line += 1;
-                column = 1;
+                at.next_line();
                 at_field_start = true;
             }
             None => {
@@ -208,37 +246,110 @@ pub fn parse_hardware_csv(file: &str, text: &str) -> Result<Vec<Hardware>, CsvEr
 
 /// As [`parse_hardware_csv`], keeping each row's line and the warnings.
 pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvErrors> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let err = |line, column, field: &str, message: String| CsvError {
-        file: file.to_string(),
-        line,
-        column,
-        field: field.to_string(),
-        message,
-    };
-    let warn = |f: &Field, message: String| CsvWarning {
-        file: file.to_string(),
-        line: f.line,
-        column: f.column,
-        message,
-    };
-    let records = match read_records(text) {
-        Ok(r) => r,
-        Err((line, column, message)) => {
-            return Err(CsvErrors(vec![err(line, column, "", message)]));
-        }
-    };
+    let at = Locator { file };
+    let records = read_records(text)
+        .map_err(|(line, column, message)| CsvErrors(vec![at.err(line, column, "", message)]))?;
     let Some((header, rows)) = records.split_first() else {
-        return Err(CsvErrors(vec![err(
+        return Err(CsvErrors(vec![at.err(
             1,
             1,
             "",
             "the file is empty: a header line is required".into(),
         )]));
     };
+    let (columns, mut warnings) = read_header(&at, header)?;
 
-    // Header: names in any order; every position of each known name, in order.
+    let mut errors = Vec::new();
+    let mut machines = Vec::new();
+    let mut seen = Seen::default();
+    for row in rows {
+        let line = row[0].line;
+        if row.len() != header.len() {
+            errors.push(at.err(
+                line,
+                1,
+                "",
+                format!(
+                    "this row has {} fields, the header has {}",
+                    row.len(),
+                    header.len()
+                ),
+            ));
+            continue;
+        }
+        let mut reader = RowReader {
+            at: &at,
+            columns: &columns,
+            row,
+            errors: Vec::new(),
+        };
+        let parsed = reader.read(&mut warnings, &mut seen);
+        let mut row_errors = reader.errors;
+        match parsed {
+            Some(hardware) if row_errors.is_empty() => machines.push(Row { line, hardware }),
+            _ => {
+                // In the order they appear on the line.
+                row_errors.sort_by_key(|e| (e.line, e.column));
+                errors.extend(row_errors);
+            }
+        }
+    }
+    if rows.is_empty() {
+        errors.push(at.err(
+            header[0].line,
+            1,
+            "",
+            "no machines: the file has a header but no rows".into(),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(ParsedCsv {
+            rows: machines,
+            warnings,
+        })
+    } else {
+        Err(CsvErrors(errors))
+    }
+}
+
+/// Builds located errors and warnings for one file.
+struct Locator<'a> {
+    file: &'a str,
+}
+
+impl Locator<'_> {
+    fn err(&self, line: usize, column: usize, field: &str, message: String) -> CsvError {
+        CsvError {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn warn(&self, f: &Field, message: String) -> CsvWarning {
+        CsvWarning {
+            file: self.file.to_string(),
+            line: f.line,
+            column: f.column,
+            message,
+        }
+    }
+}
+
+/// The header, read: every position of each known column name, in order.
+struct Columns<'a> {
+    index: HashMap<&'a str, Vec<usize>>,
+}
+
+/// Reads the header: names in any order. Unknown and repeated columns are
+/// warned about; a missing required column is an error.
+fn read_header<'a>(
+    at: &Locator<'_>,
+    header: &'a [Field],
+) -> Result<(Columns<'a>, Vec<CsvWarning>), CsvErrors> {
+    let mut warnings = Vec::new();
     let mut index: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut unknown: Vec<&Field> = Vec::new();
     for (i, f) in header.iter().enumerate() {
@@ -255,7 +366,7 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
         .collect::<Vec<_>>()
         .join(", ");
     if let Some(first) = unknown.first() {
-        warnings.push(warn(
+        warnings.push(at.warn(
             first,
             format!(
                 "ignoring unknown column{} {unknown_names} (EKS Anywhere ignores them too)",
@@ -263,80 +374,171 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
             ),
         ));
     }
-    for name in REQUIRED_COLUMNS.iter().chain(&OPTIONAL_COLUMNS) {
-        let Some(at) = index.get(name).filter(|at| at.len() > 1) else {
-            continue;
-        };
-        let last = &header[*at.last().expect("more than one")];
-        let how = if *name == "nameservers" {
-            "the nameservers of all of them are used".to_string()
-        } else {
-            format!("only the last one (column {}) is read", last.column)
-        };
-        warnings.push(warn(
-            last,
-            format!(
-                "column {name:?} appears {} times; {how}, as EKS Anywhere does",
-                at.len()
-            ),
-        ));
-    }
+    warnings.extend(repeated_column_warnings(at, header, &index));
     warnings.sort_by_key(|w| (w.line, w.column));
-    for name in REQUIRED_COLUMNS {
-        if !index.contains_key(name) {
+    let errors: Vec<CsvError> = REQUIRED_COLUMNS
+        .iter()
+        .filter(|name| !index.contains_key(*name))
+        .map(|name| {
             let hint = if unknown.is_empty() {
                 String::new()
             } else {
                 format!(" (the header's unknown columns: {unknown_names})")
             };
-            errors.push(err(
+            at.err(
                 header[0].line,
                 1,
                 "",
                 format!("the header lacks the required column {name:?}{hint}"),
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     if !errors.is_empty() {
         return Err(CsvErrors(errors));
     }
+    Ok((Columns { index }, warnings))
+}
 
-    let mut machines = Vec::new();
-    // First line each unique value was seen on, to name both places in a clash.
-    let mut seen: HashMap<(&str, String), usize> = HashMap::new();
-    for row in rows {
-        let line = row[0].line;
-        if row.len() != header.len() {
-            errors.push(err(
-                line,
-                1,
-                "",
-                format!(
-                    "this row has {} fields, the header has {}",
-                    row.len(),
-                    header.len()
-                ),
-            ));
+/// One warning per column named more than once, at its last occurrence.
+fn repeated_column_warnings(
+    at: &Locator<'_>,
+    header: &[Field],
+    index: &HashMap<&str, Vec<usize>>,
+) -> Vec<CsvWarning> {
+    let mut warnings = Vec::new();
+    for name in REQUIRED_COLUMNS.iter().chain(&OPTIONAL_COLUMNS) {
+        let Some(at_positions) = index.get(name).filter(|at| at.len() > 1) else {
             continue;
-        }
-        let mut row_errors = Vec::new();
-        // A column's cell; a column named twice is read from its last occurrence.
-        let get = |name: &str| -> Option<&Field> {
-            index.get(name).and_then(|at| at.last()).map(|&i| &row[i])
         };
-        let mut bad =
-            |f: &Field, name: &str, msg: String| row_errors.push(err(f.line, f.column, name, msg));
+        let last = &header[*at_positions.last().expect("more than one")];
+        let how = if *name == "nameservers" {
+            "the nameservers of all of them are used".to_string()
+        } else {
+            format!("only the last one (column {}) is read", last.column)
+        };
+        warnings.push(at.warn(
+            last,
+            format!(
+                "column {name:?} appears {} times; {how}, as EKS Anywhere does",
+                at_positions.len()
+            ),
+        ));
+    }
+    warnings
+}
 
-        macro_rules! field {
-            ($name:expr) => {
-                get($name).expect("required columns were checked")
+/// First line each unique value was seen on, to name both places in a clash.
+#[derive(Default)]
+struct Seen(HashMap<(&'static str, String), usize>);
+
+/// The network settings of a row, each `None` when invalid (gateway: also when empty).
+struct Addressing {
+    ip: Option<Ipv4Addr>,
+    netmask: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+}
+
+/// Reads one row of the right length, collecting its errors.
+struct RowReader<'a> {
+    at: &'a Locator<'a>,
+    columns: &'a Columns<'a>,
+    row: &'a [Field],
+    errors: Vec<CsvError>,
+}
+
+impl<'a> RowReader<'a> {
+    /// The machine in this row; `None` (or errors left in `self.errors`) if it is invalid.
+    fn read(&mut self, warnings: &mut Vec<CsvWarning>, seen: &mut Seen) -> Option<Hardware> {
+        let line = self.row[0].line;
+        let host_f = self.required("hostname");
+        let hostname = self.hostname(host_f);
+        let mac_f = self.required("mac");
+        let mac = self.mac(mac_f);
+        let ip_f = self.required("ip_address");
+        let addressing = self.addressing(ip_f);
+        let nameservers = self.nameservers();
+        let labels_f = self.required("labels");
+        let label_map = self.labels(labels_f);
+        let disk = self.disk();
+        let vlan_id = self.vlan_id();
+        let bmc_ip_f = self.cell("bmc_ip");
+        let bmc = self.bmc();
+
+        // A password readable on the network: enrolled, but said, once per machine.
+        if let (Some(bmc), Some(ip_f)) = (&bmc, bmc_ip_f)
+            && let Some(exposure) = password_exposure(&bmc.address, &label_map)
+        {
+            let at = match exposure {
+                PasswordExposure::PlainHttp => ip_f,
+                PasswordExposure::UnverifiedTls => labels_f,
             };
+            warnings.push(self.at.warn(at, exposure.warning(&hostname, &bmc.address)));
         }
 
-        let host_f = field!("hostname");
+        // Uniqueness across rows.
+        self.unique(seen, line, "hostname", hostname.clone(), host_f);
+        if let Some(m) = mac {
+            self.unique(seen, line, "mac", m.to_string(), mac_f);
+        }
+        if let Some(ip) = addressing.ip {
+            self.unique(seen, line, "ip_address", ip.to_string(), ip_f);
+        }
+        if let (Some(bmc), Some(f)) = (&bmc, bmc_ip_f) {
+            self.unique(seen, line, "bmc_ip", bmc.address.clone(), f);
+        }
+
+        Some(Hardware {
+            hostname,
+            mac: mac?,
+            ip: addressing.ip?,
+            netmask: addressing.netmask?,
+            gateway: addressing.gateway,
+            nameservers,
+            labels: label_map,
+            disk,
+            vlan_id,
+            bmc,
+            netboot: false,
+        })
+    }
+
+    /// A column's cell; a column named twice is read from its last occurrence.
+    fn cell(&self, name: &str) -> Option<&'a Field> {
+        self.columns
+            .index
+            .get(name)
+            .and_then(|at| at.last())
+            .map(|&i| &self.row[i])
+    }
+
+    fn required(&self, name: &str) -> &'a Field {
+        self.cell(name).expect("required columns were checked")
+    }
+
+    fn bad(&mut self, f: &Field, name: &str, msg: String) {
+        self.errors.push(self.at.err(f.line, f.column, name, msg));
+    }
+
+    fn unique(
+        &mut self,
+        seen: &mut Seen,
+        line: usize,
+        key: &'static str,
+        value: String,
+        f: &Field,
+    ) {
+        if let Some(first) = seen.0.get(&(key, value.clone())) {
+            let message = format!("{value} is already used on line {first}");
+            self.bad(f, key, message);
+        } else {
+            seen.0.insert((key, value), line);
+        }
+    }
+
+    fn hostname(&mut self, host_f: &Field) -> String {
         let hostname = host_f.text.trim().to_string();
         if !labels::is_dns_subdomain(&hostname) {
-            bad(
+            self.bad(
                 host_f,
                 "hostname",
                 format!(
@@ -344,39 +546,42 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 ),
             );
         }
+        hostname
+    }
 
-        let mac_f = field!("mac");
-        let mac = match mac_f.text.trim().parse::<MacAddr>() {
+    fn mac(&mut self, mac_f: &Field) -> Option<MacAddr> {
+        match mac_f.text.trim().parse::<MacAddr>() {
             Ok(m) => Some(m),
             Err(e) => {
-                bad(mac_f, "mac", e.to_string());
+                self.bad(mac_f, "mac", e.to_string());
                 None
             }
-        };
+        }
+    }
 
-        let ip_field = |f: &Field, name: &str, bad: &mut dyn FnMut(&Field, &str, String)| match f
-            .text
-            .trim()
-            .parse::<Ipv4Addr>()
-        {
+    fn ipv4(&mut self, f: &Field, name: &str) -> Option<Ipv4Addr> {
+        match f.text.trim().parse::<Ipv4Addr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                bad(
+                self.bad(
                     f,
                     name,
                     format!("{:?} is not an IPv4 address", f.text.trim()),
                 );
                 None
             }
-        };
-        let ip_f = field!("ip_address");
-        let ip = ip_field(ip_f, "ip_address", &mut bad);
-        let mask_f = field!("netmask");
-        let netmask = ip_field(mask_f, "netmask", &mut bad).and_then(|m| {
+        }
+    }
+
+    /// ip_address, netmask and gateway, and that the gateway is in the subnet.
+    fn addressing(&mut self, ip_f: &Field) -> Addressing {
+        let ip = self.ipv4(ip_f, "ip_address");
+        let mask_f = self.required("netmask");
+        let netmask = self.ipv4(mask_f, "netmask").and_then(|m| {
             if is_contiguous_netmask(m) {
                 Some(m)
             } else {
-                bad(
+                self.bad(
                     mask_f,
                     "netmask",
                     format!("{m} is not a contiguous netmask (like 255.255.255.0)"),
@@ -384,16 +589,16 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 None
             }
         });
-        let gw_f = field!("gateway");
+        let gw_f = self.required("gateway");
         let gateway = if gw_f.text.trim().is_empty() {
             None
         } else {
-            ip_field(gw_f, "gateway", &mut bad)
+            self.ipv4(gw_f, "gateway")
         };
         if let (Some(ip), Some(mask), Some(gw)) = (ip, netmask, gateway)
             && !same_subnet(ip, gw, mask)
         {
-            bad(
+            self.bad(
                 gw_f,
                 "gateway",
                 format!(
@@ -402,25 +607,32 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 ),
             );
         }
+        Addressing {
+            ip,
+            netmask,
+            gateway,
+        }
+    }
 
-        // An empty cell: no nameservers (Kiln's provisioning networks may have
-        // none). Otherwise, as in EKS Anywhere, no entry may be empty.
+    /// An empty cell: no nameservers (Kiln's provisioning networks may have
+    /// none). Otherwise, as in EKS Anywhere, no entry may be empty.
+    fn nameservers(&mut self) -> Vec<Ipv4Addr> {
         let mut nameservers = Vec::new();
-        for &i in &index["nameservers"] {
-            let ns_f = &row[i];
+        for &i in &self.columns.index["nameservers"] {
+            let ns_f = &self.row[i];
             if ns_f.text.trim().is_empty() {
                 continue;
             }
             for part in ns_f.text.split('|').map(str::trim) {
                 match part.parse::<Ipv4Addr>() {
                     Ok(a) => nameservers.push(a),
-                    Err(_) if part.is_empty() => bad(
+                    Err(_) if part.is_empty() => self.bad(
                         ns_f,
                         "nameservers",
                         "an entry is empty (separate nameservers with '|', none at either end)"
                             .into(),
                     ),
-                    Err(_) => bad(
+                    Err(_) => self.bad(
                         ns_f,
                         "nameservers",
                         format!("{part:?} is not an IPv4 address (separate nameservers with '|')"),
@@ -428,8 +640,10 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 }
             }
         }
+        nameservers
+    }
 
-        let labels_f = field!("labels");
+    fn labels(&mut self, labels_f: &Field) -> BTreeMap<String, String> {
         let mut label_map = BTreeMap::new();
         let labels_text = labels_f.text.trim();
         for part in labels_text
@@ -439,7 +653,7 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
         {
             // EKS Anywhere: exactly one '=' per pair, no empty pair.
             let Some((k, v)) = part.split_once('=').filter(|(_, v)| !v.contains('=')) else {
-                bad(
+                self.bad(
                     labels_f,
                     "labels",
                     format!(
@@ -450,16 +664,19 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
             };
             let (k, v) = (k.trim(), v.trim());
             if let Err(why) = labels::check_key(k).and_then(|_| labels::check_value(v)) {
-                bad(labels_f, "labels", why);
+                self.bad(labels_f, "labels", why);
             } else if label_map.insert(k.to_string(), v.to_string()).is_some() {
-                bad(labels_f, "labels", format!("label {k:?} is given twice"));
+                self.bad(labels_f, "labels", format!("label {k:?} is given twice"));
             }
         }
+        label_map
+    }
 
-        let disk_f = field!("disk");
+    fn disk(&mut self) -> String {
+        let disk_f = self.required("disk");
         let disk = disk_f.text.trim().to_string();
         if !is_device_path(&disk) {
-            bad(
+            self.bad(
                 disk_f,
                 "disk",
                 format!(
@@ -467,39 +684,47 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                 ),
             );
         }
+        disk
+    }
 
-        let vlan_id = match get("vlan_id") {
-            Some(f) if !f.text.trim().is_empty() => match f.text.trim().parse::<u16>() {
-                Ok(v) if (1..=4094).contains(&v) => Some(v),
-                _ => {
-                    bad(
-                        f,
-                        "vlan_id",
-                        format!("{:?} is not a VLAN id (1 to 4094)", f.text.trim()),
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
+    fn vlan_id(&mut self) -> Option<u16> {
+        let f = self.cell("vlan_id").filter(|f| !f.text.trim().is_empty())?;
+        match f.text.trim().parse::<u16>() {
+            Ok(v) if (1..=4094).contains(&v) => Some(v),
+            _ => {
+                self.bad(
+                    f,
+                    "vlan_id",
+                    format!("{:?} is not a VLAN id (1 to 4094)", f.text.trim()),
+                );
+                None
+            }
+        }
+    }
 
-        // The BMC columns may be missing; a missing column reads as empty cells.
-        // As in EKS Anywhere, a machine has a BMC when any of the three is set,
-        // and then needs all three.
-        let (bmc_ip_f, user_f, pass_f) = (get("bmc_ip"), get("bmc_username"), get("bmc_password"));
+    /// The BMC columns may be missing; a missing column reads as empty cells.
+    /// As in EKS Anywhere, a machine has a BMC when any of the three is set,
+    /// and then needs all three.
+    fn bmc(&mut self) -> Option<BmcEndpoint> {
+        let (bmc_ip_f, user_f, pass_f) = (
+            self.cell("bmc_ip"),
+            self.cell("bmc_username"),
+            self.cell("bmc_password"),
+        );
         let bmc_address = bmc_ip_f.map_or("", |f| f.text.trim());
         let username = user_f.map_or("", |f| f.text.trim());
         // Never trimmed, never echoed.
         let password = pass_f.map_or("", |f| f.text.as_str());
-        let bmc = if bmc_address.is_empty() {
-            let set = [
-                (user_f, "bmc_username", username),
-                (pass_f, "bmc_password", password),
-            ]
-            .into_iter()
-            .find(|(_, _, value)| !value.is_empty());
+        let credentials = [
+            (user_f, "bmc_username", username),
+            (pass_f, "bmc_password", password),
+        ];
+        if bmc_address.is_empty() {
+            let set = credentials
+                .into_iter()
+                .find(|(_, _, value)| !value.is_empty());
             if let Some((Some(f), name, _)) = set {
-                bad(
+                self.bad(
                     bmc_ip_f.unwrap_or(f),
                     "bmc_ip",
                     format!(
@@ -507,109 +732,31 @@ pub fn parse_hardware_csv_rows(file: &str, text: &str) -> Result<ParsedCsv, CsvE
                     ),
                 );
             }
-            None
-        } else {
-            let bmc_ip_f = bmc_ip_f.expect("a non-empty cell has a column");
-            if let Err(why) = check_bmc_address(bmc_address) {
-                bad(bmc_ip_f, "bmc_ip", why);
+            return None;
+        }
+        let bmc_ip_f = bmc_ip_f.expect("a non-empty cell has a column");
+        if let Err(why) = check_bmc_address(bmc_address) {
+            self.bad(bmc_ip_f, "bmc_ip", why);
+        }
+        for (f, name, value) in credentials {
+            if value.is_empty() {
+                let why = if f.is_some() {
+                    ""
+                } else {
+                    " (the header has no such column)"
+                };
+                self.bad(
+                    f.unwrap_or(bmc_ip_f),
+                    name,
+                    format!("required when bmc_ip is set{why}"),
+                );
             }
-            for (f, name, value) in [
-                (user_f, "bmc_username", username),
-                (pass_f, "bmc_password", password),
-            ] {
-                if value.is_empty() {
-                    let why = if f.is_some() {
-                        ""
-                    } else {
-                        " (the header has no such column)"
-                    };
-                    bad(
-                        f.unwrap_or(bmc_ip_f),
-                        name,
-                        format!("required when bmc_ip is set{why}"),
-                    );
-                }
-            }
-            Some(BmcEndpoint {
-                address: bmc_address.to_string(),
-                username: username.to_string(),
-                password: Secret::new(password.to_string()),
-            })
-        };
-
-        // A password readable on the network: enrolled, but said, once per machine.
-        if let (Some(_), Some(ip_f)) = (&bmc, bmc_ip_f)
-            && let Some(exposure) = password_exposure(bmc_address, &label_map)
-        {
-            let at = match exposure {
-                PasswordExposure::PlainHttp => ip_f,
-                PasswordExposure::UnverifiedTls => labels_f,
-            };
-            warnings.push(warn(at, exposure.warning(&hostname, bmc_address)));
         }
-
-        // Uniqueness across rows.
-        let mut unique = |key: &'static str, value: String, f: &Field| {
-            if let Some(first) = seen.get(&(key, value.clone())) {
-                row_errors.push(err(
-                    f.line,
-                    f.column,
-                    key,
-                    format!("{value} is already used on line {first}"),
-                ));
-            } else {
-                seen.insert((key, value), line);
-            }
-        };
-        unique("hostname", hostname.clone(), host_f);
-        if let Some(m) = mac {
-            unique("mac", m.to_string(), mac_f);
-        }
-        if let Some(ip) = ip {
-            unique("ip_address", ip.to_string(), ip_f);
-        }
-        if let (Some(_), Some(f)) = (&bmc, bmc_ip_f) {
-            unique("bmc_ip", bmc_address.to_string(), f);
-        }
-
-        if row_errors.is_empty() {
-            machines.push(Row {
-                line,
-                hardware: Hardware {
-                    hostname,
-                    mac: mac.expect("checked"),
-                    ip: ip.expect("checked"),
-                    netmask: netmask.expect("checked"),
-                    gateway,
-                    nameservers,
-                    labels: label_map,
-                    disk,
-                    vlan_id,
-                    bmc,
-                    netboot: false,
-                },
-            });
-        } else {
-            // In the order they appear on the line.
-            row_errors.sort_by_key(|e| (e.line, e.column));
-            errors.extend(row_errors);
-        }
-    }
-    if rows.is_empty() {
-        errors.push(err(
-            header[0].line,
-            1,
-            "",
-            "no machines: the file has a header but no rows".into(),
-        ));
-    }
-    if errors.is_empty() {
-        Ok(ParsedCsv {
-            rows: machines,
-            warnings,
+        Some(BmcEndpoint {
+            address: bmc_address.to_string(),
+            username: username.to_string(),
+            password: Secret::new(password.to_string()),
         })
-    } else {
-        Err(CsvErrors(errors))
     }
 }
 

@@ -106,15 +106,62 @@ fn pos(at: Location) -> (u64, u64) {
 
 /// Parses and validates a template. All problems are reported, each with its line.
 pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors> {
-    let err = |(line, column): (u64, u64), field: &str, message: String| TemplateError {
+    let raw = read_raw(file, text)?;
+    let mut problems = Problems {
+        file,
+        errors: Vec::new(),
+    };
+    let name = raw.name.value.trim().to_string();
+    if !crate::labels::is_dns_subdomain(&name) {
+        problems.push(
+            pos(raw.name.referenced),
+            "name",
+            format!("{name:?} must be lower-case letters, digits and '-'"),
+        );
+    }
+    let timeout = problems.timeout(raw.timeout.as_ref(), "timeout", DEFAULT_WORKFLOW_TIMEOUT);
+    if raw.actions.value.is_empty() {
+        problems.push(
+            pos(raw.actions.referenced),
+            "actions",
+            "at least one action is required".into(),
+        );
+    }
+    let mut actions = Vec::new();
+    let mut names = BTreeMap::new();
+    let count = raw.actions.value.len();
+    for (i, a) in raw.actions.value.iter().enumerate() {
+        if let Some(action) = problems.action(i, count, a, &mut names) {
+            actions.push(action);
+        }
+    }
+    if problems.errors.is_empty() {
+        Ok(Template {
+            name,
+            timeout,
+            actions,
+            source: text.to_string(),
+        })
+    } else {
+        Err(TemplateErrors(problems.errors))
+    }
+}
+
+fn located(file: &str, (line, column): (u64, u64), field: &str, message: String) -> TemplateError {
+    TemplateError {
         file: file.to_string(),
         line: line.max(1) as usize,
         column: column.max(1) as usize,
         field: field.to_string(),
         message,
-    };
+    }
+}
+
+/// The template's YAML, typed; a refusal here is the only error.
+fn read_raw(file: &str, text: &str) -> Result<RawTemplate, TemplateErrors> {
     if text.len() > MAX_TEMPLATE_BYTES {
-        return Err(TemplateErrors(vec![err(
+        return Err(TemplateErrors(vec![located(
+            file,
             (1, 1),
             "",
             format!(
@@ -125,7 +172,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
     }
     // Typed all the way down: an alias to a nested list fails at its first element, so an
     // alias bomb is refused before it expands.
-    let raw: RawTemplate = serde_saphyr::from_str(text).map_err(|e| {
+    serde_saphyr::from_str(text).map_err(|e| {
         let at = e.location().map(pos).unwrap_or((1, 1));
         // The library's message may carry a rendered snippet; keep its first line.
         let msg = e.to_string();
@@ -135,94 +182,129 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
             .unwrap_or("invalid YAML")
             .trim()
             .to_string();
-        TemplateErrors(vec![err(at, "", first)])
-    })?;
-    let mut errors = Vec::new();
-    let name = raw.name.value.trim().to_string();
-    if !crate::labels::is_dns_subdomain(&name) {
-        errors.push(err(
-            pos(raw.name.referenced),
-            "name",
-            format!("{name:?} must be lower-case letters, digits and '-'"),
-        ));
+        TemplateErrors(vec![located(file, at, "", first)])
+    })
+}
+
+/// Every problem found so far in one template.
+struct Problems<'a> {
+    file: &'a str,
+    errors: Vec<TemplateError>,
+}
+
+impl Problems<'_> {
+    fn push(&mut self, at: (u64, u64), field: &str, message: String) {
+        self.errors.push(located(self.file, at, field, message));
     }
-    let timeout = match &raw.timeout {
-        None => DEFAULT_WORKFLOW_TIMEOUT,
-        Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
-            errors.push(err(pos(t.referenced), "timeout", m));
-            DEFAULT_WORKFLOW_TIMEOUT
-        }),
-    };
-    if raw.actions.value.is_empty() {
-        errors.push(err(
-            pos(raw.actions.referenced),
-            "actions",
-            "at least one action is required".into(),
-        ));
+
+    /// A timeout field, or the default when it is absent or invalid.
+    fn timeout(
+        &mut self,
+        field: Option<&Spanned<String>>,
+        name: &str,
+        default: Duration,
+    ) -> Duration {
+        match field {
+            None => default,
+            Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
+                self.push(pos(t.referenced), name, m);
+                default
+            }),
+        }
     }
-    let mut actions = Vec::new();
-    let mut names = BTreeMap::new();
-    let count = raw.actions.value.len();
-    for (i, a) in raw.actions.value.iter().enumerate() {
+
+    /// Checks action `i` of `count`; `None` when its kind is unknown.
+    fn action(
+        &mut self,
+        i: usize,
+        count: usize,
+        a: &Spanned<RawAction>,
+        names: &mut BTreeMap<String, u64>,
+    ) -> Option<ActionSpec> {
         let at = |s: &str| format!("actions[{i}].{s}");
         let a_line = pos(a.referenced);
         let a = &a.value;
         let aname = a.name.value.trim().to_string();
         if aname.is_empty() {
-            errors.push(err(
+            self.push(
                 pos(a.name.referenced),
                 &at("name"),
                 "must not be empty".into(),
-            ));
+            );
         } else if let Some(first) = names.insert(aname.clone(), a.name.referenced.line()) {
-            errors.push(err(
+            self.push(
                 pos(a.name.referenced),
                 &at("name"),
                 format!("{aname:?} is already the name of the action on line {first}"),
-            ));
+            );
         }
-        let Some(kind) = ActionKind::ALL
-            .iter()
-            .find(|(n, _)| *n == a.kind.value.trim())
-            .map(|(_, k)| *k)
-        else {
-            let known: Vec<&str> = ActionKind::ALL.iter().map(|(n, _)| *n).collect();
-            errors.push(err(
-                pos(a.kind.referenced),
-                &at("kind"),
-                format!(
-                    "unknown kind {:?} (one of {})",
-                    a.kind.value,
-                    known.join(", ")
-                ),
-            ));
-            continue;
-        };
-        let timeout = match &a.timeout {
-            None => DEFAULT_ACTION_TIMEOUT,
-            Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
-                errors.push(err(pos(t.referenced), &at("timeout"), m));
-                DEFAULT_ACTION_TIMEOUT
-            }),
-        };
+        let kind = self.kind(&a.kind, &at("kind"))?;
+        let timeout = self.timeout(a.timeout.as_ref(), &at("timeout"), DEFAULT_ACTION_TIMEOUT);
         let retries = a.retries.as_ref().map(|r| r.value).unwrap_or(0);
         if let Some(r) = &a.retries
             && r.value > 10
         {
-            errors.push(err(
+            self.push(
                 pos(r.referenced),
                 &at("retries"),
                 format!("{} is more than 10", r.value),
-            ));
+            );
         }
+        self.params(kind, a, a_line, &at);
+        if kind.ends_agent() && i + 1 != count {
+            self.push(
+                pos(a.kind.referenced),
+                &at("kind"),
+                format!("{kind} must be the last action: the agent is gone after it"),
+            );
+        }
+        let params = a
+            .with
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        Some(ActionSpec {
+            name: aname,
+            kind,
+            timeout,
+            retries,
+            params,
+        })
+    }
+
+    fn kind(&mut self, kind: &Spanned<String>, field: &str) -> Option<ActionKind> {
+        let found = ActionKind::ALL
+            .iter()
+            .find(|(n, _)| *n == kind.value.trim())
+            .map(|(_, k)| *k);
+        if found.is_none() {
+            let known: Vec<&str> = ActionKind::ALL.iter().map(|(n, _)| *n).collect();
+            self.push(
+                pos(kind.referenced),
+                field,
+                format!(
+                    "unknown kind {:?} (one of {})",
+                    kind.value,
+                    known.join(", ")
+                ),
+            );
+        }
+        found
+    }
+
+    /// The `with` parameters: the kind's required ones present, no others,
+    /// each valid template syntax, and a literal sha256 well-formed.
+    fn params(
+        &mut self,
+        kind: ActionKind,
+        a: &RawAction,
+        a_line: (u64, u64),
+        at: &dyn Fn(&str) -> String,
+    ) {
         let (required, optional) = kind.params();
         for p in required {
             if !a.with.contains_key(*p) {
-                errors.push(err(
-                    a_line,
-                    &at("with"),
-                    format!("{kind} needs parameter {p:?}"),
-                ));
+                self.push(a_line, &at("with"), format!("{kind} needs parameter {p:?}"));
             }
         }
         for (k, v) in &a.with {
@@ -233,55 +315,26 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
                 } else {
                     allowed.join(", ")
                 };
-                errors.push(err(
+                self.push(
                     pos(v.referenced),
                     &at(&format!("with.{k}")),
                     format!("{kind} takes no parameter {k:?} (it takes {list})"),
-                ));
+                );
             }
             if let Err(e) = check_syntax(&v.value) {
-                errors.push(err(pos(v.referenced), &at(&format!("with.{k}")), e));
+                self.push(pos(v.referenced), &at(&format!("with.{k}")), e);
             }
         }
         if let Some(sha) = a.with.get("sha256") {
             let s = sha.value.trim();
             if !s.contains("{{") && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
-                errors.push(err(
+                self.push(
                     pos(sha.referenced),
                     &at("with.sha256"),
                     "must be 64 hex digits".into(),
-                ));
+                );
             }
         }
-        if kind.ends_agent() && i + 1 != count {
-            errors.push(err(
-                pos(a.kind.referenced),
-                &at("kind"),
-                format!("{kind} must be the last action: the agent is gone after it"),
-            ));
-        }
-        let params = a
-            .with
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect();
-        actions.push(ActionSpec {
-            name: aname,
-            kind,
-            timeout,
-            retries,
-            params,
-        });
-    }
-    if errors.is_empty() {
-        Ok(Template {
-            name,
-            timeout,
-            actions,
-            source: text.to_string(),
-        })
-    } else {
-        Err(TemplateErrors(errors))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Enrolment and hardware records.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use kiln_model::{Hardware, Secret};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Store, StoreError};
 
@@ -50,6 +50,134 @@ fn decode(
 
 const SELECT: &str = "SELECT hostname, record, bmc_password, netboot FROM hardware";
 
+/// The hostname of the enrolled machine where `sql`'s column equals `value`.
+fn owner(conn: &Connection, sql: &str, value: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row(sql, [value], |r| r.get::<_, String>(0))
+        .optional()
+}
+
+/// Each machine's index in the file, with the enrolled machine it replaces (if any).
+type Replacements = Vec<(usize, Option<String>)>;
+
+/// For each machine (by index), the enrolled machine it replaces (same hostname or MAC),
+/// and the set of those replaced hostnames. A hostname and MAC enrolled to two
+/// different machines is a conflict.
+fn match_enrolled(
+    conn: &Connection,
+    machines: &[Hardware],
+    conflicts: &mut Vec<Conflict>,
+) -> Result<(Replacements, HashSet<String>), StoreError> {
+    // Hostnames of stored machines that this file replaces.
+    let mut replaced: HashSet<String> = HashSet::new();
+    let mut plan = Vec::with_capacity(machines.len());
+    for (index, hw) in machines.iter().enumerate() {
+        let by_name = owner(
+            conn,
+            "SELECT hostname FROM hardware WHERE hostname = ?1",
+            &hw.hostname,
+        )?;
+        let by_mac = owner(
+            conn,
+            "SELECT hostname FROM hardware WHERE mac = ?1",
+            &hw.mac.to_string(),
+        )?;
+        if let (Some(a), Some(b)) = (&by_name, &by_mac)
+            && a != b
+        {
+            conflicts.push(Conflict {
+                index,
+                field: "mac",
+                message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
+            });
+            continue;
+        }
+        let existing = by_name.or(by_mac);
+        if let Some(name) = &existing {
+            replaced.insert(name.clone());
+        }
+        plan.push((index, existing));
+    }
+    Ok((plan, replaced))
+}
+
+/// IP and BMC address must not belong to a machine this file leaves alone.
+fn address_conflicts(
+    conn: &Connection,
+    machines: &[Hardware],
+    replaced: &HashSet<String>,
+    conflicts: &mut Vec<Conflict>,
+) -> Result<(), StoreError> {
+    for (index, hw) in machines.iter().enumerate() {
+        let ip_owner = owner(
+            conn,
+            "SELECT hostname FROM hardware WHERE ip = ?1",
+            &hw.ip.to_string(),
+        )?;
+        if let Some(o) = ip_owner.filter(|o| !replaced.contains(o)) {
+            conflicts.push(Conflict {
+                index,
+                field: "ip_address",
+                message: format!("{} is already the address of enrolled machine {o}", hw.ip),
+            });
+        }
+        if let Some(bmc) = &hw.bmc {
+            let bmc_owner = owner(
+                conn,
+                "SELECT hostname FROM hardware WHERE bmc_address = ?1",
+                &bmc.address,
+            )?;
+            if let Some(o) = bmc_owner.filter(|o| !replaced.contains(o)) {
+                conflicts.push(Conflict {
+                    index,
+                    field: "bmc_ip",
+                    message: format!("{} is already the BMC of enrolled machine {o}", bmc.address),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the replaced rows, returning them first, to keep netboot and spot no-ops.
+fn remove_replaced(
+    conn: &Connection,
+    replaced: &HashSet<String>,
+) -> Result<HashMap<String, Hardware>, StoreError> {
+    let mut previous = HashMap::new();
+    for name in replaced {
+        let row = conn.query_row(&format!("{SELECT} WHERE hostname = ?1"), [name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        previous.insert(name.clone(), decode(&row.0, &row.1, row.2, row.3)?);
+        conn.execute("DELETE FROM hardware WHERE hostname = ?1", [name])?;
+    }
+    Ok(previous)
+}
+
+fn insert_hardware(conn: &Connection, hw: &Hardware, now: i64) -> Result<(), StoreError> {
+    let record = serde_json::to_string(hw).expect("hardware serializes");
+    conn.execute(
+        "INSERT INTO hardware (hostname, mac, ip, bmc_address, bmc_password, netboot, record, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            hw.hostname,
+            hw.mac.to_string(),
+            hw.ip.to_string(),
+            hw.bmc.as_ref().map(|b| b.address.clone()),
+            hw.bmc.as_ref().map(|b| b.password.expose().to_string()),
+            hw.netboot,
+            record,
+            now
+        ],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// Stores `machines` in one transaction: each replaces the enrolled machine
     /// with the same hostname or MAC (keeping its netboot flag), or is added.
@@ -59,91 +187,13 @@ impl Store {
         let tx = conn.transaction()?;
         let mut summary = EnrollSummary::default();
         let mut conflicts = Vec::new();
-        // Hostnames of stored machines that this file replaces.
-        let mut replaced: HashSet<String> = HashSet::new();
-        let mut plan = Vec::with_capacity(machines.len());
-        {
-            let find = |sql: &str, value: &str| -> Result<Option<String>, rusqlite::Error> {
-                tx.query_row(sql, [value], |r| r.get::<_, String>(0))
-                    .optional()
-            };
-            for (index, hw) in machines.iter().enumerate() {
-                let by_name = find(
-                    "SELECT hostname FROM hardware WHERE hostname = ?1",
-                    &hw.hostname,
-                )?;
-                let by_mac = find(
-                    "SELECT hostname FROM hardware WHERE mac = ?1",
-                    &hw.mac.to_string(),
-                )?;
-                if let (Some(a), Some(b)) = (&by_name, &by_mac)
-                    && a != b
-                {
-                    conflicts.push(Conflict {
-                        index,
-                        field: "mac",
-                        message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
-                    });
-                    continue;
-                }
-                let existing = by_name.or(by_mac);
-                if let Some(name) = &existing {
-                    replaced.insert(name.clone());
-                }
-                plan.push((index, existing));
-            }
-            // IP and BMC address must not belong to a machine this file leaves alone.
-            for (index, hw) in machines.iter().enumerate() {
-                let owner = find(
-                    "SELECT hostname FROM hardware WHERE ip = ?1",
-                    &hw.ip.to_string(),
-                )?;
-                if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
-                    conflicts.push(Conflict {
-                        index,
-                        field: "ip_address",
-                        message: format!(
-                            "{} is already the address of enrolled machine {owner}",
-                            hw.ip
-                        ),
-                    });
-                }
-                if let Some(bmc) = &hw.bmc {
-                    let owner = find(
-                        "SELECT hostname FROM hardware WHERE bmc_address = ?1",
-                        &bmc.address,
-                    )?;
-                    if let Some(owner) = owner.filter(|o| !replaced.contains(o)) {
-                        conflicts.push(Conflict {
-                            index,
-                            field: "bmc_ip",
-                            message: format!(
-                                "{} is already the BMC of enrolled machine {owner}",
-                                bmc.address
-                            ),
-                        });
-                    }
-                }
-            }
-        }
+        let (plan, replaced) = match_enrolled(&tx, machines, &mut conflicts)?;
+        address_conflicts(&tx, machines, &replaced, &mut conflicts)?;
         if !conflicts.is_empty() {
             // Dropping the transaction rolls back: nothing is half-applied.
             return Err(StoreError::Conflicts(conflicts));
         }
-        // Read the replaced rows before deleting them, to keep netboot and spot no-ops.
-        let mut previous = std::collections::HashMap::new();
-        for name in &replaced {
-            let row = tx.query_row(&format!("{SELECT} WHERE hostname = ?1"), [name], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, bool>(3)?,
-                ))
-            })?;
-            previous.insert(name.clone(), decode(&row.0, &row.1, row.2, row.3)?);
-            tx.execute("DELETE FROM hardware WHERE hostname = ?1", [name])?;
-        }
+        let previous = remove_replaced(&tx, &replaced)?;
         let now = now_ms();
         for (index, existing) in plan {
             let mut hw = machines[index].clone();
@@ -160,21 +210,7 @@ impl Store {
                 }
                 Some(_) => summary.updated.push(hw.hostname.clone()),
             }
-            let record = serde_json::to_string(&hw).expect("hardware serializes");
-            tx.execute(
-                "INSERT INTO hardware (hostname, mac, ip, bmc_address, bmc_password, netboot, record, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    hw.hostname,
-                    hw.mac.to_string(),
-                    hw.ip.to_string(),
-                    hw.bmc.as_ref().map(|b| b.address.clone()),
-                    hw.bmc.as_ref().map(|b| b.password.expose().to_string()),
-                    hw.netboot,
-                    record,
-                    now
-                ],
-            )?;
+            insert_hardware(&tx, &hw, now)?;
         }
         tx.commit()?;
         Ok(summary)

@@ -73,7 +73,6 @@ pub(crate) fn drive_blocking(
     stop: &std::sync::atomic::AtomicBool,
     may_spin: &dyn Fn() -> bool,
 ) -> Result<(), DriveError> {
-    use std::sync::atomic::Ordering;
     use std::time::Instant;
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(timeout.min(Duration::from_millis(250))))?;
@@ -83,10 +82,10 @@ pub(crate) fn drive_blocking(
     let mut action = t.start();
     let mut sent_at = Instant::now();
     let mut deadline = sent_at + timeout;
-    // How long the client took to acknowledge the last window.
-    let mut ack_gap: Option<Duration> = Some(Duration::ZERO);
-    // Cleared for good once polling lost the CPU to another task.
-    let mut uncontended = true;
+    let mut pacing = Pacing {
+        ack_gap: Some(Duration::ZERO),
+        uncontended: true,
+    };
     loop {
         match action {
             Action::SendOack => {
@@ -106,54 +105,88 @@ pub(crate) fn drive_blocking(
             Action::Done => return Ok(()),
             Action::Fail(e) => return Err(e.into()),
         }
-        let polled = match ack_gap {
-            Some(gap) if uncontended && may_spin() => {
-                match wait_for_ack(sock, &mut inbuf, sent_at, gap)? {
-                    Polled::Datagram(n) => Some(n),
-                    Polled::Nothing => None,
-                    Polled::Preempted => {
-                        uncontended = false;
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let received = match polled {
+        let received = match pacing.poll(sock, &mut inbuf, sent_at, may_spin)? {
             Some(n) => Some(n),
-            None => loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(DriveError::Shutdown);
-                }
-                match sock.recv(&mut inbuf) {
-                    Ok(n) => break Some(n),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        if Instant::now() >= deadline {
-                            break None;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            },
+            None => recv_until(sock, &mut inbuf, deadline, stop)?,
         };
         action = match received {
             None => t.on_timeout(),
             Some(n) => match Packet::parse(&inbuf[..n]) {
                 Ok(Packet::Ack { block }) => {
                     let gap = sent_at.elapsed();
-                    ack_gap = (gap < PREDICT_MAX).then_some(gap);
+                    pacing.ack_gap = (gap < PREDICT_MAX).then_some(gap);
                     t.on_ack(block)
                 }
                 Ok(Packet::Error { code, message }) => t.on_error(code, &message),
                 _ => Action::Wait,
             },
         };
+    }
+}
+
+/// What the driver knows of the client's pace, to decide whether to poll.
+struct Pacing {
+    /// How long the client took to acknowledge the last window.
+    ack_gap: Option<Duration>,
+    /// Cleared for good once polling lost the CPU to another task.
+    uncontended: bool,
+}
+
+impl Pacing {
+    /// Polls for the ACK when the client is fast and the server not busy; `None` when
+    /// nothing came (or polling was not tried) and the caller should block in `recv`.
+    fn poll(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        inbuf: &mut [u8],
+        sent_at: std::time::Instant,
+        may_spin: &dyn Fn() -> bool,
+    ) -> Result<Option<usize>, DriveError> {
+        Ok(match self.ack_gap {
+            Some(gap) if self.uncontended && may_spin() => {
+                match wait_for_ack(sock, inbuf, sent_at, gap)? {
+                    Polled::Datagram(n) => Some(n),
+                    Polled::Nothing => None,
+                    Polled::Preempted => {
+                        self.uncontended = false;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        })
+    }
+}
+
+/// Blocks in `recv` (in slices of the socket's read timeout) until a datagram comes,
+/// the deadline passes (`None`) or the server stops.
+fn recv_until(
+    sock: &std::net::UdpSocket,
+    inbuf: &mut [u8],
+    deadline: std::time::Instant,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Option<usize>, DriveError> {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(DriveError::Shutdown);
+        }
+        match sock.recv(inbuf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -428,41 +428,17 @@ async fn serve_read(
     shared: Arc<Shared>,
     req: Request,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     _slot: (OwnedSemaphorePermit, Claim),
 ) {
     let started = Instant::now();
     let name = printable(&req.filename);
-    let socket = match UdpSocket::bind((shared.local_ip, 0)).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(%peer, error = %e, "tftp: cannot bind a transfer socket");
-            count("failed");
-            return;
-        }
-    };
-    if let Err(e) = socket.connect(peer).await {
-        warn!(%peer, error = %e, "tftp: cannot connect the transfer socket");
-        count("failed");
+    let Some(socket) = transfer_socket(&shared, peer).await else {
         return;
-    }
-    let mut out = Vec::with_capacity(64);
+    };
     let data = match shared.lookup(&req.filename).await {
         Ok(d) => d,
-        Err(e) => {
-            let (code, msg, outcome) = e.reply();
-            debug!(%peer, file = %name, error = %e, "tftp refused");
-            count(outcome);
-            let kind = if outcome == "failed" {
-                EventKind::TftpFailed
-            } else {
-                EventKind::TftpRefused
-            };
-            shared.emit(kind, format!("{name}: {e}"), peer);
-            encode_error(&mut out, code, msg);
-            let _ = socket.send(&out).await;
-            return;
-        }
+        Err(e) => return refuse(&shared, &socket, peer, &name, &e).await,
     };
 
     let neg = negotiate(&req.options, &shared.cfg.limits(), data.len() as u64);
@@ -472,10 +448,8 @@ async fn serve_read(
         v
     });
     let had_oack = oack.is_some();
-    let mut transfer =
-        ReadTransfer::new(data, neg.blksize, neg.windowsize, oack, shared.cfg.retries);
-    // The block loop runs on a blocking thread (see drive_blocking); a small
-    // task turns the shutdown signal into a flag it polls.
+    let transfer = ReadTransfer::new(data, neg.blksize, neg.windowsize, oack, shared.cfg.retries);
+    // The block loop runs on a blocking thread (see drive_blocking).
     let link = match socket.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -484,6 +458,72 @@ async fn serve_read(
             return;
         }
     };
+    let Some((transfer, link, result)) =
+        drive_on_thread(&shared, transfer, link, neg.timeout, shutdown).await
+    else {
+        count("failed");
+        return;
+    };
+    let ended = Ended {
+        name: &name,
+        peer,
+        secs: started.elapsed().as_secs_f64(),
+        blksize: neg.blksize,
+        windowsize: neg.windowsize,
+        had_oack,
+    };
+    ended.report(&shared, &transfer, &link, result);
+}
+
+/// A socket of its own for the transfer, connected to the client.
+async fn transfer_socket(shared: &Shared, peer: SocketAddr) -> Option<UdpSocket> {
+    let socket = match UdpSocket::bind((shared.local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, error = %e, "tftp: cannot bind a transfer socket");
+            count("failed");
+            return None;
+        }
+    };
+    if let Err(e) = socket.connect(peer).await {
+        warn!(%peer, error = %e, "tftp: cannot connect the transfer socket");
+        count("failed");
+        return None;
+    }
+    Some(socket)
+}
+
+/// Tells the client (and the event log) why its file is not sent.
+async fn refuse(
+    shared: &Shared,
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    name: &str,
+    e: &LookupError,
+) {
+    let (code, msg, outcome) = e.reply();
+    debug!(%peer, file = %name, error = %e, "tftp refused");
+    count(outcome);
+    let kind = if outcome == "failed" {
+        EventKind::TftpFailed
+    } else {
+        EventKind::TftpRefused
+    };
+    shared.emit(kind, format!("{name}: {e}"), peer);
+    let mut out = Vec::with_capacity(64);
+    encode_error(&mut out, code, msg);
+    let _ = socket.send(&out).await;
+}
+
+/// Runs the block loop on a blocking thread; a small task turns the shutdown signal
+/// into a flag it polls. `None` if the thread panicked.
+async fn drive_on_thread(
+    shared: &Arc<Shared>,
+    mut transfer: ReadTransfer,
+    link: std::net::UdpSocket,
+    timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<(ReadTransfer, std::net::UdpSocket, Result<(), DriveError>)> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();
@@ -492,7 +532,6 @@ async fn serve_read(
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         })
     };
-    let timeout = neg.timeout;
     let pace = shared.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let may_spin = || pace.running.load(Ordering::Relaxed) <= pace.spin_limit;
@@ -501,59 +540,87 @@ async fn serve_read(
     })
     .await;
     watcher.abort();
-    let Ok((transfer, link, result)) = joined else {
-        count("failed");
-        return;
-    };
-    let secs = started.elapsed().as_secs_f64();
-    match result {
-        Ok(()) => {
-            count("sent");
-            metrics::counter!("kiln_tftp_bytes_total").increment(transfer.len());
-            metrics::histogram!("kiln_tftp_transfer_seconds").record(secs);
-            let detail = format!(
-                "{name} {} bytes in {secs:.2} s blksize={} windowsize={}",
-                transfer.len(),
-                neg.blksize,
-                neg.windowsize
-            );
-            debug!(%peer, "tftp sent {detail}");
-            shared.emit(EventKind::TftpSent, detail, peer);
-        }
-        // PXE ROMs ask for tsize, then abort after the OACK to re-request
-        // with other options: normal, so no event.
-        Err(DriveError::Transfer(TransferError::Peer { code, ref message }))
-            if had_oack && transfer.acked_bytes() == 0 =>
-        {
-            count("aborted");
-            debug!(%peer, file = %name, code, message = %printable(message), "tftp client aborted after OACK");
-        }
-        Err(e) => {
-            count("failed");
-            metrics::counter!("kiln_tftp_bytes_total").increment(transfer.acked_bytes());
-            let why = match &e {
-                DriveError::Transfer(TransferError::Peer { code, message }) => {
-                    format!("client error {code}: {}", printable(message))
-                }
-                other => other.to_string(),
-            };
-            let tell_client = match e {
-                DriveError::Shutdown => Some("server shutting down"),
-                DriveError::Transfer(TransferError::TimedOut { .. }) => Some("timed out"),
-                _ => None,
-            };
-            if let Some(msg) = tell_client {
-                encode_error(&mut out, ErrorCode::NotDefined, msg);
-                let _ = link.send(&out);
+    joined.ok()
+}
+
+/// A finished transfer, for its metrics, log line and event.
+struct Ended<'a> {
+    name: &'a str,
+    peer: SocketAddr,
+    secs: f64,
+    blksize: u16,
+    windowsize: u16,
+    had_oack: bool,
+}
+
+impl Ended<'_> {
+    fn report(
+        &self,
+        shared: &Shared,
+        transfer: &ReadTransfer,
+        link: &std::net::UdpSocket,
+        result: Result<(), DriveError>,
+    ) {
+        let (name, peer, secs) = (self.name, self.peer, self.secs);
+        match result {
+            Ok(()) => {
+                count("sent");
+                metrics::counter!("kiln_tftp_bytes_total").increment(transfer.len());
+                metrics::histogram!("kiln_tftp_transfer_seconds").record(secs);
+                let detail = format!(
+                    "{name} {} bytes in {secs:.2} s blksize={} windowsize={}",
+                    transfer.len(),
+                    self.blksize,
+                    self.windowsize
+                );
+                debug!(%peer, "tftp sent {detail}");
+                shared.emit(EventKind::TftpSent, detail, peer);
             }
-            let detail = format!(
-                "{name}: {why} after {} of {} bytes",
-                transfer.acked_bytes(),
-                transfer.len()
-            );
-            debug!(%peer, "tftp failed: {detail}");
-            shared.emit(EventKind::TftpFailed, detail, peer);
+            // PXE ROMs ask for tsize, then abort after the OACK to re-request
+            // with other options: normal, so no event.
+            Err(DriveError::Transfer(TransferError::Peer { code, ref message }))
+                if self.had_oack && transfer.acked_bytes() == 0 =>
+            {
+                count("aborted");
+                debug!(%peer, file = %name, code, message = %printable(message), "tftp client aborted after OACK");
+            }
+            Err(e) => self.failed(shared, transfer, link, e),
         }
+    }
+
+    fn failed(
+        &self,
+        shared: &Shared,
+        transfer: &ReadTransfer,
+        link: &std::net::UdpSocket,
+        e: DriveError,
+    ) {
+        let (name, peer) = (self.name, self.peer);
+        count("failed");
+        metrics::counter!("kiln_tftp_bytes_total").increment(transfer.acked_bytes());
+        let why = match &e {
+            DriveError::Transfer(TransferError::Peer { code, message }) => {
+                format!("client error {code}: {}", printable(message))
+            }
+            other => other.to_string(),
+        };
+        let tell_client = match e {
+            DriveError::Shutdown => Some("server shutting down"),
+            DriveError::Transfer(TransferError::TimedOut { .. }) => Some("timed out"),
+            _ => None,
+        };
+        if let Some(msg) = tell_client {
+            let mut out = Vec::with_capacity(64);
+            encode_error(&mut out, ErrorCode::NotDefined, msg);
+            let _ = link.send(&out);
+        }
+        let detail = format!(
+            "{name}: {why} after {} of {} bytes",
+            transfer.acked_bytes(),
+            transfer.len()
+        );
+        debug!(%peer, "tftp failed: {detail}");
+        shared.emit(EventKind::TftpFailed, detail, peer);
     }
 }
 

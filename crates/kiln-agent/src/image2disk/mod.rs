@@ -225,16 +225,57 @@ pub fn image2disk(
         });
     }
     progress.event(&describe_target(&target));
+    let (done, shared, restarts) = run_with_restarts(job, opts, &target, progress, start)?;
+    verify(job, &target, &done)?;
+    let mut warnings = Vec::new();
+    if let Err(e) = target.reread_partitions() {
+        let w = format!("re-reading the partition table failed: {e}");
+        progress.event(&w);
+        warnings.push(w);
+    }
+    let outcome = Outcome {
+        format: done.format,
+        target_kind: target.kind(),
+        downloaded: done.downloaded,
+        image_size: done.written,
+        skipped_zeros: done.skipped,
+        sha256: to_hex(&done.digest),
+        elapsed: start.elapsed(),
+        resumes: shared.resumes.load(Ordering::Relaxed),
+        restarts,
+        direct_io: target.direct(),
+        warnings,
+    };
+    let secs = outcome.elapsed.as_secs_f64().max(1e-9);
+    let mut last = shared.report(
+        outcome.elapsed,
+        done.downloaded as f64 / secs,
+        done.written as f64 / secs,
+    );
+    last.done = true;
+    progress.update(&last);
+    Ok(outcome)
+}
+
+/// Runs the pipeline, starting over (a bounded number of times) when the image changed
+/// on the server before anything was written. Returns the result, its shared state and
+/// the number of restarts.
+fn run_with_restarts(
+    job: &Image2Disk,
+    opts: &Options,
+    target: &Target,
+    progress: &dyn Progress,
+    start: Instant,
+) -> Result<(Done, Shared, u32), Error> {
     let mut restarts = 0;
     loop {
         let shared = Shared::default();
-        let result = run_pipeline(job, opts, &target, &shared, progress, start);
+        let result = run_pipeline(job, opts, target, &shared, progress, start);
         let claimed = shared.commit.load(Ordering::SeqCst) == WRITING;
-        let done = match result {
-            Ok(done) => done,
+        match result {
+            Ok(done) => return Ok((done, shared, restarts)),
             Err(StageError::Restart) if restarts < MAX_RESTARTS => {
                 restarts += 1;
-                continue;
             }
             Err(e) => {
                 let e = match e {
@@ -247,52 +288,29 @@ pub fn image2disk(
                         Error::Write("internal error: the pipeline stopped without a cause".into())
                     }
                 };
-                return Err(fail(&target, claimed, e));
+                return Err(fail(target, claimed, e));
             }
-        };
-        if done.digest != job.sha256 {
-            let e = Error::Sha256Mismatch {
-                expected: to_hex(&job.sha256),
-                got: to_hex(&done.digest),
-            };
-            return Err(fail(&target, true, e));
         }
-        if let Some(size) = job.size.filter(|&size| size != done.written) {
-            let e = Error::Verify(format!(
-                "the image is {} bytes, {size} bytes were declared",
-                done.written
-            ));
-            return Err(fail(&target, true, e));
-        }
-        let mut warnings = Vec::new();
-        if let Err(e) = target.reread_partitions() {
-            let w = format!("re-reading the partition table failed: {e}");
-            progress.event(&w);
-            warnings.push(w);
-        }
-        let outcome = Outcome {
-            format: done.format,
-            target_kind: target.kind(),
-            downloaded: done.downloaded,
-            image_size: done.written,
-            skipped_zeros: done.skipped,
-            sha256: to_hex(&done.digest),
-            elapsed: start.elapsed(),
-            resumes: shared.resumes.load(Ordering::Relaxed),
-            restarts,
-            direct_io: target.direct(),
-            warnings,
-        };
-        let secs = outcome.elapsed.as_secs_f64().max(1e-9);
-        let mut last = shared.report(
-            outcome.elapsed,
-            done.downloaded as f64 / secs,
-            done.written as f64 / secs,
-        );
-        last.done = true;
-        progress.update(&last);
-        return Ok(outcome);
     }
+}
+
+/// The written image must have the expected digest and the declared size.
+fn verify(job: &Image2Disk, target: &Target, done: &Done) -> Result<(), Error> {
+    if done.digest != job.sha256 {
+        let e = Error::Sha256Mismatch {
+            expected: to_hex(&job.sha256),
+            got: to_hex(&done.digest),
+        };
+        return Err(fail(target, true, e));
+    }
+    if let Some(size) = job.size.filter(|&size| size != done.written) {
+        let e = Error::Verify(format!(
+            "the image is {} bytes, {size} bytes were declared",
+            done.written
+        ));
+        return Err(fail(target, true, e));
+    }
+    Ok(())
 }
 
 fn cancelled(opts: &Options) -> bool {
@@ -525,26 +543,36 @@ fn run_pipeline(
             .join()
             .unwrap_or_else(|_| Err(panicked("decompress")));
         let write = write.join().unwrap_or_else(|_| Err(panicked("write")));
-        match (download, hash, decompress, write) {
-            (Ok(d), Ok(digest), Ok(format), Ok(w)) => Ok(Done {
-                format,
-                downloaded: d.bytes,
-                digest,
-                written: w.bytes,
-                skipped: w.skipped,
-            }),
-            (d, h, z, w) => {
-                // The cause is the first stage, upstream to downstream, that did not merely
-                // stop because a neighbour did.
-                let causes = [d.err(), h.err(), z.err(), w.err()];
-                Err(causes
-                    .into_iter()
-                    .flatten()
-                    .find(|e| !matches!(e, StageError::Aborted))
-                    .unwrap_or(StageError::Aborted))
-            }
-        }
+        outcome_of(download, hash, decompress, write)
     })
+}
+
+/// The pipeline's result from its four stages' results.
+fn outcome_of(
+    download: Result<download::Downloaded, StageError>,
+    hash: Result<[u8; 32], StageError>,
+    decompress: Result<Format, StageError>,
+    write: Result<stages::Written, StageError>,
+) -> Result<Done, StageError> {
+    match (download, hash, decompress, write) {
+        (Ok(d), Ok(digest), Ok(format), Ok(w)) => Ok(Done {
+            format,
+            downloaded: d.bytes,
+            digest,
+            written: w.bytes,
+            skipped: w.skipped,
+        }),
+        (d, h, z, w) => {
+            // The cause is the first stage, upstream to downstream, that did not merely
+            // stop because a neighbour did.
+            let causes = [d.err(), h.err(), z.err(), w.err()];
+            Err(causes
+                .into_iter()
+                .flatten()
+                .find(|e| !matches!(e, StageError::Aborted))
+                .unwrap_or(StageError::Aborted))
+        }
+    }
 }
 
 /// Waits for the four stages, reporting progress every interval and passing on a cancel.

@@ -211,36 +211,14 @@ pub(super) fn write(
             Err(_) => return Err(StageError::Aborted),
         };
         let end = offset + len as u64;
-        if let Some(size) = image_size.filter(|&size| end > size) {
-            // Before the first write nothing is claimed: the target stays untouched.
-            return Err(StageError::Failed(Error::Verify(format!(
-                "the image is longer than its declared size of {size} bytes"
-            ))));
-        }
-        if let Some(capacity) = target.capacity().filter(|&capacity| end > capacity) {
-            // Before the first write nothing is claimed: the target stays untouched.
-            return Err(StageError::Failed(Error::Write(format!(
-                "the image does not fit: {} holds {capacity} bytes",
-                target.path().display()
-            ))));
-        }
+        check_fits(target, image_size, end)?;
         let zeros_until = match zeros_until {
             Some(z) => z,
             None => *zeros_until.insert(claim()?),
         };
         let skippable = zeros_until.saturating_sub(offset).min(len as u64) as usize;
         let data = &buf.as_slice()[..len];
-        let mut written = 0;
-        for r in plan_writes(data, skippable, ZERO_BLOCK, min_skip) {
-            let at = offset + r.start as u64;
-            target.write_at(&data[r.clone()], at).map_err(|e| {
-                StageError::Failed(Error::Write(format!(
-                    "{} at byte {at}: {e}",
-                    target.path().display()
-                )))
-            })?;
-            written += r.len();
-        }
+        let written = write_chunk(target, data, offset, skippable, min_skip)?;
         skipped += (len - written) as u64;
         offset = end;
         ctx.set_written(offset, skipped);
@@ -259,4 +237,45 @@ pub(super) fn write(
         bytes: offset,
         skipped,
     })
+}
+
+/// An image that runs to `end` must stay within its declared size and the target.
+fn check_fits(target: &Target, image_size: Option<u64>, end: u64) -> Result<(), StageError> {
+    if let Some(size) = image_size.filter(|&size| end > size) {
+        // Before the first write nothing is claimed: the target stays untouched.
+        return Err(StageError::Failed(Error::Verify(format!(
+            "the image is longer than its declared size of {size} bytes"
+        ))));
+    }
+    if let Some(capacity) = target.capacity().filter(|&capacity| end > capacity) {
+        // Before the first write nothing is claimed: the target stays untouched.
+        return Err(StageError::Failed(Error::Write(format!(
+            "the image does not fit: {} holds {capacity} bytes",
+            target.path().display()
+        ))));
+    }
+    Ok(())
+}
+
+/// Writes `data` at `offset`, skipping zero blocks in its first `skippable` bytes;
+/// returns the bytes written.
+fn write_chunk(
+    target: &Target,
+    data: &[u8],
+    offset: u64,
+    skippable: usize,
+    min_skip: usize,
+) -> Result<usize, StageError> {
+    let mut written = 0;
+    for r in plan_writes(data, skippable, ZERO_BLOCK, min_skip) {
+        let at = offset + r.start as u64;
+        target.write_at(&data[r.clone()], at).map_err(|e| {
+            StageError::Failed(Error::Write(format!(
+                "{} at byte {at}: {e}",
+                target.path().display()
+            )))
+        })?;
+        written += r.len();
+    }
+    Ok(written)
 }

@@ -152,6 +152,30 @@ pub struct Target {
     created: bool,
 }
 
+/// Opens a block device with `flags`. Right after a partition-table re-read the kernel
+/// (and udev, where it runs) holds the device for a moment: EBUSY then is transient. A
+/// mounted partition keeps it busy, and that still fails, after about 2 s.
+fn open_device(path: &Path, flags: i32) -> io::Result<File> {
+    let mut tries = 0;
+    loop {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)
+        {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                    && tries < 20 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Target {
     /// Opens `path` for writing. Block devices are opened exclusively (O_EXCL: fails while a
     /// partition is mounted) and, with `direct_io`, with O_DIRECT.
@@ -161,87 +185,26 @@ impl Target {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let target = |kind, file, capacity, sector, direct, created| Target {
+        let target = |kind, file, capacity, created| Target {
             path: path.to_owned(),
             kind,
             file,
             capacity,
-            sector,
-            direct: AtomicBool::new(direct),
+            sector: 512,
+            direct: AtomicBool::new(false),
             created,
         };
         match meta {
             Some(m) if m.file_type().is_block_device() => {
-                let excl = OFlags::EXCL.bits() as i32;
-                // Right after a partition-table re-read the kernel (and udev, where it runs)
-                // holds the device for a moment: EBUSY then is transient. A mounted partition
-                // keeps it busy, and that still fails, after about 2 s.
-                let open = |flags: i32| {
-                    let mut tries = 0;
-                    loop {
-                        match OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .custom_flags(flags)
-                            .open(path)
-                        {
-                            Err(e)
-                                if e.raw_os_error()
-                                    == Some(rustix::io::Errno::BUSY.raw_os_error())
-                                    && tries < 20 =>
-                            {
-                                tries += 1;
-                                std::thread::sleep(std::time::Duration::from_millis(100));
-                            }
-                            r => return r,
-                        }
-                    }
-                };
-                let (mut file, direct) = if direct_io {
-                    match open(excl | OFlags::DIRECT.bits() as i32) {
-                        Ok(f) => (f, true),
-                        Err(e)
-                            if e.raw_os_error()
-                                == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-                        {
-                            (open(excl)?, false)
-                        }
-                        Err(e) => return Err(busy(e)),
-                    }
-                } else {
-                    (open(excl).map_err(busy)?, false)
-                };
-                let capacity = file.seek(SeekFrom::End(0))?;
-                let sector = u64::from(rustix::fs::ioctl_blksszget(&file)?);
-                // O_DIRECT needs buffers aligned to the sector; ours are aligned to ALIGN.
-                let direct = direct && sector as usize <= ALIGN;
-                let t = target(
-                    TargetKind::BlockDevice,
-                    file,
-                    Some(capacity),
-                    sector,
-                    direct,
-                    false,
-                );
-                if !direct {
-                    t.set_direct(false)?;
-                }
-                Ok(t)
+                Target::open_block_device(path, direct_io)
             }
             Some(m) if m.is_file() && m.len() > 0 => {
                 let file = OpenOptions::new().write(true).open(path)?;
-                Ok(target(
-                    TargetKind::FixedFile,
-                    file,
-                    Some(m.len()),
-                    512,
-                    false,
-                    false,
-                ))
+                Ok(target(TargetKind::FixedFile, file, Some(m.len()), false))
             }
             Some(m) if m.is_file() => {
                 let file = OpenOptions::new().write(true).open(path)?;
-                Ok(target(TargetKind::NewFile, file, None, 512, false, false))
+                Ok(target(TargetKind::NewFile, file, None, false))
             }
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -249,9 +212,41 @@ impl Target {
             )),
             None => {
                 let file = OpenOptions::new().write(true).create_new(true).open(path)?;
-                Ok(target(TargetKind::NewFile, file, None, 512, false, true))
+                Ok(target(TargetKind::NewFile, file, None, true))
             }
         }
+    }
+
+    fn open_block_device(path: &Path, direct_io: bool) -> io::Result<Target> {
+        let excl = OFlags::EXCL.bits() as i32;
+        let (mut file, direct) = if direct_io {
+            match open_device(path, excl | OFlags::DIRECT.bits() as i32) {
+                Ok(f) => (f, true),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    (open_device(path, excl)?, false)
+                }
+                Err(e) => return Err(busy(e)),
+            }
+        } else {
+            (open_device(path, excl).map_err(busy)?, false)
+        };
+        let capacity = file.seek(SeekFrom::End(0))?;
+        let sector = u64::from(rustix::fs::ioctl_blksszget(&file)?);
+        // O_DIRECT needs buffers aligned to the sector; ours are aligned to ALIGN.
+        let direct = direct && sector as usize <= ALIGN;
+        let t = Target {
+            path: path.to_owned(),
+            kind: TargetKind::BlockDevice,
+            file,
+            capacity: Some(capacity),
+            sector,
+            direct: AtomicBool::new(direct),
+            created: false,
+        };
+        if !direct {
+            t.set_direct(false)?;
+        }
+        Ok(t)
     }
 
     pub fn path(&self) -> &Path {
