@@ -6,8 +6,9 @@
 #   bash bench/cli-api.sh [OLD_REV]      (root: runs inside a network namespace of its own)
 #
 # OLD_REV (default 9306116, the last CLI that opened the store itself) is built in release mode
-# in a temporary worktree; the current checkout is built in release mode too. Results:
-# bench/results/cli-api.{tsv,md}; BENCH_RUNS (default 7) runs per command.
+# in a temporary worktree (or OLD_KILN=PATH names a binary built from it); the current checkout is
+# built in release mode too. Results: bench/results/cli-api.{tsv,md}; BENCH_RUNS (default 7) runs
+# per command.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/lib.sh
@@ -24,10 +25,15 @@ trap 'rc=$?; git -C "$REPO" worktree remove --force "$OLD_TREE" 2>/dev/null || t
 log "building the current kiln (release)"
 (cd "$REPO" && cargo build --release --locked -p kiln >&2)
 NEW=$REPO/target/release/kiln
-log "building kiln at $OLD_REV (release) in $OLD_TREE"
-git -C "$REPO" worktree add --detach "$OLD_TREE" "$OLD_REV" >&2
-(cd "$OLD_TREE" && CARGO_TARGET_DIR=$REPO/target/bench-old cargo build --release --locked -p kiln >&2)
-OLD=$REPO/target/bench-old/release/kiln
+if [ -n "${OLD_KILN:-}" ]; then
+	OLD=$OLD_KILN
+	log "the direct-store kiln: $OLD (given as built from $OLD_REV)"
+else
+	log "building kiln at $OLD_REV (release) in $OLD_TREE"
+	git -C "$REPO" worktree add --detach "$OLD_TREE" "$OLD_REV" >&2
+	(cd "$OLD_TREE" && CARGO_TARGET_DIR=$REPO/target/bench-old cargo build --release --locked -p kiln >&2)
+	OLD=$REPO/target/bench-old/release/kiln
+fi
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
