@@ -2,8 +2,14 @@
 //! (their client): resources, the error body, token scopes and route builders. No I/O.
 
 pub mod error;
+pub mod events;
 pub mod resources;
 pub mod routes;
+pub mod sse;
+pub mod time;
+pub mod workflows;
 
 pub use error::{ApiErrorBody, Detail};
+pub use events::EventView;
 pub use resources::*;
+pub use workflows::*;

@@ -6,17 +6,23 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use kiln_api::WorkflowView;
+use kiln_api::routes::path;
+use kiln_api::time::seconds;
 use kiln_engine::now_ms;
-use kiln_model::workflow::{Workflow, WorkflowState};
+use kiln_model::workflow::WorkflowState;
 use kiln_store::Store;
 use serde::Serialize;
 
+use crate::client::Client;
 use crate::output::Format;
-use crate::views::{WorkflowJson, seconds};
 use crate::workflow::progress_line;
 
 /// Exit status when `--timeout` ran out with workflows still running.
 pub const STILL_RUNNING: u8 = 3;
+
+/// How often the workflows are read again.
+const POLL: Duration = Duration::from_millis(500);
 
 /// The last line `watch -o json` prints.
 #[derive(Serialize)]
@@ -31,7 +37,7 @@ struct Summary {
 }
 
 /// Whether the workflows all ended, and how.
-fn outcome(wfs: &[Workflow]) -> (usize, Vec<String>, Vec<String>) {
+fn outcome(wfs: &[WorkflowView]) -> (usize, Vec<String>, Vec<String>) {
     let ok = wfs
         .iter()
         .filter(|w| w.state == WorkflowState::Succeeded)
@@ -50,7 +56,7 @@ fn outcome(wfs: &[Workflow]) -> (usize, Vec<String>, Vec<String>) {
 }
 
 /// The exit status for workflows as they stand.
-pub fn exit_status(wfs: &[Workflow]) -> ExitCode {
+pub fn exit_status(wfs: &[WorkflowView]) -> ExitCode {
     let (_, failed, running) = outcome(wfs);
     if !running.is_empty() {
         ExitCode::from(STILL_RUNNING)
@@ -61,11 +67,47 @@ pub fn exit_status(wfs: &[Workflow]) -> ExitCode {
     }
 }
 
-/// Shows the workflows `ids` (live on a terminal, changed lines otherwise, or JSON lines) until
-/// they end or `timeout` runs out; returns the exit status.
+/// The workflows `ids` as the server has them now.
+fn fetch_api(api: &Client, ids: &[String]) -> anyhow::Result<Vec<WorkflowView>> {
+    ids.iter()
+        .map(|id| Ok(api.get(&path("workflows", Some(id), ""))?))
+        .collect()
+}
+
+/// The workflows `ids` read from the store (for the commands not yet going through the API).
+fn fetch_store(store: &Store, ids: &[String]) -> anyhow::Result<Vec<WorkflowView>> {
+    let now = now_ms();
+    Ok(ids
+        .iter()
+        .filter_map(|id| store.workflow(id).ok().flatten())
+        .map(|w| kiln_server::workflows::view(&w, None, now))
+        .collect())
+}
+
+/// Shows the workflows `ids` through the admin API until they end or `timeout` runs out.
+pub fn follow_api(
+    api: &Client,
+    ids: &[String],
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    follow_with(|| fetch_api(api, ids), timeout, output)
+}
+
+/// [`follow_api`] reading the store (`kiln cluster`, until it goes through the API).
 pub fn follow(
     store: &Store,
     ids: &[String],
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    follow_with(|| fetch_store(store, ids), timeout, output)
+}
+
+/// Shows the workflows `fetch` reads (live on a terminal, changed lines otherwise, or JSON
+/// lines) until they end or `timeout` runs out; returns the exit status.
+fn follow_with(
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<WorkflowView>>,
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
@@ -74,15 +116,18 @@ pub fn follow(
     let started_ms = now_ms();
     let mut last: Vec<String> = Vec::new();
     loop {
-        let wfs: Vec<Workflow> = ids
-            .iter()
-            .filter_map(|id| store.workflow(id).ok().flatten())
-            .collect();
+        let wfs = fetch()?;
         let lines: Vec<String> = match output {
             Format::Table => wfs.iter().map(progress_line).collect(),
+            // Progress lines, as before: without the phone-home (the last line reports it).
             Format::Json => wfs
                 .iter()
-                .map(|w| serde_json::to_string(&WorkflowJson::new(w, None, now_ms())))
+                .map(|w| {
+                    serde_json::to_string(&WorkflowView {
+                        phone_home: None,
+                        ..w.clone()
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
         show(&lines, &last, tty);
@@ -115,7 +160,7 @@ pub fn follow(
             }
             return Ok(exit_status(&wfs));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
     }
 }
 
@@ -127,16 +172,13 @@ pub fn quietly(
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     loop {
-        let wfs: Vec<Workflow> = ids
-            .iter()
-            .filter_map(|id| store.workflow(id).ok().flatten())
-            .collect();
+        let wfs = fetch_store(store, ids)?;
         if wfs.iter().all(|w| w.state.is_terminal())
             || timeout.is_some_and(|t| started.elapsed() >= t)
         {
             return Ok(exit_status(&wfs));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
     }
 }
 
@@ -163,7 +205,7 @@ mod tests {
     use super::*;
     use kiln_model::template::parse_template;
 
-    fn wf(id: &str, state: WorkflowState) -> Workflow {
+    fn wf(id: &str, state: WorkflowState) -> WorkflowView {
         let t = parse_template(
             "t.yaml",
             "name: t\nactions:\n  - name: b\n    kind: reboot\n",
@@ -171,7 +213,7 @@ mod tests {
         .unwrap();
         let mut w = kiln_engine::new_workflow(id.into(), "n".into(), &t, t.actions.clone(), 0);
         w.state = state;
-        w
+        kiln_server::workflows::view(&w, None, 0)
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! `/api/v1/openapi.json` is generated from the handlers' annotations, so every route is in it.
 
 pub mod auth;
+mod events;
 mod failure;
 mod hardware;
+mod templates;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ pub struct AdminState {
     pub events: Arc<dyn EventSink>,
     pub data_dir: PathBuf,
     pub server_url: String,
+    /// Becomes true at shutdown: long-lived responses (the event stream) end then.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -84,6 +89,15 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(workflows::list, workflows::create))
+        .routes(routes!(workflows::get_one))
+        .routes(routes!(workflows::logs))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::retry))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::validate))
+        .routes(routes!(events::list))
+        .routes(routes!(events::stream))
         .split_for_parts();
     let api = api
         .route_layer(axum::middleware::from_fn_with_state(
@@ -120,6 +134,7 @@ impl AdminApi {
         opts: &ServeOptions,
         engine: &Engine,
         events: &Arc<dyn EventSink>,
+        shutdown: &watch::Receiver<bool>,
     ) -> Result<AdminApi, ServerError> {
         let data_dir = &opts.data_dir;
         let store =
@@ -149,6 +164,7 @@ impl AdminApi {
             events: events.clone(),
             data_dir: data_dir.clone(),
             server_url: opts.server_url(),
+            shutdown: shutdown.clone(),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;
