@@ -221,24 +221,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             ids,
             timeout,
             output,
-        } => {
-            let targets: Vec<String> = if ids.is_empty() {
-                let open: Vec<WorkflowView> = api.get(&path("workflows", None, ""))?;
-                open.into_iter().map(|w| w.id).collect()
-            } else {
-                ids.iter()
-                    .map(|k| Ok(api.get::<WorkflowView>(&one(k))?.id))
-                    .collect::<anyhow::Result<_>>()?
-            };
-            if targets.is_empty() {
-                match output {
-                    Format::Json => println!("[]"),
-                    Format::Table => println!("no unfinished workflows"),
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            wait::follow_api(&api, &targets, timeout, output)
-        }
+        } => watch(&api, &ids, timeout, output),
         Command::Logs { id, follow, output } => {
             logs(&api, &id, follow, output)?;
             Ok(ExitCode::SUCCESS)
@@ -264,6 +247,31 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             made(&api, &created, wait, output)
         }
     }
+}
+
+/// `watch`: the named workflows (by id or hostname), or every unfinished one.
+fn watch(
+    api: &Client,
+    ids: &[String],
+    timeout: Option<Duration>,
+    output: Format,
+) -> anyhow::Result<ExitCode> {
+    let targets: Vec<String> = if ids.is_empty() {
+        let open: Vec<WorkflowView> = api.get(&path("workflows", None, ""))?;
+        open.into_iter().map(|w| w.id).collect()
+    } else {
+        ids.iter()
+            .map(|k| Ok(api.get::<WorkflowView>(&one(k))?.id))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if targets.is_empty() {
+        match output {
+            Format::Json => println!("[]"),
+            Format::Table => println!("no unfinished workflows"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait::follow_api(api, &targets, timeout, output)
 }
 
 /// `cancel`: every named workflow that has not ended is ended; exit 1 if any could not be.
