@@ -52,19 +52,23 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         params.join("&")
     };
     let events = path("events", None, "");
+    // At least the newest one, to follow on from it even when none is shown (`--last 0`).
+    let last = args.last.max(0);
     let latest: Vec<EventView> = api.get(&format!(
         "{events}?{}",
-        query(Some(format!("last={}", args.last.max(0))))
+        query(Some(format!("last={}", last.max(1))))
     ))?;
-    for e in &latest {
+    for e in &latest[latest.len().saturating_sub(last as usize)..] {
         print(e, args.output);
     }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    // From the last one shown; with none shown, from the newest the server has.
-    let after = latest.last().map(|e| format!("after={}", e.id));
-    let body = api.stream(&format!("{events}/stream?{}", query(after)))?;
+    let after = latest.last().map_or(0, |e| e.id);
+    let body = api.stream(&format!(
+        "{events}/stream?{}",
+        query(Some(format!("after={after}")))
+    ))?;
     let mut decoder = SseDecoder::default();
     for line in std::io::BufReader::new(body.into_reader()).lines() {
         let line = line.context("reading the event stream")?;
