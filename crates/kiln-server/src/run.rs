@@ -18,6 +18,9 @@ use crate::sink::StoreSink;
 /// (tests run several).
 fn metrics() -> Result<PrometheusHandle, ServerError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    // Servers starting at once (tests) install it once: the second would be refused.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }

@@ -58,8 +58,11 @@ impl Server {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
             .build();
+        // A connection per request: a refused request's body goes unread, after which the
+        // server closes that connection, and a pooled one may be reused as it closes.
         let agent = ureq::Agent::config_builder()
             .tls_config(tls)
+            .max_idle_connections(0)
             .http_status_as_error(false)
             .build()
             .new_agent();
