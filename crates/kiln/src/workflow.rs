@@ -284,8 +284,9 @@ fn cancel(api: &Client, ids: &[String], reason: &str, output: Format) -> anyhow:
     for key in ids {
         match api.send::<_, WorkflowView>("POST", &path("workflows", Some(key), "/cancel"), &req) {
             Ok(w) => done.push(w),
-            // An unknown name stops everything; a workflow that cannot end now is reported.
-            Err(ClientError::Api { status, body }) if status != 404 => {
+            // A workflow that cannot end now is reported; anything else (an unknown name, a
+            // refused token) stops everything.
+            Err(ClientError::Api { status, body }) if matches!(status, 409 | 422) => {
                 eprintln!("kiln: {}", body.message);
                 refused += 1;
             }
