@@ -286,7 +286,10 @@ fn cancel(api: &Client, ids: &[String], reason: &str, output: Format) -> anyhow:
             Ok(w) => done.push(w),
             // A workflow that cannot end now is reported; anything else (an unknown name, a
             // refused token) stops everything.
-            Err(ClientError::Api { status, body }) if matches!(status, 409 | 422) => {
+            Err(ClientError::Api {
+                status: 409 | 422,
+                body,
+            }) => {
                 eprintln!("kiln: {}", body.message);
                 refused += 1;
             }
