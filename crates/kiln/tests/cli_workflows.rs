@@ -104,10 +104,10 @@ fn workflow_commands_and_events_follow_go_through_the_server() {
     let o = s.kiln(&["workflow", "create", "--template", &bad, "--hardware", "n1"]);
     assert_eq!(code(&o), 1);
     let err = text(&o.stderr);
-    assert!(
-        err.contains(&format!("{bad}:4: actions[0].kind: unknown kind")),
-        "{err}"
-    );
+    // FILE:LINE[:COLUMN]: FIELD: MESSAGE
+    let located = err.lines().next().unwrap_or("");
+    assert!(located.starts_with(&format!("{bad}:4:")), "{err}");
+    assert!(located.contains(": actions[0].kind: unknown kind"), "{err}");
     assert!(err.contains("kiln: 1 problem(s) in"), "{err}");
 
     // Follow n1's events from now on, through the server's event stream (the cancel below
