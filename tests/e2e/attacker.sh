@@ -108,7 +108,7 @@ random_hex64() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
 
 # ---- events -------------------------------------------------------------------------------
 
-events_json() { "$KILN_BIN" events --data-dir "$E2E_DATA" --last 1000000 -o json 2>/dev/null || true; }
+events_json() { kiln_cli events --last 1000000 -o json 2>/dev/null || true; }
 
 # ev_mark: the newest event id (events after it are the next attempt's).
 ev_mark() {
@@ -163,7 +163,7 @@ refused_attempt() {
 
 # ---- the victim ---------------------------------------------------------------------------
 
-workflow_json() { "$KILN_BIN" workflow show "$VICTIM" -o json --data-dir "$E2E_DATA" 2>/dev/null || true; }
+workflow_json() { kiln_cli workflow show "$VICTIM" -o json 2>/dev/null || true; }
 
 wf_field() {
 	workflow_json | python3 -c '
@@ -459,13 +459,13 @@ attack_event_flood() {
 	log "raw ESC in a TFTP file name: $res"
 	sleep 1 # let the event writer store the last batch
 	local victim_events all
-	victim_events=$("$KILN_BIN" events "$VICTIM" --last 100000 --data-dir "$E2E_DATA" 2>&1 || true)
+	victim_events=$(kiln_cli events "$VICTIM" --last 100000 2>&1 || true)
 	check "event flood: the victim's history still holds its workflow.created event" \
 		grep -q 'workflow\.created' <<<"$victim_events"
 	check "event flood: the victim's history still holds its BMC power-on (bmc.done)" \
 		grep -q 'bmc\.done' <<<"$victim_events"
 	all=$E2E_WORK/events-table.txt
-	"$KILN_BIN" events --last 1000000 --data-dir "$E2E_DATA" >"$all" 2>&1 || true
+	kiln_cli events --last 1000000 >"$all" 2>&1 || true
 	check "escapes: the hostile names were recorded (events mentioning pwned: $(grep -c pwned "$all" || true))" \
 		grep -q pwned "$all"
 	check "escapes: \`kiln events\` prints no raw ESC byte ($(grep -c $'\x1b' "$all" || true) lines with one)" \
@@ -487,13 +487,15 @@ attack_yaml_bomb() {
 	EOF
 	out=$( (
 		ulimit -v 1048576
-		"$KILN_BIN" cluster create "$bomb" --dry-run --out-dir "$E2E_WORK/bomb-out" --data-dir "$E2E_DATA"
+		kiln_cli cluster create "$bomb" --dry-run --out-dir "$E2E_WORK/bomb-out"
 	) 2>&1) || rc=$?
 	log "yaml bomb ($(stat -c %s "$bomb") bytes), under ulimit -v 1 GiB: rc=$rc: $out"
 	check "yaml bomb: refused (exit 1-127, not killed by a signal) (rc=$rc)" [ "$rc" -ge 1 -a "$rc" -lt 128 ]
 	check "yaml bomb: the error names the file and says why (more than 100000 YAML nodes)" \
 		grep -qE "bomb\.yaml:[0-9]+(:[0-9]+)?: .*more than 100000 YAML nodes" <<<"$out"
 	check "yaml bomb: nothing written" [ ! -e "$E2E_WORK/bomb-out" ]
+	# the CLI hands the spec to the server's admin API: the server parses it, outside the ulimit
+	check "yaml bomb: kiln serve is still running" kill -0 "$KILN_PID"
 }
 
 # ---- the end: outcome, events, secrets ----------------------------------------------------
@@ -501,14 +503,14 @@ attack_yaml_bomb() {
 final_checks() {
 	local state json peer
 	state=$(wf_field state)
-	"$KILN_BIN" workflow show "$VICTIM" --data-dir "$E2E_DATA" | sed 's/^/#   /' || true
+	kiln_cli workflow show "$VICTIM" | sed 's/^/#   /' || true
 	check "victim: the workflow succeeded despite the attacker (got $state)" [ "$state" = succeeded ]
 	json=$(workflow_json)
 	peer=$(python3 -c 'import json,sys; print((json.load(sys.stdin).get("phone_home") or {}).get("peer"))' <<<"$json" 2>/dev/null || echo none)
 	check "victim: the phone-home that counted came from the victim's address $VICTIM_IP (got $peer)" \
 		[ "$peer" = "$VICTIM_IP" ]
 	local victim_events
-	victim_events=$("$KILN_BIN" events "$VICTIM" --last 100000 --data-dir "$E2E_DATA" 2>&1 || true)
+	victim_events=$(kiln_cli events "$VICTIM" --last 100000 2>&1 || true)
 	check "victim: kiln powered it on through its BMC (bmc.done ... powered on)" \
 		grep -qE 'bmc\.done .*powered on' <<<"$victim_events"
 	check "victim: the attacker's early script fetch did not stand in for the BMC step (no bmc.skipped)" \
@@ -523,16 +525,16 @@ final_checks() {
 	local corpus=$E2E_WORK/secret-scan
 	mkdir -p "$corpus"
 	events_json >"$corpus/events.json"
-	"$KILN_BIN" events --last 1000000 --data-dir "$E2E_DATA" >"$corpus/events.txt" 2>&1 || true
+	kiln_cli events --last 1000000 >"$corpus/events.txt" 2>&1 || true
 	workflow_json >"$corpus/workflow.json"
-	"$KILN_BIN" workflow logs "$VICTIM" --data-dir "$E2E_DATA" >"$corpus/workflow-logs.txt" 2>&1 || true
-	"$KILN_BIN" hardware show "$VICTIM" -o json --data-dir "$E2E_DATA" >"$corpus/hardware.json" 2>&1 || true
+	kiln_cli workflow logs "$VICTIM" >"$corpus/workflow-logs.txt" 2>&1 || true
+	kiln_cli hardware show "$VICTIM" -o json >"$corpus/hardware.json" 2>&1 || true
 	att_http GET "$KILN_URL/metrics" >/dev/null
 	cp "$ATT_SEEN" "$corpus/attacker-received.txt"
 	cp "$KILN_LOG" "$corpus/kiln-serve.log"
 	cp "$E2E_WORK/kiln-cli.log" "$corpus/kiln-cli.log" 2>/dev/null || true
 	local allowed leaks
-	allowed=$("$KILN_BIN" image list -o json --data-dir "$E2E_DATA" 2>/dev/null |
+	allowed=$(kiln_cli image list -o json 2>/dev/null |
 		python3 -c 'import json,sys; print(" ".join(i["sha256"] for i in json.load(sys.stdin)))' 2>/dev/null || true)
 	leaks=$(python3 - "$corpus" "${CA_FP:-none} $allowed" "$BMC_PASSWORD" <<-'EOF'
 		import os, re, sys
@@ -574,10 +576,10 @@ main() {
 		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
 		$VICTIM,ipmi://127.0.0.1:$IPMI_PORT,admin,$BMC_PASSWORD,$VICTIM_MAC,$VICTIM_IP,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=attacker|kiln.dev/boot-mode=legacy,/dev/vda
 	EOF
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
-	kiln image import "$TEST_OS" --name test-os >/dev/null || die "image import failed"
 	start_bmc
 	KILN_ARTIFACTS=$AGENT_OS kiln_serve
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
+	kiln image import "$TEST_OS" --name test-os >/dev/null || die "image import failed"
 	local i
 	for i in $(seq 50); do
 		att curl --noproxy '*' -sf -o /dev/null --max-time 2 "$KILN_URL/healthz" && break

@@ -96,7 +96,7 @@ write_sushy_config() {
 
 # workflow_state HOST
 workflow_state() {
-	"$KILN_BIN" workflow show "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+	kiln_cli workflow show "$1" -o json 2>/dev/null |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || echo unknown
 }
 
@@ -117,7 +117,7 @@ wait_state() {
 # kiln_bmc_field HOST FIELD OP: a field of `kiln bmc OP HOST -o json` (run in the namespace,
 # where the BMCs are).
 kiln_bmc_field() {
-	{ nsx "$KILN_BIN" bmc "$3" "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null || true; } |
+	{ kiln_cli bmc "$3" "$1" -o json 2>/dev/null || true; } |
 		python3 -c "import json,sys; print(json.load(sys.stdin)[0]['$2'])" 2>/dev/null || echo "?"
 }
 
@@ -140,6 +140,9 @@ main() {
 		m-gone,ipmi://127.0.0.1:9,admin,password,52:54:00:4b:00:03,10.77.0.63,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=fault,/dev/vda
 		m-badpw,ipmi://127.0.0.1:$BADPW_PORT,admin,not-the-password,52:54:00:4b:00:04,10.77.0.64,255.255.255.0,$SERVER_IP,$SERVER_IP,e2e=fault,/dev/vda
 	EOF
+	# The CLI is the admin API's client: the server first (no workflow yet: it leaves the
+	# BMCs alone), then the enrolment.
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
 
 	mkdir -p "$E2E_WORK/ipmi"
@@ -172,7 +175,6 @@ main() {
 	check "before: kiln bmc status agrees (off)" [ "$(kiln_bmc_field m-ipmi result status)" = off ]
 	check "before: kiln bmc status says the Redfish machine is off" [ "$(kiln_bmc_field m-redfish result status)" = off ]
 
-	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	write_template "$E2E_WORK/reach-agent.yaml"
 	kiln workflow create --template "$E2E_WORK/reach-agent.yaml" --selector e2e=bmc | sed 's/^/# /'
 	kiln workflow create --template "$E2E_WORK/reach-agent.yaml" --selector e2e=fault | sed 's/^/# /'
@@ -216,15 +218,15 @@ main() {
 
 	local s_bad s_gone msg
 	s_bad=$(wait_state m-badpw 120)
-	msg=$("$KILN_BIN" workflow show m-badpw -o json --data-dir "$E2E_DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
+	msg=$(kiln_cli workflow show m-badpw -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
 	check "wrong password: the workflow failed at once, not retried ($s_bad: $msg)" \
 		[ "$s_bad|$(grep -c 'authentication' <<<"$msg")|$(grep -c 'not retried' <<<"$msg")" = "failed|1|1" ]
 	local leaked
-	leaked=$({ "$KILN_BIN" events --data-dir "$E2E_DATA" --last 10000; "$KILN_BIN" workflow show m-badpw -o json --data-dir "$E2E_DATA"; cat "$KILN_LOG"; } | grep -c 'not-the-password' || true)
+	leaked=$({ kiln_cli events --last 10000; kiln_cli workflow show m-badpw -o json; cat "$KILN_LOG"; } | grep -c 'not-the-password' || true)
 	check "wrong password: the password never appears in events, workflow output or kiln's log ($leaked times)" \
 		[ "$leaked" = 0 ]
 	s_gone=$(wait_state m-gone 400)
-	msg=$("$KILN_BIN" workflow show m-gone -o json --data-dir "$E2E_DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
+	msg=$(kiln_cli workflow show m-gone -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
 	check "unreachable BMC: bounded retries, then failed ($s_gone: $msg)" \
 		[ "$s_gone|$(grep -c 'after 5 attempts' <<<"$msg")" = "failed|1" ]
 	check "unreachable BMC: kiln bmc status says unreachable" \

@@ -198,11 +198,17 @@ nsx() { ip netns exec "$E2E_NS" "$@"; }
 
 # ---- kiln -------------------------------------------------------------------------------
 
-# kiln ARGS...: one-shot kiln command against the case's data dir; output goes to
-# $E2E_WORK/kiln-cli.log and, on failure, to the test output.
+# kiln_cli ARGS...: the kiln CLI, a client of the case's server: run inside the namespace,
+# where `kiln serve` runs and its admin API listens (127.0.0.1:9443 of the namespace, found
+# through DATA_DIR/api.json and DATA_DIR/admin.token). Output and exit status as the CLI's.
+# Every kiln command but serve, demo and token needs the server up: call it after kiln_serve.
+kiln_cli() { ip netns exec "$E2E_NS" "$KILN_BIN" "$@" --data-dir "$E2E_DATA"; }
+
+# kiln ARGS...: kiln_cli, logged: output goes to $E2E_WORK/kiln-cli.log and, on failure, to
+# the test output.
 kiln() {
 	local out rc=0
-	out=$("$KILN_BIN" "$@" --data-dir "$E2E_DATA" 2>&1) || rc=$?
+	out=$(kiln_cli "$@" 2>&1) || rc=$?
 	printf '$ kiln %s --data-dir %s\n%s\n(rc=%d)\n' "$*" "$E2E_DATA" "$out" "$rc" >>"$E2E_WORK/kiln-cli.log"
 	if [ "$rc" -ne 0 ]; then
 		log "kiln $* failed (rc=$rc):"
@@ -232,11 +238,29 @@ kiln_serve() {
 		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "${KILN_ARTIFACTS:-$E2E_ASSETS/initramfs}"
 		--kernel-args "$KERNEL_ARGS" "$@")
 	log "starting: ${cmd[*]}"
+	# the server writes a fresh one once its admin API listens (a restart reuses the data dir)
+	rm -f "$E2E_DATA/api.json"
 	ip netns exec "$E2E_NS" "${cmd[@]}" </dev/null >"$KILN_LOG" 2>&1 &
 	KILN_PID=$!
 	E2E_PIDS+=("$KILN_PID")
 	E2E_LOGS+=("kiln serve=$KILN_LOG")
 	wait_http_ok "$KILN_URL/healthz" 30 "$KILN_PID" || die "kiln serve did not answer $KILN_URL/healthz"
+	# the boot services answer first; the admin API binds (and writes api.json) right after
+	local i
+	for i in $(seq 150); do
+		[ -s "$E2E_DATA/api.json" ] && return 0
+		kill -0 "$KILN_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	die "kiln serve wrote no $E2E_DATA/api.json (its admin API is not up)"
+}
+
+# kiln_serve_queries: for a data dir whose lab is gone (the cluster suite, after `kiln demo
+# --keep`): a namespace without machines and `kiln serve --dhcp-mode off` in it, only so
+# that kiln_cli can read what happened through the admin API.
+kiln_serve_queries() {
+	ns_create 0
+	KILN_ARTIFACTS=${KILN_ARTIFACTS:-$E2E_ASSETS/agent-os} kiln_serve --dhcp-mode off
 }
 
 # wait_http_ok URL TIMEOUT [PID]: poll URL from inside the namespace until it answers 200.
@@ -260,7 +284,7 @@ kiln_events() { kiln events "$@"; }
 # kiln_events_all: every event, one per line, with MACs (JSON lines when kiln offers them,
 # so that events of machines without a name still show their MAC).
 kiln_events_all() {
-	"$KILN_BIN" events --data-dir "$E2E_DATA" --last 100000 -o json 2>/dev/null || kiln events
+	kiln_cli events --last 100000 -o json 2>/dev/null || kiln events
 }
 
 # http_get PATH: body of $KILN_URL/PATH fetched from inside the namespace ("" on failure).

@@ -22,8 +22,8 @@ ip -n "$CLIENT_NS" addr add 10.77.0.2/24 dev sw0p
 ip -n "$CLIENT_NS" link set sw0p up
 
 write_hardware_csv "$E2E_WORK/hardware.csv" "fuzzed,$MAC,$IP"
-kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 kiln_serve --no-router-advert
+kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 
 rc=0
 ip netns exec "$CLIENT_NS" python3 "$(dirname "$0")/malformed.py" "$SERVER_IP" sw0p "$MAC" "$IP" undionly.kpxe "$COUNT" || rc=$?

@@ -67,9 +67,9 @@ case_bios_ipxe_rom() {
 	e2e_setup bios-ipxe-rom
 	ns_create 1
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,$ip" "other-a,52:54:00:4b:00:ff,10.77.0.58"
+	kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	kiln hardware netboot "$host" on >/dev/null
-	kiln_serve
 	vm_start "$host" --fw bios --tap tap0 --mac "$mac"
 	if expect_initramfs_boot "bios-ipxe-rom" "$host" "$mac"; then
 		ok "bios-ipxe-rom: SeaBIOS + iPXE ROM boots kiln's kernel/initrd, guest fetches /healthz"
@@ -98,9 +98,9 @@ case_uefi_firmware_pxe() {
 	e2e_setup uefi-firmware-pxe
 	ns_create 1
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,$ip"
+	kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	kiln hardware netboot "$host" on >/dev/null
-	kiln_serve
 	# OVMF's IPv6 stack off: on failure, PXEv6/HTTPv6 would only add a minute of timeouts.
 	vm_start "$host" --fw uefi --no-rom --uefi-netstack ipv4 --tap tap0 --mac "$mac"
 	if expect_initramfs_boot "uefi-firmware-pxe" "$host" "$mac"; then
@@ -123,9 +123,9 @@ case_unknown_mac() {
 	e2e_setup unknown-mac
 	ns_create 2
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$known,$known_mac,10.77.0.70"
+	kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	kiln hardware netboot "$known" on >/dev/null
-	kiln_serve
 	vm_start "$known" --fw bios --tap tap1 --mac "$known_mac"
 	k_pid=$VM_PID k_log=$VM_LOG
 	vm_start unknown --fw bios --tap tap0 --mac "$mac"
@@ -181,8 +181,8 @@ netboot_off() {
 	e2e_setup "$label"
 	ns_create 1
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,$ip"
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null   # enrolled with netboot off
 	kiln_serve
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null   # enrolled with netboot off
 	vm_start "$host" --fw "$fw" --tap tap0 --mac "$mac" --disk "$E2E_ASSETS/local-disk.img" "$@"
 	seen=$(wait_for_any "$VM_LOG" "$DISK_TIMEOUT" "$VM_PID" "$M_LOCAL_DISK" "$M_INITRAMFS" \
 		"${M_DEAD_ENDS[@]}") || seen="nothing within ${DISK_TIMEOUT}s (or QEMU exited)"
@@ -229,10 +229,10 @@ proxy_mode() {
 	ns_create 1
 	# the reservation must not matter in proxy mode: the address comes from dnsmasq
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,10.77.0.90"
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
-	kiln hardware netboot "$host" on >/dev/null
 	dnsmasq_dhcp_only 10.77.0.100 10.77.0.199
 	kiln_serve --dhcp-mode proxy
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
+	kiln hardware netboot "$host" on >/dev/null
 	vm_start "$host" --fw "$fw" "$@" --tap tap0 --mac "$mac"
 	if expect_initramfs_boot "$label" "$host" "$mac"; then
 		if [ "$fw" = uefi ] && ! has_marker "$VM_LOG" "$M_UEFI_PXE_TFTP_OK"; then

@@ -22,7 +22,7 @@ wait_workflow() {
 	local host=$1 timeout=$2 deadline state=
 	deadline=$((SECONDS + timeout))
 	while [ "$SECONDS" -lt "$deadline" ]; do
-		state=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+		state=$(kiln_cli workflow show "$host" -o json 2>/dev/null |
 			python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null) || state=
 		case $state in succeeded | failed | timed-out) break ;; esac
 		kill -0 "$VM_PID" 2>/dev/null || { log "the machine stopped"; break; }
@@ -37,23 +37,23 @@ run_case() {
 	e2e_setup "workflow-$fw"
 	ns_create 1
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,$ip"
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	kiln image import "$TEST_OS" --name test-os >/dev/null
-	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln workflow create --template "$REPO/workflows/debian-test-os.yaml" --hardware "$host" | sed 's/^/# /'
 	truncate -s 3G "$E2E_WORK/disk.raw"
 	vm_start "$host" --fw "$fw" --tap tap0 --mac "$mac" --disk "$E2E_WORK/disk.raw" --rw-disk --reboot \
 		--mem 1024 --uefi-netstack none
 	state=$(wait_workflow "$host" 900)
-	"$KILN_BIN" workflow show "$host" --data-dir "$E2E_DATA" | sed 's/^/#   /'
+	kiln_cli workflow show "$host" | sed 's/^/#   /'
 	if [ "$state" = succeeded ]; then
 		ok "workflow-$fw: agent streamed the test OS, cloud-init ran in the installed OS, workflow succeeded"
 	else
 		not_ok "workflow-$fw: workflow ended $state"
-		"$KILN_BIN" workflow logs "$host" --data-dir "$E2E_DATA" | tail -n 20 | sed 's/^/#   logs: /'
+		kiln_cli workflow logs "$host" | tail -n 20 | sed 's/^/#   logs: /'
 		return 0
 	fi
-	json=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA")
+	json=$(kiln_cli workflow show "$host" -o json)
 	local peer payload
 	peer=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["phone_home"]["peer"])' <<<"$json")
 	payload=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["phone_home"]["payload"])' <<<"$json")
@@ -71,7 +71,7 @@ run_case() {
 
 # progress_done HOST: bytes the image action has reported so far.
 progress_done() {
-	"$KILN_BIN" workflow show "$1" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+	kiln_cli workflow show "$1" -o json 2>/dev/null |
 		python3 -c 'import json,sys; a=json.load(sys.stdin)["actions"][0]; print((a.get("progress") or {}).get("done", 0))' 2>/dev/null ||
 		echo 0
 }
@@ -94,9 +94,9 @@ start_install() {
 	e2e_setup "workflow-$name"
 	ns_create 1
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$HOST,$MAC,10.77.0.57"
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	kiln image import "$TEST_OS" --name test-os >/dev/null
-	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln workflow create --template "$template" --hardware "$HOST" >/dev/null
 	truncate -s 3G "$E2E_WORK/disk.raw"
 	vm_start "$HOST" --fw bios --tap tap0 --mac "$MAC" --disk "$E2E_WORK/disk.raw" --rw-disk --reboot --mem 1024
@@ -123,8 +123,8 @@ case_kill_server_and_network_loss() {
 	check "kill-server: after kill -9 of kiln mid-stream and a restart, the workflow ends succeeded (got $state)" \
 		[ "$state" = succeeded ]
 	check "kill-server: the agent resumed the download instead of starting over" \
-		grep -qiE 'resum' <("$KILN_BIN" workflow logs "$HOST" --data-dir "$E2E_DATA")
-	after=$("$KILN_BIN" workflow logs "$HOST" --data-dir "$E2E_DATA" | grep -ciE 'resum' || true)
+		grep -qiE 'resum' <(kiln_cli workflow logs "$HOST")
+	after=$(kiln_cli workflow logs "$HOST" | grep -ciE 'resum' || true)
 	check "network-loss: after 30 s without network mid-stream the agent carried on and the workflow succeeded ($after resume(s) logged)" \
 		[ "$state" = succeeded ]
 }
@@ -135,8 +135,8 @@ case_kexec() {
 	start_install kexec "$REPO/workflows/debian-test-os-kexec.yaml"
 	local state logs bios_banners agent_boots
 	state=$(wait_workflow "$HOST" 900)
-	"$KILN_BIN" workflow show "$HOST" --data-dir "$E2E_DATA" | sed 's/^/#   /'
-	logs=$("$KILN_BIN" workflow logs "$HOST" --data-dir "$E2E_DATA")
+	kiln_cli workflow show "$HOST" | sed 's/^/#   /'
+	logs=$(kiln_cli workflow logs "$HOST")
 	grep -iE 'kexec' <<<"$logs" | sed 's/^/#   logs: /'
 	check "kexec: the workflow succeeded (got $state)" [ "$state" = succeeded ]
 	check "kexec: the agent loaded the installed OS's kernel, initrd and GRUB command line" \
@@ -161,7 +161,7 @@ case_bad_sha256() {
 	start_install badsha "$tpl"
 	local state msg
 	state=$(wait_workflow "$HOST" 900)
-	msg=$("$KILN_BIN" workflow show "$HOST" -o json --data-dir "$E2E_DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
+	msg=$(kiln_cli workflow show "$HOST" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"])')
 	check "bad-sha256: the workflow failed (got $state)" [ "$state" = failed ]
 	check "bad-sha256: the message says why ($msg)" grep -q 'sha256 mismatch' <<<"$msg"
 	sleep 5

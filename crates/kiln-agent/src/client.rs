@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kiln_model::MacAddr;
-use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, ReportKind, Seed};
+use kiln_api::MacAddr;
+use kiln_api::agent::{ClaimRequest, Claimed, NextAction, Report, ReportKind, Seed};
 use ureq::Body;
 use ureq::http::Response;
 

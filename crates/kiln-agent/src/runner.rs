@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kiln_model::template::{ActionKind, ActionSpec};
-use kiln_model::workflow::{NextAction, ReportKind};
+use kiln_api::agent::{ActionKind, ActionSpec};
+use kiln_api::agent::{NextAction, ReportKind};
 
 use crate::client::{Client, Refused};
 use crate::image2disk::{self, Image2Disk, Options, Progress, ProgressReport};

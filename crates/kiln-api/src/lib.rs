@@ -1,8 +1,13 @@
-//! The admin API's contracts, shared by `kiln-server` (which serves them) and the `kiln` CLI
-//! (their client): resources, the error body, token scopes and route builders. No I/O.
+//! Kiln's wire contracts: the agent protocol (`agent`, shared with `kiln-agent`) and the admin
+//! API's resources, error body, token scopes and route builders (shared by `kiln-server` and the
+//! `kiln` CLI). No I/O.
 
+pub mod agent;
 pub mod error;
+pub mod event_kind;
 pub mod events;
+pub mod images;
+pub mod mac;
 pub mod resources;
 pub mod routes;
 pub mod sse;
@@ -10,6 +15,9 @@ pub mod time;
 pub mod workflows;
 
 pub use error::{ApiErrorBody, Detail};
+pub use event_kind::EventKind;
 pub use events::EventView;
+pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
+pub use mac::MacAddr;
 pub use resources::*;
 pub use workflows::*;

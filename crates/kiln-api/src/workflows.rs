@@ -2,9 +2,12 @@
 //! in seconds, and nothing a machine's credential could be read from (rendered action
 //! parameters carry its phone-home URL, so they stay out).
 
-use kiln_model::workflow::{ActionState, Progress, StepState, WorkflowState};
+use crate::agent::{Progress, WorkflowState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// An action's `state` once it succeeded (the states are kiln-model's `ActionState`).
+pub const ACTION_SUCCEEDED: &str = "succeeded";
 
 /// One workflow: `GET /api/v1/workflows/{id}`, and what `kiln workflow ... -o json` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -40,7 +43,7 @@ impl WorkflowView {
     pub fn current(&self) -> Option<usize> {
         self.actions
             .iter()
-            .position(|a| a.state != ActionState::Succeeded)
+            .position(|a| a.state != ACTION_SUCCEEDED)
     }
 }
 
@@ -55,8 +58,7 @@ pub struct ActionView {
     pub name: String,
     pub kind: String,
     /// pending, running, succeeded, failed, timed-out.
-    #[schema(value_type = String)]
-    pub state: ActionState,
+    pub state: String,
     pub attempts: u32,
     pub max_attempts: u32,
     pub timeout_seconds: f64,
@@ -78,8 +80,7 @@ pub struct BmcStepsView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StepView {
     /// not-needed, pending, running, done, failed.
-    #[schema(value_type = String)]
-    pub state: StepState,
+    pub state: String,
     pub attempts: u32,
     pub message: String,
 }

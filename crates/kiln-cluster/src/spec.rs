@@ -270,31 +270,12 @@ impl std::str::FromStr for KubernetesVersion {
     }
 }
 
-/// One problem (an error or a warning) in a spec file, at a line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    /// 1-based.
-    pub line: usize,
-    /// 1-based.
-    pub column: usize,
-    /// Where in the document, like `Cluster.spec.controlPlaneConfiguration.count`.
-    pub field: String,
-    pub message: String,
-}
+/// One problem (an error or a warning) in a spec file, at a line and column; `field` is where
+/// in the document, like `Cluster.spec.controlPlaneConfiguration.count`.
+pub use kiln_model::Diagnostic;
 
 /// An error in a spec file (the same shape as a warning).
 pub type SpecError = Diagnostic;
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        f.write_str(&self.message)
-    }
-}
 
 /// Every problem found in a spec file, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

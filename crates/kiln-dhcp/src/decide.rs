@@ -1,6 +1,7 @@
 //! The whole DHCP policy as one pure function: a decoded request, the
 //! inventory and the config in; whether to answer, with what, and where, out.
 
+use kiln_model::EventKind;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -65,13 +66,13 @@ impl Outcome {
     }
 
     /// Event kind for outcomes worth an operator-visible event (enrolled machines only).
-    pub fn event_kind(self) -> Option<&'static str> {
+    pub fn event_kind(self) -> Option<EventKind> {
         match self {
-            Outcome::Offer => Some("dhcp.offer"),
-            Outcome::Ack => Some("dhcp.ack"),
-            Outcome::Nak => Some("dhcp.nak"),
-            Outcome::Release => Some("dhcp.release"),
-            Outcome::Decline => Some("dhcp.decline"),
+            Outcome::Offer => Some(EventKind::DhcpOffer),
+            Outcome::Ack => Some(EventKind::DhcpAck),
+            Outcome::Nak => Some(EventKind::DhcpNak),
+            Outcome::Release => Some(EventKind::DhcpRelease),
+            Outcome::Decline => Some(EventKind::DhcpDecline),
             _ => None,
         }
     }

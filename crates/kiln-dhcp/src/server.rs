@@ -410,7 +410,7 @@ mod tests {
         assert!(!seen.is_empty(), "an offer to an enrolled MAC is an event");
         assert!(
             seen.iter()
-                .all(|e| e.kind == "dhcp.offer" && e.mac == Some(MAC)),
+                .all(|e| e.kind == kiln_model::EventKind::DhcpOffer && e.mac == Some(MAC)),
             "{seen:?}"
         );
         assert_eq!(seen[0].machine.as_deref(), Some("node1"));

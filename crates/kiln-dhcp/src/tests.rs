@@ -1,5 +1,6 @@
 //! Rule-by-rule tests of the pure core, with hand-built dhcproto messages.
 
+use kiln_model::EventKind;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -507,7 +508,7 @@ fn release_and_decline_are_recorded_without_reply() {
     msg.set_ciaddr(Ipv4Addr::new(10, 77, 0, 11));
     let d = decide(&msg, &inventory(), &config());
     assert_eq!((d.outcome, d.reply.is_none()), (Outcome::Release, true));
-    assert_eq!(d.outcome.event_kind(), Some("dhcp.release"));
+    assert_eq!(d.outcome.event_kind(), Some(EventKind::DhcpRelease));
     assert!(d.machine.is_some());
 
     let mut msg = request(MessageType::Decline, mac(1));
@@ -812,8 +813,8 @@ fn mutated_packets_never_panic() {
 #[test]
 fn outcome_labels_and_event_kinds() {
     assert_eq!(Outcome::IgnoredUnknown.as_str(), "ignored_unknown");
-    assert_eq!(Outcome::Offer.event_kind(), Some("dhcp.offer"));
-    assert_eq!(Outcome::Nak.event_kind(), Some("dhcp.nak"));
+    assert_eq!(Outcome::Offer.event_kind(), Some(EventKind::DhcpOffer));
+    assert_eq!(Outcome::Nak.event_kind(), Some(EventKind::DhcpNak));
     assert_eq!(Outcome::IgnoredUnknown.event_kind(), None);
     assert_eq!(Outcome::Malformed.event_kind(), None);
 }

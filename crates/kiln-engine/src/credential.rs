@@ -7,6 +7,7 @@
 //! - The installed OS phones home to a URL signed with the server key (HMAC of the workflow
 //!   id): nothing to store, and the signature exists only inside the seed.
 
+use kiln_model::EventKind;
 use std::net::IpAddr;
 
 use hmac::{KeyInit, Mac};
@@ -76,11 +77,11 @@ pub fn claim(
             });
         }
         Some(_) => fx.event(
-            "agent.claimed",
+            EventKind::AgentClaimed,
             format!("credential issued again to the same agent at {peer} (its answer was lost)"),
         ),
         None => fx.event(
-            "agent.claimed",
+            EventKind::AgentClaimed,
             format!("credential issued to the agent at {peer}"),
         ),
     }
@@ -122,7 +123,10 @@ pub fn take_seed(wf: &mut Workflow, now: u64) -> Result<Effects, CredentialError
     }
     wf.seed_served_ms = Some(now);
     let mut fx = Effects::default();
-    fx.event("agent.seed", "cloud-init seed handed to the agent (once)");
+    fx.event(
+        EventKind::AgentSeed,
+        "cloud-init seed handed to the agent (once)",
+    );
     Ok(fx)
 }
 
@@ -217,7 +221,7 @@ mod tests {
     fn a_credential_is_claimed_once_per_netboot_round() {
         let mut w = wf();
         let fx = claim(&mut w, ip("10.0.0.11"), "boot-1", 5).unwrap();
-        assert_eq!(fx.events[0].0, "agent.claimed");
+        assert_eq!(fx.events[0].0, EventKind::AgentClaimed);
         // Another agent run, even from the same address, is a second claimant.
         assert_eq!(
             claim(&mut w, ip("10.0.0.11"), "boot-2", 6),

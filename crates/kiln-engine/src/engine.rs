@@ -2,6 +2,7 @@
 //! the store, one transaction each, effects included. Callers on async
 //! runtimes use `spawn_blocking`: every call is a short SQLite transaction.
 
+use kiln_model::EventKind;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -84,7 +85,7 @@ fn apply(wf: &Workflow, fx: &Effects, tx: &WorkflowTx<'_>, now: u64) -> Result<(
         tx.revoke_token(&wf.id)?;
     }
     for (kind, detail) in &fx.events {
-        let mut ev = Event::now(kind.clone(), detail.clone()).with_machine(wf.hardware.clone());
+        let mut ev = Event::now(*kind, detail.clone()).with_machine(wf.hardware.clone());
         ev.at_ms = now;
         tx.event(&ev)?;
     }
@@ -191,7 +192,7 @@ impl Engine {
         self.store.create_workflows(&items, |wf, tx| {
             tx.set_netboot(&wf.hardware, true)?;
             let mut ev = Event::now(
-                "workflow.created",
+                EventKind::WorkflowCreated,
                 match &wf.retry_of {
                     Some(old) => {
                         format!("{} from template {} (retry of {old})", wf.id, wf.template)
@@ -417,7 +418,7 @@ impl Engine {
                     // raced the machine) loses the credential.
                     tx.revoke_token(&wf.id)?;
                     let mut ev = Event::now(
-                        "agent.rearmed",
+                        EventKind::AgentRearmed,
                         "powering into netboot: the earlier claim of the agent credential is void",
                     )
                     .with_machine(wf.hardware.clone());
@@ -451,7 +452,7 @@ impl Engine {
     }
 
     /// An event of a machine, written now (BMC steps report as they go).
-    pub fn event(&self, hardware: &str, kind: &str, detail: &str) -> Result<(), EngineError> {
+    pub fn event(&self, hardware: &str, kind: EventKind, detail: &str) -> Result<(), EngineError> {
         let ev = Event::now(kind, detail).with_machine(hardware.to_string());
         self.store.append_events(&[ev])?;
         Ok(())
@@ -602,10 +603,7 @@ mod tests {
             Err(EngineError::Store(StoreError::NoWorkflow))
         ));
         let kinds = event_kinds(&e);
-        assert!(
-            kinds.contains(&"workflow.succeeded".to_string()),
-            "{kinds:?}"
-        );
+        assert!(kinds.contains(&EventKind::WorkflowSucceeded), "{kinds:?}");
     }
 
     /// T with its image URL replaced by the phone-home URL (signed when handed out).
@@ -617,7 +615,7 @@ mod tests {
         .unwrap()
     }
 
-    fn event_kinds(engine: &Engine) -> Vec<String> {
+    fn event_kinds(engine: &Engine) -> Vec<EventKind> {
         engine
             .store()
             .events(Some("n1"), 0, 100)
@@ -680,7 +678,7 @@ mod tests {
             Err(EngineError::Credential(CredentialError::SeedServed { .. }))
         ));
         let kinds = event_kinds(&engine);
-        assert!(kinds.contains(&"agent.claimed".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&EventKind::AgentClaimed), "{kinds:?}");
     }
 
     #[test]
@@ -719,10 +717,7 @@ mod tests {
         assert!(second.actions[0].spec.params["url"].contains(&second.id));
         assert!(netboot(&engine), "netboot on for the retry");
         let kinds = event_kinds(&engine);
-        assert!(
-            kinds.contains(&"workflow.cancelled".to_string()),
-            "{kinds:?}"
-        );
+        assert!(kinds.contains(&EventKind::WorkflowCancelled), "{kinds:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! takes `now` (Unix ms) and returns the effects the caller must apply
 //! (netboot flag, token revocation, events) in the same store transaction.
 
+use kiln_model::EventKind;
 use kiln_model::template::{ActionKind, ActionSpec, Template};
 use kiln_model::workflow::{
     ActionState, ActionStatus, NextAction, Report, ReportKind, Workflow, WorkflowState,
@@ -15,12 +16,12 @@ pub struct Effects {
     /// The workflow ended: its token must stop working.
     pub revoke_token: bool,
     /// Events for the machine: (kind, detail).
-    pub events: Vec<(String, String)>,
+    pub events: Vec<(EventKind, String)>,
 }
 
 impl Effects {
-    pub(crate) fn event(&mut self, kind: &str, detail: impl Into<String>) {
-        self.events.push((kind.to_string(), detail.into()));
+    pub(crate) fn event(&mut self, kind: EventKind, detail: impl Into<String>) {
+        self.events.push((kind, detail.into()));
     }
 }
 
@@ -101,7 +102,7 @@ pub(crate) fn finish_workflow(
     fx.netboot = Some(false);
     fx.revoke_token = true;
     fx.event(
-        &format!("workflow.{state}"),
+        EventKind::workflow_entered(state),
         if message.is_empty() {
             format!("workflow {}", wf.id)
         } else {
@@ -145,12 +146,12 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
         // anonymous script fetch (anyone can name a MAC) changes nothing.
         if crate::power::netbooted_on_its_own(wf) {
             fx.event(
-                "bmc.skipped",
+                EventKind::BmcSkipped,
                 "the machine's agent called before kiln powered it: not cycling it",
             );
         }
         wf.state = WorkflowState::Running;
-        fx.event("workflow.running", "agent connected");
+        fx.event(EventKind::WorkflowRunning, "agent connected");
     }
     wf.updated_ms = now;
     let Some(index) = wf.current() else {
@@ -181,7 +182,7 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
             return (NextAction::Done { state: wf.state }, fx);
         }
         fx.event(
-            "action.restarted",
+            EventKind::ActionRestarted,
             format!(
                 "{} was interrupted; starting attempt {}",
                 action.spec.name,
@@ -198,7 +199,7 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
     action.message.clear();
     action.agent_run = run.map(str::to_string);
     fx.event(
-        "action.started",
+        EventKind::ActionStarted,
         format!(
             "{} ({}) attempt {}",
             action.spec.name, action.spec.kind, action.attempts
@@ -237,7 +238,7 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
             action.ended_ms = Some(now);
             action.message = message.clone();
             fx.event(
-                "action.succeeded",
+                EventKind::ActionSucceeded,
                 format!("{}: {message}", action.spec.name),
             );
             if action.spec.kind.ends_workflow() {
@@ -248,7 +249,7 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
                 wf.state = WorkflowState::Rebooting;
                 // From now on the machine must boot its disk.
                 fx.netboot = Some(false);
-                fx.event("workflow.rebooting", "booting the installed OS");
+                fx.event(EventKind::WorkflowRebooting, "booting the installed OS");
             }
         }
         ReportKind::Failed { message } => {
@@ -352,15 +353,19 @@ fn retry_or_end(
         action.state = ActionState::Pending;
         action.retry_at_ms = Some(now + wait);
         fx.event(
-            "action.retrying",
+            EventKind::ActionRetrying,
             format!("{name}: {message}; retry in {} s", wait / 1000),
         );
         return;
     }
     action.state = ended;
     let (kind, state, verb) = match ended {
-        ActionState::TimedOut => ("action.timed-out", WorkflowState::TimedOut, "timed out"),
-        _ => ("action.failed", WorkflowState::Failed, "failed"),
+        ActionState::TimedOut => (
+            EventKind::ActionTimedOut,
+            WorkflowState::TimedOut,
+            "timed out",
+        ),
+        _ => (EventKind::ActionFailed, WorkflowState::Failed, "failed"),
     };
     fx.event(kind, format!("{name}: {message}"));
     finish_workflow(
@@ -382,7 +387,7 @@ pub fn cancel(wf: &mut Workflow, reason: &str, now: u64) -> Result<Effects, Repo
     crate::power::drop_unstarted(wf, "cancelled before the BMC was used");
     end_running_actions(wf, ActionState::Failed, now);
     let mut fx = Effects::default();
-    fx.event("workflow.cancelled", reason.to_string());
+    fx.event(EventKind::WorkflowCancelled, reason.to_string());
     let msg = format!("cancelled: {reason}");
     finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
     Ok(fx)
@@ -457,7 +462,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, d)| k == "workflow.cancelled" && d == "by hand")
+                .any(|(k, d)| *k == EventKind::WorkflowCancelled && d == "by hand")
         );
         assert_eq!(
             cancel(&mut w, "twice", 4_000),
@@ -495,7 +500,10 @@ mod tests {
         // The agent (holding the machine's credential) calls before the BMC step ran.
         let fx = next(&mut w, 2_000).1;
         assert_eq!(w.power.start.state, kiln_model::workflow::StepState::Done);
-        assert!(fx.events.iter().any(|(k, _)| k == "bmc.skipped"), "{fx:?}");
+        assert!(
+            fx.events.iter().any(|(k, _)| *k == EventKind::BmcSkipped),
+            "{fx:?}"
+        );
         assert_eq!(w.state, WorkflowState::Running);
     }
 
@@ -544,7 +552,11 @@ mod tests {
             matches!(restarted, NextAction::Run { attempt: 2, .. }),
             "{restarted:?}"
         );
-        assert!(fx.events.iter().any(|(k, _)| k == "action.restarted"));
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::ActionRestarted)
+        );
         // An agent that names no run: every call is a restart, as before (img allows two
         // attempts, so a third interruption fails the workflow).
         let (third, _) = next(&mut w, 3_500);
@@ -608,7 +620,11 @@ mod tests {
             3_000,
         )
         .unwrap();
-        assert!(fx.events.iter().any(|(k, _)| k == "action.retrying"));
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::ActionRetrying)
+        );
         assert_eq!(next(&mut w, 4_000).0, NextAction::Wait { seconds: 4 });
         let (i, a) = run(&mut w, 3_000 + backoff_ms(1));
         assert_eq!(a, 2);
@@ -674,7 +690,9 @@ mod tests {
         assert_eq!(w.actions[0].progress.as_ref().unwrap().done, 5);
         let fx = tick(&mut w, 2_000 + 10 * 60_000);
         assert!(
-            fx.events.iter().any(|(k, _)| k == "action.retrying"),
+            fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::ActionRetrying),
             "{fx:?}"
         );
         let (_, a2) = run(&mut w, 2_000 + 10 * 60_000 + backoff_ms(1));
@@ -740,8 +758,16 @@ mod tests {
         assert_eq!(w.actions[1].state, ActionState::Succeeded);
         assert_eq!(fx.netboot, Some(false));
         assert!(fx.revoke_token);
-        assert!(fx.events.iter().any(|(k, _)| k == "workflow.succeeded"));
-        assert!(!fx.events.iter().any(|(k, _)| k == "workflow.rebooting"));
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::WorkflowSucceeded)
+        );
+        assert!(
+            !fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::WorkflowRebooting)
+        );
         assert!(matches!(
             next(&mut w, 6_000).0,
             NextAction::Done {

@@ -4,6 +4,7 @@
 //! A step is claimed with a lease. If the server dies mid-step, the lease runs out and the step is
 //! claimed again; the runner then re-reads the power state before acting, so nothing is applied twice.
 
+use kiln_model::EventKind;
 use kiln_model::workflow::{PowerStep, StepState, Workflow, WorkflowState};
 
 use crate::machine::{Effects, finish_workflow};
@@ -100,11 +101,14 @@ pub fn complete(
         Ok(message) => {
             step.state = StepState::Done;
             step.message = message.clone();
-            fx.event("bmc.done", format!("{what}: {message}"));
+            fx.event(EventKind::BmcDone, format!("{what}: {message}"));
             if matches!(job, PowerJob::Netboot { .. }) && wf.state == WorkflowState::Pending {
                 wf.state = WorkflowState::Netbooting;
                 wf.updated_ms = now;
-                fx.event("workflow.netbooting", "powered on by its BMC; netbooting");
+                fx.event(
+                    EventKind::WorkflowNetbooting,
+                    "powered on by its BMC; netbooting",
+                );
             }
         }
         Err(failure) => {
@@ -114,7 +118,7 @@ pub fn complete(
                 step.state = StepState::Pending;
                 step.next_at_ms = Some(now + wait);
                 fx.event(
-                    "bmc.retrying",
+                    EventKind::BmcRetrying,
                     format!(
                         "{what}, attempt {attempt}/{ATTEMPTS}: {}; retry in {} s",
                         failure.message,
@@ -128,7 +132,10 @@ pub fn complete(
                 } else {
                     "(not retried)".to_string()
                 };
-                fx.event("bmc.failed", format!("{what} {tries}: {}", failure.message));
+                fx.event(
+                    EventKind::BmcFailed,
+                    format!("{what} {tries}: {}", failure.message),
+                );
                 if matches!(job, PowerJob::Netboot { .. }) && !wf.state.is_terminal() {
                     let msg = format!("BMC: {what} failed {tries}: {}", failure.message);
                     finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
@@ -202,7 +209,11 @@ mod tests {
         let fx = complete(&mut w, job, Ok("was off; powered on".into()), 20);
         assert_eq!(w.state, WorkflowState::Netbooting);
         assert_eq!(w.power.start.state, StepState::Done);
-        assert!(fx.events.iter().any(|(k, _)| k == "workflow.netbooting"));
+        assert!(
+            fx.events
+                .iter()
+                .any(|(k, _)| *k == EventKind::WorkflowNetbooting)
+        );
     }
 
     #[test]
@@ -241,7 +252,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, d)| k == "bmc.failed" && d.contains("not retried"))
+                .any(|(k, d)| *k == EventKind::BmcFailed && d.contains("not retried"))
         );
     }
 

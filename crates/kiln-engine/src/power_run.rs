@@ -2,11 +2,12 @@
 //! is reported through `note` as it happens (the caller writes it as an event).
 
 use kiln_bmc::{Bmc, BmcError, BootDevice, BootMode, BootOverride, PowerAction, PowerState};
+use kiln_model::EventKind;
 
 use crate::power::{PowerJob, StepFailure};
 
 /// Reports one BMC step: (event kind, detail).
-pub type Note<'a> = &'a (dyn Fn(&str, String) + Send + Sync);
+pub type Note<'a> = &'a (dyn Fn(EventKind, String) + Send + Sync);
 
 /// A BMC error as a step's failure: retried only when trying again can help.
 pub fn failure(e: BmcError) -> StepFailure {
@@ -57,7 +58,7 @@ async fn netboot(
     })
     .await?;
     note(
-        "bmc.boot-device",
+        EventKind::BmcBootDevice,
         format!("next boot: pxe (once, {mode_name})"),
     );
     let before = bmc.power_state().await?;
@@ -65,7 +66,10 @@ async fn netboot(
         PowerState::On => PowerAction::Cycle,
         PowerState::Off => PowerAction::On,
     };
-    note("bmc.power", format!("power was {before}; sending {action}"));
+    note(
+        EventKind::BmcPower,
+        format!("power was {before}; sending {action}"),
+    );
     bmc.power(action).await?;
     let summary = match before {
         PowerState::On => "was on: cycled, on again (confirmed)",
@@ -121,8 +125,9 @@ mod tests {
     #[tokio::test]
     async fn powers_on_an_off_machine_and_cycles_an_on_one() {
         let seen = Mutex::new(Vec::new());
-        let note =
-            |kind: &str, detail: String| seen.lock().unwrap().push(format!("{kind}: {detail}"));
+        let note = |kind: EventKind, detail: String| {
+            seen.lock().unwrap().push(format!("{kind}: {detail}"))
+        };
         let off = FakeBmc::default();
         let r = run_job(
             PowerJob::Netboot { attempt: 1 },
@@ -160,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_carry_whether_a_retry_can_help() {
-        let note = |_: &str, _: String| {};
+        let note = |_: EventKind, _: String| {};
         for (err, retryable) in [
             (
                 BmcError::Unreachable {
@@ -197,8 +202,9 @@ mod tests {
     #[tokio::test]
     async fn without_a_mode_label_the_step_says_the_mode_is_left_alone() {
         let seen = Mutex::new(Vec::new());
-        let note =
-            |kind: &str, detail: String| seen.lock().unwrap().push(format!("{kind}: {detail}"));
+        let note = |kind: EventKind, detail: String| {
+            seen.lock().unwrap().push(format!("{kind}: {detail}"))
+        };
         let bmc = FakeBmc::default();
         run_job(
             PowerJob::Netboot { attempt: 1 },
@@ -217,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_step_points_the_machine_at_its_disk() {
-        let note = |_: &str, _: String| {};
+        let note = |_: EventKind, _: String| {};
         let bmc = FakeBmc::default();
         let r = run_job(
             PowerJob::BootDisk { attempt: 1 },

@@ -4,6 +4,7 @@
 //! [`Provisioning`] backend's business (the CLI wires the engine in), so this crate stays
 //! protocol-only. Every refused attempt leaves one `http.refused` event naming its source.
 
+use kiln_model::EventKind;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
@@ -204,7 +205,7 @@ fn refused(state: &AppState, route: &str, peer: IpAddr, e: &ApiError) {
         return;
     }
     let mut ev = Event::now(
-        "http.refused",
+        EventKind::HttpRefused,
         format!("{route} from {peer}: {}", e.message),
     )
     .with_ip(peer);

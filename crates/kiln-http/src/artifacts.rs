@@ -1,6 +1,7 @@
 //! Files under a root: HEAD, single byte ranges, ETag and conditional requests,
 //! streamed from disk in large chunks.
 
+use kiln_model::EventKind;
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -34,11 +35,11 @@ impl Served {
         }
     }
 
-    fn names(self) -> (&'static str, &'static str) {
+    fn names(self) -> (&'static str, EventKind) {
         match self {
-            Served::Artifacts => ("artifacts", "http.artifact"),
-            Served::Images => ("images", "http.image"),
-            Served::Boot => ("boot", "http.boot"),
+            Served::Artifacts => ("artifacts", EventKind::HttpArtifact),
+            Served::Images => ("images", EventKind::HttpImage),
+            Served::Boot => ("boot", EventKind::HttpBoot),
         }
     }
 }

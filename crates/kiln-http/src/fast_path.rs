@@ -33,12 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::HttpLimits;
 use crate::deadline::{DeadlineBody, Guarded, Phase, SharedPhase, TimedIo, timed_out};
 use crate::http1::{self, Parsed};
-use crate::limits::{Admission, refused};
+use crate::limits::Admission;
 
 /// Request extension: this request arrived on the sendfile path, so a file handler may
 /// answer with a [`FileRange`] instead of a body.
@@ -77,56 +77,15 @@ pub(crate) async fn serve(
 ) -> io::Result<()> {
     let limits = Arc::new(limits);
     let admission = Admission::with_events(&limits, refusals);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (done_tx, done_rx) = watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    accept_failed("http", e).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let permit = match admission.admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(why) => {
-                refused(&admission, why, peer.ip());
-                drop(stream);
-                continue;
-            }
-        };
-        let (app, stop, done) = (app.clone(), stop_rx.clone(), done_rx.clone());
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            connection(stream, peer, app, stop, limits).await;
-            drop(permit);
-            drop(done);
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(done_rx);
-    done_tx.closed().await;
+    crate::accept::accept_loop(
+        "http",
+        listener,
+        admission,
+        shutdown,
+        |stream, peer, stop| connection(stream, peer, app.clone(), stop, limits.clone()),
+    )
+    .await;
     Ok(())
-}
-
-/// Per-connection errors (the peer reset before we accepted) are nothing; others (out of
-/// file descriptors) get a pause so the loop does not spin. `listener` names it in the log.
-pub(crate) async fn accept_failed(listener: &str, e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    warn!(error = %e, "{listener} accept failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves once shutdown is signalled (or the server is gone).

@@ -1,6 +1,7 @@
 //! The served connection loop over real loopback sockets: the sendfile path, the hand-over
 //! to hyper on the same connection, keep-alive rules, disconnects and shutdown.
 
+use kiln_model::EventKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -146,7 +147,7 @@ fn artifact_events(f: &Fixture) -> Vec<String> {
         .lock()
         .unwrap()
         .iter()
-        .filter(|e| e.kind == "http.artifact")
+        .filter(|e| e.kind == EventKind::HttpArtifact)
         .map(|e| {
             assert_eq!(e.ip, Some([127, 0, 0, 1].into()), "{e:?}");
             e.detail.clone()

@@ -1,5 +1,6 @@
 //! iPXE scripts: the machine's agent boot, or a way back to its own disk.
 
+use kiln_model::EventKind;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -90,7 +91,7 @@ pub(crate) async fn boot_script(
     };
     if !detail.is_empty() {
         state.events.emit(
-            Event::now("http.script", detail)
+            Event::now(EventKind::HttpScript, detail)
                 .with_mac(mac)
                 .with_ip(peer.ip()),
         );

@@ -2,6 +2,7 @@
 //! The router is built from a [`HttpConfig`] and the shared inventory; the
 //! binary binds it.
 
+mod accept;
 mod agent_api;
 mod artifacts;
 mod deadline;

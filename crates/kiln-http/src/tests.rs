@@ -1,3 +1,4 @@
+use kiln_model::EventKind;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -115,7 +116,7 @@ async fn netboot_on_renders_kernel_and_identity() {
         "no credential in a script anyone can fetch: {s}"
     );
     let ev = f.events.0.lock().unwrap();
-    assert_eq!(ev[0].kind, "http.script");
+    assert_eq!(ev[0].kind, EventKind::HttpScript);
     assert_eq!(ev[0].mac.unwrap().to_string(), "52:54:00:00:00:01");
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::HttpLimits;
-use crate::limits::{Admission, refused};
+use crate::limits::Admission;
 use tower::ServiceExt;
 use tracing::debug;
 
@@ -128,42 +128,14 @@ pub async fn serve_tls_with_limits(
     let mut caps = limits;
     caps.max_connections = caps.max_connections.min(MAX_TLS_CONNECTIONS);
     let admission = Admission::with_events(&caps, refusals);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (done_tx, done_rx) = watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    crate::fast_path::accept_failed("https", e).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let slot = match admission.admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(why) => {
-                refused(&admission, why, peer.ip());
-                continue;
-            }
-        };
-        let (app, acceptor, stop, done) = (
-            app.clone(),
-            acceptor.clone(),
-            stop_rx.clone(),
-            done_rx.clone(),
-        );
-        tokio::spawn(async move {
-            connection(stream, peer, app, acceptor, stop).await;
-            drop((slot, done));
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(done_rx);
-    done_tx.closed().await;
+    crate::accept::accept_loop(
+        "https",
+        listener,
+        admission,
+        shutdown,
+        |stream, peer, stop| connection(stream, peer, app.clone(), acceptor.clone(), stop),
+    )
+    .await;
     Ok(())
 }
 

@@ -62,26 +62,8 @@ pub struct ParsedCsv {
     pub warnings: Vec<CsvWarning>,
 }
 
-/// One problem, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CsvError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// The column name (empty for problems with the record as a whole).
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for CsvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        f.write_str(&self.message)
-    }
-}
+/// One problem, located in the file (`field`: the column name, empty for the record).
+pub type CsvError = crate::Diagnostic;
 
 /// Every problem found in a file; parsing goes on past the first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

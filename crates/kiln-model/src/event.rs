@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use kiln_api::EventKind;
+
 use crate::MacAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,12 +18,12 @@ pub struct Event {
     pub mac: Option<MacAddr>,
     pub ip: Option<IpAddr>,
     /// Dotted kind, protocol first: `dhcp.offer`, `tftp.sent`, `http.script`.
-    pub kind: String,
+    pub kind: EventKind,
     pub detail: String,
 }
 
 impl Event {
-    pub fn now(kind: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn now(kind: EventKind, detail: impl Into<String>) -> Self {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -31,7 +33,7 @@ impl Event {
             machine: None,
             mac: None,
             ip: None,
-            kind: kind.into(),
+            kind,
             detail: escape_controls(detail.into()),
         }
     }
@@ -40,9 +42,7 @@ impl Event {
     /// exchange, a TFTP transfer, an HTTP fetch) rather than the machine's workflow or BMC:
     /// anyone can cause those, so their history is bounded apart.
     pub fn is_wire(&self) -> bool {
-        ["dhcp.", "tftp.", "http."]
-            .iter()
-            .any(|p| self.kind.starts_with(p))
+        self.kind.is_wire()
     }
 
     pub fn with_mac(mut self, mac: MacAddr) -> Self {
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn control_characters_in_details_are_escaped() {
         let e = Event::now(
-            "http.script",
+            EventKind::HttpScript,
             "GET /ipxe/\x1b[2J\x1b]0;pwned\x07/x\r\nfake line\u{9b}31m",
         );
         assert!(!e.detail.chars().any(char::is_control), "{:?}", e.detail);
@@ -107,7 +107,7 @@ mod tests {
             e.detail,
             "GET /ipxe/\\u{1b}[2J\\u{1b}]0;pwned\\u{7}/x\\r\\nfake line\\u{9b}31m"
         );
-        let plain = Event::now("dhcp.offer", "offered 10.0.0.5 — ok");
+        let plain = Event::now(EventKind::DhcpOffer, "offered 10.0.0.5 — ok");
         assert_eq!(plain.detail, "offered 10.0.0.5 — ok");
     }
 }

@@ -4,6 +4,7 @@
 pub mod bmc_address;
 pub mod cloudinit;
 pub mod csv;
+pub mod diagnostic;
 pub mod event;
 pub mod hardware;
 pub mod inventory;
@@ -13,7 +14,8 @@ pub mod secret;
 pub mod template;
 pub mod workflow;
 
-pub use event::{Event, EventSink, NullSink};
+pub use diagnostic::Diagnostic;
+pub use event::{Event, EventKind, EventSink, NullSink};
 pub use hardware::{BmcEndpoint, Hardware};
 pub use inventory::{Inventory, SharedInventory};
 pub use mac::MacAddr;

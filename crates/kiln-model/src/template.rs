@@ -6,84 +6,11 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use crate::Hardware;
 
-/// The actions the agent knows how to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
-    /// Stream an image to the disk: url, sha256, disk, optional size.
-    Image2disk,
-    /// Write a file into the installed OS: path, content, optional mode.
-    Writefile,
-    /// Write a NoCloud seed into the installed OS: optional user_data, meta_data, network_config.
-    CloudInit,
-    /// Run a command chrooted into the installed OS: command.
-    Exec,
-    /// Reboot into the installed OS.
-    Reboot,
-    /// kexec into the installed OS's kernel (faster than a firmware reboot).
-    Kexec,
-    /// Erase the disk's partition tables and file system signatures: optional disk.
-    Wipe,
-    /// Power the machine off; the workflow succeeds when the agent reports it.
-    Poweroff,
-}
-
-impl ActionKind {
-    pub const ALL: [(&'static str, ActionKind); 8] = [
-        ("image2disk", ActionKind::Image2disk),
-        ("writefile", ActionKind::Writefile),
-        ("cloud-init", ActionKind::CloudInit),
-        ("exec", ActionKind::Exec),
-        ("reboot", ActionKind::Reboot),
-        ("kexec", ActionKind::Kexec),
-        ("wipe", ActionKind::Wipe),
-        ("poweroff", ActionKind::Poweroff),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .expect("every kind is listed")
-    }
-
-    /// (required, optional) parameters.
-    fn params(self) -> (&'static [&'static str], &'static [&'static str]) {
-        match self {
-            ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size"]),
-            ActionKind::Writefile => (&["path", "content"], &["mode", "disk"]),
-            ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config", "disk"]),
-            ActionKind::Exec => (&["command"], &["disk"]),
-            ActionKind::Wipe => (&[], &["disk"]),
-            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff => (&[], &[]),
-        }
-    }
-
-    /// Whether the machine leaves the agent after this action.
-    pub fn ends_agent(self) -> bool {
-        matches!(
-            self,
-            ActionKind::Reboot | ActionKind::Kexec | ActionKind::Poweroff
-        )
-    }
-
-    /// Whether the workflow is over once this action succeeds (the machine is off: no
-    /// installed OS will phone home).
-    pub fn ends_workflow(self) -> bool {
-        matches!(self, ActionKind::Poweroff)
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use kiln_api::agent::{ActionKind, ActionSpec};
 
 /// A validated template. Parameters are still template text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,37 +23,13 @@ pub struct Template {
     pub source: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionSpec {
-    pub name: String,
-    pub kind: ActionKind,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub params: BTreeMap<String, String>,
-}
-
 /// Defaults when a template does not say.
 pub const DEFAULT_WORKFLOW_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// One problem in a template file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
-    pub file: String,
-    pub line: usize,
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file, self.line)?;
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        f.write_str(&self.message)
-    }
-}
+/// One problem in a template, at its line and column (`field`: the key, like `actions[2].timeout`).
+pub type TemplateError = crate::Diagnostic;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct TemplateErrors(pub Vec<TemplateError>);
@@ -196,17 +99,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// The largest template taken (real ones are a few KiB; a cloud-init user-data inline too).
 pub const MAX_TEMPLATE_BYTES: usize = 1024 * 1024;
 
+/// A YAML location as (line, column).
+fn pos(at: Location) -> (u64, u64) {
+    (at.line(), at.column())
+}
+
 /// Parses and validates a template. All problems are reported, each with its line.
 pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors> {
-    let err = |line: u32, field: &str, message: String| TemplateError {
+    let err = |(line, column): (u64, u64), field: &str, message: String| TemplateError {
         file: file.to_string(),
         line: line.max(1) as usize,
+        column: column.max(1) as usize,
         field: field.to_string(),
         message,
     };
     if text.len() > MAX_TEMPLATE_BYTES {
         return Err(TemplateErrors(vec![err(
-            1,
+            (1, 1),
             "",
             format!(
                 "the template is larger than {} KiB: not a workflow template",
@@ -217,7 +126,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
     // Typed all the way down: an alias to a nested list fails at its first element, so an
     // alias bomb is refused before it expands.
     let raw: RawTemplate = serde_saphyr::from_str(text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(1);
+        let at = e.location().map(pos).unwrap_or((1, 1));
         // The library's message may carry a rendered snippet; keep its first line.
         let msg = e.to_string();
         let first = msg
@@ -226,13 +135,13 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
             .unwrap_or("invalid YAML")
             .trim()
             .to_string();
-        TemplateErrors(vec![err(line as u32, "", first)])
+        TemplateErrors(vec![err(at, "", first)])
     })?;
     let mut errors = Vec::new();
     let name = raw.name.value.trim().to_string();
     if !crate::labels::is_dns_subdomain(&name) {
         errors.push(err(
-            raw.name.referenced.line() as u32,
+            pos(raw.name.referenced),
             "name",
             format!("{name:?} must be lower-case letters, digits and '-'"),
         ));
@@ -240,13 +149,13 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
     let timeout = match &raw.timeout {
         None => DEFAULT_WORKFLOW_TIMEOUT,
         Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
-            errors.push(err(t.referenced.line() as u32, "timeout", m));
+            errors.push(err(pos(t.referenced), "timeout", m));
             DEFAULT_WORKFLOW_TIMEOUT
         }),
     };
     if raw.actions.value.is_empty() {
         errors.push(err(
-            raw.actions.referenced.line() as u32,
+            pos(raw.actions.referenced),
             "actions",
             "at least one action is required".into(),
         ));
@@ -256,18 +165,18 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
     let count = raw.actions.value.len();
     for (i, a) in raw.actions.value.iter().enumerate() {
         let at = |s: &str| format!("actions[{i}].{s}");
-        let a_line = a.referenced.line() as u32;
+        let a_line = pos(a.referenced);
         let a = &a.value;
         let aname = a.name.value.trim().to_string();
         if aname.is_empty() {
             errors.push(err(
-                a.name.referenced.line() as u32,
+                pos(a.name.referenced),
                 &at("name"),
                 "must not be empty".into(),
             ));
         } else if let Some(first) = names.insert(aname.clone(), a.name.referenced.line()) {
             errors.push(err(
-                a.name.referenced.line() as u32,
+                pos(a.name.referenced),
                 &at("name"),
                 format!("{aname:?} is already the name of the action on line {first}"),
             ));
@@ -279,7 +188,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
         else {
             let known: Vec<&str> = ActionKind::ALL.iter().map(|(n, _)| *n).collect();
             errors.push(err(
-                a.kind.referenced.line() as u32,
+                pos(a.kind.referenced),
                 &at("kind"),
                 format!(
                     "unknown kind {:?} (one of {})",
@@ -292,7 +201,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
         let timeout = match &a.timeout {
             None => DEFAULT_ACTION_TIMEOUT,
             Some(t) => parse_duration(&t.value).unwrap_or_else(|m| {
-                errors.push(err(t.referenced.line() as u32, &at("timeout"), m));
+                errors.push(err(pos(t.referenced), &at("timeout"), m));
                 DEFAULT_ACTION_TIMEOUT
             }),
         };
@@ -301,7 +210,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
             && r.value > 10
         {
             errors.push(err(
-                r.referenced.line() as u32,
+                pos(r.referenced),
                 &at("retries"),
                 format!("{} is more than 10", r.value),
             ));
@@ -325,24 +234,20 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
                     allowed.join(", ")
                 };
                 errors.push(err(
-                    v.referenced.line() as u32,
+                    pos(v.referenced),
                     &at(&format!("with.{k}")),
                     format!("{kind} takes no parameter {k:?} (it takes {list})"),
                 ));
             }
             if let Err(e) = check_syntax(&v.value) {
-                errors.push(err(
-                    v.referenced.line() as u32,
-                    &at(&format!("with.{k}")),
-                    e,
-                ));
+                errors.push(err(pos(v.referenced), &at(&format!("with.{k}")), e));
             }
         }
         if let Some(sha) = a.with.get("sha256") {
             let s = sha.value.trim();
             if !s.contains("{{") && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit())) {
                 errors.push(err(
-                    sha.referenced.line() as u32,
+                    pos(sha.referenced),
                     &at("with.sha256"),
                     "must be 64 hex digits".into(),
                 ));
@@ -350,7 +255,7 @@ pub fn parse_template(file: &str, text: &str) -> Result<Template, TemplateErrors
         }
         if kind.ends_agent() && i + 1 != count {
             errors.push(err(
-                a.kind.referenced.line() as u32,
+                pos(a.kind.referenced),
                 &at("kind"),
                 format!("{kind} must be the last action: the agent is gone after it"),
             ));
@@ -551,14 +456,14 @@ actions:
         let errs = parse_template("bad.yaml", bad).unwrap_err();
         let text = errs.to_string();
         for want in [
-            "bad.yaml:1: name:",
-            "bad.yaml:2: timeout: \"soon\" is not a duration",
-            "bad.yaml:5: actions[0].kind: unknown kind \"image2dsk\"",
-            "bad.yaml:6: actions[1].name: \"a\" is already the name of the action on line 4",
-            "bad.yaml:9: actions[1].with.url: template error",
-            "bad.yaml:10: actions[1].with.colour: image2disk takes no parameter \"colour\"",
-            "bad.yaml:11: actions[1].with.sha256: must be 64 hex digits",
-            "bad.yaml:13: actions[2].kind: reboot must be the last action",
+            "bad.yaml:1:7: name:",
+            "bad.yaml:2:10: timeout: \"soon\" is not a duration",
+            "bad.yaml:5:11: actions[0].kind: unknown kind \"image2dsk\"",
+            "bad.yaml:6:11: actions[1].name: \"a\" is already the name of the action on line 4",
+            "bad.yaml:9:12: actions[1].with.url: template error",
+            "bad.yaml:10:15: actions[1].with.colour: image2disk takes no parameter \"colour\"",
+            "bad.yaml:11:15: actions[1].with.sha256: must be 64 hex digits",
+            "bad.yaml:13:11: actions[2].kind: reboot must be the last action",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
@@ -591,9 +496,9 @@ actions:
         let bad = "name: w\nactions:\n  - name: off\n    kind: poweroff\n    with:\n      disk: /dev/sda\n  - name: wipe\n    kind: wipe\n    with:\n      size: \"1\"\n";
         let text = parse_template("w.yaml", bad).unwrap_err().to_string();
         for want in [
-            "w.yaml:6: actions[0].with.disk: poweroff takes no parameter \"disk\" (it takes none)",
-            "w.yaml:4: actions[0].kind: poweroff must be the last action",
-            "w.yaml:10: actions[1].with.size: wipe takes no parameter \"size\" (it takes disk)",
+            "w.yaml:6:13: actions[0].with.disk: poweroff takes no parameter \"disk\" (it takes none)",
+            "w.yaml:4:11: actions[0].kind: poweroff must be the last action",
+            "w.yaml:10:13: actions[1].with.size: wipe takes no parameter \"size\" (it takes disk)",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -5,48 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::template::ActionSpec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkflowState {
-    /// Created; the machine has not booted the agent yet.
-    Pending,
-    /// The machine is booting Kiln's in-memory OS.
-    Netbooting,
-    /// The agent is running actions.
-    Running,
-    /// The agent handed over to the installed OS; waiting for its phone-home.
-    Rebooting,
-    Succeeded,
-    Failed,
-    TimedOut,
-}
-
-impl WorkflowState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            WorkflowState::Succeeded | WorkflowState::Failed | WorkflowState::TimedOut
-        )
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            WorkflowState::Pending => "pending",
-            WorkflowState::Netbooting => "netbooting",
-            WorkflowState::Running => "running",
-            WorkflowState::Rebooting => "rebooting",
-            WorkflowState::Succeeded => "succeeded",
-            WorkflowState::Failed => "failed",
-            WorkflowState::TimedOut => "timed-out",
-        }
-    }
-}
-
-impl std::fmt::Display for WorkflowState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use kiln_api::agent::{
+    ClaimRequest, Claimed, NextAction, Progress, Report, ReportKind, Seed, WorkflowState,
+    valid_agent_run,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,14 +18,6 @@ pub enum ActionState {
     Succeeded,
     Failed,
     TimedOut,
-}
-
-/// Streaming progress an action reports (image2disk).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub done: u64,
-    pub total: Option<u64>,
-    pub rate_bps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,43 +81,6 @@ pub struct AgentClaim {
     pub run: String,
 }
 
-/// `POST /v1/agent/claim`: the agent asks for its credential, once per netboot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClaimRequest {
-    pub mac: crate::MacAddr,
-    pub run: String,
-}
-
-/// The answer to a claim. The token goes in `Authorization: Bearer` on every later call.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claimed {
-    pub token: String,
-    pub workflow: String,
-}
-
-impl std::fmt::Debug for Claimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claimed")
-            .field("token", &"<redacted>")
-            .field("workflow", &self.workflow)
-            .finish()
-    }
-}
-
-/// `GET /v1/agent/seed`: the machine's NoCloud seed, handed out once per workflow.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seed {
-    pub user_data: String,
-    pub meta_data: String,
-    pub network_config: String,
-}
-
-impl std::fmt::Debug for Seed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Seed { <redacted> }")
-    }
-}
-
 /// Stands for the phone-home URL's signature in rendered templates: the server puts the
 /// real one in when it hands an action or the seed to the agent, so the store never holds it.
 pub const PHONE_HOME_SIGNATURE_MARKER: &str = "KILN-PHONE-HOME-SIGNATURE";
@@ -212,47 +129,4 @@ impl Workflow {
             .iter()
             .position(|a| a.state != ActionState::Succeeded)
     }
-}
-
-/// What the agent receives from `GET /v1/agent/next[?run=ID]`. `run` names the agent
-/// process (the kernel's boot id and its PID): a retried call of the same run, after a lost
-/// answer, gets the running attempt again; a new run (the machine rebooted) starts a new one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum NextAction {
-    /// Run this action now.
-    Run {
-        index: usize,
-        attempt: u32,
-        action: ActionSpec,
-    },
-    /// Nothing to do yet (a retry is backing off): ask again after this long.
-    Wait { seconds: u64 },
-    /// The workflow is over: stop.
-    Done { state: WorkflowState },
-}
-
-/// What the agent posts to `POST /v1/agent/report`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub index: usize,
-    pub attempt: u32,
-    #[serde(flatten)]
-    pub kind: ReportKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "report", rename_all = "kebab-case")]
-pub enum ReportKind {
-    Progress(Progress),
-    Log { lines: Vec<String> },
-    Succeeded { message: String },
-    Failed { message: String },
-}
-
-/// Whether `run` is an agent-run id the server keeps: short, of letters, digits and '-'.
-pub fn valid_agent_run(run: &str) -> bool {
-    !run.is_empty()
-        && run.len() <= 64
-        && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent_tls::AgentTlsListener;
 use crate::error::{ServerError, StartContext};
-use crate::options::{ServeOptions, images_dir};
+use crate::options::{Limits, ServeOptions, images_dir};
 
 /// A service's task, its error logged when it ends with one.
 fn supervised<E: std::fmt::Display + Send + 'static>(
@@ -39,7 +39,34 @@ pub async fn spawn(
     agent_tls: &AgentTlsListener,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
-    let mut tasks = Vec::new();
+    // The same limits on both HTTP listeners (each counts its own connections; TLS at most 512).
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let limits = opts
+        .limits
+        .clone()
+        .within_open_files(open_files.unwrap_or(u64::MAX));
+    let mut tasks = http(
+        opts, engine, inventory, events, metrics, agent_tls, &limits, shutdown,
+    )
+    .await?;
+    tasks.push(tftp(opts, events, &limits, shutdown).await?);
+    tasks.extend(dhcp(opts, inventory, events, shutdown)?);
+    Ok(tasks)
+}
+
+/// The provisioning network's HTTP: plain (scripts, artifacts, images) and the agent API over
+/// TLS, one router behind both.
+#[allow(clippy::too_many_arguments)]
+async fn http(
+    opts: &ServeOptions,
+    engine: &Engine,
+    inventory: &SharedInventory,
+    events: &Arc<dyn EventSink>,
+    metrics: &PrometheusHandle,
+    agent_tls: &AgentTlsListener,
+    limits: &Limits,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServerError> {
     let server_url = opts.server_url();
     let http_cfg = kiln_http::HttpConfig {
         server_url: server_url.clone(),
@@ -52,7 +79,7 @@ pub async fn spawn(
     };
     let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
         engine: engine.clone(),
-        server_url: server_url.clone(),
+        server_url,
         check_peer_ip: opts.dhcp_mode == kiln_dhcp::Mode::Reservation,
         phone_home_key: crate::server_key::load_or_create(&opts.data_dir)?,
     });
@@ -64,66 +91,74 @@ pub async fn spawn(
         Arc::new(move || render.render()),
         provisioning,
     );
-    // The same limits on both listeners (each counts its own connections; TLS at most 512).
-    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let limits = opts
-        .limits
-        .clone()
-        .within_open_files(open_files.unwrap_or(u64::MAX));
-    tasks.push(supervised(
-        "agent API (TLS)",
-        agent_tls
-            .spawn(
-                app.clone(),
-                limits.http.clone(),
-                events.clone(),
-                until(shutdown.clone()),
-            )
-            .await?,
-    ));
+    let agent_api = agent_tls
+        .spawn(
+            app.clone(),
+            limits.http.clone(),
+            events.clone(),
+            until(shutdown.clone()),
+        )
+        .await?;
     let http_addr = SocketAddr::from((opts.address, opts.http_port));
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .with_start(|| format!("binding HTTP to {http_addr}"))?;
-    tasks.push(supervised(
-        "HTTP",
-        kiln_http::serve_with_limits(
-            listener,
-            kiln_http::plain_only(app),
-            limits.http.clone(),
-            Some(events.clone()),
-            until(shutdown.clone()),
-        ),
-    ));
+    let plain = kiln_http::serve_with_limits(
+        listener,
+        kiln_http::plain_only(app),
+        limits.http.clone(),
+        Some(events.clone()),
+        until(shutdown.clone()),
+    );
+    Ok(vec![
+        supervised("agent API (TLS)", agent_api),
+        supervised("HTTP", plain),
+    ])
+}
 
-    let mut tftp_cfg = kiln_tftp::TftpConfig::new(
+async fn tftp(
+    opts: &ServeOptions,
+    events: &Arc<dyn EventSink>,
+    limits: &Limits,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let mut cfg = kiln_tftp::TftpConfig::new(
         SocketAddr::from((opts.address, opts.tftp_port)),
         &opts.tftp_root,
     );
-    tftp_cfg.max_per_source = limits.tftp_max_per_source;
-    let tftp = kiln_tftp::TftpServer::bind(tftp_cfg, Default::default(), events.clone())
+    cfg.max_per_source = limits.tftp_max_per_source;
+    let tftp = kiln_tftp::TftpServer::bind(cfg, Default::default(), events.clone())
         .await
         .with_start(|| format!("starting TFTP on {}:{}", opts.address, opts.tftp_port))?;
-    tasks.push(supervised("TFTP", tftp.serve(shutdown.clone())));
+    Ok(supervised("TFTP", tftp.serve(shutdown.clone())))
+}
 
-    if opts.dhcp_mode != kiln_dhcp::Mode::Off {
-        let iface = opts
-            .interface
-            .clone()
-            .ok_or_else(|| ServerError::Invalid("DHCP needs --interface".into()))?;
-        let mut cfg = kiln_dhcp::Config::new(opts.address, server_url);
-        cfg.mode = opts.dhcp_mode;
-        cfg.lease_secs = opts.lease_secs;
-        let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
-        let dhcp = kiln_dhcp::DhcpServer::bind(server_opts, inventory.clone(), events.clone())
-            .with_start(|| format!("starting DHCP on {iface}"))?;
-        tasks.push(supervised("DHCP", dhcp.serve(shutdown.clone())));
-        if opts.router_advert {
-            let rx = shutdown.clone();
-            tasks.push(supervised("router advertisements", async move {
-                kiln_dhcp::run_router_advert(&iface, rx).await
-            }));
-        }
+/// DHCP (and router advertisements) on the named interface only; nothing with `--dhcp-mode off`.
+fn dhcp(
+    opts: &ServeOptions,
+    inventory: &SharedInventory,
+    events: &Arc<dyn EventSink>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServerError> {
+    if opts.dhcp_mode == kiln_dhcp::Mode::Off {
+        return Ok(Vec::new());
+    }
+    let iface = opts
+        .interface
+        .clone()
+        .ok_or_else(|| ServerError::Invalid("DHCP needs --interface".into()))?;
+    let mut cfg = kiln_dhcp::Config::new(opts.address, opts.server_url());
+    cfg.mode = opts.dhcp_mode;
+    cfg.lease_secs = opts.lease_secs;
+    let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
+    let dhcp = kiln_dhcp::DhcpServer::bind(server_opts, inventory.clone(), events.clone())
+        .with_start(|| format!("starting DHCP on {iface}"))?;
+    let mut tasks = vec![supervised("DHCP", dhcp.serve(shutdown.clone()))];
+    if opts.router_advert {
+        let rx = shutdown.clone();
+        tasks.push(supervised("router advertisements", async move {
+            kiln_dhcp::run_router_advert(&iface, rx).await
+        }));
     }
     Ok(tasks)
 }

@@ -8,6 +8,7 @@ mod agent_tls;
 mod boot_services;
 pub mod cluster_seed;
 mod error;
+pub mod images;
 mod options;
 mod power;
 mod provisioning;

@@ -372,7 +372,8 @@ mod tests {
                 .unwrap()
                 .iter()
                 .filter(|e| {
-                    e.kind == "http.refused" && e.ip.map(|i| i.to_string()) == Some(ip.into())
+                    e.kind == kiln_model::EventKind::HttpRefused
+                        && e.ip.map(|i| i.to_string()) == Some(ip.into())
                 })
                 .map(|e| e.detail.clone())
                 .collect()

@@ -2,7 +2,7 @@
 //! for them to end.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_model::{EventSink, Inventory, SharedInventory};
@@ -17,11 +17,10 @@ use crate::sink::StoreSink;
 /// Prometheus' recorder is process-wide: installed once, shared by every server a process runs
 /// (tests run several).
 fn metrics() -> Result<PrometheusHandle, ServerError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    // Servers starting at once (tests) install it once: the second would be refused.
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(h) = HANDLE.get() {
+    // A mutex, not a OnceLock: two servers starting at once must not both install.
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut installed = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = installed.as_ref() {
         return Ok(h.clone());
     }
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -35,7 +34,8 @@ fn metrics() -> Result<PrometheusHandle, ServerError> {
         .start("metric buckets")?
         .install_recorder()
         .start("installing the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *installed = Some(handle.clone());
+    Ok(handle)
 }
 
 /// A running server: where its listeners ended up (port 0 picks one) and how to stop it.

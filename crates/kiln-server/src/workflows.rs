@@ -10,10 +10,18 @@ use kiln_model::Hardware;
 use kiln_model::workflow::{PowerStep, Workflow};
 use kiln_store::{ActionLog, PhoneHome, Store, StoreError};
 
+/// A state as its JSON name (`timed-out`, `not-needed`).
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
 /// A workflow as the API shows it; `now_ms` ends the duration of one still running.
 pub fn view(w: &Workflow, phone_home: Option<&PhoneHome>, now_ms: u64) -> WorkflowView {
     let step = |s: &PowerStep| StepView {
-        state: s.state,
+        state: kebab(&s.state),
         attempts: s.attempts,
         message: s.message.clone(),
     };
@@ -23,7 +31,7 @@ pub fn view(w: &Workflow, phone_home: Option<&PhoneHome>, now_ms: u64) -> Workfl
         .map(|a| ActionView {
             name: a.spec.name.clone(),
             kind: a.spec.kind.to_string(),
-            state: a.state,
+            state: kebab(&a.state),
             attempts: a.attempts,
             max_attempts: a.spec.retries + 1,
             timeout_seconds: a.spec.timeout.as_secs_f64(),

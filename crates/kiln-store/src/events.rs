@@ -88,30 +88,33 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::testutil::temp_store;
-    use kiln_model::Event;
+    use kiln_model::{Event, EventKind};
 
     #[test]
     fn a_flood_of_fetches_cannot_push_out_workflow_and_bmc_events() {
         let (_d, store) = temp_store();
         store
             .append_events(&[
-                Event::now("workflow.created", "w1").with_machine("a"),
-                Event::now("bmc.done", "power on into netboot").with_machine("a"),
+                Event::now(EventKind::WorkflowCreated, "w1").with_machine("a"),
+                Event::now(EventKind::BmcDone, "power on into netboot").with_machine("a"),
             ])
             .unwrap();
         let flood: Vec<Event> = (0..super::MAX_EVENTS_PER_MACHINE + 100)
-            .map(|i| Event::now("http.script", format!("#{i}")).with_machine("a"))
+            .map(|i| Event::now(EventKind::HttpScript, format!("#{i}")).with_machine("a"))
             .collect();
         store.append_events(&flood).unwrap();
-        let kinds: Vec<String> = store
+        let kinds: Vec<EventKind> = store
             .events(Some("a"), 0, 100_000)
             .unwrap()
             .into_iter()
             .map(|r| r.event.kind)
             .collect();
-        assert!(kinds.contains(&"workflow.created".into()), "kept");
-        assert!(kinds.contains(&"bmc.done".into()), "kept");
-        let fetches = kinds.iter().filter(|k| *k == "http.script").count();
+        assert!(kinds.contains(&EventKind::WorkflowCreated), "kept");
+        assert!(kinds.contains(&EventKind::BmcDone), "kept");
+        let fetches = kinds
+            .iter()
+            .filter(|k| **k == EventKind::HttpScript)
+            .count();
         assert_eq!(
             fetches as i64,
             super::MAX_EVENTS_PER_MACHINE,
@@ -124,11 +127,11 @@ mod tests {
         let (_d, store) = temp_store();
         let n = super::MAX_EVENTS_PER_MACHINE as usize + 50;
         let batch: Vec<Event> = (0..n)
-            .map(|i| Event::now("dhcp.offer", format!("#{i}")).with_machine("a"))
+            .map(|i| Event::now(EventKind::DhcpOffer, format!("#{i}")).with_machine("a"))
             .collect();
         store.append_events(&batch).unwrap();
         store
-            .append_events(&[Event::now("tftp.sent", "x").with_machine("b")])
+            .append_events(&[Event::now(EventKind::TftpSent, "x").with_machine("b")])
             .unwrap();
         let a = store.events(Some("a"), 0, 10_000).unwrap();
         assert_eq!(a.len(), super::MAX_EVENTS_PER_MACHINE as usize);

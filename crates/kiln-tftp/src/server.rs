@@ -8,6 +8,7 @@
 //! with a TFTP ERROR 5: the transfer is unaffected either way, and the
 //! connected socket saves a route lookup per DATA packet.
 
+use kiln_model::EventKind;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -316,7 +317,7 @@ impl TftpServer {
         if let Some((code, msg)) = refusal {
             count("refused");
             self.shared.emit(
-                "tftp.refused",
+                EventKind::TftpRefused,
                 format!("{}: {msg}", printable(&req.filename)),
                 peer,
             );
@@ -335,7 +336,7 @@ impl TftpServer {
                 count("per_source");
                 let msg = "too many transfers from this address";
                 self.shared.emit(
-                    "tftp.refused",
+                    EventKind::TftpRefused,
                     format!("{}: {msg}", printable(&req.filename)),
                     peer,
                 );
@@ -365,7 +366,7 @@ impl TftpServer {
 }
 
 impl Shared {
-    fn emit(&self, kind: &str, detail: String, peer: SocketAddr) {
+    fn emit(&self, kind: EventKind, detail: String, peer: SocketAddr) {
         self.events
             .emit(Event::now(kind, detail).with_ip(peer.ip().to_canonical()));
     }
@@ -453,9 +454,9 @@ async fn serve_read(
             debug!(%peer, file = %name, error = %e, "tftp refused");
             count(outcome);
             let kind = if outcome == "failed" {
-                "tftp.failed"
+                EventKind::TftpFailed
             } else {
-                "tftp.refused"
+                EventKind::TftpRefused
             };
             shared.emit(kind, format!("{name}: {e}"), peer);
             encode_error(&mut out, code, msg);
@@ -517,7 +518,7 @@ async fn serve_read(
                 neg.windowsize
             );
             debug!(%peer, "tftp sent {detail}");
-            shared.emit("tftp.sent", detail, peer);
+            shared.emit(EventKind::TftpSent, detail, peer);
         }
         // PXE ROMs ask for tsize, then abort after the OACK to re-request
         // with other options: normal, so no event.
@@ -551,7 +552,7 @@ async fn serve_read(
                 transfer.len()
             );
             debug!(%peer, "tftp failed: {detail}");
-            shared.emit("tftp.failed", detail, peer);
+            shared.emit(EventKind::TftpFailed, detail, peer);
         }
     }
 }

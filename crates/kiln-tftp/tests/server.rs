@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server on 127.0.0.1 (ephemeral port) and a small
 //! TFTP client written here. Timeouts are only upper bounds; nothing sleeps.
 
+use kiln_model::EventKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,13 +32,8 @@ impl EventSink for Collect {
 }
 
 impl Collect {
-    fn kinds(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e.kind.clone())
-            .collect()
+    fn kinds(&self) -> Vec<EventKind> {
+        self.0.lock().unwrap().iter().map(|e| e.kind).collect()
     }
     fn all(&self) -> Vec<Event> {
         self.0.lock().unwrap().clone()
@@ -175,7 +171,7 @@ async fn default_options() {
 
     // The server emits its event after the final ACK, maybe just after we return.
     let events = wait_for(&s.events, |k| {
-        k.iter().filter(|k| *k == "tftp.sent").count() == 3
+        k.iter().filter(|k| **k == EventKind::TftpSent).count() == 3
     })
     .await;
     let e = events
@@ -194,7 +190,7 @@ async fn default_options() {
 
 /// Poll the event sink (bounded) until `ok` holds: events are emitted by the
 /// server task after the client has already seen the last packet.
-async fn wait_for(events: &Collect, ok: impl Fn(&[String]) -> bool) -> Vec<Event> {
+async fn wait_for(events: &Collect, ok: impl Fn(&[EventKind]) -> bool) -> Vec<Event> {
     timeout(UPPER_BOUND, async {
         loop {
             let notified = events.1.notified();
@@ -268,7 +264,7 @@ async fn write_requests_are_refused() {
         0,
         "nothing written"
     );
-    wait_for(&s.events, |k| k == ["tftp.refused"]).await;
+    wait_for(&s.events, |k| k == [EventKind::TftpRefused]).await;
     s.stop().await;
 }
 
@@ -313,13 +309,13 @@ async fn traversal_and_missing_files_are_refused() {
         b"fine"
     );
     let events = wait_for(&s.events, |k| {
-        k.iter().filter(|k| *k == "tftp.refused").count() == 8
+        k.iter().filter(|k| **k == EventKind::TftpRefused).count() == 8
     })
     .await;
     assert!(
         events
             .iter()
-            .all(|e| e.kind != "tftp.sent" || e.detail.starts_with("sub"))
+            .all(|e| e.kind != EventKind::TftpSent || e.detail.starts_with("sub"))
     );
     s.stop().await;
 }
@@ -426,7 +422,7 @@ async fn stranger_packets_do_not_disturb_a_transfer() {
         }
     }
     assert_eq!(data, file);
-    wait_for(&s.events, |k| k == ["tftp.sent"]).await;
+    wait_for(&s.events, |k| k == [EventKind::TftpSent]).await;
     s.stop().await;
 }
 
@@ -458,7 +454,7 @@ async fn repeated_request_does_not_start_a_second_transfer() {
         Packet::parse(&buf[..n]).unwrap(),
         Packet::Error { .. }
     ));
-    wait_for(&s.events, |k| k == ["tftp.failed"]).await;
+    wait_for(&s.events, |k| k == [EventKind::TftpFailed]).await;
     s.stop().await;
 }
 
@@ -537,7 +533,7 @@ async fn one_address_cannot_hold_every_slot() {
             message: "too many transfers from this address".into()
         }
     );
-    let refused = wait_for(&s.events, |k| k.iter().any(|k| k == "tftp.refused")).await;
+    let refused = wait_for(&s.events, |k| k.contains(&EventKind::TftpRefused)).await;
     assert!(
         refused
             .iter()
@@ -563,8 +559,11 @@ async fn size_probe_abort_is_not_a_failure() {
     encode_error(&mut out, ErrorCode::OptionRefused, "size probe");
     c.send_to(&out, tid).await.unwrap();
     get_ok(s.addr, "f", rt_opts(Some(1468), None, true)).await;
-    let events = wait_for(&s.events, |k| k.contains(&"tftp.sent".to_string())).await;
-    assert!(events.iter().all(|e| e.kind != "tftp.failed"), "{events:?}");
+    let events = wait_for(&s.events, |k| k.contains(&EventKind::TftpSent)).await;
+    assert!(
+        events.iter().all(|e| e.kind != EventKind::TftpFailed),
+        "{events:?}"
+    );
     s.stop().await;
 }
 
@@ -604,7 +603,7 @@ async fn curl_fetches_the_same_bytes() {
         std::fs::read(&dest).unwrap() == file,
         "curl got different bytes"
     );
-    let events = wait_for(&s.events, |k| k.contains(&"tftp.sent".to_string())).await;
+    let events = wait_for(&s.events, |k| k.contains(&EventKind::TftpSent)).await;
     assert!(
         events.iter().any(|e| e.detail.contains("blksize=1468")),
         "{events:?}"

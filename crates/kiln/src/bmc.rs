@@ -1,6 +1,7 @@
 //! `kiln bmc status|on|off|cycle|reset|pxe|disk|info (NAME… | --selector k=v)`: many machines in
 //! parallel, one result row each. Every change is also an event of its machine.
 
+use kiln_model::EventKind;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -240,8 +241,15 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("kiln bmc {:?} failed: {}", op, r.detail)
                 };
-                Event::now(if r.ok { "bmc.done" } else { "bmc.failed" }, detail)
-                    .with_machine(r.machine.clone())
+                Event::now(
+                    if r.ok {
+                        EventKind::BmcDone
+                    } else {
+                        EventKind::BmcFailed
+                    },
+                    detail,
+                )
+                .with_machine(r.machine.clone())
             })
             .collect();
         store.append_events(&events)?;

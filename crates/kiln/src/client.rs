@@ -200,6 +200,23 @@ impl Client {
         self.finish(path, r)
     }
 
+    /// A PUT whose body (`len` bytes) is read from `body` as it goes out, never held whole.
+    pub fn put_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .put(&self.url(path))
+            .header("authorization", &self.auth())
+            .header("content-type", "application/octet-stream")
+            .header("content-length", &len.to_string())
+            .send(ureq::SendBody::from_reader(body));
+        self.finish(path, r)
+    }
+
     /// A raw streaming GET (Server-Sent Events): the response, to read line by line.
     pub fn stream(&self, path: &str) -> Result<ureq::Body, ClientError> {
         let resp = self

@@ -3,6 +3,7 @@
 mod bmc;
 mod client;
 mod cluster;
+mod config;
 mod demo;
 mod enroll;
 mod events;
@@ -122,7 +123,14 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `Cli::parse()`, with `serve --config FILE` applied.
+    let cli: Cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ctx = Ctx {
         data_dir: cli.data_dir.clone(),
         server: cli.server.clone(),
@@ -137,7 +145,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&ctx, cmd),
-        Command::Image(cmd) => image::run(&cli.data_dir, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => man(out_dir),
     };

@@ -17,60 +17,91 @@ pub enum DhcpMode {
     Off,
 }
 
+/// How `serve` writes its log (stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald/log shippers).
+    Json,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
+    /// TOML file setting any of these flags (and --data-dir) under its long name in
+    /// snake_case, e.g. `http_port = 8080`; flags and KILN_* variables override it.
+    #[arg(long, env = "KILN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings serve would start with (and where each came from) as a config
+    /// file, and exit.
+    // Acted on by config::parse, from the parsed arguments, before Args exist.
     #[arg(long)]
+    print_config: bool,
+    /// Log format on stderr (RUST_LOG picks the level, default info).
+    #[arg(long, env = "KILN_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
+    #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
     /// Kiln's IPv4 address on the provisioning network (TFTP and HTTP bind to it).
-    #[arg(long)]
+    #[arg(long, env = "KILN_ADDRESS")]
     address: Ipv4Addr,
-    #[arg(long, value_enum, default_value = "reservation")]
+    #[arg(
+        long,
+        env = "KILN_DHCP_MODE",
+        value_enum,
+        default_value = "reservation"
+    )]
     dhcp_mode: DhcpMode,
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, env = "KILN_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
     /// Port of the agent API over TLS, on --address (the plain HTTP port then refuses
     /// /v1/agent/...). Its CA is made at first start in DATA_DIR/tls; netbooted kernels get
     /// kiln.api=https://ADDRESS:PORT and the CA's SHA-256 as kiln.ca-sha256=.
-    #[arg(long, default_value_t = 8443)]
+    #[arg(long, env = "KILN_AGENT_TLS_PORT", default_value_t = 8443)]
     agent_tls_port: u16,
     #[command(flatten)]
     http_limits: HttpLimitArgs,
-    #[arg(long, default_value_t = 69)]
+    #[arg(long, env = "KILN_TFTP_PORT", default_value_t = 69)]
     tftp_port: u16,
     /// Concurrent TFTP transfers one IP address may hold (a machine needs one or two; more
     /// only for load tests that fetch many files from one address).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "KILN_TFTP_MAX_PER_SOURCE", default_value_t = 8)]
     tftp_max_per_source: usize,
     /// iPXE binaries for TFTP (and /boot/ over HTTP).
-    #[arg(long, default_value = "/usr/lib/ipxe")]
+    #[arg(long, env = "KILN_TFTP_ROOT", default_value = "/usr/lib/ipxe")]
     tftp_root: PathBuf,
     /// Kernel and initrd of the in-memory OS, served under /artifacts/.
-    #[arg(long, default_value = "/var/lib/kiln/artifacts")]
+    #[arg(
+        long,
+        env = "KILN_ARTIFACTS",
+        default_value = "/var/lib/kiln/artifacts"
+    )]
     artifacts: PathBuf,
     /// Kernel file name under --artifacts.
-    #[arg(long, default_value = "vmlinuz")]
+    #[arg(long, env = "KILN_KERNEL", default_value = "vmlinuz")]
     kernel: String,
     /// Initrd file name under --artifacts.
-    #[arg(long, default_value = "initrd.img")]
+    #[arg(long, env = "KILN_INITRD", default_value = "initrd.img")]
     initrd: String,
     /// Extra kernel command line for netbooted machines.
     #[arg(
         long,
+        env = "KILN_KERNEL_ARGS",
         default_value = "console=ttyS0,115200 console=tty0 quiet cryptomgr.notests"
     )]
     kernel_args: String,
     /// Lease time for reserved addresses, in seconds.
-    #[arg(long, default_value_t = 86_400)]
+    #[arg(long, env = "KILN_LEASE_SECS", default_value_t = 86_400)]
     lease_secs: u32,
     /// Do not send IPv6 router advertisements (sent by default so iPXE does not
     /// wait ~16 s for IPv6 autoconfiguration; they carry no prefix and no default route).
-    #[arg(long)]
+    #[arg(long, env = "KILN_NO_ROUTER_ADVERT")]
     no_router_advert: bool,
     /// The admin API's address (REST over TLS with Kiln's CA, bearer tokens): keep it on the
     /// management network, never the provisioning one. Port 0 picks a free port (written to
     /// DATA_DIR/api.json for the CLI on this host).
-    #[arg(long, default_value = "127.0.0.1:9443")]
+    #[arg(long, env = "KILN_API_LISTEN", default_value = "127.0.0.1:9443")]
     api_listen: SocketAddr,
 }
 
@@ -81,18 +112,18 @@ struct HttpLimitArgs {
     /// Open HTTP connections in all; more are closed at once (counted in
     /// kiln_http_connections_refused_total). At most half the open-file limit is used, so
     /// TFTP keeps working when HTTP is full.
-    #[arg(long, default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "KILN_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_connections: usize,
     /// Open HTTP connections one IP address may hold (a machine needs one or two).
-    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "KILN_HTTP_MAX_PER_SOURCE", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_per_source: usize,
     /// A request head must be complete this long after the connection opened or its
     /// first byte arrived (10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = crate::output::duration_arg)]
+    #[arg(long, env = "KILN_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::output::duration_arg)]
     http_header_timeout: Duration,
     /// An HTTP connection with no request in flight is closed after this long (downloads
     /// in progress are never cut).
-    #[arg(long, default_value = "60s", value_parser = crate::output::duration_arg)]
+    #[arg(long, env = "KILN_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::output::duration_arg)]
     http_idle_timeout: Duration,
 }
 
@@ -140,12 +171,18 @@ impl Args {
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let opts = args.options(data_dir);
     opts.check_safety()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
+    }
+    if let Some(file) = &args.config {
+        tracing::info!(config = %file.display(), "settings read from the config file");
+    }
     match raise_open_file_limit() {
         Ok(n) => tracing::info!(open_files = n, "open-file limit"),
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_api::routes::path;
 use kiln_api::{CancelRequest, CreateWorkflows, LOG_PAGE, LogPage, StartOptions, WorkflowView};
-use kiln_model::workflow::{ActionState, StepState};
 
 use crate::Ctx;
 use crate::client::{Client, ClientError};
@@ -111,7 +110,7 @@ fn print_created(created: &[WorkflowView], output: Format) -> anyhow::Result<()>
     print!("{}", table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows));
     let powered = created
         .iter()
-        .filter(|w| w.bmc.start.state != StepState::NotNeeded)
+        .filter(|w| w.bmc.start.state != "not-needed")
         .count();
     if powered > 0 {
         println!(
@@ -409,7 +408,7 @@ fn print_show(wf: &WorkflowView) {
                 i.to_string(),
                 a.name.clone(),
                 a.kind.clone(),
-                format!("{:?}", a.state).to_lowercase(),
+                a.state.replace('-', ""), // as it always printed: `timedout`
                 format!("{}/{}", a.attempts, a.max_attempts),
                 dash(&a.started),
                 dash(&a.ended),
@@ -462,7 +461,7 @@ pub fn progress_line(w: &WorkflowView) -> String {
     let running = w
         .current()
         .map(|i| &w.actions[i])
-        .filter(|a| a.state == ActionState::Running);
+        .filter(|a| a.state == "running");
     match running.and_then(|a| a.progress.as_ref()) {
         Some(p) if p.total.is_some_and(|t| t > 0) => {
             let total = p.total.unwrap_or(1);
@@ -495,7 +494,7 @@ pub fn progress_line(w: &WorkflowView) -> String {
 mod tests {
     use super::*;
     use kiln_model::template::parse_template;
-    use kiln_model::workflow::{Progress, WorkflowState};
+    use kiln_model::workflow::{ActionState, Progress, WorkflowState};
 
     #[test]
     fn progress_line_shows_bytes_rate_and_eta() {

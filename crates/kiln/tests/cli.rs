@@ -1,9 +1,13 @@
 //! The `kiln` binary as CI drives it: `-o json` with RFC 3339 times, exit statuses of the
-//! commands that wait, cancel and retry, completions, the man page and `--version`.
+//! commands that wait, cancel and retry, completions, the man page and `--version`. The
+//! commands are clients of a `kiln serve` each test starts (tests/common).
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::Server;
 use serde_json::Value;
 
 const HARDWARE: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
@@ -31,12 +35,27 @@ image: http://10.9.0.1/os.raw.zst#sha256=000000000000000000000000000000000000000
 const SERVER: &str = "http://10.9.0.1:8080";
 
 fn kiln(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
+    kiln_as(data, None, args)
+}
+
+/// `kiln ARGS --data-dir DATA`, with `KILN_TOKEN=token` when given (else the data dir's
+/// admin token).
+fn kiln_as(data: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
         .arg("--data-dir")
         .arg(data)
-        .output()
-        .expect("running kiln")
+        .env_remove("KILN_DATA_DIR")
+        .env_remove("KILN_SERVER")
+        .env_remove("KILN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("KILN_TOKEN", t);
+    }
+    cmd.output().expect("running kiln")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn code(o: &Output) -> i32 {
@@ -64,29 +83,200 @@ fn is_rfc3339(v: &Value) -> bool {
     s.len() == 24 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s[..4].parse::<u32>().is_ok()
 }
 
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+/// A temp dir with the input files, a server on `DIR/data`, and n1, n2 enrolled. The
+/// server is dropped (killed) before the temp dir.
+fn setup() -> (Server, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let csv = dir.path().join("hardware.csv");
     std::fs::write(&csv, HARDWARE).unwrap();
     std::fs::write(dir.path().join("t.yaml"), TEMPLATE).unwrap();
     std::fs::write(dir.path().join("c1.yaml"), SPEC).unwrap();
+    let server = Server::start(&data);
     let v = json(&data, &["enroll", csv.to_str().unwrap(), "-o", "json"]);
     assert_eq!(v["enrolled"], true);
     assert_eq!(v["added"], serde_json::json!(["n1", "n2"]));
-    (dir, data)
+    (server, dir, data)
+}
+
+#[test]
+fn without_a_server_a_command_says_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("hardware.csv");
+    std::fs::write(&csv, HARDWARE).unwrap();
+    for args in [
+        vec!["hardware", "list"],
+        vec!["enroll", csv.to_str().unwrap()],
+    ] {
+        let o = kiln(&data, &args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("no Kiln server found")
+                && err.contains("--server")
+                && err.contains("KILN_SERVER"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!data.join("kiln.db").exists(), "the client made no store");
+}
+
+#[test]
+fn a_read_only_token_reads_but_every_change_is_refused_and_recorded() {
+    let (_server, _dir, data) = setup();
+    let made = kiln(&data, &["token", "create", "ci", "--scope", "read-only"]);
+    assert_eq!(code(&made), 0, "{}", stderr(&made));
+    let token = stdout(&made).trim().to_string();
+    assert!(stderr(&made).contains("read-only"), "{}", stderr(&made));
+
+    let list = kiln_as(&data, Some(&token), &["hardware", "list", "-o", "json"]);
+    assert_eq!(code(&list), 0, "a read is allowed: {}", stderr(&list));
+    let changes: [&[&str]; 3] = [
+        &["hardware", "netboot", "n1", "on"],
+        &["hardware", "update", "n1", "--label", "rack=r4"],
+        &["hardware", "delete", "n2"],
+    ];
+    for args in changes {
+        let o = kiln_as(&data, Some(&token), args);
+        assert_eq!(code(&o), 1, "{args:?} must be refused: {}", stdout(&o));
+        assert!(stderr(&o).contains("read-only"), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains(&token), "the token is never shown");
+    }
+    // Nothing changed.
+    let n1 = json(&data, &["hardware", "show", "n1", "-o", "json"]);
+    assert_eq!(
+        (n1["netboot"].as_bool(), n1["labels"]["rack"].as_str()),
+        (Some(false), None)
+    );
+    assert_eq!(
+        json(&data, &["hardware", "list", "-o", "json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A token that is not one (or no longer is): 401, also for reads.
+    let o = kiln_as(&data, Some("kiln_bogus_0000"), &["hardware", "list"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("unknown or revoked token"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(code(&kiln(&data, &["token", "revoke", "ci"])), 0);
+    let o = kiln_as(&data, Some(&token), &["hardware", "list"]);
+    assert_eq!(code(&o), 1, "revoked: {}", stdout(&o));
+
+    // Each refusal is an event (written in the background: wait for it), without the token.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let events = loop {
+        let events = stdout(&kiln(&data, &["events", "--last", "1000"]));
+        if events.matches("api.refused").count() >= 5 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(events.matches("api.refused").count(), 5, "{events}");
+    assert!(!events.contains(&token), "{events}");
+}
+
+#[test]
+fn hardware_update_and_delete() {
+    let (_server, dir, data) = setup();
+    // Labels: set, change, remove; the rest of the machine is untouched.
+    let up = json(
+        &data,
+        &[
+            "hardware", "update", "n2", "--label", "rack=r4", "--label", "role-", "-o", "json",
+        ],
+    );
+    assert_eq!(up["labels"], serde_json::json!({"rack": "r4"}), "{up}");
+    assert_eq!(up["mac"], "52:54:00:aa:00:02");
+    let shown = json(&data, &["hardware", "show", "n2", "-o", "json"]);
+    assert_eq!(shown["labels"], up["labels"]);
+    // Bad input names the label; a machine without a BMC has no credentials to change.
+    let o = kiln(&data, &["hardware", "update", "n2", "--label", "bad key=x"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("bad key"), "{}", stderr(&o));
+    let o = kiln(
+        &data,
+        &["hardware", "update", "n2", "--bmc-username", "root"],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("has no BMC"), "{}", stderr(&o));
+    assert_eq!(
+        code(&kiln(
+            &data,
+            &["hardware", "update", "nope", "--label", "a=b"]
+        )),
+        1
+    );
+
+    // Netboot on and off.
+    let o = kiln(&data, &["hardware", "netboot", "n2", "on"]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "n2: netboot on\n"));
+    assert_eq!(
+        json(&data, &["hardware", "show", "n2", "-o", "json"])["netboot"],
+        true
+    );
+
+    // Delete: refused while the machine has an unfinished workflow, done once it has none.
+    let t = dir.path().join("t.yaml");
+    let o = kiln(
+        &data,
+        &[
+            "workflow",
+            "create",
+            "--template",
+            t.to_str().unwrap(),
+            "--hardware",
+            "n1",
+            "--server-url",
+            SERVER,
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = kiln(&data, &["hardware", "delete", "n1"]);
+    assert_eq!(code(&o), 1, "n1 has a pending workflow");
+    assert!(stderr(&o).contains("n1"), "{}", stderr(&o));
+    let o = kiln(&data, &["hardware", "delete", "n2"]);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "n2: deleted\n"),
+        "{}",
+        stderr(&o)
+    );
+    let left = json(&data, &["hardware", "list", "-o", "json"]);
+    let names: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1"]);
+    let o = kiln(&data, &["hardware", "delete", "n2"]);
+    assert_eq!(code(&o), 1, "already gone");
+    assert!(
+        stderr(&o).contains("no machine named \"n2\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn enroll_json_names_each_problem_and_enrols_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = Server::start(&data);
     let csv = dir.path().join("bad.csv");
     std::fs::write(
         &csv,
         HARDWARE.replace("52:54:00:aa:00:02", "zz:54:00:aa:00:02"),
     )
     .unwrap();
-    let o = kiln(dir.path(), &["enroll", csv.to_str().unwrap(), "-o", "json"]);
+    let o = kiln(&data, &["enroll", csv.to_str().unwrap(), "-o", "json"]);
     assert_eq!(code(&o), 1);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["enrolled"], false);
@@ -96,7 +286,7 @@ fn enroll_json_names_each_problem_and_enrols_nothing() {
         (Some(3), Some("mac"))
     );
     assert!(e["column"].as_u64().unwrap() > 1, "{e}");
-    let list = json(dir.path(), &["hardware", "list", "-o", "json"]);
+    let list = json(&data, &["hardware", "list", "-o", "json"]);
     assert_eq!(list, serde_json::json!([]), "nothing enrolled");
 
     // A column EKS Anywhere users add (notes) is a warning in the JSON, and the file enrols.
@@ -107,10 +297,7 @@ fn enroll_json_names_each_problem_and_enrols_nothing() {
         .map(|(i, l)| format!("{l},{}\n", if i == 0 { "notes" } else { "rack 4" }))
         .collect();
     std::fs::write(&noted, text).unwrap();
-    let v = json(
-        dir.path(),
-        &["enroll", noted.to_str().unwrap(), "-o", "json"],
-    );
+    let v = json(&data, &["enroll", noted.to_str().unwrap(), "-o", "json"]);
     assert_eq!(v["enrolled"], true);
     let warnings = v["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{v}");
@@ -122,7 +309,7 @@ fn enroll_json_names_each_problem_and_enrols_nothing() {
 
 #[test]
 fn workflows_wait_cancel_and_retry_with_the_right_exit_status() {
-    let (dir, data) = setup();
+    let (_server, dir, data) = setup();
     let t = dir.path().join("t.yaml");
     let t = t.to_str().unwrap();
     let create = |extra: &[&str]| {
@@ -206,7 +393,7 @@ fn workflows_wait_cancel_and_retry_with_the_right_exit_status() {
 
 #[test]
 fn cluster_create_status_and_forced_delete_free_the_machines() {
-    let (dir, data) = setup();
+    let (_server, dir, data) = setup();
     let spec = dir.path().join("c1.yaml");
     let spec = spec.to_str().unwrap();
     let out = dir.path().join("dry");

@@ -1,8 +1,12 @@
 //! `kiln enroll` on hardware.csv files in the shapes EKS Anywhere's docs and
-//! test data use, run as the real binary against a store in a temp directory.
+//! test data use, run as the real binary against a `kiln serve` on a temp directory.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::Server;
 
 fn kiln(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -10,6 +14,8 @@ fn kiln(data_dir: &Path, args: &[&str]) -> Output {
         .arg(data_dir)
         .args(args)
         .env_remove("KILN_DATA_DIR")
+        .env_remove("KILN_SERVER")
+        .env_remove("KILN_TOKEN")
         .output()
         .expect("kiln runs")
 }
@@ -29,6 +35,7 @@ fn csv(dir: &Path, name: &str, body: &str) -> String {
 fn a_file_without_bmc_columns_enrolls_machines_without_bmcs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let _server = Server::start(&data);
     // EKS Anywhere's pkg/providers/tinkerbell/testdata/hardware_nobmc.csv shape,
     // with a dotted and an upper-case hyphenated MAC.
     let file = csv(
@@ -71,6 +78,7 @@ fn a_file_without_bmc_columns_enrolls_machines_without_bmcs() {
 fn unknown_columns_are_named_once_and_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let _server = Server::start(&data);
     // EKS Anywhere's test/e2e README inventory (vendor column), plus notes.
     let file = csv(
         dir.path(),
@@ -100,6 +108,7 @@ fn unknown_columns_are_named_once_and_ignored() {
 fn a_placeholder_bmc_ip_fails_at_its_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let _server = Server::start(&data);
     let file = csv(
         dir.path(),
         "template.csv",
@@ -128,6 +137,7 @@ fn a_placeholder_bmc_ip_fails_at_its_line_and_column() {
 fn bmcs_whose_passwords_travel_readable_are_named_at_enrolment() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let _server = Server::start(&data);
     let file = csv(
         dir.path(),
         "bmcs.csv",

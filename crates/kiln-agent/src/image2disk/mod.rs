@@ -65,7 +65,7 @@ pub struct Image2Disk {
 
 impl Image2Disk {
     /// From an image2disk action's parameters as the server renders them (see
-    /// `kiln_model::template::ActionKind::Image2disk`): `url`, `sha256`, `disk`, and `size`
+    /// `kiln_api::agent::ActionKind::Image2disk`): `url`, `sha256`, `disk`, and `size`
     /// (bytes of the raw image; optional, empty means unknown).
     pub fn from_params(params: &BTreeMap<String, String>) -> Result<Image2Disk, String> {
         let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());

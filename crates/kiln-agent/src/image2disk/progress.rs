@@ -53,16 +53,16 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 impl ProgressReport {
-    /// The server's view (`kiln_model::workflow::Progress`): image bytes written of the image
+    /// The server's view (`kiln_api::agent::Progress`): image bytes written of the image
     /// size when the size is known, else served bytes downloaded of the served length.
-    pub fn to_model(&self) -> kiln_model::workflow::Progress {
+    pub fn to_model(&self) -> kiln_api::agent::Progress {
         match self.image_size {
-            Some(size) => kiln_model::workflow::Progress {
+            Some(size) => kiln_api::agent::Progress {
                 done: self.written,
                 total: Some(size),
                 rate_bps: self.write_rate as u64,
             },
-            None => kiln_model::workflow::Progress {
+            None => kiln_api::agent::Progress {
                 done: self.downloaded,
                 total: self.download_total,
                 rate_bps: self.rate as u64,

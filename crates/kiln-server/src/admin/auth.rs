@@ -2,6 +2,7 @@
 //! SHA-256 in the store. Reads need any live token, changes an `admin` one. Every refusal is
 //! logged and recorded as an `api.refused` event naming the source.
 
+use kiln_model::EventKind;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -113,10 +114,19 @@ pub async fn require_token(
     let refuse = |status: StatusCode, code: &str, why: String| {
         tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
         state.events.emit(
-            Event::now("api.refused", format!("{what} from {}: {why}", peer.ip()))
-                .with_ip(peer.ip()),
+            Event::now(
+                EventKind::ApiRefused,
+                format!("{what} from {}: {why}", peer.ip()),
+            )
+            .with_ip(peer.ip()),
         );
-        Failure::new(status, code, why).into_response()
+        let mut response = Failure::new(status, code, why).into_response();
+        // The refused request's body is left unread: the connection is not reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
     };
     let Some(token) = presented else {
         return refuse(

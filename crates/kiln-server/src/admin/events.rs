@@ -35,7 +35,7 @@ pub(crate) fn event_view(rec: &EventRecord) -> EventView {
         machine: e.machine.clone(),
         mac: e.mac.map(|m| m.to_string()),
         ip: e.ip.map(|i| i.to_string()),
-        kind: e.kind.clone(),
+        kind: e.kind.as_str().to_string(),
         detail: e.detail.clone(),
     }
 }
@@ -200,7 +200,7 @@ mod tests {
                 machine: Some("n1".into()),
                 mac: Some("52:54:00:aa:00:01".parse().unwrap()),
                 ip: Some("10.9.0.11".parse().unwrap()),
-                kind: "dhcp.offer".into(),
+                kind: kiln_api::EventKind::DhcpOffer,
                 detail: "offered".into(),
             },
         };

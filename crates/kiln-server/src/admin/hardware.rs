@@ -41,7 +41,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Every enrolled machine, by hostname.
-#[utoipa::path(get, path = "/api/v1/hardware", tag = "hardware",
+#[utoipa::path(get, path = "/api/v1/hardware", operation_id = "hardware_list", tag = "hardware",
     responses((status = 200, description = "Enrolled machines", body = Vec<Hardware>)))]
 pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<Hardware>>> {
     let store = s.store.clone();
@@ -49,7 +49,7 @@ pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<Hardwa
 }
 
 /// One machine.
-#[utoipa::path(get, path = "/api/v1/hardware/{name}", tag = "hardware",
+#[utoipa::path(get, path = "/api/v1/hardware/{name}", operation_id = "hardware_get", tag = "hardware",
     params(("name" = String, Path, description = "hostname")),
     responses((status = 200, body = Hardware), (status = 404, body = kiln_api::ApiErrorBody)))]
 pub async fn get_one(
@@ -75,7 +75,7 @@ pub struct EnrollQuery {
 
 /// Enrols the machines of a hardware.csv (EKS Anywhere format): every row or none. Problems
 /// come back as details located `file:line:column`.
-#[utoipa::path(post, path = "/api/v1/hardware", tag = "hardware", params(EnrollQuery),
+#[utoipa::path(post, path = "/api/v1/hardware", operation_id = "hardware_enroll", tag = "hardware", params(EnrollQuery),
     request_body = EnrollRequest,
     responses((status = 200, body = EnrollOutcome),
         (status = 422, description = "Invalid rows or conflicts; nothing enrolled", body = kiln_api::ApiErrorBody)))]
@@ -144,7 +144,7 @@ fn enroll_blocking(
 }
 
 /// Changes labels, BMC credentials or netboot of one machine.
-#[utoipa::path(patch, path = "/api/v1/hardware/{name}", tag = "hardware",
+#[utoipa::path(patch, path = "/api/v1/hardware/{name}", operation_id = "hardware_update", tag = "hardware",
     params(("name" = String, Path, description = "hostname")),
     request_body = HardwareUpdate,
     responses((status = 200, body = Hardware), (status = 404, body = kiln_api::ApiErrorBody),
@@ -197,7 +197,7 @@ fn apply_update(hw: &mut Hardware, up: HardwareUpdate) -> Result<(), String> {
 }
 
 /// Forgets a machine. Refused (409) while it has an unfinished workflow or is a cluster node.
-#[utoipa::path(delete, path = "/api/v1/hardware/{name}", tag = "hardware",
+#[utoipa::path(delete, path = "/api/v1/hardware/{name}", operation_id = "hardware_delete", tag = "hardware",
     params(("name" = String, Path, description = "hostname")),
     responses((status = 204), (status = 404, body = kiln_api::ApiErrorBody),
         (status = 409, body = kiln_api::ApiErrorBody)))]

@@ -6,6 +6,7 @@ pub mod auth;
 mod events;
 mod failure;
 mod hardware;
+mod images;
 mod templates;
 mod workflows;
 
@@ -44,6 +45,8 @@ pub struct AdminState {
     pub server_url: String,
     /// Becomes true at shutdown: long-lived responses (the event stream) end then.
     pub shutdown: watch::Receiver<bool>,
+    /// Image imports running or lately ended.
+    pub imports: crate::images::Imports,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -98,15 +101,11 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(templates::validate))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
+        .merge(images::routes())
         .split_for_parts();
-    let api = api
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        .with_state(state);
     let published = Arc::new(doc.clone());
-    let app = axum::Router::new()
+    // The document too needs a token: no request without one is answered.
+    let app = api
         .route(
             kiln_api::routes::OPENAPI,
             get(move || {
@@ -114,7 +113,11 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
                 async move { Json((*doc).clone()) }
             }),
         )
-        .merge(api);
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state);
     (app, doc)
 }
 
@@ -165,6 +168,7 @@ impl AdminApi {
             data_dir: data_dir.clone(),
             server_url: opts.server_url(),
             shutdown: shutdown.clone(),
+            imports: Default::default(),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;
@@ -190,7 +194,7 @@ impl AdminApi {
                 self.listener,
                 self.app,
                 self.tls,
-                kiln_http::HttpLimits::default(),
+                images::limits(),
                 Some(self.refusals),
                 async move {
                     let _ = shutdown.wait_for(|s| *s).await;

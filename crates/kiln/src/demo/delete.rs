@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use kiln_engine::now_ms;
 use kiln_model::workflow::Workflow;
-use kiln_store::Store;
 use serde::Serialize;
 
-use super::lab::Lab;
 use super::progress::human_ms;
+use super::watch::Watch;
 use super::{CLUSTER, Outcome, bmc_status, indent, kiln, out, say, should_stop};
+use kiln_lab::Lab;
 
 /// What the wipe template is called in the store (workflows/wipe-disk.yaml).
 const WIPE_TEMPLATE: &str = "wipe-disk";
@@ -46,20 +46,20 @@ pub struct DeleteReport {
 pub fn run(
     lab: &mut Lab,
     exe: &Path,
-    store: &Store,
+    watch: &Watch,
     deadline: Instant,
     clock: Instant,
     stop: &AtomicBool,
 ) -> anyhow::Result<(Outcome, DeleteReport)> {
     let start = now_ms();
-    let text = kiln(exe, &lab.data, &["cluster", "delete", CLUSTER])?;
+    let text = kiln(lab, exe, &["cluster", "delete", CLUSTER])?;
     say(clock, &format!("kiln cluster delete {CLUSTER}"));
     out(&indent(&text));
     let hosts: Vec<String> = lab.machines.iter().map(|m| m.hostname.clone()).collect();
     let mut seen: Vec<String> = vec![String::new(); hosts.len()];
     let mut wipes: Vec<Option<Workflow>> = vec![None; hosts.len()];
     let mut outcome = loop {
-        let wfs = store.workflows(false)?;
+        let wfs = watch.workflows()?;
         for (i, host) in hosts.iter().enumerate() {
             // Newest first: this machine's wipe workflow created by the delete.
             wipes[i] = wfs

@@ -1,16 +1,18 @@
 //! `kiln demo`: from powered-off (virtual) metal to a Kubernetes cluster on one machine.
 //!
-//! It builds a private lab (see [`lab`]): a network namespace with QEMU (TCG) machines behind
-//! virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools Redfish), enrolls a generated hardware.csv,
-//! imports the test OS, runs `kiln serve` inside the namespace, creates the cluster (one
+//! It builds a private lab (see [`kiln_lab`]): a network namespace with QEMU (TCG) machines behind
+//! virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools Redfish), runs `kiln serve` inside the
+//! namespace, enrolls a generated hardware.csv, imports the test OS, creates the cluster (one
 //! control plane, the rest workers), follows every machine live, prints the time each phase
-//! took, and removes everything on exit, error, Ctrl-C or SIGTERM. It never touches the
-//! host's interfaces, and it never uses `--data-dir`: its state lives in its work directory.
+//! took, and removes everything on exit, error, Ctrl-C or SIGTERM. It drives Kiln as an
+//! operator would: `kiln` commands, run inside the namespace where the server's admin API
+//! listens (the live view's reads: see [`watch`]). It never touches the host's interfaces,
+//! and it never uses `--data-dir`: its state lives in its work directory.
 
 mod delete;
-mod lab;
 mod progress;
 mod summary;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
@@ -22,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use kiln_engine::now_ms;
-use kiln_store::Store;
 use serde::Serialize;
 
-use lab::{BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
+use kiln_lab::{self as lab, BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
 use progress::{MachineView, Phase, human_ms};
 use summary::MachineReport;
+use watch::Watch;
 
 /// The cluster's name in the demo.
 const CLUSTER: &str = "demo";
@@ -303,9 +305,21 @@ fn interrupted(stop: &AtomicBool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kiln ARGS... --data-dir DATA` outside the namespace; stdout.
-fn kiln(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
-    lab::run(Command::new(exe).args(args).arg("--data-dir").arg(data))
+/// `kiln ARGS... --data-dir DATA` inside the lab's namespace, where `kiln serve` runs and
+/// its admin API listens (found through DATA/api.json).
+fn kiln_command(lab: &Lab, exe: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns])
+        .arg(exe)
+        .args(args)
+        .arg("--data-dir")
+        .arg(&lab.data);
+    cmd
+}
+
+/// A `kiln` command (a client of the lab's server) to completion; its stdout.
+fn kiln(lab: &Lab, exe: &Path, args: &[&str]) -> anyhow::Result<String> {
+    lab::run(&mut kiln_command(lab, exe, args))
 }
 
 fn indent(text: &str) -> String {
@@ -367,7 +381,6 @@ fn demo(
         ),
     );
     lab.prepare_machines(args.memory, DISK_GIB)?;
-    let data = lab.data.clone();
     // 16 characters: the longest password IPMI 1.5 user slots (and ipmi_sim) hold.
     let password = lab::random_hex(8)?;
     let csv = lab.work.join("hardware.csv");
@@ -385,25 +398,6 @@ fn demo(
             ),
         );
     }
-    kiln(exe, &data, &["enroll", &csv.to_string_lossy()])?;
-    say(
-        clock,
-        &format!("enrolled {n} machine(s) from {}", csv.display()),
-    );
-    interrupted(stop)?;
-    let image = args.assets.join("test-os/test-os.raw.zst");
-    kiln(
-        exe,
-        &data,
-        &[
-            "image",
-            "import",
-            &image.to_string_lossy(),
-            "--name",
-            "test-os",
-        ],
-    )?;
-    say(clock, &format!("imported {} as test-os", image.display()));
     interrupted(stop)?;
 
     lab.create_network()?;
@@ -441,6 +435,26 @@ fn demo(
             lab.log("kiln-serve.log").display()
         ),
     );
+    kiln(lab, exe, &["enroll", &csv.to_string_lossy()])?;
+    say(
+        clock,
+        &format!("enrolled {n} machine(s) from {}", csv.display()),
+    );
+    interrupted(stop)?;
+    let image = args.assets.join("test-os/test-os.raw.zst");
+    kiln(
+        lab,
+        exe,
+        &[
+            "image",
+            "import",
+            &image.to_string_lossy(),
+            "--name",
+            "test-os",
+        ],
+    )?;
+    say(clock, &format!("imported {} as test-os", image.display()));
+    interrupted(stop)?;
     let states = wait_bmcs(lab, exe, stop)?;
     say(
         clock,
@@ -451,14 +465,14 @@ fn demo(
     );
     interrupted(stop)?;
 
-    let store = Store::open(&data).with_context(|| format!("opening {}", data.display()))?;
-    let first_event = store.last_event_id()?;
+    let watch = Watch::open(&lab.data)?;
+    let first_event = watch.last_event_id()?;
     let install_start = now_ms();
     match &args.template {
         Some(t) => {
             let text = kiln(
+                lab,
                 exe,
-                &data,
                 &[
                     "workflow",
                     "create",
@@ -481,7 +495,7 @@ fn demo(
                 &cluster_spec(&lab.machines, &args.kubernetes_version),
                 0o644,
             )?;
-            let text = kiln(exe, &data, &["cluster", "create", &spec.to_string_lossy()])?;
+            let text = kiln(lab, exe, &["cluster", "create", &spec.to_string_lossy()])?;
             say(clock, &format!("kiln cluster create {}", spec.display()));
             out(&indent(&text));
         }
@@ -496,7 +510,7 @@ fn demo(
     let (outcome, cluster_state) = follow(
         lab,
         exe,
-        &store,
+        &watch,
         &mut views,
         Follow {
             first_event,
@@ -538,8 +552,8 @@ fn demo(
         // Minted by Kiln from the cluster CA; kept in the kept work dir (also after --delete).
         let file = lab.work.join("kubeconfig");
         match kiln(
+            lab,
             exe,
-            &data,
             &["cluster", "kubeconfig", c, "--out", &file.to_string_lossy()],
         ) {
             Ok(_) => out(&format!(
@@ -552,7 +566,7 @@ fn demo(
     let mut outcome = outcome;
     let mut deleted = None;
     if args.delete && outcome == Outcome::Succeeded {
-        let (o, report) = delete::run(lab, exe, &store, deadline, clock, stop)?;
+        let (o, report) = delete::run(lab, exe, &watch, deadline, clock, stop)?;
         outcome = o;
         deleted = Some(report);
     }
@@ -620,25 +634,28 @@ fn report(v: &MachineView) -> MachineReport {
     }
 }
 
+/// Until `kiln serve` answers /healthz and its admin API is up (it writes DATA/api.json,
+/// which the `kiln` commands need, right after the boot services start).
 fn wait_healthz(lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<()> {
     let url = format!("http://{SERVER_IP}:{}/healthz", lab::HTTP_PORT);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if lab
-            .ns_run(
-                Path::new("curl"),
-                &[
-                    "--noproxy",
-                    "*",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "2",
-                    &url,
-                ],
-            )
-            .is_ok()
+        if lab.data.join("api.json").is_file()
+            && lab
+                .ns_run(
+                    Path::new("curl"),
+                    &[
+                        "--noproxy",
+                        "*",
+                        "-sf",
+                        "-o",
+                        "/dev/null",
+                        "--max-time",
+                        "2",
+                        &url,
+                    ],
+                )
+                .is_ok()
         {
             return Ok(());
         }
@@ -647,7 +664,7 @@ fn wait_healthz(lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<()> {
         }
         interrupted(stop)?;
         if Instant::now() > deadline {
-            bail!("kiln serve did not answer {url} within 30 s");
+            bail!("kiln serve did not answer {url} (or start its admin API) within 30 s");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -665,24 +682,15 @@ struct BmcRow {
 /// `kiln bmc status` of every lab machine, run inside the namespace (where the emulators
 /// listen); no rows when it printed nothing usable.
 fn bmc_status(lab: &Lab, exe: &Path) -> anyhow::Result<Vec<BmcRow>> {
-    let data = lab.data.to_string_lossy().into_owned();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .arg(exe)
-        .args([
-            "bmc",
-            "status",
-            "--selector",
-            "demo=kiln",
-            "-o",
-            "json",
-            "--data-dir",
-            &data,
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("running kiln bmc status")?;
+    let out = kiln_command(
+        lab,
+        exe,
+        &["bmc", "status", "--selector", "demo=kiln", "-o", "json"],
+    )
+    .stdin(Stdio::null())
+    .stderr(Stdio::null())
+    .output()
+    .context("running kiln bmc status")?;
     Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
 }
 
@@ -738,9 +746,9 @@ struct Follow<'a> {
 }
 
 /// The cluster's state from `kiln cluster status NAME -o json`.
-fn cluster_state(exe: &Path, data: &Path, name: &str) -> Result<(String, String), String> {
-    let out = kiln(exe, data, &["cluster", "status", name, "-o", "json"])
-        .map_err(|e| format!("{e:#}"))?;
+fn cluster_state(lab: &Lab, exe: &Path, name: &str) -> Result<(String, String), String> {
+    let out =
+        kiln(lab, exe, &["cluster", "status", name, "-o", "json"]).map_err(|e| format!("{e:#}"))?;
     let v: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| format!("kiln cluster status: {e}"))?;
     let state = v["state"].as_str().unwrap_or("unknown").to_string();
@@ -768,7 +776,7 @@ fn cluster_state(exe: &Path, data: &Path, name: &str) -> Result<(String, String)
 fn follow(
     lab: &mut Lab,
     exe: &Path,
-    store: &Store,
+    watch: &Watch,
     views: &mut [MachineView],
     f: Follow<'_>,
     stop: &AtomicBool,
@@ -786,28 +794,22 @@ fn follow(
     let mut all_ended_at: Option<Instant> = None;
     let outcome = loop {
         let now = now_ms();
-        loop {
-            let batch = store.events(None, last_event, 1000)?;
-            for r in &batch {
-                last_event = r.id;
-                if let Some(v) = views
-                    .iter_mut()
-                    .find(|v| r.event.machine.as_deref() == Some(v.machine.hostname.as_str()))
-                {
-                    v.on_event(&r.event);
-                }
-            }
-            if batch.len() < 1000 {
-                break;
+        for (id, event) in watch.events_after(last_event)? {
+            last_event = id;
+            if let Some(v) = views
+                .iter_mut()
+                .find(|v| event.machine.as_deref() == Some(v.machine.hostname.as_str()))
+            {
+                v.on_event(&event);
             }
         }
         // Newest first: the first workflow of each machine since the install began.
-        let wfs = store.workflows(false)?;
+        let wfs = watch.workflows()?;
         for v in views.iter_mut() {
             if let Some(wf) = wfs.iter().find(|w| {
                 w.hardware == v.machine.hostname && w.created_ms + 1000 >= f.install_start
             }) {
-                let ph = store.phone_home_of(&wf.id)?;
+                let ph = watch.phone_home_of(&wf.id)?;
                 v.on_workflow(wf.clone(), ph);
             }
             v.poll_serial(now);
@@ -816,7 +818,7 @@ fn follow(
             && last_cluster_poll.is_none_or(|t| t.elapsed() >= Duration::from_secs(3))
         {
             last_cluster_poll = Some(Instant::now());
-            cluster = Some(match cluster_state(exe, &lab.data, name) {
+            cluster = Some(match cluster_state(lab, exe, name) {
                 Ok(s) => s,
                 Err(e) => (
                     "unknown".into(),

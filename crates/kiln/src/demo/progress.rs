@@ -1,6 +1,7 @@
 //! Where each machine is: its timeline (when each phase ended), pieced together from
 //! Kiln's events, its workflow and its serial console, and the one line that shows it.
 
+use kiln_model::EventKind;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
 use kiln_store::PhoneHome;
 use serde::Serialize;
 
-use super::lab::Machine;
+use kiln_lab::Machine;
 
 /// When each phase of a machine's install ended (Unix ms). The phases, in order:
 /// power-on (workflow created → BMC confirmed on), DHCP (→ the netboot DHCP ack),
@@ -211,22 +212,23 @@ impl MachineView {
     pub fn on_event(&mut self, e: &Event) {
         let t = &mut self.timeline;
         let at = e.at_ms;
-        match e.kind.as_str() {
-            "workflow.created" => first(&mut t.created_ms, at),
-            "bmc.done" if e.detail.starts_with("power on into netboot") => {
+        match e.kind {
+            EventKind::WorkflowCreated => first(&mut t.created_ms, at),
+            EventKind::BmcDone if e.detail.starts_with("power on into netboot") => {
                 first(&mut t.powered_on_ms, at)
             }
-            "bmc.boot-device" | "bmc.power" | "bmc.retrying" | "bmc.failed" => {
-                self.last_bmc = Some(e.detail.clone())
-            }
+            EventKind::BmcBootDevice
+            | EventKind::BmcPower
+            | EventKind::BmcRetrying
+            | EventKind::BmcFailed => self.last_bmc = Some(e.detail.clone()),
             // A machine without a BMC: netbooting from the moment its workflow exists.
-            "workflow.netbooting" => first(&mut t.powered_on_ms, at),
-            "dhcp.ack" if t.powered_on_ms.is_some() && e.detail.contains("boot=") => {
+            EventKind::WorkflowNetbooting => first(&mut t.powered_on_ms, at),
+            EventKind::DhcpAck if t.powered_on_ms.is_some() && e.detail.contains("boot=") => {
                 first(&mut t.dhcp_ms, at)
             }
-            "workflow.running" => first(&mut t.agent_up_ms, at),
-            "workflow.rebooting" => first(&mut t.rebooted_ms, at),
-            "workflow.succeeded" => first(&mut t.phoned_home_ms, at),
+            EventKind::WorkflowRunning => first(&mut t.agent_up_ms, at),
+            EventKind::WorkflowRebooting => first(&mut t.rebooted_ms, at),
+            EventKind::WorkflowSucceeded => first(&mut t.phoned_home_ms, at),
             _ => {}
         }
     }
@@ -441,19 +443,19 @@ pub fn line(v: &MachineView, now_ms: u64) -> String {
 mod tests {
     use super::*;
 
-    fn ev(kind: &str, detail: &str, at_ms: u64) -> Event {
+    fn ev(kind: EventKind, detail: &str, at_ms: u64) -> Event {
         Event {
             at_ms,
             machine: Some("demo-cp1".into()),
             mac: None,
             ip: None,
-            kind: kind.into(),
+            kind,
             detail: detail.into(),
         }
     }
 
     fn view() -> MachineView {
-        let m = super::super::lab::plan(1, super::super::lab::BmcChoice::Ipmi).remove(0);
+        let m = kiln_lab::plan(1, kiln_lab::BmcChoice::Ipmi).remove(0);
         MachineView::new(m, PathBuf::from("/nonexistent/serial.log"))
     }
 
@@ -463,47 +465,59 @@ mod tests {
         // Recorded from a real run (kiln events -o json), trimmed.
         for e in [
             ev(
-                "workflow.created",
+                EventKind::WorkflowCreated,
                 "demo-cp1-1 from template debian-test-os",
                 1000,
             ),
-            ev("bmc.boot-device", "next boot: pxe (once, legacy)", 1500),
-            ev("bmc.power", "power was off; sending on", 1600),
+            ev(
+                EventKind::BmcBootDevice,
+                "next boot: pxe (once, legacy)",
+                1500,
+            ),
+            ev(EventKind::BmcPower, "power was off; sending on", 1600),
             // A DHCP exchange before the power-on counts for nothing.
             ev(
-                "dhcp.ack",
+                EventKind::DhcpAck,
                 "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
                 1700,
             ),
             ev(
-                "bmc.done",
+                EventKind::BmcDone,
                 "power on into netboot: was off: powered on (confirmed)",
                 2000,
             ),
             ev(
-                "workflow.netbooting",
+                EventKind::WorkflowNetbooting,
                 "powered on by its BMC; netbooting",
                 2000,
             ),
             ev(
-                "dhcp.offer",
+                EventKind::DhcpOffer,
                 "offered 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
                 9000,
             ),
             ev(
-                "dhcp.ack",
+                EventKind::DhcpAck,
                 "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
                 9100,
             ),
-            ev("dhcp.ack", "acked 10.77.0.11", 15000),
-            ev("workflow.running", "agent connected", 20000),
-            ev("workflow.rebooting", "booting the installed OS", 40000),
+            ev(EventKind::DhcpAck, "acked 10.77.0.11", 15000),
+            ev(EventKind::WorkflowRunning, "agent connected", 20000),
             ev(
-                "dhcp.ack",
+                EventKind::WorkflowRebooting,
+                "booting the installed OS",
+                40000,
+            ),
+            ev(
+                EventKind::DhcpAck,
                 "acked 10.77.0.11 (netboot off: no boot file)",
                 45000,
             ),
-            ev("workflow.succeeded", "installed OS phoned home", 120000),
+            ev(
+                EventKind::WorkflowSucceeded,
+                "installed OS phoned home",
+                120000,
+            ),
         ] {
             v.on_event(&e);
         }

@@ -1,4 +1,5 @@
-//! The demo's lab: a private network namespace (bridge `br0` = 10.77.0.1/24, one tap per
+//! Kiln's lab, the virtual rack `kiln demo` runs on (and the one home of helpers the demo and
+//! tests share): a private network namespace (bridge `br0` = 10.77.0.1/24, one tap per
 //! machine), virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools) whose chassis are QEMU (TCG)
 //! machines, and `kiln serve` inside the namespace. Nothing touches the host's interfaces.
 //!
@@ -33,8 +34,8 @@ const AGENT_KERNEL_ARGS: &str = "console=ttyS0,115200 panic=-1 quiet";
 
 // The chassis program and the Redfish back end of the e2e suite, compiled in so that
 // `kiln demo` needs no source checkout: they are written into the work directory.
-const VM_POWER_SH: &str = include_str!("../../../../tests/e2e/vm-power.sh");
-const SUSHY_QEMU_PY: &str = include_str!("../../../../tests/e2e/sushy_qemu.py");
+const VM_POWER_SH: &str = include_str!("../../../tests/e2e/vm-power.sh");
+const SUSHY_QEMU_PY: &str = include_str!("../../../tests/e2e/sushy_qemu.py");
 
 /// Which virtual BMCs the machines get.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -1,0 +1,515 @@
+//! `kiln serve --config FILE`: every `serve` flag (and `--data-dir`) from a TOML file.
+//!
+//! Keys are the flags' long names in snake_case (`http_port = 8080`, `interface = "eno1"`,
+//! `http_header_timeout = "10s"`, `no_router_advert = true`). Precedence: a flag on the
+//! command line, then its `KILN_*` environment variable, then the file, then the built-in
+//! default. The file's values go through the flags' own parsers, so they accept exactly
+//! what the flags accept; a bad value or an unknown key is reported as FILE:LINE:COLUMN.
+//!
+//! How: a first, lenient parse finds `--config` and where each flag's value came from; the
+//! file's values for flags still at their defaults are then appended as `--flag=value`
+//! arguments and the command line is parsed again, for real.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+use toml::de::{DeTable, DeValue};
+
+/// The subcommand whose flags the file sets.
+const SUBCOMMAND: &str = "serve";
+/// Flags of `serve` that make no sense in the file itself.
+const NOT_IN_FILE: &[&str] = &["config", "print_config", "help"];
+
+/// One problem in the file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The key (empty for problems of the document as a whole, such as TOML syntax).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in the file; checking goes on past the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One setting of the file, checked, as the argument that stands for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The flag's id (its long name in snake_case, as the key).
+    pub id: String,
+    /// `--flag=value`, or `--flag` for a switch set to true; None for a switch set to false.
+    pub arg: Option<String>,
+}
+
+/// The keys the file may hold: `serve`'s flags and the global ones (`--data-dir`).
+fn settable(root: &Command) -> Vec<&clap::Arg> {
+    let serve = root
+        .get_subcommands()
+        .find(|c| c.get_name() == SUBCOMMAND)
+        .expect("the CLI has a serve subcommand");
+    let globals = root.get_arguments().filter(|a| a.is_global_set());
+    serve
+        .get_arguments()
+        .chain(globals)
+        .filter(|a| a.get_long().is_some() && !NOT_IN_FILE.contains(&a.get_id().as_str()))
+        .filter(|a| a.get_id() != "version")
+        .collect()
+}
+
+/// Parses FILE's TEXT into checked settings for `serve` under ROOT (the whole CLI).
+pub fn settings(file: &str, text: &str, root: &Command) -> Result<Vec<Setting>, ConfigErrors> {
+    let at = |span: std::ops::Range<usize>, key: &str, message: String| {
+        let (line, column) = line_column(text, span.start);
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        }
+    };
+    let table = DeTable::parse(text).map_err(|e| {
+        let message = e.message().trim_end().to_string();
+        ConfigErrors(vec![at(e.span().unwrap_or(0..0), "", message)])
+    })?;
+    let args = settable(root);
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (key, value) in table.get_ref().iter() {
+        let name: &str = key.get_ref();
+        let Some(arg) = args.iter().find(|a| a.get_id() == name) else {
+            let hint = if args
+                .iter()
+                .any(|a| a.get_id() == name.replace('-', "_").as_str())
+            {
+                format!(" (keys are snake_case: {})", name.replace('-', "_"))
+            } else {
+                String::new()
+            };
+            errors.push(at(
+                key.span(),
+                name,
+                format!("unknown key{hint}; `kiln serve --help` lists the flags, each settable here under its long name in snake_case"),
+            ));
+            continue;
+        };
+        let long = arg.get_long().expect("settable args have a long name");
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue);
+        match (switch, value.get_ref()) {
+            (true, DeValue::Boolean(b)) => out.push(Setting {
+                id: name.to_string(),
+                arg: b.then(|| format!("--{long}")),
+            }),
+            (true, _) => errors.push(at(value.span(), name, "expected true or false".to_string())),
+            (false, v) => match scalar(v) {
+                Err(message) => errors.push(at(value.span(), name, message)),
+                Ok(s) => {
+                    // The flag's own parser: the file accepts exactly what the flag does.
+                    let flag = format!("--{long}={s}");
+                    let alone = Command::new("kiln")
+                        .no_binary_name(true)
+                        .arg((*arg).clone().required(false));
+                    match alone.try_get_matches_from([&flag]) {
+                        Ok(_) => out.push(Setting {
+                            id: name.to_string(),
+                            arg: Some(flag),
+                        }),
+                        Err(e) => errors.push(at(value.span(), name, clap_message(&e))),
+                    }
+                }
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// A TOML scalar as the text a flag would be given.
+fn scalar(v: &DeValue<'_>) -> Result<String, String> {
+    match v {
+        DeValue::String(s) => Ok(s.to_string()),
+        DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+            .map(|n| n.to_string())
+            .map_err(|e| format!("integer out of range: {e}")),
+        DeValue::Float(f) => Ok(f.as_str().to_string()),
+        DeValue::Boolean(b) => Ok(b.to_string()),
+        DeValue::Datetime(_) => Err("expected a string or a number, not a date".to_string()),
+        DeValue::Array(_) => Err("expected one value, not an array".to_string()),
+        DeValue::Table(_) => Err("expected one value, not a table".to_string()),
+    }
+}
+
+/// clap's message without its "error: " prefix and usage hints: the part that says why.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// 1-based line and column (in characters) of byte OFFSET in TEXT.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The file's arguments that take effect: those whose flag was neither on the command line
+/// nor in the environment (there the first parse's MATCHES say where each value came from).
+pub fn effective(settings: Vec<Setting>, matches: &ArgMatches) -> Vec<Setting> {
+    settings
+        .into_iter()
+        .filter(|s| {
+            !matches!(
+                matches.value_source(&s.id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .collect()
+}
+
+/// ROOT with every `serve` flag optional: the first parse only looks for `--config`, so a
+/// flag the file will supply (`address`) must not be missing yet.
+fn lenient(root: Command) -> Command {
+    root.mut_subcommand(SUBCOMMAND, |mut serve| {
+        let ids: Vec<_> = serve.get_arguments().map(|a| a.get_id().clone()).collect();
+        for id in ids {
+            serve = serve.mut_arg(id, |a| a.required(false));
+        }
+        serve
+    })
+}
+
+/// Parses the command line ARGV for the CLI T, with `serve --config FILE` applied; clap's own
+/// errors (and --help) exit as `T::parse()` would. `serve --print-config` prints the settings
+/// `serve` would start with and exits.
+pub fn parse<T: clap::Parser>(argv: Vec<OsString>) -> anyhow::Result<T> {
+    let first = lenient(T::command())
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| {
+            // --help and errors as the real CLI words them (its usage names required flags).
+            T::try_parse_from(&argv).err().unwrap_or(e).exit()
+        });
+    let Some((SUBCOMMAND, serve)) = first.subcommand() else {
+        return Ok(T::try_parse_from(argv).unwrap_or_else(|e| e.exit()));
+    };
+    let mut from_file = BTreeSet::new();
+    let mut argv = argv;
+    if let Some(path) = serve.get_one::<PathBuf>("config") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+        let settings = settings(&path.display().to_string(), &text, &T::command())?;
+        for s in effective(settings, serve) {
+            from_file.insert(s.id);
+            argv.extend(s.arg.map(OsString::from));
+        }
+    }
+    let mut matches = T::command()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| e.exit());
+    if let Some((_, serve)) = matches.subcommand()
+        && serve.get_flag("print_config")
+    {
+        print!("{}", describe(&T::command(), serve, &from_file));
+        std::process::exit(0);
+    }
+    Ok(T::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// The settings `serve` would start with, as a config file (each with where it came from).
+fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) -> String {
+    let mut out = String::new();
+    for arg in settable(root) {
+        let id = arg.get_id().as_str();
+        let source = if from_file.contains(id) {
+            "file"
+        } else {
+            match serve.value_source(id) {
+                Some(ValueSource::CommandLine) => "command line",
+                Some(ValueSource::EnvVariable) => "environment",
+                Some(ValueSource::DefaultValue) => "default",
+                _ => "not set",
+            }
+        };
+        let raw: Vec<&OsStr> = serve.get_raw(id).map(Iterator::collect).unwrap_or_default();
+        let line = if matches!(arg.get_action(), ArgAction::SetTrue) {
+            format!("{id} = {}", serve.get_flag(id))
+        } else if let Some(v) = raw.last() {
+            format!("{id} = {}", toml_string(&v.to_string_lossy()))
+        } else {
+            format!("# {id} =")
+        };
+        out.push_str(&format!("{line:<60} # {source}\n"));
+    }
+    out
+}
+
+/// S as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+    /// The real `serve` flags under a CLI shaped like kiln's.
+    #[derive(Parser)]
+    struct Cli {
+        #[arg(long, global = true, default_value = "/var/lib/kiln")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        Serve(crate::serve::Args),
+    }
+
+    fn settings_of(text: &str) -> Result<Vec<Setting>, ConfigErrors> {
+        settings("kiln.toml", text, &Cli::command())
+    }
+
+    /// The final matches of `serve` for ARGV with the file TEXT applied (no environment:
+    /// the env precedence is covered by tests/config.rs, which runs the binary).
+    fn serve_with(argv: &[&str], text: &str) -> ArgMatches {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let first = lenient(Cli::command()).try_get_matches_from(&argv).unwrap();
+        let (_, serve) = first.subcommand().unwrap();
+        let mut argv = argv.clone();
+        for s in effective(settings_of(text).unwrap(), serve) {
+            argv.extend(s.arg.map(OsString::from));
+        }
+        let m = Cli::command().try_get_matches_from(&argv).unwrap();
+        Cli::from_arg_matches(&m).unwrap();
+        m
+    }
+
+    fn raw(m: &ArgMatches, id: &str) -> String {
+        let (_, serve) = m.subcommand().unwrap();
+        serve
+            .get_raw(id)
+            .unwrap()
+            .next_back()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn file_values_fill_what_the_command_line_left_at_default() {
+        let text = "address = \"10.0.0.1\"\nhttp_port = 9090\ninterface = \"eno1\"\n\
+                    http_header_timeout = \"20s\"\nno_router_advert = true\n\
+                    data_dir = \"/srv/kiln\"\nlog_format = \"json\"\n";
+        let m = serve_with(&["kiln", "serve", "--http-port", "8081"], text);
+        assert_eq!(raw(&m, "http_port"), "8081", "the flag beats the file");
+        assert_eq!(
+            raw(&m, "address"),
+            "10.0.0.1",
+            "a required flag may come from the file"
+        );
+        assert_eq!(raw(&m, "interface"), "eno1");
+        assert_eq!(raw(&m, "http_header_timeout"), "20s");
+        assert_eq!(raw(&m, "log_format"), "json");
+        assert_eq!(
+            raw(&m, "data_dir"),
+            "/srv/kiln",
+            "the global --data-dir too"
+        );
+        assert!(m.subcommand().unwrap().1.get_flag("no_router_advert"));
+        assert_eq!(raw(&m, "tftp_port"), "69", "unset in both: the default");
+    }
+
+    #[test]
+    fn a_flag_given_on_the_command_line_keeps_its_value_over_the_file() {
+        let text = "address = \"10.0.0.1\"\ndata_dir = \"/srv/kiln\"\n";
+        let m = serve_with(
+            &[
+                "kiln",
+                "--data-dir",
+                "/tmp/d",
+                "serve",
+                "--address",
+                "10.9.9.9",
+            ],
+            text,
+        );
+        assert_eq!(raw(&m, "address"), "10.9.9.9");
+        assert_eq!(raw(&m, "data_dir"), "/tmp/d");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line_and_column() {
+        let err = settings_of("http_port = 8080\n  colour = \"blue\"\n").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        let e = &err.0[0];
+        assert_eq!((e.line, e.column, e.key.as_str()), (2, 3, "colour"));
+        assert!(
+            err.to_string()
+                .starts_with("kiln.toml:2:3: colour: unknown key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kebab_case_key_is_unknown_with_a_hint() {
+        let err = settings_of("http-port = 8080\n").unwrap_err();
+        assert!(err.to_string().contains("snake_case: http_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_position_and_the_parsers_reason() {
+        let text = "http_port = 70000\ndhcp_mode = \"sometimes\"\n\
+                    http_idle_timeout = \"soon\"\nno_router_advert = \"yes\"\ninterface = [\"a\"]\n";
+        let err = settings_of(text).unwrap_err();
+        let found: Vec<(usize, usize, &str)> = err
+            .0
+            .iter()
+            .map(|e| (e.line, e.column, e.key.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (2, 13, "dhcp_mode"),
+                (3, 21, "http_idle_timeout"),
+                (1, 13, "http_port"),
+                (5, 13, "interface"),
+                (4, 20, "no_router_advert"),
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("kiln.toml:1:13: http_port: invalid value '70000'"),
+            "{text}"
+        );
+        assert!(text.contains("sometimes"), "{text}");
+        assert!(text.contains("expected true or false"), "{text}");
+        assert!(text.contains("not an array"), "{text}");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_has_a_position() {
+        let err = settings_of("http_port = 8080\naddress = \n").unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
+        assert!(err.to_string().starts_with("kiln.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn the_file_cannot_name_config_itself() {
+        let err = settings_of("config = \"/etc/other.toml\"\n").unwrap_err();
+        assert_eq!(err.0[0].key, "config");
+    }
+
+    #[test]
+    fn a_switch_set_false_adds_no_argument() {
+        let s = settings_of("no_router_advert = false\n").unwrap();
+        assert_eq!(
+            s,
+            [Setting {
+                id: "no_router_advert".into(),
+                arg: None
+            }]
+        );
+    }
+
+    #[test]
+    fn every_serve_flag_is_settable_and_has_a_kiln_env_var() {
+        let root = Cli::command();
+        let args = settable(&root);
+        assert!(args.len() >= 20, "{} flags", args.len());
+        for a in args.iter().filter(|a| a.get_id() != "data_dir") {
+            let want = format!("KILN_{}", a.get_id().as_str().to_uppercase());
+            assert_eq!(
+                a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(want),
+                "--{}",
+                a.get_long().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn described_settings_read_back_as_the_same_settings() {
+        let text = "address = \"10.0.0.1\"\nkernel_args = \"console=ttyS0 a=\\\"b\\\"\"\n";
+        let m = serve_with(&["kiln", "serve"], text);
+        let from_file = ["address", "kernel_args"].map(String::from).into();
+        let out = describe(&Cli::command(), m.subcommand().unwrap().1, &from_file);
+        assert!(out.contains("# file"), "{out}");
+        let again = settings_of(&out).unwrap();
+        let args: Vec<_> = again.iter().filter_map(|s| s.arg.clone()).collect();
+        assert!(
+            args.contains(&"--kernel-args=console=ttyS0 a=\"b\"".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--http-port=8080".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn the_packaged_sample_names_only_real_flags() {
+        let sample = include_str!("../../../packaging/kiln.toml");
+        assert!(settings("kiln.toml", sample, &Cli::command()).is_ok());
+        // Every commented-out example, uncommented, is a valid setting too (api_listen
+        // only once serve has the flag).
+        let root = Cli::command();
+        let has = |id: &str| settable(&root).iter().any(|a| a.get_id() == id);
+        let all: String = sample
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .filter(|l| has("api_listen") || !l.starts_with("api_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let found = settings_of(&all).unwrap();
+        assert!(found.len() >= 18, "{found:?}");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        // "=" is the 4th character of line 2, at byte 7.
+        assert_eq!(line_column("a\néé = 1", 7), (2, 4));
+        assert_eq!(line_column("x", 0), (1, 1));
+    }
+}
