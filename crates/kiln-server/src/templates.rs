@@ -42,7 +42,7 @@ pub fn shipped() -> Vec<TemplateInfo> {
         .collect()
 }
 
-/// Template problems as located details (`file:line: field: message`; the parser knows lines).
+/// Template problems as located details (`file:line:column: field: message`).
 pub fn details(errors: TemplateErrors) -> Vec<Detail> {
     errors
         .0
@@ -50,7 +50,7 @@ pub fn details(errors: TemplateErrors) -> Vec<Detail> {
         .map(|e| Detail {
             file: Some(e.file),
             line: Some(e.line as u64),
-            column: None,
+            column: Some(e.column as u64),
             field: (!e.field.is_empty()).then_some(e.field),
             message: e.message,
         })
@@ -117,6 +117,7 @@ mod tests {
         let d = &bad.diagnostics[0];
         assert_eq!(d.file.as_deref(), Some("t.yaml"));
         assert_eq!(d.line, Some(4), "{d}");
-        assert!(d.to_string().starts_with("t.yaml:4: "), "{d}");
+        assert!(d.column.is_some_and(|c| c > 1), "{d}");
+        assert!(d.to_string().starts_with("t.yaml:4:"), "{d}");
     }
 }
