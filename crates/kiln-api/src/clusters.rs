@@ -86,24 +86,12 @@ pub struct ClusterStatus {
     /// The first control plane phoned home, which it does only after its API server answered
     /// `/readyz` (verified with the cluster CA).
     pub api_server_confirmed: bool,
-    /// With `?workflows=true`: the nodes' workflows in full (what `--wait` follows).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub workflows: Vec<serde_json::Value>,
 }
 
 impl ClusterStatus {
     pub const FAILED: &str = "failed";
     pub const READY: &str = "ready";
     pub const PROVISIONING: &str = "provisioning";
-}
-
-/// `GET /api/v1/clusters/{name}` options.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
-pub struct ClusterStatusQuery {
-    /// Also return the nodes' workflows in full.
-    #[serde(default)]
-    pub workflows: bool,
 }
 
 /// `GET /api/v1/clusters/{name}/kubeconfig`: a freshly minted admin kubeconfig (a secret:

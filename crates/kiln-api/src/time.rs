@@ -14,6 +14,11 @@ pub fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// Seconds from milliseconds (a duration).
+pub fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -36,5 +41,6 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_312_245_123), "2026-11-22T01:50:45.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(seconds(2_500), 2.5);
     }
 }

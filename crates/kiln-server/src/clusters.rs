@@ -294,31 +294,20 @@ pub fn list(store: &Store) -> Result<Vec<ClusterStatus>, ClusterError> {
     store
         .clusters()?
         .iter()
-        .map(|c| status_of(store, c, false))
+        .map(|c| status_of(store, c))
         .collect()
 }
 
-/// One cluster's status; with `workflows`, its nodes' workflows in full.
-pub fn status(store: &Store, name: &str, workflows: bool) -> Result<ClusterStatus, ClusterError> {
-    status_of(store, &record(store, name)?, workflows)
+/// One cluster's status (its nodes' workflows are `GET /api/v1/workflows/{id}`).
+pub fn status(store: &Store, name: &str) -> Result<ClusterStatus, ClusterError> {
+    status_of(store, &record(store, name)?)
 }
 
-fn status_of(
-    store: &Store,
-    c: &ClusterRecord,
-    with_workflows: bool,
-) -> Result<ClusterStatus, ClusterError> {
+fn status_of(store: &Store, c: &ClusterRecord) -> Result<ClusterStatus, ClusterError> {
     let mut nodes = Vec::new();
-    let mut workflows = Vec::new();
     for n in store.cluster_nodes(&c.name)? {
         let wf = store.workflow(&n.workflow)?;
         let phoned = store.phone_home_of(&n.workflow)?.is_some();
-        if with_workflows && let Some(w) = &wf {
-            workflows.push(
-                serde_json::to_value(w)
-                    .map_err(|e| ClusterError::Internal(format!("workflow {}: {e}", w.id)))?,
-            );
-        }
         nodes.push(NodeStatus {
             hostname: n.hostname,
             role: n.role.split(' ').next().unwrap_or_default().to_string(),
@@ -351,7 +340,6 @@ fn status_of(
         .into(),
         nodes,
         api_server_confirmed,
-        workflows,
     })
 }
 

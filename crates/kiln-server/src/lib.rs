@@ -18,6 +18,8 @@ mod refresher;
 mod run;
 pub mod server_key;
 mod sink;
+pub mod templates;
+pub mod workflows;
 
 pub use error::ServerError;
 pub use options::{Limits, ServeOptions, images_dir};

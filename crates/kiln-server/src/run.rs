@@ -102,7 +102,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         )
         .await?,
     );
-    let admin = crate::admin::AdminApi::bind(&opts, &engine, &events).await?;
+    let admin = crate::admin::AdminApi::bind(&opts, &engine, &events, &shutdown).await?;
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(shutdown.clone()));
     tasks.push(crate::refresher::spawn(

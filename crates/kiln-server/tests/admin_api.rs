@@ -193,6 +193,9 @@ fn every_route_is_documented_and_refuses_requests_without_the_right_token() {
         assert_eq!(status, 401, "{method} {path} with a made-up token");
         let (status, _) = s.call(method, path, Some(&revoked), body.clone());
         assert_eq!(status, 401, "{method} {path} with a revoked token");
+        if path.ends_with("/stream") {
+            continue; // an event stream answers a reader with no end (its own test reads it)
+        }
         let (status, err) = s.call(method, path, Some(&read_only), body);
         if method == "GET" && !admin_only_read(path) {
             assert!(

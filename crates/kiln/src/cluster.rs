@@ -11,7 +11,6 @@ use kiln_api::{
     ClusterCreateRequest, ClusterCreated, ClusterDeleted, ClusterStatus, MintedKubeconfig,
     PlannedNodeView,
 };
-use kiln_model::workflow::Workflow;
 
 use crate::Ctx;
 use crate::client::{Client, ClientError};
@@ -290,23 +289,6 @@ fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The cluster's status with its nodes' workflows in full.
-fn status_with_workflows(
-    api: &Client,
-    name: &str,
-) -> anyhow::Result<(ClusterStatus, Vec<Workflow>)> {
-    let mut st: ClusterStatus = api.get(&format!(
-        "{}?workflows=true",
-        path("clusters", Some(name), "")
-    ))?;
-    let wfs = std::mem::take(&mut st.workflows)
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<Vec<Workflow>, _>>()
-        .context("the server's workflows")?;
-    Ok((st, wfs))
-}
-
 /// `--wait`: follows the nodes' workflows (polling the API) until they end (or `timeout`),
 /// then prints the cluster's status. Exit 0 when ready, 1 when a node failed, 3 when still
 /// provisioning.
@@ -316,10 +298,11 @@ fn wait_for(
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
-    let fetch = || status_with_workflows(api, name).map(|(_, wfs)| wfs);
+    let st: ClusterStatus = api.get(&path("clusters", Some(name), ""))?;
+    let ids: Vec<String> = st.nodes.iter().map(|n| n.workflow.clone()).collect();
     let code = match output {
-        Format::Table => crate::wait::follow_with(fetch, timeout, output)?,
-        Format::Json => crate::wait::quietly_with(fetch, timeout)?,
+        Format::Table => crate::wait::follow_api(api, &ids, timeout, output)?,
+        Format::Json => crate::wait::quietly_api(api, &ids, timeout)?,
     };
     let st: ClusterStatus = api.get(&path("clusters", Some(name), ""))?;
     print_status(&st, output)?;

@@ -1,13 +1,16 @@
-//! `kiln events [NAME] [--follow]`.
+//! `kiln events [NAME] [--follow]`: the latest events, then (with `--follow`) the server's
+//! event stream (Server-Sent Events).
 
-use std::path::Path;
+use std::io::BufRead;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
-use kiln_store::{EventRecord, Store};
+use kiln_api::EventView;
+use kiln_api::routes::{path, segment};
+use kiln_api::sse::SseDecoder;
 
-use crate::output::{Format, rfc3339_ms};
+use crate::Ctx;
+use crate::output::Format;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,52 +26,57 @@ pub struct Args {
     output: Format,
 }
 
-fn print(rec: &EventRecord, output: Format) {
+fn print(e: &EventView, output: Format) {
     match output {
-        Format::Json => println!("{}", serde_json::to_string(rec).expect("events serialize")),
+        Format::Json => println!("{}", serde_json::to_string(e).expect("events serialize")),
         Format::Table => {
-            let e = &rec.event;
             let who = e
                 .machine
                 .clone()
-                .or_else(|| e.mac.map(|m| m.to_string()))
-                .or_else(|| e.ip.map(|i| i.to_string()))
+                .or_else(|| e.mac.clone())
+                .or_else(|| e.ip.clone())
                 .unwrap_or_else(|| "-".into());
-            println!(
-                "{}  {:<16} {:<14} {}",
-                rfc3339_ms(e.at_ms),
-                who,
-                e.kind,
-                e.detail
-            );
+            println!("{}  {:<16} {:<14} {}", e.at, who, e.kind, e.detail);
         }
     }
 }
 
-pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let store = Store::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    if let Some(name) = &args.name
-        && store.hardware_by_name(name)?.is_none()
-    {
-        anyhow::bail!("no machine named {name:?} is enrolled");
-    }
-    let machine = args.name.as_deref();
-    // Start far enough back to show the last N of this machine's events.
-    let mut all = store.events(machine, 0, i64::MAX)?;
-    let skip = all.len().saturating_sub(args.last.max(0) as usize);
-    let mut last_id = all.last().map(|r| r.id).unwrap_or(0);
-    for rec in all.drain(skip..) {
-        print(&rec, args.output);
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let api = ctx.client()?;
+    let machine = args
+        .name
+        .as_deref()
+        .map(|n| format!("machine={}", segment(n)));
+    let query = |more: Option<String>| {
+        let params: Vec<String> = machine.iter().cloned().chain(more).collect();
+        params.join("&")
+    };
+    let events = path("events", None, "");
+    // At least the newest one, to follow on from it even when none is shown (`--last 0`).
+    let last = args.last.max(0);
+    let latest: Vec<EventView> = api.get(&format!(
+        "{events}?{}",
+        query(Some(format!("last={}", last.max(1))))
+    ))?;
+    for e in &latest[latest.len().saturating_sub(last as usize)..] {
+        print(e, args.output);
     }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        for rec in store.events(machine, last_id, 1000)? {
-            last_id = rec.id;
-            print(&rec, args.output);
+    let after = latest.last().map_or(0, |e| e.id);
+    let body = api.stream(&format!(
+        "{events}/stream?{}",
+        query(Some(format!("after={after}")))
+    ))?;
+    let mut decoder = SseDecoder::default();
+    for line in std::io::BufReader::new(body.into_reader()).lines() {
+        let line = line.context("reading the event stream")?;
+        if let Some(frame) = decoder.push_line(&line) {
+            let e: EventView = serde_json::from_str(&frame.data)
+                .with_context(|| format!("an event the server sent: {}", frame.data))?;
+            print(&e, args.output);
         }
     }
+    anyhow::bail!("the Kiln server ended the event stream (it is shutting down)")
 }

@@ -13,7 +13,6 @@ mod output;
 mod select;
 mod serve;
 mod token;
-mod views;
 mod wait;
 mod workflow;
 
@@ -140,12 +139,12 @@ fn main() -> ExitCode {
         Command::Enroll(args) => enroll::run(&ctx, args),
         Command::Hardware(cmd) => hardware::run(&ctx, cmd),
         Command::Token(cmd) => token::run(&cli.data_dir, cmd),
-        Command::Events(args) => events::run(&cli.data_dir, args),
+        Command::Events(args) => events::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Demo(args) => demo::run(args),
-        Command::Workflow(cmd) => workflow::run(&cli.data_dir, cmd),
+        Command::Workflow(cmd) => workflow::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => man(out_dir),

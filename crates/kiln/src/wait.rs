@@ -6,17 +6,22 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use kiln_api::WorkflowView;
+use kiln_api::routes::path;
+use kiln_api::time::seconds;
 use kiln_engine::now_ms;
-use kiln_model::workflow::{Workflow, WorkflowState};
-use kiln_store::Store;
+use kiln_model::workflow::WorkflowState;
 use serde::Serialize;
 
+use crate::client::Client;
 use crate::output::Format;
-use crate::views::{WorkflowJson, seconds};
 use crate::workflow::progress_line;
 
 /// Exit status when `--timeout` ran out with workflows still running.
 pub const STILL_RUNNING: u8 = 3;
+
+/// How often the workflows are read again.
+const POLL: Duration = Duration::from_millis(500);
 
 /// The last line `watch -o json` prints.
 #[derive(Serialize)]
@@ -31,7 +36,7 @@ struct Summary {
 }
 
 /// Whether the workflows all ended, and how.
-fn outcome(wfs: &[Workflow]) -> (usize, Vec<String>, Vec<String>) {
+fn outcome(wfs: &[WorkflowView]) -> (usize, Vec<String>, Vec<String>) {
     let ok = wfs
         .iter()
         .filter(|w| w.state == WorkflowState::Succeeded)
@@ -50,7 +55,7 @@ fn outcome(wfs: &[Workflow]) -> (usize, Vec<String>, Vec<String>) {
 }
 
 /// The exit status for workflows as they stand.
-pub fn exit_status(wfs: &[Workflow]) -> ExitCode {
+pub fn exit_status(wfs: &[WorkflowView]) -> ExitCode {
     let (_, failed, running) = outcome(wfs);
     if !running.is_empty() {
         ExitCode::from(STILL_RUNNING)
@@ -61,27 +66,27 @@ pub fn exit_status(wfs: &[Workflow]) -> ExitCode {
     }
 }
 
-/// Shows the workflows `ids` (live on a terminal, changed lines otherwise, or JSON lines) until
-/// they end or `timeout` runs out; returns the exit status.
-pub fn follow(
-    store: &Store,
+/// The workflows `ids` as the server has them now.
+fn fetch_api(api: &Client, ids: &[String]) -> anyhow::Result<Vec<WorkflowView>> {
+    ids.iter()
+        .map(|id| Ok(api.get(&path("workflows", Some(id), ""))?))
+        .collect()
+}
+
+/// Shows the workflows `ids` through the admin API until they end or `timeout` runs out.
+pub fn follow_api(
+    api: &Client,
     ids: &[String],
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
-    follow_with(|| Ok(from_store(store, ids)), timeout, output)
+    follow_with(|| fetch_api(api, ids), timeout, output)
 }
 
-/// The workflows `ids` as the store has them now.
-fn from_store(store: &Store, ids: &[String]) -> Vec<Workflow> {
-    ids.iter()
-        .filter_map(|id| store.workflow(id).ok().flatten())
-        .collect()
-}
-
-/// [`follow`] over whatever `fetch` returns each round (the store, or the admin API).
-pub fn follow_with(
-    mut fetch: impl FnMut() -> anyhow::Result<Vec<Workflow>>,
+/// Shows the workflows `fetch` reads (live on a terminal, changed lines otherwise, or JSON
+/// lines) until they end or `timeout` runs out; returns the exit status.
+fn follow_with(
+    mut fetch: impl FnMut() -> anyhow::Result<Vec<WorkflowView>>,
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
@@ -93,9 +98,15 @@ pub fn follow_with(
         let wfs = fetch()?;
         let lines: Vec<String> = match output {
             Format::Table => wfs.iter().map(progress_line).collect(),
+            // Progress lines, as before: without the phone-home (the last line reports it).
             Format::Json => wfs
                 .iter()
-                .map(|w| serde_json::to_string(&WorkflowJson::new(w, None, now_ms())))
+                .map(|w| {
+                    serde_json::to_string(&WorkflowView {
+                        phone_home: None,
+                        ..w.clone()
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
         show(&lines, &last, tty);
@@ -128,25 +139,25 @@ pub fn follow_with(
             }
             return Ok(exit_status(&wfs));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
     }
 }
 
-/// Waits without printing until the workflows `fetch` returns (each round) end or `timeout`
-/// runs out; the exit status.
-pub fn quietly_with(
-    mut fetch: impl FnMut() -> anyhow::Result<Vec<Workflow>>,
+/// Waits without printing until the workflows `ids` end or `timeout` runs out; the exit status.
+pub fn quietly_api(
+    api: &Client,
+    ids: &[String],
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     loop {
-        let wfs = fetch()?;
+        let wfs = fetch_api(api, ids)?;
         if wfs.iter().all(|w| w.state.is_terminal())
             || timeout.is_some_and(|t| started.elapsed() >= t)
         {
             return Ok(exit_status(&wfs));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(POLL);
     }
 }
 
@@ -173,7 +184,7 @@ mod tests {
     use super::*;
     use kiln_model::template::parse_template;
 
-    fn wf(id: &str, state: WorkflowState) -> Workflow {
+    fn wf(id: &str, state: WorkflowState) -> WorkflowView {
         let t = parse_template(
             "t.yaml",
             "name: t\nactions:\n  - name: b\n    kind: reboot\n",
@@ -181,7 +192,7 @@ mod tests {
         .unwrap();
         let mut w = kiln_engine::new_workflow(id.into(), "n".into(), &t, t.actions.clone(), 0);
         w.state = state;
-        w
+        kiln_server::workflows::view(&w, None, 0)
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use kiln_api::{
     ClusterCreateRequest, ClusterCreated, ClusterDeleteQuery, ClusterDeleted, ClusterStatus,
-    ClusterStatusQuery, MintedKubeconfig, TokenScope,
+    MintedKubeconfig, TokenScope,
 };
 
 use super::auth::Caller;
@@ -70,15 +70,14 @@ pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<Cluste
 
 /// Each node of a cluster: machine, role, workflow state, phone-home.
 #[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", operation_id = "cluster_status",
-    params(("name" = String, Path, description = "cluster name"), ClusterStatusQuery),
+    params(("name" = String, Path, description = "cluster name")),
     responses((status = 200, body = ClusterStatus), (status = 404, body = kiln_api::ApiErrorBody)))]
 pub async fn status(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
-    Query(q): Query<ClusterStatusQuery>,
 ) -> ApiResult<Json<ClusterStatus>> {
     let store = s.store.clone();
-    blocking(move || clusters::status(&store, &name, q.workflows))
+    blocking(move || clusters::status(&store, &name))
         .await
         .map(Json)
 }

@@ -5,9 +5,12 @@
 pub mod auth;
 mod bmc;
 mod clusters;
+mod events;
 mod failure;
 mod hardware;
 mod images;
+mod templates;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +45,8 @@ pub struct AdminState {
     pub events: Arc<dyn EventSink>,
     pub data_dir: PathBuf,
     pub server_url: String,
+    /// Becomes true at shutdown: long-lived responses (the event stream) end then.
+    pub shutdown: watch::Receiver<bool>,
     /// Image imports running or lately ended.
     pub imports: crate::images::Imports,
 }
@@ -89,6 +94,15 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(workflows::list, workflows::create))
+        .routes(routes!(workflows::get_one))
+        .routes(routes!(workflows::logs))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::retry))
+        .routes(routes!(templates::list))
+        .routes(routes!(templates::validate))
+        .routes(routes!(events::list))
+        .routes(routes!(events::stream))
         .merge(images::routes())
         .routes(routes!(clusters::list, clusters::create))
         .routes(routes!(clusters::status, clusters::delete))
@@ -129,6 +143,7 @@ impl AdminApi {
         opts: &ServeOptions,
         engine: &Engine,
         events: &Arc<dyn EventSink>,
+        shutdown: &watch::Receiver<bool>,
     ) -> Result<AdminApi, ServerError> {
         let data_dir = &opts.data_dir;
         let store =
@@ -158,6 +173,7 @@ impl AdminApi {
             events: events.clone(),
             data_dir: data_dir.clone(),
             server_url: opts.server_url(),
+            shutdown: shutdown.clone(),
             imports: Default::default(),
         });
         let (app, _) = router(state);
