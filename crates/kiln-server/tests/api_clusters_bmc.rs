@@ -334,9 +334,7 @@ fn clusters_are_created_followed_and_deleted_over_the_api() {
     assert_eq!(st["api_server_confirmed"], false);
     assert_eq!(st["nodes"][1]["role"], "worker");
     assert_eq!(st["nodes"][1]["role_detail"], "worker (md-0)");
-    assert!(st.get("workflows").is_none(), "only when asked: {st}");
-    let (_, st) = s.viewer("GET", "/api/v1/clusters/three-node?workflows=true", None);
-    assert_eq!(strings(&st["workflows"], "id"), wf);
+    assert_eq!(strings(&st["nodes"], "workflow"), wf);
     let (status, v) = s.viewer("GET", "/api/v1/clusters/nope", None);
     assert_eq!(
         (status, v["message"].as_str()),
