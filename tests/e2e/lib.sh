@@ -245,7 +245,12 @@ kiln_serve() {
 	E2E_PIDS+=("$KILN_PID")
 	E2E_LOGS+=("kiln serve=$KILN_LOG")
 	wait_http_ok "$KILN_URL/healthz" 30 "$KILN_PID" || die "kiln serve did not answer $KILN_URL/healthz"
-	# the boot services answer first; the admin API binds (and writes api.json) right after
+	wait_admin_api
+}
+
+# wait_admin_api: the boot services answer first; the admin API binds (and writes
+# DATA_DIR/api.json, which the CLI reads) right after. Dies if it does not come.
+wait_admin_api() {
 	local i
 	for i in $(seq 150); do
 		[ -s "$E2E_DATA/api.json" ] && return 0

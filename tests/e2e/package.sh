@@ -30,7 +30,7 @@ wait_workflow() {
 	local host=$1 timeout=$2 deadline state=
 	deadline=$((SECONDS + timeout))
 	while [ "$SECONDS" -lt "$deadline" ]; do
-		state=$("$KILN_BIN" workflow show "$host" -o json --data-dir "$E2E_DATA" 2>/dev/null |
+		state=$(kiln_cli workflow show "$host" -o json 2>/dev/null |
 			python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null) || state=
 		case $state in succeeded | failed | timed-out) break ;; esac
 		kill -0 "$VM_PID" 2>/dev/null || { log "the machine stopped"; sleep 2; }
@@ -135,7 +135,6 @@ run_case() {
 			"$SERVER_IP" "$E2E_DATA"
 	} >"$config"
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$host,$mac,10.77.0.58"
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	KILN_LOG=$E2E_WORK/kiln-serve.log
 	# As kiln.service runs it: only the unit's two capabilities (CapabilityBoundingSet=) and
 	# NoNewPrivileges (there is no systemd to start the unit itself here).
@@ -148,13 +147,16 @@ run_case() {
 	E2E_PIDS+=("$KILN_PID")
 	E2E_LOGS+=("kiln serve=$KILN_LOG")
 	wait_http_ok "$KILN_URL/healthz" 30 "$KILN_PID" || die "the installed kiln serve did not answer $KILN_URL/healthz"
+	wait_admin_api
+	# The CLI is the admin API's client: it runs in the namespace, once the server is up.
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null
 	ok "serve: the installed kiln serves from the config file (interface br0, $SERVER_IP:$HTTP_PORT) with only CAP_NET_BIND_SERVICE and CAP_NET_RAW"
 	kiln workflow create --template /usr/share/kiln/workflows/wipe-disk.yaml --hardware "$host" | sed 's/^/# /'
 	truncate -s 256M "$E2E_WORK/disk.raw"
 	vm_start "$host" --fw bios --tap tap0 --mac "$mac" --disk "$E2E_WORK/disk.raw" --mem 1024
 	state=$(wait_workflow "$host" 420)
-	"$KILN_BIN" workflow show "$host" --data-dir "$E2E_DATA" | sed 's/^/#   /'
-	events=$("$KILN_BIN" events "$host" --data-dir "$E2E_DATA" --last 1000 2>&1 || true)
+	kiln_cli workflow show "$host" | sed 's/^/#   /'
+	events=$(kiln_cli events "$host" --last 1000 2>&1 || true)
 	printf '%s\n' "$events" >"$E2E_WORK/events.txt"
 	E2E_LOGS+=("kiln events=$E2E_WORK/events.txt")
 	check "agent: the agent reached the installed server and claimed its credential (agent.claimed)" \
