@@ -13,57 +13,7 @@ use tokio::sync::Semaphore;
 /// BMCs talked to at once.
 const PARALLEL: usize = 64;
 
-/// Why machines could not be picked.
-#[derive(Debug, thiserror::Error)]
-pub enum SelectError {
-    #[error("name at least one machine, or pass --selector k=v")]
-    NothingNamed,
-    #[error("no machine named {0:?} is enrolled")]
-    NotEnrolled(String),
-    #[error("--selector {0:?} is not k=v")]
-    BadSelector(String),
-    #[error("no enrolled machine matches --selector {0}")]
-    NoMatch(String),
-}
-
-/// The named machines (each must be enrolled), or those whose labels match every `k=v` in
-/// `selector`; at least one.
-pub fn select(
-    all: Vec<Hardware>,
-    names: &[String],
-    selector: &[String],
-) -> Result<Vec<Hardware>, SelectError> {
-    if selector.is_empty() {
-        if names.is_empty() {
-            return Err(SelectError::NothingNamed);
-        }
-        return names
-            .iter()
-            .map(|n| {
-                all.iter()
-                    .find(|m| &m.hostname == n)
-                    .cloned()
-                    .ok_or_else(|| SelectError::NotEnrolled(n.clone()))
-            })
-            .collect();
-    }
-    let sel = selector
-        .iter()
-        .map(|s| {
-            s.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| SelectError::BadSelector(s.clone()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let picked: Vec<Hardware> = all
-        .into_iter()
-        .filter(|h| sel.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-        .collect();
-    if picked.is_empty() {
-        return Err(SelectError::NoMatch(selector.join(",")));
-    }
-    Ok(picked)
-}
+pub use crate::select::{SelectError, select};
 
 /// The error class as an identifier (scripts match on it; the detail says the rest).
 fn kind_name(k: ErrorKind) -> &'static str {

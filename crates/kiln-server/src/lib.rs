@@ -16,6 +16,7 @@ mod power;
 mod provisioning;
 mod refresher;
 mod run;
+pub mod select;
 pub mod server_key;
 mod sink;
 pub mod templates;

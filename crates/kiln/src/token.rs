@@ -8,7 +8,9 @@ use anyhow::Context;
 use kiln_api::{NewToken, TokenInfo, TokenScope};
 use kiln_store::{ApiTokenRecord, Store};
 
-use crate::output::{Format, rfc3339_ms, table};
+use kiln_api::time::rfc3339_ms;
+
+use crate::output::{Format, table};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Scope {

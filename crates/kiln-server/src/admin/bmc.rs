@@ -7,17 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use kiln_api::{BmcActionRequest, BmcRow};
 
-use super::{AdminState, ApiResult, Failure};
-use crate::bmc_actions::{self, SelectError};
-
-impl From<SelectError> for Failure {
-    fn from(e: SelectError) -> Failure {
-        match e {
-            SelectError::NotEnrolled(_) => Failure::not_found(e.to_string()),
-            _ => Failure::invalid(e.to_string()),
-        }
-    }
-}
+use super::{AdminState, ApiResult};
+use crate::bmc_actions;
 
 /// Runs `op` on the machines named (or matching every `k=v` of `selector`): one row per
 /// machine, in order, with the result or the error class and message. A machine that failed

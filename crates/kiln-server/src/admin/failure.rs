@@ -55,6 +55,15 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<crate::select::SelectError> for Failure {
+    fn from(e: crate::select::SelectError) -> Failure {
+        match e {
+            crate::select::SelectError::NotEnrolled(_) => Failure::not_found(e.to_string()),
+            _ => Failure::invalid(e.to_string()),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for Failure {
     fn from(e: tokio::task::JoinError) -> Failure {
         Failure::internal(format!("the request's task failed: {e}"))

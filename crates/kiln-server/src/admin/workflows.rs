@@ -15,7 +15,7 @@ use kiln_store::Store;
 use serde::Deserialize;
 
 use super::{AdminState, ApiResult, Failure, now_ms};
-use crate::workflows::{SelectError, find, log_line, select, view_stored};
+use crate::workflows::{find, log_line, select, view_stored};
 
 /// Store work off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -30,13 +30,6 @@ fn engine_failure(e: EngineError) -> Failure {
         EngineError::Render { .. } => Failure::invalid(e.to_string()),
         EngineError::NoMachine(_) => Failure::not_found(e.to_string()),
         e => Failure::conflict(e.to_string()),
-    }
-}
-
-fn select_failure(e: SelectError) -> Failure {
-    match e {
-        SelectError::NotEnrolled(_) => Failure::not_found(e.to_string()),
-        e => Failure::invalid(e.to_string()),
     }
 }
 
@@ -105,8 +98,7 @@ pub async fn create(
             ))
             .with_details(crate::templates::details(errors))
         })?;
-        let machines =
-            select(s.store.hardware()?, &req.hardware, &req.selector).map_err(select_failure)?;
+        let machines = select(s.store.hardware()?, &req.hardware, &req.selector)?;
         let created = s
             .engine
             .create(
