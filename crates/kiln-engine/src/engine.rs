@@ -77,7 +77,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn apply(wf: &Workflow, fx: &Effects, tx: &WorkflowTx<'_>, now: u64) -> Result<(), StoreError> {
+fn apply(wf: &Workflow, fx: &Effects, tx: &dyn WorkflowTx, now: u64) -> Result<(), StoreError> {
     if let Some(on) = fx.netboot {
         tx.set_netboot(&wf.hardware, on)?;
     }
@@ -102,16 +102,17 @@ pub struct ClaimedJob {
 
 #[derive(Clone)]
 pub struct Engine {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
 }
 
 impl Engine {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Engine { store }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    #[cfg(test)]
+    fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// One workflow per machine from `template`, rendered for each; all are
@@ -135,7 +136,7 @@ impl Engine {
         items_in: &[(&Template, &Hardware)],
         server_url: &str,
         power: bool,
-        also: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+        also: impl FnMut(&Workflow, &dyn WorkflowTx) -> Result<(), StoreError>,
     ) -> Result<Vec<Workflow>, EngineError> {
         self.create_items(items_in, server_url, power, None, also)
     }
@@ -146,7 +147,7 @@ impl Engine {
         server_url: &str,
         power: bool,
         retry_of: Option<&str>,
-        mut also: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+        mut also: impl FnMut(&Workflow, &dyn WorkflowTx) -> Result<(), StoreError>,
     ) -> Result<Vec<Workflow>, EngineError> {
         let now = now_ms();
         let images: std::collections::BTreeMap<String, ImageView> = self
@@ -189,7 +190,7 @@ impl Engine {
             }
             items.push(wf);
         }
-        self.store.create_workflows(&items, |wf, tx| {
+        self.store.create_workflows(&items, &mut |wf, tx| {
             tx.set_netboot(&wf.hardware, true)?;
             let mut ev = Event::now(
                 EventKind::WorkflowCreated,
@@ -296,7 +297,7 @@ impl Engine {
     fn with_agent<R>(
         &self,
         call: AgentCall<'_>,
-        f: impl FnOnce(&mut Workflow, &WorkflowTx<'_>) -> Result<Result<R, EngineError>, StoreError>,
+        f: impl FnOnce(&mut Workflow, &dyn WorkflowTx) -> Result<Result<R, EngineError>, StoreError>,
     ) -> Result<R, EngineError> {
         if !credential::plausible_token(call.token) {
             return Err(StoreError::NoWorkflow.into());
@@ -488,7 +489,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Engine, Vec<Hardware>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = kiln_store::open_sqlite(dir.path()).unwrap();
         let hw = parse_hardware_csv(
             "t.csv",
             "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
@@ -543,7 +544,7 @@ mod tests {
         let token = claim(&engine);
 
         // Each step on a fresh Store, as after a crash and restart.
-        let reopen = || Engine::new(Arc::new(Store::open(dir.path()).unwrap()));
+        let reopen = || Engine::new(kiln_store::open_sqlite(dir.path()).unwrap());
         let NextAction::Run {
             index,
             attempt,

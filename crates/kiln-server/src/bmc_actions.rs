@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kiln_api::{BmcOp, BmcRow};
 use kiln_bmc::{Bmc, BmcError, BootDevice, BootOverride, ErrorKind, PowerAction};
 use kiln_model::{Event, EventKind, Hardware};
-use kiln_store::{Store, StoreError};
+use kiln_store::{StoreError, StoreHandle};
 use tokio::sync::Semaphore;
 
 /// BMCs talked to at once.
@@ -134,13 +134,12 @@ async fn one(
 /// and records an event per machine for every op that changes something. Rows come back
 /// in the machines' order.
 pub async fn run(
-    store: Arc<Store>,
+    store: StoreHandle,
     op: BmcOp,
     machines: Vec<Hardware>,
     persistent: bool,
 ) -> Result<Vec<BmcRow>, StoreError> {
     // What earlier calls learnt about each BMC (Redfish: no discovery when it still holds).
-    let lookup = store.clone();
     let keys: Vec<(String, Option<String>)> = machines
         .iter()
         .map(|h| {
@@ -150,16 +149,16 @@ pub async fn run(
             )
         })
         .collect();
-    let known: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .map(|(host, addr)| match addr {
-                Some(a) => lookup.bmc_hint(host, a),
-                None => Ok(None),
-            })
-            .collect::<Result<_, _>>()
-    })
-    .await
-    .map_err(|e| StoreError::Invalid(format!("BMC hint lookup: {e}")))??;
+    let known: Vec<Option<String>> = store
+        .run(move |lookup| {
+            keys.iter()
+                .map(|(host, addr)| match addr {
+                    Some(a) => lookup.bmc_hint(host, a),
+                    None => Ok(None),
+                })
+                .collect::<Result<_, StoreError>>()
+        })
+        .await?;
     let limit = Arc::new(Semaphore::new(PARALLEL));
     let tasks: Vec<_> = machines
         .into_iter()
@@ -176,20 +175,20 @@ pub async fn run(
     for t in tasks {
         done.push(t.await.expect("a BMC task does not panic"));
     }
-    tokio::task::spawn_blocking(move || {
-        for ((row, learnt), before) in done.iter().zip(&known) {
-            if let Some(hint) = learnt.as_ref().filter(|h| Some(*h) != before.as_ref()) {
-                store.set_bmc_hint(&row.machine, &row.bmc, hint)?;
+    store
+        .run(move |store| {
+            for ((row, learnt), before) in done.iter().zip(&known) {
+                if let Some(hint) = learnt.as_ref().filter(|h| Some(*h) != before.as_ref()) {
+                    store.set_bmc_hint(&row.machine, &row.bmc, hint)?;
+                }
             }
-        }
-        let rows: Vec<BmcRow> = done.into_iter().map(|(row, _)| row).collect();
-        if !op.reads_only() {
-            store.append_events(&events_of(op, &rows))?;
-        }
-        Ok(rows)
-    })
-    .await
-    .map_err(|e| StoreError::Invalid(format!("BMC results: {e}")))?
+            let rows: Vec<BmcRow> = done.into_iter().map(|(row, _)| row).collect();
+            if !op.reads_only() {
+                store.append_events(&events_of(op, &rows))?;
+            }
+            Ok(rows)
+        })
+        .await
 }
 
 /// One event per machine: `bmc.done` with the result, `bmc.failed` with the error.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kiln_engine::Engine;
 use kiln_model::{EventSink, SharedInventory};
+use kiln_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,6 +14,17 @@ use tokio::task::JoinHandle;
 use crate::agent_tls::AgentTlsListener;
 use crate::error::{ServerError, StartContext};
 use crate::options::{Limits, ServeOptions, images_dir};
+
+/// What the services share.
+#[derive(Clone)]
+pub struct Core {
+    pub engine: Engine,
+    /// The engine's own store connection (the agent API reads machines and seeds through it).
+    pub store: Arc<dyn Store>,
+    pub inventory: SharedInventory,
+    pub events: Arc<dyn EventSink>,
+    pub metrics: PrometheusHandle,
+}
 
 /// A service's task, its error logged when it ends with one.
 fn supervised<E: std::fmt::Display + Send + 'static>(
@@ -32,10 +44,7 @@ async fn until(mut rx: watch::Receiver<bool>) {
 
 pub async fn spawn(
     opts: &ServeOptions,
-    engine: &Engine,
-    inventory: &SharedInventory,
-    events: &Arc<dyn EventSink>,
-    metrics: &PrometheusHandle,
+    core: &Core,
     agent_tls: &AgentTlsListener,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
@@ -45,24 +54,17 @@ pub async fn spawn(
         .limits
         .clone()
         .within_open_files(open_files.unwrap_or(u64::MAX));
-    let mut tasks = http(
-        opts, engine, inventory, events, metrics, agent_tls, &limits, shutdown,
-    )
-    .await?;
-    tasks.push(tftp(opts, events, &limits, shutdown).await?);
-    tasks.extend(dhcp(opts, inventory, events, shutdown)?);
+    let mut tasks = http(opts, core, agent_tls, &limits, shutdown).await?;
+    tasks.push(tftp(opts, &core.events, &limits, shutdown).await?);
+    tasks.extend(dhcp(opts, &core.inventory, &core.events, shutdown)?);
     Ok(tasks)
 }
 
 /// The provisioning network's HTTP: plain (scripts, artifacts, images) and the agent API over
 /// TLS, one router behind both.
-#[allow(clippy::too_many_arguments)]
 async fn http(
     opts: &ServeOptions,
-    engine: &Engine,
-    inventory: &SharedInventory,
-    events: &Arc<dyn EventSink>,
-    metrics: &PrometheusHandle,
+    core: &Core,
     agent_tls: &AgentTlsListener,
     limits: &Limits,
     shutdown: &watch::Receiver<bool>,
@@ -78,16 +80,17 @@ async fn http(
         kernel_args: format!("{} {}", opts.kernel_args, agent_tls.kernel_args()),
     };
     let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
-        engine: engine.clone(),
+        engine: core.engine.clone(),
+        store: core.store.clone(),
         server_url,
         check_peer_ip: opts.dhcp_mode == kiln_dhcp::Mode::Reservation,
         phone_home_key: crate::server_key::load_or_create(&opts.data_dir)?,
     });
-    let render = metrics.clone();
+    let render = core.metrics.clone();
     let app = kiln_http::router(
         http_cfg,
-        inventory.clone(),
-        events.clone(),
+        core.inventory.clone(),
+        core.events.clone(),
         Arc::new(move || render.render()),
         provisioning,
     );
@@ -95,7 +98,7 @@ async fn http(
         .spawn(
             app.clone(),
             limits.http.clone(),
-            events.clone(),
+            core.events.clone(),
             until(shutdown.clone()),
         )
         .await?;
@@ -107,7 +110,7 @@ async fn http(
         listener,
         kiln_http::plain_only(app),
         limits.http.clone(),
-        Some(events.clone()),
+        Some(core.events.clone()),
         until(shutdown.clone()),
     );
     Ok(vec![

@@ -3,7 +3,6 @@
 //! from the stored CA; deletion (wipe the disks, or power off). The admin API's handlers
 //! call these from blocking tasks.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_api::{
@@ -135,7 +134,7 @@ pub fn role_name(role: &Role) -> String {
 }
 
 /// Machines not in any cluster yet.
-fn free_machines(store: &Store) -> Result<Vec<Hardware>, StoreError> {
+fn free_machines(store: &dyn Store) -> Result<Vec<Hardware>, StoreError> {
     let taken = store.clustered_machines()?;
     Ok(store
         .hardware()?
@@ -161,7 +160,7 @@ fn plan_views(plan: &Plan, created: &[Workflow]) -> Vec<PlannedNodeView> {
 
 /// A dry run: the plan and every node's seed, nothing stored.
 fn dry_run(
-    store: &Store,
+    store: &dyn Store,
     spec: ClusterSpec,
     warnings: Vec<Detail>,
 ) -> Result<ClusterCreated, ClusterError> {
@@ -219,7 +218,7 @@ fn node_templates(
 /// `POST /api/v1/clusters`: plans the cluster on free machines and creates one workflow per
 /// node, all or none; with `dry_run`, renders every node's seed and touches nothing.
 pub fn create(
-    store: &Store,
+    store: &dyn Store,
     engine: &Engine,
     default_server_url: &str,
     req: ClusterCreateRequest,
@@ -283,14 +282,14 @@ pub fn create(
     })
 }
 
-fn record(store: &Store, name: &str) -> Result<ClusterRecord, ClusterError> {
+fn record(store: &dyn Store, name: &str) -> Result<ClusterRecord, ClusterError> {
     store
         .cluster(name)?
         .ok_or_else(|| ClusterError::NotFound(name.to_string()))
 }
 
 /// Every cluster's status.
-pub fn list(store: &Store) -> Result<Vec<ClusterStatus>, ClusterError> {
+pub fn list(store: &dyn Store) -> Result<Vec<ClusterStatus>, ClusterError> {
     store
         .clusters()?
         .iter()
@@ -299,11 +298,11 @@ pub fn list(store: &Store) -> Result<Vec<ClusterStatus>, ClusterError> {
 }
 
 /// One cluster's status (its nodes' workflows are `GET /api/v1/workflows/{id}`).
-pub fn status(store: &Store, name: &str) -> Result<ClusterStatus, ClusterError> {
+pub fn status(store: &dyn Store, name: &str) -> Result<ClusterStatus, ClusterError> {
     status_of(store, &record(store, name)?)
 }
 
-fn status_of(store: &Store, c: &ClusterRecord) -> Result<ClusterStatus, ClusterError> {
+fn status_of(store: &dyn Store, c: &ClusterRecord) -> Result<ClusterStatus, ClusterError> {
     let mut nodes = Vec::new();
     for n in store.cluster_nodes(&c.name)? {
         let wf = store.workflow(&n.workflow)?;
@@ -344,7 +343,7 @@ fn status_of(store: &Store, c: &ClusterRecord) -> Result<ClusterStatus, ClusterE
 }
 
 /// A new admin kubeconfig from the stored cluster CA (a new key each time).
-pub fn kubeconfig(store: &Store, name: &str) -> Result<MintedKubeconfig, ClusterError> {
+pub fn kubeconfig(store: &dyn Store, name: &str) -> Result<MintedKubeconfig, ClusterError> {
     let c = record(store, name)?;
     let spec = ClusterSpec::parse(&c.spec, &c.spec_file)
         .map_err(|e| ClusterError::Internal(format!("stored spec: {e}")))?;
@@ -386,7 +385,7 @@ pub struct Deletion {
 /// With every node ended and the disks to be wiped, a wipe workflow per machine; otherwise
 /// netboot goes off and the machines with a BMC are to be powered off ([`Deletion`]).
 pub fn delete(
-    store: &Arc<Store>,
+    store: &dyn Store,
     engine: &Engine,
     default_server_url: &str,
     name: &str,

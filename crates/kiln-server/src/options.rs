@@ -86,6 +86,11 @@ impl ServeOptions {
         }
     }
 
+    /// Where the server keeps its state.
+    pub fn store_location(&self) -> kiln_store::Location {
+        kiln_store::Location::sqlite(&self.data_dir)
+    }
+
     pub fn server_url(&self) -> String {
         format!("http://{}:{}", self.address, self.http_port)
     }

@@ -7,12 +7,18 @@ use std::time::Duration;
 use kiln_engine::power::StepFailure;
 use kiln_engine::power_run::run_job;
 use kiln_engine::{ClaimedJob, Engine};
+use kiln_store::StoreHandle;
 use tokio::sync::{Semaphore, watch};
 
 /// BMCs talked to at once.
 const PARALLEL: usize = 64;
 
-pub fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// `store` is where the runner reads each machine's BMC and keeps what calls learn of it.
+pub fn spawn(
+    engine: Engine,
+    store: StoreHandle,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(PARALLEL));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -34,10 +40,10 @@ pub fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) -> tokio::task
                 }
             };
             for job in jobs {
-                let (engine, limit) = (engine.clone(), Arc::clone(&limit));
+                let (engine, store, limit) = (engine.clone(), store.clone(), Arc::clone(&limit));
                 tokio::spawn(async move {
                     let _slot = limit.acquire_owned().await;
-                    let outcome = run(&engine, &job).await;
+                    let outcome = run(&engine, &store, &job).await;
                     if let Err(err) = outcome.as_ref() {
                         tracing::warn!(machine = %job.hardware, "BMC step failed: {}", err.message);
                     }
@@ -55,28 +61,28 @@ pub fn spawn(engine: Engine, mut shutdown: watch::Receiver<bool>) -> tokio::task
 }
 
 /// One claimed step: the machine's BMC from the store, then the step.
-async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
-    let store = Arc::clone(engine.store());
+async fn run(
+    engine: &Engine,
+    store: &StoreHandle,
+    job: &ClaimedJob,
+) -> Result<String, StepFailure> {
     let name = job.hardware.clone();
     // The machine and what the last call learnt about its BMC (Redfish: where the system is,
     // how to log in), in one trip to the store.
-    let (hw, hint) = tokio::task::spawn_blocking(move || {
-        let hw = store.hardware_by_name(&name)?;
-        let hint = match hw.as_ref().and_then(|h| h.bmc.as_ref()) {
-            Some(b) => store.bmc_hint(&name, &b.address)?,
-            None => None,
-        };
-        Ok::<_, kiln_store::StoreError>((hw, hint))
-    })
-    .await
-    .map_err(|e| StepFailure {
-        message: e.to_string(),
-        retryable: true,
-    })?
-    .map_err(|e| StepFailure {
-        message: e.to_string(),
-        retryable: true,
-    })?;
+    let (hw, hint) = store
+        .run(move |store| {
+            let hw = store.hardware_by_name(&name)?;
+            let hint = match hw.as_ref().and_then(|h| h.bmc.as_ref()) {
+                Some(b) => store.bmc_hint(&name, &b.address)?,
+                None => None,
+            };
+            Ok::<_, kiln_store::StoreError>((hw, hint))
+        })
+        .await
+        .map_err(|e| StepFailure {
+            message: e.to_string(),
+            retryable: true,
+        })?;
     let hw = hw.ok_or_else(|| StepFailure {
         message: format!("machine {} is no longer enrolled", job.hardware),
         retryable: false,
@@ -107,12 +113,10 @@ async fn run(engine: &Engine, job: &ClaimedJob) -> Result<String, StepFailure> {
     )
     .await;
     if let Some(learnt) = bmc.hint().filter(|h| Some(h) != hint.as_ref()) {
-        let store = Arc::clone(engine.store());
-        let saved = tokio::task::spawn_blocking(move || {
-            store.set_bmc_hint(&hw.hostname, &endpoint.address, &learnt)
-        })
-        .await;
-        if let Ok(Err(e)) = saved {
+        let saved = store
+            .run(move |store| store.set_bmc_hint(&hw.hostname, &endpoint.address, &learnt))
+            .await;
+        if let Err(e) = saved {
             tracing::warn!("keeping what the BMC call learnt: {e}");
         }
     }

@@ -1,6 +1,7 @@
 //! Wires the workflow engine into the HTTP routes (kiln-http's `Provisioning`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use kiln_engine::credential::{CredentialError, PhoneHomeKey};
 use kiln_engine::engine::AgentCall;
@@ -9,10 +10,12 @@ use kiln_http::{ApiError, ApiErrorKind, Provisioning};
 use kiln_model::cloudinit;
 use kiln_model::template::ActionKind;
 use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed, Workflow};
-use kiln_store::StoreError;
+use kiln_store::{Store, StoreError};
 
 pub struct EngineProvisioning {
     pub engine: Engine,
+    /// The engine's store connection: machines, workflows and clusters to render seeds from.
+    pub store: Arc<dyn Store>,
     pub server_url: String,
     /// In reservation mode a machine always has its reserved address, so its credential is
     /// only claimed, and phone-home only taken, from that address.
@@ -66,8 +69,7 @@ impl EngineProvisioning {
         peer: IpAddr,
     ) -> Result<Workflow, ApiError> {
         let wf = self
-            .engine
-            .store()
+            .store
             .workflow(workflow)
             .map_err(|e| api_error(e.into()))?;
         let Some(wf) = wf.filter(|_| self.phone_home_key.verify(workflow, signature)) else {
@@ -79,8 +81,7 @@ impl EngineProvisioning {
         };
         if self.check_peer_ip {
             let hw = self
-                .engine
-                .store()
+                .store
                 .hardware_by_name(&wf.hardware)
                 .map_err(|e| api_error(e.into()))?;
             if let Some(hw) = hw.filter(|hw| peer != IpAddr::V4(hw.ip)) {
@@ -97,7 +98,7 @@ impl EngineProvisioning {
     /// The NoCloud seed of `wf`: the cluster's node documents, the template's own, or the
     /// defaults; the phone-home URL signed.
     fn render_seed(&self, wf: &Workflow) -> Result<Seed, ApiError> {
-        let store = self.engine.store();
+        let store = &self.store;
         let hw = store
             .hardware_by_name(&wf.hardware)
             .map_err(|e| api_error(e.into()))?
@@ -275,7 +276,7 @@ mod tests {
 
     struct Lab {
         app: axum::Router,
-        engine: Engine,
+        store: Arc<dyn Store>,
         events: Arc<Recorder>,
         key: PhoneHomeKey,
         workflow: String,
@@ -284,7 +285,7 @@ mod tests {
 
     fn lab() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = kiln_store::open_sqlite(dir.path()).unwrap();
         let mut hw = kiln_model::csv::parse_hardware_csv(
             "t.csv",
             &format!(
@@ -294,7 +295,7 @@ mod tests {
         )
         .unwrap();
         store.enroll(&hw).unwrap();
-        let engine = Engine::new(store);
+        let engine = Engine::new(store.clone());
         let t = parse_template("t.yaml", TEMPLATE).unwrap();
         let wf = engine
             .create(&t, &hw, "http://10.0.0.1:8080", false)
@@ -317,6 +318,7 @@ mod tests {
             Arc::new(String::new),
             Arc::new(EngineProvisioning {
                 engine: engine.clone(),
+                store: store.clone(),
                 server_url: "http://10.0.0.1:8080".into(),
                 check_peer_ip: true,
                 phone_home_key: key.clone(),
@@ -324,7 +326,7 @@ mod tests {
         );
         Lab {
             app,
-            engine,
+            store,
             events,
             key,
             workflow: wf[0].id.clone(),
@@ -380,12 +382,7 @@ mod tests {
         }
 
         fn state(&self) -> String {
-            let wf = self
-                .engine
-                .store()
-                .workflow(&self.workflow)
-                .unwrap()
-                .unwrap();
+            let wf = self.store.workflow(&self.workflow).unwrap().unwrap();
             wf.state.to_string()
         }
     }

@@ -1,17 +1,16 @@
 //! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
 //! when another connection (another kiln process, the admin API) committed a change.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_engine::Engine;
 use kiln_model::{Inventory, SharedInventory};
-use kiln_store::{Store, StoreError};
+use kiln_store::{Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 pub fn spawn(
-    store: Arc<Store>,
+    store: StoreHandle,
     engine: Engine,
     inventory: SharedInventory,
     metrics: PrometheusHandle,
@@ -32,18 +31,15 @@ pub fn spawn(
                 Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
                 Ok(Ok(_)) => {}
             }
-            let s = store.clone();
-            let loaded = tokio::task::spawn_blocking(move || reload_if_changed(&s, seen)).await;
-            match loaded {
-                Ok(Ok(Some((v, hw)))) => {
+            match store.run(move |s| reload_if_changed(s, seen)).await {
+                Ok(Some((v, hw))) => {
                     if seen.is_some() {
                         tracing::info!(machines = hw.len(), "inventory reloaded");
                     }
                     inventory.replace(Inventory::new(hw));
                     seen = Some(v);
                 }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::warn!("reloading the inventory: {e}"),
+                Ok(None) => {}
                 Err(e) => tracing::warn!("reloading the inventory: {e}"),
             }
         }
@@ -53,7 +49,7 @@ pub fn spawn(
 /// The hardware, when the store's data version moved since `seen`.
 #[allow(clippy::type_complexity)]
 fn reload_if_changed(
-    store: &Store,
+    store: &dyn Store,
     seen: Option<i64>,
 ) -> Result<Option<(i64, Vec<kiln_model::Hardware>)>, StoreError> {
     let v = store.data_version()?;

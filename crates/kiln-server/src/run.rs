@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_model::{EventSink, Inventory, SharedInventory};
-use kiln_store::Store;
+use kiln_store::{Durability, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -75,12 +75,10 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     opts.check_safety()?;
     let metrics = metrics()?;
     let data_dir = opts.data_dir.clone();
-    let store = Arc::new(
-        Store::open(&data_dir)
-            .with_start(|| format!("opening the store in {}", data_dir.display()))?,
-    );
-    // This connection writes events (and reads); see Store::relax_durability.
-    store.relax_durability()?;
+    let location = opts.store_location();
+    // This connection writes events (and reads): see `Durability::Relaxed`.
+    let store = kiln_store::open(&location, Durability::Relaxed)
+        .with_start(|| format!("opening the store ({location:?})"))?;
     let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (stop, shutdown) = watch::channel(false);
@@ -89,30 +87,36 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
 
     // The engine writes through its own connection: `PRAGMA data_version` only moves for
     // other connections' commits, and the refresher must see the engine turn netboot off.
-    let engine = kiln_engine::Engine::new(Arc::new(
-        Store::open(&data_dir).start("opening the engine's store connection")?,
-    ));
+    let engine_store = kiln_store::open(&location, Durability::Full)
+        .start("opening the engine's store connection")?;
+    let engine = kiln_engine::Engine::new(engine_store.clone());
     store.set_setting("server_url", &server_url)?;
+    let core = crate::boot_services::Core {
+        engine: engine.clone(),
+        store: engine_store.clone(),
+        inventory: inventory.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+    };
 
     let agent_tls =
         crate::agent_tls::AgentTlsListener::prepare(&data_dir, opts.address, opts.agent_tls_port)?;
-    tasks.extend(
-        crate::boot_services::spawn(
-            &opts, &engine, &inventory, &events, &metrics, &agent_tls, &shutdown,
-        )
-        .await?,
-    );
+    tasks.extend(crate::boot_services::spawn(&opts, &core, &agent_tls, &shutdown).await?);
     let admin = crate::admin::AdminApi::bind(&opts, &engine, &events, &shutdown).await?;
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(shutdown.clone()));
     tasks.push(crate::refresher::spawn(
-        store.clone(),
+        StoreHandle::new(store.clone()),
         engine.clone(),
         inventory.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
-    tasks.push(crate::power::spawn(engine.clone(), shutdown.clone()));
+    tasks.push(crate::power::spawn(
+        engine.clone(),
+        StoreHandle::new(engine_store),
+        shutdown.clone(),
+    ));
     tracing::info!(
         url = %server_url,
         admin_api = %admin_addr,

@@ -19,7 +19,7 @@ pub struct StoreSink {
 
 impl StoreSink {
     /// Starts the writer thread; it ends when every sink clone is dropped.
-    pub fn start(store: Arc<Store>, inventory: SharedInventory) -> Arc<StoreSink> {
+    pub fn start(store: Arc<dyn Store>, inventory: SharedInventory) -> Arc<StoreSink> {
         let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("kiln-events".into())
@@ -73,7 +73,7 @@ fn resolve(event: &mut Event, inventory: &SharedInventory) {
     }
 }
 
-fn writer(store: Arc<Store>, inventory: SharedInventory, rx: Receiver<Event>) {
+fn writer(store: Arc<dyn Store>, inventory: SharedInventory, rx: Receiver<Event>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         // Gather what arrives within a few milliseconds: one transaction per

@@ -77,7 +77,11 @@ pub fn view(w: &Workflow, phone_home: Option<&PhoneHome>, now_ms: u64) -> Workfl
 }
 
 /// A workflow as the API shows it, with its phone-home read from the store.
-pub fn view_stored(store: &Store, w: &Workflow, now_ms: u64) -> Result<WorkflowView, StoreError> {
+pub fn view_stored(
+    store: &dyn Store,
+    w: &Workflow,
+    now_ms: u64,
+) -> Result<WorkflowView, StoreError> {
     Ok(view(w, store.phone_home_of(&w.id)?.as_ref(), now_ms))
 }
 
@@ -95,7 +99,7 @@ pub fn log_line(w: &Workflow, l: &ActionLog) -> LogLine {
 }
 
 /// A workflow by id, or the newest one of a machine (`None`: neither).
-pub fn find(store: &Store, key: &str) -> Result<Option<Workflow>, StoreError> {
+pub fn find(store: &dyn Store, key: &str) -> Result<Option<Workflow>, StoreError> {
     if let Some(wf) = store.workflow(key)? {
         return Ok(Some(wf));
     }

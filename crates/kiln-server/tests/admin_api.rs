@@ -94,8 +94,8 @@ impl Server {
     }
 
     fn token(&self, name: &str, scope: kiln_api::TokenScope) -> String {
-        let store = kiln_store::Store::open(self.dir.path()).unwrap();
-        kiln_server::admin::auth::create(&store, name, scope, 1)
+        let store = kiln_store::open_sqlite(self.dir.path()).unwrap();
+        kiln_server::admin::auth::create(&*store, name, scope, 1)
             .unwrap()
             .1
     }
@@ -105,7 +105,7 @@ impl Server {
         &self,
         until: impl Fn(&[kiln_store::EventRecord]) -> bool,
     ) -> Vec<kiln_store::EventRecord> {
-        let store = kiln_store::Store::open(self.dir.path()).unwrap();
+        let store = kiln_store::open_sqlite(self.dir.path()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let all = store.events(None, 0, 100_000).unwrap();
@@ -180,7 +180,7 @@ fn every_route_is_documented_and_refuses_requests_without_the_right_token() {
 
     let read_only = s.token("dashboards", kiln_api::TokenScope::ReadOnly);
     let revoked = s.token("old", kiln_api::TokenScope::Admin);
-    kiln_store::Store::open(s.dir.path())
+    kiln_store::open_sqlite(s.dir.path())
         .unwrap()
         .revoke_api_token("old", 2)
         .unwrap();
@@ -279,7 +279,7 @@ fn hardware_is_enrolled_changed_and_deleted_through_the_api_and_passwords_never_
     let (status, hw) = s.call("PATCH", "/api/v1/hardware/n1", t, Some(change));
     assert_eq!(status, 200, "{hw}");
     assert_eq!(hw["labels"], json!({"rack": "r7"}));
-    let stored = kiln_store::Store::open(s.dir.path())
+    let stored = kiln_store::open_sqlite(s.dir.path())
         .unwrap()
         .hardware_by_name("n1")
         .unwrap()

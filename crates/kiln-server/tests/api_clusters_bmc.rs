@@ -53,9 +53,9 @@ impl Server {
             .unwrap()
             .trim()
             .to_string();
-        let store = Store::open(&data).unwrap();
+        let store = kiln_store::open_sqlite(&data).unwrap();
         let (_, read_only) =
-            kiln_server::admin::auth::create(&store, "viewer", TokenScope::ReadOnly, 1).unwrap();
+            kiln_server::admin::auth::create(&*store, "viewer", TokenScope::ReadOnly, 1).unwrap();
         let pem = std::fs::read(data.join("tls/ca.crt")).unwrap();
         let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
         let tls = ureq::tls::TlsConfig::builder()
@@ -81,8 +81,8 @@ impl Server {
         }
     }
 
-    fn store(&self) -> Store {
-        Store::open(&self.data).unwrap()
+    fn store(&self) -> std::sync::Arc<dyn Store> {
+        kiln_store::open_sqlite(&self.data).unwrap()
     }
 
     /// One request: (status, JSON body or null).
@@ -392,7 +392,7 @@ fn clusters_are_created_followed_and_deleted_over_the_api() {
     assert!(!hw.netboot, "netboot off");
 
     // A cluster whose installs ended is deleted by wiping its disks.
-    let engine = kiln_engine::Engine::new(Arc::new(s.store()));
+    let engine = kiln_engine::Engine::new(s.store());
     let node_wf = single["nodes"][0]["workflow"].as_str().unwrap();
     engine.cancel(node_wf, "test").unwrap();
     let (status, del) = s.admin("DELETE", "/api/v1/clusters/single-node", None);

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use kiln_api::{ImageImport, ImportPhase, ImportState, TokenScope};
 use kiln_server::ServeOptions;
-use kiln_store::Store;
 use sha2::{Digest, Sha256};
 
 struct Server {
@@ -67,9 +66,9 @@ fn start() -> Server {
         .unwrap()
         .trim()
         .to_string();
-    let store = Store::open(data.path()).unwrap();
+    let store = kiln_store::open_sqlite(data.path()).unwrap();
     let (_, read_only) =
-        kiln_server::admin::auth::create(&store, "ro", TokenScope::ReadOnly, 1).unwrap();
+        kiln_server::admin::auth::create(&*store, "ro", TokenScope::ReadOnly, 1).unwrap();
     Server {
         runtime,
         running: Some(running),
@@ -487,7 +486,7 @@ fn changes_need_an_admin_token_and_every_route_is_documented() {
     let (_, json) = s.get("/api/v1/images", ro);
     assert_eq!(json, serde_json::json!([]));
     // Each refusal is an event.
-    let store = Store::open(s.data.path()).unwrap();
+    let store = kiln_store::open_sqlite(s.data.path()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let n = store

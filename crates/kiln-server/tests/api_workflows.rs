@@ -81,8 +81,8 @@ impl Server {
     }
 
     fn token(&self, scope: TokenScope) -> String {
-        let store = kiln_store::Store::open(&self.dir.path().join("data")).unwrap();
-        kiln_server::admin::auth::create(&store, "test", scope, 1)
+        let store = kiln_store::open_sqlite(&self.dir.path().join("data")).unwrap();
+        kiln_server::admin::auth::create(&*store, "test", scope, 1)
             .unwrap()
             .1
     }
@@ -231,7 +231,7 @@ fn workflows_are_created_listed_shown_cancelled_and_retried() {
         (id.as_str(), 0, false)
     );
     // The agent's lines (as its reports store them), a page at a time.
-    let store = kiln_store::Store::open(&s.dir.path().join("data")).unwrap();
+    let store = kiln_store::open_sqlite(&s.dir.path().join("data")).unwrap();
     let lines = ["one", "two", "three"].map(String::from);
     store
         .with_workflow(kiln_store::WorkflowKey::Id(&id), |_, tx| {

@@ -1,32 +1,27 @@
-//! Kiln's durable state. SQLite (WAL) in the data directory: every acknowledged
-//! change is committed before the call returns, so it survives `kill -9`.
+//! Kiln's durable state behind one trait, [`Store`]: every acknowledged change is committed
+//! before the call returns, so it survives `kill -9`. The embedded backend is SQLite in the
+//! data directory ([`SqliteStore`]); async code holds a [`StoreHandle`].
 
-mod bmc_hints;
-mod clusters;
-mod events;
-mod hardware;
-mod images;
-mod schema;
-mod tokens;
-mod workflows;
+mod handle;
+mod records;
+mod sqlite;
+mod traits;
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use rusqlite::Connection;
-
-pub use clusters::{ClusterNode, ClusterRecord};
-pub use events::{EventRecord, MAX_EVENTS_PER_MACHINE};
-pub use hardware::{Conflict, EnrollSummary};
-pub use images::ImageRecord;
-pub use tokens::ApiTokenRecord;
-pub use workflows::{
-    ActionLog, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey, WorkflowTx,
+pub use handle::StoreHandle;
+pub use records::{
+    ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
+    ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,
+};
+pub use sqlite::SqliteStore;
+pub use traits::{
+    BmcHintStore, Change, ClusterStore, EventStore, HardwareStore, ImageStore, SettingStore, Store,
+    TokenStore, WorkflowStore, WorkflowTx,
 };
 
-/// File name of the database inside the data directory.
+/// File name of the SQLite database inside the data directory.
 pub const DB_FILE: &str = "kiln.db";
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +54,9 @@ pub enum StoreError {
     /// No workflow matches (unknown id, or a token that is not, or no longer, valid).
     #[error("no such workflow")]
     NoWorkflow,
+    /// A blocking store call could not run (its thread panicked or the runtime is stopping).
+    #[error("store call did not complete: {0}")]
+    Interrupted(String),
     /// The database was written by a newer kiln.
     #[error(
         "the database schema is version {found}, newer than this kiln understands ({supported})"
@@ -66,113 +64,46 @@ pub enum StoreError {
     TooNew { found: i64, supported: i64 },
 }
 
-/// Kiln's state in one SQLite file. One connection, serialized by a mutex:
-/// SQLite allows one writer anyway, and callers use `spawn_blocking`.
-pub struct Store {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// `kiln.db` in the data directory (the default: one server).
+    Sqlite { data_dir: PathBuf },
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `data_dir`. The directory is made
-    /// 0700 and the database 0600: it holds BMC passwords.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io {
-            path: data_dir.to_path_buf(),
-            source,
-        };
-        if !data_dir.exists() {
-            fs::create_dir_all(data_dir).map_err(io)?;
+impl Location {
+    pub fn sqlite(data_dir: impl Into<PathBuf>) -> Self {
+        Location::Sqlite {
+            data_dir: data_dir.into(),
         }
-        // Forced on every start, not only at creation: a directory loosened by hand (or made
-        // by an installer with the umask) would expose keys and passwords.
-        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-        let path = data_dir.join(DB_FILE);
-        // Create with 0600 before SQLite touches it; tighten an existing file too.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-            StoreError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        let conn = Connection::open(&path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk when it returns (WAL + NORMAL could lose the
-        // last commits on power loss; we promise acknowledged changes survive).
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Deleted rows (cluster keys, tokens, BMC passwords) are overwritten with zeros, not
-        // left in free pages of the file.
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        schema::migrate(&conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            path,
-        })
-    }
-
-    /// A small named setting (the server's URL, say) shared with the CLI.
-    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-            [key, value],
-        )?;
-        Ok(())
-    }
-
-    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        use rusqlite::OptionalExtension;
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
-    }
-
-    /// For a connection that only writes events and reads: commits survive a
-    /// crash of kiln (WAL) but the last ones may be lost to a power cut, and
-    /// no fsync sits on the event path. Workflow and enrolment changes go
-    /// through connections that keep `synchronous=FULL`.
-    pub fn relax_durability(&self) -> Result<(), StoreError> {
-        self.conn().pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Changes whenever another connection commits; cheap to poll, so a server
-    /// notices the CLI's changes without a notification channel.
-    pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testutil {
-    use super::*;
+/// How hard a connection holds on to what it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A commit is on disk when it returns: enrolment, workflows, tokens.
+    Full,
+    /// For a connection that only writes events (and reads): commits survive a crash of kiln
+    /// but the last ones may be lost to a power cut, and no fsync sits on the event path.
+    Relaxed,
+}
 
-    pub fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("data")).unwrap();
-        (dir, store)
+/// Opens a connection to the store at `location` (creating and migrating it if needed).
+pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        Location::Sqlite { data_dir } => {
+            let store = SqliteStore::open(data_dir)?;
+            if durability == Durability::Relaxed {
+                store.relax_durability()?;
+            }
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// Opens the SQLite store in `data_dir` (created 0700, the database 0600), fully durable.
+pub fn open_sqlite(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
+    open(&Location::sqlite(data_dir), Durability::Full)
 }

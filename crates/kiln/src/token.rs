@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use kiln_api::{NewToken, TokenInfo, TokenScope};
-use kiln_store::{ApiTokenRecord, Store};
+use kiln_store::ApiTokenRecord;
 
 use kiln_api::time::rfc3339_ms;
 
@@ -57,7 +57,7 @@ fn now_ms() -> u64 {
 }
 
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = Store::open(data_dir)
+    let store = kiln_store::open_sqlite(data_dir)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     match cmd {
         Command::Create {
@@ -69,7 +69,7 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 Scope::Admin => TokenScope::Admin,
                 Scope::ReadOnly => TokenScope::ReadOnly,
             };
-            let (rec, token) = kiln_server::admin::auth::create(&store, &name, scope, now_ms())?;
+            let (rec, token) = kiln_server::admin::auth::create(&*store, &name, scope, now_ms())?;
             match output {
                 Format::Json => {
                     let t = NewToken {

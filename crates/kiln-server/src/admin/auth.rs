@@ -40,7 +40,7 @@ pub fn hash(token: &str) -> String {
 
 /// Makes a token, stores its hash, and returns (record, the token).
 pub fn create(
-    store: &Store,
+    store: &dyn Store,
     name: &str,
     scope: TokenScope,
     now_ms: u64,
@@ -61,7 +61,7 @@ pub fn create(
 /// At first start (no token at all yet) makes an admin token and writes it to
 /// `DATA_DIR/admin.token` (0600), for the CLI on this host.
 pub fn ensure_first_token(
-    store: &Store,
+    store: &dyn Store,
     data_dir: &Path,
     now_ms: u64,
 ) -> Result<(), crate::ServerError> {
@@ -184,18 +184,19 @@ pub async fn require_token(
             "a bearer token is needed (Authorization: Bearer ...)".into(),
         );
     };
-    let store = state.store.clone();
-    let found = tokio::task::spawn_blocking(move || store.api_token_by_hash(&hash(&token))).await;
+    let found = state
+        .store
+        .run(move |store| store.api_token_by_hash(&hash(&token)))
+        .await;
     let record = match found {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => {
+        Ok(Some(r)) => r,
+        Ok(None) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "unknown or revoked token".into(),
             );
         }
-        Ok(Err(e)) => return Failure::from(e).into_response(),
         Err(e) => return Failure::from(e).into_response(),
     };
     let scope = TokenScope::parse(&record.scope).unwrap_or(TokenScope::ReadOnly);
@@ -234,8 +235,9 @@ mod tests {
     #[test]
     fn tokens_are_stored_as_hashes_and_found_by_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (rec, token) = create(&store, "ci", TokenScope::ReadOnly, 1).unwrap();
+        let store = kiln_store::open_sqlite(dir.path()).unwrap();
+        let store = &*store;
+        let (rec, token) = create(store, "ci", TokenScope::ReadOnly, 1).unwrap();
         assert!(token.starts_with(&format!("kiln_{}_", rec.id)));
         assert_eq!(token.len(), "kiln_".len() + 12 + 1 + 64);
         assert_eq!(store.api_token_by_hash(&hash(&token)).unwrap(), Some(rec));
@@ -246,8 +248,9 @@ mod tests {
     fn the_first_token_is_made_once_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        ensure_first_token(&store, dir.path(), 1).unwrap();
+        let store = kiln_store::open_sqlite(dir.path()).unwrap();
+        let store = &*store;
+        ensure_first_token(store, dir.path(), 1).unwrap();
         let file = dir.path().join(FIRST_TOKEN_FILE);
         let token = std::fs::read_to_string(&file).unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
@@ -257,7 +260,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rec.scope, "admin");
-        ensure_first_token(&store, dir.path(), 2).unwrap();
+        ensure_first_token(store, dir.path(), 2).unwrap();
         assert_eq!(store.api_tokens().unwrap().len(), 1);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), token);
     }

@@ -22,8 +22,7 @@ pub async fn action(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<BmcActionRequest>,
 ) -> ApiResult<Json<Vec<BmcRow>>> {
-    let store = s.store.clone();
-    let all = tokio::task::spawn_blocking(move || store.hardware()).await??;
+    let all = s.store.run(|store| store.hardware()).await?;
     let machines = bmc_actions::select(all, &req.machines, &req.selector)?;
     let rows = bmc_actions::run(s.store.clone(), req.op, machines, req.persistent).await?;
     Ok(Json(rows))

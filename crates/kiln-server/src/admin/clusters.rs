@@ -37,12 +37,6 @@ impl From<ClusterError> for Failure {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ClusterError> + Send + 'static,
-) -> ApiResult<T> {
-    Ok(tokio::task::spawn_blocking(f).await??)
-}
-
 /// Plans a cluster on free enrolled machines (by label) and creates one install workflow per
 /// node, all or none. `dry_run`: touches nothing and returns every node's seed.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", operation_id = "cluster_create",
@@ -54,18 +48,19 @@ pub async fn create(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<ClusterCreateRequest>,
 ) -> ApiResult<Json<ClusterCreated>> {
-    let (store, engine, url) = (s.store.clone(), s.engine.clone(), s.server_url.clone());
-    blocking(move || clusters::create(&store, &engine, &url, req))
-        .await
-        .map(Json)
+    let (engine, url) = (s.engine.clone(), s.server_url.clone());
+    let created = s
+        .store
+        .run(move |store| clusters::create(store, &engine, &url, req))
+        .await?;
+    Ok(Json(created))
 }
 
 /// Every cluster and its state.
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", operation_id = "cluster_list",
     responses((status = 200, body = Vec<ClusterStatus>)))]
 pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<ClusterStatus>>> {
-    let store = s.store.clone();
-    blocking(move || clusters::list(&store)).await.map(Json)
+    Ok(Json(s.store.run(clusters::list).await?))
 }
 
 /// Each node of a cluster: machine, role, workflow state, phone-home.
@@ -76,10 +71,11 @@ pub async fn status(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ClusterStatus>> {
-    let store = s.store.clone();
-    blocking(move || clusters::status(&store, &name))
-        .await
-        .map(Json)
+    let status = s
+        .store
+        .run(move |store| clusters::status(store, &name))
+        .await?;
+    Ok(Json(status))
 }
 
 /// Mints an admin kubeconfig from the cluster CA Kiln holds (a new key each time, valid one
@@ -101,10 +97,11 @@ pub async fn kubeconfig(
         TokenScope::Admin,
         "a cluster's admin kubeconfig",
     )?;
-    let store = s.store.clone();
-    blocking(move || clusters::kubeconfig(&store, &name))
-        .await
-        .map(Json)
+    let minted = s
+        .store
+        .run(move |store| clusters::kubeconfig(store, &name))
+        .await?;
+    Ok(Json(minted))
 }
 
 /// Deprovisions a cluster: with every node ended, a workflow per node wipes its disk and
@@ -120,8 +117,11 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<ClusterDeleteQuery>,
 ) -> ApiResult<Json<ClusterDeleted>> {
-    let (store, engine, url) = (s.store.clone(), s.engine.clone(), s.server_url.clone());
-    let deletion = blocking(move || clusters::delete(&store, &engine, &url, &name, &q)).await?;
+    let (engine, url) = (s.engine.clone(), s.server_url.clone());
+    let deletion = s
+        .store
+        .run(move |store| clusters::delete(store, &engine, &url, &name, &q))
+        .await?;
     let mut deleted = deletion.deleted;
     if !deletion.power_off.is_empty() {
         deleted.power_off = crate::bmc_actions::run(

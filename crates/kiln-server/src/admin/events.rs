@@ -14,11 +14,10 @@ use futures_util::Stream;
 use kiln_api::EventView;
 use kiln_api::events::SSE_EVENT;
 use kiln_api::time::rfc3339_ms;
-use kiln_store::{EventRecord, Store};
+use kiln_store::{EventRecord, Store, StoreHandle};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::workflows::blocking;
 use super::{AdminState, ApiResult, Failure};
 
 /// How often the stream looks for new events.
@@ -40,7 +39,7 @@ pub(crate) fn event_view(rec: &EventRecord) -> EventView {
     }
 }
 
-fn enrolled(store: &Store, machine: Option<&str>) -> Result<(), Failure> {
+fn enrolled(store: &dyn Store, machine: Option<&str>) -> Result<(), Failure> {
     if let Some(name) = machine
         && store.hardware_by_name(name)?.is_none()
     {
@@ -69,24 +68,26 @@ pub async fn list(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Vec<EventView>>> {
-    blocking(move || {
-        let machine = q.machine.as_deref();
-        enrolled(&s.store, machine)?;
-        let records = match q.after {
-            Some(after) => s
-                .store
-                .events(machine, after, q.last.unwrap_or(PAGE).clamp(0, PAGE))?,
-            None => {
-                let mut all = s.store.events(machine, 0, i64::MAX)?;
-                let skip = all
-                    .len()
-                    .saturating_sub(q.last.unwrap_or(100).max(0) as usize);
-                all.split_off(skip)
-            }
-        };
-        Ok(Json(records.iter().map(event_view).collect()))
-    })
-    .await
+    s.store
+        .clone()
+        .run(move |store| {
+            let machine = q.machine.as_deref();
+            enrolled(store, machine)?;
+            let records = match q.after {
+                Some(after) => {
+                    store.events(machine, after, q.last.unwrap_or(PAGE).clamp(0, PAGE))?
+                }
+                None => {
+                    let mut all = store.events(machine, 0, i64::MAX)?;
+                    let skip = all
+                        .len()
+                        .saturating_sub(q.last.unwrap_or(100).max(0) as usize);
+                    all.split_off(skip)
+                }
+            };
+            Ok(Json(records.iter().map(event_view).collect()))
+        })
+        .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -112,16 +113,17 @@ pub async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    let store = s.store.clone();
     let machine = q.machine.clone();
-    let after = blocking(move || {
-        enrolled(&store, machine.as_deref())?;
-        match q.after.or(resumed) {
-            Some(a) => Ok(a),
-            None => Ok(store.last_event_id()?),
-        }
-    })
-    .await?;
+    let after = s
+        .store
+        .run(move |store| {
+            enrolled(store, machine.as_deref())?;
+            match q.after.or(resumed) {
+                Some(a) => Ok::<_, Failure>(a),
+                None => Ok(store.last_event_id()?),
+            }
+        })
+        .await?;
     let tail = Tail {
         store: s.store.clone(),
         machine: q.machine,
@@ -134,7 +136,7 @@ pub async fn stream(
 
 /// Where a stream is: what it has read and not yet sent, and where to read on from.
 struct Tail {
-    store: Arc<Store>,
+    store: StoreHandle,
     machine: Option<String>,
     after: i64,
     pending: VecDeque<EventRecord>,
@@ -166,22 +168,22 @@ impl Tail {
                 }
                 () = tokio::time::sleep(POLL) => {}
             }
-            let (store, machine, after) = (self.store.clone(), self.machine.clone(), self.after);
-            let read =
-                tokio::task::spawn_blocking(move || store.events(machine.as_deref(), after, PAGE))
-                    .await;
+            let (machine, after) = (self.machine.clone(), self.after);
+            let read = self
+                .store
+                .run(move |store| store.events(machine.as_deref(), after, PAGE))
+                .await;
             match read {
-                Ok(Ok(records)) => {
+                Ok(records) => {
                     if let Some(last) = records.last() {
                         self.after = last.id;
                     }
                     self.pending.extend(records);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!("admin API: event stream: {e}");
                     return None;
                 }
-                Err(_) => return None,
             }
         }
     }

@@ -34,18 +34,11 @@ fn csv_warning(w: CsvWarning) -> Detail {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await?
-}
-
 /// Every enrolled machine, by hostname.
 #[utoipa::path(get, path = "/api/v1/hardware", operation_id = "hardware_list", tag = "hardware",
     responses((status = 200, description = "Enrolled machines", body = Vec<Hardware>)))]
 pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<Hardware>>> {
-    let store = s.store.clone();
-    Ok(Json(blocking(move || Ok(store.hardware()?)).await?))
+    Ok(Json(s.store.run(|store| store.hardware()).await?))
 }
 
 /// One machine.
@@ -56,14 +49,14 @@ pub async fn get_one(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Hardware>> {
-    let store = s.store.clone();
-    blocking(move || {
-        store
-            .hardware_by_name(&name)?
-            .map(Json)
-            .ok_or_else(|| Failure::not_found(format!("no machine named {name:?} is enrolled")))
-    })
-    .await
+    s.store
+        .run(move |store| {
+            store
+                .hardware_by_name(&name)?
+                .map(Json)
+                .ok_or_else(|| Failure::not_found(format!("no machine named {name:?} is enrolled")))
+        })
+        .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -84,14 +77,14 @@ pub async fn enroll(
     Query(q): Query<EnrollQuery>,
     Json(req): Json<EnrollRequest>,
 ) -> ApiResult<Json<EnrollOutcome>> {
-    let store = s.store.clone();
-    blocking(move || enroll_blocking(&store, req, q.dry_run))
+    s.store
+        .run(move |store| enroll_blocking(store, req, q.dry_run))
         .await
         .map(Json)
 }
 
 fn enroll_blocking(
-    store: &kiln_store::Store,
+    store: &dyn kiln_store::Store,
     req: EnrollRequest,
     dry_run: bool,
 ) -> ApiResult<EnrollOutcome> {
@@ -154,16 +147,16 @@ pub async fn update(
     Path(name): Path<String>,
     Json(up): Json<HardwareUpdate>,
 ) -> ApiResult<Json<Hardware>> {
-    let store = s.store.clone();
-    blocking(move || {
-        let hw = store.update_hardware(&name, |hw| apply_update(hw, up))?;
-        Ok(Json(hw))
-    })
-    .await
+    s.store
+        .run(move |store| {
+            let hw = store.update_hardware(&name, &mut |hw| apply_update(hw, &up))?;
+            Ok::<_, Failure>(Json(hw))
+        })
+        .await
 }
 
-fn apply_update(hw: &mut Hardware, up: HardwareUpdate) -> Result<(), String> {
-    for (k, v) in up.labels {
+fn apply_update(hw: &mut Hardware, up: &HardwareUpdate) -> Result<(), String> {
+    for (k, v) in up.labels.clone() {
         kiln_model::labels::check_key(&k).map_err(|e| format!("label {k:?}: {e}"))?;
         if let Some(v) = &v {
             kiln_model::labels::check_value(v).map_err(|e| format!("label {k}={v:?}: {e}"))?;
@@ -180,13 +173,13 @@ fn apply_update(hw: &mut Hardware, up: HardwareUpdate) -> Result<(), String> {
                 hw.hostname
             )
         })?;
-        if let Some(u) = up.bmc_username {
+        if let Some(u) = up.bmc_username.clone() {
             if u.is_empty() {
                 return Err("bmc_username: empty".into());
             }
             bmc.username = u;
         }
-        if let Some(p) = up.bmc_password {
+        if let Some(p) = up.bmc_password.clone() {
             bmc.password = kiln_model::Secret::new(p);
         }
     }
@@ -205,11 +198,11 @@ pub async fn delete(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let store = s.store.clone();
-    blocking(move || match store.delete_hardware(&name) {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::Invalid(why)) => Err(Failure::conflict(why)),
-        Err(e) => Err(e.into()),
-    })
-    .await
+    s.store
+        .run(move |store| match store.delete_hardware(&name) {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(StoreError::Invalid(why)) => Err(Failure::conflict(why)),
+            Err(e) => Err(e.into()),
+        })
+        .await
 }

@@ -62,12 +62,6 @@ impl From<ImageError> for Failure {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
-) -> ApiResult<T> {
-    Ok(tokio::task::spawn_blocking(f).await??)
-}
-
 /// Records how an import ended, and answers with it.
 fn finish(task: &ImportTask, outcome: Result<Imported, ImageError>) -> ApiResult<ImageImport> {
     match outcome {
@@ -84,8 +78,7 @@ fn finish(task: &ImportTask, outcome: Result<Imported, ImageError>) -> ApiResult
 #[utoipa::path(get, path = "/api/v1/images", tag = "images", operation_id = "image_list",
     responses((status = 200, description = "Imported images", body = Vec<Image>)))]
 pub async fn list(State(s): State<Arc<AdminState>>) -> ApiResult<Json<Vec<Image>>> {
-    let store = s.store.clone();
-    let all = blocking(move || Ok(store.images()?)).await?;
+    let all = s.store.run(|store| store.images()).await?;
     Ok(Json(all.iter().map(image_resource).collect()))
 }
 
@@ -97,14 +90,16 @@ pub async fn get_one(
     State(s): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Image>> {
-    let store = s.store.clone();
-    blocking(move || {
-        store
-            .image(&name)?
-            .map(|rec| Json(image_resource(&rec)))
-            .ok_or_else(|| ImageError::NotFound(format!("no image named {name:?} is imported")))
-    })
-    .await
+    let found = s
+        .store
+        .run(move |store| {
+            store
+                .image(&name)?
+                .map(|rec| Json(image_resource(&rec)))
+                .ok_or_else(|| ImageError::NotFound(format!("no image named {name:?} is imported")))
+        })
+        .await?;
+    Ok(found)
 }
 
 /// Starts downloading an http(s) URL on the server and importing it; answers 202 with the
@@ -145,15 +140,15 @@ pub async fn import_url(
         }
         e => e,
     })?;
-    let (store, checked) = (s.store.clone(), spec.clone());
-    blocking(move || checked.check_free(&store)).await?;
+    let checked = spec.clone();
+    s.store.run(move |store| checked.check_free(store)).await?;
     let task = s.imports.begin(&spec.name, &shown, now_ms());
     // The task holds the store and the data dir, not the admin state: when the admin API
     // stops, the state and its import registry go, and the registry stops the download.
-    let (store, data_dir, running) = (s.store.clone(), s.data_dir.clone(), task.clone());
+    let (store, data_dir, running) = (s.store.shared(), s.data_dir.clone(), task.clone());
     let url = req.url;
     tokio::task::spawn_blocking(move || {
-        let outcome = images::import_url(&data_dir, &store, &url, &spec, &running);
+        let outcome = images::import_url(&data_dir, &*store, &url, &spec, &running);
         if let Err(e) = finish(&running, outcome) {
             tracing::warn!("image import from {}: {}", spec.label, e.body.message);
         }
@@ -207,8 +202,8 @@ pub async fn upload(
         .clone()
         .unwrap_or_else(|| format!("upload of {name}"));
     let spec = ImportSpec::new(&name, q.replace, q.zstd_level, &label, q.sha256.as_deref())?;
-    let (store, checked) = (s.store.clone(), spec.clone());
-    blocking(move || checked.check_free(&store)).await?;
+    let checked = spec.clone();
+    s.store.run(move |store| checked.check_free(store)).await?;
     if q.dry_run {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -222,12 +217,15 @@ pub async fn upload(
     let outcome = match received {
         Ok((staged, sha256)) => {
             let (state, running) = (s.clone(), task.clone());
-            blocking(move || {
-                spec.check_digest(&sha256)?;
-                running.converting();
-                images::import_file(&state.data_dir, &state.store, staged.path(), &spec)
-            })
-            .await
+            s.store
+                .clone()
+                .run(move |store| {
+                    spec.check_digest(&sha256)?;
+                    running.converting();
+                    images::import_file(&state.data_dir, store, staged.path(), &spec)
+                })
+                .await
+                .map_err(Failure::from)
         }
         Err(f) => Err(f),
     };
@@ -300,8 +298,10 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Json<DeletedImage>> {
     let state = s.clone();
-    let (rec, file_removed) =
-        blocking(move || images::delete(&state.data_dir, &state.store, &name)).await?;
+    let (rec, file_removed) = s
+        .store
+        .run(move |store| images::delete(&state.data_dir, store, &name))
+        .await?;
     Ok(Json(DeletedImage {
         image: image_resource(&rec),
         file_removed,

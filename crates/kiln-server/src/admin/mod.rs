@@ -22,7 +22,7 @@ use axum::routing::get;
 use kiln_api::LocalServer;
 use kiln_engine::Engine;
 use kiln_model::EventSink;
-use kiln_store::Store;
+use kiln_store::{Durability, StoreHandle};
 use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -40,7 +40,7 @@ pub const LOCAL_SERVER_FILE: &str = "api.json";
 /// What every admin handler works with.
 pub struct AdminState {
     /// The admin API's own connection (its commits move `data_version` for the refresher).
-    pub store: Arc<Store>,
+    pub store: StoreHandle,
     pub engine: Engine,
     pub events: Arc<dyn EventSink>,
     pub data_dir: PathBuf,
@@ -146,9 +146,9 @@ impl AdminApi {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<AdminApi, ServerError> {
         let data_dir = &opts.data_dir;
-        let store =
-            Arc::new(Store::open(data_dir).start("opening the admin API's store connection")?);
-        auth::ensure_first_token(&store, data_dir, now_ms())?;
+        let store = kiln_store::open(&opts.store_location(), Durability::Full)
+            .start("opening the admin API's store connection")?;
+        auth::ensure_first_token(&*store, data_dir, now_ms())?;
         let listener = tokio::net::TcpListener::bind(opts.api_listen)
             .await
             .with_start(|| format!("binding the admin API to {}", opts.api_listen))?;
@@ -168,7 +168,7 @@ impl AdminApi {
         let tls =
             kiln_http::tls::server_config(chain, key).start("the admin API's TLS configuration")?;
         let state = Arc::new(AdminState {
-            store,
+            store: StoreHandle::new(store),
             engine: engine.clone(),
             events: events.clone(),
             data_dir: data_dir.clone(),

@@ -17,13 +17,6 @@ use serde::Deserialize;
 use super::{AdminState, ApiResult, Failure, now_ms};
 use crate::workflows::{find, log_line, select, view_stored};
 
-/// Store work off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await?
-}
-
 fn engine_failure(e: EngineError) -> Failure {
     match e {
         EngineError::Store(e) => e.into(),
@@ -33,7 +26,7 @@ fn engine_failure(e: EngineError) -> Failure {
     }
 }
 
-fn found(store: &Store, key: &str) -> Result<Workflow, Failure> {
+fn found(store: &dyn Store, key: &str) -> Result<Workflow, Failure> {
     find(store, key)?.ok_or_else(|| {
         Failure::not_found(format!(
             "no workflow or machine with a workflow named {key:?}"
@@ -41,7 +34,7 @@ fn found(store: &Store, key: &str) -> Result<Workflow, Failure> {
     })
 }
 
-fn views(store: &Store, wfs: &[Workflow]) -> Result<Vec<WorkflowView>, Failure> {
+fn views(store: &dyn Store, wfs: &[Workflow]) -> Result<Vec<WorkflowView>, Failure> {
     let now = now_ms();
     wfs.iter()
         .map(|w| Ok(view_stored(store, w, now)?))
@@ -71,7 +64,9 @@ pub async fn list(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<WorkflowView>>> {
-    blocking(move || views(&s.store, &s.store.workflows(!q.all)?))
+    s.store
+        .clone()
+        .run(move |store| views(store, &store.workflows(!q.all)?))
         .await
         .map(Json)
 }
@@ -89,29 +84,31 @@ pub async fn create(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<CreateWorkflows>,
 ) -> ApiResult<(StatusCode, Json<Vec<WorkflowView>>)> {
-    blocking(move || {
-        let file = &req.template_file;
-        let template = parse_template(file, &req.template).map_err(|errors| {
-            Failure::invalid(format!(
-                "{} problem(s) in {file}; no workflow was created",
-                errors.0.len()
-            ))
-            .with_details(crate::templates::details(errors))
-        })?;
-        let machines = select(s.store.hardware()?, &req.hardware, &req.selector)?;
-        let created = s
-            .engine
-            .create(
-                &template,
-                &machines,
-                server_url(&s, &req.start),
-                !req.start.no_power,
-            )
-            .map_err(engine_failure)?;
-        views(&s.store, &created)
-    })
-    .await
-    .map(|v| (StatusCode::CREATED, Json(v)))
+    s.store
+        .clone()
+        .run(move |store| {
+            let file = &req.template_file;
+            let template = parse_template(file, &req.template).map_err(|errors| {
+                Failure::invalid(format!(
+                    "{} problem(s) in {file}; no workflow was created",
+                    errors.0.len()
+                ))
+                .with_details(crate::templates::details(errors))
+            })?;
+            let machines = select(store.hardware()?, &req.hardware, &req.selector)?;
+            let created = s
+                .engine
+                .create(
+                    &template,
+                    &machines,
+                    server_url(&s, &req.start),
+                    !req.start.no_power,
+                )
+                .map_err(engine_failure)?;
+            views(store, &created)
+        })
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
 /// One workflow with every action, by id or a machine's hostname (its newest).
@@ -122,11 +119,13 @@ pub async fn get_one(
     State(s): State<Arc<AdminState>>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
-    blocking(move || {
-        let wf = found(&s.store, &key)?;
-        Ok(Json(view_stored(&s.store, &wf, now_ms())?))
-    })
-    .await
+    s.store
+        .clone()
+        .run(move |store| {
+            let wf = found(store, &key)?;
+            Ok(Json(view_stored(store, &wf, now_ms())?))
+        })
+        .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -146,20 +145,20 @@ pub async fn logs(
     Path(key): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    blocking(move || {
-        let wf = found(&s.store, &key)?;
-        let lines = s
-            .store
-            .action_logs(&wf.id, q.after, kiln_api::LOG_PAGE as i64)?;
-        Ok(Json(LogPage {
-            workflow: wf.id.clone(),
-            after: lines.last().map_or(q.after, |l| l.id),
-            lines: lines.iter().map(|l| log_line(&wf, l)).collect(),
-            ended: wf.state.is_terminal(),
-            log_lines_dropped: wf.log_lines_dropped,
-        }))
-    })
-    .await
+    s.store
+        .clone()
+        .run(move |store| {
+            let wf = found(store, &key)?;
+            let lines = store.action_logs(&wf.id, q.after, kiln_api::LOG_PAGE as i64)?;
+            Ok(Json(LogPage {
+                workflow: wf.id.clone(),
+                after: lines.last().map_or(q.after, |l| l.id),
+                lines: lines.iter().map(|l| log_line(&wf, l)).collect(),
+                ended: wf.state.is_terminal(),
+                log_lines_dropped: wf.log_lines_dropped,
+            }))
+        })
+        .await
 }
 
 /// Ends an unfinished workflow now: failed, netboot off, the machine free for a new one (a
@@ -174,17 +173,19 @@ pub async fn cancel(
     Path(key): Path<String>,
     Json(req): Json<CancelRequest>,
 ) -> ApiResult<Json<WorkflowView>> {
-    blocking(move || {
-        let wf = found(&s.store, &key)?;
-        let reason = req.reason.as_deref().unwrap_or("cancelled by the operator");
-        let done = s.engine.cancel(&wf.id, reason).map_err(|e| {
-            let mut f = engine_failure(e);
-            f.body.message = format!("{}: {}", wf.id, f.body.message);
-            f
-        })?;
-        Ok(Json(view_stored(&s.store, &done, now_ms())?))
-    })
-    .await
+    s.store
+        .clone()
+        .run(move |store| {
+            let wf = found(store, &key)?;
+            let reason = req.reason.as_deref().unwrap_or("cancelled by the operator");
+            let done = s.engine.cancel(&wf.id, reason).map_err(|e| {
+                let mut f = engine_failure(e);
+                f.body.message = format!("{}: {}", wf.id, f.body.message);
+                f
+            })?;
+            Ok(Json(view_stored(store, &done, now_ms())?))
+        })
+        .await
 }
 
 /// Runs an ended workflow again: a new workflow on the same machine from the same template,
@@ -199,18 +200,20 @@ pub async fn retry(
     Path(key): Path<String>,
     Json(start): Json<StartOptions>,
 ) -> ApiResult<(StatusCode, Json<WorkflowView>)> {
-    blocking(move || {
-        let old = found(&s.store, &key)?;
-        let wf = s
-            .engine
-            .retry(&old.id, server_url(&s, &start), !start.no_power)
-            .map_err(|e| {
-                let mut f = engine_failure(e);
-                f.body.message = format!("retrying {}: {}", old.id, f.body.message);
-                f
-            })?;
-        Ok(view_stored(&s.store, &wf, now_ms())?)
-    })
-    .await
-    .map(|v| (StatusCode::CREATED, Json(v)))
+    s.store
+        .clone()
+        .run(move |store| {
+            let old = found(store, &key)?;
+            let wf = s
+                .engine
+                .retry(&old.id, server_url(&s, &start), !start.no_power)
+                .map_err(|e| {
+                    let mut f = engine_failure(e);
+                    f.body.message = format!("retrying {}: {}", old.id, f.body.message);
+                    f
+                })?;
+            Ok(view_stored(store, &wf, now_ms())?)
+        })
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
 }

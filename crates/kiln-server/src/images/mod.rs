@@ -109,7 +109,7 @@ impl ImportSpec {
 
     /// Refuses to go on (before a long download or upload) if the name is taken and
     /// replacing was not asked for.
-    pub fn check_free(&self, store: &Store) -> Result<(), ImageError> {
+    pub fn check_free(&self, store: &dyn Store) -> Result<(), ImageError> {
         if !self.replace {
             refuse_existing(store, &self.name)?;
         }
@@ -128,7 +128,7 @@ impl ImportSpec {
     }
 }
 
-fn refuse_existing(store: &Store, name: &str) -> Result<(), ImageError> {
+fn refuse_existing(store: &dyn Store, name: &str) -> Result<(), ImageError> {
     if let Some(old) = store.image(name)? {
         return Err(ImageError::Exists(format!(
             "an image named {name:?} exists (sha256 {}, file {}, imported {}): add --replace to replace it, or --name to import under another name",
@@ -151,7 +151,7 @@ pub struct Imported {
 /// `spec.name`.
 pub fn import_file(
     data_dir: &Path,
-    store: &Store,
+    store: &dyn Store,
     src: &Path,
     spec: &ImportSpec,
 ) -> Result<Imported, ImageError> {
@@ -212,7 +212,7 @@ pub fn import_file(
 /// `spec.label` names the URL in messages (see `kiln_api::images::url_for_display`).
 pub fn import_url(
     data_dir: &Path,
-    store: &Store,
+    store: &dyn Store,
     url: &str,
     spec: &ImportSpec,
     task: &ImportTask,
@@ -247,7 +247,7 @@ pub fn import_url(
 /// the URL `/images/<file>`). Returns the record and whether the file went.
 pub fn delete(
     data_dir: &Path,
-    store: &Store,
+    store: &dyn Store,
     name: &str,
 ) -> Result<(ImageRecord, bool), ImageError> {
     let missing = || ImageError::NotFound(format!("no image named {name:?} is imported"));

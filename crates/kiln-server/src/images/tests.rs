@@ -32,7 +32,7 @@ fn how(name: &str) -> ImportSpec {
 /// Imports the local file `path` as a client's upload would be.
 fn import(
     dir: &Path,
-    store: &Store,
+    store: &dyn Store,
     path: &Path,
     spec: &ImportSpec,
 ) -> Result<ImageRecord, ImageError> {
@@ -74,11 +74,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[test]
 fn imports_raw_and_records_digest_of_served_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let raw = dir.path().join("disk.raw");
     let data = disk();
     std::fs::write(&raw, &data).unwrap();
-    let rec = import(dir.path(), &store, &raw, &how("disk")).unwrap();
+    let rec = import(dir.path(), store, &raw, &how("disk")).unwrap();
     assert_serves(dir.path(), &rec, &data);
     assert_eq!(rec.source_format, "raw");
     assert_eq!(rec.file, format!("disk-{}.raw.zst", &rec.sha256[..16]));
@@ -96,7 +97,7 @@ fn imports_raw_and_records_digest_of_served_bytes() {
     let served = std::fs::read(images_dir(dir.path()).join(&rec.file)).unwrap();
     let zst = dir.path().join("again.raw.zst");
     std::fs::write(&zst, &served).unwrap();
-    let again = import(dir.path(), &store, &zst, &how("again")).unwrap();
+    let again = import(dir.path(), store, &zst, &how("again")).unwrap();
     assert_eq!(
         (again.sha256, again.raw_size, again.source_format.as_str()),
         (rec.sha256.clone(), rec.raw_size, "raw.zst")
@@ -106,7 +107,8 @@ fn imports_raw_and_records_digest_of_served_bytes() {
 #[test]
 fn every_format_is_told_by_content_and_stored_raw() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let data = disk();
     let raw = dir.path().join("src.raw");
     std::fs::write(&raw, &data).unwrap();
@@ -144,7 +146,7 @@ fn every_format_is_told_by_content_and_stored_raw() {
         // File names that say nothing true: only the content decides.
         let path = dir.path().join(format!("{name}.raw"));
         std::fs::write(&path, &bytes).unwrap();
-        let rec = import(dir.path(), &store, &path, &how(name))
+        let rec = import(dir.path(), store, &path, &how(name))
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(rec.source_format, source_format, "{name}");
         assert_serves(dir.path(), &rec, &data);
@@ -154,26 +156,27 @@ fn every_format_is_told_by_content_and_stored_raw() {
     let mut bytes = gzip(&data);
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&broken, &bytes).unwrap();
-    let e = import(dir.path(), &store, &broken, &how("broken")).unwrap_err();
+    let e = import(dir.path(), store, &broken, &how("broken")).unwrap_err();
     assert!(matches!(e, ImageError::Invalid(_)), "{e:?}");
     assert!(e.to_string().contains("broken.gz"), "{e}");
     assert!(store.image("broken").unwrap().is_none());
     // An HTML page (say, a login page served instead of the image) is not a disk.
     let page = dir.path().join("page.gz");
     std::fs::write(&page, gzip(b"<html><body>sign in</body></html>\n")).unwrap();
-    let e = import(dir.path(), &store, &page, &how("page")).unwrap_err();
+    let e = import(dir.path(), store, &page, &how("page")).unwrap_err();
     assert!(e.to_string().contains("not a disk image"), "{e}");
     // Compression inside compression is refused rather than stored as a disk.
     let twice = dir.path().join("twice.gz");
     std::fs::write(&twice, gzip(&gzip(&data))).unwrap();
-    let e = import(dir.path(), &store, &twice, &how("twice")).unwrap_err();
+    let e = import(dir.path(), store, &twice, &how("twice")).unwrap_err();
     assert!(e.to_string().contains("gz data inside gz"), "{e}");
 }
 
 #[test]
 fn a_qcow2_naming_another_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let secret = dir.path().join("secret.raw");
     std::fs::write(&secret, disk()).unwrap();
     let overlay = dir.path().join("overlay.qcow2");
@@ -184,7 +187,7 @@ fn a_qcow2_naming_another_file_is_refused() {
         .status()
         .unwrap();
     assert!(status.success());
-    let e = import(dir.path(), &store, &overlay, &how("overlay")).unwrap_err();
+    let e = import(dir.path(), store, &overlay, &how("overlay")).unwrap_err();
     assert!(e.to_string().contains("refers to another file"), "{e:#}");
     assert!(store.images().unwrap().is_empty());
 }
@@ -192,14 +195,15 @@ fn a_qcow2_naming_another_file_is_refused() {
 #[test]
 fn replacing_needs_replace_and_the_error_names_the_image() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let (old, new) = (disk(), disk().into_iter().rev().collect::<Vec<u8>>());
     let src = dir.path().join("src.raw");
     std::fs::write(&src, &old).unwrap();
-    let first = import(dir.path(), &store, &src, &how("os-v1.30")).unwrap();
+    let first = import(dir.path(), store, &src, &how("os-v1.30")).unwrap();
     std::fs::write(&src, &new).unwrap();
-    let e = how("os-v1.30").check_free(&store).unwrap_err();
-    let e2 = import(dir.path(), &store, &src, &how("os-v1.30")).unwrap_err();
+    let e = how("os-v1.30").check_free(store).unwrap_err();
+    let e2 = import(dir.path(), store, &src, &how("os-v1.30")).unwrap_err();
     for e in [e, e2] {
         assert!(matches!(e, ImageError::Exists(_)), "{e:?}");
         let e = e.to_string();
@@ -216,20 +220,21 @@ const TEMPLATE: &str = "name: install\nactions:\n  - name: stream\n    kind: ima
 #[test]
 fn a_replaced_image_leaves_the_bytes_a_workflow_was_given_and_is_kept_while_used() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let store_arc = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store_arc;
     let csv = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
                m1,,,,52:54:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,10.0.0.1,,/dev/vda\n\
                m2,,,,52:54:00:00:00:02,10.0.0.12,255.255.255.0,10.0.0.1,10.0.0.1,,/dev/vda\n";
     let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", csv).unwrap();
     store.enroll(&hw).unwrap();
     let template = kiln_model::template::parse_template("t.yaml", TEMPLATE).unwrap();
-    let engine = kiln_engine::Engine::new(Arc::clone(&store));
+    let engine = kiln_engine::Engine::new(Arc::clone(&store_arc));
     let server = "http://10.0.0.1:8080";
 
     let (old, new) = (disk(), disk().into_iter().rev().collect::<Vec<u8>>());
     let src = dir.path().join("src.raw");
     std::fs::write(&src, &old).unwrap();
-    let first = import(dir.path(), &store, &src, &how("os-v1.30")).unwrap();
+    let first = import(dir.path(), store, &src, &how("os-v1.30")).unwrap();
     let wf1 = engine
         .create(&template, &hw[..1], server, false)
         .unwrap()
@@ -240,7 +245,7 @@ fn a_replaced_image_leaves_the_bytes_a_workflow_was_given_and_is_kept_while_used
         replace: true,
         ..how("os-v1.30")
     };
-    let second = import(dir.path(), &store, &src, &replace).unwrap();
+    let second = import(dir.path(), store, &src, &replace).unwrap();
     assert_ne!(first.file, second.file);
     assert_eq!(store.images().unwrap(), vec![second.clone()]);
     let wf2 = engine
@@ -259,7 +264,7 @@ fn a_replaced_image_leaves_the_bytes_a_workflow_was_given_and_is_kept_while_used
 
     // While wf2 is unfinished the image it streams is not deleted; a second record naming
     // the same file can go, keeping the file.
-    let e = delete(dir.path(), &store, "os-v1.30").unwrap_err();
+    let e = delete(dir.path(), store, "os-v1.30").unwrap_err();
     assert!(matches!(e, ImageError::InUse(_)), "{e:?}");
     assert!(e.to_string().contains(&wf2.id), "{e}");
     let alias = ImageRecord {
@@ -267,11 +272,11 @@ fn a_replaced_image_leaves_the_bytes_a_workflow_was_given_and_is_kept_while_used
         ..second.clone()
     };
     assert!(store.add_image(&alias).unwrap());
-    let (gone, removed) = delete(dir.path(), &store, "alias").unwrap();
+    let (gone, removed) = delete(dir.path(), store, "alias").unwrap();
     assert_eq!((gone.name.as_str(), removed), ("alias", false));
     assert!(images_dir(dir.path()).join(&second.file).exists());
     assert!(matches!(
-        delete(dir.path(), &store, "alias"),
+        delete(dir.path(), store, "alias"),
         Err(ImageError::NotFound(_))
     ));
 }
@@ -279,11 +284,12 @@ fn a_replaced_image_leaves_the_bytes_a_workflow_was_given_and_is_kept_while_used
 #[test]
 fn deleting_an_unused_image_removes_its_file() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let src = dir.path().join("src.raw");
     std::fs::write(&src, disk()).unwrap();
-    let rec = import(dir.path(), &store, &src, &how("os")).unwrap();
-    let (gone, removed) = delete(dir.path(), &store, "os").unwrap();
+    let rec = import(dir.path(), store, &src, &how("os")).unwrap();
+    let (gone, removed) = delete(dir.path(), store, "os").unwrap();
     assert_eq!((gone, removed), (rec.clone(), true));
     assert!(!images_dir(dir.path()).join(&rec.file).exists());
     assert!(store.images().unwrap().is_empty());
@@ -327,7 +333,8 @@ pub(crate) fn serve(path: &'static str, body: Vec<u8>) -> String {
 #[test]
 fn imports_from_a_url_checking_status_and_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let data = disk();
     let body = gzip(&data);
     let body_sha = sha256_hex(&body);
@@ -341,14 +348,14 @@ fn imports_from_a_url_checking_status_and_digest() {
 
     let wrong = "0".repeat(64);
     let task = imports.begin("x", &url, 1);
-    let e = import_url(dir.path(), &store, &url, &spec(Some(&wrong)), &task).unwrap_err();
+    let e = import_url(dir.path(), store, &url, &spec(Some(&wrong)), &task).unwrap_err();
     assert!(matches!(e, ImageError::Sha256Mismatch(_)), "{e:?}");
     let e = e.to_string();
     assert!(e.contains(&url) && e.contains(&body_sha), "{e}");
     assert!(store.images().unwrap().is_empty());
 
     let task = imports.begin("x", &url, 1);
-    let got = import_url(dir.path(), &store, &url, &spec(Some(&body_sha)), &task).unwrap();
+    let got = import_url(dir.path(), store, &url, &spec(Some(&body_sha)), &task).unwrap();
     let rec = got.record;
     assert_eq!(
         (rec.name.as_str(), rec.source_format.as_str()),
@@ -363,12 +370,12 @@ fn imports_from_a_url_checking_status_and_digest() {
 
     let missing = format!("{base}/nope.raw");
     let task = imports.begin("nope", &missing, 1);
-    let e = import_url(dir.path(), &store, &missing, &how("nope"), &task).unwrap_err();
+    let e = import_url(dir.path(), store, &missing, &how("nope"), &task).unwrap_err();
     assert!(matches!(e, ImageError::Download(_)), "{e:?}");
     let e = e.to_string();
     assert!(e.contains(&missing) && e.contains("HTTP 404"), "{e}");
     // The server never reads its own files for a caller.
-    let e = import_url(dir.path(), &store, "file:///etc/passwd", &how("p"), &task).unwrap_err();
+    let e = import_url(dir.path(), store, "file:///etc/passwd", &how("p"), &task).unwrap_err();
     assert!(matches!(e, ImageError::Invalid(_)), "{e:?}");
     // Nothing of the downloads is left behind but the imported image.
     let left: Vec<String> = std::fs::read_dir(images_dir(dir.path()))
@@ -398,14 +405,15 @@ fn the_api_shows_the_url_path_and_an_rfc3339_time() {
 #[test]
 fn a_download_stops_when_the_server_does() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = kiln_store::open_sqlite(dir.path()).unwrap();
+    let store = &*store;
     let base = serve("os.gz", gzip(&disk()));
     let url = format!("{base}/os.gz");
     let imports = Imports::default();
     let task = imports.begin("os", &url, 1);
     // The registry goes with the admin API's state when the API stops.
     drop(imports);
-    let e = import_url(dir.path(), &store, &url, &how("os"), &task).unwrap_err();
+    let e = import_url(dir.path(), store, &url, &how("os"), &task).unwrap_err();
     assert!(e.to_string().contains("the server is stopping"), "{e}");
     assert!(store.images().unwrap().is_empty());
     let left = std::fs::read_dir(images_dir(dir.path())).unwrap().count();

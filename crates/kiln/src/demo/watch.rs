@@ -13,17 +13,19 @@ use anyhow::Context;
 use kiln_model::event::Event;
 use kiln_model::workflow::Workflow;
 use kiln_store::{PhoneHome, Store};
+use std::sync::Arc;
 
 /// Events one read returns at most.
 const PAGE: i64 = 1000;
 
 pub struct Watch {
-    store: Store,
+    store: Arc<dyn Store>,
 }
 
 impl Watch {
     pub fn open(data: &Path) -> anyhow::Result<Watch> {
-        let store = Store::open(data).with_context(|| format!("opening {}", data.display()))?;
+        let store =
+            kiln_store::open_sqlite(data).with_context(|| format!("opening {}", data.display()))?;
         Ok(Watch { store })
     }
 

@@ -6,57 +6,20 @@ use kiln_model::Event;
 use kiln_model::workflow::Workflow;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::{Store, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ActionLog {
-    pub id: i64,
-    pub action: usize,
-    pub attempt: u32,
-    pub at_ms: u64,
-    pub line: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PhoneHome {
-    pub at_ms: u64,
-    pub peer: String,
-    pub payload: String,
-}
-
-/// Lines kept per workflow; older ones are dropped (an agent looping on an
-/// error must not fill the disk).
-pub const MAX_LOG_LINES: i64 = 20_000;
-
-/// Bytes kept of one log line (a line without newlines must not hold megabytes).
-pub const MAX_LOG_LINE_BYTES: usize = 4096;
-
-/// `line`, cut at [`MAX_LOG_LINE_BYTES`] (on a character boundary) with what was cut said.
-fn cut_line(line: &str) -> std::borrow::Cow<'_, str> {
-    if line.len() <= MAX_LOG_LINE_BYTES {
-        return line.into();
-    }
-    let mut end = MAX_LOG_LINE_BYTES;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [{} bytes cut]", &line[..end], line.len() - end).into()
-}
-
-fn decode(id: &str, record: &str) -> Result<Workflow, StoreError> {
-    serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
-        what: format!("workflow {id}"),
-        why: e.to_string(),
-    })
-}
+use super::SqliteStore;
+use crate::records::{cut_line, decode_workflow, power_due};
+use crate::{
+    ActionLog, Change, ClusterNode, ClusterRecord, MAX_LOG_LINES, PhoneHome, StoreError,
+    WorkflowKey, WorkflowTx,
+};
 
 /// A workflow being changed inside a transaction.
-pub struct WorkflowTx<'a> {
-    pub(crate) tx: &'a Transaction<'a>,
+struct SqliteTx<'a> {
+    tx: &'a Transaction<'a>,
 }
 
-impl WorkflowTx<'_> {
-    pub fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
+impl WorkflowTx for SqliteTx<'_> {
+    fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE hardware SET netboot = ?2 WHERE hostname = ?1",
             params![hostname, on],
@@ -65,7 +28,7 @@ impl WorkflowTx<'_> {
     }
 
     /// The SHA-256 (hex) of the workflow's agent credential; `None` revokes it.
-    pub fn set_agent_token_hash(&self, id: &str, hash: Option<&str>) -> Result<(), StoreError> {
+    fn set_agent_token_hash(&self, id: &str, hash: Option<&str>) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE workflows SET agent_token_hash = ?2 WHERE id = ?1",
             params![id, hash],
@@ -73,11 +36,7 @@ impl WorkflowTx<'_> {
         Ok(())
     }
 
-    pub fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
-        self.set_agent_token_hash(id, None)
-    }
-
-    pub fn event(&self, event: &Event) -> Result<(), StoreError> {
+    fn event(&self, event: &Event) -> Result<(), StoreError> {
         let record = serde_json::to_string(event).expect("events serialize");
         self.tx.execute(
             "INSERT INTO events (at_ms, machine, record) VALUES (?1, ?2, ?3)",
@@ -88,7 +47,7 @@ impl WorkflowTx<'_> {
 
     /// Stores an agent's log lines (each cut at [`MAX_LOG_LINE_BYTES`]) and drops the oldest
     /// beyond [`MAX_LOG_LINES`]; returns how many were dropped, for the workflow to note.
-    pub fn log(
+    fn log(
         &self,
         id: &str,
         action: usize,
@@ -116,7 +75,7 @@ impl WorkflowTx<'_> {
         Ok(dropped)
     }
 
-    pub fn phone_home(
+    fn phone_home(
         &self,
         id: &str,
         at_ms: u64,
@@ -129,23 +88,49 @@ impl WorkflowTx<'_> {
         )?;
         Ok(())
     }
+
+    /// Records a cluster (once, with its first node's workflow).
+    fn insert_cluster(&self, c: &ClusterRecord) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO clusters (name, spec_file, spec, plan, secrets, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                c.name,
+                c.spec_file,
+                c.spec,
+                c.plan,
+                c.secrets,
+                c.created_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A retried node workflow takes the place of the one it retries (no-op outside clusters).
+    fn relink_cluster_node(&self, old: &str, new: &str) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE cluster_nodes SET workflow = ?2 WHERE workflow = ?1",
+            params![old, new],
+        )?;
+        Ok(())
+    }
+
+    fn insert_cluster_node(&self, n: &ClusterNode) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO cluster_nodes (cluster, hostname, role, workflow) VALUES (?1, ?2, ?3, ?4)",
+            params![n.cluster, n.hostname, n.role, n.workflow],
+        )?;
+        Ok(())
+    }
 }
 
-/// Whether a BMC step of the workflow still has to run.
-fn power_due(wf: &Workflow) -> bool {
-    use kiln_model::workflow::StepState;
-    [&wf.power.start, &wf.power.finish]
-        .iter()
-        .any(|s| matches!(s.state, StepState::Pending | StepState::Running))
-}
-
-impl Store {
+impl crate::WorkflowStore for SqliteStore {
     /// Stores new workflows, all or none, and runs `then` for each (turning netboot on, say)
     /// in the same transaction. Their agents claim their credentials later.
-    pub fn create_workflows(
+    fn create_workflows(
         &self,
         items: &[Workflow],
-        mut then: impl FnMut(&Workflow, &WorkflowTx<'_>) -> Result<(), StoreError>,
+        then: &mut dyn FnMut(&Workflow, &dyn WorkflowTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -175,7 +160,7 @@ impl Store {
                     power_due(wf)
                 ],
             )?;
-            then(wf, &WorkflowTx { tx: &tx })?;
+            then(wf, &SqliteTx { tx: &tx })?;
         }
         tx.commit()?;
         Ok(())
@@ -184,11 +169,11 @@ impl Store {
     /// Loads the workflow named by `key`, lets `change` modify it, and writes
     /// it back, all in one transaction: a crash leaves either the old or the
     /// new state. `change`'s error aborts everything.
-    pub fn with_workflow<R>(
+    fn change_workflow(
         &self,
         key: WorkflowKey<'_>,
-        change: impl FnOnce(&mut Workflow, &WorkflowTx<'_>) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+        change: &mut Change<'_>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let sql = match key {
@@ -207,9 +192,9 @@ impl Store {
             .query_row(sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .ok_or(StoreError::NoWorkflow)?;
-        let mut wf = decode(&id, &record)?;
+        let mut wf = decode_workflow(&id, &record)?;
         let before = wf.clone();
-        let out = change(&mut wf, &WorkflowTx { tx: &tx })?;
+        change(&mut wf, &SqliteTx { tx: &tx })?;
         if wf != before {
             tx.execute(
                 "UPDATE workflows SET state = ?2, record = ?3, updated_ms = ?4, power_due = ?5 WHERE id = ?1",
@@ -223,21 +208,21 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        Ok(out)
+        Ok(())
     }
 
-    pub fn workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
+    fn workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
         let conn = self.conn();
         let rec: Option<String> = conn
             .query_row("SELECT record FROM workflows WHERE id = ?1", [id], |r| {
                 r.get(0)
             })
             .optional()?;
-        rec.map(|r| decode(id, &r)).transpose()
+        rec.map(|r| decode_workflow(id, &r)).transpose()
     }
 
     /// Ids of workflows with a BMC step pending or claimed.
-    pub fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
+    fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT id FROM workflows WHERE power_due = 1 ORDER BY created_ms")?;
@@ -246,7 +231,7 @@ impl Store {
     }
 
     /// Workflows, newest first; only unfinished ones if `unfinished_only`.
-    pub fn workflows(&self, unfinished_only: bool) -> Result<Vec<Workflow>, StoreError> {
+    fn workflows(&self, unfinished_only: bool) -> Result<Vec<Workflow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, record FROM workflows
@@ -259,17 +244,12 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, rec) = row?;
-            out.push(decode(&id, &rec)?);
+            out.push(decode_workflow(&id, &rec)?);
         }
         Ok(out)
     }
 
-    pub fn action_logs(
-        &self,
-        id: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<ActionLog>, StoreError> {
+    fn action_logs(&self, id: &str, after: i64, limit: i64) -> Result<Vec<ActionLog>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, action, attempt, at_ms, line FROM action_logs WHERE workflow = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -286,7 +266,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn phone_home_of(&self, id: &str) -> Result<Option<PhoneHome>, StoreError> {
+    fn phone_home_of(&self, id: &str) -> Result<Option<PhoneHome>, StoreError> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -302,14 +282,4 @@ impl Store {
             )
             .optional()?)
     }
-}
-
-/// How a transition finds its workflow.
-#[derive(Debug, Clone, Copy)]
-pub enum WorkflowKey<'a> {
-    Id(&'a str),
-    /// By the SHA-256 (hex) of its agent credential: only one not revoked.
-    AgentTokenHash(&'a str),
-    /// The machine's (by hostname) workflow that has not ended.
-    UnfinishedOf(&'a str),
 }

@@ -3,17 +3,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{Store, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiTokenRecord {
-    pub id: String,
-    pub name: String,
-    /// `admin` or `read-only`.
-    pub scope: String,
-    pub created_ms: u64,
-    pub revoked_ms: Option<u64>,
-}
+use super::SqliteStore;
+use crate::{ApiTokenRecord, StoreError};
 
 const COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
 
@@ -27,8 +18,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
     })
 }
 
-impl Store {
-    pub fn insert_api_token(&self, t: &ApiTokenRecord, hash: &str) -> Result<(), StoreError> {
+impl crate::TokenStore for SqliteStore {
+    fn insert_api_token(&self, t: &ApiTokenRecord, hash: &str) -> Result<(), StoreError> {
         self.conn().execute(
             &format!("INSERT INTO api_tokens ({COLUMNS}, hash) VALUES (?1, ?2, ?3, ?4, NULL, ?5)"),
             params![t.id, t.name, t.scope, t.created_ms as i64, hash],
@@ -37,7 +28,7 @@ impl Store {
     }
 
     /// The live (not revoked) token whose SHA-256 is `hash`.
-    pub fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+    fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -48,7 +39,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_tokens ORDER BY created_ms, id"
@@ -58,7 +49,7 @@ impl Store {
     }
 
     /// Revokes the live tokens whose id or name is `key`; how many.
-    pub fn revoke_api_token(&self, key: &str, now_ms: u64) -> Result<usize, StoreError> {
+    fn revoke_api_token(&self, key: &str, now_ms: u64) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
             "UPDATE api_tokens SET revoked_ms = ?2 WHERE (id = ?1 OR name = ?1) AND revoked_ms IS NULL",
             params![key, now_ms as i64],
@@ -69,10 +60,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traits::*;
 
     #[test]
     fn a_revoked_token_is_listed_but_no_longer_found() {
-        let (_dir, store) = crate::testutil::temp_store();
+        let (_dir, store) = crate::sqlite::testutil::temp_store();
         let t = ApiTokenRecord {
             id: "t1".into(),
             name: "ci".into(),

@@ -2,51 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kiln_model::{Hardware, Secret};
+use kiln_model::Hardware;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{Store, StoreError};
-
-/// What one enrolment changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct EnrollSummary {
-    pub added: Vec<String>,
-    pub updated: Vec<String>,
-    pub unchanged: Vec<String>,
-}
-
-/// A machine in the file that clashes with a different machine already enrolled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    /// Index of the machine in the slice given to `enroll`.
-    pub index: usize,
-    pub field: &'static str,
-    pub message: String,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn decode(
-    hostname: &str,
-    record: &str,
-    password: Option<String>,
-    netboot: bool,
-) -> Result<Hardware, StoreError> {
-    let mut hw: Hardware = serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
-        what: hostname.to_string(),
-        why: e.to_string(),
-    })?;
-    if let (Some(bmc), Some(p)) = (hw.bmc.as_mut(), password) {
-        bmc.password = Secret::new(p);
-    }
-    hw.netboot = netboot;
-    Ok(hw)
-}
+use super::SqliteStore;
+use crate::records::{decode_hardware, now_ms};
+use crate::{Conflict, EnrollSummary, StoreError};
 
 const SELECT: &str = "SELECT hostname, record, bmc_password, netboot FROM hardware";
 
@@ -153,7 +114,7 @@ fn remove_replaced(
                 r.get::<_, bool>(3)?,
             ))
         })?;
-        previous.insert(name.clone(), decode(&row.0, &row.1, row.2, row.3)?);
+        previous.insert(name.clone(), decode_hardware(&row.0, &row.1, row.2, row.3)?);
         conn.execute("DELETE FROM hardware WHERE hostname = ?1", [name])?;
     }
     Ok(previous)
@@ -178,11 +139,11 @@ fn insert_hardware(conn: &Connection, hw: &Hardware, now: i64) -> Result<(), Sto
     Ok(())
 }
 
-impl Store {
+impl crate::HardwareStore for SqliteStore {
     /// Stores `machines` in one transaction: each replaces the enrolled machine
     /// with the same hostname or MAC (keeping its netboot flag), or is added.
     /// Any clash with another machine aborts the whole enrolment.
-    pub fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
+    fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut summary = EnrollSummary::default();
@@ -217,7 +178,7 @@ impl Store {
     }
 
     /// Every enrolled machine, by hostname.
-    pub fn hardware(&self) -> Result<Vec<Hardware>, StoreError> {
+    fn hardware(&self) -> Result<Vec<Hardware>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY hostname"))?;
         let rows = stmt.query_map([], |r| {
@@ -231,45 +192,26 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (name, record, password, netboot) = row?;
-            out.push(decode(&name, &record, password, netboot)?);
+            out.push(decode_hardware(&name, &record, password, netboot)?);
         }
         Ok(out)
     }
 
-    pub fn hardware_by_name(&self, hostname: &str) -> Result<Option<Hardware>, StoreError> {
+    fn hardware_by_name(&self, hostname: &str) -> Result<Option<Hardware>, StoreError> {
         self.hardware_where("hostname", hostname)
     }
 
-    pub fn hardware_by_mac(
-        &self,
-        mac: &kiln_model::MacAddr,
-    ) -> Result<Option<Hardware>, StoreError> {
+    fn hardware_by_mac(&self, mac: &kiln_model::MacAddr) -> Result<Option<Hardware>, StoreError> {
         self.hardware_where("mac", &mac.to_string())
-    }
-
-    fn hardware_where(&self, column: &str, value: &str) -> Result<Option<Hardware>, StoreError> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(&format!("{SELECT} WHERE {column} = ?1"), [value], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                ))
-            })
-            .optional()?;
-        row.map(|(n, rec, p, nb)| decode(&n, &rec, p, nb))
-            .transpose()
     }
 
     /// Changes one machine in a transaction: `change` edits it (labels, BMC credentials) and
     /// may refuse with a message; what it returns is stored. Its hostname, MAC, IP and BMC
     /// address stay (a new hardware.csv row changes those).
-    pub fn update_hardware(
+    fn update_hardware(
         &self,
         hostname: &str,
-        change: impl FnOnce(&mut Hardware) -> Result<(), String>,
+        change: &mut dyn FnMut(&mut Hardware) -> Result<(), String>,
     ) -> Result<Hardware, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -284,7 +226,7 @@ impl Store {
             })
             .optional()?
             .ok_or_else(|| StoreError::NotFound(hostname.to_string()))?;
-        let mut hw = decode(&row.0, &row.1, row.2, row.3)?;
+        let mut hw = decode_hardware(&row.0, &row.1, row.2, row.3)?;
         let (mac, ip, bmc) = (hw.mac, hw.ip, hw.bmc.as_ref().map(|b| b.address.clone()));
         change(&mut hw).map_err(StoreError::Invalid)?;
         if (
@@ -316,7 +258,7 @@ impl Store {
 
     /// Forgets a machine (and what was learnt of its BMC). Refused while it has an unfinished
     /// workflow or is a node of a cluster; its events and finished workflows stay as history.
-    pub fn delete_hardware(&self, hostname: &str) -> Result<(), StoreError> {
+    fn delete_hardware(&self, hostname: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let busy: Option<String> = tx
@@ -354,7 +296,7 @@ impl Store {
     }
 
     /// Turns a machine's netboot on or off; the boot services pick it up.
-    pub fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
+    fn set_netboot(&self, hostname: &str, on: bool) -> Result<(), StoreError> {
         let n = self.conn().execute(
             "UPDATE hardware SET netboot = ?2, updated_ms = ?3 WHERE hostname = ?1",
             params![hostname, on, now_ms()],
@@ -366,10 +308,29 @@ impl Store {
     }
 }
 
+impl SqliteStore {
+    fn hardware_where(&self, column: &str, value: &str) -> Result<Option<Hardware>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(&format!("{SELECT} WHERE {column} = ?1"), [value], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(n, rec, p, nb)| decode_hardware(&n, &rec, p, nb))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::temp_store;
+    use crate::sqlite::testutil::temp_store;
+    use crate::traits::*;
     use kiln_model::csv::parse_hardware_csv;
 
     const HEADER: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n";
@@ -500,9 +461,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        drop(Store::open(&data).unwrap());
+        drop(crate::SqliteStore::open(&data).unwrap());
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let store = Store::open(&data).unwrap();
+        let store = crate::SqliteStore::open(&data).unwrap();
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         let secure: i64 = store
@@ -531,8 +492,8 @@ mod tests {
     #[test]
     fn other_connections_commits_change_data_version() {
         let dir = tempfile::tempdir().unwrap();
-        let server = Store::open(dir.path()).unwrap();
-        let cli = Store::open(dir.path()).unwrap();
+        let server = crate::SqliteStore::open(dir.path()).unwrap();
+        let cli = crate::SqliteStore::open(dir.path()).unwrap();
         let v0 = server.data_version().unwrap();
         cli.enroll(&machines(
             "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",

@@ -3,22 +3,12 @@
 use kiln_model::Event;
 use rusqlite::params;
 
-use crate::{Store, StoreError};
+use super::SqliteStore;
+use crate::{EventRecord, MAX_EVENTS_PER_MACHINE, StoreError};
 
-/// Events kept per machine and class (anonymous traffic apart from workflow and BMC events;
-/// events of no known machine together).
-pub const MAX_EVENTS_PER_MACHINE: i64 = 1000;
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct EventRecord {
-    pub id: i64,
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-impl Store {
+impl crate::EventStore for SqliteStore {
     /// Appends events in one transaction and trims each touched machine's history (per class).
-    pub fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+    fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -52,7 +42,7 @@ impl Store {
     }
 
     /// Events after `after_id`, oldest first, optionally of one machine.
-    pub fn events(
+    fn events(
         &self,
         machine: Option<&str>,
         after_id: i64,
@@ -78,7 +68,7 @@ impl Store {
     }
 
     /// The id of the newest event, to follow from "now".
-    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+    fn last_event_id(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn()
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
@@ -87,7 +77,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::temp_store;
+    use crate::sqlite::testutil::temp_store;
+    use crate::traits::*;
     use kiln_model::{Event, EventKind};
 
     #[test]

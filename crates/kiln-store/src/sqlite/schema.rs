@@ -139,6 +139,7 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traits::*;
 
     #[test]
     fn images_imported_before_schema_6_keep_their_file_and_an_empty_source_format() {
@@ -155,7 +156,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = crate::Store::open(dir.path()).unwrap();
+        let store = crate::SqliteStore::open(dir.path()).unwrap();
         let old = store.image("os").unwrap().unwrap();
         assert_eq!(
             (old.file.as_str(), old.raw_size, old.source_format.as_str()),

@@ -2,24 +2,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{Store, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ImageRecord {
-    pub name: String,
-    /// File name under the images directory. Named by content (`NAME-<16 hex>.raw.zst`)
-    /// since schema 6, so replacing an image never changes a file already handed out;
-    /// earlier imports keep `NAME.raw.zst`.
-    pub file: String,
-    /// Size of the raw (uncompressed) image: agents check the disk against it.
-    pub raw_size: u64,
-    /// sha256 of the served (compressed) file.
-    pub sha256: String,
-    pub created_ms: u64,
-    /// What the import read (`raw`, `qcow2`, `raw.gz`, `qcow2.xz`); empty when unknown.
-    #[serde(default)]
-    pub source_format: String,
-}
+use super::SqliteStore;
+use crate::{ImageRecord, StoreError};
 
 const COLUMNS: &str = "name, file, raw_size, sha256, created_ms, source_format";
 
@@ -34,35 +18,21 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
     })
 }
 
-impl Store {
+impl crate::ImageStore for SqliteStore {
     /// Records `img`, replacing any image of the same name.
-    pub fn put_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
+    fn put_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
         self.write_image(img, "INSERT OR REPLACE")?;
         Ok(())
     }
 
     /// Records `img` unless an image of that name exists; `false` then.
-    pub fn add_image(&self, img: &ImageRecord) -> Result<bool, StoreError> {
+    fn add_image(&self, img: &ImageRecord) -> Result<bool, StoreError> {
         Ok(self.write_image(img, "INSERT OR IGNORE")? == 1)
-    }
-
-    fn write_image(&self, img: &ImageRecord, verb: &str) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            &format!("{verb} INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-            params![
-                img.name,
-                img.file,
-                img.raw_size as i64,
-                img.sha256,
-                img.created_ms as i64,
-                img.source_format
-            ],
-        )?)
     }
 
     /// Forgets an image; the record it was, to remove its file (when no other image names
     /// the same file: [`Store::images`] tells).
-    pub fn delete_image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
+    fn delete_image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let img = tx
@@ -77,14 +47,14 @@ impl Store {
         Ok(img)
     }
 
-    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
+    fn image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM images WHERE name = ?1"))?;
         Ok(stmt.query_row([name], from_row).optional()?)
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+    fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM images ORDER BY name"))?;
@@ -93,9 +63,26 @@ impl Store {
     }
 }
 
+impl SqliteStore {
+    fn write_image(&self, img: &ImageRecord, verb: &str) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            &format!("{verb} INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                img.name,
+                img.file,
+                img.raw_size as i64,
+                img.sha256,
+                img.created_ms as i64,
+                img.source_format
+            ],
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traits::*;
 
     fn record(name: &str, file: &str) -> ImageRecord {
         ImageRecord {
@@ -111,7 +98,7 @@ mod tests {
     #[test]
     fn add_keeps_an_existing_image_and_put_replaces_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::SqliteStore::open(dir.path()).unwrap();
         let first = record("os-v1.30", "os-v1.30-abababababababab.raw.zst");
         assert!(store.add_image(&first).unwrap());
         let second = record("os-v1.30", "os-v1.30-cdcdcdcdcdcdcdcd.raw.zst");

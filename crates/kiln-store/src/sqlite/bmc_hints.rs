@@ -4,11 +4,12 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{Store, StoreError};
+use super::SqliteStore;
+use crate::StoreError;
 
-impl Store {
+impl crate::BmcHintStore for SqliteStore {
     /// The hint learnt from `hostname`'s BMC at `address`, if any.
-    pub fn bmc_hint(&self, hostname: &str, address: &str) -> Result<Option<String>, StoreError> {
+    fn bmc_hint(&self, hostname: &str, address: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -20,16 +21,11 @@ impl Store {
     }
 
     /// Records (or replaces) `hostname`'s hint for its BMC at `address`.
-    pub fn set_bmc_hint(
-        &self,
-        hostname: &str,
-        address: &str,
-        hint: &str,
-    ) -> Result<(), StoreError> {
+    fn set_bmc_hint(&self, hostname: &str, address: &str, hint: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO bmc_hints (hostname, address, hint, updated_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (hostname) DO UPDATE SET address = ?2, hint = ?3, updated_ms = ?4",
-            params![hostname, address, hint, crate::hardware::now_ms()],
+            params![hostname, address, hint, crate::records::now_ms()],
         )?;
         Ok(())
     }
@@ -37,7 +33,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::temp_store;
+    use crate::sqlite::testutil::temp_store;
+    use crate::traits::*;
 
     #[test]
     fn a_hint_is_kept_per_machine_and_only_for_its_address() {
