@@ -87,9 +87,17 @@ pub fn ensure_first_token(
     Ok(())
 }
 
-/// What a request needs: reads (GET, HEAD) any token, everything else an admin one.
-fn needed(method: &Method) -> TokenScope {
-    if method == Method::GET || method == Method::HEAD {
+/// POSTs that change nothing by themselves: checking a template, and BMC actions, whose
+/// handler asks for an admin token unless the operation only reads (status, info).
+const READING_POSTS: &[&str] = &["/api/v1/templates/validate", "/api/v1/bmc/actions"];
+
+/// What a request needs: reads (GET, HEAD, and the [`READING_POSTS`]) any token, everything
+/// else an admin one.
+fn needed(method: &Method, path: &str) -> TokenScope {
+    let reads = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && READING_POSTS.contains(&path));
+    if reads {
         TokenScope::ReadOnly
     } else {
         TokenScope::Admin
@@ -166,7 +174,7 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
-    let need = needed(request.method());
+    let need = needed(request.method(), request.uri().path());
     let what = format!("{} {}", request.method(), request.uri().path());
     let refuse = |status: StatusCode, code: &str, why: String| {
         let mut response = refused(&state, peer, &what, status, code, why).into_response();

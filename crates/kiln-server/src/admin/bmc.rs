@@ -1,12 +1,14 @@
 //! `POST /api/v1/bmc/actions`: power and boot control through the machines' BMCs, many in
-//! parallel. A POST even for `status` and `info`: every op talks to hardware (admin tokens).
+//! parallel. A POST even for `status` and `info` (every op talks to hardware); those two only
+//! read, so a read-only token may ask them, the rest need an admin one.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use kiln_api::{BmcActionRequest, BmcRow};
+use axum::{Extension, Json};
+use kiln_api::{BmcActionRequest, BmcRow, TokenScope};
 
+use super::auth::Caller;
 use super::{AdminState, ApiResult};
 use crate::bmc_actions;
 
@@ -20,8 +22,17 @@ use crate::bmc_actions;
         (status = 422, description = "Nothing named, or a selector that is not k=v or matches nothing", body = kiln_api::ApiErrorBody)))]
 pub async fn action(
     State(s): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<BmcActionRequest>,
 ) -> ApiResult<Json<Vec<BmcRow>>> {
+    if !req.op.reads_only() {
+        super::auth::require(
+            &s,
+            &caller,
+            TokenScope::Admin,
+            "a BMC action that changes power or boot",
+        )?;
+    }
     let all = s.store.run(|store| store.hardware()).await?;
     let machines = bmc_actions::select(all, &req.machines, &req.selector)?;
     let rows = bmc_actions::run(s.store.clone(), req.op, machines, req.persistent).await?;
