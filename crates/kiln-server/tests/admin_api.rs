@@ -1,12 +1,9 @@
 //! The admin API as an operator's tools meet it: a whole server started in-process (boot
 //! services on loopback ports picked by the OS, DHCP off), reached over TLS with Kiln's CA.
 
-use kiln_model::EventKind;
-use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_server::{Running, ServeOptions};
+use kiln_model::EventKind;
 use serde_json::{Value, json};
 
 const CSV: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
@@ -14,59 +11,11 @@ n1,10.9.1.11,admin,hunter2-secret,52:54:00:aa:00:01,10.9.0.11,255.255.255.0,10.9
 n2,,,,52:54:00:aa:00:02,10.9.0.12,255.255.255.0,10.9.0.1,10.9.0.1,role=spare,/dev/vda
 ";
 
-fn options(dir: &std::path::Path) -> ServeOptions {
-    let mut opts = ServeOptions::new(dir.to_path_buf(), Ipv4Addr::LOCALHOST);
-    opts.dhcp_mode = kiln_dhcp::Mode::Off;
-    (opts.http_port, opts.agent_tls_port, opts.tftp_port) = (0, 0, 0);
-    opts.api_listen = "127.0.0.1:0".parse().unwrap();
-    opts
-}
-
-struct Server {
-    rt: tokio::runtime::Runtime,
-    running: Option<Running>,
-    dir: tempfile::TempDir,
-    agent: ureq::Agent,
-    base: String,
-    admin_token: String,
-}
+mod common;
+use common::Server;
 
 impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let running = rt
-            .block_on(kiln_server::start(options(dir.path())))
-            .unwrap();
-        let pem = std::fs::read(dir.path().join("tls/ca.crt")).unwrap();
-        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-                    .build(),
-            )
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let local: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("api.json")).unwrap())
-                .unwrap();
-        let admin_token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Server {
-            base: local["url"].as_str().unwrap().to_string(),
-            running: Some(running),
-            rt,
-            dir,
-            agent,
-            admin_token,
-        }
-    }
-
-    /// (status, JSON body or Null).
+    /// (status, JSON body or null).
     fn call(
         &self,
         method: &str,
@@ -74,54 +23,7 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let mut req = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = match body {
-            Some(b) => self.agent.run(
-                req.header("content-type", "application/json")
-                    .body(serde_json::to_vec(&b).unwrap())
-                    .unwrap(),
-            ),
-            None => self.agent.run(req.body(()).unwrap()),
-        }
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.into_body().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn token(&self, name: &str, scope: kiln_api::TokenScope) -> String {
-        let store = kiln_store::open_sqlite(self.dir.path()).unwrap();
-        kiln_server::admin::auth::create(&*store, name, scope, 1)
-            .unwrap()
-            .1
-    }
-
-    /// The events recorded so far (the writer batches: waits until `until` holds, or 10 s).
-    fn events_until(
-        &self,
-        until: impl Fn(&[kiln_store::EventRecord]) -> bool,
-    ) -> Vec<kiln_store::EventRecord> {
-        let store = kiln_store::open_sqlite(self.dir.path()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let all = store.events(None, 0, 100_000).unwrap();
-            if until(&all) || std::time::Instant::now() > deadline {
-                return all;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.rt.block_on(r.stop());
-        }
+        self.request_json(method, path, token, body.as_ref())
     }
 }
 
@@ -150,7 +52,7 @@ fn every_route_is_documented_and_refuses_requests_without_the_right_token() {
     let s = Server::start();
     let (status, _) = s.call("GET", kiln_api::routes::OPENAPI, None, None);
     assert_eq!(status, 401, "even the document needs a token");
-    let (status, doc) = s.call("GET", kiln_api::routes::OPENAPI, Some(&s.admin_token), None);
+    let (status, doc) = s.call("GET", kiln_api::routes::OPENAPI, Some(&s.admin), None);
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     let routes = documented_routes(&doc);
@@ -180,7 +82,7 @@ fn every_route_is_documented_and_refuses_requests_without_the_right_token() {
 
     let read_only = s.token("dashboards", kiln_api::TokenScope::ReadOnly);
     let revoked = s.token("old", kiln_api::TokenScope::Admin);
-    kiln_store::open_sqlite(s.dir.path())
+    kiln_store::open_sqlite(&s.data)
         .unwrap()
         .revoke_api_token("old", 2)
         .unwrap();
@@ -250,7 +152,7 @@ fn reading_post(method: &str, path: &str) -> bool {
 #[test]
 fn hardware_is_enrolled_changed_and_deleted_through_the_api_and_passwords_never_come_back() {
     let s = Server::start();
-    let t = Some(s.admin_token.as_str());
+    let t = Some(s.admin.as_str());
     let bad = json!({"file_name": "rack.csv", "csv": CSV.replace("10.9.0.12,", "10.9.0.999,")});
     let (status, err) = s.call("POST", "/api/v1/hardware", t, Some(bad));
     assert_eq!(status, 422);
@@ -284,7 +186,7 @@ fn hardware_is_enrolled_changed_and_deleted_through_the_api_and_passwords_never_
     let (status, hw) = s.call("PATCH", "/api/v1/hardware/n1", t, Some(change));
     assert_eq!(status, 200, "{hw}");
     assert_eq!(hw["labels"], json!({"rack": "r7"}));
-    let stored = kiln_store::open_sqlite(s.dir.path())
+    let stored = kiln_store::open_sqlite(&s.data)
         .unwrap()
         .hardware_by_name("n1")
         .unwrap()
@@ -318,7 +220,9 @@ fn hardware_is_enrolled_changed_and_deleted_through_the_api_and_passwords_never_
 async fn a_client_that_sends_nothing_is_dropped_after_the_header_timeout() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let running = kiln_server::start(options(dir.path())).await.unwrap();
+    let running = kiln_server::start(common::options(dir.path()))
+        .await
+        .unwrap();
     let mut idle = tokio::net::TcpStream::connect(running.admin_addr)
         .await
         .unwrap();

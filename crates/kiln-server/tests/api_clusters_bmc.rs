@@ -2,90 +2,18 @@
 //! Kiln's CA, bearer tokens), called as the CLI calls them. BMCs are loopback addresses:
 //! closed UDP ports (unreachable), so nothing leaves this host.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::UdpSocket;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_api::TokenScope;
-use kiln_server::{Running, ServeOptions};
-use kiln_store::Store;
 use serde_json::{Value, json};
 
-/// A server with its own data dir, and the two tokens a test calls it with.
-struct Server {
-    rt: tokio::runtime::Runtime,
-    running: Option<Running>,
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    base: String,
-    agent: ureq::Agent,
-    admin: String,
-    read_only: String,
-}
+mod common;
+use common::Server;
 
 impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let mut opts = ServeOptions::new(data.clone(), Ipv4Addr::LOCALHOST);
-        opts.dhcp_mode = kiln_dhcp::Mode::Off;
-        opts.http_port = 0;
-        opts.agent_tls_port = 0;
-        opts.tftp_port = 0;
-        opts.tftp_root = dir.path().join("tftp");
-        opts.artifacts = dir.path().join("artifacts");
-        std::fs::create_dir_all(&opts.tftp_root).unwrap();
-        std::fs::create_dir_all(&opts.artifacts).unwrap();
-        opts.api_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let running = rt
-            .block_on(kiln_server::start(opts))
-            .expect("the server starts");
-        let base = format!("https://127.0.0.1:{}", running.admin_addr.port());
-        let admin = std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let store = kiln_store::open_sqlite(&data).unwrap();
-        let (_, read_only) =
-            kiln_server::admin::auth::create(&*store, "viewer", TokenScope::ReadOnly, 1).unwrap();
-        let pem = std::fs::read(data.join("tls/ca.crt")).unwrap();
-        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .build();
-        // A connection per request, as the CLI makes them: the server closes a connection
-        // whose request body a refusal left unread, and a POST is not retried on a stale one.
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .max_idle_connections_per_host(0)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Server {
-            rt,
-            running: Some(running),
-            _dir: dir,
-            data,
-            base,
-            agent,
-            admin,
-            read_only,
-        }
-    }
-
-    fn store(&self) -> std::sync::Arc<dyn Store> {
-        kiln_store::open_sqlite(&self.data).unwrap()
-    }
-
-    /// One request: (status, JSON body or null).
+    /// One request: (status, JSON body or null). Changes carry a JSON body (`null` when none).
     fn call(
         &self,
         method: &str,
@@ -93,43 +21,8 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let result = match method {
-            "GET" => {
-                let mut r = self.agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
-            }
-            "DELETE" => {
-                let mut r = self.agent.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
-            }
-            _ => {
-                let mut r = self
-                    .agent
-                    .post(&url)
-                    .header("content-type", "application/json");
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.send(serde_json::to_vec(&body.unwrap_or(Value::Null)).unwrap())
-            }
-        };
-        let mut resp = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
-        };
-        (status, v)
+        let body = (method != "GET" && method != "DELETE").then(|| body.unwrap_or(Value::Null));
+        self.request_json(method, path, token, body.as_ref())
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -157,14 +50,6 @@ impl Server {
                 return found;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.rt.block_on(r.stop());
         }
     }
 }

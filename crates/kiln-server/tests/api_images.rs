@@ -2,143 +2,48 @@
 //! a URL import followed to its end, digests, names, deletion, and the token checks.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_api::{ImageImport, ImportPhase, ImportState, TokenScope};
-use kiln_server::ServeOptions;
+use kiln_api::{ImageImport, ImportPhase, ImportState};
 use sha2::{Digest, Sha256};
 
-struct Server {
-    runtime: tokio::runtime::Runtime,
-    running: Option<kiln_server::Running>,
-    data: tempfile::TempDir,
-    base: String,
-    agent: ureq::Agent,
-    admin: String,
-    read_only: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.runtime.block_on(r.stop());
-        }
-    }
-}
-
-fn start() -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let mut opts = ServeOptions::new(data.path().into(), Ipv4Addr::LOCALHOST);
-    opts.dhcp_mode = kiln_dhcp::Mode::Off;
-    (opts.http_port, opts.agent_tls_port, opts.tftp_port) = (0, 0, 0);
-    opts.api_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    for dir in ["tftp", "artifacts"] {
-        std::fs::create_dir_all(data.path().join(dir)).unwrap();
-    }
-    opts.tftp_root = data.path().join("tftp");
-    opts.artifacts = data.path().join("artifacts");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    // One start at a time: two first starts at once race to install the process-wide
-    // metrics recorder (run.rs `metrics()`), and the second fails.
-    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let running = {
-        let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
-        runtime.block_on(kiln_server::start(opts)).unwrap()
-    };
-    let base = format!("https://127.0.0.1:{}", running.admin_addr.port());
-    let pem = std::fs::read(data.path().join("tls/ca.crt")).unwrap();
-    let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-        .build();
-    let agent = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        // A refused request's unread body ends its connection: no pooled connection to reuse.
-        .max_idle_connections(0)
-        .build()
-        .new_agent();
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let store = kiln_store::open_sqlite(data.path()).unwrap();
-    let (_, read_only) =
-        kiln_server::admin::auth::create(&*store, "ro", TokenScope::ReadOnly, 1).unwrap();
-    Server {
-        runtime,
-        running: Some(running),
-        data,
-        base,
-        agent,
-        admin,
-        read_only,
-    }
-}
+mod common;
+use common::Server;
 
 /// Status and JSON body of an answer.
 type Answer = (u16, serde_json::Value);
 
-fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-    let mut r = r.unwrap();
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    let json = if text.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    };
-    (status, json)
+fn start() -> Server {
+    Server::start()
 }
 
 impl Server {
     fn images_dir(&self) -> PathBuf {
-        self.data.path().join("images")
-    }
-    fn bearer(token: Option<&str>) -> String {
-        format!("Bearer {}", token.unwrap_or(""))
+        self.data.join("images")
     }
     fn get(&self, path: &str, token: Option<&str>) -> Answer {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        if token.is_some() {
-            req = req.header("authorization", Self::bearer(token));
-        }
-        answer(req.call())
+        self.request_json("GET", path, token, None)
     }
     fn delete(&self, path: &str, token: Option<&str>) -> Answer {
-        let mut req = self.agent.delete(format!("{}{path}", self.base));
-        if token.is_some() {
-            req = req.header("authorization", Self::bearer(token));
-        }
-        answer(req.call())
+        self.request_json("DELETE", path, token, None)
     }
     fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> Answer {
-        let mut req = self.agent.post(format!("{}{path}", self.base));
-        if token.is_some() {
-            req = req.header("authorization", Self::bearer(token));
-        }
-        answer(
-            req.header("content-type", "application/json")
-                .send(body.to_string()),
-        )
+        self.request_json("POST", path, token, Some(&body))
     }
     fn put(&self, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
-        let mut req = self.agent.put(format!("{}{path}", self.base));
-        if token.is_some() {
-            req = req.header("authorization", Self::bearer(token));
-        }
-        answer(req.send(body))
+        let body = ("application/octet-stream", body.to_vec());
+        let (status, text) = self.request("PUT", path, token, Some(body));
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json)
     }
     fn admin(&self) -> Option<&str> {
         Some(&self.admin)
     }
 }
 
-/// `n` MiB with runs of zeros and of varied bytes, like a disk.
 fn disk(n: u32) -> Vec<u8> {
     (0..n << 20)
         .map(|i| if i % 4096 < 2048 { 0 } else { (i % 251) as u8 })
@@ -486,7 +391,7 @@ fn changes_need_an_admin_token_and_every_route_is_documented() {
     let (_, json) = s.get("/api/v1/images", ro);
     assert_eq!(json, serde_json::json!([]));
     // Each refusal is an event.
-    let store = kiln_store::open_sqlite(s.data.path()).unwrap();
+    let store = kiln_store::open_sqlite(&s.data).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let n = store

@@ -3,14 +3,11 @@
 //! as the CLI calls them.
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kiln_api::sse::SseDecoder;
 use kiln_api::{EventView, LogPage, TemplateCheck, TemplateInfo, TokenScope, WorkflowView};
-use kiln_server::{Running, ServeOptions};
 use serde_json::{Value, json};
 
 const HARDWARE: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
@@ -21,17 +18,8 @@ n2,,,,52:54:00:aa:00:02,10.9.0.12,255.255.255.0,10.9.0.1,10.9.0.1,role=spare,/de
 const TEMPLATE: &str =
     "name: reach-agent\ntimeout: 1h\nactions:\n  - name: boot\n    kind: reboot\n";
 
-/// How long anything asynchronous (an event reaching the store, the stream) may take.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-struct Server {
-    rt: tokio::runtime::Runtime,
-    running: Option<Running>,
-    dir: tempfile::TempDir,
-    base: String,
-    agent: ureq::Agent,
-    admin: String,
-}
+mod common;
+use common::{PATIENCE, Server};
 
 struct Reply {
     status: u16,
@@ -39,80 +27,10 @@ struct Reply {
 }
 
 impl Server {
-    fn start() -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mut opts = ServeOptions::new(data.clone(), Ipv4Addr::LOCALHOST);
-        opts.dhcp_mode = kiln_dhcp::Mode::Off;
-        (opts.http_port, opts.agent_tls_port, opts.tftp_port) = (0, 0, 0);
-        opts.api_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let running = rt.block_on(kiln_server::start(opts)).unwrap();
-        let base = format!("https://127.0.0.1:{}", running.admin_addr.port());
-        let pem = std::fs::read(data.join("tls/ca.crt")).unwrap();
-        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .build();
-        // A connection per request: a refused request's body goes unread, after which the
-        // server closes that connection, and a pooled one may be reused as it closes.
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .max_idle_connections(0)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let admin = std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Server {
-            rt,
-            running: Some(running),
-            dir,
-            base,
-            agent,
-            admin,
-        }
-    }
-
-    fn token(&self, scope: TokenScope) -> String {
-        let store = kiln_store::open_sqlite(&self.dir.path().join("data")).unwrap();
-        kiln_server::admin::auth::create(&*store, "test", scope, 1)
-            .unwrap()
-            .1
-    }
-
+    /// A request as the CLI sends it: a JSON body (`{}` when none) on everything but GET.
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let result = if method == "GET" {
-            let mut r = self.agent.get(&url);
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            r.call()
-        } else {
-            let mut r = match method {
-                "POST" => self.agent.post(&url),
-                "PATCH" => self.agent.patch(&url),
-                other => panic!("{other}"),
-            };
-            if let Some(a) = &auth {
-                r = r.header("authorization", a);
-            }
-            let json = serde_json::to_vec(&body.unwrap_or(json!({}))).unwrap();
-            r.header("content-type", "application/json")
-                .send(json.as_slice())
-        };
-        let mut resp = result.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let body = (method != "GET").then(|| body.unwrap_or(json!({})));
+        let (status, body) = self.request_json(method, path, token, body.as_ref());
         Reply { status, body }
     }
 
@@ -154,18 +72,6 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    fn stop(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.rt.block_on(r.stop());
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -231,7 +137,7 @@ fn workflows_are_created_listed_shown_cancelled_and_retried() {
         (id.as_str(), 0, false)
     );
     // The agent's lines (as its reports store them), a page at a time.
-    let store = kiln_store::open_sqlite(&s.dir.path().join("data")).unwrap();
+    let store = kiln_store::open_sqlite(&s.data).unwrap();
     let lines = ["one", "two", "three"].map(String::from);
     store
         .with_workflow(kiln_store::WorkflowKey::Id(&id), |_, tx| {
@@ -395,7 +301,7 @@ fn the_event_stream_delivers_new_events_and_ends_at_shutdown() {
 fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
     let s = Server::start();
     s.enroll();
-    let read_only = s.token(TokenScope::ReadOnly);
+    let read_only = s.token("test", TokenScope::ReadOnly);
     let reads = [
         "/api/v1/workflows",
         "/api/v1/workflows/n1",
@@ -408,7 +314,6 @@ fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
         "/api/v1/workflows",
         "/api/v1/workflows/n1/cancel",
         "/api/v1/workflows/n1/retry",
-        "/api/v1/templates/validate",
     ];
     for path in reads {
         let r = s.call("GET", path, None, None);
@@ -422,11 +327,22 @@ fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
         assert_eq!(r.status, 403, "POST {path}: {}", r.body);
         assert_eq!(r.body["code"], "forbidden");
     }
-    // A read-only token reads (the stream is left out: it would not end).
+    // A read-only token reads (the stream is left out: it would not end), and checks a
+    // template: a POST that changes nothing.
     for path in ["/api/v1/workflows", "/api/v1/templates", "/api/v1/events"] {
         let r = s.call("GET", path, Some(&read_only), None);
         assert_eq!(r.status, 200, "{path}");
     }
+    let r = s.call("POST", "/api/v1/templates/validate", None, Some(json!({})));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let check = json!({"file_name": "t.yaml", "template": TEMPLATE});
+    let r = s.call(
+        "POST",
+        "/api/v1/templates/validate",
+        Some(&read_only),
+        Some(check),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     assert!(
         s.get("/api/v1/workflows?all=true")
             .as_array()
@@ -436,7 +352,7 @@ fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
     );
 
     // Every refusal is an event naming what was refused.
-    let expected = reads.len() + 2 * changes.len();
+    let expected = reads.len() + 2 * changes.len() + 1;
     let refused = s.events_of("last=1000", "api.refused", expected);
     assert_eq!(refused.len(), expected);
     assert!(
