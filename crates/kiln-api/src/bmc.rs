@@ -7,28 +7,54 @@ use utoipa::ToSchema;
 /// Where BMC actions are posted.
 pub const BMC_ACTIONS: &str = "/api/v1/bmc/actions";
 
-/// What to do through each BMC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BmcOp {
+macro_rules! bmc_ops {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// What to do through each BMC.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        pub enum BmcOp {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl BmcOp {
+            /// Every op, in the order the CLI lists them.
+            pub const ALL: &'static [BmcOp] = &[$(BmcOp::$variant,)*];
+
+            /// The name on the wire and on the command line (`status`, `pxe`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(BmcOp::$variant => $name,)*
+                }
+            }
+
+            /// What it does, in a line (the CLI's help).
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(BmcOp::$variant => concat!($($doc),*).trim_ascii(),)*
+                }
+            }
+        }
+    };
+}
+
+bmc_ops! {
     /// Power state.
-    Status,
+    Status = "status",
     /// Power on (confirmed).
-    On,
+    On = "on",
     /// Power off, hard (confirmed).
-    Off,
+    Off = "off",
     /// Ask the OS to shut down (ACPI power button).
-    Soft,
+    Soft = "soft",
     /// Off then on; a machine that is off is powered on.
-    Cycle,
+    Cycle = "cycle",
     /// Hard reset.
-    Reset,
+    Reset = "reset",
     /// Next boot from the network.
-    Pxe,
+    Pxe = "pxe",
     /// Next boot from the local disk.
-    Disk,
+    Disk = "disk",
     /// Vendor, model and firmware of the BMC.
-    Info,
+    Info = "info",
 }
 
 impl BmcOp {

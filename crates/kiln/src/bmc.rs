@@ -25,48 +25,26 @@ pub struct Args {
     output: Format,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Op {
-    /// Power state.
-    Status,
-    /// Power on (confirmed).
-    On,
-    /// Power off, hard (confirmed).
-    Off,
-    /// Ask the OS to shut down (ACPI power button).
-    Soft,
-    /// Off then on; a machine that is off is powered on.
-    Cycle,
-    /// Hard reset.
-    Reset,
-    /// Next boot from the network.
-    Pxe,
-    /// Next boot from the local disk.
-    Disk,
-    /// Vendor, model and firmware of the BMC.
-    Info,
-}
+/// kiln-api's [`BmcOp`] as a command-line value: one list of ops, kept there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Op(BmcOp);
 
-impl From<Op> for BmcOp {
-    fn from(op: Op) -> BmcOp {
-        match op {
-            Op::Status => BmcOp::Status,
-            Op::On => BmcOp::On,
-            Op::Off => BmcOp::Off,
-            Op::Soft => BmcOp::Soft,
-            Op::Cycle => BmcOp::Cycle,
-            Op::Reset => BmcOp::Reset,
-            Op::Pxe => BmcOp::Pxe,
-            Op::Disk => BmcOp::Disk,
-            Op::Info => BmcOp::Info,
-        }
+impl clap::ValueEnum for Op {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<Op>> =
+            std::sync::LazyLock::new(|| BmcOp::ALL.iter().copied().map(Op).collect());
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.as_str()).help(self.0.help()))
     }
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let api = ctx.client()?;
     let req = BmcActionRequest {
-        op: args.op.into(),
+        op: args.op.0,
         machines: args.names,
         selector: args.selector,
         persistent: args.persistent,
