@@ -416,9 +416,13 @@ mod tests {
         );
         assert_eq!(seen[0].machine.as_deref(), Some("node1"));
         assert!(
-            seen[0].detail.contains("boot=undionly.kpxe"),
-            "{}",
-            seen[0].detail
+            matches!(
+                &seen[0].data,
+                Some(kiln_model::event::EventData::Dhcp { boot_file: Some(f), xid, .. })
+                    if f == "undionly.kpxe" && *xid != 0
+            ),
+            "{:?}",
+            seen[0]
         );
 
         stop.send(true).unwrap();
