@@ -510,6 +510,16 @@ mod tests {
         assert!(fx.events.iter().any(
             |e| matches!(e, EventData::WorkflowCancelled { reason, .. } if reason == "by hand")
         ));
+        assert!(
+            fx.events.contains(&EventData::WorkflowEntered {
+                workflow: "wf-1".into(),
+                from: Some(WorkflowState::Running),
+                to: WorkflowState::Failed,
+                reason: "cancelled: by hand".into(),
+            }),
+            "{:?}",
+            fx.events
+        );
         assert_eq!(
             cancel(&mut w, "twice", 4_000),
             Err(ReportError::Ended(WorkflowState::Failed))
@@ -666,10 +676,24 @@ mod tests {
             3_000,
         )
         .unwrap();
-        assert!(
-            fx.events
-                .iter()
-                .any(|e| e.kind() == EventKind::ActionRetrying)
+        assert_eq!(
+            fx.events,
+            vec![EventData::Action {
+                outcome: ActionOutcome::Retrying,
+                workflow: "wf-1".into(),
+                index: 0,
+                name: "img".into(),
+                action: None,
+                attempt: 1,
+                message: Some("sha256 mismatch".into()),
+                duration_ms: Some(1_000),
+                retry_in_s: Some(5),
+            }],
+            "the event says which action, which attempt, how long it ran and when it retries"
+        );
+        assert_eq!(
+            fx.events[0].to_string(),
+            "img: sha256 mismatch; retry in 5 s"
         );
         assert_eq!(next(&mut w, 4_000).0, NextAction::Wait { seconds: 4 });
         let (i, a) = run(&mut w, 3_000 + backoff_ms(1));
