@@ -33,6 +33,8 @@ pub enum EventData {
         client: DhcpClient,
         /// Client system architecture (option 93, else option 60's `Arch:`).
         arch: Option<u16>,
+        /// The vendor class the client sent (option 60), as text.
+        vendor_class: Option<String>,
         /// The boot file handed out, if any.
         boot_file: Option<String>,
         /// The machine's netboot flag at the time.
@@ -303,7 +305,14 @@ impl EventData {
     pub fn escaped(mut self) -> Self {
         let esc = |s: &mut String| *s = escape_controls(std::mem::take(s));
         match &mut self {
-            EventData::Dhcp { boot_file, .. } => boot_file.iter_mut().for_each(esc),
+            EventData::Dhcp {
+                boot_file,
+                vendor_class,
+                ..
+            } => {
+                boot_file.iter_mut().for_each(esc);
+                vendor_class.iter_mut().for_each(esc);
+            }
             EventData::Tftp { file, reason, .. } => {
                 esc(file);
                 reason.iter_mut().for_each(esc);
@@ -662,6 +671,7 @@ mod tests {
             reserved: (message == DhcpMessage::Nak).then(|| Ipv4Addr::new(10, 77, 0, 12)),
             client: DhcpClient::Pxe,
             arch: Some(7),
+            vendor_class: Some("PXEClient:Arch:00007:UNDI:003016".into()),
             boot_file: boot_file.map(str::to_string),
             netboot: true,
         }

@@ -393,6 +393,7 @@ fn dhcp_event(
             ClientKind::Ipxe => DhcpClient::Ipxe,
         },
         arch: client.arch,
+        vendor_class: client.vendor_class.clone(),
         boot_file: boot.map(|b| b.name.clone()),
         netboot: hw.netboot,
     })

@@ -490,6 +490,7 @@ mod tests {
                 reserved: None,
                 client: kiln_model::event::DhcpClient::Ipxe,
                 arch: Some(7),
+                vendor_class: None,
                 boot_file: boot_file.map(str::to_string),
                 netboot,
             },
