@@ -18,7 +18,11 @@ pub struct EventView {
     pub ip: Option<String>,
     /// Dotted kind, protocol first: `dhcp.offer`, `tftp.sent`, `workflow.cancelled`.
     pub kind: String,
+    /// One line for people, rendered from `data`.
     pub detail: String,
+    /// The typed facts, tagged by `type`; null for events recorded before kiln kept them.
+    #[serde(default)]
+    pub data: Option<crate::EventData>,
 }
 
 /// The SSE event name of one event in `GET /api/v1/events/stream` (its `id:` is the event's).

@@ -60,18 +60,4 @@ pub fn ipxe_script_url(cfg: &Config, mac: &MacAddr) -> String {
 }
 
 /// Human name of an option 93 code, for events and logs.
-pub fn arch_name(arch: u16) -> &'static str {
-    match arch {
-        0 => "BIOS",
-        6 => "x86 UEFI",
-        7 => "x86-64 UEFI",
-        9 => "x86-64 UEFI (EFI BC)",
-        10 => "arm32 UEFI",
-        11 => "arm64 UEFI",
-        15 => "x86 UEFI HTTP",
-        16 => "x86-64 UEFI HTTP",
-        18 => "arm32 UEFI HTTP",
-        19 => "arm64 UEFI HTTP",
-        _ => "unsupported",
-    }
-}
+pub use kiln_model::event::dhcp_arch_name as arch_name;

@@ -35,6 +35,8 @@ pub struct ClientInfo {
     pub kind: ClientKind,
     /// Option 93 (first entry), else the `Arch:NNNNN` field of option 60.
     pub arch: Option<u16>,
+    /// Option 60 as text (`PXEClient:Arch:00007:UNDI:003016`), for events.
+    pub vendor_class: Option<String>,
     /// Option 97, echoed to PXE clients.
     pub uuid: Option<Vec<u8>>,
     /// Option 50.
@@ -126,6 +128,7 @@ pub fn classify(msg: &Message) -> Result<ClientInfo, Unusable> {
         mac,
         kind,
         arch,
+        vendor_class: vendor_class.map(|v| String::from_utf8_lossy(v).into_owned()),
         uuid,
         requested_ip,
         server_id,

@@ -2,6 +2,7 @@
 //! inventory and the config in; whether to answer, with what, and where, out.
 
 use kiln_model::EventKind;
+use kiln_model::event::{DhcpClient, DhcpMessage, EventData};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -108,6 +109,8 @@ pub struct Decision {
     pub machine: Option<Arc<Hardware>>,
     /// One line for the event or the debug log.
     pub detail: String,
+    /// The event for an enrolled machine's answered (or released, declined) message.
+    pub event: Option<EventData>,
 }
 
 impl Decision {
@@ -118,6 +121,15 @@ impl Decision {
             mac: None,
             machine: None,
             detail: detail.into(),
+            event: None,
+        }
+    }
+
+    /// No reply, but an event (a release, a decline).
+    fn noted(outcome: Outcome, data: EventData) -> Self {
+        Decision {
+            event: Some(data.clone()),
+            ..Decision::ignore(outcome, data.to_string())
         }
     }
 
@@ -189,14 +201,13 @@ fn reservation(
         MessageType::Request => r.request(),
         MessageType::Inform => r.inform(),
         MessageType::Release => {
-            Decision::ignore(Outcome::Release, format!("released {}", req.ciaddr()))
+            let ev = dhcp_event(DhcpMessage::Release, req, client, hw, None).with_ip(req.ciaddr());
+            Decision::noted(Outcome::Release, ev.0)
         }
         MessageType::Decline => {
             let ip = client.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            Decision::ignore(
-                Outcome::Decline,
-                format!("declined {ip}: address in use on the network?"),
-            )
+            let ev = dhcp_event(DhcpMessage::Decline, req, client, hw, None).with_ip(ip);
+            Decision::noted(Outcome::Decline, ev.0)
         }
         other => Decision::ignore(Outcome::IgnoredOther, format!("{other:?} is not handled")),
     }
@@ -219,12 +230,12 @@ impl Reserved<'_> {
         m.set_yiaddr(hw.ip);
         add_lease_options(&mut m, hw, cfg, true);
         add_boot(&mut m, client, self.boot, cfg);
-        let detail = format!("offered {}{}", hw.ip, boot_detail(client, hw, self.boot));
+        let ev = dhcp_event(DhcpMessage::Offer, req, client, hw, self.boot).with_ip(hw.ip);
         answer(
             Outcome::Offer,
             m,
             destination(req, MessageType::Offer, self.ingress),
-            detail,
+            ev.0,
         )
     }
 
@@ -249,12 +260,12 @@ impl Reserved<'_> {
         m.set_yiaddr(hw.ip).set_ciaddr(req.ciaddr());
         add_lease_options(&mut m, hw, cfg, true);
         add_boot(&mut m, client, self.boot, cfg);
-        let detail = format!("acked {}{}", hw.ip, boot_detail(client, hw, self.boot));
+        let ev = dhcp_event(DhcpMessage::Ack, req, client, hw, self.boot).with_ip(hw.ip);
         answer(
             Outcome::Ack,
             m,
             destination(req, MessageType::Ack, self.ingress),
-            detail,
+            ev.0,
         )
     }
 
@@ -268,12 +279,15 @@ impl Reserved<'_> {
             // RFC 2131 §4.3.2: the relay must broadcast a NAK.
             m.set_flags(m.flags().set_broadcast());
         }
-        let detail = format!("refused {wanted}: reserved address is {}", self.hw.ip);
+        let mut ev = dhcp_event(DhcpMessage::Nak, req, self.client, self.hw, None).with_ip(wanted);
+        if let EventData::Dhcp { reserved, .. } = &mut ev.0 {
+            *reserved = Some(self.hw.ip);
+        }
         answer(
             Outcome::Nak,
             m,
             destination(req, MessageType::Nak, self.ingress),
-            detail,
+            ev.0,
         )
     }
 
@@ -284,12 +298,13 @@ impl Reserved<'_> {
         m.set_ciaddr(req.ciaddr());
         add_lease_options(&mut m, self.hw, cfg, false);
         add_boot(&mut m, client, self.boot, cfg);
-        let detail = format!("informed {}", req.ciaddr());
+        let ev =
+            dhcp_event(DhcpMessage::Inform, req, client, self.hw, self.boot).with_ip(req.ciaddr());
         answer(
             Outcome::Ack,
             m,
             destination(req, MessageType::Ack, self.ingress),
-            detail,
+            ev.0,
         )
     }
 }
@@ -333,21 +348,58 @@ fn proxy(
         m.set_ciaddr(req.ciaddr());
     }
     add_boot(&mut m, client, Some(&boot), cfg);
-    let verb = if ty == MessageType::Offer {
-        "proxy offer"
+    let message = if ty == MessageType::Offer {
+        DhcpMessage::Offer
     } else {
-        "proxy ack"
+        DhcpMessage::Ack
     };
-    let detail = format!("{verb}{}", boot_detail(client, hw, Some(&boot)));
-    answer(outcome, m, destination(req, ty, ingress), detail)
+    let mut ev = dhcp_event(message, req, client, hw, Some(&boot));
+    if let EventData::Dhcp { proxy, .. } = &mut ev.0 {
+        *proxy = true;
+    }
+    answer(outcome, m, destination(req, ty, ingress), ev.0)
 }
 
-fn answer(
-    outcome: Outcome,
-    message: Message,
-    destination: Destination,
-    detail: String,
-) -> Decision {
+/// A DHCP event under construction (see [`dhcp_event`]).
+struct DhcpEvent(EventData);
+
+impl DhcpEvent {
+    fn with_ip(mut self, addr: Ipv4Addr) -> Self {
+        if let EventData::Dhcp { ip, .. } = &mut self.0 {
+            *ip = Some(addr);
+        }
+        self
+    }
+}
+
+/// The event of a message from enrolled `hw`, before the address it names.
+fn dhcp_event(
+    message: DhcpMessage,
+    req: &Message,
+    client: &ClientInfo,
+    hw: &Hardware,
+    boot: Option<&BootFile>,
+) -> DhcpEvent {
+    DhcpEvent(EventData::Dhcp {
+        message,
+        xid: req.xid(),
+        proxy: false,
+        ip: None,
+        reserved: None,
+        client: match client.kind {
+            ClientKind::Plain => DhcpClient::Plain,
+            ClientKind::Pxe => DhcpClient::Pxe,
+            ClientKind::Http => DhcpClient::Http,
+            ClientKind::Ipxe => DhcpClient::Ipxe,
+        },
+        arch: client.arch,
+        vendor_class: client.vendor_class.clone(),
+        boot_file: boot.map(|b| b.name.clone()),
+        netboot: hw.netboot,
+    })
+}
+
+fn answer(outcome: Outcome, message: Message, destination: Destination, ev: EventData) -> Decision {
     Decision {
         outcome,
         reply: Some(Reply {
@@ -356,7 +408,8 @@ fn answer(
         }),
         mac: None,
         machine: None,
-        detail,
+        detail: ev.to_string(),
+        event: Some(ev),
     }
 }
 
@@ -372,21 +425,6 @@ fn destination(req: &Message, ty: MessageType, ingress: Ingress) -> Destination 
         Destination::Client(ciaddr)
     } else {
         Destination::Broadcast
-    }
-}
-
-/// ` boot=undionly.kpxe arch=0 (BIOS)`, or why there is no boot file.
-fn boot_detail(client: &ClientInfo, hw: &Hardware, boot: Option<&BootFile>) -> String {
-    let arch = match client.arch {
-        Some(a) => format!("arch={a} ({})", boot::arch_name(a)),
-        None => "arch=none".to_string(),
-    };
-    match boot {
-        Some(b) if client.kind == ClientKind::Ipxe => format!(" boot={} (iPXE)", b.name),
-        Some(b) => format!(" boot={} {arch}", b.name),
-        None if !client.kind.is_netboot() => String::new(),
-        None if !hw.netboot => " (netboot off: no boot file)".to_string(),
-        None => format!(" (no boot file for {arch})"),
     }
 }
 

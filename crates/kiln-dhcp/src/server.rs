@@ -214,10 +214,11 @@ fn count(outcome: Outcome) {
 
 /// Events only for enrolled machines: unknown MACs could flood the event log.
 fn report(decision: &Decision, sender: SocketAddr, events: &dyn EventSink) {
-    match (&decision.machine, decision.outcome.event_kind()) {
-        (Some(hw), Some(kind)) => {
-            info!(mac = %hw.mac, host = %hw.hostname, %sender, "{kind}: {}", decision.detail);
-            let event = Event::now(kind, decision.detail.clone())
+    match (&decision.machine, &decision.event) {
+        (Some(hw), Some(data)) => {
+            let event = Event::of(data.clone());
+            info!(mac = %hw.mac, host = %hw.hostname, %sender, "{}: {}", event.kind, event.detail);
+            let event = event
                 .with_mac(hw.mac)
                 .with_ip(hw.ip.into())
                 .with_machine(hw.hostname.clone());
@@ -415,9 +416,13 @@ mod tests {
         );
         assert_eq!(seen[0].machine.as_deref(), Some("node1"));
         assert!(
-            seen[0].detail.contains("boot=undionly.kpxe"),
-            "{}",
-            seen[0].detail
+            matches!(
+                &seen[0].data,
+                Some(kiln_model::event::EventData::Dhcp { boot_file: Some(f), xid, .. })
+                    if f == "undionly.kpxe" && *xid != 0
+            ),
+            "{:?}",
+            seen[0]
         );
 
         stop.send(true).unwrap();

@@ -179,6 +179,22 @@ fn bios_pxe_discover_gets_offer_with_undionly() {
         "offered 10.77.0.11 boot=undionly.kpxe arch=0 (BIOS)"
     );
     assert_eq!(
+        d.event,
+        Some(kiln_model::event::EventData::Dhcp {
+            message: kiln_model::event::DhcpMessage::Offer,
+            xid: 0x1234_5678,
+            proxy: false,
+            ip: Some(Ipv4Addr::new(10, 77, 0, 11)),
+            reserved: None,
+            client: kiln_model::event::DhcpClient::Pxe,
+            arch: Some(0),
+            vendor_class: Some("PXEClient:Arch:00000:UNDI:003016".into()),
+            boot_file: Some("undionly.kpxe".into()),
+            netboot: true,
+        }),
+        "the event carries the facts, the detail is their wording"
+    );
+    assert_eq!(
         d.machine.as_ref().map(|h| h.hostname.as_str()),
         Some("node1")
     );

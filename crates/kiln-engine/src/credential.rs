@@ -7,7 +7,7 @@
 //! - The installed OS phones home to a URL signed with the server key (HMAC of the workflow
 //!   id): nothing to store, and the signature exists only inside the seed.
 
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 use std::net::IpAddr;
 
 use hmac::{KeyInit, Mac};
@@ -76,14 +76,16 @@ pub fn claim(
                 by: c.peer,
             });
         }
-        Some(_) => fx.event(
-            EventKind::AgentClaimed,
-            format!("credential issued again to the same agent at {peer} (its answer was lost)"),
-        ),
-        None => fx.event(
-            EventKind::AgentClaimed,
-            format!("credential issued to the agent at {peer}"),
-        ),
+        Some(_) => fx.event(EventData::AgentClaimed {
+            workflow: wf.id.clone(),
+            peer,
+            again: true,
+        }),
+        None => fx.event(EventData::AgentClaimed {
+            workflow: wf.id.clone(),
+            peer,
+            again: false,
+        }),
     }
     wf.agent_claim = Some(AgentClaim {
         at_ms: now,
@@ -123,10 +125,9 @@ pub fn take_seed(wf: &mut Workflow, now: u64) -> Result<Effects, CredentialError
     }
     wf.seed_served_ms = Some(now);
     let mut fx = Effects::default();
-    fx.event(
-        EventKind::AgentSeed,
-        "cloud-init seed handed to the agent (once)",
-    );
+    fx.event(EventData::AgentSeed {
+        workflow: wf.id.clone(),
+    });
     Ok(fx)
 }
 
@@ -205,6 +206,7 @@ pub fn phone_home_url_template(server_url: &str, workflow: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_model::EventKind;
     use kiln_model::template::parse_template;
 
     fn wf() -> Workflow {
@@ -221,7 +223,7 @@ mod tests {
     fn a_credential_is_claimed_once_per_netboot_round() {
         let mut w = wf();
         let fx = claim(&mut w, ip("10.0.0.11"), "boot-1", 5).unwrap();
-        assert_eq!(fx.events[0].0, EventKind::AgentClaimed);
+        assert_eq!(fx.events[0].kind(), EventKind::AgentClaimed);
         // Another agent run, even from the same address, is a second claimant.
         assert_eq!(
             claim(&mut w, ip("10.0.0.11"), "boot-2", 6),

@@ -2,7 +2,7 @@
 //! the store, one transaction each, effects included. Callers on async
 //! runtimes use `spawn_blocking`: every call is a short SQLite transaction.
 
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -84,8 +84,8 @@ fn apply(wf: &Workflow, fx: &Effects, tx: &dyn WorkflowTx, now: u64) -> Result<(
     if fx.revoke_token {
         tx.revoke_token(&wf.id)?;
     }
-    for (kind, detail) in &fx.events {
-        let mut ev = Event::now(*kind, detail.clone()).with_machine(wf.hardware.clone());
+    for data in &fx.events {
+        let mut ev = Event::of(data.clone()).with_machine(wf.hardware.clone());
         ev.at_ms = now;
         tx.event(&ev)?;
     }
@@ -192,15 +192,11 @@ impl Engine {
         }
         self.store.create_workflows(&items, &mut |wf, tx| {
             tx.set_netboot(&wf.hardware, true)?;
-            let mut ev = Event::now(
-                EventKind::WorkflowCreated,
-                match &wf.retry_of {
-                    Some(old) => {
-                        format!("{} from template {} (retry of {old})", wf.id, wf.template)
-                    }
-                    None => format!("{} from template {}", wf.id, wf.template),
-                },
-            );
+            let mut ev = Event::of(EventData::WorkflowCreated {
+                workflow: wf.id.clone(),
+                template: wf.template.clone(),
+                retry_of: wf.retry_of.clone(),
+            });
             ev.machine = Some(wf.hardware.clone());
             tx.event(&ev)?;
             also(wf, tx)
@@ -418,10 +414,9 @@ impl Engine {
                     // Kiln starts a netboot round: whoever claimed before it (a host that
                     // raced the machine) loses the credential.
                     tx.revoke_token(&wf.id)?;
-                    let mut ev = Event::now(
-                        EventKind::AgentRearmed,
-                        "powering into netboot: the earlier claim of the agent credential is void",
-                    )
+                    let mut ev = Event::of(EventData::AgentRearmed {
+                        workflow: wf.id.clone(),
+                    })
                     .with_machine(wf.hardware.clone());
                     ev.at_ms = now;
                     tx.event(&ev)?;
@@ -453,8 +448,8 @@ impl Engine {
     }
 
     /// An event of a machine, written now (BMC steps report as they go).
-    pub fn event(&self, hardware: &str, kind: EventKind, detail: &str) -> Result<(), EngineError> {
-        let ev = Event::now(kind, detail).with_machine(hardware.to_string());
+    pub fn event(&self, hardware: &str, data: EventData) -> Result<(), EngineError> {
+        let ev = Event::of(data).with_machine(hardware.to_string());
         self.store.append_events(&[ev])?;
         Ok(())
     }
@@ -481,6 +476,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_model::EventKind;
     use kiln_model::csv::parse_hardware_csv;
     use kiln_model::template::parse_template;
     use kiln_model::workflow::WorkflowState;

@@ -2,7 +2,7 @@
 //! takes `now` (Unix ms) and returns the effects the caller must apply
 //! (netboot flag, token revocation, events) in the same store transaction.
 
-use kiln_model::EventKind;
+use kiln_model::event::{ActionOutcome, EventData};
 use kiln_model::template::{ActionKind, ActionSpec, Template};
 use kiln_model::workflow::{
     ActionState, ActionStatus, NextAction, Report, ReportKind, Workflow, WorkflowState,
@@ -15,13 +15,13 @@ pub struct Effects {
     pub netboot: Option<bool>,
     /// The workflow ended: its token must stop working.
     pub revoke_token: bool,
-    /// Events for the machine: (kind, detail).
-    pub events: Vec<(EventKind, String)>,
+    /// Events for the machine.
+    pub events: Vec<EventData>,
 }
 
 impl Effects {
-    pub(crate) fn event(&mut self, kind: EventKind, detail: impl Into<String>) {
-        self.events.push((kind, detail.into()));
+    pub(crate) fn event(&mut self, data: EventData) {
+        self.events.push(data);
     }
 }
 
@@ -96,19 +96,58 @@ pub(crate) fn finish_workflow(
     fx: &mut Effects,
 ) {
     crate::power::on_finish(wf);
+    let from = wf.state;
     wf.state = state;
     wf.ended_ms = Some(now);
     wf.message = message.clone();
     fx.netboot = Some(false);
     fx.revoke_token = true;
-    fx.event(
-        EventKind::workflow_entered(state),
-        if message.is_empty() {
-            format!("workflow {}", wf.id)
-        } else {
-            message
-        },
-    );
+    fx.event(entered(wf, from, message));
+}
+
+/// `workflow.<state>`: `wf` went from `from` to its current state, for `reason`.
+pub(crate) fn entered(wf: &Workflow, from: WorkflowState, reason: impl Into<String>) -> EventData {
+    EventData::WorkflowEntered {
+        workflow: wf.id.clone(),
+        from: Some(from),
+        to: wf.state,
+        reason: reason.into(),
+    }
+}
+
+/// An event about action `index` of `wf`, attempt `attempt`.
+fn action_event(wf: &Workflow, index: usize, outcome: ActionOutcome, attempt: u32) -> EventData {
+    let a = &wf.actions[index];
+    EventData::Action {
+        outcome,
+        workflow: wf.id.clone(),
+        index: index as u32,
+        name: a.spec.name.clone(),
+        action: None,
+        attempt,
+        message: None,
+        duration_ms: None,
+        retry_in_s: None,
+    }
+}
+
+/// An attempt of action `index` ended (`outcome`) with `message`: how long it ran.
+fn ended_event(wf: &Workflow, index: usize, outcome: ActionOutcome, message: &str) -> EventData {
+    let a = &wf.actions[index];
+    let mut ev = action_event(wf, index, outcome, a.attempts);
+    if let EventData::Action {
+        message: m,
+        duration_ms,
+        ..
+    } = &mut ev
+    {
+        *m = Some(message.to_string());
+        *duration_ms = a
+            .started_ms
+            .zip(a.ended_ms)
+            .map(|(s, e)| e.saturating_sub(s));
+    }
+    ev
 }
 
 /// The agent asks what to do (an agent that does not name its run: every call while an
@@ -134,13 +173,13 @@ pub fn next_for(wf: &mut Workflow, now: u64, run: Option<&str>) -> (NextAction, 
         // Only the agent, with the machine's credential, says the machine netbooted: an
         // anonymous script fetch (anyone can name a MAC) changes nothing.
         if crate::power::netbooted_on_its_own(wf) {
-            fx.event(
-                EventKind::BmcSkipped,
-                "the machine's agent called before kiln powered it: not cycling it",
-            );
+            fx.event(EventData::BmcSkipped {
+                reason: "the machine's agent called before kiln powered it: not cycling it".into(),
+            });
         }
+        let from = wf.state;
         wf.state = WorkflowState::Running;
-        fx.event(EventKind::WorkflowRunning, "agent connected");
+        fx.event(entered(wf, from, "agent connected"));
     }
     wf.updated_ms = now;
     let Some(index) = wf.current() else {
@@ -195,15 +234,10 @@ fn start_attempt(
             finish_workflow(wf, WorkflowState::Failed, msg, now, fx);
             return NextAction::Done { state: wf.state };
         }
-        fx.event(
-            EventKind::ActionRestarted,
-            format!(
-                "{} was interrupted; starting attempt {}",
-                action.spec.name,
-                action.attempts + 1
-            ),
-        );
+        let attempt = action.attempts + 1;
+        fx.event(action_event(wf, index, ActionOutcome::Restarted, attempt));
     }
+    let action = &mut wf.actions[index];
     action.state = ActionState::Running;
     action.attempts += 1;
     action.started_ms = Some(now);
@@ -212,17 +246,16 @@ fn start_attempt(
     action.progress = None;
     action.message.clear();
     action.agent_run = run.map(str::to_string);
-    fx.event(
-        EventKind::ActionStarted,
-        format!(
-            "{} ({}) attempt {}",
-            action.spec.name, action.spec.kind, action.attempts
-        ),
-    );
+    let (attempt, spec) = (action.attempts, action.spec.clone());
+    let mut started = action_event(wf, index, ActionOutcome::Started, attempt);
+    if let EventData::Action { action, .. } = &mut started {
+        *action = Some(spec.kind.to_string());
+    }
+    fx.event(started);
     NextAction::Run {
         index,
-        attempt: action.attempts,
-        action: action.spec.clone(),
+        attempt,
+        action: spec,
     }
 }
 
@@ -248,19 +281,18 @@ pub fn report(wf: &mut Workflow, r: &Report, now: u64) -> Result<Effects, Report
             action.state = ActionState::Succeeded;
             action.ended_ms = Some(now);
             action.message = message.clone();
-            fx.event(
-                EventKind::ActionSucceeded,
-                format!("{}: {message}", action.spec.name),
-            );
-            if action.spec.kind.ends_workflow() {
+            let kind = action.spec.kind;
+            let msg = format!("{}: {message}", action.spec.name);
+            fx.event(ended_event(wf, r.index, ActionOutcome::Succeeded, message));
+            if kind.ends_workflow() {
                 // The machine powers off: no installed OS will phone home.
-                let msg = format!("{}: {message}", action.spec.name);
                 finish_workflow(wf, WorkflowState::Succeeded, msg, now, &mut fx);
-            } else if action.spec.kind.ends_agent() {
+            } else if kind.ends_agent() {
+                let from = wf.state;
                 wf.state = WorkflowState::Rebooting;
                 // From now on the machine must boot its disk.
                 fx.netboot = Some(false);
-                fx.event(EventKind::WorkflowRebooting, "booting the installed OS");
+                fx.event(entered(wf, from, "booting the installed OS"));
             }
         }
         ReportKind::Failed { message } => {
@@ -363,22 +395,23 @@ fn retry_or_end(
         let wait = backoff_ms(action.attempts);
         action.state = ActionState::Pending;
         action.retry_at_ms = Some(now + wait);
-        fx.event(
-            EventKind::ActionRetrying,
-            format!("{name}: {message}; retry in {} s", wait / 1000),
-        );
+        let mut ev = ended_event(wf, index, ActionOutcome::Retrying, &message);
+        if let EventData::Action { retry_in_s, .. } = &mut ev {
+            *retry_in_s = Some(wait / 1000);
+        }
+        fx.event(ev);
         return;
     }
     action.state = ended;
-    let (kind, state, verb) = match ended {
+    let (outcome, state, verb) = match ended {
         ActionState::TimedOut => (
-            EventKind::ActionTimedOut,
+            ActionOutcome::TimedOut,
             WorkflowState::TimedOut,
             "timed out",
         ),
-        _ => (EventKind::ActionFailed, WorkflowState::Failed, "failed"),
+        _ => (ActionOutcome::Failed, WorkflowState::Failed, "failed"),
     };
-    fx.event(kind, format!("{name}: {message}"));
+    fx.event(ended_event(wf, index, outcome, &message));
     finish_workflow(
         wf,
         state,
@@ -398,7 +431,10 @@ pub fn cancel(wf: &mut Workflow, reason: &str, now: u64) -> Result<Effects, Repo
     crate::power::drop_unstarted(wf, "cancelled before the BMC was used");
     end_running_actions(wf, ActionState::Failed, now);
     let mut fx = Effects::default();
-    fx.event(EventKind::WorkflowCancelled, reason.to_string());
+    fx.event(EventData::WorkflowCancelled {
+        workflow: wf.id.clone(),
+        reason: reason.to_string(),
+    });
     let msg = format!("cancelled: {reason}");
     finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
     Ok(fx)
@@ -435,6 +471,7 @@ pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_model::EventKind;
     use kiln_model::template::parse_template;
     use kiln_model::workflow::Progress;
 
@@ -470,10 +507,18 @@ mod tests {
         assert_eq!(w.actions[index].state, ActionState::Failed);
         assert_eq!(fx.netboot, Some(false));
         assert!(fx.revoke_token);
+        assert!(fx.events.iter().any(
+            |e| matches!(e, EventData::WorkflowCancelled { reason, .. } if reason == "by hand")
+        ));
         assert!(
+            fx.events.contains(&EventData::WorkflowEntered {
+                workflow: "wf-1".into(),
+                from: Some(WorkflowState::Running),
+                to: WorkflowState::Failed,
+                reason: "cancelled: by hand".into(),
+            }),
+            "{:?}",
             fx.events
-                .iter()
-                .any(|(k, d)| *k == EventKind::WorkflowCancelled && d == "by hand")
         );
         assert_eq!(
             cancel(&mut w, "twice", 4_000),
@@ -512,7 +557,7 @@ mod tests {
         let fx = next(&mut w, 2_000).1;
         assert_eq!(w.power.start.state, kiln_model::workflow::StepState::Done);
         assert!(
-            fx.events.iter().any(|(k, _)| *k == EventKind::BmcSkipped),
+            fx.events.iter().any(|e| e.kind() == EventKind::BmcSkipped),
             "{fx:?}"
         );
         assert_eq!(w.state, WorkflowState::Running);
@@ -566,7 +611,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, _)| *k == EventKind::ActionRestarted)
+                .any(|e| e.kind() == EventKind::ActionRestarted)
         );
         // An agent that names no run: every call is a restart, as before (img allows two
         // attempts, so a third interruption fails the workflow).
@@ -631,10 +676,24 @@ mod tests {
             3_000,
         )
         .unwrap();
-        assert!(
-            fx.events
-                .iter()
-                .any(|(k, _)| *k == EventKind::ActionRetrying)
+        assert_eq!(
+            fx.events,
+            vec![EventData::Action {
+                outcome: ActionOutcome::Retrying,
+                workflow: "wf-1".into(),
+                index: 0,
+                name: "img".into(),
+                action: None,
+                attempt: 1,
+                message: Some("sha256 mismatch".into()),
+                duration_ms: Some(1_000),
+                retry_in_s: Some(5),
+            }],
+            "the event says which action, which attempt, how long it ran and when it retries"
+        );
+        assert_eq!(
+            fx.events[0].to_string(),
+            "img: sha256 mismatch; retry in 5 s"
         );
         assert_eq!(next(&mut w, 4_000).0, NextAction::Wait { seconds: 4 });
         let (i, a) = run(&mut w, 3_000 + backoff_ms(1));
@@ -703,7 +762,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, _)| *k == EventKind::ActionRetrying),
+                .any(|e| e.kind() == EventKind::ActionRetrying),
             "{fx:?}"
         );
         let (_, a2) = run(&mut w, 2_000 + 10 * 60_000 + backoff_ms(1));
@@ -772,12 +831,12 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, _)| *k == EventKind::WorkflowSucceeded)
+                .any(|e| e.kind() == EventKind::WorkflowSucceeded)
         );
         assert!(
             !fx.events
                 .iter()
-                .any(|(k, _)| *k == EventKind::WorkflowRebooting)
+                .any(|e| e.kind() == EventKind::WorkflowRebooting)
         );
         assert!(matches!(
             next(&mut w, 6_000).0,

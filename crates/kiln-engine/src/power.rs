@@ -4,7 +4,7 @@
 //! A step is claimed with a lease. If the server dies mid-step, the lease runs out and the step is
 //! claimed again; the runner then re-reads the power state before acting, so nothing is applied twice.
 
-use kiln_model::EventKind;
+use kiln_model::event::{BmcTask, EventData};
 use kiln_model::workflow::{PowerStep, StepState, Workflow, WorkflowState};
 
 use crate::machine::{Effects, finish_workflow};
@@ -93,22 +93,26 @@ pub fn complete(
         return fx;
     }
     step.claimed_until_ms = None;
-    let what = match job {
-        PowerJob::Netboot { .. } => "power on into netboot",
-        PowerJob::BootDisk { .. } => "next boot from disk",
+    let task = match job {
+        PowerJob::Netboot { .. } => BmcTask::Netboot,
+        PowerJob::BootDisk { .. } => BmcTask::BootDisk,
     };
     match outcome {
         Ok(message) => {
             step.state = StepState::Done;
             step.message = message.clone();
-            fx.event(EventKind::BmcDone, format!("{what}: {message}"));
+            fx.event(EventData::BmcDone {
+                task,
+                result: message,
+            });
             if matches!(job, PowerJob::Netboot { .. }) && wf.state == WorkflowState::Pending {
                 wf.state = WorkflowState::Netbooting;
                 wf.updated_ms = now;
-                fx.event(
-                    EventKind::WorkflowNetbooting,
+                fx.event(crate::machine::entered(
+                    wf,
+                    WorkflowState::Pending,
                     "powered on by its BMC; netbooting",
-                );
+                ));
             }
         }
         Err(failure) => {
@@ -117,26 +121,29 @@ pub fn complete(
                 let wait = backoff_ms(attempt);
                 step.state = StepState::Pending;
                 step.next_at_ms = Some(now + wait);
-                fx.event(
-                    EventKind::BmcRetrying,
-                    format!(
-                        "{what}, attempt {attempt}/{ATTEMPTS}: {}; retry in {} s",
-                        failure.message,
-                        wait / 1000
-                    ),
-                );
+                fx.event(EventData::BmcRetrying {
+                    task,
+                    attempt,
+                    attempts: ATTEMPTS,
+                    error: failure.message,
+                    retry_in_s: wait / 1000,
+                });
             } else {
                 step.state = StepState::Failed;
-                let tries = if failure.retryable {
-                    format!("after {attempt} attempts")
-                } else {
-                    "(not retried)".to_string()
+                let failed = EventData::BmcFailed {
+                    task,
+                    attempt,
+                    retried: failure.retryable,
+                    error: failure.message.clone(),
                 };
-                fx.event(
-                    EventKind::BmcFailed,
-                    format!("{what} {tries}: {}", failure.message),
-                );
+                fx.event(failed);
                 if matches!(job, PowerJob::Netboot { .. }) && !wf.state.is_terminal() {
+                    let tries = if failure.retryable {
+                        format!("after {attempt} attempts")
+                    } else {
+                        "(not retried)".to_string()
+                    };
+                    let what = "power on into netboot";
                     let msg = format!("BMC: {what} failed {tries}: {}", failure.message);
                     finish_workflow(wf, WorkflowState::Failed, msg, now, &mut fx);
                 }
@@ -181,6 +188,7 @@ pub fn on_finish(wf: &mut Workflow) {
 mod tests {
     use super::*;
     use crate::machine;
+    use kiln_model::EventKind;
     use kiln_model::template::parse_template;
 
     const T: &str = "name: t\ntimeout: 1h\nactions:\n  - name: boot\n    kind: reboot\n";
@@ -212,7 +220,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, _)| *k == EventKind::WorkflowNetbooting)
+                .any(|e| e.kind() == EventKind::WorkflowNetbooting)
         );
     }
 
@@ -252,7 +260,7 @@ mod tests {
         assert!(
             fx.events
                 .iter()
-                .any(|(k, d)| *k == EventKind::BmcFailed && d.contains("not retried"))
+                .any(|e| matches!(e, EventData::BmcFailed { retried: false, .. }))
         );
     }
 

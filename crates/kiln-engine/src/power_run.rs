@@ -2,12 +2,12 @@
 //! is reported through `note` as it happens (the caller writes it as an event).
 
 use kiln_bmc::{Bmc, BmcError, BootDevice, BootMode, BootOverride, PowerAction, PowerState};
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 
 use crate::power::{PowerJob, StepFailure};
 
-/// Reports one BMC step: (event kind, detail).
-pub type Note<'a> = &'a (dyn Fn(EventKind, String) + Send + Sync);
+/// Reports one BMC step as an event.
+pub type Note<'a> = &'a (dyn Fn(EventData) + Send + Sync);
 
 /// A BMC error as a step's failure: retried only when trying again can help.
 pub fn failure(e: BmcError) -> StepFailure {
@@ -57,19 +57,20 @@ async fn netboot(
         mode,
     })
     .await?;
-    note(
-        EventKind::BmcBootDevice,
-        format!("next boot: pxe (once, {mode_name})"),
-    );
+    note(EventData::BmcBootDevice {
+        device: "pxe".into(),
+        persistent: false,
+        mode: mode_name.to_string(),
+    });
     let before = bmc.power_state().await?;
     let action = match before {
         PowerState::On => PowerAction::Cycle,
         PowerState::Off => PowerAction::On,
     };
-    note(
-        EventKind::BmcPower,
-        format!("power was {before}; sending {action}"),
-    );
+    note(EventData::BmcPower {
+        was: before.to_string(),
+        sending: action.to_string(),
+    });
     bmc.power(action).await?;
     let summary = match before {
         PowerState::On => "was on: cycled, on again (confirmed)",
@@ -125,8 +126,10 @@ mod tests {
     #[tokio::test]
     async fn powers_on_an_off_machine_and_cycles_an_on_one() {
         let seen = Mutex::new(Vec::new());
-        let note = |kind: EventKind, detail: String| {
-            seen.lock().unwrap().push(format!("{kind}: {detail}"))
+        let note = |data: EventData| {
+            seen.lock()
+                .unwrap()
+                .push(format!("{}: {data}", data.kind()))
         };
         let off = FakeBmc::default();
         let r = run_job(
@@ -165,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_carry_whether_a_retry_can_help() {
-        let note = |_: EventKind, _: String| {};
+        let note = |_: EventData| {};
         for (err, retryable) in [
             (
                 BmcError::Unreachable {
@@ -202,8 +205,10 @@ mod tests {
     #[tokio::test]
     async fn without_a_mode_label_the_step_says_the_mode_is_left_alone() {
         let seen = Mutex::new(Vec::new());
-        let note = |kind: EventKind, detail: String| {
-            seen.lock().unwrap().push(format!("{kind}: {detail}"))
+        let note = |data: EventData| {
+            seen.lock()
+                .unwrap()
+                .push(format!("{}: {data}", data.kind()))
         };
         let bmc = FakeBmc::default();
         run_job(
@@ -223,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_step_points_the_machine_at_its_disk() {
-        let note = |_: EventKind, _: String| {};
+        let note = |_: EventData| {};
         let bmc = FakeBmc::default();
         let r = run_job(
             PowerJob::BootDisk { attempt: 1 },

@@ -4,7 +4,7 @@
 //! [`Provisioning`] backend's business (the CLI wires the engine in), so this crate stays
 //! protocol-only. Every refused attempt leaves one `http.refused` event naming its source.
 
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
@@ -204,10 +204,11 @@ fn refused(state: &AppState, route: &str, peer: IpAddr, e: &ApiError) {
     if !e.refusal {
         return;
     }
-    let mut ev = Event::now(
-        EventKind::HttpRefused,
-        format!("{route} from {peer}: {}", e.message),
-    )
+    let mut ev = Event::of(EventData::HttpRefused {
+        route: route.to_string(),
+        peer,
+        reason: e.message.clone(),
+    })
     .with_ip(peer);
     if let Some(m) = &e.machine {
         ev = ev.with_machine(m.clone());

@@ -1,7 +1,7 @@
 //! Files under a root: HEAD, single byte ranges, ETag and conditional requests,
 //! streamed from disk in large chunks.
 
-use kiln_model::EventKind;
+use kiln_model::event::{EventData, HttpRoot};
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -35,11 +35,11 @@ impl Served {
         }
     }
 
-    fn names(self) -> (&'static str, EventKind) {
+    fn root_name(self) -> HttpRoot {
         match self {
-            Served::Artifacts => ("artifacts", EventKind::HttpArtifact),
-            Served::Images => ("images", EventKind::HttpImage),
-            Served::Boot => ("boot", EventKind::HttpBoot),
+            Served::Artifacts => HttpRoot::Artifacts,
+            Served::Images => HttpRoot::Images,
+            Served::Boot => HttpRoot::Boot,
         }
     }
 }
@@ -89,15 +89,19 @@ async fn serve_and_record(served: Served, request: FileRequest) -> Response {
     } = request;
     let response = serve_file(served.root(&state), &path, &method, &headers, sendfile).await;
     if method == Method::GET {
-        let (dir, kind) = served.names();
         let range = headers
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let detail = format!("GET /{dir}/{path} {} {range}", response.status().as_u16());
-        state
-            .events
-            .emit(Event::now(kind, detail.trim_end()).with_ip(peer.ip()));
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        let data = EventData::HttpFile {
+            root: served.root_name(),
+            path,
+            status: response.status().as_u16(),
+            range,
+        };
+        state.events.emit(Event::of(data).with_ip(peer.ip()));
     }
     response
 }

@@ -1,6 +1,6 @@
 //! iPXE scripts: the machine's agent boot, or a way back to its own disk.
 
-use kiln_model::EventKind;
+use kiln_model::event::{EventData, IpxeScript};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -65,7 +65,7 @@ pub(crate) async fn boot_script(
     };
     let inv = state.inventory.load();
     let cfg = &state.config;
-    let (script, detail) = match inv.by_mac(&mac) {
+    let (script, event) = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
             // No credential in the script: anyone can name a MAC. The agent claims its own.
             let script = netboot_script(&ScriptParams {
@@ -77,24 +77,31 @@ pub(crate) async fn boot_script(
             });
             (
                 script,
-                format!("script: netboot {} + {}", cfg.kernel, cfg.initrd),
+                Some(EventData::HttpScript {
+                    script: IpxeScript::Netboot,
+                    kernel: Some(cfg.kernel.clone()),
+                    initrd: Some(cfg.initrd.clone()),
+                }),
             )
         }
         Some(hw) => (
             local_disk_script(&hw.hostname, "netboot is off"),
-            "script: local disk (netboot off)".to_string(),
+            Some(EventData::HttpScript {
+                script: IpxeScript::LocalDisk,
+                kernel: None,
+                initrd: None,
+            }),
         ),
+        // Not enrolled: anyone can name a MAC, so no event (it could flood the log).
         None => (
             local_disk_script(&mac.to_string(), "this machine is not enrolled"),
-            String::new(),
+            None,
         ),
     };
-    if !detail.is_empty() {
-        state.events.emit(
-            Event::now(EventKind::HttpScript, detail)
-                .with_mac(mac)
-                .with_ip(peer.ip()),
-        );
+    if let Some(data) = event {
+        state
+            .events
+            .emit(Event::of(data).with_mac(mac).with_ip(peer.ip()));
     }
     (
         [

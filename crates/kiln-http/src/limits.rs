@@ -2,7 +2,7 @@
 //! connection may take to ask, sit idle, dribble a body or stall a response, and how many
 //! connections one address and all addresses together may hold.
 
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -203,13 +203,12 @@ pub(crate) fn refused(admission: &Admission, why: Refused, peer: IpAddr) {
             };
             let peer = peer.to_canonical();
             events.emit(
-                Event::now(
-                    EventKind::HttpRefused,
-                    format!(
-                        "connection from {peer} closed at once: over the {cap} cap ({limit} open); \
-                         {n} such refusal(s) since the last event"
-                    ),
-                )
+                Event::of(EventData::HttpOverCap {
+                    peer,
+                    cap: cap.to_string(),
+                    limit: limit as u64,
+                    refused: n,
+                })
                 .with_ip(peer),
             );
         }
@@ -304,7 +303,7 @@ mod tests {
             1,
             "one event per window, not one per connection"
         );
-        assert_eq!(events[0].kind, EventKind::HttpRefused);
+        assert_eq!(events[0].kind, kiln_model::EventKind::HttpRefused);
         assert_eq!(events[0].ip, Some(A));
         assert!(
             events[0].detail.contains("per-source cap (1 open)"),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use kiln_api::{BmcOp, BmcRow};
 use kiln_bmc::{Bmc, BmcError, BootDevice, BootOverride, ErrorKind, PowerAction};
-use kiln_model::{Event, EventKind, Hardware};
+use kiln_model::event::{BmcTask, EventData};
+use kiln_model::{Event, Hardware};
 use kiln_store::{StoreError, StoreHandle};
 use tokio::sync::Semaphore;
 
@@ -195,17 +196,21 @@ pub async fn run(
 fn events_of(op: BmcOp, rows: &[BmcRow]) -> Vec<Event> {
     rows.iter()
         .map(|r| {
-            let detail = if r.ok {
-                format!("kiln bmc {op:?}: {}", r.result).to_lowercase()
+            let task = BmcTask::Op(op);
+            let data = if r.ok {
+                EventData::BmcDone {
+                    task,
+                    result: r.result.clone(),
+                }
             } else {
-                format!("kiln bmc {op:?} failed: {}", r.detail)
+                EventData::BmcFailed {
+                    task,
+                    attempt: 1,
+                    retried: false,
+                    error: r.detail.clone(),
+                }
             };
-            let kind = if r.ok {
-                EventKind::BmcDone
-            } else {
-                EventKind::BmcFailed
-            };
-            Event::now(kind, detail).with_machine(r.machine.clone())
+            Event::of(data).with_machine(r.machine.clone())
         })
         .collect()
 }
@@ -275,10 +280,14 @@ mod tests {
             },
         ];
         let ev = events_of(BmcOp::Off, &rows);
-        assert_eq!(ev[0].kind, EventKind::BmcDone);
+        assert_eq!(ev[0].kind, kiln_model::EventKind::BmcDone);
         assert_eq!(ev[0].detail, "kiln bmc off: power off: now off");
         assert_eq!(ev[0].machine.as_deref(), Some("a"));
-        assert_eq!(ev[1].kind, EventKind::BmcFailed);
-        assert_eq!(ev[1].detail, "kiln bmc Off failed: no answer");
+        assert_eq!(ev[1].kind, kiln_model::EventKind::BmcFailed);
+        assert_eq!(ev[1].detail, "kiln bmc off failed: no answer");
+        assert!(matches!(
+            ev[1].data,
+            Some(EventData::BmcFailed { task: BmcTask::Op(BmcOp::Off), ref error, .. }) if error == "no answer"
+        ));
     }
 }

@@ -99,9 +99,9 @@ async fn run(
         .await
         .map_err(kiln_engine::power_run::failure)?;
     let (events, hardware) = (engine.clone(), job.hardware.clone());
-    let note = move |kind: kiln_model::EventKind, detail: String| {
+    let note = move |data: kiln_model::event::EventData| {
         // Written at once so `kiln events --follow` shows each BMC step as it happens.
-        if let Err(e) = events.event(&hardware, kind, &detail) {
+        if let Err(e) = events.event(&hardware, data) {
             tracing::warn!("recording a BMC event: {e}");
         }
     };

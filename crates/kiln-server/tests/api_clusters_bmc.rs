@@ -376,10 +376,13 @@ a3,,,,52:54:00:aa:00:03,10.9.0.13,255.255.255.0,10.9.0.1,10.9.0.1,rack=r2,/dev/v
     // A change is an event of each machine.
     let events = s.store().events(Some("a1"), 0, 100).unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e.event.kind == kiln_model::EventKind::BmcFailed
-                && e.event.detail.starts_with("kiln bmc Off failed: ")),
+        events.iter().any(|e| matches!(
+            e.event.data,
+            Some(kiln_model::event::EventData::BmcFailed {
+                task: kiln_model::event::BmcTask::Op(kiln_api::BmcOp::Off),
+                ..
+            })
+        ) && e.event.detail.starts_with("kiln bmc off failed: ")),
         "{events:?}"
     );
 

@@ -355,11 +355,11 @@ fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
     let expected = reads.len() + 2 * changes.len() + 1;
     let refused = s.events_of("last=1000", "api.refused", expected);
     assert_eq!(refused.len(), expected);
-    assert!(
-        refused
-            .iter()
-            .any(|e| e.detail.contains("POST /api/v1/workflows/n1/cancel"))
-    );
+    assert!(refused.iter().any(|e| matches!(
+        &e.data,
+        Some(kiln_api::EventData::ApiRefused { method, path, .. })
+            if method == "POST" && path == "/api/v1/workflows/n1/cancel"
+    )));
 
     // The OpenAPI document describes every route, each with its own operation id.
     let doc = s.get("/api/v1/openapi.json");
@@ -381,4 +381,10 @@ fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
         );
     }
     assert!(doc["components"]["schemas"]["WorkflowView"].is_object());
+    // Events carry their typed data, described in the document too.
+    let data = &doc["components"]["schemas"]["EventData"];
+    assert!(
+        data["oneOf"].as_array().is_some_and(|v| v.len() == 20),
+        "{data}"
+    );
 }

@@ -8,7 +8,7 @@
 //! with a TFTP ERROR 5: the transfer is unaffected either way, and the
 //! connected socket saves a route lookup per DATA packet.
 
-use kiln_model::EventKind;
+use kiln_model::event::{EventData, TftpOutcome};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -316,11 +316,8 @@ impl TftpServer {
         };
         if let Some((code, msg)) = refusal {
             count("refused");
-            self.shared.emit(
-                EventKind::TftpRefused,
-                format!("{}: {msg}", printable(&req.filename)),
-                peer,
-            );
+            self.shared
+                .emit(refusal_event(&printable(&req.filename), msg), peer);
             self.reply_error(peer, code, msg, out).await;
             return;
         }
@@ -335,11 +332,8 @@ impl TftpServer {
             Err(NoClaim::TooManyFromSource) => {
                 count("per_source");
                 let msg = "too many transfers from this address";
-                self.shared.emit(
-                    EventKind::TftpRefused,
-                    format!("{}: {msg}", printable(&req.filename)),
-                    peer,
-                );
+                self.shared
+                    .emit(refusal_event(&printable(&req.filename), msg), peer);
                 self.reply_error(peer, ErrorCode::NotDefined, msg, out)
                     .await;
                 return;
@@ -366,9 +360,9 @@ impl TftpServer {
 }
 
 impl Shared {
-    fn emit(&self, kind: EventKind, detail: String, peer: SocketAddr) {
+    fn emit(&self, data: EventData, peer: SocketAddr) {
         self.events
-            .emit(Event::now(kind, detail).with_ip(peer.ip().to_canonical()));
+            .emit(Event::of(data).with_ip(peer.ip().to_canonical()));
     }
 
     /// In-memory files first, then the directory. The name is checked the
@@ -504,12 +498,13 @@ async fn refuse(
     let (code, msg, outcome) = e.reply();
     debug!(%peer, file = %name, error = %e, "tftp refused");
     count(outcome);
-    let kind = if outcome == "failed" {
-        EventKind::TftpFailed
-    } else {
-        EventKind::TftpRefused
-    };
-    shared.emit(kind, format!("{name}: {e}"), peer);
+    let mut ev = refusal_event(name, &e.to_string());
+    if outcome == "failed"
+        && let EventData::Tftp { outcome, .. } = &mut ev
+    {
+        *outcome = TftpOutcome::Failed;
+    }
+    shared.emit(ev, peer);
     let mut out = Vec::with_capacity(64);
     encode_error(&mut out, code, msg);
     let _ = socket.send(&out).await;
@@ -567,14 +562,18 @@ impl Ended<'_> {
                 count("sent");
                 metrics::counter!("kiln_tftp_bytes_total").increment(transfer.len());
                 metrics::histogram!("kiln_tftp_transfer_seconds").record(secs);
-                let detail = format!(
-                    "{name} {} bytes in {secs:.2} s blksize={} windowsize={}",
-                    transfer.len(),
-                    self.blksize,
-                    self.windowsize
-                );
-                debug!(%peer, "tftp sent {detail}");
-                shared.emit(EventKind::TftpSent, detail, peer);
+                let ev = EventData::Tftp {
+                    outcome: TftpOutcome::Sent,
+                    file: name.to_string(),
+                    bytes: Some(transfer.len()),
+                    size: Some(transfer.len()),
+                    duration_ms: Some((secs * 1000.0).round() as u64),
+                    blksize: Some(self.blksize),
+                    windowsize: Some(self.windowsize),
+                    reason: None,
+                };
+                debug!(%peer, "tftp sent {ev}");
+                shared.emit(ev, peer);
             }
             // PXE ROMs ask for tsize, then abort after the OACK to re-request
             // with other options: normal, so no event.
@@ -614,13 +613,32 @@ impl Ended<'_> {
             encode_error(&mut out, ErrorCode::NotDefined, msg);
             let _ = link.send(&out);
         }
-        let detail = format!(
-            "{name}: {why} after {} of {} bytes",
-            transfer.acked_bytes(),
-            transfer.len()
-        );
-        debug!(%peer, "tftp failed: {detail}");
-        shared.emit(EventKind::TftpFailed, detail, peer);
+        let ev = EventData::Tftp {
+            outcome: TftpOutcome::Failed,
+            file: name.to_string(),
+            bytes: Some(transfer.acked_bytes()),
+            size: Some(transfer.len()),
+            duration_ms: Some((self.secs * 1000.0).round() as u64),
+            blksize: Some(self.blksize),
+            windowsize: Some(self.windowsize),
+            reason: Some(why),
+        };
+        debug!(%peer, "tftp failed: {ev}");
+        shared.emit(ev, peer);
+    }
+}
+
+/// A request for `file` refused, for `reason`.
+fn refusal_event(file: &str, reason: &str) -> EventData {
+    EventData::Tftp {
+        outcome: TftpOutcome::Refused,
+        file: file.to_string(),
+        bytes: None,
+        size: None,
+        duration_ms: None,
+        blksize: None,
+        windowsize: None,
+        reason: Some(reason.to_string()),
     }
 }
 

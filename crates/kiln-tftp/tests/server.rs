@@ -2,6 +2,7 @@
 //! TFTP client written here. Timeouts are only upper bounds; nothing sleeps.
 
 use kiln_model::EventKind;
+use kiln_model::event::{EventData, TftpOutcome};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -176,10 +177,24 @@ async fn default_options() {
     .await;
     let e = events
         .iter()
-        .find(|e| e.detail.starts_with("undionly.kpxe"))
+        .find(|e| matches!(&e.data, Some(EventData::Tftp { file, .. }) if file == "undionly.kpxe"))
         .unwrap();
     assert_eq!(e.ip, Some("127.0.0.1".parse().unwrap()));
-    assert!(e.detail.contains("100000 bytes in"), "{}", e.detail);
+    let Some(EventData::Tftp {
+        outcome,
+        bytes,
+        blksize,
+        windowsize,
+        ..
+    }) = &e.data
+    else {
+        unreachable!()
+    };
+    assert_eq!(*outcome, TftpOutcome::Sent);
+    assert_eq!(
+        (*bytes, *blksize, *windowsize),
+        (Some(100_000), Some(512), Some(1))
+    );
     assert!(
         e.detail.ends_with("blksize=512 windowsize=1"),
         "{}",
@@ -312,11 +327,8 @@ async fn traversal_and_missing_files_are_refused() {
         k.iter().filter(|k| **k == EventKind::TftpRefused).count() == 8
     })
     .await;
-    assert!(
-        events
-            .iter()
-            .all(|e| e.kind != EventKind::TftpSent || e.detail.starts_with("sub"))
-    );
+    assert!(events.iter().all(|e| e.kind != EventKind::TftpSent
+        || matches!(&e.data, Some(EventData::Tftp { file, .. }) if file.starts_with("sub"))));
     s.stop().await;
 }
 
@@ -537,7 +549,7 @@ async fn one_address_cannot_hold_every_slot() {
     assert!(
         refused
             .iter()
-            .any(|e| e.detail.contains("too many transfers"))
+            .any(|e| matches!(&e.data, Some(EventData::Tftp { reason: Some(r), .. }) if r.contains("too many transfers")))
     );
     drop(held);
     s.stop_promptly().await;
@@ -605,7 +617,13 @@ async fn curl_fetches_the_same_bytes() {
     );
     let events = wait_for(&s.events, |k| k.contains(&EventKind::TftpSent)).await;
     assert!(
-        events.iter().any(|e| e.detail.contains("blksize=1468")),
+        events.iter().any(|e| matches!(
+            e.data,
+            Some(EventData::Tftp {
+                blksize: Some(1468),
+                ..
+            })
+        )),
         "{events:?}"
     );
     s.stop().await;

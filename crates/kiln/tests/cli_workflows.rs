@@ -163,4 +163,29 @@ fn workflow_commands_and_events_follow_go_through_the_server() {
     follower.kill().unwrap();
     follower.wait().unwrap();
     reader.join().unwrap();
+
+    // `-o json` carries each event's typed data beside its words.
+    let json = ok(s.kiln(&["events", "n1", "-o", "json"]));
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let created = events
+        .iter()
+        .find(|e| e["kind"] == "workflow.created")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(created["data"]["type"], "workflow_created", "{created}");
+    assert_eq!(created["data"]["template"], "reach-agent", "{created}");
+    let cancelled = events
+        .iter()
+        .find(|e| e["kind"] == "workflow.cancelled")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(
+        cancelled["data"]["type"], "workflow_cancelled",
+        "{cancelled}"
+    );
+    assert_eq!(
+        cancelled["data"]["workflow"], created["data"]["workflow"],
+        "{cancelled}"
+    );
 }

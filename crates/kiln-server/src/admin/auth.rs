@@ -2,7 +2,7 @@
 //! SHA-256 in the store. Reads need any live token, changes an `admin` one. Every refusal is
 //! logged and recorded as an `api.refused` event naming the source.
 
-use kiln_model::EventKind;
+use kiln_model::event::EventData;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -125,11 +125,14 @@ fn refused(
     why: String,
 ) -> Failure {
     tracing::warn!(peer = %peer, "admin API refused {what}: {why}");
+    let (method, path) = what.split_once(' ').unwrap_or(("", what));
     state.events.emit(
-        Event::now(
-            EventKind::ApiRefused,
-            format!("{what} from {}: {why}", peer.ip()),
-        )
+        Event::of(EventData::ApiRefused {
+            method: method.to_string(),
+            path: path.to_string(),
+            peer: peer.ip(),
+            reason: why.clone(),
+        })
         .with_ip(peer.ip()),
     );
     Failure::new(status, code, why)

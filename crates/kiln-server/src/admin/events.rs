@@ -36,6 +36,7 @@ pub(crate) fn event_view(rec: &EventRecord) -> EventView {
         ip: e.ip.map(|i| i.to_string()),
         kind: e.kind.as_str().to_string(),
         detail: e.detail.clone(),
+        data: e.data.clone(),
     }
 }
 
@@ -204,6 +205,7 @@ mod tests {
                 ip: Some("10.9.0.11".parse().unwrap()),
                 kind: kiln_api::EventKind::DhcpOffer,
                 detail: "offered".into(),
+                data: None,
             },
         };
         let v = serde_json::to_value(event_view(&rec)).unwrap();

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use kiln_model::event::Event;
+use kiln_model::event::{BmcTask, Event, EventData};
 use kiln_model::template::ActionKind;
 use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
 use kiln_store::PhoneHome;
@@ -214,7 +214,15 @@ impl MachineView {
         let at = e.at_ms;
         match e.kind {
             EventKind::WorkflowCreated => first(&mut t.created_ms, at),
-            EventKind::BmcDone if e.detail.starts_with("power on into netboot") => {
+            EventKind::BmcDone
+                if matches!(
+                    e.data,
+                    Some(EventData::BmcDone {
+                        task: BmcTask::Netboot,
+                        ..
+                    })
+                ) =>
+            {
                 first(&mut t.powered_on_ms, at)
             }
             EventKind::BmcBootDevice
@@ -223,7 +231,16 @@ impl MachineView {
             | EventKind::BmcFailed => self.last_bmc = Some(e.detail.clone()),
             // A machine without a BMC: netbooting from the moment its workflow exists.
             EventKind::WorkflowNetbooting => first(&mut t.powered_on_ms, at),
-            EventKind::DhcpAck if t.powered_on_ms.is_some() && e.detail.contains("boot=") => {
+            EventKind::DhcpAck
+                if t.powered_on_ms.is_some()
+                    && matches!(
+                        e.data,
+                        Some(EventData::Dhcp {
+                            boot_file: Some(_),
+                            ..
+                        })
+                    ) =>
+            {
                 first(&mut t.dhcp_ms, at)
             }
             EventKind::WorkflowRunning => first(&mut t.agent_up_ms, at),
@@ -451,7 +468,34 @@ mod tests {
             ip: None,
             kind,
             detail: detail.into(),
+            data: None,
         }
+    }
+
+    /// An event with its typed data, as kiln records it.
+    fn typed(data: EventData, at_ms: u64) -> Event {
+        let mut e = Event::of(data).with_machine("demo-cp1");
+        e.at_ms = at_ms;
+        e
+    }
+
+    /// A DHCP ACK of 10.77.0.11 to iPXE, with or without a boot file.
+    fn ack(boot_file: Option<&str>, netboot: bool, at_ms: u64) -> Event {
+        typed(
+            EventData::Dhcp {
+                message: kiln_model::event::DhcpMessage::Ack,
+                xid: 7,
+                proxy: false,
+                ip: Some("10.77.0.11".parse().unwrap()),
+                reserved: None,
+                client: kiln_model::event::DhcpClient::Ipxe,
+                arch: Some(7),
+                vendor_class: None,
+                boot_file: boot_file.map(str::to_string),
+                netboot,
+            },
+            at_ms,
+        )
     }
 
     fn view() -> MachineView {
@@ -476,14 +520,12 @@ mod tests {
             ),
             ev(EventKind::BmcPower, "power was off; sending on", 1600),
             // A DHCP exchange before the power-on counts for nothing.
-            ev(
-                EventKind::DhcpAck,
-                "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
-                1700,
-            ),
-            ev(
-                EventKind::BmcDone,
-                "power on into netboot: was off: powered on (confirmed)",
+            ack(Some("http://10.77.0.1:8080/ipxe/x/boot.ipxe"), true, 1700),
+            typed(
+                EventData::BmcDone {
+                    task: BmcTask::Netboot,
+                    result: "was off: powered on (confirmed)".into(),
+                },
                 2000,
             ),
             ev(
@@ -496,23 +538,15 @@ mod tests {
                 "offered 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
                 9000,
             ),
-            ev(
-                EventKind::DhcpAck,
-                "acked 10.77.0.11 boot=http://10.77.0.1:8080/ipxe/x/boot.ipxe (iPXE)",
-                9100,
-            ),
-            ev(EventKind::DhcpAck, "acked 10.77.0.11", 15000),
+            ack(Some("http://10.77.0.1:8080/ipxe/x/boot.ipxe"), true, 9100),
+            ack(None, true, 15000),
             ev(EventKind::WorkflowRunning, "agent connected", 20000),
             ev(
                 EventKind::WorkflowRebooting,
                 "booting the installed OS",
                 40000,
             ),
-            ev(
-                EventKind::DhcpAck,
-                "acked 10.77.0.11 (netboot off: no boot file)",
-                45000,
-            ),
+            ack(None, false, 45000),
             ev(
                 EventKind::WorkflowSucceeded,
                 "installed OS phoned home",
