@@ -26,6 +26,25 @@ pub struct Endpoint {
     pub token_file: Option<PathBuf>,
 }
 
+/// `PUT /api/v1/images/NAME?k=v&...`: where an upload of image `name` goes, the query escaped.
+pub fn upload_path(name: &str, q: &kiln_api::images::UploadQuery) -> String {
+    use kiln_api::routes::{path, segment};
+    let mut parts = vec![
+        format!("replace={}", q.replace),
+        format!("zstd_level={}", q.zstd_level),
+    ];
+    if let Some(sha) = &q.sha256 {
+        parts.push(format!("sha256={}", segment(sha)));
+    }
+    if let Some(source) = &q.source {
+        parts.push(format!("source={}", segment(source)));
+    }
+    if q.dry_run {
+        parts.push("dry_run=true".into());
+    }
+    format!("{}?{}", path("images", Some(name), ""), parts.join("&"))
+}
+
 /// An error the server answered with (status and body), or not reaching it at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -264,5 +283,76 @@ impl Client {
             });
         }
         Ok(Box::new(resp.into_body().into_reader()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_api::images::UploadQuery;
+
+    #[test]
+    fn upload_queries_are_escaped() {
+        let q = UploadQuery {
+            sha256: Some("ab".repeat(32)),
+            replace: true,
+            zstd_level: 3,
+            source: Some("./my disk&x=1.raw".into()),
+            dry_run: false,
+        };
+        assert_eq!(
+            upload_path("os", &q),
+            format!(
+                "/api/v1/images/os?replace=true&zstd_level=3&sha256={}&source=.%2Fmy%20disk%26x%3D1.raw",
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    fn endpoint(server: &str) -> Endpoint {
+        Endpoint {
+            server: Some(server.into()),
+            ..Endpoint::default()
+        }
+    }
+
+    #[test]
+    fn without_api_json_the_error_says_how_to_find_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Client::connect(dir.path(), &Endpoint::default())
+            .err()
+            .expect("no server to find");
+        let text = e.to_string();
+        assert!(text.starts_with("no Kiln server found: "), "{text}");
+        assert!(text.contains("api.json is missing"), "{text}");
+        assert_eq!(e.status(), None);
+    }
+
+    #[test]
+    fn a_missing_ca_is_named_with_the_flag_that_gives_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "t0k\n").unwrap();
+        let e = Client::connect(dir.path(), &endpoint("https://127.0.0.1:9443/"))
+            .err()
+            .expect("no CA");
+        let text = e.to_string();
+        assert!(text.contains("reading the server's CA"), "{text}");
+        assert!(text.contains("--ca FILE"), "{text}");
+    }
+
+    #[test]
+    fn the_api_json_of_a_data_dir_names_url_ca_and_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("api.json"),
+            r#"{"url":"https://127.0.0.1:9443","ca_file":"tls/ca.crt","token_file":"admin.token"}"#,
+        )
+        .unwrap();
+        let (url, ca, token) = locate(dir.path(), &Endpoint::default()).unwrap();
+        assert_eq!(url, "https://127.0.0.1:9443");
+        assert_eq!(ca, dir.path().join("tls/ca.crt"));
+        assert_eq!(token, dir.path().join("admin.token"));
+        let (url, _, _) = locate(dir.path(), &endpoint("https://h:1/")).unwrap();
+        assert_eq!(url, "https://h:1");
     }
 }

@@ -18,10 +18,14 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+
+pub mod demo;
+pub mod netns;
 
 /// Kiln's address on the lab network (the bridge inside the namespace).
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -648,6 +652,39 @@ impl Lab {
             &log,
         )?;
         Ok(())
+    }
+
+    /// Until `kiln serve` answers /healthz and its admin API is up (it writes DATA/api.json,
+    /// which the API's clients need, right after the boot services start).
+    pub fn wait_healthz(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        let url = format!("http://{SERVER_IP}:{HTTP_PORT}/healthz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let curl = [
+            "--noproxy",
+            "*",
+            "-sf",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            &url,
+        ];
+        loop {
+            if self.data.join("api.json").is_file() && self.ns_run(Path::new("curl"), &curl).is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(what) = self.exited() {
+                bail!("{what} (log: {})", self.log("kiln-serve.log").display());
+            }
+            if stop.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            if Instant::now() > deadline {
+                bail!("kiln serve did not answer {url} (or start its admin API) within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Stops everything, newest first: kiln serve (no more BMC commands), the BMC

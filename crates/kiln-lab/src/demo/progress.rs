@@ -6,13 +6,16 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use kiln_api::time::parse_rfc3339_ms;
+use kiln_api::{ACTION_SUCCEEDED, PhoneHomeView, WorkflowView};
 use kiln_model::event::Event;
-use kiln_model::template::ActionKind;
-use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
-use kiln_store::PhoneHome;
+use kiln_model::workflow::WorkflowState;
 use serde::Serialize;
 
-use kiln_lab::Machine;
+use crate::Machine;
+
+/// The image-streaming action's kind, as the admin API names it.
+const IMAGE2DISK: &str = "image2disk";
 
 /// When each phase of a machine's install ended (Unix ms). The phases, in order:
 /// power-on (workflow created → BMC confirmed on), DHCP (→ the netboot DHCP ack),
@@ -182,8 +185,8 @@ pub enum Phase {
 pub struct MachineView {
     pub machine: Machine,
     pub timeline: Timeline,
-    pub workflow: Option<Workflow>,
-    pub phone_home: Option<PhoneHome>,
+    pub workflow: Option<WorkflowView>,
+    pub phone_home: Option<PhoneHomeView>,
     pub image: Option<ImageStats>,
     /// kubeadm subcommands the installed OS ran, in call order.
     pub kubeadm: Vec<String>,
@@ -233,14 +236,19 @@ impl MachineView {
         }
     }
 
-    pub fn on_workflow(&mut self, wf: Workflow, phone_home: Option<PhoneHome>) {
+    pub fn on_workflow(&mut self, wf: WorkflowView) {
         let t = &mut self.timeline;
-        first(&mut t.created_ms, wf.created_ms);
+        if let Some(created) = parse_rfc3339_ms(&wf.created) {
+            first(&mut t.created_ms, created);
+        }
         if let Some(a) = wf
             .actions
             .iter()
-            .find(|a| a.spec.kind == ActionKind::Image2disk && a.state == ActionState::Succeeded)
-            && let (Some(start), Some(end)) = (a.started_ms, a.ended_ms)
+            .find(|a| a.kind == IMAGE2DISK && a.state == ACTION_SUCCEEDED)
+            && let (Some(start), Some(end)) = (
+                a.started.as_deref().and_then(parse_rfc3339_ms),
+                a.ended.as_deref().and_then(parse_rfc3339_ms),
+            )
         {
             first(&mut t.image_written_ms, end);
             // The agent's message has both sizes; progress counts whichever the template gave.
@@ -260,15 +268,15 @@ impl MachineView {
                 ms: end.saturating_sub(start),
             });
         }
-        if let Some(p) = &phone_home {
-            first(&mut t.phoned_home_ms, p.at_ms);
+        if let Some(at) = wf.phone_home.as_ref().and_then(|p| parse_rfc3339_ms(&p.at)) {
+            first(&mut t.phoned_home_ms, at);
         }
         if wf.state.is_terminal()
-            && let Some(end) = wf.ended_ms
+            && let Some(end) = wf.ended.as_deref().and_then(parse_rfc3339_ms)
         {
             first(&mut t.ended_ms, end);
         }
-        self.phone_home = phone_home;
+        self.phone_home = wf.phone_home.clone();
         self.workflow = Some(wf);
     }
 
@@ -313,15 +321,15 @@ impl MachineView {
             WorkflowState::Netbooting if t.dhcp_ms.is_none() => Phase::Firmware,
             WorkflowState::Netbooting => Phase::AgentBooting,
             WorkflowState::Running => match wf.current().map(|i| &wf.actions[i]) {
-                Some(a) if a.spec.kind == ActionKind::Image2disk => match &a.progress {
+                Some(a) if a.kind == IMAGE2DISK => match &a.progress {
                     Some(p) => Phase::Streaming {
                         done: p.done,
                         total: p.total,
                         rate_bps: p.rate_bps,
                     },
-                    None => Phase::Action(format!("{} (starting)", a.spec.name)),
+                    None => Phase::Action(format!("{} (starting)", a.name)),
                 },
-                Some(a) => Phase::Action(a.spec.name.clone()),
+                Some(a) => Phase::Action(a.name.clone()),
                 None => Phase::Action("finishing".into()),
             },
             WorkflowState::Rebooting if t.kubeadm_ms.is_some() => {
@@ -455,7 +463,7 @@ mod tests {
     }
 
     fn view() -> MachineView {
-        let m = kiln_lab::plan(1, kiln_lab::BmcChoice::Ipmi).remove(0);
+        let m = crate::plan(1, crate::BmcChoice::Ipmi).remove(0);
         MachineView::new(m, PathBuf::from("/nonexistent/serial.log"))
     }
 
