@@ -326,6 +326,35 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// The htpasswd line (bcrypt) sushy-tools reads for the BMC user, made by the venv's Python;
+/// the password goes in on stdin, not argv.
+fn bcrypt_htpasswd(python: &Path, password: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import bcrypt,sys; pw=sys.stdin.read().encode(); print(sys.argv[1] + ':' + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode())",
+            BMC_USER,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    {
+        let mut stdin = child.stdin.take().context("python stdin")?;
+        stdin.write_all(password.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "hashing the Redfish password with {} (bcrypt) failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A process the lab started (its own process group, so a terminal's Ctrl-C reaches only
 /// `kiln demo`, which then stops everything in order).
 struct Proc {
@@ -539,70 +568,64 @@ impl Lab {
         for m in &machines {
             let chassis = self.vm_dir(m).join("chassis.sh");
             match m.bmc {
-                BmcKind::Ipmi => {
-                    let dir = self.work.join("bmc").join(&m.hostname);
-                    fs::create_dir_all(dir.join("state"))?;
-                    let conf = dir.join("lan.conf");
-                    write_file(&conf, &ipmi_sim_config(m, password, &chassis), 0o600)?;
-                    let emu = dir.join("bmc.emu");
-                    write_file(&emu, IPMI_SIM_EMU, 0o644)?;
-                    let state = dir.join("state");
-                    let log = self.log(&format!("ipmi_sim-{}.log", m.hostname));
-                    self.spawn(
-                        &format!("ipmi_sim ({})", m.hostname),
-                        Path::new("ipmi_sim"),
-                        &[
-                            "-c",
-                            &conf.to_string_lossy(),
-                            "-f",
-                            &emu.to_string_lossy(),
-                            "-s",
-                            &state.to_string_lossy(),
-                            "-n",
-                        ],
-                        &log,
-                    )?;
-                }
+                BmcKind::Ipmi => self.start_ipmi_sim(m, password, &chassis)?,
                 BmcKind::Redfish => redfish.push((m, chassis)),
             }
         }
         if redfish.is_empty() {
             return Ok(());
         }
+        self.start_sushy(&redfish, password, venv)
+    }
+
+    /// OpenIPMI's `ipmi_sim` for machine `m`, its chassis program `chassis`.
+    fn start_ipmi_sim(
+        &mut self,
+        m: &Machine,
+        password: &str,
+        chassis: &Path,
+    ) -> anyhow::Result<()> {
+        let dir = self.work.join("bmc").join(&m.hostname);
+        fs::create_dir_all(dir.join("state"))?;
+        let conf = dir.join("lan.conf");
+        write_file(&conf, &ipmi_sim_config(m, password, chassis), 0o600)?;
+        let emu = dir.join("bmc.emu");
+        write_file(&emu, IPMI_SIM_EMU, 0o644)?;
+        let state = dir.join("state");
+        let log = self.log(&format!("ipmi_sim-{}.log", m.hostname));
+        self.spawn(
+            &format!("ipmi_sim ({})", m.hostname),
+            Path::new("ipmi_sim"),
+            &[
+                "-c",
+                &conf.to_string_lossy(),
+                "-f",
+                &emu.to_string_lossy(),
+                "-s",
+                &state.to_string_lossy(),
+                "-n",
+            ],
+            &log,
+        )?;
+        Ok(())
+    }
+
+    /// One sushy-tools (Redfish) for every Redfish machine, behind basic auth.
+    fn start_sushy(
+        &mut self,
+        redfish: &[(&Machine, PathBuf)],
+        password: &str,
+        venv: &Path,
+    ) -> anyhow::Result<()> {
         let dir = self.work.join("sushy");
         fs::create_dir_all(dir.join("state"))?;
         let htpasswd = dir.join("htpasswd");
         let python = venv.join("bin/python");
-        // sushy-tools reads bcrypt htpasswd entries; the password goes in on stdin, not argv.
-        let mut child = Command::new(&python)
-            .args([
-                "-c",
-                "import bcrypt,sys; pw=sys.stdin.read().encode(); print(sys.argv[1] + ':' + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode())",
-                BMC_USER,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", python.display()))?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().context("python stdin")?;
-            stdin.write_all(password.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "hashing the Redfish password with {} (bcrypt) failed: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        write_file(&htpasswd, &String::from_utf8_lossy(&out.stdout), 0o600)?;
+        write_file(&htpasswd, &bcrypt_htpasswd(&python, password)?, 0o600)?;
         let conf = dir.join("sushy.conf");
         write_file(
             &conf,
-            &sushy_config(&redfish, &dir.join("state"), &htpasswd),
+            &sushy_config(redfish, &dir.join("state"), &htpasswd),
             0o600,
         )?;
         let script = self.work.join("bin/sushy_qemu.py");

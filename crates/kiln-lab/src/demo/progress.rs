@@ -543,6 +543,114 @@ mod tests {
         );
     }
 
+    /// A succeeded install as `GET /api/v1/workflows?all=true` shows it (times RFC 3339).
+    fn installed() -> WorkflowView {
+        let action = |name: &str, kind: &str, started: &str, ended: &str, message: &str| {
+            kiln_api::ActionView {
+                name: name.into(),
+                kind: kind.into(),
+                state: ACTION_SUCCEEDED.into(),
+                attempts: 1,
+                max_attempts: 1,
+                timeout_seconds: 600.0,
+                started: Some(started.into()),
+                ended: Some(ended.into()),
+                duration_seconds: None,
+                message: message.into(),
+                progress: None,
+            }
+        };
+        let step = kiln_api::StepView {
+            state: "done".into(),
+            attempts: 1,
+            message: String::new(),
+        };
+        WorkflowView {
+            id: "demo-cp1-1".into(),
+            machine: "demo-cp1".into(),
+            template: "debian-test-os".into(),
+            state: WorkflowState::Succeeded,
+            message: "installed OS phoned home".into(),
+            created: "1970-01-01T00:00:01.000Z".into(),
+            updated: "1970-01-01T00:02:00.000Z".into(),
+            ended: Some("1970-01-01T00:02:00.500Z".into()),
+            deadline: "1970-01-01T01:00:00.000Z".into(),
+            duration_seconds: 119.5,
+            retry_of: None,
+            current_action: None,
+            actions: vec![
+                action(
+                    "stream",
+                    IMAGE2DISK,
+                    "1970-01-01T00:00:21.000Z",
+                    "1970-01-01T00:00:37.000Z",
+                    "1610612736 bytes written from 139703692 bytes (Zstd), sha256 1976ca35 verified, 0 resume(s), 16.0 s",
+                ),
+                action(
+                    "seed",
+                    "cloud-init",
+                    "1970-01-01T00:00:37.000Z",
+                    "1970-01-01T00:00:38.000Z",
+                    "ok",
+                ),
+            ],
+            bmc: kiln_api::BmcStepsView {
+                start: step.clone(),
+                finish: step,
+            },
+            phone_home: Some(PhoneHomeView {
+                at: "1970-01-01T00:02:00.000Z".into(),
+                peer: "10.77.0.11".into(),
+                payload: String::new(),
+            }),
+            agent_claim: None,
+            seed_served: None,
+            log_lines_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn an_api_workflow_fills_the_image_phone_home_and_end_times() {
+        let mut v = view();
+        v.on_workflow(installed());
+        assert_eq!(v.timeline.created_ms, Some(1000));
+        assert_eq!(v.timeline.image_written_ms, Some(37_000));
+        assert_eq!(v.timeline.phoned_home_ms, Some(120_000));
+        assert_eq!(v.timeline.ended_ms, Some(120_500));
+        assert_eq!(
+            v.image,
+            Some(ImageStats {
+                streamed_bytes: 139703692,
+                written_bytes: Some(1610612736),
+                ms: 16_000,
+            })
+        );
+        assert_eq!(v.phase(), Phase::Done("phoned home from 10.77.0.11".into()));
+    }
+
+    #[test]
+    fn a_running_image2disk_shows_its_progress() {
+        let mut v = view();
+        let mut wf = installed();
+        wf.state = WorkflowState::Running;
+        wf.actions[0].state = "running".into();
+        wf.actions[0].progress = Some(kiln_api::agent::Progress {
+            done: 5,
+            total: Some(10),
+            rate_bps: 2,
+        });
+        v.on_workflow(wf);
+        assert_eq!(
+            v.phase(),
+            Phase::Streaming {
+                done: 5,
+                total: Some(10),
+                rate_bps: 2
+            }
+        );
+        assert_eq!(v.timeline.ended_ms, None);
+    }
+
     #[test]
     fn serial_marks_need_the_agent_first() {
         let mut seen = false;
