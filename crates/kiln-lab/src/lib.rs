@@ -3,6 +3,10 @@
 //! machine), virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools) whose chassis are QEMU (TCG)
 //! machines, and `kiln serve` inside the namespace. Nothing touches the host's interfaces.
 //!
+//! [`demo`] is `kiln demo` itself: the lab set up, Kiln driven through its admin API
+//! (`kiln-client`, from a thread that joined the lab's namespace, see [`netns`]), the live
+//! view, the summary and `--delete`.
+//!
 //! Every process the lab starts is recorded (children by handle, QEMU by the pid file its
 //! chassis program writes) and stopped by [`Lab::teardown`], which also runs on drop.
 //!

@@ -16,3 +16,17 @@ pub fn enter(ns: &str) -> anyhow::Result<()> {
     move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::Network))
         .with_context(|| format!("joining the network namespace {ns}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_that_does_not_exist_is_named() {
+        let e = enter("kiln-no-such-namespace-for-tests").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/run/netns/kiln-no-such-namespace-for-tests"),
+            "{e:#}"
+        );
+    }
+}
