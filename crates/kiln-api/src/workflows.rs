@@ -152,6 +152,9 @@ pub struct LogPage {
     pub ended: bool,
     /// Oldest lines dropped to keep the stored log bounded.
     pub log_lines_dropped: u64,
+    /// How many lines the server keeps per workflow (the newest).
+    #[serde(default)]
+    pub log_lines_kept: u64,
 }
 
 /// A template shipped with Kiln (`GET /api/v1/templates`).

@@ -3,6 +3,10 @@
 //! machine), virtual BMCs (OpenIPMI `ipmi_sim`, sushy-tools) whose chassis are QEMU (TCG)
 //! machines, and `kiln serve` inside the namespace. Nothing touches the host's interfaces.
 //!
+//! [`demo`] is `kiln demo` itself: the lab set up, Kiln driven through its admin API
+//! (`kiln-client`, from a thread that joined the lab's namespace, see [`netns`]), the live
+//! view, the summary and `--delete`.
+//!
 //! Every process the lab starts is recorded (children by handle, QEMU by the pid file its
 //! chassis program writes) and stopped by [`Lab::teardown`], which also runs on drop.
 //!
@@ -18,10 +22,14 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+
+pub mod demo;
+pub mod netns;
 
 /// Kiln's address on the lab network (the bridge inside the namespace).
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -322,6 +330,35 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// The htpasswd line (bcrypt) sushy-tools reads for the BMC user, made by the venv's Python;
+/// the password goes in on stdin, not argv.
+fn bcrypt_htpasswd(python: &Path, password: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import bcrypt,sys; pw=sys.stdin.read().encode(); print(sys.argv[1] + ':' + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode())",
+            BMC_USER,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    {
+        let mut stdin = child.stdin.take().context("python stdin")?;
+        stdin.write_all(password.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "hashing the Redfish password with {} (bcrypt) failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A process the lab started (its own process group, so a terminal's Ctrl-C reaches only
 /// `kiln demo`, which then stops everything in order).
 struct Proc {
@@ -535,70 +572,64 @@ impl Lab {
         for m in &machines {
             let chassis = self.vm_dir(m).join("chassis.sh");
             match m.bmc {
-                BmcKind::Ipmi => {
-                    let dir = self.work.join("bmc").join(&m.hostname);
-                    fs::create_dir_all(dir.join("state"))?;
-                    let conf = dir.join("lan.conf");
-                    write_file(&conf, &ipmi_sim_config(m, password, &chassis), 0o600)?;
-                    let emu = dir.join("bmc.emu");
-                    write_file(&emu, IPMI_SIM_EMU, 0o644)?;
-                    let state = dir.join("state");
-                    let log = self.log(&format!("ipmi_sim-{}.log", m.hostname));
-                    self.spawn(
-                        &format!("ipmi_sim ({})", m.hostname),
-                        Path::new("ipmi_sim"),
-                        &[
-                            "-c",
-                            &conf.to_string_lossy(),
-                            "-f",
-                            &emu.to_string_lossy(),
-                            "-s",
-                            &state.to_string_lossy(),
-                            "-n",
-                        ],
-                        &log,
-                    )?;
-                }
+                BmcKind::Ipmi => self.start_ipmi_sim(m, password, &chassis)?,
                 BmcKind::Redfish => redfish.push((m, chassis)),
             }
         }
         if redfish.is_empty() {
             return Ok(());
         }
+        self.start_sushy(&redfish, password, venv)
+    }
+
+    /// OpenIPMI's `ipmi_sim` for machine `m`, its chassis program `chassis`.
+    fn start_ipmi_sim(
+        &mut self,
+        m: &Machine,
+        password: &str,
+        chassis: &Path,
+    ) -> anyhow::Result<()> {
+        let dir = self.work.join("bmc").join(&m.hostname);
+        fs::create_dir_all(dir.join("state"))?;
+        let conf = dir.join("lan.conf");
+        write_file(&conf, &ipmi_sim_config(m, password, chassis), 0o600)?;
+        let emu = dir.join("bmc.emu");
+        write_file(&emu, IPMI_SIM_EMU, 0o644)?;
+        let state = dir.join("state");
+        let log = self.log(&format!("ipmi_sim-{}.log", m.hostname));
+        self.spawn(
+            &format!("ipmi_sim ({})", m.hostname),
+            Path::new("ipmi_sim"),
+            &[
+                "-c",
+                &conf.to_string_lossy(),
+                "-f",
+                &emu.to_string_lossy(),
+                "-s",
+                &state.to_string_lossy(),
+                "-n",
+            ],
+            &log,
+        )?;
+        Ok(())
+    }
+
+    /// One sushy-tools (Redfish) for every Redfish machine, behind basic auth.
+    fn start_sushy(
+        &mut self,
+        redfish: &[(&Machine, PathBuf)],
+        password: &str,
+        venv: &Path,
+    ) -> anyhow::Result<()> {
         let dir = self.work.join("sushy");
         fs::create_dir_all(dir.join("state"))?;
         let htpasswd = dir.join("htpasswd");
         let python = venv.join("bin/python");
-        // sushy-tools reads bcrypt htpasswd entries; the password goes in on stdin, not argv.
-        let mut child = Command::new(&python)
-            .args([
-                "-c",
-                "import bcrypt,sys; pw=sys.stdin.read().encode(); print(sys.argv[1] + ':' + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode())",
-                BMC_USER,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", python.display()))?;
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().context("python stdin")?;
-            stdin.write_all(password.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "hashing the Redfish password with {} (bcrypt) failed: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        write_file(&htpasswd, &String::from_utf8_lossy(&out.stdout), 0o600)?;
+        write_file(&htpasswd, &bcrypt_htpasswd(&python, password)?, 0o600)?;
         let conf = dir.join("sushy.conf");
         write_file(
             &conf,
-            &sushy_config(&redfish, &dir.join("state"), &htpasswd),
+            &sushy_config(redfish, &dir.join("state"), &htpasswd),
             0o600,
         )?;
         let script = self.work.join("bin/sushy_qemu.py");
@@ -648,6 +679,39 @@ impl Lab {
             &log,
         )?;
         Ok(())
+    }
+
+    /// Until `kiln serve` answers /healthz and its admin API is up (it writes DATA/api.json,
+    /// which the API's clients need, right after the boot services start).
+    pub fn wait_healthz(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        let url = format!("http://{SERVER_IP}:{HTTP_PORT}/healthz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let curl = [
+            "--noproxy",
+            "*",
+            "-sf",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            &url,
+        ];
+        loop {
+            if self.data.join("api.json").is_file() && self.ns_run(Path::new("curl"), &curl).is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(what) = self.exited() {
+                bail!("{what} (log: {})", self.log("kiln-serve.log").display());
+            }
+            if stop.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            if Instant::now() > deadline {
+                bail!("kiln serve did not answer {url} (or start its admin API) within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Stops everything, newest first: kiln serve (no more BMC commands), the BMC

@@ -9,6 +9,7 @@ pub mod bmc_actions;
 mod boot_services;
 pub mod cluster_seed;
 pub mod clusters;
+pub mod config;
 mod error;
 pub mod images;
 mod options;

@@ -57,29 +57,33 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 pub fn print_rows(rows: &[BmcRow], output: Format) -> anyhow::Result<ExitCode> {
     match output {
         Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
-        Format::Table => {
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.machine.clone(),
-                        r.bmc.clone(),
-                        r.result.clone(),
-                        r.error.clone().unwrap_or_default(),
-                        r.detail.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(&["MACHINE", "BMC", "RESULT", "ERROR", "DETAIL"], &cells)
-            );
-        }
+        Format::Table => print!("{}", rows_text(rows)),
     }
+    Ok(exit_code(rows))
+}
+
+/// Exit 1 (and a count on stderr) when a machine failed.
+pub fn exit_code(rows: &[BmcRow]) -> ExitCode {
     let failed = rows.iter().filter(|r| !r.ok).count();
     if failed > 0 {
         eprintln!("kiln: {failed} of {} machine(s) failed", rows.len());
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
+}
+
+pub fn rows_text(rows: &[BmcRow]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.machine.clone(),
+                r.bmc.clone(),
+                r.result.clone(),
+                r.error.clone().unwrap_or_default(),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    table(&["MACHINE", "BMC", "RESULT", "ERROR", "DETAIL"], &cells)
 }

@@ -274,19 +274,23 @@ fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()>
                 "spares": created.spares,
             }))?
         ),
-        Format::Table => {
-            print_plan(&created.nodes, &created.spares);
-            println!(
-                "cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`",
-                created
-                    .nodes
-                    .iter()
-                    .filter(|n| n.workflow.is_some())
-                    .count(),
-            );
-        }
+        Format::Table => print!("{}", created_text(created)),
     }
     Ok(())
+}
+
+/// What `kiln cluster create` prints (as a table), also shown by `kiln demo`.
+pub fn created_text(created: &ClusterCreated) -> String {
+    let name = &created.cluster;
+    format!(
+        "{}cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`\n",
+        plan_text(&created.nodes, &created.spares),
+        created
+            .nodes
+            .iter()
+            .filter(|n| n.workflow.is_some())
+            .count(),
+    )
 }
 
 /// `--wait`: follows the nodes' workflows (polling the API) until they end (or `timeout`),
@@ -408,59 +412,70 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Prints what the deletion did; without a wipe, the BMC power-off rows follow as
 /// `kiln bmc off` prints them (exit 1 when one failed).
-fn print_deleted(mut d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCode> {
-    let power_off = std::mem::take(&mut d.power_off);
-    print_deletion(&d, output)?;
-    if power_off.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+fn print_deleted(d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCode> {
+    if output == Format::Json {
+        let mut d = d;
+        let power_off = std::mem::take(&mut d.power_off);
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        if power_off.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return crate::bmc::print_rows(&power_off, output);
     }
-    if output == Format::Table {
-        let names: Vec<&str> = power_off.iter().map(|r| r.machine.as_str()).collect();
-        println!("powering off through their BMCs: {}", names.join(", "));
-    }
-    crate::bmc::print_rows(&power_off, output)
+    print!("{}", deleted_text(&d));
+    Ok(crate::bmc::exit_code(&d.power_off))
 }
 
-fn print_deletion(d: &ClusterDeleted, output: Format) -> anyhow::Result<()> {
-    if output == Format::Json {
-        println!("{}", serde_json::to_string_pretty(d)?);
-        return Ok(());
-    }
+/// What `kiln cluster delete` prints (as a table), also shown by `kiln demo --delete`.
+pub fn deleted_text(d: &ClusterDeleted) -> String {
+    let mut text = String::new();
     if !d.cancelled.is_empty() {
-        println!(
-            "cancelled unfinished node workflows: {}",
+        text += &format!(
+            "cancelled unfinished node workflows: {}\n",
             d.cancelled.join(", ")
         );
     }
     if d.wipe_workflows.is_empty() {
-        println!(
-            "cluster {} deleted; {} machine(s) are free again",
+        text += &format!(
+            "cluster {} deleted; {} machine(s) are free again\n",
             d.cluster,
             d.machines.len()
         );
-        return Ok(());
+    } else {
+        text += &wiping_text(d);
     }
-    println!(
-        "cluster {} deleted; {} machine(s) are free again and being wiped:",
+    if !d.power_off.is_empty() {
+        let names: Vec<&str> = d.power_off.iter().map(|r| r.machine.as_str()).collect();
+        text += &format!("powering off through their BMCs: {}\n", names.join(", "));
+        text += &crate::bmc::rows_text(&d.power_off);
+    }
+    text
+}
+
+fn wiping_text(d: &ClusterDeleted) -> String {
+    let mut text = format!(
+        "cluster {} deleted; {} machine(s) are free again and being wiped:\n",
         d.cluster,
         d.machines.len()
     );
     for (machine, wf) in &d.wipe_workflows {
-        println!("  {machine}  workflow {wf}");
+        text += &format!("  {machine}  workflow {wf}\n");
     }
-    println!(
-        "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)"
-    );
+    text += "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)\n";
     if !d.no_bmc.is_empty() {
-        println!(
-            "no BMC: restart {} by hand so that they netboot into the agent",
+        text += &format!(
+            "no BMC: restart {} by hand so that they netboot into the agent\n",
             d.no_bmc.join(", ")
         );
     }
-    Ok(())
+    text
 }
 
 fn print_plan(nodes: &[PlannedNodeView], spares: &[String]) {
+    print!("{}", plan_text(nodes, spares));
+}
+
+fn plan_text(nodes: &[PlannedNodeView], spares: &[String]) -> String {
     let mut rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| vec![n.hostname.clone(), n.ip.clone(), n.role.clone()])
@@ -470,7 +485,7 @@ fn print_plan(nodes: &[PlannedNodeView], spares: &[String]) {
             .iter()
             .map(|s| vec![s.clone(), String::new(), "spare".into()]),
     );
-    print!("{}", table(&["MACHINE", "IP", "ROLE"], &rows));
+    table(&["MACHINE", "IP", "ROLE"], &rows)
 }
 
 #[cfg(test)]

@@ -8,55 +8,21 @@
 //!
 //! How: a first, lenient parse finds `--config` and where each flag's value came from; the
 //! file's values for flags still at their defaults are then appended as `--flag=value`
-//! arguments and the command line is parsed again, for real.
+//! arguments and the command line is parsed again, for real. Reading the file itself (TOML,
+//! located errors) is [`kiln_server::config`]'s; here is the clap glue.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
-use toml::de::{DeTable, DeValue};
+use kiln_server::config::{ConfigErrors, entries, toml_string};
 
 /// The subcommand whose flags the file sets.
 const SUBCOMMAND: &str = "serve";
 /// Flags of `serve` that make no sense in the file itself.
 const NOT_IN_FILE: &[&str] = &["config", "print_config", "help"];
-
-/// One problem in the file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// The key (empty for problems of the document as a whole, such as TOML syntax).
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-/// Every problem found in the file; checking goes on past the first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&lines.join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// One setting of the file, checked, as the argument that stands for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,25 +50,11 @@ fn settable(root: &Command) -> Vec<&clap::Arg> {
 
 /// Parses FILE's TEXT into checked settings for `serve` under ROOT (the whole CLI).
 pub fn settings(file: &str, text: &str, root: &Command) -> Result<Vec<Setting>, ConfigErrors> {
-    let at = |span: std::ops::Range<usize>, key: &str, message: String| {
-        let (line, column) = line_column(text, span.start);
-        ConfigError {
-            file: file.to_string(),
-            line,
-            column,
-            key: key.to_string(),
-            message,
-        }
-    };
-    let table = DeTable::parse(text).map_err(|e| {
-        let message = e.message().trim_end().to_string();
-        ConfigErrors(vec![at(e.span().unwrap_or(0..0), "", message)])
-    })?;
     let args = settable(root);
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    for (key, value) in table.get_ref().iter() {
-        let name: &str = key.get_ref();
+    for entry in entries(file, text)? {
+        let name = entry.key.as_str();
         let Some(arg) = args.iter().find(|a| a.get_id() == name) else {
             let hint = if args
                 .iter()
@@ -112,38 +64,19 @@ pub fn settings(file: &str, text: &str, root: &Command) -> Result<Vec<Setting>, 
             } else {
                 String::new()
             };
-            errors.push(at(
-                key.span(),
-                name,
+            errors.push(entry.error(
+                file,
+                true,
                 format!("unknown key{hint}; `kiln serve --help` lists the flags, each settable here under its long name in snake_case"),
             ));
             continue;
         };
-        let long = arg.get_long().expect("settable args have a long name");
-        let switch = matches!(arg.get_action(), ArgAction::SetTrue);
-        match (switch, value.get_ref()) {
-            (true, DeValue::Boolean(b)) => out.push(Setting {
+        match checked(arg, entry.boolean, &entry.scalar) {
+            Ok(arg) => out.push(Setting {
                 id: name.to_string(),
-                arg: b.then(|| format!("--{long}")),
+                arg,
             }),
-            (true, _) => errors.push(at(value.span(), name, "expected true or false".to_string())),
-            (false, v) => match scalar(v) {
-                Err(message) => errors.push(at(value.span(), name, message)),
-                Ok(s) => {
-                    // The flag's own parser: the file accepts exactly what the flag does.
-                    let flag = format!("--{long}={s}");
-                    let alone = Command::new("kiln")
-                        .no_binary_name(true)
-                        .arg((*arg).clone().required(false));
-                    match alone.try_get_matches_from([&flag]) {
-                        Ok(_) => out.push(Setting {
-                            id: name.to_string(),
-                            arg: Some(flag),
-                        }),
-                        Err(e) => errors.push(at(value.span(), name, clap_message(&e))),
-                    }
-                }
-            },
+            Err(message) => errors.push(entry.error(file, false, message)),
         }
     }
     if errors.is_empty() {
@@ -153,19 +86,25 @@ pub fn settings(file: &str, text: &str, root: &Command) -> Result<Vec<Setting>, 
     }
 }
 
-/// A TOML scalar as the text a flag would be given.
-fn scalar(v: &DeValue<'_>) -> Result<String, String> {
-    match v {
-        DeValue::String(s) => Ok(s.to_string()),
-        DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
-            .map(|n| n.to_string())
-            .map_err(|e| format!("integer out of range: {e}")),
-        DeValue::Float(f) => Ok(f.as_str().to_string()),
-        DeValue::Boolean(b) => Ok(b.to_string()),
-        DeValue::Datetime(_) => Err("expected a string or a number, not a date".to_string()),
-        DeValue::Array(_) => Err("expected one value, not an array".to_string()),
-        DeValue::Table(_) => Err("expected one value, not a table".to_string()),
+/// A value for ARG as the argument that stands for it, checked by the flag's own parser.
+fn checked(
+    arg: &clap::Arg,
+    boolean: Option<bool>,
+    scalar: &Result<String, String>,
+) -> Result<Option<String>, String> {
+    let long = arg.get_long().expect("settable args have a long name");
+    if matches!(arg.get_action(), ArgAction::SetTrue) {
+        let b = boolean.ok_or_else(|| "expected true or false".to_string())?;
+        return Ok(b.then(|| format!("--{long}")));
     }
+    let flag = format!("--{long}={}", scalar.clone()?);
+    // The flag's own parser: the file accepts exactly what the flag does.
+    Command::new("kiln")
+        .no_binary_name(true)
+        .arg(arg.clone().required(false))
+        .try_get_matches_from([&flag])
+        .map_err(|e| clap_message(&e))?;
+    Ok(Some(flag))
 }
 
 /// clap's message without its "error: " prefix and usage hints: the part that says why.
@@ -173,14 +112,6 @@ fn clap_message(e: &clap::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
     first.strip_prefix("error: ").unwrap_or(first).to_string()
-}
-
-/// 1-based line and column (in characters) of byte OFFSET in TEXT.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }
 
 /// The file's arguments that take effect: those whose flag was neither on the command line
@@ -270,23 +201,6 @@ fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) ->
         };
         out.push_str(&format!("{line:<60} # {source}\n"));
     }
-    out
-}
-
-/// S as a TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::from('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -504,12 +418,5 @@ mod tests {
             .collect();
         let found = settings_of(&all).unwrap();
         assert!(found.len() >= 18, "{found:?}");
-    }
-
-    #[test]
-    fn columns_count_characters() {
-        // "=" is the 4th character of line 2, at byte 7.
-        assert_eq!(line_column("a\néé = 1", 7), (2, 4));
-        assert_eq!(line_column("x", 0), (1, 1));
     }
 }

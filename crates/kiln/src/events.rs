@@ -70,7 +70,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         query(Some(format!("after={after}")))
     ))?;
     let mut decoder = SseDecoder::default();
-    for line in std::io::BufReader::new(body.into_reader()).lines() {
+    for line in std::io::BufReader::new(body).lines() {
         let line = line.context("reading the event stream")?;
         if let Some(frame) = decoder.push_line(&line) {
             let e: EventView = serde_json::from_str(&frame.data)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kiln_api::images::{UploadQuery, check_name, default_name, is_url, parse_sha256};
-use kiln_api::routes::{path, segment};
+use kiln_api::routes::path;
 use kiln_api::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
 
 use crate::Ctx;
@@ -156,8 +156,7 @@ fn import_file(client: &Client, args: ImportArgs) -> anyhow::Result<ImageImport>
         source: Some(args.source.clone()),
         dry_run: true,
     };
-    let target =
-        |q: &UploadQuery| format!("{}{}", path("images", Some(&name), ""), query_string(q));
+    let target = |q: &UploadQuery| kiln_client::upload_path(&name, q);
     // Refusals (token, name taken, bad level) come back now, not as a connection the server
     // closed in the middle of a large upload it would not read.
     let () = client.put_stream(&target(&query), &mut std::io::empty(), 0)?;
@@ -171,24 +170,6 @@ fn import_file(client: &Client, args: ImportArgs) -> anyhow::Result<ImageImport>
     // The client may stop reading at the announced length, before the reader's end.
     body.progress.finish(body.done);
     Ok(ended)
-}
-
-/// `?k=v&...` of an upload's query, escaped.
-fn query_string(q: &UploadQuery) -> String {
-    let mut parts = vec![
-        format!("replace={}", q.replace),
-        format!("zstd_level={}", q.zstd_level),
-    ];
-    if let Some(sha) = &q.sha256 {
-        parts.push(format!("sha256={}", segment(sha)));
-    }
-    if let Some(source) = &q.source {
-        parts.push(format!("source={}", segment(source)));
-    }
-    if q.dry_run {
-        parts.push("dry_run=true".into());
-    }
-    format!("?{}", parts.join("&"))
 }
 
 fn import(ctx: &Ctx, args: ImportArgs, output: Format) -> anyhow::Result<()> {
@@ -266,27 +247,4 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upload_queries_are_escaped() {
-        let q = UploadQuery {
-            sha256: Some("ab".repeat(32)),
-            replace: true,
-            zstd_level: 3,
-            source: Some("./my disk&x=1.raw".into()),
-            dry_run: false,
-        };
-        assert_eq!(
-            query_string(&q),
-            format!(
-                "?replace=true&zstd_level=3&sha256={}&source=.%2Fmy%20disk%26x%3D1.raw",
-                "ab".repeat(32)
-            )
-        );
-    }
 }

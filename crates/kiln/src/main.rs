@@ -54,7 +54,10 @@ pub struct Ctx {
 impl Ctx {
     /// The admin API's client (found through `--server` or the local data dir).
     pub fn client(&self) -> anyhow::Result<client::Client> {
-        client::Client::connect(&self.data_dir, &self.server)
+        Ok(client::Client::connect(
+            &self.data_dir,
+            &self.server.endpoint(),
+        )?)
     }
 }
 

@@ -103,27 +103,33 @@ fn print_created(created: &[WorkflowView], output: Format) -> anyhow::Result<()>
     if output == Format::Json {
         return print_json(created);
     }
+    print!("{}", created_text(created));
+    Ok(())
+}
+
+/// What `kiln workflow create` prints (as a table), also shown by `kiln demo`.
+pub fn created_text(created: &[WorkflowView]) -> String {
     let rows: Vec<Vec<String>> = created
         .iter()
         .map(|w| vec![w.id.clone(), w.machine.clone(), w.template.clone()])
         .collect();
-    print!("{}", table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows));
+    let mut text = table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows);
     let powered = created
         .iter()
         .filter(|w| w.bmc.start.state != "not-needed")
         .count();
     if powered > 0 {
-        println!(
-            "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs"
+        text += &format!(
+            "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs\n"
         );
     }
     if powered < created.len() {
-        println!(
-            "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start",
+        text += &format!(
+            "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start\n",
             created.len() - powered
         );
     }
-    Ok(())
+    text
 }
 
 /// After `create`/`retry`: print what was made (unless `--wait -o json`, whose output is the
@@ -326,9 +332,7 @@ fn logs(api: &Client, key: &str, follow: bool, output: Format) -> anyhow::Result
         if first && page.log_lines_dropped > 0 {
             eprintln!(
                 "({} older log line(s) of {} were dropped: kiln keeps the newest {})",
-                page.log_lines_dropped,
-                page.workflow,
-                kiln_store::MAX_LOG_LINES
+                page.log_lines_dropped, page.workflow, page.log_lines_kept
             );
         }
         first = false;

@@ -156,6 +156,7 @@ pub async fn logs(
                 lines: lines.iter().map(|l| log_line(&wf, l)).collect(),
                 ended: wf.state.is_terminal(),
                 log_lines_dropped: wf.log_lines_dropped,
+                log_lines_kept: kiln_store::MAX_LOG_LINES as u64,
             }))
         })
         .await

@@ -78,7 +78,7 @@ pub fn render(reports: &[MachineReport]) -> String {
             row
         })
         .collect();
-    let mut out = crate::output::table(&header, &rows);
+    let mut out = super::console::table(&header, &rows);
     for r in reports {
         if let Some(img) = r.image
             && img.ms > 0

@@ -6,13 +6,16 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use kiln_api::time::parse_rfc3339_ms;
+use kiln_api::{ACTION_SUCCEEDED, PhoneHomeView, WorkflowView};
 use kiln_model::event::{BmcTask, Event, EventData};
-use kiln_model::template::ActionKind;
-use kiln_model::workflow::{ActionState, Workflow, WorkflowState};
-use kiln_store::PhoneHome;
+use kiln_model::workflow::WorkflowState;
 use serde::Serialize;
 
-use kiln_lab::Machine;
+use crate::Machine;
+
+/// The image-streaming action's kind, as the admin API names it.
+const IMAGE2DISK: &str = "image2disk";
 
 /// When each phase of a machine's install ended (Unix ms). The phases, in order:
 /// power-on (workflow created → BMC confirmed on), DHCP (→ the netboot DHCP ack),
@@ -182,8 +185,8 @@ pub enum Phase {
 pub struct MachineView {
     pub machine: Machine,
     pub timeline: Timeline,
-    pub workflow: Option<Workflow>,
-    pub phone_home: Option<PhoneHome>,
+    pub workflow: Option<WorkflowView>,
+    pub phone_home: Option<PhoneHomeView>,
     pub image: Option<ImageStats>,
     /// kubeadm subcommands the installed OS ran, in call order.
     pub kubeadm: Vec<String>,
@@ -250,14 +253,19 @@ impl MachineView {
         }
     }
 
-    pub fn on_workflow(&mut self, wf: Workflow, phone_home: Option<PhoneHome>) {
+    pub fn on_workflow(&mut self, wf: WorkflowView) {
         let t = &mut self.timeline;
-        first(&mut t.created_ms, wf.created_ms);
+        if let Some(created) = parse_rfc3339_ms(&wf.created) {
+            first(&mut t.created_ms, created);
+        }
         if let Some(a) = wf
             .actions
             .iter()
-            .find(|a| a.spec.kind == ActionKind::Image2disk && a.state == ActionState::Succeeded)
-            && let (Some(start), Some(end)) = (a.started_ms, a.ended_ms)
+            .find(|a| a.kind == IMAGE2DISK && a.state == ACTION_SUCCEEDED)
+            && let (Some(start), Some(end)) = (
+                a.started.as_deref().and_then(parse_rfc3339_ms),
+                a.ended.as_deref().and_then(parse_rfc3339_ms),
+            )
         {
             first(&mut t.image_written_ms, end);
             // The agent's message has both sizes; progress counts whichever the template gave.
@@ -277,15 +285,15 @@ impl MachineView {
                 ms: end.saturating_sub(start),
             });
         }
-        if let Some(p) = &phone_home {
-            first(&mut t.phoned_home_ms, p.at_ms);
+        if let Some(at) = wf.phone_home.as_ref().and_then(|p| parse_rfc3339_ms(&p.at)) {
+            first(&mut t.phoned_home_ms, at);
         }
         if wf.state.is_terminal()
-            && let Some(end) = wf.ended_ms
+            && let Some(end) = wf.ended.as_deref().and_then(parse_rfc3339_ms)
         {
             first(&mut t.ended_ms, end);
         }
-        self.phone_home = phone_home;
+        self.phone_home = wf.phone_home.clone();
         self.workflow = Some(wf);
     }
 
@@ -330,15 +338,15 @@ impl MachineView {
             WorkflowState::Netbooting if t.dhcp_ms.is_none() => Phase::Firmware,
             WorkflowState::Netbooting => Phase::AgentBooting,
             WorkflowState::Running => match wf.current().map(|i| &wf.actions[i]) {
-                Some(a) if a.spec.kind == ActionKind::Image2disk => match &a.progress {
+                Some(a) if a.kind == IMAGE2DISK => match &a.progress {
                     Some(p) => Phase::Streaming {
                         done: p.done,
                         total: p.total,
                         rate_bps: p.rate_bps,
                     },
-                    None => Phase::Action(format!("{} (starting)", a.spec.name)),
+                    None => Phase::Action(format!("{} (starting)", a.name)),
                 },
-                Some(a) => Phase::Action(a.spec.name.clone()),
+                Some(a) => Phase::Action(a.name.clone()),
                 None => Phase::Action("finishing".into()),
             },
             WorkflowState::Rebooting if t.kubeadm_ms.is_some() => {
@@ -499,7 +507,7 @@ mod tests {
     }
 
     fn view() -> MachineView {
-        let m = kiln_lab::plan(1, kiln_lab::BmcChoice::Ipmi).remove(0);
+        let m = crate::plan(1, crate::BmcChoice::Ipmi).remove(0);
         MachineView::new(m, PathBuf::from("/nonexistent/serial.log"))
     }
 
@@ -567,6 +575,114 @@ mod tests {
                 ..Timeline::default()
             }
         );
+    }
+
+    /// A succeeded install as `GET /api/v1/workflows?all=true` shows it (times RFC 3339).
+    fn installed() -> WorkflowView {
+        let action = |name: &str, kind: &str, started: &str, ended: &str, message: &str| {
+            kiln_api::ActionView {
+                name: name.into(),
+                kind: kind.into(),
+                state: ACTION_SUCCEEDED.into(),
+                attempts: 1,
+                max_attempts: 1,
+                timeout_seconds: 600.0,
+                started: Some(started.into()),
+                ended: Some(ended.into()),
+                duration_seconds: None,
+                message: message.into(),
+                progress: None,
+            }
+        };
+        let step = kiln_api::StepView {
+            state: "done".into(),
+            attempts: 1,
+            message: String::new(),
+        };
+        WorkflowView {
+            id: "demo-cp1-1".into(),
+            machine: "demo-cp1".into(),
+            template: "debian-test-os".into(),
+            state: WorkflowState::Succeeded,
+            message: "installed OS phoned home".into(),
+            created: "1970-01-01T00:00:01.000Z".into(),
+            updated: "1970-01-01T00:02:00.000Z".into(),
+            ended: Some("1970-01-01T00:02:00.500Z".into()),
+            deadline: "1970-01-01T01:00:00.000Z".into(),
+            duration_seconds: 119.5,
+            retry_of: None,
+            current_action: None,
+            actions: vec![
+                action(
+                    "stream",
+                    IMAGE2DISK,
+                    "1970-01-01T00:00:21.000Z",
+                    "1970-01-01T00:00:37.000Z",
+                    "1610612736 bytes written from 139703692 bytes (Zstd), sha256 1976ca35 verified, 0 resume(s), 16.0 s",
+                ),
+                action(
+                    "seed",
+                    "cloud-init",
+                    "1970-01-01T00:00:37.000Z",
+                    "1970-01-01T00:00:38.000Z",
+                    "ok",
+                ),
+            ],
+            bmc: kiln_api::BmcStepsView {
+                start: step.clone(),
+                finish: step,
+            },
+            phone_home: Some(PhoneHomeView {
+                at: "1970-01-01T00:02:00.000Z".into(),
+                peer: "10.77.0.11".into(),
+                payload: String::new(),
+            }),
+            agent_claim: None,
+            seed_served: None,
+            log_lines_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn an_api_workflow_fills_the_image_phone_home_and_end_times() {
+        let mut v = view();
+        v.on_workflow(installed());
+        assert_eq!(v.timeline.created_ms, Some(1000));
+        assert_eq!(v.timeline.image_written_ms, Some(37_000));
+        assert_eq!(v.timeline.phoned_home_ms, Some(120_000));
+        assert_eq!(v.timeline.ended_ms, Some(120_500));
+        assert_eq!(
+            v.image,
+            Some(ImageStats {
+                streamed_bytes: 139703692,
+                written_bytes: Some(1610612736),
+                ms: 16_000,
+            })
+        );
+        assert_eq!(v.phase(), Phase::Done("phoned home from 10.77.0.11".into()));
+    }
+
+    #[test]
+    fn a_running_image2disk_shows_its_progress() {
+        let mut v = view();
+        let mut wf = installed();
+        wf.state = WorkflowState::Running;
+        wf.actions[0].state = "running".into();
+        wf.actions[0].progress = Some(kiln_api::agent::Progress {
+            done: 5,
+            total: Some(10),
+            rate_bps: 2,
+        });
+        v.on_workflow(wf);
+        assert_eq!(
+            v.phase(),
+            Phase::Streaming {
+                done: 5,
+                total: Some(10),
+                rate_bps: 2
+            }
+        );
+        assert_eq!(v.timeline.ended_ms, None);
     }
 
     #[test]
