@@ -68,10 +68,10 @@ offline() { systemd-nspawn --quiet --register=no --keep-unit --private-network -
 # deb_build_id DEB: the GNU build id of the /usr/bin/kiln a .deb holds.
 deb_build_id() {
 	local tmp
-	tmp=$(mktemp -d)
-	dpkg-deb -x "$1" "$tmp"
-	build_id "$tmp/usr/bin/kiln"
-	rm -rf "$tmp"
+	tmp=$(mktemp)
+	dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/bin/kiln >"$tmp" || true
+	build_id "$tmp"
+	rm -f "$tmp"
 }
 build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/.*Build ID: *\([0-9a-f]*\).*/\1/p'; }
 
