@@ -6,7 +6,8 @@
 #
 #   1. debootstrap --variant=minbase (systemd, systemd-sysv, dbus, ipxe) of this machine's
 #      Debian release (the package's binary is linked against its glibc) into a scratch ROOT;
-#      cached as a tarball in the e2e assets dir, so only a fresh machine pays the minutes.
+#      cached as a tarball in the e2e assets dir, so only a fresh machine pays the minutes
+#      (delete target/e2e-assets/systemd-root/ to take newer Debian packages).
 #   2. The .deb packaging/build-deb.sh built (package.sh's, when its binary has the build id of
 #      $KILN_BIN; else built here the same way) is installed in ROOT with dpkg -i
 #      (systemd-nspawn without --boot); /etc/kiln/kiln.toml gets the namespace's interface and
@@ -119,13 +120,14 @@ make_root() {
 	log "debootstrap --variant=minbase --include=$ROOT_PACKAGES $codename (from $MIRROR)"
 	if ! timeout 900 debootstrap --variant=minbase --include="$ROOT_PACKAGES" "$codename" "$SD_ROOT" "$MIRROR" \
 		>"$E2E_WORK/debootstrap.log" 2>&1; then
+		E2E_LOGS+=("debootstrap=$E2E_WORK/debootstrap.log")
 		not_ok "root: debootstrap failed (see $E2E_WORK/debootstrap.log)"
 		exit 1
 	fi
 	ok "root: debootstrap of $codename minbase with $ROOT_PACKAGES in $((SECONDS - t)) s"
 	rm -rf "$SD_ROOT/var/cache/apt/archives/"*.deb
 	mkdir -p "$(dirname "$cache")"
-	if tar -C "$SD_ROOT" -c --numeric-owner --xattrs . | zstd -q -T0 -3 -o "$cache.tmp"; then
+	if tar -C "$SD_ROOT" -c --numeric-owner --xattrs . | zstd -q -f -T0 -3 -o "$cache.tmp"; then
 		mv "$cache.tmp" "$cache"
 	else
 		rm -f "$cache.tmp"
@@ -247,7 +249,10 @@ run_case() {
 	# systemd sets the closest it can, this machine's hard limit.
 	NOFILE=$(sed -n 's/^LimitNOFILE=//p' "$unit")
 	NOFILE_NOTE=
-	if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ] && ! (ulimit -Hn "$NOFILE") 2>/dev/null; then
+	if ! [[ $NOFILE =~ ^[0-9]+$ ]]; then
+		not_ok "unit: kiln.service sets no numeric LimitNOFILE= ('$NOFILE')"
+		NOFILE=none
+	elif [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ] && ! (ulimit -Hn "$NOFILE") 2>/dev/null; then
 		NOFILE_NOTE=", clamped to this machine's hard limit: its root cannot raise it"
 		log "this machine's open-file hard limit is $(ulimit -Hn) and cannot be raised (no CAP_SYS_RESOURCE): LimitNOFILE=$NOFILE is checked as $(ulimit -Hn)"
 		NOFILE=$(ulimit -Hn)
