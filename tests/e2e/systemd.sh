@@ -107,6 +107,7 @@ find_deb() {
 # make_root: debootstrap ROOT, or unpack the cached tarball of an earlier debootstrap.
 make_root() {
 	local codename cache t=$SECONDS
+	# shellcheck disable=SC1091 # the running system's file
 	codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}"))
 	[ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
 	cache=$E2E_ASSETS/systemd-root/$codename-minbase-${ROOT_PACKAGES//,/-}.tar.zst
