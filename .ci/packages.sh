@@ -13,6 +13,8 @@ KILN_APT_PACKAGES=(
   iproute2 dnsmasq-base curl bc kmod mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
   fdisk python3 debootstrap zstd e2fsprogs binutils cloud-init openipmi ipmitool openssl
   procps python3-venv systemd
+  # tests/e2e/systemd.sh: kiln.service under a real systemd in a debootstrap container
+  systemd-container
 )
 # The QEMU family: installed together from one suite (see above).
 KILN_QEMU_PACKAGES=(qemu-system-x86 qemu-utils seabios ipxe-qemu)

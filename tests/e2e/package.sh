@@ -9,6 +9,7 @@
 # unit's two capabilities, no new privileges) in a network namespace; a QEMU machine netboots the installed agent OS (/usr/lib/kiln/agent) and runs
 # the installed wipe-disk workflow to the end. The packages are purged on exit, whatever
 # happened: the machine is left as found.
+# kiln.service itself, started by systemd as PID 1, is tests/e2e/systemd.sh (same .deb).
 #
 #   tests/e2e/package.sh
 #
