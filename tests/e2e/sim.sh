@@ -3,7 +3,7 @@
 # wire of iPXE, the agent OS and the installed OS, behind a simulated Redfish BMC) provisioned
 # by a real `kiln serve` with workflows/debian-test-os.yaml produces the same sequence of event
 # kinds as a QEMU machine does in tests/e2e/workflow.sh's bios case. The QEMU sequence is a
-# fixture (tests/e2e/fixtures/qemu-bios-events.txt, recorded by tests/e2e/sim-record-qemu.sh);
+# fixture (tests/e2e/fixtures/qemu-bios-events.txt, recorded by tests/e2e/fixtures/record-qemu-events.sh);
 # both are compared normalized (tests/e2e/event_kinds.py --normalize: without the BMC step
 # the QEMU machine does not have, and without resent DHCP packets).
 #
