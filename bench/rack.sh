@@ -46,6 +46,7 @@ RACK_PID=$!
 rc=0
 wait "$RACK_PID" || rc=$?
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+[ -s "$out" ] || { echo "kiln-rack printed no figures (exit status $rc)" >&2; exit 1; }
 python3 - "$out" "$N" "$load_before" "$load_after" "$(git -C "$REPO" rev-parse --short HEAD)" <<'PY' | tee "${out}.txt"
 import json, sys
 path, n, before, after, rev = sys.argv[1:]
@@ -56,6 +57,9 @@ print(f"  all BMCs powered on {r['power_on_seconds'] or 0:.1f} s after workflow 
 for k, s in r["latency"].items():
     print(f"  {k:<12} n={s['count']:<6} p50 {s['p50_ms']:8.1f} ms  p99 {s['p99_ms']:8.1f} ms  max {s['max_ms']:8.1f} ms")
 print(f"  DHCP resent {r['dhcp_resent']}; served {r['boot_bytes'] >> 20} MiB boot files, {r['image_bytes'] >> 20} MiB images")
+st = r.get("storm")
+if st:
+    print(f"  boot storm: {st['machines']} DORAs at once, done in {st['seconds']:.2f} s; {st['resent']} resent, {st['failed']} without a lease")
 print(f"  kiln serve: CPU {r['server_cpu_seconds']:.1f} s, peak RSS {r['server_max_rss_mib']:.0f} MiB")
 for f in r["failed"][:10]:
     print(f"  not succeeded: {f}")

@@ -43,6 +43,8 @@ pub struct Options {
     pub initrd_bytes: u64,
     /// Give up on machines not done after this long.
     pub timeout: Duration,
+    /// Before provisioning: every machine's DHCP at once (the boot storm).
+    pub storm: bool,
     /// See [`Rack::reboot_delay`].
     pub reboot_delay: Duration,
     /// Extra `kiln serve` flags.
@@ -68,6 +70,46 @@ pub struct Report {
     pub server_max_rss_mib: f64,
     pub server_pid: u32,
     pub events_file: Option<PathBuf>,
+    pub storm: Option<Storm>,
+}
+
+/// The boot storm: N DORAs started together.
+#[derive(Debug, Serialize)]
+pub struct Storm {
+    pub machines: usize,
+    /// From the first DISCOVER sent to the last ACK received.
+    pub seconds: f64,
+    /// Exchanges that needed a packet sent again (an answer lost or later than 4 s).
+    pub resent: u64,
+    /// Exchanges that got no lease after every try.
+    pub failed: usize,
+}
+
+/// Every machine's DORA at once, as udhcpc sends it (no netboot options: nothing is booted).
+async fn storm(rack: &Rack, machines: &[Arc<SimMachine>]) -> Storm {
+    let t0 = Instant::now();
+    let runs = machines.iter().map(|m| {
+        let (dhcp, mac) = (Arc::clone(&rack.dhcp), m.mac);
+        tokio::spawn(async move { dhcp.dora(mac, crate::dhcp::Asker::Plain).await })
+    });
+    let runs: Vec<_> = runs.collect();
+    let (mut resent, mut failed) = (0, 0);
+    for r in runs {
+        match r.await {
+            Ok(Ok(d)) => {
+                resent += u64::from(d.resent);
+                rack.samples.add(Measure::StormOffer, d.offer_after);
+                rack.samples.add(Measure::StormAck, d.ack_after);
+            }
+            _ => failed += 1,
+        }
+    }
+    Storm {
+        machines: machines.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        resent,
+        failed,
+    }
 }
 
 /// Machine `i`: hostname, MAC, reserved address (10.77.1.10 on: /16 leaves room for 1000s).
@@ -259,6 +301,13 @@ pub fn render(r: &Report) -> String {
         r.server_cpu_seconds,
         r.server_max_rss_mib
     );
+    if let Some(s) = &r.storm {
+        let _ = writeln!(
+            out,
+            "  boot storm: {} DORAs at once done in {:.2} s, {} resent, {} without a lease",
+            s.machines, s.seconds, s.resent, s.failed
+        );
+    }
     for f in r.failed.iter().take(20) {
         let _ = writeln!(out, "  not succeeded: {f}");
     }
@@ -424,6 +473,13 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
             "test-os",
         ],
     )?;
+    let storm = if opts.storm {
+        // the server must know the machines first (its inventory follows the store)
+        std::thread::sleep(Duration::from_secs(2));
+        Some(runtime.block_on(storm(&rack, &machines)))
+    } else {
+        None
+    };
     let t0 = Instant::now();
     kiln(
         opts,
@@ -505,6 +561,7 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
         server_max_rss_mib: rss,
         server_pid: pid,
         events_file: opts.keep.then_some(events),
+        storm,
     };
     runtime.shutdown_timeout(Duration::from_secs(1));
     // back home before sim_ns deletes the namespace (run() restores it as well, on errors)

@@ -20,8 +20,10 @@ pub enum Measure {
     AgentCall,
     /// The phone-home POST.
     PhoneHome,
-    /// A Redfish request the simulated BMC answered (Kiln's BMC job as the client).
-    Redfish,
+    /// The boot storm (`kiln-rack --storm`): every machine's DISCOVER → OFFER and
+    /// REQUEST → ACK at once.
+    StormOffer,
+    StormAck,
 }
 
 #[derive(Debug, Default)]

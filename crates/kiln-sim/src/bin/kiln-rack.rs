@@ -39,6 +39,9 @@ struct Cli {
     /// Keep the work directory (events.json, logs, data dir).
     #[arg(long)]
     keep: bool,
+    /// Before provisioning, every machine's DHCP at once (a boot storm), measured apart.
+    #[arg(long)]
+    storm: bool,
     /// Seconds from the agent's reboot to iPXE's DHCP (the firmware's reset and POST).
     #[arg(long, default_value_t = 3.0)]
     reboot_secs: f64,
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         kernel_bytes: cli.kernel_kib << 10,
         initrd_bytes: cli.initrd_kib << 10,
         timeout: Duration::from_secs(cli.timeout),
+        storm: cli.storm,
         reboot_delay: Duration::from_secs_f64(cli.reboot_secs.max(0.0)),
         serve_args: cli.serve_args,
     };
