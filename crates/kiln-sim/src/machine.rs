@@ -339,7 +339,14 @@ impl SimMachine {
                         Ok((message, leave)) => (ReportKind::Succeeded { message }, leave),
                         Err(message) => (ReportKind::Failed { message }, Leave::Stay),
                     };
-                    agent.report(index, attempt, kind).await?;
+                    // As the agent: a stale report (409) is dropped, a finished workflow
+                    // (410) ends the run.
+                    match agent.report(index, attempt, kind).await {
+                        Ok(()) => {}
+                        Err(SimError::Refused { status: 409, .. }) => continue,
+                        Err(SimError::Refused { status: 410, .. }) => return Ok(Leave::Stay),
+                        Err(e) => return Err(e),
+                    }
                     if leave != Leave::Stay {
                         return Ok(leave);
                     }

@@ -183,6 +183,24 @@ fn wire_machines(server_ns: &str, machines: &[Arc<SimMachine>]) -> anyhow::Resul
             &kiln_lab::SERVER_IP.to_string(),
         ],
     )?;
+    // A thousand machines fill a namespace's default neighbour table (gc_thresh3 1024): the
+    // server would drop answers to some of them.
+    for n in [&ns, server_ns] {
+        for (k, v) in [
+            ("gc_thresh1", "4096"),
+            ("gc_thresh2", "8192"),
+            ("gc_thresh3", "16384"),
+        ] {
+            let _ = kiln_lab::run(Command::new("ip").args([
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.neigh.default.{k}={v}"),
+            ]));
+        }
+    }
     ip(&ns, &["link", "set", SIM_IF, "up"])?;
     ip(
         &ns,
@@ -421,6 +439,14 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
 
     // The runtime's threads start in the machines' namespace.
     enter(&sim_ns.0)?;
+    // Each machine holds a connection or two to the server: more than the default 1024 files.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(65536),
+            maximum: Some(65536),
+        },
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
