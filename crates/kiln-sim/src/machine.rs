@@ -32,6 +32,7 @@ const CALL_TRIES: u32 = 30;
 /// Bounds: actions one agent run takes, firmware boots one power-on makes.
 const MAX_STEPS: u32 = 1000;
 const MAX_BOOTS: u32 = 8;
+const PHONE_HOME_TRIES: u32 = 10;
 
 /// What all machines of a rack share.
 pub struct Rack {
@@ -263,19 +264,33 @@ impl SimMachine {
         };
         self.set_status("installed OS: phone-home");
         let body = script::phone_home_body(&installed.instance_id, &self.hostname);
-        let t0 = Instant::now();
-        let r = http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| SimError::Http {
-                what: "phone-home".into(),
-                source,
-            })?;
-        rack.samples.add(Measure::PhoneHome, t0.elapsed());
-        check(r, "phone-home").await?;
+        // cloud-init's phone_home tries 10 times (`tries: 10` in the seed), 1 s... apart.
+        let mut last = None;
+        for _ in 0..PHONE_HOME_TRIES {
+            let t0 = Instant::now();
+            let sent = http
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_server_error() => last = Some(check(r, "phone-home").await),
+                Ok(r) => {
+                    rack.samples.add(Measure::PhoneHome, t0.elapsed());
+                    last = Some(check(r, "phone-home").await);
+                    break;
+                }
+                Err(source) => {
+                    last = Some(Err(SimError::Http {
+                        what: "phone-home".into(),
+                        source,
+                    }))
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        last.unwrap_or_else(|| Err(SimError::Protocol("phone-home: no try".into())))?;
         let _ = self.phoned_home.set(Instant::now());
         self.set_status("installed OS: phoned home");
         Ok(())

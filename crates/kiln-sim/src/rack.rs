@@ -21,7 +21,10 @@ use crate::machine::{Counters, Rack, SimMachine};
 use crate::redfish::{SimBmc, SimSystem};
 use crate::stats::{Measure, Samples, Summary};
 
-const REDFISH_PORT: u16 = 8000;
+/// Each machine's BMC listens on a port of its own from here (Kiln takes turns reading the
+/// power of machines behind one BMC address, as it should with a chassis manager; a rack has
+/// one BMC per machine).
+const REDFISH_BASE_PORT: u16 = 20000;
 const BMC_USER: &str = "admin";
 const SIM_IF: &str = "sim0";
 /// The simulated BMC's address (on sim0) and the machines' network.
@@ -125,10 +128,11 @@ pub fn hardware_csv(machines: &[Arc<SimMachine>], password: &str) -> String {
     let mut out = String::from(
         "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n",
     );
-    for m in machines {
+    for (i, m) in machines.iter().enumerate() {
+        let port = REDFISH_BASE_PORT as usize + i;
         let _ = writeln!(
             out,
-            "{host},redfish+http://{BMC_IP}:{REDFISH_PORT}/redfish/v1/Systems/{host},{BMC_USER},{password},{mac},{ip},255.255.0.0,{gw},{gw},type=sim|kiln.dev/boot-mode=legacy,/dev/vda",
+            "{host},redfish+http://{BMC_IP}:{port}/redfish/v1/Systems/{host},{BMC_USER},{password},{mac},{ip},255.255.0.0,{gw},{gw},type=sim|kiln.dev/boot-mode=legacy,/dev/vda",
             host = m.hostname,
             mac = m.mac_text(),
             ip = m.ip,
@@ -460,24 +464,20 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
             counters: Counters::default(),
             reboot_delay: opts.reboot_delay,
         });
-        let systems = machines
-            .iter()
-            .map(|m| {
-                Arc::new(SimSystem::new(
-                    &m.hostname,
-                    &m.hostname,
-                    &m.mac_text(),
-                    m.chassis.clone(),
-                ))
-            })
-            .collect();
-        let bmc = SimBmc::new(systems, BMC_USER, &password);
-        let listener = tokio::net::TcpListener::bind((BMC_IP, REDFISH_PORT))
-            .await
-            .with_context(|| {
-                format!("binding the simulated Redfish BMC on {BMC_IP}:{REDFISH_PORT}")
-            })?;
-        tokio::spawn(async move { axum::serve(listener, bmc.router()).await });
+        for (i, m) in machines.iter().enumerate() {
+            let system = Arc::new(SimSystem::new(
+                &m.hostname,
+                &m.hostname,
+                &m.mac_text(),
+                m.chassis.clone(),
+            ));
+            let bmc = SimBmc::new(vec![system], BMC_USER, &password);
+            let port = REDFISH_BASE_PORT + i as u16;
+            let listener = tokio::net::TcpListener::bind((BMC_IP, port))
+                .await
+                .with_context(|| format!("binding a simulated Redfish BMC on {BMC_IP}:{port}"))?;
+            tokio::spawn(async move { axum::serve(listener, bmc.router()).await });
+        }
         for m in &machines {
             tokio::spawn(Arc::clone(m).run(Arc::clone(&rack)));
         }
