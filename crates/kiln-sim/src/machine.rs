@@ -44,6 +44,9 @@ pub struct Rack {
     /// From the agent's reboot to iPXE's first DHCP: the firmware's reset and POST. (A
     /// machine back within Kiln's inventory refresh would still be offered the netboot.)
     pub reboot_delay: Duration,
+    /// How long an OS takes from its kernel to the network (the agent OS to its DHCP, the
+    /// installed OS to its phone-home).
+    pub os_boot_delay: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +216,8 @@ impl SimMachine {
                         let n = discard(&http, u, None::<&NoProgress>).await?.0;
                         rack.counters.boot_bytes.fetch_add(n, Ordering::Relaxed);
                     }
+                    self.set_status("agent OS: booting");
+                    tokio::time::sleep(rack.os_boot_delay).await;
                     self.set_status("agent OS: DHCP");
                     let d = rack.dhcp.dora(self.mac, Asker::Plain).await?;
                     self.note_dora(rack, &d);
@@ -262,6 +267,8 @@ impl SimMachine {
             self.set_status("installed OS up (its seed has no phone_home)");
             return Ok(());
         };
+        self.set_status("installed OS: booting");
+        tokio::time::sleep(rack.os_boot_delay).await;
         self.set_status("installed OS: phone-home");
         let body = script::phone_home_body(&installed.instance_id, &self.hostname);
         // cloud-init's phone_home tries 10 times (`tries: 10` in the seed), 1 s... apart.

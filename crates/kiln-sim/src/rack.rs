@@ -48,8 +48,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Before provisioning: every machine's DHCP at once (the boot storm).
     pub storm: bool,
-    /// See [`Rack::reboot_delay`].
+    /// See [`Rack::reboot_delay`] and [`Rack::os_boot_delay`].
     pub reboot_delay: Duration,
+    pub os_boot_delay: Duration,
     /// Extra `kiln serve` flags.
     pub serve_args: Vec<String>,
 }
@@ -463,6 +464,7 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
             arch: 0,
             counters: Counters::default(),
             reboot_delay: opts.reboot_delay,
+            os_boot_delay: opts.os_boot_delay,
         });
         for (i, m) in machines.iter().enumerate() {
             let system = Arc::new(SimSystem::new(

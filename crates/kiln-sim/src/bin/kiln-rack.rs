@@ -45,6 +45,9 @@ struct Cli {
     /// Seconds from the agent's reboot to iPXE's DHCP (the firmware's reset and POST).
     #[arg(long, default_value_t = 3.0)]
     reboot_secs: f64,
+    /// Seconds an OS takes from its kernel to the network (agent OS, installed OS).
+    #[arg(long, default_value_t = 1.0)]
+    os_boot_secs: f64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
@@ -95,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         initrd_bytes: cli.initrd_kib << 10,
         timeout: Duration::from_secs(cli.timeout),
         storm: cli.storm,
+        os_boot_delay: Duration::from_secs_f64(cli.os_boot_secs.max(0.0)),
         reboot_delay: Duration::from_secs_f64(cli.reboot_secs.max(0.0)),
         serve_args: cli.serve_args,
     };
