@@ -185,8 +185,9 @@ impl SimMachine {
 
     /// From power-on to the installed OS (or to where the workflow leaves the machine).
     async fn power_on(&self, rack: &Rack) -> Result<(), SimError> {
-        let http = self.client(None)?;
         for _ in 0..MAX_BOOTS {
+            // A boot starts with no connections: none is reused across a reboot.
+            let http = self.client(None)?;
             self.set_status("iPXE: DHCP");
             let dora = rack
                 .dhcp
