@@ -51,7 +51,7 @@ python3 - "$out" "$N" "$load_before" "$load_after" "$(git -C "$REPO" rev-parse -
 import json, sys
 path, n, before, after, rev = sys.argv[1:]
 r = json.load(open(path))
-print(f"rack of {n} simulated machines (kiln {rev}; load average {before} before, {after} after)")
+print(f"rack of {n} simulated machines (checkout {rev}; load average {before} before, {after} after)")
 print(f"  succeeded {r['succeeded']}/{r['machines']} in {r['provision_seconds']:.1f} s: {r['machines_per_minute']:.0f} machines/minute")
 print(f"  all BMCs powered on {r['power_on_seconds'] or 0:.1f} s after workflow create")
 for k, s in r["latency"].items():
