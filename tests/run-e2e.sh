@@ -44,10 +44,10 @@ KILN_TESTOS_ZSTD_LEVEL=${KILN_TESTOS_ZSTD_LEVEL:-10} \
 
 mkdir -p "$REPO/target"
 if [ -z "${KILN_BIN:-}" ]; then
-	echo "# cargo build --release -p kiln"
-	if ! (cd "$REPO" && cargo build --release -p kiln) >"$REPO/target/e2e-cargo-build.log" 2>&1; then
+	echo "# cargo build --release -p kiln -p kiln-sim"
+	if ! (cd "$REPO" && cargo build --release -p kiln -p kiln-sim) >"$REPO/target/e2e-cargo-build.log" 2>&1; then
 		tail -n 30 "$REPO/target/e2e-cargo-build.log" | sed 's/^/# /'
-		echo "not ok - build: cargo build --release -p kiln failed"
+		echo "not ok - build: cargo build --release -p kiln -p kiln-sim failed"
 		echo "0 passed, 1 failed"
 		exit 1
 	fi

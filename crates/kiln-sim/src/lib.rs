@@ -1,0 +1,16 @@
+//! Kiln's simulated rack (issue 13): machines without QEMU that do on the wire what their
+//! firmware's iPXE, Kiln's agent OS and the installed OS do ([`machine`]), simulated Redfish
+//! BMCs whose power-on starts a machine's boot ([`redfish`]), one shared DHCP client socket
+//! ([`dhcp_port`]), and the `kiln-rack` runner that provisions N of them with a real
+//! `kiln serve` in a private network namespace and measures it ([`rack`]).
+//!
+//! The wire codecs ([`dhcp`], [`script`]) are pure and unit-tested; the machines reuse the
+//! agent's own kernel command line parser and pinned-CA TLS verifier and kiln-api's types.
+
+pub mod dhcp;
+pub mod dhcp_port;
+pub mod machine;
+pub mod rack;
+pub mod redfish;
+pub mod script;
+pub mod stats;

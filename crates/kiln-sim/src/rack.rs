@@ -1,0 +1,642 @@
+//! `kiln-rack`: N simulated machines behind simulated Redfish BMCs, provisioned by a real
+//! `kiln serve` in a namespace of their own (kiln-lab's: bridge br0 = 10.77.0.1), through the
+//! operator's path: hardware.csv with the BMC addresses, `kiln enroll`, `kiln image import`,
+//! `kiln workflow create`; Kiln's BMC job powers the machines on. The machines reach br0
+//! through a veth pair (sim0 in the namespace, sim0p a bridge port); sim0 holds every
+//! machine's reserved address, so each machine's HTTP comes from its own address.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kiln_api::WorkflowView;
+use serde::Serialize;
+
+use crate::dhcp_port::DhcpPort;
+use crate::machine::{Counters, Rack, SimMachine};
+use crate::redfish::{SimBmc, SimSystem};
+use crate::stats::{Measure, Samples, Summary};
+
+/// Each machine's BMC listens on a port of its own from here (Kiln takes turns reading the
+/// power of machines behind one BMC address, as it should with a chassis manager; a rack has
+/// one BMC per machine).
+const REDFISH_BASE_PORT: u16 = 20000;
+const BMC_USER: &str = "admin";
+const SIM_IF: &str = "sim0";
+/// The simulated BMC's address (on sim0) and the machines' network.
+const BMC_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const MACHINE_NET: &str = "10.77.0.0/16";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub machines: u32,
+    pub kiln: PathBuf,
+    pub template: PathBuf,
+    /// A work directory of its own (made; removed at the end unless `keep`).
+    pub work: PathBuf,
+    pub keep: bool,
+    /// The image the workflows stream: imported as `test-os` (the template's name for it).
+    pub image: PathBuf,
+    /// Sizes of the fake agent kernel and initrd the machines fetch.
+    pub kernel_bytes: u64,
+    pub initrd_bytes: u64,
+    /// Give up on machines not done after this long.
+    pub timeout: Duration,
+    /// Before provisioning: every machine's DHCP at once (the boot storm).
+    pub storm: bool,
+    /// See [`Rack::reboot_delay`] and [`Rack::os_boot_delay`].
+    pub reboot_delay: Duration,
+    pub os_boot_delay: Duration,
+    /// Extra `kiln serve` flags.
+    pub serve_args: Vec<String>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machines: u32,
+    pub succeeded: usize,
+    pub failed: Vec<String>,
+    /// From `workflow create` to the end of the last workflow that succeeded.
+    pub provision_seconds: f64,
+    pub machines_per_minute: f64,
+    /// From `workflow create` until every simulated BMC was told to power on.
+    pub power_on_seconds: Option<f64>,
+    pub latency: std::collections::BTreeMap<Measure, Summary>,
+    pub dhcp_resent: u64,
+    pub boot_bytes: u64,
+    pub image_bytes: u64,
+    pub server_cpu_seconds: f64,
+    pub server_max_rss_mib: f64,
+    pub server_pid: u32,
+    pub events_file: Option<PathBuf>,
+    pub storm: Option<Storm>,
+}
+
+/// The boot storm: N DORAs started together.
+#[derive(Debug, Serialize)]
+pub struct Storm {
+    pub machines: usize,
+    /// From the first DISCOVER sent to the last ACK received.
+    pub seconds: f64,
+    /// Exchanges that needed a packet sent again (an answer lost or later than 4 s).
+    pub resent: u64,
+    /// Exchanges that got no lease after every try.
+    pub failed: usize,
+}
+
+/// Every machine's DORA at once, as udhcpc sends it (no netboot options: nothing is booted).
+async fn storm(rack: &Rack, machines: &[Arc<SimMachine>]) -> Storm {
+    let t0 = Instant::now();
+    let runs = machines.iter().map(|m| {
+        let (dhcp, mac) = (Arc::clone(&rack.dhcp), m.mac);
+        tokio::spawn(async move { dhcp.dora(mac, crate::dhcp::Asker::Plain).await })
+    });
+    let runs: Vec<_> = runs.collect();
+    let (mut resent, mut failed) = (0, 0);
+    for r in runs {
+        match r.await {
+            Ok(Ok(d)) => {
+                resent += u64::from(d.resent);
+                rack.samples.add(Measure::StormOffer, d.offer_after);
+                rack.samples.add(Measure::StormAck, d.ack_after);
+            }
+            _ => failed += 1,
+        }
+    }
+    Storm {
+        machines: machines.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        resent,
+        failed,
+    }
+}
+
+/// Machine `i`: hostname, MAC, reserved address (10.77.1.10 on: /16 leaves room for 1000s).
+pub fn machine_plan(i: u32) -> (String, [u8; 6], Ipv4Addr) {
+    let mac = [0x52, 0x54, 0x00, 0x5a, (i >> 8) as u8, i as u8];
+    let ip = Ipv4Addr::new(10, 77, 1 + (i / 200) as u8, 10 + (i % 200) as u8);
+    (format!("sim-{:04}", i + 1), mac, ip)
+}
+
+/// hardware.csv of the rack: each machine's Redfish system by its path on the one simulated
+/// BMC listener. Holds the BMC password: written 0600.
+pub fn hardware_csv(machines: &[Arc<SimMachine>], password: &str) -> String {
+    let mut out = String::from(
+        "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n",
+    );
+    for (i, m) in machines.iter().enumerate() {
+        let port = REDFISH_BASE_PORT as usize + i;
+        let _ = writeln!(
+            out,
+            "{host},redfish+http://{BMC_IP}:{port}/redfish/v1/Systems/{host},{BMC_USER},{password},{mac},{ip},255.255.0.0,{gw},{gw},type=sim|kiln.dev/boot-mode=legacy,/dev/vda",
+            host = m.hostname,
+            mac = m.mac_text(),
+            ip = m.ip,
+            gw = kiln_lab::SERVER_IP,
+        );
+    }
+    out
+}
+
+fn ip(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    kiln_lab::run(Command::new("ip").arg("-n").arg(ns).args(args))
+}
+
+/// The machines' own namespace, deleted on drop.
+struct SimNamespace(String);
+
+impl Drop for SimNamespace {
+    fn drop(&mut self) {
+        if let Err(e) = kiln_lab::run(Command::new("ip").args(["netns", "del", &self.0])) {
+            eprintln!("kiln-rack: {e:#}");
+        }
+    }
+}
+
+/// The machines' namespace: sim0 holds the BMC address and every machine's reserved address;
+/// its peer sim0p is a port of the server namespace's br0, which routes the machines' /16.
+/// (Apart from the server: a packet that comes in with one of the server's own addresses as
+/// its source is dropped as a martian, and only a link between namespaces really crosses the
+/// bridge.)
+fn wire_machines(server_ns: &str, machines: &[Arc<SimMachine>]) -> anyhow::Result<SimNamespace> {
+    let ns = format!("kiln-rack-{}", std::process::id());
+    kiln_lab::run(Command::new("ip").args(["netns", "add", &ns]))?;
+    let guard = SimNamespace(ns.clone());
+    ip(&ns, &["link", "set", "lo", "up"])?;
+    ip(
+        server_ns,
+        &[
+            "link", "add", "sim0p", "type", "veth", "peer", "name", SIM_IF, "netns", &ns,
+        ],
+    )?;
+    ip(server_ns, &["link", "set", "sim0p", "master", "br0"])?;
+    ip(server_ns, &["link", "set", "sim0p", "up"])?;
+    ip(
+        server_ns,
+        &[
+            "route",
+            "add",
+            MACHINE_NET,
+            "dev",
+            "br0",
+            "src",
+            &kiln_lab::SERVER_IP.to_string(),
+        ],
+    )?;
+    // A thousand machines fill a namespace's default neighbour table (gc_thresh3 1024): the
+    // server would drop answers to some of them.
+    for n in [&ns, server_ns] {
+        for (k, v) in [
+            ("gc_thresh1", "4096"),
+            ("gc_thresh2", "8192"),
+            ("gc_thresh3", "16384"),
+        ] {
+            let _ = kiln_lab::run(Command::new("ip").args([
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.neigh.default.{k}={v}"),
+            ]));
+        }
+    }
+    ip(&ns, &["link", "set", SIM_IF, "up"])?;
+    ip(
+        &ns,
+        &["addr", "add", &format!("{BMC_IP}/24"), "dev", SIM_IF],
+    )?;
+    let mut batch = String::new();
+    for m in machines {
+        let _ = writeln!(batch, "addr add {}/32 dev {SIM_IF}", m.ip);
+    }
+    let mut child = Command::new("ip")
+        .args(["-n", &ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("ip -batch")?;
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("ip -batch stdin")?
+            .write_all(batch.as_bytes())?;
+    }
+    if !child.wait()?.success() {
+        bail!("adding the machines' addresses to {SIM_IF} failed");
+    }
+    Ok(guard)
+}
+
+/// The namespace this process started in.
+static HOME: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+fn leave_to_home() -> anyhow::Result<()> {
+    let home = HOME.get().context("no home namespace recorded")?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(home),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .context("going back to our own namespace")
+}
+
+/// Moves this thread (and the threads it starts later: the runtime's) into `ns`.
+fn enter(ns: &str) -> anyhow::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening namespace {ns}"))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .with_context(|| format!("entering namespace {ns}"))?;
+    Ok(())
+}
+
+/// `kiln ARGS --data-dir DATA` inside the server's namespace (where its admin API listens);
+/// its stdout.
+fn kiln(opts: &Options, ns: &str, data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&opts.kiln)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", opts.kiln.display()))?;
+    if !out.status.success() {
+        bail!(
+            "kiln {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A test image of `bytes` bytes that does not compress to nothing.
+pub fn write_image(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    fake_file(path, bytes)
+}
+
+/// The report as text.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} machines: {} succeeded in {:.1} s ({:.1} machines/minute); power-on of all BMCs {}",
+        r.machines,
+        r.succeeded,
+        r.provision_seconds,
+        r.machines_per_minute,
+        r.power_on_seconds
+            .map_or("not reached".to_string(), |s| format!(
+                "{s:.1} s after workflow create"
+            ))
+    );
+    for (m, s) in &r.latency {
+        let _ = writeln!(
+            out,
+            "  {:<12} n={:<6} p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+            serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            s.count,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  DHCP requests resent: {}; boot files {} MiB, images {} MiB\n  kiln serve (pid {}): CPU {:.1} s, max RSS {:.0} MiB",
+        r.dhcp_resent,
+        r.boot_bytes >> 20,
+        r.image_bytes >> 20,
+        r.server_pid,
+        r.server_cpu_seconds,
+        r.server_max_rss_mib
+    );
+    if let Some(s) = &r.storm {
+        let _ = writeln!(
+            out,
+            "  boot storm: {} DORAs at once done in {:.2} s, {} resent, {} without a lease",
+            s.machines, s.seconds, s.resent, s.failed
+        );
+    }
+    for f in r.failed.iter().take(20) {
+        let _ = writeln!(out, "  not succeeded: {f}");
+    }
+    out
+}
+
+/// `bytes` of pseudo-random data (xorshift): nothing on the way can compress or skip it.
+fn fake_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut left = bytes;
+    while left > 0 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = left.min(8) as usize;
+        std::io::Write::write_all(&mut f, &x.to_le_bytes()[..n])?;
+        left -= n as u64;
+    }
+    std::io::Write::flush(&mut f)?;
+    Ok(())
+}
+
+/// utime + stime (s) and the peak RSS (MiB) of `pid`.
+pub fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3; utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let cpu = f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| {
+        (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / ticks
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kib / 1024.0)
+}
+
+/// Runs the rack; tears the namespace down whatever happens.
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let mut lab = kiln_lab::Lab::new(opts.work.clone(), Vec::new(), opts.keep)?;
+    let home = std::fs::File::open("/proc/thread-self/ns/net").context("opening our namespace")?;
+    HOME.set(home).ok();
+    let out = run_in(&mut lab, opts);
+    if let Err(e) = leave_to_home() {
+        eprintln!("kiln-rack: {e:#}");
+    }
+    let td = lab.teardown();
+    for p in td.problems {
+        eprintln!("kiln-rack: teardown: {p}");
+    }
+    out
+}
+
+fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
+    let n = opts.machines;
+    let machines: Vec<Arc<SimMachine>> = (0..n)
+        .map(|i| {
+            let (host, mac, ip) = machine_plan(i);
+            SimMachine::new(&host, mac, ip)
+        })
+        .collect();
+    std::fs::create_dir_all(lab.work.join("logs"))?;
+    let artifacts = lab.work.join("artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    fake_file(&artifacts.join("vmlinuz"), opts.kernel_bytes)?;
+    fake_file(&artifacts.join("initrd.img"), opts.initrd_bytes)?;
+    lab.create_network()?;
+    let sim_ns = wire_machines(&lab.ns, &machines)?;
+    let data = lab.data.clone();
+    let data_s = data.to_string_lossy().into_owned();
+    let log = lab.log("kiln-serve.log");
+    let mut serve: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &data_s,
+        "--interface",
+        "br0",
+        "--address",
+        &kiln_lab::SERVER_IP.to_string(),
+        "--http-port",
+        &kiln_lab::HTTP_PORT.to_string(),
+        "--tftp-root",
+        &artifacts.to_string_lossy(),
+        "--artifacts",
+        &artifacts.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    serve.extend(opts.serve_args.iter().cloned());
+    let serve_refs: Vec<&str> = serve.iter().map(String::as_str).collect();
+    let pid = lab.spawn("kiln serve", &opts.kiln, &serve_refs, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !data.join("api.json").exists() {
+        if let Some(why) = lab.exited() {
+            bail!("{why}; see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "kiln serve's admin API did not come up in 60 s; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The runtime's threads start in the machines' namespace.
+    enter(&sim_ns.0)?;
+    // Each machine holds a connection or two to the server: more than the default 1024 files.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(65536),
+            maximum: Some(65536),
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let password = kiln_lab::random_hex(12)?;
+    let rack = runtime.block_on(async {
+        let dhcp = DhcpPort::bind(SIM_IF, 68, 67).context("binding UDP :68 on sim0")?;
+        let rack = Arc::new(Rack {
+            dhcp,
+            samples: Samples::default(),
+            arch: 0,
+            counters: Counters::default(),
+            reboot_delay: opts.reboot_delay,
+            os_boot_delay: opts.os_boot_delay,
+        });
+        for (i, m) in machines.iter().enumerate() {
+            let system = Arc::new(SimSystem::new(
+                &m.hostname,
+                &m.hostname,
+                &m.mac_text(),
+                m.chassis.clone(),
+            ));
+            let bmc = SimBmc::new(vec![system], BMC_USER, &password);
+            let port = REDFISH_BASE_PORT + i as u16;
+            let listener = tokio::net::TcpListener::bind((BMC_IP, port))
+                .await
+                .with_context(|| format!("binding a simulated Redfish BMC on {BMC_IP}:{port}"))?;
+            tokio::spawn(async move { axum::serve(listener, bmc.router()).await });
+        }
+        for m in &machines {
+            tokio::spawn(Arc::clone(m).run(Arc::clone(&rack)));
+        }
+        anyhow::Ok(rack)
+    })?;
+
+    let csv = lab.work.join("hardware.csv");
+    kiln_lab::write_file(&csv, &hardware_csv(&machines, &password), 0o600)?;
+    kiln(opts, &lab.ns, &data, &["enroll", &csv.to_string_lossy()])?;
+    kiln(
+        opts,
+        &lab.ns,
+        &data,
+        &[
+            "image",
+            "import",
+            &opts.image.to_string_lossy(),
+            "--name",
+            "test-os",
+        ],
+    )?;
+    let storm = if opts.storm {
+        // the server must know the machines first (its inventory follows the store)
+        std::thread::sleep(Duration::from_secs(2));
+        Some(runtime.block_on(storm(&rack, &machines)))
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    kiln(
+        opts,
+        &lab.ns,
+        &data,
+        &[
+            "workflow",
+            "create",
+            "--template",
+            &opts.template.to_string_lossy(),
+            "--selector",
+            "type=sim",
+        ],
+    )?;
+    let mut power_on = None;
+    let mut ended: Vec<WorkflowView>;
+    let deadline = t0 + opts.timeout;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if power_on.is_none() && machines.iter().all(|m| m.powered_on.get().is_some()) {
+            let last = machines.iter().filter_map(|m| m.powered_on.get()).max();
+            power_on = last.map(|l| l.duration_since(t0).as_secs_f64());
+        }
+        let text = kiln(
+            opts,
+            &lab.ns,
+            &data,
+            &["workflow", "list", "--all", "-o", "json"],
+        )?;
+        let wfs: Vec<WorkflowView> = serde_json::from_str(&text).context("workflow list")?;
+        ended = wfs.into_iter().filter(|w| w.state.is_terminal()).collect();
+        if ended.len() >= n as usize || Instant::now() > deadline {
+            break;
+        }
+        if let Some(why) = lab.exited() {
+            bail!("{why}; see {}", log.display());
+        }
+    }
+    // All workflows are made by one `workflow create`: the longest one is the rack's time.
+    let provision = ended
+        .iter()
+        .filter(|w| w.state == kiln_api::agent::WorkflowState::Succeeded)
+        .map(|w| w.duration_seconds)
+        .fold(0.0, f64::max);
+    let (cpu, rss) = proc_usage(pid);
+    let events = lab.work.join("events.json");
+    if let Ok(text) = kiln(
+        opts,
+        &lab.ns,
+        &data,
+        &["events", "--last", "1000000", "-o", "json"],
+    ) {
+        let _ = std::fs::write(&events, text);
+    }
+    let succeeded = ended
+        .iter()
+        .filter(|w| w.state == kiln_api::agent::WorkflowState::Succeeded)
+        .count();
+    let mut failed: Vec<String> = ended
+        .iter()
+        .filter(|w| w.state != kiln_api::agent::WorkflowState::Succeeded)
+        .map(|w| format!("{}: {} ({})", w.machine, w.state, w.message))
+        .collect();
+    for m in &machines {
+        if !ended.iter().any(|w| w.machine == m.hostname) {
+            let s = m.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            failed.push(format!("{}: not done ({s})", m.hostname));
+        }
+    }
+    let c = &rack.counters;
+    let load = std::sync::atomic::Ordering::Relaxed;
+    let report = Report {
+        machines: n,
+        succeeded,
+        failed,
+        provision_seconds: provision,
+        machines_per_minute: succeeded as f64 * 60.0 / provision.max(1e-9),
+        power_on_seconds: power_on,
+        latency: rack.samples.summary(),
+        dhcp_resent: c.dhcp_resent.load(load),
+        boot_bytes: c.boot_bytes.load(load),
+        image_bytes: c.image_bytes.load(load),
+        server_cpu_seconds: cpu,
+        server_max_rss_mib: rss,
+        server_pid: pid,
+        events_file: opts.keep.then_some(events),
+        storm,
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // back home before sim_ns deletes the namespace (run() restores it as well, on errors)
+    leave_to_home()?;
+    drop(sim_ns);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thousand_machines_get_distinct_macs_and_addresses() {
+        let plan: Vec<_> = (0..1000).map(machine_plan).collect();
+        let mut macs: Vec<_> = plan.iter().map(|p| p.1).collect();
+        let mut ips: Vec<_> = plan.iter().map(|p| p.2).collect();
+        macs.sort();
+        macs.dedup();
+        ips.sort();
+        ips.dedup();
+        assert_eq!((macs.len(), ips.len()), (1000, 1000));
+        assert!(
+            ips.iter()
+                .all(|ip| ip.octets()[3] >= 10 && ip.octets()[2] >= 1)
+        );
+        assert!(!ips.contains(&kiln_lab::SERVER_IP));
+    }
+
+    #[test]
+    fn the_hardware_csv_enrols() {
+        let ms: Vec<_> = (0..3)
+            .map(|i| {
+                let (h, m, ip) = machine_plan(i);
+                SimMachine::new(&h, m, ip)
+            })
+            .collect();
+        let csv = hardware_csv(&ms, "pw-0123456789");
+        let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap();
+        assert_eq!(hw.len(), 3);
+        assert_eq!(hw[1].hostname, "sim-0002");
+        assert_eq!(hw[1].mac.to_string(), "52:54:00:5a:00:01");
+        assert_eq!(hw[1].labels.get("type").map(String::as_str), Some("sim"));
+    }
+}
