@@ -12,7 +12,7 @@ KILN_APT_PACKAGES=(
   ipxe ovmf linux-image-amd64 busybox-static cpio
   iproute2 dnsmasq-base curl bc kmod mtools dosfstools grub-efi-amd64-bin grub-pc-bin grub-common
   fdisk python3 debootstrap zstd e2fsprogs binutils cloud-init openipmi ipmitool openssl
-  procps python3-venv systemd
+  procps python3-venv systemd postgresql
 )
 # The QEMU family: installed together from one suite (see above).
 KILN_QEMU_PACKAGES=(qemu-system-x86 qemu-utils seabios ipxe-qemu)

@@ -1,16 +1,23 @@
 //! Kiln's durable state behind one trait, [`Store`]: every acknowledged change is committed
 //! before the call returns, so it survives `kill -9`. The embedded backend is SQLite in the
-//! data directory ([`SqliteStore`]); async code holds a [`StoreHandle`].
+//! data directory ([`SqliteStore`]); the shared one is PostgreSQL ([`PgStore`]), for several
+//! servers on one state. Async code holds a [`StoreHandle`].
 
 mod handle;
+mod postgres;
 mod records;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 mod traits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use handle::StoreHandle;
+pub use postgres::PgStore;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
     ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,
@@ -36,6 +43,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (its message never holds the connection's password).
+    #[error("database: {0}")]
+    Postgres(#[from] ::postgres::Error),
     /// A stored record could not be read back.
     #[error("database holds an unreadable record for {what}: {why}")]
     Corrupt { what: String, why: String },
@@ -65,11 +75,13 @@ pub enum StoreError {
 }
 
 /// Where the state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Location {
     /// `kiln.db` in the data directory (the default: one server).
     Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database (`postgres://user@host/db`): several servers may share it.
+    Postgres { url: String },
 }
 
 impl Location {
@@ -77,6 +89,38 @@ impl Location {
         Location::Sqlite {
             data_dir: data_dir.into(),
         }
+    }
+
+    /// The store a `--store` value names: a `postgres://` or `postgresql://` URL, or
+    /// `sqlite` (the data directory's `kiln.db`, the default).
+    pub fn parse(value: &str, data_dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(Location::Postgres {
+                url: value.to_string(),
+            })
+        } else if value == "sqlite" {
+            Ok(Location::sqlite(data_dir))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "store {}: expected `sqlite` or a postgres://user@host/db URL",
+                postgres::redacted(value)
+            )))
+        }
+    }
+
+    /// Where the state lives, for logs: never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite { data_dir } => format!("sqlite:{}", data_dir.join(DB_FILE).display()),
+            Location::Postgres { url } => postgres::redacted(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    /// Without the password a PostgreSQL URL may hold.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
 }
 
@@ -95,6 +139,13 @@ pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store
     match location {
         Location::Sqlite { data_dir } => {
             let store = SqliteStore::open(data_dir)?;
+            if durability == Durability::Relaxed {
+                store.relax_durability()?;
+            }
+            Ok(Arc::new(store))
+        }
+        Location::Postgres { url } => {
+            let store = PgStore::open(url)?;
             if durability == Durability::Relaxed {
                 store.relax_durability()?;
             }
