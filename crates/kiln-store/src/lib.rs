@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 pub use handle::StoreHandle;
 pub use postgres::PgStore;
+/// A store URL with any password replaced by `***`, for output.
+pub use postgres::redacted as redacted_url;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
     ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,

@@ -264,7 +264,14 @@ fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) ->
         let line = if matches!(arg.get_action(), ArgAction::SetTrue) {
             format!("{id} = {}", serve.get_flag(id))
         } else if let Some(v) = raw.last() {
-            format!("{id} = {}", toml_string(&v.to_string_lossy()))
+            let v = v.to_string_lossy();
+            // A store URL may hold a password: never printed.
+            let v = if id == "store" {
+                kiln_store::redacted_url(&v)
+            } else {
+                v.into_owned()
+            };
+            format!("{id} = {}", toml_string(&v))
         } else {
             format!("# {id} =")
         };

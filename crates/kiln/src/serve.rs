@@ -40,6 +40,11 @@ pub struct Args {
     /// Log format on stderr (RUST_LOG picks the level, default info).
     #[arg(long, env = "KILN_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Where the state lives: `sqlite` (kiln.db in the data directory, the default) or a
+    /// PostgreSQL database shared by several servers, postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (a socket directory as `?host=/run/postgresql`). The password is never logged.
+    #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL", value_parser = parse_store)]
+    store: Option<StoreArg>,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -138,6 +143,20 @@ impl HttpLimitArgs {
     }
 }
 
+/// A checked `--store` value: `None` for SQLite in the data directory.
+#[derive(Clone)]
+struct StoreArg(Option<kiln_store::Location>);
+
+fn parse_store(value: &str) -> Result<StoreArg, String> {
+    // The data directory is only known later; SQLite there is what `None` means.
+    match kiln_store::Location::parse(value, "").map_err(|e| e.to_string())? {
+        kiln_store::Location::Postgres { url } => {
+            Ok(StoreArg(Some(kiln_store::Location::Postgres { url })))
+        }
+        _ => Ok(StoreArg(None)),
+    }
+}
+
 impl Args {
     fn options(&self, data_dir: &Path) -> ServeOptions {
         ServeOptions {
@@ -160,6 +179,7 @@ impl Args {
             lease_secs: self.lease_secs,
             router_advert: !self.no_router_advert,
             api_listen: self.api_listen,
+            store: self.store.as_ref().and_then(|s| s.0.clone()),
             limits: Limits {
                 http: self.http_limits.limits(),
                 tftp_max_per_source: self.tftp_max_per_source,

@@ -118,6 +118,24 @@ impl PgStore {
     }
 }
 
+impl Drop for PgStore {
+    /// The client closes its connection by blocking on its own runtime, which panics on a tokio
+    /// worker thread (where the last handle on a store may well be dropped): close it on a
+    /// thread of its own.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(client) = client {
+            let _ = std::thread::Builder::new()
+                .name("kiln-pg-close".into())
+                .spawn(move || drop(client));
+        }
+    }
+}
+
 /// `postgres://user@host:port/db` from a parsed config: never the password.
 fn describe(config: &Config) -> String {
     let user = config.get_user().unwrap_or("");
@@ -137,7 +155,7 @@ fn describe(config: &Config) -> String {
 }
 
 /// `url` with any password replaced by `***` (for an error about a URL that did not parse).
-pub(crate) fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     let mut out = url.to_string();
     // URL form: scheme://user:password@host…
     if let Some(scheme_end) = out.find("://") {
