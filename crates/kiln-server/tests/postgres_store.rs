@@ -104,15 +104,21 @@ fn a_server_on_postgres_enrolls_runs_workflows_and_survives_a_postgres_restart()
     let (status, created) = api.call(
         "POST",
         "/api/v1/workflows",
-        Some(json!({"template_file": "t.yaml", "template": TEMPLATE, "hardware": ["n1"],
-                    "server_url": "http://10.9.0.1:8080"})),
+        Some(
+            json!({"template_file": "t.yaml", "template": TEMPLATE, "hardware": ["n1"],
+                    "server_url": "http://10.9.0.1:8080"}),
+        ),
     );
     assert_eq!(status, 201, "{created}");
     let id = created[0]["id"].as_str().unwrap().to_string();
 
     // Another connection (another server) sees it all, committed.
     let other = kiln_store::open(&opts.store_location(), kiln_store::Durability::Full).unwrap();
-    assert!(!other.describe().contains("db-secret-pw"), "{}", other.describe());
+    assert!(
+        !other.describe().contains("db-secret-pw"),
+        "{}",
+        other.describe()
+    );
     assert_eq!(other.hardware().unwrap().len(), 2);
     assert!(other.hardware_by_name("n1").unwrap().unwrap().netboot);
     assert_eq!(other.workflow(&id).unwrap().unwrap().hardware, "n1");
@@ -125,10 +131,15 @@ fn a_server_on_postgres_enrolls_runs_workflows_and_survives_a_postgres_restart()
     let (status, again) = api.call(
         "POST",
         "/api/v1/workflows",
-        Some(json!({"template_file": "t.yaml", "template": TEMPLATE, "hardware": ["n1"],
-                    "server_url": "http://10.9.0.1:8080"})),
+        Some(
+            json!({"template_file": "t.yaml", "template": TEMPLATE, "hardware": ["n1"],
+                    "server_url": "http://10.9.0.1:8080"}),
+        ),
     );
-    assert_eq!(status, 409, "still one unfinished workflow per machine: {again}");
+    assert_eq!(
+        status, 409,
+        "still one unfinished workflow per machine: {again}"
+    );
     let (status, _) = api.call("DELETE", "/api/v1/hardware/n2", None);
     assert!((200..300).contains(&status), "{status}");
     assert_eq!(other.hardware().unwrap().len(), 1, "nothing lost, n2 gone");

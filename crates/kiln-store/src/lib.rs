@@ -46,7 +46,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed (its message never holds the connection's password).
-    #[error("database: {0}")]
+    #[error("database: {}", postgres::message(.0))]
     Postgres(#[from] ::postgres::Error),
     /// A stored record could not be read back.
     #[error("database holds an unreadable record for {what}: {why}")]
@@ -159,4 +159,28 @@ pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store
 /// Opens the SQLite store in `data_dir` (created 0700, the database 0600), fully durable.
 pub fn open_sqlite(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
     open(&Location::sqlite(data_dir), Durability::Full)
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_value_names_sqlite_or_a_postgres_url_and_never_shows_a_password() {
+        assert_eq!(
+            Location::parse("sqlite", "/d").unwrap(),
+            Location::sqlite("/d")
+        );
+        let url = "postgresql://kiln:pw-123@db/kiln";
+        let pg = Location::parse(url, "/d").unwrap();
+        assert_eq!(pg, Location::Postgres { url: url.into() });
+        assert_eq!(format!("{pg:?}"), "postgresql://kiln:***@db/kiln");
+        let err = Location::parse("mysql://kiln:pw-123@db/kiln", "/d").unwrap_err();
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+        // A URL that does not parse: the error does not echo the password either.
+        let err = PgStore::open("postgres://kiln:pw-123@db:notaport/kiln")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+    }
 }

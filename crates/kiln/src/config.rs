@@ -495,6 +495,19 @@ mod tests {
     }
 
     #[test]
+    fn a_store_password_is_never_printed() {
+        let text = "address = \"10.0.0.1\"\nstore = \"postgres://kiln:s3cret-pw@db:5432/kiln\"\n";
+        let m = serve_with(&["kiln", "serve"], text);
+        let from_file = ["address", "store"].map(String::from).into();
+        let out = describe(&Cli::command(), m.subcommand().unwrap().1, &from_file);
+        assert!(
+            out.contains("store = \"postgres://kiln:***@db:5432/kiln\""),
+            "{out}"
+        );
+        assert!(!out.contains("s3cret-pw"), "{out}");
+    }
+
+    #[test]
     fn the_packaged_sample_names_only_real_flags() {
         let sample = include_str!("../../../packaging/kiln.toml");
         assert!(settings("kiln.toml", sample, &Cli::command()).is_ok());

@@ -43,8 +43,9 @@ pub struct Args {
     /// Where the state lives: `sqlite` (kiln.db in the data directory, the default) or a
     /// PostgreSQL database shared by several servers, postgres://USER[:PASSWORD]@HOST[:PORT]/DB
     /// (a socket directory as `?host=/run/postgresql`). The password is never logged.
-    #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL", value_parser = parse_store)]
-    store: Option<StoreArg>,
+    // Checked in `options`, not by clap: clap would echo a bad value, password and all.
+    #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL")]
+    store: Option<String>,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -143,23 +144,17 @@ impl HttpLimitArgs {
     }
 }
 
-/// A checked `--store` value: `None` for SQLite in the data directory.
-#[derive(Clone)]
-struct StoreArg(Option<kiln_store::Location>);
-
-fn parse_store(value: &str) -> Result<StoreArg, String> {
-    // The data directory is only known later; SQLite there is what `None` means.
-    match kiln_store::Location::parse(value, "").map_err(|e| e.to_string())? {
-        kiln_store::Location::Postgres { url } => {
-            Ok(StoreArg(Some(kiln_store::Location::Postgres { url })))
-        }
-        _ => Ok(StoreArg(None)),
-    }
-}
-
 impl Args {
-    fn options(&self, data_dir: &Path) -> ServeOptions {
-        ServeOptions {
+    fn options(&self, data_dir: &Path) -> anyhow::Result<ServeOptions> {
+        // SQLite in the data directory is what `None` means.
+        let store = match &self.store {
+            Some(v) => match kiln_store::Location::parse(v, data_dir)? {
+                pg @ kiln_store::Location::Postgres { .. } => Some(pg),
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(ServeOptions {
             data_dir: data_dir.to_path_buf(),
             address: self.address,
             interface: self.interface.clone(),
@@ -179,17 +174,17 @@ impl Args {
             lease_secs: self.lease_secs,
             router_advert: !self.no_router_advert,
             api_listen: self.api_listen,
-            store: self.store.as_ref().and_then(|s| s.0.clone()),
+            store,
             limits: Limits {
                 http: self.http_limits.limits(),
                 tftp_max_per_source: self.tftp_max_per_source,
             },
-        }
+        })
     }
 }
 
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let opts = args.options(data_dir);
+    let opts = args.options(data_dir)?;
     opts.check_safety()?;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

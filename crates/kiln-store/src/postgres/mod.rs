@@ -136,6 +136,23 @@ impl Drop for PgStore {
     }
 }
 
+/// What went wrong, with PostgreSQL's own message (`db error` alone says nothing); a
+/// connection's errors never hold its password.
+pub(crate) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => {
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                out.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            out
+        }
+    }
+}
+
 /// `postgres://user@host:port/db` from a parsed config: never the password.
 fn describe(config: &Config) -> String {
     let user = config.get_user().unwrap_or("");
