@@ -9,9 +9,9 @@ use crate::StoreError;
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: everything SQLite's schema 9 holds. `data_version` is bumped by triggers in every
-    // transaction that touches hardware or workflows (and notified on `kiln_changes`), so other
-    // servers notice the change once it commits.
+    // 1: everything SQLite's schema 9 holds. `data_version` is bumped by a trigger once in every
+    // transaction that changes hardware or workflows, at its commit (and notified on
+    // `kiln_changes`), so other servers notice the change once it commits.
     "CREATE TABLE hardware (
         hostname     TEXT PRIMARY KEY,
         mac          TEXT NOT NULL UNIQUE,
@@ -111,14 +111,20 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO data_version (one, version) VALUES (true, 1);
      CREATE FUNCTION kiln_data_changed() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN
+        -- Once per transaction, at its commit (the trigger is deferred): the lock on the
+        -- counter is the last one a transaction takes, so it closes no deadlock cycle.
+        IF current_setting('kiln.data_changed', true) = 'yes' THEN
+           RETURN NULL;
+        END IF;
+        PERFORM set_config('kiln.data_changed', 'yes', true);
         UPDATE data_version SET version = version + 1;
-        PERFORM pg_notify('kiln_changes', TG_TABLE_NAME);
+        PERFORM pg_notify('kiln_changes', '');
         RETURN NULL;
      END $$;
-     CREATE TRIGGER hardware_changed AFTER INSERT OR UPDATE OR DELETE ON hardware
-        FOR EACH STATEMENT EXECUTE FUNCTION kiln_data_changed();
-     CREATE TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
-        FOR EACH STATEMENT EXECUTE FUNCTION kiln_data_changed();",
+     CREATE CONSTRAINT TRIGGER hardware_changed AFTER INSERT OR UPDATE OR DELETE ON hardware
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();
+     CREATE CONSTRAINT TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ impl crate::EventStore for SqliteStore {
             return Ok(());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (at_ms, machine, record, wire) VALUES (?1, ?2, ?3, ?4)",

@@ -145,7 +145,7 @@ impl crate::HardwareStore for SqliteStore {
     /// Any clash with another machine aborts the whole enrolment.
     fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let mut summary = EnrollSummary::default();
         let mut conflicts = Vec::new();
         let (plan, replaced) = match_enrolled(&tx, machines, &mut conflicts)?;
@@ -214,7 +214,7 @@ impl crate::HardwareStore for SqliteStore {
         change: &mut dyn FnMut(&mut Hardware) -> Result<(), String>,
     ) -> Result<Hardware, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let row = tx
             .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
                 Ok((
@@ -260,7 +260,7 @@ impl crate::HardwareStore for SqliteStore {
     /// workflow or is a node of a cluster; its events and finished workflows stay as history.
     fn delete_hardware(&self, hostname: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let busy: Option<String> = tx
             .query_row(
                 "SELECT id FROM workflows WHERE hardware = ?1

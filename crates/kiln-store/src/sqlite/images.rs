@@ -34,7 +34,7 @@ impl crate::ImageStore for SqliteStore {
     /// the same file: [`Store::images`] tells).
     fn delete_image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let img = tx
             .query_row(
                 &format!("SELECT {COLUMNS} FROM images WHERE name = ?1"),

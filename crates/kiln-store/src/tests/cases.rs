@@ -579,3 +579,41 @@ pub fn logs_are_stored_in_order(b: &Backend) {
     let after = store.action_logs("w1", logs[0].id, 1).unwrap();
     assert_eq!(after[0].line, logs[1].line);
 }
+
+/// Enrolments (which lock the hardware table) beside workflow creations and transitions that
+/// turn netboot on and off (a workflow row first, then a machine row), from two connections:
+/// neither waits on the other for ever, so no deadlock error reaches either.
+pub fn concurrent_enrolments_and_transitions_do_not_deadlock(b: &Backend) {
+    let rack = machines(
+        "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
+    );
+    b.store.enroll(&rack).unwrap();
+    let (enroller, engine) = ((b.reopen)(), (b.reopen)());
+    const ROUNDS: usize = 30;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..ROUNDS {
+                enroller.enroll(&rack).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for i in 0..ROUNDS {
+                let id = format!("w{i}");
+                engine
+                    .create_workflows(&[workflow(&id, "a")], &mut |wf, tx| {
+                        tx.set_netboot(&wf.hardware, true)
+                    })
+                    .unwrap();
+                engine
+                    .with_workflow(WorkflowKey::Id(&id), |wf, tx| {
+                        wf.state = WorkflowState::Failed;
+                        tx.set_netboot("a", false)?;
+                        tx.set_netboot("b", i % 2 == 1)
+                    })
+                    .unwrap();
+            }
+        });
+    });
+    assert_eq!(b.store.workflows(false).unwrap().len(), ROUNDS);
+    assert!(b.store.workflows(true).unwrap().is_empty());
+}

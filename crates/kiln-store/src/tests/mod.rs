@@ -77,4 +77,5 @@ store_tests!(
     concurrent_creations_for_one_machine_admit_one,
     clusters_and_their_nodes,
     logs_are_stored_in_order,
+    concurrent_enrolments_and_transitions_do_not_deadlock,
 );
