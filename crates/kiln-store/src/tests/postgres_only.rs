@@ -143,3 +143,30 @@ fn acknowledged_changes_survive_sigkill_of_the_writer() {
         );
     }
 }
+
+/// Servers starting at once on a new database migrate it once (the advisory lock), and a
+/// database of a newer schema is refused.
+#[test]
+fn servers_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let location = Location::Postgres { url: url.clone() };
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| crate::open(&location, Durability::Full).map(|_| ())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute("UPDATE schema_version SET version = version + 1")
+        .unwrap();
+    assert!(matches!(
+        crate::open(&location, Durability::Full).err(),
+        Some(crate::StoreError::TooNew { .. })
+    ));
+}
