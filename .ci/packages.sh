@@ -15,6 +15,8 @@ KILN_APT_PACKAGES=(
   procps python3-venv systemd
   # tests/e2e/systemd.sh: kiln.service under a real systemd in a debootstrap container
   systemd-container
+  # the store suite and kiln-server's tests on PostgreSQL (a cluster of their own, initdb in a temp dir)
+  postgresql
 )
 # The QEMU family: installed together from one suite (see above).
 KILN_QEMU_PACKAGES=(qemu-system-x86 qemu-utils seabios ipxe-qemu)
@@ -102,6 +104,9 @@ kiln_install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   kiln_add_backports || echo "kiln: no Debian mirror found in the apt sources; QEMU from the default suite" >&2
   apt-get update -qq
+  # Tests start PostgreSQL clusters of their own (initdb in a temp dir): no system cluster.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/kiln-no-main.conf
   apt-get install -y -qq --no-install-recommends "${KILN_APT_PACKAGES[@]}" >/dev/null
   local suite
   suite=$(kiln_qemu_suite)

@@ -61,6 +61,10 @@ pub struct ServeOptions {
     /// The admin API's listener (management network; loopback by default).
     pub api_listen: SocketAddr,
     pub limits: Limits,
+    /// Where the state lives when not in SQLite in the data directory (`None`): a PostgreSQL
+    /// database shared with other servers (`--store postgres://…`). Its `Debug` hides the
+    /// password.
+    pub store: Option<kiln_store::Location>,
 }
 
 impl ServeOptions {
@@ -83,12 +87,15 @@ impl ServeOptions {
             router_advert: true,
             api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9443)),
             limits: Limits::default(),
+            store: None,
         }
     }
 
     /// Where the server keeps its state.
     pub fn store_location(&self) -> kiln_store::Location {
-        kiln_store::Location::sqlite(&self.data_dir)
+        self.store
+            .clone()
+            .unwrap_or_else(|| kiln_store::Location::sqlite(&self.data_dir))
     }
 
     pub fn server_url(&self) -> String {

@@ -70,27 +70,47 @@ pub async fn serve(
     Ok(())
 }
 
+/// Runs `f` (store calls: opening, the first reads) on the blocking pool.
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Store(kiln_store::StoreError::Interrupted(e.to_string())))?
+}
+
 /// Starts every service and returns once they listen.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     opts.check_safety()?;
     let metrics = metrics()?;
     let data_dir = opts.data_dir.clone();
     let location = opts.store_location();
-    // This connection writes events (and reads): see `Durability::Relaxed`.
-    let store = kiln_store::open(&location, Durability::Relaxed)
-        .with_start(|| format!("opening the store ({location:?})"))?;
-    let inventory = SharedInventory::new(Inventory::new(store.hardware()?));
+    // Every store call of the start runs on the blocking pool: the PostgreSQL client blocks on
+    // a runtime of its own, which panics on a tokio worker thread.
+    let server_url = opts.server_url();
+    let (store, engine_store, machines) = on_blocking_pool({
+        let (location, server_url) = (location.clone(), server_url.clone());
+        move || {
+            // This connection writes events (and reads): see `Durability::Relaxed`.
+            let store = kiln_store::open(&location, Durability::Relaxed)
+                .with_start(|| format!("opening the store ({location:?})"))?;
+            // The engine writes through its own connection: `data_version` only moves for
+            // other connections' commits (SQLite), and the refresher must see the engine
+            // turn netboot off.
+            let engine_store = kiln_store::open(&location, Durability::Full)
+                .start("opening the engine's store connection")?;
+            store.set_setting("server_url", &server_url)?;
+            let machines = store.hardware()?;
+            Ok((store, engine_store, machines))
+        }
+    })
+    .await?;
+    tracing::info!(store = %store.describe(), "store open");
+    let inventory = SharedInventory::new(Inventory::new(machines));
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (stop, shutdown) = watch::channel(false);
-    let server_url = opts.server_url();
     let mut tasks = Vec::new();
-
-    // The engine writes through its own connection: `PRAGMA data_version` only moves for
-    // other connections' commits, and the refresher must see the engine turn netboot off.
-    let engine_store = kiln_store::open(&location, Durability::Full)
-        .start("opening the engine's store connection")?;
     let engine = kiln_engine::Engine::new(engine_store.clone());
-    store.set_setting("server_url", &server_url)?;
     let core = crate::boot_services::Core {
         engine: engine.clone(),
         store: engine_store.clone(),

@@ -1,16 +1,25 @@
 //! Kiln's durable state behind one trait, [`Store`]: every acknowledged change is committed
 //! before the call returns, so it survives `kill -9`. The embedded backend is SQLite in the
-//! data directory ([`SqliteStore`]); async code holds a [`StoreHandle`].
+//! data directory ([`SqliteStore`]); the shared one is PostgreSQL ([`PgStore`]), for several
+//! servers on one state. Async code holds a [`StoreHandle`].
 
 mod handle;
+mod postgres;
 mod records;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 mod traits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use handle::StoreHandle;
+pub use postgres::PgStore;
+/// A store URL with any password replaced by `***`, for output.
+pub use postgres::redacted as redacted_url;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
     ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,
@@ -36,6 +45,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (its message never holds the connection's password).
+    #[error("database: {}", postgres::message(.0))]
+    Postgres(#[from] ::postgres::Error),
     /// A stored record could not be read back.
     #[error("database holds an unreadable record for {what}: {why}")]
     Corrupt { what: String, why: String },
@@ -65,11 +77,13 @@ pub enum StoreError {
 }
 
 /// Where the state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Location {
     /// `kiln.db` in the data directory (the default: one server).
     Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database (`postgres://user@host/db`): several servers may share it.
+    Postgres { url: String },
 }
 
 impl Location {
@@ -77,6 +91,38 @@ impl Location {
         Location::Sqlite {
             data_dir: data_dir.into(),
         }
+    }
+
+    /// The store a `--store` value names: a `postgres://` or `postgresql://` URL, or
+    /// `sqlite` (the data directory's `kiln.db`, the default).
+    pub fn parse(value: &str, data_dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(Location::Postgres {
+                url: value.to_string(),
+            })
+        } else if value == "sqlite" {
+            Ok(Location::sqlite(data_dir))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "store {}: expected `sqlite` or a postgres://user@host/db URL",
+                postgres::redacted(value)
+            )))
+        }
+    }
+
+    /// Where the state lives, for logs: never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite { data_dir } => format!("sqlite:{}", data_dir.join(DB_FILE).display()),
+            Location::Postgres { url } => postgres::redacted(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    /// Without the password a PostgreSQL URL may hold.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
 }
 
@@ -100,10 +146,41 @@ pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store
             }
             Ok(Arc::new(store))
         }
+        Location::Postgres { url } => {
+            let store = PgStore::open(url)?;
+            if durability == Durability::Relaxed {
+                store.relax_durability()?;
+            }
+            Ok(Arc::new(store))
+        }
     }
 }
 
 /// Opens the SQLite store in `data_dir` (created 0700, the database 0600), fully durable.
 pub fn open_sqlite(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
     open(&Location::sqlite(data_dir), Durability::Full)
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_value_names_sqlite_or_a_postgres_url_and_never_shows_a_password() {
+        assert_eq!(
+            Location::parse("sqlite", "/d").unwrap(),
+            Location::sqlite("/d")
+        );
+        let url = "postgresql://kiln:pw-123@db/kiln";
+        let pg = Location::parse(url, "/d").unwrap();
+        assert_eq!(pg, Location::Postgres { url: url.into() });
+        assert_eq!(format!("{pg:?}"), "postgresql://kiln:***@db/kiln");
+        let err = Location::parse("mysql://kiln:pw-123@db/kiln", "/d").unwrap_err();
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+        // A URL that does not parse: the error does not echo the password either.
+        let err = PgStore::open("postgres://kiln:pw-123@db:notaport/kiln")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("pw-123"), "{err}");
+    }
 }

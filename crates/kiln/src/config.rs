@@ -195,7 +195,14 @@ fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) ->
         let line = if matches!(arg.get_action(), ArgAction::SetTrue) {
             format!("{id} = {}", serve.get_flag(id))
         } else if let Some(v) = raw.last() {
-            format!("{id} = {}", toml_string(&v.to_string_lossy()))
+            let v = v.to_string_lossy();
+            // A store URL may hold a password: never printed.
+            let v = if id == "store" {
+                kiln_store::redacted_url(&v)
+            } else {
+                v.into_owned()
+            };
+            format!("{id} = {}", toml_string(&v))
         } else {
             format!("# {id} =")
         };
@@ -399,6 +406,19 @@ mod tests {
             "{args:?}"
         );
         assert!(args.contains(&"--http-port=8080".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn a_store_password_is_never_printed() {
+        let text = "address = \"10.0.0.1\"\nstore = \"postgres://kiln:s3cret-pw@db:5432/kiln\"\n";
+        let m = serve_with(&["kiln", "serve"], text);
+        let from_file = ["address", "store"].map(String::from).into();
+        let out = describe(&Cli::command(), m.subcommand().unwrap().1, &from_file);
+        assert!(
+            out.contains("store = \"postgres://kiln:***@db:5432/kiln\""),
+            "{out}"
+        );
+        assert!(!out.contains("s3cret-pw"), "{out}");
     }
 
     #[test]

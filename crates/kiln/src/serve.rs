@@ -40,6 +40,12 @@ pub struct Args {
     /// Log format on stderr (RUST_LOG picks the level, default info).
     #[arg(long, env = "KILN_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Where the state lives: `sqlite` (kiln.db in the data directory, the default) or a
+    /// PostgreSQL database shared by several servers, postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (a socket directory as `?host=/run/postgresql`). The password is never logged.
+    // Checked in `options`, not by clap: clap would echo a bad value, password and all.
+    #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL")]
+    store: Option<String>,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -139,8 +145,16 @@ impl HttpLimitArgs {
 }
 
 impl Args {
-    fn options(&self, data_dir: &Path) -> ServeOptions {
-        ServeOptions {
+    fn options(&self, data_dir: &Path) -> anyhow::Result<ServeOptions> {
+        // SQLite in the data directory is what `None` means.
+        let store = match &self.store {
+            Some(v) => match kiln_store::Location::parse(v, data_dir)? {
+                pg @ kiln_store::Location::Postgres { .. } => Some(pg),
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(ServeOptions {
             data_dir: data_dir.to_path_buf(),
             address: self.address,
             interface: self.interface.clone(),
@@ -160,16 +174,17 @@ impl Args {
             lease_secs: self.lease_secs,
             router_advert: !self.no_router_advert,
             api_listen: self.api_listen,
+            store,
             limits: Limits {
                 http: self.http_limits.limits(),
                 tftp_max_per_source: self.tftp_max_per_source,
             },
-        }
+        })
     }
 }
 
 pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let opts = args.options(data_dir);
+    let opts = args.options(data_dir)?;
     opts.check_safety()?;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

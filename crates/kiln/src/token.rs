@@ -57,8 +57,13 @@ fn now_ms() -> u64 {
 }
 
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = kiln_store::open_sqlite(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    // The server's store: KILN_STORE (as `kiln serve` reads it) or kiln.db in the data dir.
+    let location = match std::env::var("KILN_STORE") {
+        Ok(v) => kiln_store::Location::parse(&v, data_dir)?,
+        Err(_) => kiln_store::Location::sqlite(data_dir),
+    };
+    let store = kiln_store::open(&location, kiln_store::Durability::Full)
+        .with_context(|| format!("opening the store ({location:?})"))?;
     match cmd {
         Command::Create {
             name,

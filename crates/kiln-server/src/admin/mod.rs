@@ -146,9 +146,17 @@ impl AdminApi {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<AdminApi, ServerError> {
         let data_dir = &opts.data_dir;
-        let store = kiln_store::open(&opts.store_location(), Durability::Full)
-            .start("opening the admin API's store connection")?;
-        auth::ensure_first_token(&*store, data_dir, now_ms())?;
+        // On the blocking pool, like every store call (see `run::on_blocking_pool`).
+        let store = crate::run::on_blocking_pool({
+            let (location, data_dir) = (opts.store_location(), data_dir.clone());
+            move || {
+                let store = kiln_store::open(&location, Durability::Full)
+                    .start("opening the admin API's store connection")?;
+                auth::ensure_first_token(&*store, &data_dir, now_ms())?;
+                Ok(store)
+            }
+        })
+        .await?;
         let listener = tokio::net::TcpListener::bind(opts.api_listen)
             .await
             .with_start(|| format!("binding the admin API to {}", opts.api_listen))?;

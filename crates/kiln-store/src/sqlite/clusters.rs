@@ -85,7 +85,7 @@ impl crate::ClusterStore for SqliteStore {
     /// Forgets a cluster: its machines are free again.
     fn delete_cluster(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         tx.execute("DELETE FROM cluster_nodes WHERE cluster = ?1", [name])?;
         tx.execute("DELETE FROM clusters WHERE name = ?1", [name])?;
         tx.commit()?;

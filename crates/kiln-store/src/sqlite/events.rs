@@ -13,7 +13,7 @@ impl crate::EventStore for SqliteStore {
             return Ok(());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (at_ms, machine, record, wire) VALUES (?1, ?2, ?3, ?4)",
@@ -72,69 +72,5 @@ impl crate::EventStore for SqliteStore {
         Ok(self
             .conn()
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::sqlite::testutil::temp_store;
-    use crate::traits::*;
-    use kiln_model::{Event, EventKind};
-
-    #[test]
-    fn a_flood_of_fetches_cannot_push_out_workflow_and_bmc_events() {
-        let (_d, store) = temp_store();
-        store
-            .append_events(&[
-                Event::now(EventKind::WorkflowCreated, "w1").with_machine("a"),
-                Event::now(EventKind::BmcDone, "power on into netboot").with_machine("a"),
-            ])
-            .unwrap();
-        let flood: Vec<Event> = (0..super::MAX_EVENTS_PER_MACHINE + 100)
-            .map(|i| Event::now(EventKind::HttpScript, format!("#{i}")).with_machine("a"))
-            .collect();
-        store.append_events(&flood).unwrap();
-        let kinds: Vec<EventKind> = store
-            .events(Some("a"), 0, 100_000)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
-        assert!(kinds.contains(&EventKind::WorkflowCreated), "kept");
-        assert!(kinds.contains(&EventKind::BmcDone), "kept");
-        let fetches = kinds
-            .iter()
-            .filter(|k| **k == EventKind::HttpScript)
-            .count();
-        assert_eq!(
-            fetches as i64,
-            super::MAX_EVENTS_PER_MACHINE,
-            "still bounded"
-        );
-    }
-
-    #[test]
-    fn history_is_bounded_per_machine_and_filterable() {
-        let (_d, store) = temp_store();
-        let n = super::MAX_EVENTS_PER_MACHINE as usize + 50;
-        let batch: Vec<Event> = (0..n)
-            .map(|i| Event::now(EventKind::DhcpOffer, format!("#{i}")).with_machine("a"))
-            .collect();
-        store.append_events(&batch).unwrap();
-        store
-            .append_events(&[Event::now(EventKind::TftpSent, "x").with_machine("b")])
-            .unwrap();
-        let a = store.events(Some("a"), 0, 10_000).unwrap();
-        assert_eq!(a.len(), super::MAX_EVENTS_PER_MACHINE as usize);
-        assert_eq!(
-            a.last().unwrap().event.detail,
-            format!("#{}", n - 1),
-            "the newest are kept"
-        );
-        let b = store.events(Some("b"), 0, 10).unwrap();
-        assert_eq!(b.len(), 1);
-        let after = store.events(None, b[0].id, 10).unwrap();
-        assert!(after.is_empty());
-        assert_eq!(store.last_event_id().unwrap(), b[0].id);
     }
 }

@@ -145,7 +145,7 @@ impl crate::HardwareStore for SqliteStore {
     /// Any clash with another machine aborts the whole enrolment.
     fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let mut summary = EnrollSummary::default();
         let mut conflicts = Vec::new();
         let (plan, replaced) = match_enrolled(&tx, machines, &mut conflicts)?;
@@ -214,7 +214,7 @@ impl crate::HardwareStore for SqliteStore {
         change: &mut dyn FnMut(&mut Hardware) -> Result<(), String>,
     ) -> Result<Hardware, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let row = tx
             .query_row(&format!("{SELECT} WHERE hostname = ?1"), [hostname], |r| {
                 Ok((
@@ -260,7 +260,7 @@ impl crate::HardwareStore for SqliteStore {
     /// workflow or is a node of a cluster; its events and finished workflows stay as history.
     fn delete_hardware(&self, hostname: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let busy: Option<String> = tx
             .query_row(
                 "SELECT id FROM workflows WHERE hardware = ?1
@@ -328,121 +328,9 @@ impl SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! SQLite's own promises; the behaviour every backend shares is tested in `crate::tests`.
     use crate::sqlite::testutil::temp_store;
     use crate::traits::*;
-    use kiln_model::csv::parse_hardware_csv;
-
-    const HEADER: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n";
-
-    fn machines(rows: &str) -> Vec<Hardware> {
-        parse_hardware_csv("t.csv", &format!("{HEADER}{rows}")).unwrap()
-    }
-
-    #[test]
-    fn enroll_is_idempotent_and_keeps_netboot() {
-        let (_d, store) = temp_store();
-        let hw = machines(
-            "n1,10.1.0.1,admin,pw,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,10.0.0.1,,type=cp,/dev/sda\n",
-        );
-        let s = store.enroll(&hw).unwrap();
-        assert_eq!(s.added, vec!["n1"]);
-        store.set_netboot("n1", true).unwrap();
-        let s = store.enroll(&hw).unwrap();
-        assert_eq!(s.unchanged, vec!["n1"]);
-        let got = store.hardware_by_name("n1").unwrap().unwrap();
-        assert!(got.netboot);
-        assert_eq!(got.bmc.unwrap().password.expose(), "pw");
-    }
-
-    #[test]
-    fn update_by_mac_renames_and_by_hostname_changes_mac() {
-        let (_d, store) = temp_store();
-        store
-            .enroll(&machines(
-                "n1,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        let s = store
-            .enroll(&machines(
-                "n1b,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        assert_eq!(s.updated, vec!["n1b"]);
-        let all = store.hardware().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].ip.to_string(), "10.0.0.12");
-    }
-
-    #[test]
-    fn ip_swap_in_one_file_is_allowed() {
-        let (_d, store) = temp_store();
-        store
-            .enroll(&machines(
-                "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        store
-            .enroll(&machines(
-                "a,,,,aa:00:00:00:00:01,10.0.0.12,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        assert_eq!(
-            store.hardware_by_name("a").unwrap().unwrap().ip.to_string(),
-            "10.0.0.12"
-        );
-    }
-
-    #[test]
-    fn conflicts_abort_everything() {
-        let (_d, store) = temp_store();
-        store
-            .enroll(&machines(
-                "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        let err = store
-            .enroll(&machines(
-                "c,,,,aa:00:00:00:00:03,10.0.0.13,255.255.255.0,,,,/dev/sda\nb,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap_err();
-        match err {
-            StoreError::Conflicts(c) => {
-                assert_eq!(c.len(), 1);
-                assert_eq!((c[0].index, c[0].field), (1, "ip_address"));
-            }
-            other => panic!("{other}"),
-        }
-        assert_eq!(
-            store.hardware().unwrap().len(),
-            1,
-            "c must not have been stored"
-        );
-        // A hostname and a MAC that belong to two different machines.
-        store
-            .enroll(&machines(
-                "b,,,,aa:00:00:00:00:02,10.0.0.12,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap();
-        let err = store
-            .enroll(&machines(
-                "a,,,,aa:00:00:00:00:02,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-            ))
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflicts(ref c) if c[0].field == "mac"),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn netboot_on_unknown_machine() {
-        let (_d, store) = temp_store();
-        assert!(matches!(
-            store.set_netboot("nope", true),
-            Err(StoreError::NotFound(_))
-        ));
-    }
 
     #[test]
     fn database_is_private() {
@@ -487,18 +375,5 @@ mod tests {
             !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
             "deleted value still in the database file"
         );
-    }
-
-    #[test]
-    fn other_connections_commits_change_data_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let server = crate::SqliteStore::open(dir.path()).unwrap();
-        let cli = crate::SqliteStore::open(dir.path()).unwrap();
-        let v0 = server.data_version().unwrap();
-        cli.enroll(&machines(
-            "a,,,,aa:00:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/sda\n",
-        ))
-        .unwrap();
-        assert_ne!(server.data_version().unwrap(), v0);
     }
 }

@@ -34,7 +34,7 @@ impl crate::ImageStore for SqliteStore {
     /// the same file: [`Store::images`] tells).
     fn delete_image(&self, name: &str) -> Result<Option<ImageRecord>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = super::write_tx(&mut conn)?;
         let img = tx
             .query_row(
                 &format!("SELECT {COLUMNS} FROM images WHERE name = ?1"),
@@ -76,36 +76,5 @@ impl SqliteStore {
                 img.source_format
             ],
         )?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::traits::*;
-
-    fn record(name: &str, file: &str) -> ImageRecord {
-        ImageRecord {
-            name: name.into(),
-            file: file.into(),
-            raw_size: 10,
-            sha256: "ab".repeat(32),
-            created_ms: 1,
-            source_format: "raw.gz".into(),
-        }
-    }
-
-    #[test]
-    fn add_keeps_an_existing_image_and_put_replaces_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::SqliteStore::open(dir.path()).unwrap();
-        let first = record("os-v1.30", "os-v1.30-abababababababab.raw.zst");
-        assert!(store.add_image(&first).unwrap());
-        let second = record("os-v1.30", "os-v1.30-cdcdcdcdcdcdcdcd.raw.zst");
-        assert!(!store.add_image(&second).unwrap());
-        assert_eq!(store.image("os-v1.30").unwrap(), Some(first));
-        store.put_image(&second).unwrap();
-        assert_eq!(store.images().unwrap(), vec![second]);
-        assert_eq!(store.image("other").unwrap(), None);
     }
 }

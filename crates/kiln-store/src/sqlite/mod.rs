@@ -91,6 +91,13 @@ impl SqliteStore {
     }
 }
 
+/// A transaction that takes the write lock at BEGIN: one that reads first and writes later
+/// (deferred) fails at once with "database is locked" when another connection wrote meanwhile,
+/// instead of waiting out the busy timeout.
+fn write_tx(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, rusqlite::Error> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 impl crate::SettingStore for SqliteStore {
     /// A small named setting (the server's URL, say) shared with the CLI.
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {

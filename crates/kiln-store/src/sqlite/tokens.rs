@@ -56,28 +56,3 @@ impl crate::TokenStore for SqliteStore {
         )?)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::traits::*;
-
-    #[test]
-    fn a_revoked_token_is_listed_but_no_longer_found() {
-        let (_dir, store) = crate::sqlite::testutil::temp_store();
-        let t = ApiTokenRecord {
-            id: "t1".into(),
-            name: "ci".into(),
-            scope: "read-only".into(),
-            created_ms: 5,
-            revoked_ms: None,
-        };
-        store.insert_api_token(&t, "h1").unwrap();
-        assert_eq!(store.api_token_by_hash("h1").unwrap(), Some(t.clone()));
-        assert_eq!(store.api_token_by_hash("h2").unwrap(), None);
-        assert_eq!(store.revoke_api_token("ci", 9).unwrap(), 1);
-        assert_eq!(store.api_token_by_hash("h1").unwrap(), None);
-        assert_eq!(store.api_tokens().unwrap()[0].revoked_ms, Some(9));
-        assert_eq!(store.revoke_api_token("ci", 10).unwrap(), 0);
-    }
-}

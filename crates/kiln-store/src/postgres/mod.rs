@@ -1,0 +1,264 @@
+//! The shared backend: PostgreSQL, for several servers on one state. Same semantics as the
+//! SQLite backend; the database does the locking (`SELECT … FOR UPDATE` on a workflow row, a
+//! partial unique index for "one unfinished workflow per machine").
+//!
+//! The client is the synchronous `postgres` crate: it drives its own runtime and panics on a
+//! tokio worker thread, so every call must come from the blocking pool ([`crate::StoreHandle`]).
+//! TLS is not wired yet (`NoTls`): use a unix socket or a trusted network until it is.
+
+mod hardware;
+mod other;
+mod schema;
+mod workflows;
+
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use postgres::config::Host;
+use postgres::{Client, Config, NoTls};
+
+use crate::StoreError;
+
+/// Kiln's state in a PostgreSQL database. One connection, serialized by a mutex (callers use
+/// the blocking pool); reopened once per call when PostgreSQL closed it (a restart).
+pub struct PgStore {
+    client: Mutex<Option<Client>>,
+    config: Config,
+    /// What `describe` shows: the URL without its password.
+    shown: String,
+    /// Commits may be acknowledged before they reach disk (`synchronous_commit = off`).
+    relaxed: AtomicBool,
+    /// Set while a COMMIT is on its way: a connection lost then leaves the outcome unknown,
+    /// so the call is not repeated (it could apply twice).
+    committing: AtomicBool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host/db`, or the key=value form) and migrates the
+    /// schema. Errors never show the password.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let config = Config::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("store URL {}: {e}", redacted(url))))?;
+        let shown = describe(&config);
+        let store = PgStore {
+            client: Mutex::new(None),
+            config,
+            shown,
+            relaxed: AtomicBool::new(false),
+            committing: AtomicBool::new(false),
+        };
+        store.with(schema::migrate)?;
+        Ok(store)
+    }
+
+    /// For a connection that only writes events (and reads): commits are acknowledged before
+    /// PostgreSQL flushes them, so the last ones may be lost to a crash of PostgreSQL itself.
+    pub fn relax_durability(&self) -> Result<(), StoreError> {
+        self.relaxed.store(true, Ordering::SeqCst);
+        self.with(|c| Ok(c.batch_execute("SET synchronous_commit = off")?))
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        let mut client = self.config.connect(NoTls)?;
+        if self.relaxed.load(Ordering::SeqCst) {
+            client.batch_execute("SET synchronous_commit = off")?;
+        }
+        Ok(client)
+    }
+
+    /// Runs `f` on the connection, (re)connecting first if needed. When the connection turns
+    /// out to be closed (PostgreSQL restarted) before `f` could commit, `f` runs once more on a
+    /// new one: it had changed nothing, its transaction died with the connection.
+    fn with<R>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retried = false;
+        loop {
+            if guard.as_ref().is_none_or(Client::is_closed) {
+                *guard = Some(self.connect()?);
+            }
+            let client = guard.as_mut().expect("connected above");
+            self.committing.store(false, Ordering::SeqCst);
+            match f(client) {
+                Err(StoreError::Postgres(e))
+                    if !retried
+                        && (e.is_closed() || client.is_closed())
+                        && !self.committing.load(Ordering::SeqCst) =>
+                {
+                    retried = true;
+                    *guard = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` in a transaction and commits it (see [`PgStore::with`]): even a one-statement
+    /// write goes through BEGIN, so a connection found dead is found so before anything is sent.
+    fn write<R>(
+        &self,
+        mut f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let out = f(&mut tx)?;
+            self.commit(tx)?;
+            Ok(out)
+        })
+    }
+
+    /// Commits `tx`, marking the commit in flight for [`PgStore::with`].
+    fn commit(&self, tx: postgres::Transaction<'_>) -> Result<(), StoreError> {
+        self.committing.store(true, Ordering::SeqCst);
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Drop for PgStore {
+    /// The client closes its connection by blocking on its own runtime, which panics on a tokio
+    /// worker thread (where the last handle on a store may well be dropped): close it on a
+    /// thread of its own.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(client) = client {
+            let _ = std::thread::Builder::new()
+                .name("kiln-pg-close".into())
+                .spawn(move || drop(client));
+        }
+    }
+}
+
+/// What went wrong, with PostgreSQL's own message (`db error` alone says nothing); a
+/// connection's errors never hold its password.
+pub(crate) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => {
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                out.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            out
+        }
+    }
+}
+
+/// `postgres://user@host:port/db` from a parsed config: never the password.
+fn describe(config: &Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let db = config.get_dbname().unwrap_or("");
+    let port = config.get_ports().first().copied();
+    match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => match port {
+            Some(p) => format!("postgres://{user}@{h}:{p}/{db}"),
+            None => format!("postgres://{user}@{h}/{db}"),
+        },
+        Some(Host::Unix(dir)) => {
+            let port = port.map(|p| format!("&port={p}")).unwrap_or_default();
+            format!("postgres://{user}@/{db}?host={}{port}", dir.display())
+        }
+        None => format!("postgres://{user}@/{db}"),
+    }
+}
+
+/// `url` with any password replaced by `***` (for an error about a URL that did not parse).
+pub fn redacted(url: &str) -> String {
+    let mut out = url.to_string();
+    // URL form: scheme://user:password@host…
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..]
+            .find(['/', '?'])
+            .map(|i| rest + i)
+            .unwrap_or(out.len());
+        if let Some(at) = out[rest..authority_end].rfind('@').map(|i| rest + i)
+            && let Some(colon) = out[rest..at].find(':').map(|i| rest + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
+    }
+    // `password=…` as a query parameter or a key=value pair.
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=").map(|i| from + i) {
+        let start = i + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map(|j| start + j)
+            .unwrap_or(out.len());
+        out.replace_range(start..end, "***");
+        from = start + 3;
+    }
+    out
+}
+
+impl crate::SettingStore for PgStore {
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = $2",
+                &[&key, &value],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            Ok(
+                c.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])?
+                    .map(|r| r.get(0)),
+            )
+        })
+    }
+
+    /// A counter that triggers bump in every transaction touching hardware or workflows
+    /// (visible when that transaction commits), so a server notices others' changes.
+    fn data_version(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.query_one("SELECT version FROM data_version", &[])?.get(0)))
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_every_url_form() {
+        assert_eq!(
+            redacted("postgres://kiln:s3cret@db.example:5432/kiln"),
+            "postgres://kiln:***@db.example:5432/kiln"
+        );
+        assert_eq!(
+            redacted("postgresql://kiln@/kiln?host=/run/pg&password=s3cret&port=1"),
+            "postgresql://kiln@/kiln?host=/run/pg&password=***&port=1"
+        );
+        assert_eq!(
+            redacted("host=/run/pg user=kiln password=s3cret dbname=kiln"),
+            "host=/run/pg user=kiln password=*** dbname=kiln"
+        );
+        assert_eq!(redacted("postgres://kiln@h/db"), "postgres://kiln@h/db");
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let c = Config::from_str("postgres://kiln:s3cret@db.example:5433/prod").unwrap();
+        assert_eq!(describe(&c), "postgres://kiln@db.example:5433/prod");
+        let c = Config::from_str("postgresql://kiln:s3cret@/prod?host=/run/pg").unwrap();
+        assert_eq!(describe(&c), "postgres://kiln@/prod?host=/run/pg");
+    }
+}
