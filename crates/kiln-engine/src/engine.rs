@@ -92,6 +92,15 @@ fn apply(wf: &Workflow, fx: &Effects, tx: &dyn WorkflowTx, now: u64) -> Result<(
     Ok(())
 }
 
+/// What a report changed that the boot services must know before the agent acts on the
+/// answer: a machine about to reboot into its disk must not be offered the netboot again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub machine: String,
+    /// The machine's netboot flag, when the report turned it on or off.
+    pub netboot: Option<bool>,
+}
+
 /// A BMC step claimed for running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -322,7 +331,7 @@ impl Engine {
         })
     }
 
-    pub fn report(&self, call: AgentCall<'_>, report: &Report) -> Result<(), EngineError> {
+    pub fn report(&self, call: AgentCall<'_>, report: &Report) -> Result<Reported, EngineError> {
         let now = now_ms();
         self.with_agent(call, |wf, tx| {
             if let ReportKind::Log { lines } = &report.kind {
@@ -330,7 +339,12 @@ impl Engine {
                 wf.log_lines_dropped += dropped as u64;
             }
             match machine::report(wf, report, now) {
-                Ok(fx) => apply(wf, &fx, tx, now).map(|_| Ok(())),
+                Ok(fx) => apply(wf, &fx, tx, now).map(|_| {
+                    Ok(Reported {
+                        machine: wf.hardware.clone(),
+                        netboot: fx.netboot,
+                    })
+                }),
                 // Still commit the log lines of a stale attempt.
                 Err(e) => Ok(Err(e.into())),
             }
@@ -565,7 +579,11 @@ mod tests {
         let log = ReportKind::Log {
             lines: vec!["hello".into()],
         };
-        report(index, attempt, log);
+        assert_eq!(
+            report(index, attempt, log).netboot,
+            None,
+            "a log line leaves netboot"
+        );
         let written = ReportKind::Succeeded {
             message: "written".into(),
         };
@@ -577,7 +595,15 @@ mod tests {
         let rebooted = ReportKind::Succeeded {
             message: String::new(),
         };
-        report(index, attempt, rebooted);
+        let reported = report(index, attempt, rebooted);
+        assert_eq!(
+            reported,
+            Reported {
+                machine: "n1".into(),
+                netboot: Some(false),
+            },
+            "the boot services are told before the agent reboots"
+        );
         assert!(!netboot(&reopen()), "netboot off after reboot");
         reopen()
             .phone_home(&wf.id, "10.0.0.11", "hostname=n1")

@@ -7,5 +7,5 @@ pub mod machine;
 pub mod power;
 pub mod power_run;
 
-pub use engine::{ClaimedJob, Engine, EngineError, now_ms};
+pub use engine::{ClaimedJob, Engine, EngineError, Reported, now_ms};
 pub use machine::{Effects, ReportError, backoff_ms, new_workflow};

@@ -82,6 +82,7 @@ async fn http(
     let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
         engine: core.engine.clone(),
         store: core.store.clone(),
+        inventory: core.inventory.clone(),
         server_url,
         check_peer_ip: opts.dhcp_mode == kiln_dhcp::Mode::Reservation,
         phone_home_key: crate::server_key::load_or_create(&opts.data_dir)?,

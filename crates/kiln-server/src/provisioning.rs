@@ -16,6 +16,8 @@ pub struct EngineProvisioning {
     pub engine: Engine,
     /// The engine's store connection: machines, workflows and clusters to render seeds from.
     pub store: Arc<dyn Store>,
+    /// What the boot services answer from; kept in step with the netboot changes reports make.
+    pub inventory: kiln_model::SharedInventory,
     pub server_url: String,
     /// In reservation mode a machine always has its reserved address, so its credential is
     /// only claimed, and phone-home only taken, from that address.
@@ -187,9 +189,16 @@ impl Provisioning for EngineProvisioning {
     }
 
     fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError> {
-        self.engine
+        let reported = self
+            .engine
             .report(AgentCall { token, peer }, &report)
-            .map_err(api_error)
+            .map_err(api_error)?;
+        // Before the agent hears the answer (and reboots): the boot services answer from the
+        // in-memory inventory, which the refresher only rebuilds on its next tick.
+        if let Some(on) = reported.netboot {
+            self.inventory.set_netboot(&reported.machine, on);
+        }
+        Ok(())
     }
 
     fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError> {
@@ -301,6 +310,7 @@ mod tests {
             .create(&t, &hw, "http://10.0.0.1:8080", false)
             .unwrap();
         hw[0].netboot = true;
+        let inventory = SharedInventory::new(Inventory::new(hw));
         let key = PhoneHomeKey::generate();
         let events = Arc::new(Recorder::default());
         let app = kiln_http::router(
@@ -313,12 +323,13 @@ mod tests {
                 initrd: "initrd.img".into(),
                 kernel_args: String::new(),
             },
-            SharedInventory::new(Inventory::new(hw)),
+            inventory.clone(),
             events.clone(),
             Arc::new(String::new),
             Arc::new(EngineProvisioning {
                 engine: engine.clone(),
                 store: store.clone(),
+                inventory,
                 server_url: "http://10.0.0.1:8080".into(),
                 check_peer_ip: true,
                 phone_home_key: key.clone(),
