@@ -381,6 +381,36 @@ impl fmt::Display for EventData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use EventData as D;
         match self {
+            D::Dhcp { .. } => self.fmt_dhcp(f),
+            D::Tftp { .. } => self.fmt_tftp(f),
+            D::HttpScript { .. }
+            | D::HttpFile { .. }
+            | D::HttpRefused { .. }
+            | D::HttpOverCap { .. } => self.fmt_http(f),
+            D::WorkflowCreated { .. }
+            | D::WorkflowEntered { .. }
+            | D::WorkflowCancelled { .. }
+            | D::Action { .. } => self.fmt_workflow(f),
+            D::BmcBootDevice { .. }
+            | D::BmcPower { .. }
+            | D::BmcDone { .. }
+            | D::BmcRetrying { .. }
+            | D::BmcFailed { .. }
+            | D::BmcSkipped { .. } => self.fmt_bmc(f),
+            D::AgentClaimed { .. }
+            | D::AgentRearmed { .. }
+            | D::AgentSeed { .. }
+            | D::ApiRefused { .. } => self.fmt_agent(f),
+        }
+    }
+}
+
+// Each family's wording; `fmt` sends each variant to its family.
+impl EventData {
+    /// DHCP: offers, acks and the rest, with what was booted.
+    fn fmt_dhcp(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::Dhcp {
                 message,
                 proxy,
@@ -416,6 +446,14 @@ impl fmt::Display for EventData {
                     }
                 }
             }
+            other => unreachable!("{:?} is not in this family", other.kind()),
+        }
+    }
+
+    /// TFTP transfers.
+    fn fmt_tftp(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::Tftp {
                 outcome,
                 file,
@@ -447,6 +485,14 @@ impl fmt::Display for EventData {
                     Ok(())
                 }
             },
+            other => unreachable!("{:?} is not in this family", other.kind()),
+        }
+    }
+
+    /// HTTP: iPXE scripts, files, refusals.
+    fn fmt_http(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::HttpScript {
                 script,
                 kernel,
@@ -492,6 +538,14 @@ impl fmt::Display for EventData {
                 "connection from {peer} closed at once: over the {cap} cap ({limit} open); \
                  {refused} such refusal(s) since the last event"
             ),
+            other => unreachable!("{:?} is not in this family", other.kind()),
+        }
+    }
+
+    /// Workflows and their actions.
+    fn fmt_workflow(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::WorkflowCreated {
                 workflow,
                 template,
@@ -542,6 +596,14 @@ impl fmt::Display for EventData {
                     }
                 }
             }
+            other => unreachable!("{:?} is not in this family", other.kind()),
+        }
+    }
+
+    /// BMC steps and operations.
+    fn fmt_bmc(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::BmcBootDevice {
                 device,
                 persistent,
@@ -591,6 +653,14 @@ impl fmt::Display for EventData {
                 }
             },
             D::BmcSkipped { reason } => f.write_str(reason),
+            other => unreachable!("{:?} is not in this family", other.kind()),
+        }
+    }
+
+    /// The agent's credential and seed, and admin API refusals.
+    fn fmt_agent(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventData as D;
+        match self {
             D::AgentClaimed { peer, again, .. } => {
                 if *again {
                     write!(
@@ -611,6 +681,7 @@ impl fmt::Display for EventData {
                 peer,
                 reason,
             } => write!(f, "{method} {path} from {peer}: {reason}"),
+            other => unreachable!("{:?} is not in this family", other.kind()),
         }
     }
 }

@@ -16,8 +16,9 @@ pub struct EventView {
     pub machine: Option<String>,
     pub mac: Option<String>,
     pub ip: Option<String>,
-    /// Dotted kind, protocol first: `dhcp.offer`, `tftp.sent`, `workflow.cancelled`.
-    pub kind: String,
+    /// Dotted kind, protocol first: `dhcp.offer`, `tftp.sent`, `workflow.cancelled`
+    /// (`unknown` for a kind this client's version does not know).
+    pub kind: crate::EventKind,
     /// One line for people, rendered from `data`.
     pub detail: String,
     /// The typed facts, tagged by `type`; null for events recorded before kiln kept them.

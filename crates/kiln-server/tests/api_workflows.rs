@@ -66,7 +66,10 @@ impl Server {
         loop {
             let all: Vec<EventView> =
                 serde_json::from_value(self.get(&format!("/api/v1/events?{query}"))).unwrap();
-            let found: Vec<EventView> = all.into_iter().filter(|e| e.kind == kind).collect();
+            let found: Vec<EventView> = all
+                .into_iter()
+                .filter(|e| e.kind.as_str() == kind)
+                .collect();
             if found.len() >= n || started.elapsed() > PATIENCE {
                 return found;
             }

@@ -398,49 +398,10 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
         })
         .collect();
     std::fs::create_dir_all(lab.work.join("logs"))?;
-    let artifacts = lab.work.join("artifacts");
-    std::fs::create_dir_all(&artifacts)?;
-    fake_file(&artifacts.join("vmlinuz"), opts.kernel_bytes)?;
-    fake_file(&artifacts.join("initrd.img"), opts.initrd_bytes)?;
     lab.create_network()?;
     let sim_ns = wire_machines(&lab.ns, &machines)?;
+    let (pid, log) = start_server(lab, opts)?;
     let data = lab.data.clone();
-    let data_s = data.to_string_lossy().into_owned();
-    let log = lab.log("kiln-serve.log");
-    let mut serve: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &data_s,
-        "--interface",
-        "br0",
-        "--address",
-        &kiln_lab::SERVER_IP.to_string(),
-        "--http-port",
-        &kiln_lab::HTTP_PORT.to_string(),
-        "--tftp-root",
-        &artifacts.to_string_lossy(),
-        "--artifacts",
-        &artifacts.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    serve.extend(opts.serve_args.iter().cloned());
-    let serve_refs: Vec<&str> = serve.iter().map(String::as_str).collect();
-    let pid = lab.spawn("kiln serve", &opts.kiln, &serve_refs, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !data.join("api.json").exists() {
-        if let Some(why) = lab.exited() {
-            bail!("{why}; see {}", log.display());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "kiln serve's admin API did not come up in 60 s; see {}",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
     // The runtime's threads start in the machines' namespace.
     enter(&sim_ns.0)?;
@@ -456,51 +417,14 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let password = kiln_lab::random_hex(12)?;
-    let rack = runtime.block_on(async {
-        let dhcp = DhcpPort::bind(SIM_IF, 68, 67).context("binding UDP :68 on sim0")?;
-        let rack = Arc::new(Rack {
-            dhcp,
-            samples: Samples::default(),
-            arch: 0,
-            counters: Counters::default(),
-            reboot_delay: opts.reboot_delay,
-            os_boot_delay: opts.os_boot_delay,
-        });
-        for (i, m) in machines.iter().enumerate() {
-            let system = Arc::new(SimSystem::new(
-                &m.hostname,
-                &m.hostname,
-                &m.mac_text(),
-                m.chassis.clone(),
-            ));
-            let bmc = SimBmc::new(vec![system], BMC_USER, &password);
-            let port = REDFISH_BASE_PORT + i as u16;
-            let listener = tokio::net::TcpListener::bind((BMC_IP, port))
-                .await
-                .with_context(|| format!("binding a simulated Redfish BMC on {BMC_IP}:{port}"))?;
-            tokio::spawn(async move { axum::serve(listener, bmc.router()).await });
-        }
-        for m in &machines {
-            tokio::spawn(Arc::clone(m).run(Arc::clone(&rack)));
-        }
-        anyhow::Ok(rack)
-    })?;
+    let rack = runtime.block_on(start_rack(opts, &machines, &password))?;
 
     let csv = lab.work.join("hardware.csv");
     kiln_lab::write_file(&csv, &hardware_csv(&machines, &password), 0o600)?;
     kiln(opts, &lab.ns, &data, &["enroll", &csv.to_string_lossy()])?;
-    kiln(
-        opts,
-        &lab.ns,
-        &data,
-        &[
-            "image",
-            "import",
-            &opts.image.to_string_lossy(),
-            "--name",
-            "test-os",
-        ],
-    )?;
+    let image = opts.image.to_string_lossy();
+    let import = ["image", "import", &image, "--name", "test-os"];
+    kiln(opts, &lab.ns, &data, &import)?;
     let storm = if opts.storm {
         // the server must know the machines first (its inventory follows the store)
         std::thread::sleep(Duration::from_secs(2));
@@ -509,21 +433,129 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
         None
     };
     let t0 = Instant::now();
-    kiln(
-        opts,
-        &lab.ns,
-        &data,
-        &[
-            "workflow",
-            "create",
-            "--template",
-            &opts.template.to_string_lossy(),
-            "--selector",
-            "type=sim",
-        ],
-    )?;
+    let template = opts.template.to_string_lossy();
+    let create = [
+        "workflow",
+        "create",
+        "--template",
+        &template,
+        "--selector",
+        "type=sim",
+    ];
+    kiln(opts, &lab.ns, &data, &create)?;
+    let (ended, power_on) = wait_for_workflows(lab, opts, &machines, t0, &log)?;
+    let (cpu, rss) = proc_usage(pid);
+    let events = lab.work.join("events.json");
+    let all_events = ["events", "--last", "1000000", "-o", "json"];
+    if let Ok(text) = kiln(opts, &lab.ns, &data, &all_events) {
+        let _ = std::fs::write(&events, text);
+    }
+    let mut report = summarize(&machines, &ended, &rack);
+    report.power_on_seconds = power_on;
+    (report.server_cpu_seconds, report.server_max_rss_mib) = (cpu, rss);
+    report.server_pid = pid;
+    report.events_file = opts.keep.then_some(events);
+    report.storm = storm;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // back home before sim_ns deletes the namespace (run() restores it as well, on errors)
+    leave_to_home()?;
+    drop(sim_ns);
+    Ok(report)
+}
+
+/// Starts `kiln serve` in the lab's namespace (fake boot files in its artifacts) and waits for
+/// its admin API; its PID and log.
+fn start_server(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<(u32, PathBuf)> {
+    let artifacts = lab.work.join("artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    fake_file(&artifacts.join("vmlinuz"), opts.kernel_bytes)?;
+    fake_file(&artifacts.join("initrd.img"), opts.initrd_bytes)?;
+    let data = lab.data.clone();
+    let log = lab.log("kiln-serve.log");
+    let (data_s, artifacts_s) = (data.to_string_lossy(), artifacts.to_string_lossy());
+    let (address, http_port) = (
+        kiln_lab::SERVER_IP.to_string(),
+        kiln_lab::HTTP_PORT.to_string(),
+    );
+    let mut serve: Vec<&str> = vec![
+        "serve",
+        "--data-dir",
+        &data_s,
+        "--interface",
+        "br0",
+        "--address",
+        &address,
+        "--http-port",
+        &http_port,
+        "--tftp-root",
+        &artifacts_s,
+        "--artifacts",
+        &artifacts_s,
+    ];
+    serve.extend(opts.serve_args.iter().map(String::as_str));
+    let pid = lab.spawn("kiln serve", &opts.kiln, &serve, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !data.join("api.json").exists() {
+        if let Some(why) = lab.exited() {
+            bail!("{why}; see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "kiln serve's admin API did not come up in 60 s; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok((pid, log))
+}
+
+/// The shared DHCP port, a Redfish BMC per machine (a port each, as a rack has), and every
+/// machine's life started (powered off until its BMC says otherwise).
+async fn start_rack(
+    opts: &Options,
+    machines: &[Arc<SimMachine>],
+    password: &str,
+) -> anyhow::Result<Arc<Rack>> {
+    let dhcp = DhcpPort::bind(SIM_IF, 68, 67).context("binding UDP :68 on sim0")?;
+    let rack = Arc::new(Rack {
+        dhcp,
+        samples: Samples::default(),
+        arch: 0,
+        counters: Counters::default(),
+        reboot_delay: opts.reboot_delay,
+        os_boot_delay: opts.os_boot_delay,
+    });
+    for (i, m) in machines.iter().enumerate() {
+        let system = Arc::new(SimSystem::new(
+            &m.hostname,
+            &m.hostname,
+            &m.mac_text(),
+            m.chassis.clone(),
+        ));
+        let bmc = SimBmc::new(vec![system], BMC_USER, password);
+        let port = REDFISH_BASE_PORT + i as u16;
+        let listener = tokio::net::TcpListener::bind((BMC_IP, port))
+            .await
+            .with_context(|| format!("binding a simulated Redfish BMC on {BMC_IP}:{port}"))?;
+        tokio::spawn(async move { axum::serve(listener, bmc.router()).await });
+    }
+    for m in machines {
+        tokio::spawn(Arc::clone(m).run(Arc::clone(&rack)));
+    }
+    Ok(rack)
+}
+
+/// Polls the workflows until every machine's has ended (or the timeout): the ended ones, and
+/// when the last machine was powered on (seconds after `t0`).
+fn wait_for_workflows(
+    lab: &mut kiln_lab::Lab,
+    opts: &Options,
+    machines: &[Arc<SimMachine>],
+    t0: Instant,
+    log: &std::path::Path,
+) -> anyhow::Result<(Vec<WorkflowView>, Option<f64>)> {
     let mut power_on = None;
-    let mut ended: Vec<WorkflowView>;
     let deadline = t0 + opts.timeout;
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -531,47 +563,36 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
             let last = machines.iter().filter_map(|m| m.powered_on.get()).max();
             power_on = last.map(|l| l.duration_since(t0).as_secs_f64());
         }
-        let text = kiln(
-            opts,
-            &lab.ns,
-            &data,
-            &["workflow", "list", "--all", "-o", "json"],
-        )?;
+        let list = ["workflow", "list", "--all", "-o", "json"];
+        let text = kiln(opts, &lab.ns, &lab.data, &list)?;
         let wfs: Vec<WorkflowView> = serde_json::from_str(&text).context("workflow list")?;
-        ended = wfs.into_iter().filter(|w| w.state.is_terminal()).collect();
-        if ended.len() >= n as usize || Instant::now() > deadline {
-            break;
+        let ended: Vec<WorkflowView> = wfs.into_iter().filter(|w| w.state.is_terminal()).collect();
+        if ended.len() >= machines.len() || Instant::now() > deadline {
+            return Ok((ended, power_on));
         }
         if let Some(why) = lab.exited() {
             bail!("{why}; see {}", log.display());
         }
     }
+}
+
+/// What the run did: results, rates, latencies and the rack's counters (the server's figures
+/// are filled in by the caller).
+fn summarize(machines: &[Arc<SimMachine>], ended: &[WorkflowView], rack: &Rack) -> Report {
+    let succeeded_wf = |w: &&WorkflowView| w.state == kiln_api::agent::WorkflowState::Succeeded;
     // All workflows are made by one `workflow create`: the longest one is the rack's time.
     let provision = ended
         .iter()
-        .filter(|w| w.state == kiln_api::agent::WorkflowState::Succeeded)
+        .filter(succeeded_wf)
         .map(|w| w.duration_seconds)
         .fold(0.0, f64::max);
-    let (cpu, rss) = proc_usage(pid);
-    let events = lab.work.join("events.json");
-    if let Ok(text) = kiln(
-        opts,
-        &lab.ns,
-        &data,
-        &["events", "--last", "1000000", "-o", "json"],
-    ) {
-        let _ = std::fs::write(&events, text);
-    }
-    let succeeded = ended
-        .iter()
-        .filter(|w| w.state == kiln_api::agent::WorkflowState::Succeeded)
-        .count();
+    let succeeded = ended.iter().filter(succeeded_wf).count();
     let mut failed: Vec<String> = ended
         .iter()
-        .filter(|w| w.state != kiln_api::agent::WorkflowState::Succeeded)
+        .filter(|w| !succeeded_wf(w))
         .map(|w| format!("{}: {} ({})", w.machine, w.state, w.message))
         .collect();
-    for m in &machines {
+    for m in machines {
         if !ended.iter().any(|w| w.machine == m.hostname) {
             let s = m.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
             failed.push(format!("{}: not done ({s})", m.hostname));
@@ -579,28 +600,23 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     }
     let c = &rack.counters;
     let load = std::sync::atomic::Ordering::Relaxed;
-    let report = Report {
-        machines: n,
+    Report {
+        machines: machines.len() as u32,
         succeeded,
         failed,
         provision_seconds: provision,
         machines_per_minute: succeeded as f64 * 60.0 / provision.max(1e-9),
-        power_on_seconds: power_on,
+        power_on_seconds: None,
         latency: rack.samples.summary(),
         dhcp_resent: c.dhcp_resent.load(load),
         boot_bytes: c.boot_bytes.load(load),
         image_bytes: c.image_bytes.load(load),
-        server_cpu_seconds: cpu,
-        server_max_rss_mib: rss,
-        server_pid: pid,
-        events_file: opts.keep.then_some(events),
-        storm,
-    };
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    // back home before sim_ns deletes the namespace (run() restores it as well, on errors)
-    leave_to_home()?;
-    drop(sim_ns);
-    Ok(report)
+        server_cpu_seconds: 0.0,
+        server_max_rss_mib: 0.0,
+        server_pid: 0,
+        events_file: None,
+        storm: None,
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! data directory ([`SqliteStore`]); the shared one is PostgreSQL ([`PgStore`]), for several
 //! servers on one state. Async code holds a [`StoreHandle`].
 
+mod enrolment;
 mod handle;
 mod postgres;
 mod records;

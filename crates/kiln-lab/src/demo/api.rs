@@ -14,6 +14,7 @@ use kiln_api::{
     ImportState, MintedKubeconfig, WorkflowView,
 };
 use kiln_client::{Client, ClientError, Endpoint};
+use kiln_model::EventKind;
 use kiln_model::event::Event;
 
 /// Events one read returns at most (the server's page).
@@ -43,7 +44,7 @@ fn event(v: EventView) -> Option<Event> {
         machine: v.machine,
         mac: v.mac.and_then(|m| m.parse().ok()),
         ip: v.ip.and_then(|i| i.parse().ok()),
-        kind: v.kind.parse().ok()?,
+        kind: Some(v.kind).filter(|k| *k != EventKind::Unknown)?,
         detail: v.detail,
         data: v.data,
     })
@@ -213,7 +214,7 @@ mod tests {
             machine: Some("demo-cp1".into()),
             mac: Some("52:54:00:77:00:11".into()),
             ip: Some("10.77.0.11".into()),
-            kind: kind.into(),
+            kind: kind.parse().unwrap_or(EventKind::Unknown),
             detail: "acked 10.77.0.11".into(),
             data: None,
         }

@@ -34,7 +34,7 @@ pub(crate) fn event_view(rec: &EventRecord) -> EventView {
         machine: e.machine.clone(),
         mac: e.mac.map(|m| m.to_string()),
         ip: e.ip.map(|i| i.to_string()),
-        kind: e.kind.as_str().to_string(),
+        kind: e.kind,
         detail: e.detail.clone(),
         data: e.data.clone(),
     }

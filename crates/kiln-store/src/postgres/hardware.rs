@@ -1,14 +1,15 @@
 //! Enrolment and hardware records (the rules of `sqlite/hardware.rs`, in PostgreSQL).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use kiln_model::Hardware;
 use postgres::GenericClient;
 use postgres::types::ToSql;
 
 use super::PgStore;
+use crate::enrolment;
 use crate::records::{decode_hardware, now_ms};
-use crate::{Conflict, EnrollSummary, StoreError};
+use crate::{EnrollSummary, StoreError};
 
 const SELECT: &str = "SELECT hostname, record, bmc_password, netboot FROM hardware";
 
@@ -57,82 +58,19 @@ impl crate::HardwareStore for PgStore {
             let mut tx = c.transaction()?;
             // One enrolment at a time: the conflict checks below must see a stable table.
             tx.batch_execute("LOCK TABLE hardware IN SHARE ROW EXCLUSIVE MODE")?;
-            let mut conflicts = Vec::new();
-            let mut replaced: HashSet<String> = HashSet::new();
-            let mut plan = Vec::with_capacity(machines.len());
-            for (index, hw) in machines.iter().enumerate() {
-                let by_name = owner(&mut tx, "hostname", &hw.hostname)?;
-                let by_mac = owner(&mut tx, "mac", &hw.mac.to_string())?;
-                if let (Some(a), Some(b)) = (&by_name, &by_mac)
-                    && a != b
-                {
-                    conflicts.push(Conflict {
-                        index,
-                        field: "mac",
-                        message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
-                    });
-                    continue;
-                }
-                let existing = by_name.or(by_mac);
-                if let Some(name) = &existing {
-                    replaced.insert(name.clone());
-                }
-                plan.push((index, existing));
-            }
-            for (index, hw) in machines.iter().enumerate() {
-                let ip_owner = owner(&mut tx, "ip", &hw.ip.to_string())?;
-                if let Some(o) = ip_owner.filter(|o| !replaced.contains(o)) {
-                    conflicts.push(Conflict {
-                        index,
-                        field: "ip_address",
-                        message: format!(
-                            "{} is already the address of enrolled machine {o}",
-                            hw.ip
-                        ),
-                    });
-                }
-                if let Some(bmc) = &hw.bmc {
-                    let bmc_owner = owner(&mut tx, "bmc_address", &bmc.address)?;
-                    if let Some(o) = bmc_owner.filter(|o| !replaced.contains(o)) {
-                        conflicts.push(Conflict {
-                            index,
-                            field: "bmc_ip",
-                            message: format!(
-                                "{} is already the BMC of enrolled machine {o}",
-                                bmc.address
-                            ),
-                        });
-                    }
-                }
-            }
-            if !conflicts.is_empty() {
-                // Dropping the transaction rolls back: nothing is half-applied.
-                return Err(StoreError::Conflicts(conflicts));
-            }
+            // A clash returns early: dropping the transaction rolls back, nothing half-applied.
+            let (plan, replaced) =
+                enrolment::plan(machines, &mut |column, value| owner(&mut tx, column, value))?;
             let mut previous: HashMap<String, Hardware> = HashMap::new();
             for name in &replaced {
                 let row = tx.query_one(&format!("{SELECT} WHERE hostname = $1"), &[name])?;
                 previous.insert(name.clone(), decode(&row)?);
                 tx.execute("DELETE FROM hardware WHERE hostname = $1", &[name])?;
             }
+            let (rows, summary) = enrolment::rows(machines, plan, &previous);
             let now = now_ms();
-            let mut summary = EnrollSummary::default();
-            for (index, existing) in plan {
-                let mut hw = machines[index].clone();
-                let old = existing.as_ref().and_then(|n| previous.get(n));
-                hw.netboot = old.map(|o| o.netboot).unwrap_or(false);
-                match old {
-                    None => summary.added.push(hw.hostname.clone()),
-                    Some(o)
-                        if o == &hw
-                            && o.bmc.as_ref().map(|b| &b.password)
-                                == hw.bmc.as_ref().map(|b| &b.password) =>
-                    {
-                        summary.unchanged.push(hw.hostname.clone())
-                    }
-                    Some(_) => summary.updated.push(hw.hostname.clone()),
-                }
-                insert_hardware(&mut tx, &hw, now)?;
+            for hw in &rows {
+                insert_hardware(&mut tx, hw, now)?;
             }
             self.commit(tx)?;
             Ok(summary)

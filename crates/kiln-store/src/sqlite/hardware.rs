@@ -6,97 +6,18 @@ use kiln_model::Hardware;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use crate::enrolment;
 use crate::records::{decode_hardware, now_ms};
-use crate::{Conflict, EnrollSummary, StoreError};
+use crate::{EnrollSummary, StoreError};
 
 const SELECT: &str = "SELECT hostname, record, bmc_password, netboot FROM hardware";
 
-/// The hostname of the enrolled machine where `sql`'s column equals `value`.
-fn owner(conn: &Connection, sql: &str, value: &str) -> Result<Option<String>, rusqlite::Error> {
-    conn.query_row(sql, [value], |r| r.get::<_, String>(0))
-        .optional()
-}
-
-/// Each machine's index in the file, with the enrolled machine it replaces (if any).
-type Replacements = Vec<(usize, Option<String>)>;
-
-/// For each machine (by index), the enrolled machine it replaces (same hostname or MAC),
-/// and the set of those replaced hostnames. A hostname and MAC enrolled to two
-/// different machines is a conflict.
-fn match_enrolled(
-    conn: &Connection,
-    machines: &[Hardware],
-    conflicts: &mut Vec<Conflict>,
-) -> Result<(Replacements, HashSet<String>), StoreError> {
-    // Hostnames of stored machines that this file replaces.
-    let mut replaced: HashSet<String> = HashSet::new();
-    let mut plan = Vec::with_capacity(machines.len());
-    for (index, hw) in machines.iter().enumerate() {
-        let by_name = owner(
-            conn,
-            "SELECT hostname FROM hardware WHERE hostname = ?1",
-            &hw.hostname,
-        )?;
-        let by_mac = owner(
-            conn,
-            "SELECT hostname FROM hardware WHERE mac = ?1",
-            &hw.mac.to_string(),
-        )?;
-        if let (Some(a), Some(b)) = (&by_name, &by_mac)
-            && a != b
-        {
-            conflicts.push(Conflict {
-                index,
-                field: "mac",
-                message: format!("{} is enrolled to {b}, not to {a}", hw.mac),
-            });
-            continue;
-        }
-        let existing = by_name.or(by_mac);
-        if let Some(name) = &existing {
-            replaced.insert(name.clone());
-        }
-        plan.push((index, existing));
-    }
-    Ok((plan, replaced))
-}
-
-/// IP and BMC address must not belong to a machine this file leaves alone.
-fn address_conflicts(
-    conn: &Connection,
-    machines: &[Hardware],
-    replaced: &HashSet<String>,
-    conflicts: &mut Vec<Conflict>,
-) -> Result<(), StoreError> {
-    for (index, hw) in machines.iter().enumerate() {
-        let ip_owner = owner(
-            conn,
-            "SELECT hostname FROM hardware WHERE ip = ?1",
-            &hw.ip.to_string(),
-        )?;
-        if let Some(o) = ip_owner.filter(|o| !replaced.contains(o)) {
-            conflicts.push(Conflict {
-                index,
-                field: "ip_address",
-                message: format!("{} is already the address of enrolled machine {o}", hw.ip),
-            });
-        }
-        if let Some(bmc) = &hw.bmc {
-            let bmc_owner = owner(
-                conn,
-                "SELECT hostname FROM hardware WHERE bmc_address = ?1",
-                &bmc.address,
-            )?;
-            if let Some(o) = bmc_owner.filter(|o| !replaced.contains(o)) {
-                conflicts.push(Conflict {
-                    index,
-                    field: "bmc_ip",
-                    message: format!("{} is already the BMC of enrolled machine {o}", bmc.address),
-                });
-            }
-        }
-    }
-    Ok(())
+/// The hostname of the enrolled machine whose `column` is `value`.
+fn owner(conn: &Connection, column: &str, value: &str) -> Result<Option<String>, StoreError> {
+    let sql = format!("SELECT hostname FROM hardware WHERE {column} = ?1");
+    Ok(conn
+        .query_row(&sql, [value], |r| r.get::<_, String>(0))
+        .optional()?)
 }
 
 /// Deletes the replaced rows, returning them first, to keep netboot and spot no-ops.
@@ -146,32 +67,14 @@ impl crate::HardwareStore for SqliteStore {
     fn enroll(&self, machines: &[Hardware]) -> Result<EnrollSummary, StoreError> {
         let mut conn = self.conn();
         let tx = super::write_tx(&mut conn)?;
-        let mut summary = EnrollSummary::default();
-        let mut conflicts = Vec::new();
-        let (plan, replaced) = match_enrolled(&tx, machines, &mut conflicts)?;
-        address_conflicts(&tx, machines, &replaced, &mut conflicts)?;
-        if !conflicts.is_empty() {
-            // Dropping the transaction rolls back: nothing is half-applied.
-            return Err(StoreError::Conflicts(conflicts));
-        }
+        // A clash returns early: dropping the transaction rolls back, nothing half-applied.
+        let (plan, replaced) =
+            enrolment::plan(machines, &mut |column, value| owner(&tx, column, value))?;
         let previous = remove_replaced(&tx, &replaced)?;
+        let (rows, summary) = enrolment::rows(machines, plan, &previous);
         let now = now_ms();
-        for (index, existing) in plan {
-            let mut hw = machines[index].clone();
-            let old = existing.as_ref().and_then(|n| previous.get(n));
-            hw.netboot = old.map(|o| o.netboot).unwrap_or(false);
-            match old {
-                None => summary.added.push(hw.hostname.clone()),
-                Some(o)
-                    if o == &hw
-                        && o.bmc.as_ref().map(|b| &b.password)
-                            == hw.bmc.as_ref().map(|b| &b.password) =>
-                {
-                    summary.unchanged.push(hw.hostname.clone())
-                }
-                Some(_) => summary.updated.push(hw.hostname.clone()),
-            }
-            insert_hardware(&tx, &hw, now)?;
+        for hw in &rows {
+            insert_hardware(&tx, hw, now)?;
         }
         tx.commit()?;
         Ok(summary)
