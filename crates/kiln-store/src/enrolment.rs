@@ -79,6 +79,26 @@ fn address_conflicts(
     Ok(())
 }
 
+/// Lets `change` edit an enrolled machine (labels, BMC credentials), refusing with its message,
+/// and refuses an edit of what only a hardware.csv row changes: hostname, MAC, IP, BMC address.
+pub(crate) fn update(
+    hw: &mut Hardware,
+    change: &mut dyn FnMut(&mut Hardware) -> Result<(), String>,
+) -> Result<(), StoreError> {
+    let identity = |hw: &Hardware| {
+        let bmc = hw.bmc.as_ref().map(|b| b.address.clone());
+        (hw.hostname.clone(), hw.mac, hw.ip, bmc)
+    };
+    let before = identity(hw);
+    change(hw).map_err(StoreError::Invalid)?;
+    if identity(hw) != before {
+        return Err(StoreError::Invalid(
+            "hostname, MAC, IP and BMC address change only by enrolling a hardware.csv".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The rows to write (each keeping the netboot flag of the machine it replaces) and what
 /// changed; `previous` holds the replaced machines by hostname.
 pub(crate) fn rows(

@@ -108,20 +108,7 @@ impl crate::HardwareStore for PgStore {
                 )?
                 .ok_or_else(|| StoreError::NotFound(hostname.to_string()))?;
             let mut hw = decode(&row)?;
-            let (mac, ip, bmc) = (hw.mac, hw.ip, hw.bmc.as_ref().map(|b| b.address.clone()));
-            change(&mut hw).map_err(StoreError::Invalid)?;
-            if (
-                hw.mac,
-                hw.ip,
-                hw.bmc.as_ref().map(|b| b.address.clone()),
-                hw.hostname.as_str(),
-            ) != (mac, ip, bmc, hostname)
-            {
-                return Err(StoreError::Invalid(
-                    "hostname, MAC, IP and BMC address change only by enrolling a hardware.csv"
-                        .into(),
-                ));
-            }
+            enrolment::update(&mut hw, change)?;
             let record = serde_json::to_string(&hw).expect("hardware serializes");
             let password = hw.bmc.as_ref().map(|b| b.password.expose().to_string());
             tx.execute(

@@ -130,19 +130,7 @@ impl crate::HardwareStore for SqliteStore {
             .optional()?
             .ok_or_else(|| StoreError::NotFound(hostname.to_string()))?;
         let mut hw = decode_hardware(&row.0, &row.1, row.2, row.3)?;
-        let (mac, ip, bmc) = (hw.mac, hw.ip, hw.bmc.as_ref().map(|b| b.address.clone()));
-        change(&mut hw).map_err(StoreError::Invalid)?;
-        if (
-            hw.mac,
-            hw.ip,
-            hw.bmc.as_ref().map(|b| b.address.clone()),
-            hw.hostname.as_str(),
-        ) != (mac, ip, bmc, hostname)
-        {
-            return Err(StoreError::Invalid(
-                "hostname, MAC, IP and BMC address change only by enrolling a hardware.csv".into(),
-            ));
-        }
+        enrolment::update(&mut hw, change)?;
         let record = serde_json::to_string(&hw).expect("hardware serializes");
         tx.execute(
             "UPDATE hardware SET record = ?2, bmc_password = ?3, netboot = ?4, updated_ms = ?5
