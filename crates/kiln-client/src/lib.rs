@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_api::{ApiErrorBody, LocalServer};
+
+pub mod follow;
+pub mod images;
+mod progress;
+pub mod render;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -55,13 +60,16 @@ pub enum ClientError {
     /// The client could not be set up: no server found, no token, no CA.
     #[error("{0}")]
     Setup(String),
+    /// Something given on this side (a file, an argument) could not be used.
+    #[error("{0}")]
+    Input(String),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
-            ClientError::Transport(_) | ClientError::Setup(_) => None,
+            ClientError::Transport(_) | ClientError::Setup(_) | ClientError::Input(_) => None,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use kiln_api::{BmcActionRequest, BmcOp, BmcRow};
 
 use crate::Ctx;
-use crate::output::{Format, table};
+use crate::output::Format;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,35 +55,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The rows as a table or JSON; exit 1 (and a count on stderr) when a machine failed.
 pub fn print_rows(rows: &[BmcRow], output: Format) -> anyhow::Result<ExitCode> {
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
-        Format::Table => print!("{}", rows_text(rows)),
-    }
+    output.print(rows, |r| kiln_client::render::bmc::rows(r))?;
     Ok(exit_code(rows))
 }
 
 /// Exit 1 (and a count on stderr) when a machine failed.
 pub fn exit_code(rows: &[BmcRow]) -> ExitCode {
-    let failed = rows.iter().filter(|r| !r.ok).count();
-    if failed > 0 {
-        eprintln!("kiln: {failed} of {} machine(s) failed", rows.len());
-        return ExitCode::FAILURE;
+    match kiln_client::render::bmc::failed(rows) {
+        Some(why) => {
+            eprintln!("kiln: {why}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
     }
-    ExitCode::SUCCESS
-}
-
-pub fn rows_text(rows: &[BmcRow]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.machine.clone(),
-                r.bmc.clone(),
-                r.result.clone(),
-                r.error.clone().unwrap_or_default(),
-                r.detail.clone(),
-            ]
-        })
-        .collect();
-    table(&["MACHINE", "BMC", "RESULT", "ERROR", "DETAIL"], &cells)
 }

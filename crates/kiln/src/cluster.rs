@@ -9,12 +9,14 @@ use anyhow::{Context, bail};
 use kiln_api::routes::path;
 use kiln_api::{
     ClusterCreateRequest, ClusterCreated, ClusterDeleted, ClusterStatus, MintedKubeconfig,
-    PlannedNodeView,
 };
+
+use kiln_client::follow::{follow, quietly};
+use kiln_client::render::cluster as render;
 
 use crate::Ctx;
 use crate::client::{Client, ClientError};
-use crate::output::{Format, WaitArgs, table};
+use crate::output::{Format, WaitArgs, ended};
 use crate::select::StartArgs;
 
 #[derive(clap::Subcommand)]
@@ -134,7 +136,12 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
                 return dry_run_to(created, &out, output);
             }
             if !(wait.wait && output == Format::Json) {
-                print_created(&created, output)?;
+                let summary = serde_json::json!({
+                    "cluster": created.cluster,
+                    "nodes": created.nodes,
+                    "spares": created.spares,
+                });
+                output.print(&summary, |_| render::created(&created))?;
             }
             if wait.wait {
                 return wait_for(&api, &created.cluster, wait.timeout, output);
@@ -142,14 +149,14 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::List { output } => {
             let all: Vec<ClusterStatus> = api.get(&path("clusters", None, ""))?;
-            print_list(&all, output)?;
+            output.print(&all, |a| render::list(a))?;
         }
         Command::Status { name, wait, output } => {
             if wait.wait {
                 return wait_for(&api, &name, wait.timeout, output);
             }
             let st: ClusterStatus = api.get(&path("clusters", Some(&name), ""))?;
-            print_status(&st, output)?;
+            output.print(&st, render::status)?;
             if st.state == ClusterStatus::FAILED {
                 return Ok(ExitCode::FAILURE);
             }
@@ -157,7 +164,8 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Kubeconfig { name, out, output } => {
             let minted: MintedKubeconfig =
                 api.get(&path("clusters", Some(&name), "/kubeconfig"))?;
-            kubeconfig(minted, out.as_deref(), output)?;
+            let minted = kubeconfig(minted, out.as_deref())?;
+            output.print(&minted, render::kubeconfig)?;
         }
         Command::Delete {
             name,
@@ -172,35 +180,6 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_list(all: &[ClusterStatus], output: Format) -> anyhow::Result<()> {
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(all)?),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.name.clone(),
-                        c.state.clone(),
-                        c.nodes.len().to_string(),
-                        if c.api_server_confirmed {
-                            "confirmed"
-                        } else {
-                            "-"
-                        }
-                        .into(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(&["CLUSTER", "STATE", "NODES", "API SERVER"], &rows)
-            );
-        }
-    }
-    Ok(())
 }
 
 /// `DELETE /api/v1/clusters/NAME[?force=true&keep_disks=true&server_url=URL]`.
@@ -240,57 +219,15 @@ fn dry_run_to(created: ClusterCreated, out: &Path, output: Format) -> anyhow::Re
         })
         .collect();
     let files = kiln_cluster::write_seeds(out, &seeds)?;
-    match output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "cluster": created.cluster,
-                "dry_run": true,
-                "nodes": created.nodes,
-                "spares": created.spares,
-                "files": files,
-            }))?
-        ),
-        Format::Table => {
-            print_plan(&created.nodes, &created.spares);
-            println!(
-                "dry run: wrote {} file(s) under {} (mode 0600); nothing else was touched",
-                files.len(),
-                out.display()
-            );
-        }
-    }
+    let summary = serde_json::json!({
+        "cluster": created.cluster,
+        "dry_run": true,
+        "nodes": created.nodes,
+        "spares": created.spares,
+        "files": files,
+    });
+    output.print(&summary, |_| render::dry_run(&created, files.len(), out))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_created(created: &ClusterCreated, output: Format) -> anyhow::Result<()> {
-    let name = &created.cluster;
-    match output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "cluster": name,
-                "nodes": created.nodes,
-                "spares": created.spares,
-            }))?
-        ),
-        Format::Table => print!("{}", created_text(created)),
-    }
-    Ok(())
-}
-
-/// What `kiln cluster create` prints (as a table), also shown by `kiln demo`.
-pub fn created_text(created: &ClusterCreated) -> String {
-    let name = &created.cluster;
-    format!(
-        "{}cluster {name}: {} workflow(s) created; `kiln serve` powers the machines with BMCs into netboot. Follow with `kiln cluster status {name} --wait`\n",
-        plan_text(&created.nodes, &created.spares),
-        created
-            .nodes
-            .iter()
-            .filter(|n| n.workflow.is_some())
-            .count(),
-    )
 }
 
 /// `--wait`: follows the nodes' workflows (polling the API) until they end (or `timeout`),
@@ -304,60 +241,20 @@ fn wait_for(
 ) -> anyhow::Result<ExitCode> {
     let st: ClusterStatus = api.get(&path("clusters", Some(name), ""))?;
     let ids: Vec<String> = st.nodes.iter().map(|n| n.workflow.clone()).collect();
-    let code = match output {
-        Format::Table => crate::wait::follow_api(api, &ids, timeout, output)?,
-        Format::Json => crate::wait::quietly_api(api, &ids, timeout)?,
+    let how = match output {
+        Format::Table => follow(api, &ids, timeout, false)?,
+        Format::Json => quietly(api, &ids, timeout)?,
     };
     let st: ClusterStatus = api.get(&path("clusters", Some(name), ""))?;
-    print_status(&st, output)?;
-    Ok(code)
+    output.print(&st, render::status)?;
+    Ok(ended(how))
 }
 
-fn print_status(st: &ClusterStatus, output: Format) -> anyhow::Result<()> {
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(st)?),
-        Format::Table => {
-            println!(
-                "cluster {}: {} (API server: {})",
-                st.name,
-                st.state,
-                if st.api_server_confirmed {
-                    "answered, confirmed by the first control plane"
-                } else {
-                    "not confirmed yet"
-                }
-            );
-            let rows: Vec<Vec<String>> = st
-                .nodes
-                .iter()
-                .map(|n| {
-                    vec![
-                        n.hostname.clone(),
-                        n.role_detail.clone(),
-                        n.state.clone(),
-                        if n.phone_home { "yes" } else { "no" }.into(),
-                        n.message.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &["MACHINE", "ROLE", "WORKFLOW", "PHONED HOME", "MESSAGE"],
-                    &rows
-                )
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `kiln cluster kubeconfig NAME [--out FILE]`: minted by the server from the stored CA.
+/// A minted kubeconfig, written to `out` (0600) when asked: then it says where, not what.
 fn kubeconfig(
     mut minted: MintedKubeconfig,
     out: Option<&Path>,
-    output: Format,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<MintedKubeconfig> {
     let text = minted
         .kubeconfig
         .take()
@@ -369,23 +266,7 @@ fn kubeconfig(
         }
         None => minted.kubeconfig = Some(text),
     }
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&minted)?),
-        Format::Table => match (out, &minted.kubeconfig) {
-            (Some(path), _) => println!(
-                "wrote the admin kubeconfig of cluster {} to {} (mode 0600): server {}, user {} in group {}, valid until {}",
-                minted.cluster,
-                path.display(),
-                minted.server,
-                minted.user,
-                minted.group,
-                minted.not_after
-            ),
-            (None, Some(text)) => print!("{text}"),
-            (None, None) => {}
-        },
-    }
-    Ok(())
+    Ok(minted)
 }
 
 /// Writes `text` to `path` with mode 0600, atomically: a temporary file (0600 from the
@@ -412,80 +293,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Prints what the deletion did; without a wipe, the BMC power-off rows follow as
 /// `kiln bmc off` prints them (exit 1 when one failed).
-fn print_deleted(d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCode> {
+fn print_deleted(mut d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCode> {
     if output == Format::Json {
-        let mut d = d;
         let power_off = std::mem::take(&mut d.power_off);
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        output.print(&d, |_| String::new())?;
         if power_off.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
         return crate::bmc::print_rows(&power_off, output);
     }
-    print!("{}", deleted_text(&d));
+    print!("{}", render::deleted(&d));
     Ok(crate::bmc::exit_code(&d.power_off))
-}
-
-/// What `kiln cluster delete` prints (as a table), also shown by `kiln demo --delete`.
-pub fn deleted_text(d: &ClusterDeleted) -> String {
-    let mut text = String::new();
-    if !d.cancelled.is_empty() {
-        text += &format!(
-            "cancelled unfinished node workflows: {}\n",
-            d.cancelled.join(", ")
-        );
-    }
-    if d.wipe_workflows.is_empty() {
-        text += &format!(
-            "cluster {} deleted; {} machine(s) are free again\n",
-            d.cluster,
-            d.machines.len()
-        );
-    } else {
-        text += &wiping_text(d);
-    }
-    if !d.power_off.is_empty() {
-        let names: Vec<&str> = d.power_off.iter().map(|r| r.machine.as_str()).collect();
-        text += &format!("powering off through their BMCs: {}\n", names.join(", "));
-        text += &crate::bmc::rows_text(&d.power_off);
-    }
-    text
-}
-
-fn wiping_text(d: &ClusterDeleted) -> String {
-    let mut text = format!(
-        "cluster {} deleted; {} machine(s) are free again and being wiped:\n",
-        d.cluster,
-        d.machines.len()
-    );
-    for (machine, wf) in &d.wipe_workflows {
-        text += &format!("  {machine}  workflow {wf}\n");
-    }
-    text += "`kiln serve` powers them into the agent, which wipes the disk and powers the machine off (`kiln workflow watch`)\n";
-    if !d.no_bmc.is_empty() {
-        text += &format!(
-            "no BMC: restart {} by hand so that they netboot into the agent\n",
-            d.no_bmc.join(", ")
-        );
-    }
-    text
-}
-
-fn print_plan(nodes: &[PlannedNodeView], spares: &[String]) {
-    print!("{}", plan_text(nodes, spares));
-}
-
-fn plan_text(nodes: &[PlannedNodeView], spares: &[String]) -> String {
-    let mut rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| vec![n.hostname.clone(), n.ip.clone(), n.role.clone()])
-        .collect();
-    rows.extend(
-        spares
-            .iter()
-            .map(|s| vec![s.clone(), String::new(), "spare".into()]),
-    );
-    table(&["MACHINE", "IP", "ROLE"], &rows)
 }
 
 #[cfg(test)]

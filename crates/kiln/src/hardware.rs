@@ -7,7 +7,8 @@ use kiln_api::routes::path;
 use kiln_model::Hardware;
 
 use crate::Ctx;
-use crate::output::{Format, table};
+use crate::output::Format;
+use kiln_client::render::hardware as render;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -47,87 +48,6 @@ pub enum Command {
     Delete { name: String },
 }
 
-fn labels(hw: &Hardware) -> String {
-    hw.labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn on_off(b: bool) -> String {
-    if b { "on" } else { "off" }.to_string()
-}
-
-fn print_list(all: &[Hardware]) {
-    let rows: Vec<Vec<String>> = all
-        .iter()
-        .map(|h| {
-            vec![
-                h.hostname.clone(),
-                h.mac.to_string(),
-                format!("{}/{}", h.ip, h.prefix_len()),
-                on_off(h.netboot),
-                h.bmc
-                    .as_ref()
-                    .map(|b| b.address.clone())
-                    .unwrap_or_else(|| "-".into()),
-                h.disk.clone(),
-                labels(h),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["HOSTNAME", "MAC", "IP", "NETBOOT", "BMC", "DISK", "LABELS"],
-            &rows
-        )
-    );
-}
-
-fn print_show(hw: &Hardware) {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let ns = hw
-        .nameservers
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let lines = [
-        ("hostname", hw.hostname.clone()),
-        ("mac", hw.mac.to_string()),
-        (
-            "ip",
-            format!("{}/{} (netmask {})", hw.ip, hw.prefix_len(), hw.netmask),
-        ),
-        ("gateway", opt(hw.gateway.map(|g| g.to_string()))),
-        ("nameservers", if ns.is_empty() { "-".into() } else { ns }),
-        ("disk", hw.disk.clone()),
-        ("vlan", opt(hw.vlan_id.map(|v| v.to_string()))),
-        ("labels", labels(hw)),
-        ("netboot", on_off(hw.netboot)),
-        (
-            "bmc",
-            opt(hw
-                .bmc
-                .as_ref()
-                .map(|b| format!("{} (user {}, password stored)", b.address, b.username))),
-        ),
-    ];
-    for (k, v) in lines {
-        println!("{k:<12} {v}");
-    }
-}
-
-fn print_one(hw: &Hardware, output: Format) -> anyhow::Result<()> {
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(hw)?),
-        Format::Table => print_show(hw),
-    }
-    Ok(())
-}
-
 /// `KEY=VALUE` sets, `KEY-` removes.
 fn label_changes(given: &[String]) -> anyhow::Result<HardwareUpdate> {
     let mut up = HardwareUpdate::default();
@@ -159,14 +79,11 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List { output } => {
             let all: Vec<Hardware> = api.get(&path("hardware", None, ""))?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                Format::Table => print_list(&all),
-            }
+            output.print(&all, |a| render::list(a))?;
         }
         Command::Show { name, output } => {
             let hw: Hardware = api.get(&path("hardware", Some(&name), ""))?;
-            print_one(&hw, output)?;
+            output.print(&hw, render::show)?;
         }
         Command::Netboot { name, state } => {
             let up = HardwareUpdate {
@@ -190,7 +107,7 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
                 .map(read_password)
                 .transpose()?;
             let hw: Hardware = api.send("PATCH", &path("hardware", Some(&name), ""), &up)?;
-            print_one(&hw, output)?;
+            output.print(&hw, render::show)?;
         }
         Command::Delete { name } => {
             let () = api.delete(&path("hardware", Some(&name), ""))?;

@@ -2,21 +2,16 @@
 //! records its size and sha256. A URL is downloaded by the server (this command follows its
 //! progress); a local file is uploaded to it.
 
-mod progress;
-
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
-use kiln_api::images::{UploadQuery, check_name, default_name, is_url, parse_sha256};
+use anyhow::bail;
 use kiln_api::routes::path;
-use kiln_api::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
+use kiln_api::{DeletedImage, Image, ImportState};
+use kiln_client::images::ImportArgs;
+use kiln_client::render::image as render;
 
 use crate::Ctx;
-use crate::client::Client;
-use crate::output::{Format, table};
-use progress::{Progress, Reading};
+use crate::output::Format;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -56,132 +51,12 @@ pub enum Command {
     },
 }
 
-/// What to import and how.
-struct ImportArgs {
-    source: String,
-    name: Option<String>,
-    replace: bool,
-    sha256: Option<String>,
-    level: i32,
-}
-
-fn show(imgs: &[Image], output: Format) -> anyhow::Result<()> {
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(imgs)?),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = imgs
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        i.url_path.clone(),
-                        if i.source_format.is_empty() {
-                            "-".into()
-                        } else {
-                            i.source_format.clone()
-                        },
-                        i.raw_size.to_string(),
-                        i.sha256.clone(),
-                        i.created.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "NAME", "URL PATH", "SOURCE", "RAW SIZE", "SHA256", "IMPORTED"
-                    ],
-                    &rows
-                )
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Asks the server to download `args.source` and follows the import until it ends.
-fn import_url(client: &Client, args: ImportArgs) -> anyhow::Result<ImageImport> {
-    let req = ImportRequest {
-        url: args.source.clone(),
-        name: args.name,
-        sha256: args.sha256,
-        replace: args.replace,
-        zstd_level: args.level,
-    };
-    let started: ImageImport = client.send("POST", &path("images", None, ""), &req)?;
-    let status = path("images/imports", Some(&started.id), "");
-    let mut progress = Progress::new(&args.source, started.bytes_total, true);
-    loop {
-        let now: ImageImport = client
-            .get(&status)
-            .with_context(|| format!("following the import of {}", args.source))?;
-        progress.total = now.bytes_total;
-        if now.state != ImportState::Running || now.phase != ImportPhase::Receiving {
-            if now.state != ImportState::Failed || now.bytes_done > 0 {
-                progress.finish(now.bytes_done);
-            }
-        } else {
-            progress.advance(now.bytes_done);
-        }
-        if now.state != ImportState::Running {
-            return Ok(now);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// Uploads the file `args.source` to the server, which imports it.
-fn import_file(client: &Client, args: ImportArgs) -> anyhow::Result<ImageImport> {
-    let file_path = Path::new(&args.source);
-    let name = args.name.unwrap_or_else(|| default_name(&args.source));
-    // Refused before a long upload, not after.
-    check_name(&name).map_err(|e| anyhow::anyhow!("{e} (give one with --name)"))?;
-    let sha256 = args
-        .sha256
-        .as_deref()
-        .map(parse_sha256)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let file = std::fs::File::open(file_path)
-        .with_context(|| format!("opening {}", file_path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {}", file_path.display()))?
-        .len();
-    let mut query = UploadQuery {
-        sha256,
-        replace: args.replace,
-        zstd_level: args.level,
-        source: Some(args.source.clone()),
-        dry_run: true,
-    };
-    let target = |q: &UploadQuery| kiln_client::upload_path(&name, q);
-    // Refusals (token, name taken, bad level) come back now, not as a connection the server
-    // closed in the middle of a large upload it would not read.
-    let () = client.put_stream(&target(&query), &mut std::io::empty(), 0)?;
-    query.dry_run = false;
-    let mut body = Reading {
-        inner: file,
-        done: 0,
-        progress: Progress::new(&args.source, Some(len), false),
-    };
-    let ended = client.put_stream(&target(&query), &mut body, len)?;
-    // The client may stop reading at the announced length, before the reader's end.
-    body.progress.finish(body.done);
-    Ok(ended)
-}
-
 fn import(ctx: &Ctx, args: ImportArgs, output: Format) -> anyhow::Result<()> {
-    let client = ctx.client()?;
     let source = args.source.clone();
-    let ended = if is_url(&source) {
-        import_url(&client, args)?
-    } else {
-        import_file(&client, args)?
-    };
+    let ended = kiln_client::images::import(&ctx.client()?, args)?;
     let Some(image) = ended
         .image
+        .as_ref()
         .filter(|_| ended.state == ImportState::Succeeded)
     else {
         match ended.error {
@@ -189,21 +64,8 @@ fn import(ctx: &Ctx, args: ImportArgs, output: Format) -> anyhow::Result<()> {
             None => bail!("importing {source}: the server gave no reason"),
         }
     };
-    eprintln!(
-        "{}: {} ({}) -> {} raw -> {} compressed",
-        image.name,
-        source,
-        image.source_format,
-        image.raw_size,
-        ended
-            .compressed_size
-            .map_or_else(|| "?".to_string(), |n| n.to_string())
-    );
-    match output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&image)?),
-        Format::Table => show(&[image], output)?,
-    }
-    Ok(())
+    eprintln!("{}", render::imported(image, &source, &ended));
+    output.print(image, |i| render::list(std::slice::from_ref(i)))
 }
 
 pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
@@ -227,23 +89,11 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::List { output } => {
             let all: Vec<Image> = ctx.client()?.get(&path("images", None, ""))?;
-            show(&all, output)?;
+            output.print(&all, |a| render::list(a))?;
         }
         Command::Delete { name, output } => {
             let gone: DeletedImage = ctx.client()?.delete(&path("images", Some(&name), ""))?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&gone)?),
-                Format::Table if gone.file_removed => {
-                    println!(
-                        "deleted image {} (file {} removed)",
-                        gone.image.name, gone.image.file
-                    )
-                }
-                Format::Table => println!(
-                    "deleted image {} (file {} kept: another image names it)",
-                    gone.image.name, gone.image.file
-                ),
-            }
+            output.print(&gone, render::deleted)?;
         }
     }
     Ok(ExitCode::SUCCESS)

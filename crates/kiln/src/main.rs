@@ -13,7 +13,6 @@ mod output;
 mod select;
 mod serve;
 mod token;
-mod wait;
 mod workflow;
 
 use std::path::PathBuf;
@@ -88,7 +87,7 @@ enum Command {
     Token(token::Command),
     /// A whole lab on this machine: QEMU machines behind virtual BMCs become a Kubernetes
     /// cluster, live progress, phase times; everything removed at the end (root).
-    Demo(demo::Args),
+    Demo(kiln_lab::demo::Options),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]

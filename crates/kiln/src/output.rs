@@ -27,5 +27,22 @@ pub struct WaitArgs {
     pub timeout: Option<std::time::Duration>,
 }
 
-/// Left-aligned columns, two spaces apart (one implementation for the CLI and the demo).
-pub use kiln_lab::demo::table;
+impl Format {
+    /// Prints `value` as pretty JSON, or as `text` renders it.
+    pub fn print<T: serde::Serialize + ?Sized>(
+        self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        match self {
+            Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Format::Table => print!("{}", text(value)),
+        }
+        Ok(())
+    }
+}
+
+/// The exit status of followed workflows: 0 all succeeded, 1 one failed, 3 still running.
+pub fn ended(e: kiln_client::follow::Ended) -> std::process::ExitCode {
+    std::process::ExitCode::from(e.exit_code())
+}

@@ -10,7 +10,8 @@ use kiln_store::ApiTokenRecord;
 
 use kiln_api::time::rfc3339_ms;
 
-use crate::output::{Format, table};
+use crate::output::Format;
+use kiln_client::render::table;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Scope {

@@ -8,11 +8,13 @@ use anyhow::Context;
 use kiln_api::routes::path;
 use kiln_api::{CancelRequest, CreateWorkflows, LOG_PAGE, LogPage, StartOptions, WorkflowView};
 
+use kiln_client::follow::follow;
+use kiln_client::render::workflow as render;
+
 use crate::Ctx;
 use crate::client::{Client, ClientError};
-use crate::output::{Format, WaitArgs, table};
+use crate::output::{Format, WaitArgs, ended};
 use crate::select::StartArgs;
-use crate::wait;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -92,46 +94,6 @@ pub enum Command {
     },
 }
 
-/// Prints workflows as JSON (RFC 3339 times, seconds), pretty.
-fn print_json(wfs: &[WorkflowView]) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(wfs)?);
-    Ok(())
-}
-
-/// What `create` and `retry` print of the workflows they made.
-fn print_created(created: &[WorkflowView], output: Format) -> anyhow::Result<()> {
-    if output == Format::Json {
-        return print_json(created);
-    }
-    print!("{}", created_text(created));
-    Ok(())
-}
-
-/// What `kiln workflow create` prints (as a table), also shown by `kiln demo`.
-pub fn created_text(created: &[WorkflowView]) -> String {
-    let rows: Vec<Vec<String>> = created
-        .iter()
-        .map(|w| vec![w.id.clone(), w.machine.clone(), w.template.clone()])
-        .collect();
-    let mut text = table(&["WORKFLOW", "MACHINE", "TEMPLATE"], &rows);
-    let powered = created
-        .iter()
-        .filter(|w| w.bmc.start.state != "not-needed")
-        .count();
-    if powered > 0 {
-        text += &format!(
-            "netboot is on; `kiln serve` powers {powered} machine(s) into netboot through their BMCs\n"
-        );
-    }
-    if powered < created.len() {
-        text += &format!(
-            "netboot is on for {} machine(s) without BMC control: power them on (or cycle them) to start\n",
-            created.len() - powered
-        );
-    }
-    text
-}
-
 /// After `create`/`retry`: print what was made (unless `--wait -o json`, whose output is the
 /// followed states), then follow it with `--wait`.
 fn made(
@@ -141,13 +103,18 @@ fn made(
     output: Format,
 ) -> anyhow::Result<ExitCode> {
     if !(wait.wait && output == Format::Json) {
-        print_created(created, output)?;
+        output.print(created, |c| render::created(c))?;
     }
     if !wait.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<String> = created.iter().map(|w| w.id.clone()).collect();
-    wait::follow_api(api, &ids, wait.timeout, output)
+    Ok(ended(follow(
+        api,
+        &ids,
+        wait.timeout,
+        output == Format::Json,
+    )?))
 }
 
 fn start_options(start: StartArgs) -> StartOptions {
@@ -208,18 +175,12 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             let query = if all { "?all=true" } else { "" };
             let wfs: Vec<WorkflowView> =
                 api.get(&format!("{}{query}", path("workflows", None, "")))?;
-            match output {
-                Format::Json => print_json(&wfs)?,
-                Format::Table => print_list(&wfs),
-            }
+            output.print(&wfs, |w| render::list(w))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { id, output } => {
             let wf: WorkflowView = api.get(&one(&id))?;
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&wf)?),
-                Format::Table => print_show(&wf),
-            }
+            output.print(&wf, render::show)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch {
@@ -270,13 +231,15 @@ fn watch(
             .collect::<anyhow::Result<_>>()?
     };
     if targets.is_empty() {
-        match output {
-            Format::Json => println!("[]"),
-            Format::Table => println!("no unfinished workflows"),
-        }
+        output.print(&targets, |_| "no unfinished workflows\n".into())?;
         return Ok(ExitCode::SUCCESS);
     }
-    wait::follow_api(api, &targets, timeout, output)
+    Ok(ended(follow(
+        api,
+        &targets,
+        timeout,
+        output == Format::Json,
+    )?))
 }
 
 /// `cancel`: every named workflow that has not ended is ended; exit 1 if any could not be.
@@ -301,17 +264,7 @@ fn cancel(api: &Client, ids: &[String], reason: &str, output: Format) -> anyhow:
             Err(e) => return Err(e.into()),
         }
     }
-    match output {
-        Format::Json => print_json(&done)?,
-        Format::Table => {
-            for w in &done {
-                println!(
-                    "{}  {}: cancelled; netboot off, the machine is free",
-                    w.id, w.machine
-                );
-            }
-        }
-    }
+    output.print(&done, |d| d.iter().map(render::cancelled).collect())?;
     Ok(if refused == 0 {
         ExitCode::SUCCESS
     } else {
@@ -352,173 +305,5 @@ fn logs(api: &Client, key: &str, follow: bool, output: Format) -> anyhow::Result
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn print_list(wfs: &[WorkflowView]) {
-    let rows: Vec<Vec<String>> = wfs
-        .iter()
-        .map(|w| {
-            vec![
-                w.id.clone(),
-                w.machine.clone(),
-                w.template.clone(),
-                w.state.to_string(),
-                current_action(w),
-                w.updated.clone(),
-                w.message.clone(),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "WORKFLOW", "MACHINE", "TEMPLATE", "STATE", "ACTION", "UPDATED", "MESSAGE"
-            ],
-            &rows
-        )
-    );
-}
-
-fn print_show(wf: &WorkflowView) {
-    println!(
-        "workflow  {}\nmachine   {}\ntemplate  {}\nstate     {}",
-        wf.id, wf.machine, wf.template, wf.state
-    );
-    if !wf.message.is_empty() {
-        println!("message   {}", wf.message);
-    }
-    if let Some(old) = &wf.retry_of {
-        println!("retry of  {old}");
-    }
-    println!("created   {}", wf.created);
-    if let Some(c) = &wf.agent_claim {
-        println!("agent     credential claimed {} from {}", c.at, c.peer);
-    }
-    if let Some(at) = &wf.seed_served {
-        println!("seed      handed to the agent {at} (once)");
-    }
-    if let Some(p) = &wf.phone_home {
-        println!("phoned    {} from {}: {}", p.at, p.peer, p.payload);
-    }
-    let dash = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
-    let rows: Vec<Vec<String>> = wf
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            vec![
-                i.to_string(),
-                a.name.clone(),
-                a.kind.clone(),
-                a.state.replace('-', ""), // as it always printed: `timedout`
-                format!("{}/{}", a.attempts, a.max_attempts),
-                dash(&a.started),
-                dash(&a.ended),
-                a.message.clone(),
-            ]
-        })
-        .collect();
-    println!();
-    print!(
-        "{}",
-        table(
-            &[
-                "#", "ACTION", "KIND", "STATE", "ATTEMPTS", "STARTED", "ENDED", "MESSAGE"
-            ],
-            &rows
-        )
-    );
-}
-
-fn current_action(w: &WorkflowView) -> String {
-    match w.current() {
-        Some(i) => format!("{} ({}/{})", w.actions[i].name, i + 1, w.actions.len()),
-        None => format!("done ({}/{})", w.actions.len(), w.actions.len()),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// One line of `watch`: state, action, and a progress bar with rate and ETA while streaming.
-pub fn progress_line(w: &WorkflowView) -> String {
-    let mut line = format!(
-        "{:<16} {:<11} {:<28}",
-        w.machine,
-        w.state.to_string(),
-        current_action(w)
-    );
-    let running = w
-        .current()
-        .map(|i| &w.actions[i])
-        .filter(|a| a.state == "running");
-    match running.and_then(|a| a.progress.as_ref()) {
-        Some(p) if p.total.is_some_and(|t| t > 0) => {
-            let total = p.total.unwrap_or(1);
-            let frac = (p.done as f64 / total as f64).clamp(0.0, 1.0);
-            let filled = (frac * 20.0).round() as usize;
-            let eta = match total.saturating_sub(p.done).checked_div(p.rate_bps) {
-                Some(secs) => format!("ETA {secs}s"),
-                None => "ETA -".into(),
-            };
-            line += &format!(
-                " [{}{}] {:>3.0}% {} / {}  {}/s  {eta}",
-                "#".repeat(filled),
-                ".".repeat(20 - filled),
-                frac * 100.0,
-                human_bytes(p.done),
-                human_bytes(total),
-                human_bytes(p.rate_bps)
-            );
-        }
-        Some(p) => line += &format!(" {}  {}/s", human_bytes(p.done), human_bytes(p.rate_bps)),
-        None => {}
-    }
-    if w.state.is_terminal() && !w.message.is_empty() {
-        line += &format!(" {}", w.message);
-    }
-    line.trim_end().to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_model::template::parse_template;
-    use kiln_model::workflow::{ActionState, Progress, WorkflowState};
-
-    #[test]
-    fn progress_line_shows_bytes_rate_and_eta() {
-        let t = parse_template("t.yaml", "name: t\nactions:\n  - name: img\n    kind: image2disk\n    with:\n      url: u\n      sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n").unwrap();
-        let mut w = kiln_engine::new_workflow("w".into(), "node1".into(), &t, t.actions.clone(), 0);
-        w.state = WorkflowState::Running;
-        w.actions[0].state = ActionState::Running;
-        w.actions[0].progress = Some(Progress {
-            done: 512 << 20,
-            total: Some(1 << 30),
-            rate_bps: 64 << 20,
-        });
-        let l = progress_line(&kiln_server::workflows::view(&w, None, 0));
-        assert!(
-            l.contains("node1") && l.contains("running") && l.contains("img (1/1)"),
-            "{l}"
-        );
-        assert!(
-            l.contains("[##########..........]  50% 512.0 MiB / 1.0 GiB  64.0 MiB/s  ETA 8s"),
-            "{l}"
-        );
     }
 }

@@ -27,34 +27,6 @@ pub fn indent(text: &str) -> String {
         .collect::<String>()
 }
 
-/// Left-aligned columns, two spaces apart (the CLI's tables too).
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(cell);
-            } else {
-                l.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 /// On failure: the tail of kiln serve's log and of each unfinished machine's console.
 pub fn show_logs(lab: &Lab) {
     let mut logs = vec![("kiln serve".to_string(), lab.log("kiln-serve.log"))];
@@ -116,12 +88,6 @@ mod tests {
             clean_console("\x1b[2J\x1b[01;01HSeaBIOS\r\nok\x07"),
             "SeaBIOS\n\nok"
         );
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub(super) fn run(
     let start = now_ms();
     let deleted = kiln.delete_cluster(CLUSTER)?;
     d.say(&format!("kiln cluster delete {CLUSTER}"));
-    out(&indent(&(d.printers.cluster_deleted)(&deleted)));
+    out(&indent(&kiln_client::render::cluster::deleted(&deleted)));
     let hosts: Vec<String> = d.lab.machines.iter().map(|m| m.hostname.clone()).collect();
     let (mut outcome, wipes) = follow_wipes(d, kiln, &hosts, start, deadline)?;
     let failed: Vec<&str> = wipes

@@ -23,12 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kiln_api::{ClusterCreated, ClusterDeleted, WorkflowView};
 use serde::Serialize;
 
 use crate::{self as lab, BmcChoice, BmcKind, Firmware, Lab, Machine, Role, SERVER_IP};
 use api::Kiln;
-pub use console::table;
 use console::{indent, out, say, show_logs};
 use progress::{MachineView, human_ms};
 use summary::MachineReport;
@@ -41,40 +39,62 @@ const SELECTOR: &str = "demo=kiln";
 const DISK_GIB: u64 = 3;
 
 /// What `kiln demo` was asked to do (its flags).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
-    /// Machines: the first is the control plane, the others workers.
+    /// Machines: the first is the control plane, the others workers (1 = a single-node,
+    /// untainted cluster; 3 = one control plane and two workers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub nodes: u32,
-    /// agent-os/{vmlinuz,initrd.img} and test-os/test-os.raw.zst.
+    /// Boot files: agent-os/{vmlinuz,initrd.img} (images/agent/build.sh DIR/agent-os) and
+    /// test-os/test-os.raw.zst (images/test-os/build.sh DIR/test-os); tests/demo.sh builds both.
+    #[arg(long, default_value = "target/e2e-assets")]
     pub assets: PathBuf,
-    /// Scratch directory; default /var/tmp/kiln-demo-<pid>.
+    /// Scratch directory for the lab (disks, logs, Kiln's state). Must not exist or be empty.
+    /// Default: /var/tmp/kiln-demo-<pid>.
+    #[arg(long)]
     pub work: Option<PathBuf>,
+    /// Keep the scratch directory (logs, serial consoles, disks, Kiln's data dir and, once the
+    /// cluster is ready, the admin kubeconfig Kiln minted: WORK/kubeconfig) at the end.
+    /// Processes and the namespace are removed all the same.
+    #[arg(long)]
     pub keep: bool,
+    /// Give up (and clean up) after this long: 90s, 30m, 1h.
+    #[arg(long, default_value = "30m", value_parser = kiln_model::template::parse_duration)]
     pub timeout: Duration,
+    /// Virtual BMCs: mixed (IPMI for the 1st, 3rd, ... machine, Redfish for the others),
+    /// ipmi or redfish.
+    #[arg(long, value_enum, default_value_t)]
     pub bmc: BmcChoice,
+    /// The machines' firmware: bios (SeaBIOS) or uefi (OVMF; Debian's ovmf package).
+    #[arg(long, value_enum, default_value_t)]
     pub firmware: Firmware,
-    /// Install with this workflow template instead of creating a cluster.
+    /// Install the machines with this workflow template instead of creating a cluster
+    /// (e.g. workflows/debian-test-os.yaml: the same install, without kubeadm).
+    #[arg(long)]
     pub template: Option<PathBuf>,
+    /// Kubernetes version in the cluster spec.
+    #[arg(long, default_value = "1.31")]
     pub kubernetes_version: String,
     /// Memory per machine, MiB.
+    #[arg(long, default_value_t = 1024)]
     pub memory: u32,
-    /// Python venv holding sushy-tools.
+    /// Python venv holding sushy-tools (the Redfish emulator).
+    #[arg(long, env = "KILN_VENV", default_value = "/opt/kiln-venv")]
     pub venv: PathBuf,
-    /// iPXE binaries for TFTP.
+    /// iPXE binaries for TFTP (Debian's ipxe package).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
     pub tftp_root: PathBuf,
+    /// Also write the summary (phase times per machine) as JSON to this file.
+    #[arg(long)]
     pub summary_json: Option<PathBuf>,
-    /// Once the cluster is ready, delete it and check the machines end up off.
+    /// Once the cluster is ready, delete it (`kiln cluster delete`): every node is power
+    /// cycled into the agent, its disk wiped and the machine powered off; the BMCs must then
+    /// report every machine off.
+    #[arg(long, conflicts_with = "template")]
     pub delete: bool,
     /// The `kiln` binary that runs as `kiln serve` inside the namespace.
+    #[arg(skip)]
     pub kiln: PathBuf,
-}
-
-/// How the CLI words what it created, shown indented as the demo goes (the demo prints what
-/// an operator running the same `kiln` command would see).
-pub struct Printers {
-    pub workflows_created: fn(&[WorkflowView]) -> String,
-    pub cluster_created: fn(&ClusterCreated) -> String,
-    pub cluster_deleted: fn(&ClusterDeleted) -> String,
 }
 
 /// How the demo ended.
@@ -87,7 +107,7 @@ pub enum Outcome {
 }
 
 /// Builds the lab, runs the demo on it, takes it down and says how it went.
-pub fn run(opts: &Options, printers: &Printers) -> anyhow::Result<Outcome> {
+pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     checks::require_root()?;
     let mut machines = lab::plan(opts.nodes, opts.bmc);
     for m in &mut machines {
@@ -106,7 +126,6 @@ pub fn run(opts: &Options, printers: &Printers) -> anyhow::Result<Outcome> {
     let result = std::thread::scope(|s| {
         let mut demo = Demo {
             opts,
-            printers,
             lab: &mut lab,
             stop: &stop,
             clock,
@@ -215,7 +234,6 @@ fn cluster_spec(machines: &[Machine], version: &str) -> String {
 /// One run of the demo on a lab that exists but holds nothing yet.
 struct Demo<'a> {
     opts: &'a Options,
-    printers: &'a Printers,
     lab: &'a mut Lab,
     stop: &'a AtomicBool,
     clock: Instant,
@@ -446,7 +464,7 @@ impl Demo<'_> {
             Some(t) => {
                 let created = kiln.create_workflows(t, SELECTOR)?;
                 self.say(&format!("kiln workflow create --template {}", t.display()));
-                out(&indent(&(self.printers.workflows_created)(&created)));
+                out(&indent(&kiln_client::render::workflow::created(&created)));
             }
             None => {
                 let spec = self.lab.work.join("cluster.kiln.yaml");
@@ -457,7 +475,7 @@ impl Demo<'_> {
                 )?;
                 let created = kiln.create_cluster(&spec)?;
                 self.say(&format!("kiln cluster create {}", spec.display()));
-                out(&indent(&(self.printers.cluster_created)(&created)));
+                out(&indent(&kiln_client::render::cluster::created(&created)));
             }
         }
         Ok(())

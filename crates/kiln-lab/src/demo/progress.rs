@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use kiln_api::time::parse_rfc3339_ms;
 use kiln_api::{ACTION_SUCCEEDED, PhoneHomeView, WorkflowView};
+use kiln_client::render::human_bytes;
 use kiln_model::event::{BmcTask, Event, EventData};
 use kiln_model::workflow::WorkflowState;
 use serde::Serialize;
@@ -357,20 +358,6 @@ impl MachineView {
             WorkflowState::Rebooting => Phase::Rebooting,
         }
     }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
 }
 
 /// "12.3s" below a minute, "4m05s" above.
@@ -785,6 +772,5 @@ mod tests {
     fn durations_read_well() {
         assert_eq!(human_ms(12_345), "12.3s");
         assert_eq!(human_ms(245_000), "4m05s");
-        assert_eq!(human_bytes(1610612736), "1.5 GiB");
     }
 }

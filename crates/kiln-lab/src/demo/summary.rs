@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use super::progress::{ImageStats, Timeline, human_bytes, human_ms};
+use super::progress::{ImageStats, Timeline, human_ms};
+use kiln_client::render::human_bytes;
 
 /// One machine's outcome, as printed and as written to `--summary-json`.
 #[derive(Clone, Debug, Serialize)]
@@ -78,7 +79,7 @@ pub fn render(reports: &[MachineReport]) -> String {
             row
         })
         .collect();
-    let mut out = super::console::table(&header, &rows);
+    let mut out = kiln_client::render::table(&header, &rows);
     for r in reports {
         if let Some(img) = r.image
             && img.ms > 0

@@ -1,4 +1,4 @@
-//! Progress of a long transfer on stderr: one line rewritten in place on a terminal, a line
+//! Progress of a long transfer (an image upload or import) on stderr: one line rewritten in place on a terminal, a line
 //! every few seconds otherwise (logs, CI).
 
 use std::io::{self, IsTerminal, Read, Write};
