@@ -1,7 +1,7 @@
 //! The running Kiln server as a library: the provisioning network's services (DHCP, TFTP,
 //! HTTP, the agent API over TLS), the workflow engine's ticker, the BMC job runner, the event
 //! writer, the inventory refresher and the admin API, under one supervisor and one shutdown
-//! signal. `kiln serve` fills in [`ServeOptions`] and calls [`serve`].
+//! signal. `kiln serve` is [`flags::run`]: its flags fill in [`ServeOptions`] and call [`serve`].
 
 pub mod admin;
 mod agent_tls;
@@ -11,6 +11,7 @@ pub mod cluster_seed;
 pub mod clusters;
 pub mod config;
 mod error;
+pub mod flags;
 pub mod images;
 mod options;
 mod power;

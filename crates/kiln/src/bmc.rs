@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The rows as a table or JSON; exit 1 (and a count on stderr) when a machine failed.
 pub fn print_rows(rows: &[BmcRow], output: Format) -> anyhow::Result<ExitCode> {
-    output.print(rows, |r| kiln_client::render::bmc::rows(r))?;
+    output.print(rows, kiln_client::render::bmc::rows)?;
     Ok(exit_code(rows))
 }
 

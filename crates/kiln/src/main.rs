@@ -1,9 +1,9 @@
 //! `kiln`: one binary from powered-off metal to a running cluster.
 
+mod args;
 mod bmc;
 mod client;
 mod cluster;
-mod config;
 mod demo;
 mod enroll;
 mod events;
@@ -11,7 +11,6 @@ mod hardware;
 mod image;
 mod output;
 mod select;
-mod serve;
 mod token;
 mod workflow;
 
@@ -81,7 +80,7 @@ enum Command {
     /// Power and boot control through the machines' BMCs (IPMI, Redfish), many in parallel.
     Bmc(bmc::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
-    Serve(serve::Args),
+    Serve(kiln_server::flags::ServeArgs),
     /// Admin API tokens (on the server host: reads the data dir directly).
     #[command(subcommand)]
     Token(token::Command),
@@ -126,7 +125,7 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     // `Cli::parse()`, with `serve --config FILE` applied.
-    let cli: Cli = match config::parse(std::env::args_os().collect()) {
+    let cli: Cli = match args::parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("kiln: {e:#}");
@@ -144,7 +143,9 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
-        Command::Serve(args) => serve::run(&cli.data_dir, args),
+        Command::Serve(args) => kiln_server::flags::run(&cli.data_dir, args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),

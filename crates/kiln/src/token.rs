@@ -5,13 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_api::{NewToken, TokenInfo, TokenScope};
-use kiln_store::ApiTokenRecord;
-
-use kiln_api::time::rfc3339_ms;
+use kiln_api::TokenScope;
+use kiln_server::admin::tokens;
 
 use crate::output::Format;
-use kiln_client::render::table;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Scope {
@@ -40,31 +37,9 @@ pub enum Command {
     Revoke { key: String },
 }
 
-fn info(r: &ApiTokenRecord) -> TokenInfo {
-    TokenInfo {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        scope: TokenScope::parse(&r.scope).unwrap_or(TokenScope::ReadOnly),
-        created: rfc3339_ms(r.created_ms),
-        revoked: r.revoked_ms.map(rfc3339_ms),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
-    // The server's store: KILN_STORE (as `kiln serve` reads it) or kiln.db in the data dir.
-    let location = match std::env::var("KILN_STORE") {
-        Ok(v) => kiln_store::Location::parse(&v, data_dir)?,
-        Err(_) => kiln_store::Location::sqlite(data_dir),
-    };
-    let store = kiln_store::open(&location, kiln_store::Durability::Full)
-        .with_context(|| format!("opening the store ({location:?})"))?;
+    let store = tokens::open_local_store(data_dir)
+        .with_context(|| format!("opening the store of {}", data_dir.display()))?;
     match cmd {
         Command::Create {
             name,
@@ -75,52 +50,24 @@ pub fn run(data_dir: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                 Scope::Admin => TokenScope::Admin,
                 Scope::ReadOnly => TokenScope::ReadOnly,
             };
-            let (rec, token) = kiln_server::admin::auth::create(&*store, &name, scope, now_ms())?;
-            match output {
-                Format::Json => {
-                    let t = NewToken {
-                        info: info(&rec),
-                        token,
-                    };
-                    println!("{}", serde_json::to_string_pretty(&t)?)
-                }
-                Format::Table => {
-                    eprintln!(
-                        "token {} ({}, {}): shown once, keep it secret",
-                        rec.id,
-                        rec.name,
-                        scope.as_str()
-                    );
-                    println!("{token}");
-                }
+            let new = tokens::create(&*store, &name, scope)?;
+            if output == Format::Table {
+                let i = &new.info;
+                eprintln!(
+                    "token {} ({}, {}): shown once, keep it secret",
+                    i.id,
+                    i.name,
+                    scope.as_str()
+                );
             }
+            output.print(&new, |t| format!("{}\n", t.token))?;
         }
         Command::List { output } => {
-            let all: Vec<TokenInfo> = store.api_tokens()?.iter().map(info).collect();
-            match output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = all
-                        .iter()
-                        .map(|t| {
-                            vec![
-                                t.id.clone(),
-                                t.name.clone(),
-                                t.scope.as_str().into(),
-                                t.created.clone(),
-                                t.revoked.clone().unwrap_or_else(|| "-".into()),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["ID", "NAME", "SCOPE", "CREATED", "REVOKED"], &rows)
-                    );
-                }
-            }
+            let all = tokens::list(&*store)?;
+            output.print(&all, |a| kiln_client::render::token::list(a))?;
         }
         Command::Revoke { key } => {
-            let n = store.revoke_api_token(&key, now_ms())?;
+            let n = tokens::revoke(&*store, &key)?;
             if n == 0 {
                 anyhow::bail!("no live token has the id or name {key:?}");
             }

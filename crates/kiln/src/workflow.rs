@@ -103,7 +103,7 @@ fn made(
     output: Format,
 ) -> anyhow::Result<ExitCode> {
     if !(wait.wait && output == Format::Json) {
-        output.print(created, |c| render::created(c))?;
+        output.print(created, render::created)?;
     }
     if !wait.wait {
         return Ok(ExitCode::SUCCESS);

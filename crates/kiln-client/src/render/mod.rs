@@ -5,6 +5,7 @@ pub mod bmc;
 pub mod cluster;
 pub mod hardware;
 pub mod image;
+pub mod token;
 pub mod workflow;
 
 /// Left-aligned columns, two spaces apart.

@@ -10,6 +10,7 @@ mod failure;
 mod hardware;
 mod images;
 mod templates;
+pub mod tokens;
 mod workflows;
 
 use std::net::SocketAddr;

@@ -8,19 +8,19 @@
 //!
 //! How: a first, lenient parse finds `--config` and where each flag's value came from; the
 //! file's values for flags still at their defaults are then appended as `--flag=value`
-//! arguments and the command line is parsed again, for real. Reading the file itself (TOML,
-//! located errors) is [`kiln_server::config`]'s; here is the clap glue.
+//! arguments and the command line is parsed again, for real (the CLI's `main` does the two
+//! parses). Reading the file itself (TOML, located errors) is [`crate::config`]'s; here is the
+//! clap glue.
 
 use std::collections::BTreeSet;
-use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::ffi::OsStr;
 
+use crate::config::{ConfigErrors, entries, toml_string};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
-use kiln_server::config::{ConfigErrors, entries, toml_string};
 
 /// The subcommand whose flags the file sets.
-const SUBCOMMAND: &str = "serve";
+pub const SUBCOMMAND: &str = "serve";
 /// Flags of `serve` that make no sense in the file itself.
 const NOT_IN_FILE: &[&str] = &["config", "print_config", "help"];
 
@@ -130,7 +130,7 @@ pub fn effective(settings: Vec<Setting>, matches: &ArgMatches) -> Vec<Setting> {
 
 /// ROOT with every `serve` flag optional: the first parse only looks for `--config`, so a
 /// flag the file will supply (`address`) must not be missing yet.
-fn lenient(root: Command) -> Command {
+pub fn lenient(root: Command) -> Command {
     root.mut_subcommand(SUBCOMMAND, |mut serve| {
         let ids: Vec<_> = serve.get_arguments().map(|a| a.get_id().clone()).collect();
         for id in ids {
@@ -140,44 +140,8 @@ fn lenient(root: Command) -> Command {
     })
 }
 
-/// Parses the command line ARGV for the CLI T, with `serve --config FILE` applied; clap's own
-/// errors (and --help) exit as `T::parse()` would. `serve --print-config` prints the settings
-/// `serve` would start with and exits.
-pub fn parse<T: clap::Parser>(argv: Vec<OsString>) -> anyhow::Result<T> {
-    let first = lenient(T::command())
-        .try_get_matches_from(&argv)
-        .unwrap_or_else(|e| {
-            // --help and errors as the real CLI words them (its usage names required flags).
-            T::try_parse_from(&argv).err().unwrap_or(e).exit()
-        });
-    let Some((SUBCOMMAND, serve)) = first.subcommand() else {
-        return Ok(T::try_parse_from(argv).unwrap_or_else(|e| e.exit()));
-    };
-    let mut from_file = BTreeSet::new();
-    let mut argv = argv;
-    if let Some(path) = serve.get_one::<PathBuf>("config") {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
-        let settings = settings(&path.display().to_string(), &text, &T::command())?;
-        for s in effective(settings, serve) {
-            from_file.insert(s.id);
-            argv.extend(s.arg.map(OsString::from));
-        }
-    }
-    let mut matches = T::command()
-        .try_get_matches_from(&argv)
-        .unwrap_or_else(|e| e.exit());
-    if let Some((_, serve)) = matches.subcommand()
-        && serve.get_flag("print_config")
-    {
-        print!("{}", describe(&T::command(), serve, &from_file));
-        std::process::exit(0);
-    }
-    Ok(T::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit()))
-}
-
 /// The settings `serve` would start with, as a config file (each with where it came from).
-fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) -> String {
+pub fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) -> String {
     let mut out = String::new();
     for arg in settable(root) {
         let id = arg.get_id().as_str();
@@ -215,6 +179,8 @@ fn describe(root: &Command, serve: &ArgMatches, from_file: &BTreeSet<String>) ->
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+    use std::ffi::OsString;
+    use std::path::PathBuf;
 
     /// The real `serve` flags under a CLI shaped like kiln's.
     #[derive(Parser)]
@@ -227,7 +193,7 @@ mod tests {
 
     #[derive(Subcommand)]
     enum Cmd {
-        Serve(crate::serve::Args),
+        Serve(super::super::ServeArgs),
     }
 
     fn settings_of(text: &str) -> Result<Vec<Setting>, ConfigErrors> {
@@ -423,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_packaged_sample_names_only_real_flags() {
-        let sample = include_str!("../../../packaging/kiln.toml");
+        let sample = include_str!("../../../../packaging/kiln.toml");
         assert!(settings("kiln.toml", sample, &Cli::command()).is_ok());
         // Every commented-out example, uncommented, is a valid setting too (api_listen
         // only once serve has the flag).

@@ -1,11 +1,19 @@
-//! `kiln serve`: DHCP, TFTP and HTTP on one provisioning network.
+//! `kiln serve`'s flags: one list for the command line, the `KILN_*` environment and
+//! `kiln.toml` (see [`file`]), mapped onto [`ServeOptions`]; and starting the server process
+//! from them (logging, the open-file limit, the runtime, SIGTERM).
+
+pub mod file;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
-use kiln_server::{Limits, ServeOptions};
+use crate::{Limits, ServeOptions, ServerError};
+
+/// A duration flag (`10s`, `1m`): the templates' grammar, one grammar everywhere.
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    kiln_model::template::parse_duration(s)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DhcpMode {
@@ -27,7 +35,7 @@ pub enum LogFormat {
 }
 
 #[derive(clap::Args)]
-pub struct Args {
+pub struct ServeArgs {
     /// TOML file setting any of these flags (and --data-dir) under its long name in
     /// snake_case, e.g. `http_port = 8080`; flags and KILN_* variables override it.
     #[arg(long, env = "KILN_CONFIG", value_name = "FILE")]
@@ -125,11 +133,11 @@ struct HttpLimitArgs {
     http_max_per_source: usize,
     /// A request head must be complete this long after the connection opened or its
     /// first byte arrived (10s, 1m).
-    #[arg(long, env = "KILN_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::output::duration_arg)]
+    #[arg(long, env = "KILN_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
     http_header_timeout: Duration,
     /// An HTTP connection with no request in flight is closed after this long (downloads
     /// in progress are never cut).
-    #[arg(long, env = "KILN_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::output::duration_arg)]
+    #[arg(long, env = "KILN_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration_arg)]
     http_idle_timeout: Duration,
 }
 
@@ -144,8 +152,13 @@ impl HttpLimitArgs {
     }
 }
 
-impl Args {
-    fn options(&self, data_dir: &Path) -> anyhow::Result<ServeOptions> {
+impl ServeArgs {
+    /// Where the settings came from (`--config FILE`), for the log.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    pub fn options(&self, data_dir: &Path) -> Result<ServeOptions, ServerError> {
         // SQLite in the data directory is what `None` means.
         let store = match &self.store {
             Some(v) => match kiln_store::Location::parse(v, data_dir)? {
@@ -183,7 +196,8 @@ impl Args {
     }
 }
 
-pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+/// `kiln serve`: the server with these settings, until SIGINT or SIGTERM.
+pub fn run(data_dir: &Path, args: ServeArgs) -> Result<(), ServerError> {
     let opts = args.options(data_dir)?;
     opts.check_safety()?;
     let filter =
@@ -207,9 +221,12 @@ pub fn run(data_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(1100)
-        .build()?;
-    runtime.block_on(kiln_server::serve(opts, wait_for_signal()))?;
-    Ok(ExitCode::SUCCESS)
+        .build()
+        .map_err(|e| ServerError::Start {
+            what: "starting the async runtime".into(),
+            cause: e.into(),
+        })?;
+    runtime.block_on(crate::serve(opts, wait_for_signal()))
 }
 
 /// Raises the soft open-file limit to the hard one and returns it: every HTTP connection and
@@ -255,7 +272,7 @@ mod tests {
     #[derive(Parser)]
     struct T {
         #[command(flatten)]
-        args: Args,
+        args: ServeArgs,
     }
 
     #[test]
