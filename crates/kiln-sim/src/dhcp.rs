@@ -13,6 +13,9 @@ pub enum Asker {
     /// iPXE (QEMU's NIC ROM, or iPXE chain-loaded by PXE firmware): option 77 `iPXE`, option
     /// 60 `PXEClient`, option 93 the architecture. Kiln answers with the script URL.
     Ipxe { arch: u16 },
+    /// The firmware's own PXE ROM (before iPXE): option 60 `PXEClient` and option 93, no
+    /// user class. Kiln answers with iPXE's file name for TFTP.
+    Pxe { arch: u16 },
     /// The agent OS's busybox udhcpc (and an installed OS): no netboot options.
     Plain,
 }
@@ -56,13 +59,15 @@ fn header(xid: u32, mac: [u8; 6], ty: MessageType, asker: Asker) -> Message {
         OptionCode::Hostname,
         OptionCode::BootfileName,
     ]));
-    if let Asker::Ipxe { arch } = asker {
+    if let Asker::Ipxe { arch } | Asker::Pxe { arch } = asker {
         let vc = format!("PXEClient:Arch:{arch:05}:UNDI:002001");
         opts.insert(DhcpOption::ClassIdentifier(vc.into_bytes()));
         opts.insert(DhcpOption::ClientSystemArchitecture(Architecture::from(
             arch,
         )));
         opts.insert(DhcpOption::ClientNetworkInterface(1, 2, 1));
+    }
+    if let Asker::Ipxe { .. } = asker {
         opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
     }
     msg
@@ -161,6 +166,9 @@ mod tests {
         assert!(d.flags().broadcast());
         let p = decode(&discover(8, MAC, Asker::Plain));
         assert_eq!(classify(&p).unwrap().kind, ClientKind::Plain);
+        let f = decode(&discover(9, MAC, Asker::Pxe { arch: 7 }));
+        let info = classify(&f).unwrap();
+        assert_eq!((info.kind, info.arch), (ClientKind::Pxe, Some(7)));
     }
 
     #[test]

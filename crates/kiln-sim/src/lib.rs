@@ -1,6 +1,6 @@
 //! Kiln's simulated rack (issue 13): machines without QEMU that do on the wire what their
 //! firmware's iPXE, Kiln's agent OS and the installed OS do ([`machine`]), simulated Redfish
-//! BMCs whose power-on starts a machine's boot ([`redfish`]), one shared DHCP client socket
+//! and IPMI BMCs whose power-on starts a machine's boot ([`redfish`], [`ipmi`]), one shared DHCP client socket
 //! ([`dhcp_port`]), and the `kiln-rack` runner that provisions N of them with a real
 //! `kiln serve` in a private network namespace and measures it ([`rack`]).
 //!
@@ -9,8 +9,10 @@
 
 pub mod dhcp;
 pub mod dhcp_port;
+pub mod ipmi;
 pub mod machine;
 pub mod rack;
 pub mod redfish;
 pub mod script;
 pub mod stats;
+pub mod tftp;

@@ -37,6 +37,8 @@ const PHONE_HOME_TRIES: u32 = 10;
 /// What all machines of a rack share.
 pub struct Rack {
     pub dhcp: Arc<DhcpPort>,
+    /// What boots first: iPXE itself (QEMU's NIC ROM) or a PXE ROM that fetches iPXE by TFTP.
+    pub firmware: Firmware,
     pub samples: Samples,
     /// Option 93 the machines' iPXE sends (0: BIOS).
     pub arch: u16,
@@ -47,6 +49,16 @@ pub struct Rack {
     /// How long an OS takes from its kernel to the network (the agent OS to its DHCP, the
     /// installed OS to its phone-home).
     pub os_boot_delay: Duration,
+}
+
+/// The machines' network boot ROM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Firmware {
+    /// iPXE in the NIC's ROM (as QEMU's): its DHCP gets the script's URL at once.
+    #[default]
+    Ipxe,
+    /// A PXE ROM: DHCP without iPXE's user class, iPXE fetched by TFTP, then iPXE's DHCP.
+    Pxe,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +200,9 @@ impl SimMachine {
         for _ in 0..MAX_BOOTS {
             // A boot starts with no connections: none is reused across a reboot.
             let http = self.client(None)?;
+            if rack.firmware == Firmware::Pxe && !self.pxe_loads_ipxe(rack).await? {
+                return self.disk_boot(rack, &http).await;
+            }
             self.set_status("iPXE: DHCP");
             let dora = rack
                 .dhcp
@@ -244,6 +259,28 @@ impl SimMachine {
         Err(SimError::Protocol(format!(
             "still netbooting after {MAX_BOOTS} boots"
         )))
+    }
+
+    /// The PXE ROM's DHCP and TFTP fetch of iPXE; false when Kiln offered no boot file
+    /// (netboot off: the firmware goes on to the disk).
+    async fn pxe_loads_ipxe(&self, rack: &Rack) -> Result<bool, SimError> {
+        self.set_status("PXE: DHCP");
+        let d = rack
+            .dhcp
+            .dora(self.mac, Asker::Pxe { arch: rack.arch })
+            .await?;
+        self.note_dora(rack, &d);
+        let Some(file) = d.lease.boot_file.clone() else {
+            return Ok(false);
+        };
+        self.set_status("PXE: TFTP");
+        let t0 = Instant::now();
+        let n = crate::tftp::fetch(self.ip, (d.lease.server, 69).into(), &file)
+            .await
+            .map_err(SimError::Protocol)?;
+        rack.samples.add(Measure::TftpIpxe, t0.elapsed());
+        rack.counters.boot_bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(true)
     }
 
     fn note_dora(&self, rack: &Rack, d: &crate::dhcp_port::Dora) {

@@ -17,14 +17,37 @@ use kiln_api::WorkflowView;
 use serde::Serialize;
 
 use crate::dhcp_port::DhcpPort;
-use crate::machine::{Counters, Rack, SimMachine};
+use crate::ipmi::SimIpmi;
+use crate::machine::{Counters, Firmware, Rack, SimMachine};
 use crate::redfish::{SimBmc, SimSystem};
 use crate::stats::{Measure, Samples, Summary};
 
 /// Each machine's BMC listens on a port of its own from here (Kiln takes turns reading the
 /// power of machines behind one BMC address, as it should with a chassis manager; a rack has
-/// one BMC per machine).
-const REDFISH_BASE_PORT: u16 = 20000;
+/// one BMC per machine): Redfish on TCP, IPMI on UDP.
+const BMC_BASE_PORT: u16 = 20000;
+
+/// Which BMCs the simulated machines have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BmcKind {
+    #[default]
+    Redfish,
+    /// IPMI 2.0 over LAN (RMCP+, cipher suites 17 and 3), as ipmi_sim answers.
+    Ipmi,
+    /// IPMI for the 1st, 3rd, ... machine, Redfish for the others.
+    Mixed,
+}
+
+impl BmcKind {
+    /// Whether machine `i` has an IPMI BMC.
+    pub fn ipmi(self, i: usize) -> bool {
+        match self {
+            BmcKind::Redfish => false,
+            BmcKind::Ipmi => true,
+            BmcKind::Mixed => i.is_multiple_of(2),
+        }
+    }
+}
 const BMC_USER: &str = "admin";
 const SIM_IF: &str = "sim0";
 /// The simulated BMC's address (on sim0) and the machines' network.
@@ -53,6 +76,8 @@ pub struct Options {
     pub os_boot_delay: Duration,
     /// Extra `kiln serve` flags.
     pub serve_args: Vec<String>,
+    pub bmc: BmcKind,
+    pub firmware: Firmware,
 }
 
 /// The figures of one run.
@@ -123,17 +148,25 @@ pub fn machine_plan(i: u32) -> (String, [u8; 6], Ipv4Addr) {
     (format!("sim-{:04}", i + 1), mac, ip)
 }
 
-/// hardware.csv of the rack: each machine's Redfish system by its path on the one simulated
-/// BMC listener. Holds the BMC password: written 0600.
-pub fn hardware_csv(machines: &[Arc<SimMachine>], password: &str) -> String {
+/// hardware.csv of the rack: each machine's BMC on a port of its own (a Redfish system by its
+/// path, or IPMI). Holds the BMC password: written 0600.
+pub fn hardware_csv(machines: &[Arc<SimMachine>], password: &str, bmc: BmcKind) -> String {
     let mut out = String::from(
         "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n",
     );
     for (i, m) in machines.iter().enumerate() {
-        let port = REDFISH_BASE_PORT as usize + i;
+        let port = BMC_BASE_PORT as usize + i;
+        let address = if bmc.ipmi(i) {
+            format!("ipmi://{BMC_IP}:{port}")
+        } else {
+            format!(
+                "redfish+http://{BMC_IP}:{port}/redfish/v1/Systems/{}",
+                m.hostname
+            )
+        };
         let _ = writeln!(
             out,
-            "{host},redfish+http://{BMC_IP}:{port}/redfish/v1/Systems/{host},{BMC_USER},{password},{mac},{ip},255.255.0.0,{gw},{gw},type=sim|kiln.dev/boot-mode=legacy,/dev/vda",
+            "{host},{address},{BMC_USER},{password},{mac},{ip},255.255.0.0,{gw},{gw},type=sim|kiln.dev/boot-mode=legacy,/dev/vda",
             host = m.hostname,
             mac = m.mac_text(),
             ip = m.ip,
@@ -420,7 +453,7 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     let rack = runtime.block_on(start_rack(opts, &machines, &password))?;
 
     let csv = lab.work.join("hardware.csv");
-    kiln_lab::write_file(&csv, &hardware_csv(&machines, &password), 0o600)?;
+    kiln_lab::write_file(&csv, &hardware_csv(&machines, &password, opts.bmc), 0o600)?;
     kiln(opts, &lab.ns, &data, &["enroll", &csv.to_string_lossy()])?;
     let image = opts.image.to_string_lossy();
     let import = ["image", "import", &image, "--name", "test-os"];
@@ -470,6 +503,10 @@ fn start_server(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<(u32,
     std::fs::create_dir_all(&artifacts)?;
     fake_file(&artifacts.join("vmlinuz"), opts.kernel_bytes)?;
     fake_file(&artifacts.join("initrd.img"), opts.initrd_bytes)?;
+    // The TFTP root too: iPXE's binaries as a PXE ROM fetches them (about their real size).
+    for ipxe in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
+        fake_file(&artifacts.join(ipxe), 96 << 10)?;
+    }
     let data = lab.data.clone();
     let log = lab.log("kiln-serve.log");
     let (data_s, artifacts_s) = (data.to_string_lossy(), artifacts.to_string_lossy());
@@ -510,8 +547,8 @@ fn start_server(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<(u32,
     Ok((pid, log))
 }
 
-/// The shared DHCP port, a Redfish BMC per machine (a port each, as a rack has), and every
-/// machine's life started (powered off until its BMC says otherwise).
+/// The shared DHCP port, a BMC per machine (a port each, as a rack has), and every machine's
+/// life started (powered off until its BMC says otherwise).
 async fn start_rack(
     opts: &Options,
     machines: &[Arc<SimMachine>],
@@ -520,6 +557,7 @@ async fn start_rack(
     let dhcp = DhcpPort::bind(SIM_IF, 68, 67).context("binding UDP :68 on sim0")?;
     let rack = Arc::new(Rack {
         dhcp,
+        firmware: opts.firmware,
         samples: Samples::default(),
         arch: 0,
         counters: Counters::default(),
@@ -527,6 +565,14 @@ async fn start_rack(
         os_boot_delay: opts.os_boot_delay,
     });
     for (i, m) in machines.iter().enumerate() {
+        let port = BMC_BASE_PORT + i as u16;
+        if opts.bmc.ipmi(i) {
+            SimIpmi::new(m.chassis.clone(), BMC_USER, password)
+                .spawn((BMC_IP, port).into())
+                .await
+                .with_context(|| format!("binding a simulated IPMI BMC on {BMC_IP}:{port}"))?;
+            continue;
+        }
         let system = Arc::new(SimSystem::new(
             &m.hostname,
             &m.hostname,
@@ -534,7 +580,6 @@ async fn start_rack(
             m.chassis.clone(),
         ));
         let bmc = SimBmc::new(vec![system], BMC_USER, password);
-        let port = REDFISH_BASE_PORT + i as u16;
         let listener = tokio::net::TcpListener::bind((BMC_IP, port))
             .await
             .with_context(|| format!("binding a simulated Redfish BMC on {BMC_IP}:{port}"))?;
@@ -648,9 +693,15 @@ mod tests {
                 SimMachine::new(&h, m, ip)
             })
             .collect();
-        let csv = hardware_csv(&ms, "pw-0123456789");
+        let csv = hardware_csv(&ms, "pw-0123456789", BmcKind::Mixed);
         let hw = kiln_model::csv::parse_hardware_csv("hardware.csv", &csv).unwrap();
         assert_eq!(hw.len(), 3);
+        let bmc = |i: usize| hw[i].bmc.as_ref().unwrap().address.clone();
+        assert_eq!(bmc(0), "ipmi://10.77.0.2:20000");
+        assert_eq!(
+            bmc(1),
+            "redfish+http://10.77.0.2:20001/redfish/v1/Systems/sim-0002"
+        );
         assert_eq!(hw[1].hostname, "sim-0002");
         assert_eq!(hw[1].mac.to_string(), "52:54:00:5a:00:01");
         assert_eq!(hw[1].labels.get("type").map(String::as_str), Some("sim"));

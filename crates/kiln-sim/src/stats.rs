@@ -14,6 +14,8 @@ pub enum Measure {
     DhcpOffer,
     /// DHCPREQUEST → ACK.
     DhcpAck,
+    /// The firmware's TFTP fetch of iPXE (`kiln-rack --firmware pxe`), the whole file.
+    TftpIpxe,
     /// GET of the iPXE script.
     IpxeScript,
     /// One agent API call (claim, next, report, seed), the whole request.

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kiln_sim::rack::{self, Options};
+use kiln_sim::machine::Firmware;
+use kiln_sim::rack::{self, BmcKind, Options};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,12 @@ struct Cli {
     /// Before provisioning, every machine's DHCP at once (a boot storm), measured apart.
     #[arg(long)]
     storm: bool,
+    /// The machines' BMCs: redfish, ipmi, or mixed (IPMI for every other machine).
+    #[arg(long, value_enum, default_value_t)]
+    bmc: BmcKind,
+    /// The machines' boot ROM: ipxe (as QEMU's NICs) or pxe (DHCP, then iPXE over TFTP).
+    #[arg(long, value_enum, default_value_t)]
+    firmware: Firmware,
     /// Seconds from the agent's reboot to iPXE's DHCP (the firmware's reset and POST).
     #[arg(long, default_value_t = 3.0)]
     reboot_secs: f64,
@@ -101,6 +108,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         os_boot_delay: Duration::from_secs_f64(cli.os_boot_secs.max(0.0)),
         reboot_delay: Duration::from_secs_f64(cli.reboot_secs.max(0.0)),
         serve_args: cli.serve_args,
+        bmc: cli.bmc,
+        firmware: cli.firmware,
     };
     let out = rack::run(&opts);
     if image.starts_with(std::env::temp_dir()) && image.to_string_lossy().contains("kiln-rack-") {
