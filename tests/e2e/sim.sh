@@ -62,11 +62,12 @@ check "sim: the BMC step is there: boot device, power on, done, netbooting" \
 check "sim: kiln-rack removed its namespaces" \
 	bash -c '! ip netns list | grep -qE "^kiln-(rack|demo)-$1( |\$)"' _ "$RACK_PID"
 
-# The simulated IPMI BMCs (RMCP+, as ipmi_sim answers): four machines, every other one behind
-# IPMI, all powered on by Kiln's BMC job and provisioned.
+# The simulated IPMI BMCs (RMCP+, as ipmi_sim answers) and PXE firmware: four machines, every
+# other one behind IPMI, each booting as a PXE ROM does (DHCP, iPXE over TFTP, then iPXE's
+# DHCP), all powered on by Kiln's BMC job and provisioned.
 mixed_work=$E2E_WORK/mixed
 mixed=$E2E_WORK/mixed.json
-"$KILN_RACK" 4 --bmc mixed --kiln "$KILN_BIN" --template "$REPO/workflows/debian-test-os.yaml" \
+"$KILN_RACK" 4 --bmc mixed --firmware pxe --kiln "$KILN_BIN" --template "$REPO/workflows/debian-test-os.yaml" \
 	--work "$mixed_work" --keep --timeout 300 -o json >"$mixed" 2>"$E2E_WORK/mixed.err" &
 RACK_PID=$!
 wait "$RACK_PID" || true
@@ -74,6 +75,9 @@ check "sim: four machines, two behind simulated IPMI BMCs and two behind Redfish
 	python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["succeeded"] == 4 and not r["failed"] else 1)' "$mixed"
 check "sim: Kiln powered the IPMI machine on through its BMC (sim-0001: bmc.power, bmc.done)" \
 	bash -c 'python3 "$1" sim-0001 52:54:00:5a:00:00 <"$2" | tr "\n" " " | grep -q "bmc.power bmc.done"' \
+	_ "$REPO/tests/e2e/event_kinds.py" "$mixed_work/events.json"
+check "sim: the PXE firmware fetched iPXE over TFTP before iPXE's script (sim-0001: tftp.sent, then http.script)" \
+	bash -c 'python3 "$1" sim-0001 52:54:00:5a:00:00 <"$2" | tr "\n" " " | grep -q "tftp.sent.* http.script"' \
 	_ "$REPO/tests/e2e/event_kinds.py" "$mixed_work/events.json"
 check "sim: the IPMI machine's BMC address is ipmi://" \
 	grep -q "^sim-0001,ipmi://" "$mixed_work/hardware.csv"
