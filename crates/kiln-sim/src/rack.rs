@@ -449,7 +449,8 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let password = kiln_lab::random_hex(12)?;
+    // 16 hex digits: within IPMI 2.0's 20-byte limit (64 bits of secret).
+    let password = kiln_lab::random_hex(8)?;
     let rack = runtime.block_on(start_rack(opts, &machines, &password))?;
 
     let csv = lab.work.join("hardware.csv");
