@@ -35,6 +35,15 @@ impl Served {
         }
     }
 
+    /// The root as `kiln_http_file_bytes_total` labels it.
+    fn label(self) -> &'static str {
+        match self {
+            Served::Artifacts => "artifacts",
+            Served::Images => "images",
+            Served::Boot => "boot",
+        }
+    }
+
     fn root_name(self) -> HttpRoot {
         match self {
             Served::Artifacts => HttpRoot::Artifacts,
@@ -87,7 +96,8 @@ async fn serve_and_record(served: Served, request: FileRequest) -> Response {
         sendfile,
         path,
     } = request;
-    let response = serve_file(served.root(&state), &path, &method, &headers, sendfile).await;
+    let root = (served.root(&state), served.label());
+    let response = serve_file(root, &path, &method, &headers, sendfile).await;
     if method == Method::GET {
         let range = headers
             .get(header::RANGE)
@@ -252,7 +262,7 @@ pub(crate) fn plan_response(meta: FileMeta, method: &Method, headers: &HeaderMap
 }
 
 async fn serve_file(
-    root: &FsPath,
+    (root, root_name): (&FsPath, &'static str),
     requested: &str,
     method: &Method,
     headers: &HeaderMap,
@@ -291,13 +301,14 @@ async fn serve_file(
                 file: Arc::new(opened.file),
                 start,
                 count,
+                root: root_name,
             });
             response
         }
         Some((start, count)) => (
             plan.status,
             plan.headers,
-            file_body(opened.file, start, count),
+            file_body(opened.file, start, count, root_name),
         )
             .into_response(),
     }

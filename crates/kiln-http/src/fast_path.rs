@@ -51,6 +51,8 @@ pub(crate) struct FileRange {
     pub file: Arc<File>,
     pub start: u64,
     pub count: u64,
+    /// Which served root (`kiln_http_file_bytes_total`'s label).
+    pub root: &'static str,
 }
 
 /// Paths whose GET/HEAD the sendfile path serves.
@@ -184,9 +186,7 @@ async fn respond(
             // streams (the head rides in the first), uncorking sends the tail at once.
             let _ = rustix::net::sockopt::set_tcp_cork(stream, true);
             let sent = match send_all(stream, &head, send_timeout).await {
-                Ok(()) => {
-                    send_file(stream, &range.file, range.start, range.count, send_timeout).await
-                }
+                Ok(()) => send_file(stream, &range, send_timeout).await,
                 Err(e) => Err(e),
             };
             let _ = rustix::net::sockopt::set_tcp_cork(stream, false);
@@ -238,15 +238,15 @@ async fn send_all(stream: &TcpStream, mut buf: &[u8], send_timeout: Duration) ->
     Ok(())
 }
 
-/// `count` bytes of `file` from `offset` to the socket, page cache to socket in the kernel.
+/// The range's bytes to the socket, page cache to socket in the kernel.
 async fn send_file(
     stream: &TcpStream,
-    file: &File,
-    mut offset: u64,
-    count: u64,
+    range: &FileRange,
     send_timeout: Duration,
 ) -> io::Result<()> {
-    let end = offset + count;
+    let file: &File = &range.file;
+    let sent = metrics::counter!("kiln_http_file_bytes_total", "root" => range.root);
+    let (mut offset, end) = (range.start, range.start + range.count);
     while offset < end {
         let want = usize::try_from((end - offset).min(SENDFILE_CHUNK)).unwrap_or(usize::MAX);
         writable(stream, send_timeout).await?;
@@ -261,7 +261,7 @@ async fn send_file(
                     "file shrank while being served",
                 ));
             }
-            Ok(_) => {}
+            Ok(n) => sent.increment(n as u64),
             Err(e) if retry(&e) => {}
             Err(e) => return Err(e),
         }

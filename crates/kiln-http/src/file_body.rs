@@ -48,16 +48,23 @@ impl Drop for Chunk {
     }
 }
 
-/// `count` bytes of `file` from `start`, streamed.
-pub(crate) fn file_body(file: File, start: u64, count: u64) -> Body {
+/// `count` bytes of `file` from `start`, streamed; counted as bytes of the served `root`.
+pub(crate) fn file_body(file: File, start: u64, count: u64, root: &'static str) -> Body {
     let (tx, rx) = mpsc::channel(DEPTH);
-    tokio::task::spawn_blocking(move || read_range(&file, start, count, &tx));
+    let sent = metrics::counter!("kiln_http_file_bytes_total", "root" => root);
+    tokio::task::spawn_blocking(move || read_range(&file, start, count, &tx, &sent));
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
 }
 
-fn read_range(file: &File, start: u64, count: u64, tx: &mpsc::Sender<io::Result<Bytes>>) {
+fn read_range(
+    file: &File,
+    start: u64,
+    count: u64,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    sent: &metrics::Counter,
+) {
     let pool: Pool = Arc::new(Mutex::new(Vec::with_capacity(POOL)));
     let (mut offset, end) = (start, start + count);
     while offset < end {
@@ -93,6 +100,7 @@ fn read_range(file: &File, start: u64, count: u64, tx: &mpsc::Sender<io::Result<
         if tx.blocking_send(Ok(Bytes::from_owner(chunk))).is_err() {
             return; // the client went away
         }
+        sent.increment(read as u64);
     }
 }
 
@@ -103,7 +111,7 @@ mod tests {
     use std::io::Write;
 
     async fn collect(file: File, start: u64, count: u64) -> Result<Vec<u8>, String> {
-        let body = file_body(file, start, count);
+        let body = file_body(file, start, count, "test");
         body.collect()
             .await
             .map(|c| c.to_bytes().to_vec())

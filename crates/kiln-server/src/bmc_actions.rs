@@ -17,7 +17,7 @@ const PARALLEL: usize = 64;
 pub use crate::select::{SelectError, select};
 
 /// The error class as an identifier (scripts match on it; the detail says the rest).
-fn kind_name(k: ErrorKind) -> &'static str {
+pub(crate) fn kind_name(k: ErrorKind) -> &'static str {
     match k {
         ErrorKind::Unreachable => "unreachable",
         ErrorKind::Auth => "auth_failed",
@@ -108,7 +108,7 @@ async fn one(
         ..kiln_bmc::OpenOptions::for_hardware(&hw)
     };
     let mut learnt = None;
-    let outcome = match kiln_bmc::open(&endpoint, &opts).await {
+    let outcome = match crate::meters::open_bmc(&endpoint, &opts).await {
         Ok(bmc) => {
             let r = apply(op, bmc.as_ref(), &hw, persistent).await;
             learnt = bmc.hint();

@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod flags;
 pub mod images;
+pub mod meters;
 mod options;
 mod power;
 mod provisioning;

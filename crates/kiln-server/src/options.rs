@@ -65,6 +65,8 @@ pub struct ServeOptions {
     /// database shared with other servers (`--store postgres://…`). Its `Debug` hides the
     /// password.
     pub store: Option<kiln_store::Location>,
+    /// What `kiln_build_info` says is running: `VERSION (COMMIT)` as `kiln --version` prints it.
+    pub version: String,
 }
 
 impl ServeOptions {
@@ -88,6 +90,7 @@ impl ServeOptions {
             api_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9443)),
             limits: Limits::default(),
             store: None,
+            version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 

@@ -95,7 +95,7 @@ async fn run(
         hint: hint.clone(),
         ..kiln_bmc::OpenOptions::for_hardware(&hw)
     };
-    let bmc = kiln_bmc::open(&endpoint, &opts)
+    let bmc = crate::meters::open_bmc(&endpoint, &opts)
         .await
         .map_err(kiln_engine::power_run::failure)?;
     let (events, hardware) = (engine.clone(), job.hardware.clone());

@@ -1,5 +1,6 @@
 //! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
-//! when another connection (another kiln process, the admin API) committed a change.
+//! when another connection (another kiln process, the admin API) committed a change. Every
+//! few seconds: machines and workflows counted by state for `/metrics`.
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use kiln_model::{Inventory, SharedInventory};
 use kiln_store::{Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+
+/// Ticks between two counts of machines and workflows by state (5 s).
+const STATES_EVERY: u64 = 10;
 
 pub fn spawn(
     store: StoreHandle,
@@ -19,7 +23,9 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut seen = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ticks: u64 = 0;
         loop {
+            ticks += 1;
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -41,6 +47,13 @@ pub fn spawn(
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reloading the inventory: {e}"),
+            }
+            if ticks % STATES_EVERY == 1 {
+                let machines = inventory.load().len();
+                match store.run(|s| s.workflows(false)).await {
+                    Ok(wfs) => crate::meters::record_states(machines, &wfs),
+                    Err(e) => tracing::warn!("counting workflows for /metrics: {e}"),
+                }
             }
         }
     })

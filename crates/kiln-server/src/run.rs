@@ -83,6 +83,7 @@ pub(crate) async fn on_blocking_pool<T: Send + 'static>(
 pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     opts.check_safety()?;
     let metrics = metrics()?;
+    crate::meters::describe(&opts.version);
     let data_dir = opts.data_dir.clone();
     let location = opts.store_location();
     // Every store call of the start runs on the blocking pool: the PostgreSQL client blocks on

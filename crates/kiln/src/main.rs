@@ -143,7 +143,7 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
-        Command::Serve(args) => kiln_server::flags::run(&cli.data_dir, args)
+        Command::Serve(args) => kiln_server::flags::run(&cli.data_dir, args, VERSION)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Demo(args) => demo::run(args),

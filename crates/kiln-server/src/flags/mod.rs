@@ -168,6 +168,7 @@ impl ServeArgs {
             None => None,
         };
         Ok(ServeOptions {
+            version: env!("CARGO_PKG_VERSION").into(),
             data_dir: data_dir.to_path_buf(),
             address: self.address,
             interface: self.interface.clone(),
@@ -196,9 +197,11 @@ impl ServeArgs {
     }
 }
 
-/// `kiln serve`: the server with these settings, until SIGINT or SIGTERM.
-pub fn run(data_dir: &Path, args: ServeArgs) -> Result<(), ServerError> {
-    let opts = args.options(data_dir)?;
+/// `kiln serve`: the server with these settings, until SIGINT or SIGTERM. `version` is what
+/// `kiln --version` prints, for `kiln_build_info`.
+pub fn run(data_dir: &Path, args: ServeArgs, version: &str) -> Result<(), ServerError> {
+    let mut opts = args.options(data_dir)?;
+    opts.version = version.to_string();
     opts.check_safety()?;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
