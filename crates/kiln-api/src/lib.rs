@@ -15,6 +15,7 @@ pub mod resources;
 pub mod routes;
 pub mod sse;
 pub mod time;
+pub mod timeline;
 pub mod workflows;
 
 pub use bmc::*;
@@ -26,4 +27,5 @@ pub use events::EventView;
 pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
 pub use mac::MacAddr;
 pub use resources::*;
+pub use timeline::{Diagnosis, Phase, PhaseStatus, PhaseView, TimelineView};
 pub use workflows::*;

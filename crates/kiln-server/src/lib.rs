@@ -15,6 +15,7 @@ pub mod images;
 mod options;
 mod power;
 mod provisioning;
+pub mod recorder;
 mod refresher;
 mod run;
 pub mod select;
