@@ -14,6 +14,7 @@ mod select;
 mod serve;
 mod token;
 mod wait;
+mod why;
 mod workflow;
 
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ enum Command {
     Hardware(hardware::Command),
     /// Show what happened to machines (DHCP, TFTP, HTTP), optionally following new events.
     Events(events::Args),
+    /// Why a machine is where it is: its phases, their times, what is likely wrong (exit 2).
+    Why(why::Args),
     /// Create and follow workflows (OS installs) on enrolled machines.
     #[command(subcommand)]
     Workflow(workflow::Command),
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Hardware(cmd) => hardware::run(&ctx, cmd),
         Command::Token(cmd) => token::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&ctx, args),
+        Command::Why(args) => why::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),

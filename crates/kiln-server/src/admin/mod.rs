@@ -10,6 +10,7 @@ mod failure;
 mod hardware;
 mod images;
 mod templates;
+mod timeline;
 mod workflows;
 
 use std::net::SocketAddr;
@@ -94,6 +95,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(timeline::timeline))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(workflows::get_one))
         .routes(routes!(workflows::logs))

@@ -1,0 +1,3 @@
+//! Text views of the admin API's resources, for the CLI (one module per topic).
+
+pub mod why;
