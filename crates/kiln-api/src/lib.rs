@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod bmc;
 pub mod clusters;
+pub mod discovery;
 pub mod error;
 pub mod event_data;
 pub mod event_kind;
@@ -20,6 +21,7 @@ pub mod workflows;
 
 pub use bmc::*;
 pub use clusters::*;
+pub use discovery::{DiscoveredEnroll, DiscoveredMac};
 pub use error::{ApiErrorBody, Detail};
 pub use event_data::EventData;
 pub use event_kind::EventKind;

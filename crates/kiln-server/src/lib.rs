@@ -10,6 +10,7 @@ mod boot_services;
 pub mod cluster_seed;
 pub mod clusters;
 pub mod config;
+pub mod discovery;
 mod error;
 pub mod images;
 mod options;

@@ -89,3 +89,93 @@ fn a_machine_powered_long_ago_without_dhcp_is_diagnosed_through_the_api() {
     );
     assert!(doc["components"]["schemas"]["TimelineView"].is_object());
 }
+
+#[test]
+fn discovered_macs_are_listed_hinted_at_and_enrolled_from_a_pool() {
+    let s = Server::start();
+    enroll(&s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stranger = kiln_model::DiscoveredMac {
+        mac: "52:54:00:bb:00:07".parse().unwrap(),
+        first_seen_ms: now - 100_000,
+        last_seen_ms: now - 90_000,
+        count: 4,
+        client: kiln_model::event::DhcpClient::Pxe,
+        arch: Some(0),
+        vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
+        user_class: None,
+    };
+    let store = s.store();
+    store.record_discovered(&[stranger]).unwrap();
+    store
+        .append_events(&[
+            at(
+                now - 300_000,
+                EventData::WorkflowCreated {
+                    workflow: "wf-1".into(),
+                    template: "t".into(),
+                    retry_of: None,
+                },
+            ),
+            at(
+                now - 299_000,
+                EventData::BmcDone {
+                    task: BmcTask::Netboot,
+                    result: "powered on".into(),
+                },
+            ),
+        ])
+        .unwrap();
+    let (status, list) = get(&s, "/api/v1/discovered");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["mac"], "52:54:00:bb:00:07");
+    assert_eq!(list[0]["count"], 4);
+
+    // The machine whose NIC never asked: the stranger is the first suspect.
+    let t = get(&s, "/api/v1/hardware/n1/timeline").1;
+    let cause = t["diagnosis"]["causes"][0].as_str().unwrap();
+    assert!(
+        cause.contains("52:54:00:bb:00:07") && cause.contains("differs from hardware.csv"),
+        "{t}"
+    );
+
+    let bad = json!({"pool": "10.9.0.50-10.9.0.40/24"});
+    let (status, err) = s.request_json(
+        "POST",
+        "/api/v1/discovered/enroll",
+        Some(&s.admin),
+        Some(&bad),
+    );
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["details"][0]["field"], "pool");
+    let req = json!({"pool": "10.9.0.50-10.9.0.60/24", "gateway": "10.9.0.1", "rules": ["firmware=bios:boot=legacy"]});
+    let (status, out) = s.request_json(
+        "POST",
+        "/api/v1/discovered/enroll",
+        Some(&s.read_only),
+        Some(&req),
+    );
+    assert_eq!(status, 403, "a read-only token enrols nothing: {out}");
+    let (status, out) = s.request_json(
+        "POST",
+        "/api/v1/discovered/enroll",
+        Some(&s.admin),
+        Some(&req),
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["added"], json!(["node-525400bb0007"]));
+    let hw = get(&s, "/api/v1/hardware/node-525400bb0007").1;
+    assert_eq!(
+        (hw["ip"].as_str(), hw["labels"]["boot"].as_str()),
+        (Some("10.9.0.50"), Some("legacy"))
+    );
+    assert_eq!(get(&s, "/api/v1/discovered").1, json!([]));
+    let doc = get(&s, kiln_api::routes::OPENAPI).1;
+    assert_eq!(
+        doc["paths"]["/api/v1/discovered"]["get"]["operationId"],
+        "discovered_list"
+    );
+}

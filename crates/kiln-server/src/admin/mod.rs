@@ -5,6 +5,7 @@
 pub mod auth;
 mod bmc;
 mod clusters;
+mod discovered;
 mod events;
 mod failure;
 mod hardware;
@@ -96,6 +97,8 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::delete
         ))
         .routes(routes!(timeline::timeline))
+        .routes(routes!(discovered::list))
+        .routes(routes!(discovered::enroll))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(workflows::get_one))
         .routes(routes!(workflows::logs))

@@ -30,6 +30,7 @@ pub async fn timeline(
                 .iter()
                 .map(event_view)
                 .collect();
+            let unknown_macs = super::discovered::sightings(store)?;
             let mac = hw.mac.to_string();
             let inputs = Inputs {
                 machine: &name,
@@ -38,7 +39,7 @@ pub async fn timeline(
                 server_url: &server_url,
                 events: &events,
                 now_ms: now_ms(),
-                unknown_macs: &[],
+                unknown_macs: &unknown_macs,
                 // The agent's inventory report is not stored yet.
                 driverless: None,
             };
