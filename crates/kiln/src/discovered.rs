@@ -68,7 +68,7 @@ impl EnrollArgs {
             disk: self.disk.clone(),
             dry_run,
         };
-        let route = path("discovered", None, "/enroll");
+        let route = format!("{}/enroll", path("discovered", None, ""));
         Ok(("discovered".into(), route, serde_json::to_value(req)?))
     }
 }
