@@ -120,52 +120,65 @@ fn parse_rule(rule: &str) -> Result<(&str, &str, &str), String> {
     Ok((fact, value, label))
 }
 
-/// The hardware.csv for the request, and the MACs it enrols; or what is wrong with it.
-fn plan(
-    found: &[DiscoveredMac],
-    enrolled: &[Hardware],
-    req: &DiscoveredEnroll,
-) -> Result<(String, Vec<MacAddr>), Vec<Detail>> {
+/// Values that go into the CSV as given must not break its structure.
+fn unsafe_texts(req: &DiscoveredEnroll) -> Vec<Detail> {
+    let fields: [(&str, Vec<&String>); 6] = [
+        ("gateway", req.gateway.iter().collect()),
+        ("labels", req.labels.iter().collect()),
+        ("nameservers", req.nameservers.iter().collect()),
+        ("rules", req.rules.iter().collect()),
+        ("hostname_prefix", req.hostname_prefix.iter().collect()),
+        ("disk", req.disk.iter().collect()),
+    ];
     let mut problems = Vec::new();
-    // What goes into the CSV as given must not break its structure.
-    let texts = [("gateway", req.gateway.iter().collect::<Vec<_>>())]
-        .into_iter()
-        .chain([("labels", req.labels.iter().collect())])
-        .chain([("nameservers", req.nameservers.iter().collect())])
-        .chain([("rules", req.rules.iter().collect())])
-        .chain([("hostname_prefix", req.hostname_prefix.iter().collect())])
-        .chain([("disk", req.disk.iter().collect())]);
-    for (field, values) in texts {
+    for (field, values) in fields {
         for v in values {
             if v.contains([',', '"', '|', '\n', '\r']) {
                 problems.push(problem(field, format!("{v:?}: no , \" | or line breaks")));
             }
         }
     }
-    let pool = parse_pool(&req.pool).map_err(|m| problem("pool", m));
-    let rules: Vec<_> = req
-        .rules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            parse_rule(r)
-                .map_err(|m| problems.push(problem(&format!("rules[{i}]"), m)))
-                .ok()
-        })
-        .collect();
-    let mut chosen: Vec<&DiscoveredMac> = found.iter().collect();
-    if !req.macs.is_empty() {
-        chosen.clear();
-        for m in &req.macs {
-            match found.iter().find(|d| d.mac.to_string() == m.to_lowercase()) {
-                Some(d) => chosen.push(d),
-                None => problems.push(problem(
-                    "macs",
-                    format!("{m} is not among the discovered MACs"),
-                )),
-            }
+    problems
+}
+
+/// The MACs the request names (all discovered ones when it names none).
+fn chosen<'a>(
+    found: &'a [DiscoveredMac],
+    req: &DiscoveredEnroll,
+    problems: &mut Vec<Detail>,
+) -> Vec<&'a DiscoveredMac> {
+    if req.macs.is_empty() {
+        return found.iter().collect();
+    }
+    let mut out = Vec::new();
+    for m in &req.macs {
+        match found.iter().find(|d| d.mac.to_string() == m.to_lowercase()) {
+            Some(d) => out.push(d),
+            None => problems.push(problem(
+                "macs",
+                format!("{m} is not among the discovered MACs"),
+            )),
         }
     }
+    out
+}
+
+/// The hardware.csv for the request, and the MACs it enrols; or what is wrong with it.
+fn plan(
+    found: &[DiscoveredMac],
+    enrolled: &[Hardware],
+    req: &DiscoveredEnroll,
+) -> Result<(String, Vec<MacAddr>), Vec<Detail>> {
+    let mut problems = unsafe_texts(req);
+    let pool = parse_pool(&req.pool).map_err(|m| problem("pool", m));
+    let mut rules = Vec::new();
+    for (i, r) in req.rules.iter().enumerate() {
+        match parse_rule(r) {
+            Ok(rule) => rules.push(rule),
+            Err(m) => problems.push(problem(&format!("rules[{i}]"), m)),
+        }
+    }
+    let chosen = chosen(found, req, &mut problems);
     if chosen.is_empty() && problems.is_empty() {
         problems.push(problem("macs", "no discovered MAC to enrol".into()));
     }
