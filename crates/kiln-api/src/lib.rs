@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod bmc;
 pub mod clusters;
+pub mod discovery;
 pub mod error;
 pub mod event_data;
 pub mod event_kind;
@@ -15,10 +16,12 @@ pub mod resources;
 pub mod routes;
 pub mod sse;
 pub mod time;
+pub mod timeline;
 pub mod workflows;
 
 pub use bmc::*;
 pub use clusters::*;
+pub use discovery::{DiscoveredEnroll, DiscoveredMac};
 pub use error::{ApiErrorBody, Detail};
 pub use event_data::EventData;
 pub use event_kind::EventKind;
@@ -26,4 +29,5 @@ pub use events::EventView;
 pub use images::{DeletedImage, Image, ImageImport, ImportPhase, ImportRequest, ImportState};
 pub use mac::MacAddr;
 pub use resources::*;
+pub use timeline::{Diagnosis, Phase, PhaseStatus, PhaseView, TimelineView};
 pub use workflows::*;

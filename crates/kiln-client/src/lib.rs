@@ -17,6 +17,7 @@ pub mod follow;
 pub mod images;
 mod progress;
 pub mod render;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -37,6 +37,8 @@ pub struct ClientInfo {
     pub arch: Option<u16>,
     /// Option 60 as text (`PXEClient:Arch:00007:UNDI:003016`), for events.
     pub vendor_class: Option<String>,
+    /// Option 77 as text (`iPXE`), for discovery.
+    pub user_class: Option<String>,
     /// Option 97, echoed to PXE clients.
     pub uuid: Option<Vec<u8>>,
     /// Option 50.
@@ -90,10 +92,11 @@ pub fn classify(msg: &Message) -> Result<ClientInfo, Unusable> {
         Some(DhcpOption::ClassIdentifier(v)) => Some(v.as_slice()),
         _ => None,
     };
-    let is_ipxe = matches!(
-        opts.get(OptionCode::UserClass),
-        Some(DhcpOption::UserClass(uc)) if contains(uc, b"iPXE")
-    );
+    let user_class = match opts.get(OptionCode::UserClass) {
+        Some(DhcpOption::UserClass(uc)) => Some(uc.as_slice()),
+        _ => None,
+    };
+    let is_ipxe = user_class.is_some_and(|uc| contains(uc, b"iPXE"));
     let kind = if is_ipxe {
         ClientKind::Ipxe
     } else if vendor_class.is_some_and(|v| v.starts_with(b"PXEClient")) {
@@ -129,6 +132,7 @@ pub fn classify(msg: &Message) -> Result<ClientInfo, Unusable> {
         kind,
         arch,
         vendor_class: vendor_class.map(|v| String::from_utf8_lossy(v).into_owned()),
+        user_class: user_class.map(kiln_model::discovery::clean_class),
         uuid,
         requested_ip,
         server_id,

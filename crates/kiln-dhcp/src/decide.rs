@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType};
-use kiln_model::{Hardware, Inventory, MacAddr};
+use kiln_model::{DiscoveredMac, Hardware, Inventory, MacAddr};
 
 use crate::boot::{self, BootFile};
 use crate::client::{self, ClientInfo, ClientKind};
@@ -111,6 +111,8 @@ pub struct Decision {
     pub detail: String,
     /// The event for an enrolled machine's answered (or released, declined) message.
     pub event: Option<EventData>,
+    /// A MAC not enrolled and what it asked for (times left 0: the shell stamps them).
+    pub unknown: Option<DiscoveredMac>,
 }
 
 impl Decision {
@@ -122,6 +124,7 @@ impl Decision {
             machine: None,
             detail: detail.into(),
             event: None,
+            unknown: None,
         }
     }
 
@@ -160,7 +163,23 @@ pub fn decide_via(req: &Message, ingress: Ingress, inv: &Inventory, cfg: &Config
     };
     let Some(hw) = inv.by_mac(&client.mac) else {
         let detail = format!("{:?} from unknown MAC {}", client.msg_type, client.mac);
-        return Decision::ignore(Outcome::IgnoredUnknown, detail).with_mac(client.mac);
+        let unknown = DiscoveredMac {
+            mac: client.mac,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            count: 1,
+            client: event_client(client.kind),
+            arch: client.arch,
+            vendor_class: client
+                .vendor_class
+                .as_deref()
+                .map(|v| kiln_model::discovery::clean_class(v.as_bytes())),
+            user_class: client.user_class.clone(),
+        };
+        return Decision {
+            unknown: Some(unknown),
+            ..Decision::ignore(Outcome::IgnoredUnknown, detail).with_mac(client.mac)
+        };
     };
     let decision = match cfg.mode {
         Mode::Reservation => reservation(req, &client, hw, ingress, cfg),
@@ -373,6 +392,16 @@ impl DhcpEvent {
 }
 
 /// The event of a message from enrolled `hw`, before the address it names.
+/// How the client wants to boot, as events and discovery say it.
+fn event_client(kind: ClientKind) -> DhcpClient {
+    match kind {
+        ClientKind::Plain => DhcpClient::Plain,
+        ClientKind::Pxe => DhcpClient::Pxe,
+        ClientKind::Http => DhcpClient::Http,
+        ClientKind::Ipxe => DhcpClient::Ipxe,
+    }
+}
+
 fn dhcp_event(
     message: DhcpMessage,
     req: &Message,
@@ -386,12 +415,7 @@ fn dhcp_event(
         proxy: false,
         ip: None,
         reserved: None,
-        client: match client.kind {
-            ClientKind::Plain => DhcpClient::Plain,
-            ClientKind::Pxe => DhcpClient::Pxe,
-            ClientKind::Http => DhcpClient::Http,
-            ClientKind::Ipxe => DhcpClient::Ipxe,
-        },
+        client: event_client(client.kind),
         arch: client.arch,
         vendor_class: client.vendor_class.clone(),
         boot_file: boot.map(|b| b.name.clone()),
@@ -410,6 +434,7 @@ fn answer(outcome: Outcome, message: Message, destination: Destination, ev: Even
         machine: None,
         detail: ev.to_string(),
         event: Some(ev),
+        unknown: None,
     }
 }
 

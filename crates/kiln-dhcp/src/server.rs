@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_model::{Event, EventSink, SharedInventory};
+use kiln_model::{DiscoverySink, Event, EventSink, SharedInventory};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -85,9 +85,16 @@ pub struct DhcpServer {
     pxe: Option<UdpSocket>,
     inv: SharedInventory,
     events: Arc<dyn EventSink>,
+    discovery: Option<Arc<dyn DiscoverySink>>,
 }
 
 impl DhcpServer {
+    /// Reports MACs that are not enrolled to `sink` (discovery).
+    pub fn with_discovery(mut self, sink: Arc<dyn DiscoverySink>) -> Self {
+        self.discovery = Some(sink);
+        self
+    }
+
     /// Checks the options and binds the sockets (none in off mode).
     pub fn bind(
         opts: ServerOptions,
@@ -114,6 +121,7 @@ impl DhcpServer {
             pxe,
             inv,
             events,
+            discovery: None,
         })
     }
 
@@ -126,6 +134,7 @@ impl DhcpServer {
             pxe,
             inv,
             events,
+            discovery,
         } = self;
         let Some(dhcp) = dhcp else {
             info!(interface = %opts.interface, "DHCP is off");
@@ -156,8 +165,15 @@ impl DhcpServer {
                     continue;
                 }
             };
-            let Some((bytes, to)) = process(packet, sender, ingress, &opts, &inv, events.as_ref())
-            else {
+            let Some((bytes, to)) = process(
+                packet,
+                sender,
+                ingress,
+                &opts,
+                &inv,
+                events.as_ref(),
+                discovery.as_deref(),
+            ) else {
                 continue;
             };
             if let Err(e) = socket.send_to(&bytes, to).await {
@@ -189,6 +205,7 @@ fn process(
     opts: &ServerOptions,
     inv: &SharedInventory,
     events: &dyn EventSink,
+    discovery: Option<&dyn DiscoverySink>,
 ) -> Option<(Vec<u8>, SocketAddr)> {
     let inventory = inv.load();
     let started = Instant::now();
@@ -204,6 +221,16 @@ fn process(
     };
     count(decision.outcome);
     report(&decision, sender, events);
+    if let (Some(sink), Some(seen)) = (discovery, &decision.unknown) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        sink.seen(kiln_model::DiscoveredMac {
+            first_seen_ms: now,
+            last_seen_ms: now,
+            ..seen.clone()
+        });
+    }
     let reply = decision.reply.as_ref()?;
     Some((bytes?, opts.resolve(reply.destination, sender)))
 }

@@ -405,6 +405,26 @@ fn unknown_mac_gets_no_reply() {
     assert_eq!(d.outcome, Outcome::IgnoredUnknown);
     assert!(d.reply.is_none() && d.machine.is_none());
     assert_eq!(d.mac, Some(mac(9)));
+    // Discovery hears what it asked for.
+    let seen = d.unknown.expect("an unknown MAC is reported to discovery");
+    assert_eq!((seen.mac, seen.arch, seen.count), (mac(9), Some(0), 1));
+    assert_eq!(seen.client, kiln_model::event::DhcpClient::Pxe);
+    let seen = decide(
+        &ipxe(request(MessageType::Discover, mac(9)), 7),
+        &inventory(),
+        &config(),
+    )
+    .unknown
+    .unwrap();
+    assert_eq!(seen.client, kiln_model::event::DhcpClient::Ipxe);
+    assert_eq!(seen.user_class.as_deref(), Some("iPXE"));
+    // An enrolled machine is not discovered.
+    let d = decide(
+        &pxe(request(MessageType::Discover, mac(1)), 0),
+        &inventory(),
+        &config(),
+    );
+    assert!(d.unknown.is_none());
 }
 
 #[test]

@@ -92,6 +92,12 @@ pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, event: Event);
 }
 
+/// Where the DHCP service reports MACs that are not enrolled (discovery). Implementations must
+/// not block (the packet path) and must bound what they keep: anyone can send DHCP.
+pub trait DiscoverySink: Send + Sync + 'static {
+    fn seen(&self, sighting: crate::DiscoveredMac);
+}
+
 /// Drops every event (tests, tools).
 pub struct NullSink;
 

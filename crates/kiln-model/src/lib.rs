@@ -15,8 +15,10 @@ pub mod template;
 pub mod workflow;
 
 pub use diagnostic::Diagnostic;
-pub use event::{Event, EventKind, EventSink, NullSink};
+pub use event::{DiscoverySink, Event, EventKind, EventSink, NullSink};
 pub use hardware::{BmcEndpoint, Hardware};
 pub use inventory::{Inventory, SharedInventory};
+/// Discovered MACs (kiln-api's: the store keeps them, the API shows them).
+pub use kiln_api::discovery::{self, DiscoveredMac};
 pub use mac::MacAddr;
 pub use secret::Secret;

@@ -56,7 +56,7 @@ pub async fn spawn(
         .within_open_files(open_files.unwrap_or(u64::MAX));
     let mut tasks = http(opts, core, agent_tls, &limits, shutdown).await?;
     tasks.push(tftp(opts, &core.events, &limits, shutdown).await?);
-    tasks.extend(dhcp(opts, &core.inventory, &core.events, shutdown)?);
+    tasks.extend(dhcp(opts, core, shutdown)?);
     Ok(tasks)
 }
 
@@ -138,10 +138,10 @@ async fn tftp(
 }
 
 /// DHCP (and router advertisements) on the named interface only; nothing with `--dhcp-mode off`.
+/// MACs it does not know go to discovery (see [`crate::discovery`]).
 fn dhcp(
     opts: &ServeOptions,
-    inventory: &SharedInventory,
-    events: &Arc<dyn EventSink>,
+    core: &Core,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
     if opts.dhcp_mode == kiln_dhcp::Mode::Off {
@@ -155,9 +155,15 @@ fn dhcp(
     cfg.mode = opts.dhcp_mode;
     cfg.lease_secs = opts.lease_secs;
     let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
-    let dhcp = kiln_dhcp::DhcpServer::bind(server_opts, inventory.clone(), events.clone())
-        .with_start(|| format!("starting DHCP on {iface}"))?;
-    let mut tasks = vec![supervised("DHCP", dhcp.serve(shutdown.clone()))];
+    let discovery = Arc::new(crate::discovery::Discovery::default());
+    let dhcp =
+        kiln_dhcp::DhcpServer::bind(server_opts, core.inventory.clone(), core.events.clone())
+            .with_start(|| format!("starting DHCP on {iface}"))?
+            .with_discovery(discovery.clone());
+    let mut tasks = vec![
+        supervised("DHCP", dhcp.serve(shutdown.clone())),
+        discovery.spawn_writer(core.store.clone(), shutdown.clone()),
+    ];
     if opts.router_advert {
         let rx = shutdown.clone();
         tasks.push(supervised("router advertisements", async move {

@@ -3,6 +3,7 @@
 //! data directory ([`SqliteStore`]); the shared one is PostgreSQL ([`PgStore`]), for several
 //! servers on one state. Async code holds a [`StoreHandle`].
 
+pub mod discovery;
 mod enrolment;
 mod handle;
 mod postgres;
@@ -27,8 +28,8 @@ pub use records::{
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
-    BmcHintStore, Change, ClusterStore, EventStore, HardwareStore, ImageStore, SettingStore, Store,
-    TokenStore, WorkflowStore, WorkflowTx,
+    BmcHintStore, Change, ClusterStore, DiscoveryStore, EventStore, HardwareStore, ImageStore,
+    SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
 };
 
 /// File name of the SQLite database inside the data directory.

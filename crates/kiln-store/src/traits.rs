@@ -108,6 +108,17 @@ pub trait EventStore {
     fn last_event_id(&self) -> Result<i64>;
 }
 
+/// MACs not enrolled that asked for DHCP, at most [`crate::discovery::MAX_DISCOVERED`].
+pub trait DiscoveryStore {
+    /// Adds sightings in one transaction (merged with what is known of each MAC) and evicts
+    /// the MACs seen least recently beyond the bound.
+    fn record_discovered(&self, seen: &[kiln_model::DiscoveredMac]) -> Result<()>;
+    /// Every discovered MAC, most recently seen first.
+    fn discovered(&self) -> Result<Vec<kiln_model::DiscoveredMac>>;
+    /// Forgets MACs (enrolled now); how many were known.
+    fn forget_discovered(&self, macs: &[MacAddr]) -> Result<usize>;
+}
+
 /// Imported OS images.
 pub trait ImageStore {
     /// Records `img`, replacing any image of the same name.
@@ -162,6 +173,7 @@ pub trait Store:
     + BmcHintStore
     + WorkflowStore
     + EventStore
+    + DiscoveryStore
     + ImageStore
     + ClusterStore
     + TokenStore
@@ -176,6 +188,7 @@ impl<T> Store for T where
         + BmcHintStore
         + WorkflowStore
         + EventStore
+        + DiscoveryStore
         + ImageStore
         + ClusterStore
         + TokenStore

@@ -13,7 +13,10 @@ use crate::output::Format;
 #[derive(clap::Args)]
 pub struct Args {
     /// hardware.csv in the EKS Anywhere format.
-    file: PathBuf,
+    #[arg(required_unless_present = "from_discovered")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    discovered: crate::discovered::EnrollArgs,
     /// Validate only; store nothing.
     #[arg(long)]
     dry_run: bool,
@@ -63,19 +66,25 @@ fn warning_line(w: &kiln_api::Detail) -> String {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let name = args.file.display().to_string();
-    let csv = std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?;
-    let api = ctx.client()?;
-    let req = EnrollRequest {
-        file_name: name.clone(),
-        csv,
-        replace: false,
+    let (name, path, req) = match &args.file {
+        Some(file) if !args.discovered.from_discovered => {
+            let name = file.display().to_string();
+            let csv = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+            let req = EnrollRequest {
+                file_name: name.clone(),
+                csv,
+                replace: false,
+            };
+            let path = format!(
+                "{}{}",
+                kiln_api::routes::path("hardware", None, ""),
+                if args.dry_run { "?dry_run=true" } else { "" }
+            );
+            (name, path, serde_json::to_value(req)?)
+        }
+        _ => args.discovered.request(args.dry_run)?,
     };
-    let path = format!(
-        "{}{}",
-        kiln_api::routes::path("hardware", None, ""),
-        if args.dry_run { "?dry_run=true" } else { "" }
-    );
+    let api = ctx.client()?;
     match api.send::<_, EnrollOutcome>("POST", &path, &req) {
         Ok(o) => {
             let summary = if o.dry_run {

@@ -5,6 +5,7 @@ mod bmc;
 mod client;
 mod cluster;
 mod demo;
+mod discovered;
 mod enroll;
 mod events;
 mod hardware;
@@ -12,6 +13,7 @@ mod image;
 mod output;
 mod select;
 mod token;
+mod why;
 mod workflow;
 
 use std::path::PathBuf;
@@ -68,6 +70,10 @@ enum Command {
     Hardware(hardware::Command),
     /// Show what happened to machines (DHCP, TFTP, HTTP), optionally following new events.
     Events(events::Args),
+    /// MACs that asked for DHCP but are not enrolled (enrol them: enroll --from-discovered).
+    Discovered(discovered::Args),
+    /// Why a machine is where it is: its phases, their times, what is likely wrong (exit 2).
+    Why(why::Args),
     /// Create and follow workflows (OS installs) on enrolled machines.
     #[command(subcommand)]
     Workflow(workflow::Command),
@@ -141,6 +147,8 @@ fn main() -> ExitCode {
         Command::Hardware(cmd) => hardware::run(&ctx, cmd),
         Command::Token(cmd) => token::run(&cli.data_dir, cmd),
         Command::Events(args) => events::run(&ctx, args),
+        Command::Why(args) => why::run(&ctx, args),
+        Command::Discovered(args) => discovered::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
         Command::Serve(args) => kiln_server::flags::run(&cli.data_dir, args, VERSION)

@@ -3,9 +3,11 @@
 
 pub mod bmc;
 pub mod cluster;
+pub mod discovered;
 pub mod hardware;
 pub mod image;
 pub mod token;
+pub mod why;
 pub mod workflow;
 
 /// Left-aligned columns, two spaces apart.

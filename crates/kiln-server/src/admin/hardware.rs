@@ -83,7 +83,7 @@ pub async fn enroll(
         .map(Json)
 }
 
-fn enroll_blocking(
+pub(super) fn enroll_blocking(
     store: &dyn kiln_store::Store,
     req: EnrollRequest,
     dry_run: bool,

@@ -5,11 +5,13 @@
 pub mod auth;
 mod bmc;
 mod clusters;
+mod discovered;
 mod events;
 mod failure;
 mod hardware;
 mod images;
 mod templates;
+mod timeline;
 pub mod tokens;
 mod workflows;
 
@@ -95,6 +97,9 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(timeline::timeline))
+        .routes(routes!(discovered::list))
+        .routes(routes!(discovered::enroll))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(workflows::get_one))
         .routes(routes!(workflows::logs))

@@ -6,6 +6,7 @@
 //! tokio worker thread, so every call must come from the blocking pool ([`crate::StoreHandle`]).
 //! TLS is not wired yet (`NoTls`): use a unix socket or a trusted network until it is.
 
+mod discovery;
 mod hardware;
 mod other;
 mod schema;

@@ -125,6 +125,13 @@ const MIGRATIONS: &[&str] = &[
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();
      CREATE CONSTRAINT TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();",
+    // 2: MACs not enrolled that asked for DHCP (discovery), at most 1,024 (see discovery.rs).
+    "CREATE TABLE discovered (
+        mac          TEXT PRIMARY KEY,
+        last_seen_ms BIGINT NOT NULL,
+        record       TEXT NOT NULL
+     );
+     CREATE INDEX discovered_by_last_seen ON discovered (last_seen_ms);",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

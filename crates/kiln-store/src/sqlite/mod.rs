@@ -2,6 +2,7 @@
 
 mod bmc_hints;
 mod clusters;
+mod discovery;
 mod events;
 mod hardware;
 mod images;

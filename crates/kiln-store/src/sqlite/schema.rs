@@ -116,6 +116,13 @@ const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL,
         revoked_ms INTEGER
      );",
+    // 10: MACs not enrolled that asked for DHCP (discovery), at most 1,024 (see discovery.rs).
+    "CREATE TABLE discovered (
+        mac          TEXT PRIMARY KEY,
+        last_seen_ms INTEGER NOT NULL,
+        record       TEXT NOT NULL
+     );
+     CREATE INDEX discovered_by_last_seen ON discovered (last_seen_ms);",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

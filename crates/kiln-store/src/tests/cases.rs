@@ -617,3 +617,56 @@ pub fn concurrent_enrolments_and_transitions_do_not_deadlock(b: &Backend) {
     assert_eq!(b.store.workflows(false).unwrap().len(), ROUNDS);
     assert!(b.store.workflows(true).unwrap().is_empty());
 }
+
+fn sighting(n: u16, at: u64) -> kiln_model::DiscoveredMac {
+    kiln_model::DiscoveredMac {
+        mac: format!("52:54:00:00:{:02x}:{:02x}", n >> 8, n & 0xff)
+            .parse()
+            .unwrap(),
+        first_seen_ms: at,
+        last_seen_ms: at,
+        count: 1,
+        client: kiln_model::event::DhcpClient::Pxe,
+        arch: Some(0),
+        vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
+        user_class: None,
+    }
+}
+
+pub fn discovered_macs_merge_are_bounded_and_forgotten(b: &Backend) {
+    use crate::discovery::MAX_DISCOVERED;
+    let store = &b.store;
+    store
+        .record_discovered(&[sighting(1, 100), sighting(2, 150), sighting(1, 120)])
+        .unwrap();
+    let mut later = sighting(1, 300);
+    later.client = kiln_model::event::DhcpClient::Ipxe;
+    // Another connection (another server) adds to the same MAC.
+    (b.reopen)().record_discovered(&[later]).unwrap();
+    let all = store.discovered().unwrap();
+    assert_eq!(all.len(), 2);
+    let one = &all[0];
+    assert_eq!(one.mac, sighting(1, 0).mac, "most recently seen first");
+    assert_eq!(
+        (one.first_seen_ms, one.last_seen_ms, one.count),
+        (100, 300, 3)
+    );
+    assert_eq!(one.client, kiln_model::event::DhcpClient::Ipxe);
+
+    // A flood of MACs keeps the most recently seen ones only.
+    let flood: Vec<_> = (10..10 + MAX_DISCOVERED as u16 + 5)
+        .map(|n| sighting(n, 1000 + u64::from(n)))
+        .collect();
+    store.record_discovered(&flood).unwrap();
+    let all = store.discovered().unwrap();
+    assert_eq!(all.len(), MAX_DISCOVERED);
+    assert!(
+        !all.iter().any(|d| d.mac == sighting(1, 0).mac),
+        "oldest evicted"
+    );
+    assert_eq!(all[0].mac, flood.last().unwrap().mac);
+
+    let gone = [flood[20].mac, flood[21].mac, sighting(1, 0).mac];
+    assert_eq!(store.forget_discovered(&gone).unwrap(), 2);
+    assert_eq!(store.discovered().unwrap().len(), MAX_DISCOVERED - 2);
+}

@@ -78,4 +78,5 @@ store_tests!(
     clusters_and_their_nodes,
     logs_are_stored_in_order,
     concurrent_enrolments_and_transitions_do_not_deadlock,
+    discovered_macs_merge_are_bounded_and_forgotten,
 );
