@@ -14,6 +14,7 @@ mod error;
 pub mod images;
 mod options;
 mod power;
+pub mod preflight;
 mod provisioning;
 mod refresher;
 mod run;
