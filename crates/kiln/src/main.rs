@@ -10,6 +10,7 @@ mod events;
 mod hardware;
 mod image;
 mod output;
+mod preflight;
 mod select;
 mod serve;
 mod token;
@@ -81,6 +82,9 @@ enum Command {
     Cluster(cluster::Command),
     /// Power and boot control through the machines' BMCs (IPMI, Redfish), many in parallel.
     Bmc(bmc::Args),
+    /// Before anything is powered: BMCs, credentials, boot override, image, artifacts,
+    /// interface and other DHCP servers, checked by the server (read only).
+    Preflight(preflight::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(serve::Args),
     /// Admin API tokens (on the server host: reads the data dir directly).
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
+        Command::Preflight(args) => preflight::run(&ctx, args),
         Command::Serve(args) => serve::run(&cli.data_dir, args),
         Command::Demo(args) => demo::run(args),
         Command::Workflow(cmd) => workflow::run(&ctx, cmd),

@@ -1,0 +1,3 @@
+//! Text renderings of the admin API's views, for the CLI's table output.
+
+pub mod preflight;
