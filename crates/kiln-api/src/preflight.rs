@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn names_on_the_wire_are_the_names_shown() {
-        for c in [CheckName::BmcReachable, CheckName::OtherDhcp, CheckName::Image] {
+        for c in [
+            CheckName::BmcReachable,
+            CheckName::OtherDhcp,
+            CheckName::Image,
+        ] {
             let wire = serde_json::to_value(c).unwrap();
             assert_eq!(wire, c.as_str());
         }
