@@ -123,3 +123,75 @@ fn a_bad_file_is_refused_with_located_problems() {
     );
     assert_eq!(status, 422, "{err}");
 }
+
+fn example(name: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clusters");
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
+#[test]
+fn a_cluster_spec_is_checked_on_the_machines_it_would_take() {
+    let s = Server::start();
+    // examples/clusters/hardware.csv without BMCs: nothing to reach from a test.
+    let csv: String = example("hardware.csv")
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut cells: Vec<&str> = line.split(',').collect();
+            if i > 0 {
+                cells[1..4].fill("");
+            }
+            format!("{}\n", cells.join(","))
+        })
+        .collect();
+    let (status, v) = s.request_json(
+        "POST",
+        "/api/v1/hardware",
+        Some(&s.admin),
+        Some(&json!({"file_name": "hardware.csv", "csv": csv})),
+    );
+    assert_eq!(status, 200, "{v}");
+    let spec = example("three-node.kiln.yaml");
+    let ask = |text: &str| {
+        let body = json!({"cluster": {"file_name": "three-node.kiln.yaml", "text": text}, "no_dhcp_probe": true});
+        s.request_json("POST", "/api/v1/preflight", Some(&s.admin), Some(&body))
+    };
+    let (status, report) = ask(&spec);
+    assert_eq!(status, 200, "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    let machines: std::collections::BTreeSet<&str> = checks
+        .iter()
+        .filter_map(|c| c["machine"].as_str())
+        .collect();
+    assert_eq!(
+        machines.len(),
+        3,
+        "one control plane, two workers: {report:#}"
+    );
+    assert!(
+        checks
+            .iter()
+            .filter(|c| !c["machine"].is_null())
+            .all(|c| c["source"] == "three-node.kiln.yaml"),
+        "{report:#}"
+    );
+    let image = checks.iter().find(|c| c["check"] == "image").unwrap();
+    assert_eq!(image["status"], "fail", "never imported: {image}");
+    assert_eq!(image["source"], "three-node.kiln.yaml");
+    assert!(
+        !checks.iter().any(|c| c["check"] == "other_dhcp"),
+        "no probe asked"
+    );
+    // More workers than machines: the placement itself fails, as a row.
+    let (status, report) = ask(&spec.replace("count: 2", "count: 9"));
+    assert_eq!(status, 200, "{report}");
+    let first = &report["checks"][0];
+    assert_eq!(
+        (first["check"].as_str(), first["status"].as_str()),
+        (Some("selection"), Some("fail")),
+        "{report:#}"
+    );
+    // Nothing was created.
+    let (_, clusters) = s.request_json("GET", "/api/v1/clusters", Some(&s.admin), None);
+    assert_eq!(clusters, json!([]));
+}
