@@ -7,8 +7,8 @@
 
 use crate::address::IPMI_PORT;
 use crate::{
-    Bmc, BmcAddress, BmcError, BmcInfo, BootDevice, BootMode, BootOverride, PowerAction,
-    PowerState, Protocol,
+    Bmc, BmcAddress, BmcError, BmcInfo, BmcReadout, BootDevice, BootMode, BootOverride,
+    PowerAction, PowerState, Protocol,
 };
 use kiln_ipmi::client::{Client, ClientConfig};
 use kiln_ipmi::{BootFlags, ChassisControl, CipherSuite, Credentials, ErrorClass, Password};
@@ -300,6 +300,22 @@ impl Bmc for IpmiBmc {
             });
         }
         Ok(())
+    }
+
+    /// Session (and its cipher suite), Get Chassis Status, Get System Boot Options parameter
+    /// 5: IPMI has no list of boot devices, so a readable parameter 5 is taken as support.
+    async fn readout(&self) -> Result<BmcReadout, BmcError> {
+        let power = self.power_state().await?;
+        let suite = self.cipher_suite().await?;
+        let flags = self
+            .read("Get System Boot Options", async |c| c.boot_flags().await)
+            .await?;
+        Ok(BmcReadout {
+            protocol: format!("IPMI cipher suite {}", suite.id()),
+            power,
+            pxe_override: Some(true),
+            boot_mode: Some(if flags.efi { "UEFI" } else { "Legacy" }.into()),
+        })
     }
 
     async fn close(&self) -> Result<(), BmcError> {

@@ -131,6 +131,19 @@ pub struct BmcInfo {
     pub system: String,
 }
 
+/// What a preflight reads from a BMC, changing nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcReadout {
+    /// How the session was made: `IPMI cipher suite 17`, `Redfish 1.15.0`.
+    pub protocol: String,
+    pub power: PowerState,
+    /// Whether a next-boot PXE override is offered; `None` when the BMC does not say.
+    pub pxe_override: Option<bool>,
+    /// The firmware mode an override applies to as the BMC reads it (`UEFI`, `Legacy`);
+    /// `None` when it does not say.
+    pub boot_mode: Option<String>,
+}
+
 /// One machine's BMC. Every call is one logical operation against the BMC with the driver's own
 /// per-request timeout; retries across operations (with backoff and a budget) are the caller's.
 #[async_trait::async_trait]
@@ -142,6 +155,16 @@ pub trait Bmc: Send + Sync {
     /// resend, so an action is never applied twice.
     async fn power(&self, action: PowerAction) -> Result<(), BmcError>;
     async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError>;
+    /// Reads what a preflight checks (session, power state, boot override support) without
+    /// changing anything. Drivers that cannot say more report the power state only.
+    async fn readout(&self) -> Result<BmcReadout, BmcError> {
+        Ok(BmcReadout {
+            protocol: String::new(),
+            power: self.power_state().await?,
+            pxe_override: None,
+            boot_mode: None,
+        })
+    }
     /// Ends a session, if the protocol has one. Dropping without closing is allowed.
     async fn close(&self) -> Result<(), BmcError> {
         Ok(())

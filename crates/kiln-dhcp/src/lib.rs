@@ -10,6 +10,7 @@ pub mod boot;
 pub mod client;
 pub mod config;
 pub mod decide;
+pub mod probe;
 mod reply;
 pub mod router_advert;
 pub mod server;

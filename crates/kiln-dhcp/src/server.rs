@@ -267,7 +267,7 @@ async fn recv_maybe(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(u
 
 /// 0.0.0.0:port bound to one interface (SO_BINDTODEVICE), with broadcast on
 /// (replies to address-less clients) and SO_REUSEADDR (quick restarts).
-fn bind_udp(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
+pub(crate) fn bind_udp(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
     let err = |source| DhcpError::Socket {
         interface: interface.to_string(),
         port,

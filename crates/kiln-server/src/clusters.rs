@@ -75,38 +75,56 @@ fn imported_list(imported: &[String]) -> String {
     }
 }
 
-/// An image for image2disk: an imported image by name, or a URL with `#sha256=HEX`.
-fn image_exprs(url: Option<&str>, imported: &[String]) -> Result<(String, String), String> {
+/// An OS image named in a spec, as the server resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ImageRef {
+    /// An imported image, by name.
+    Imported(String),
+    /// An http(s) URL with the sha256 it must have.
+    Url { url: String, sha256: String },
+}
+
+/// Resolves a spec's image: an imported image by name (or by an EKS Anywhere URL's file
+/// name), or a URL with `#sha256=HEX`.
+pub(crate) fn image_ref(url: Option<&str>, imported: &[String]) -> Result<ImageRef, String> {
     let Some(url) = url else {
         return Err(format!(
             "the spec names no OS image (TinkerbellDatacenterConfig osImageURL, or `image:`): name an image imported with `kiln image import` ({})",
             imported_list(imported)
         ));
     };
-    let by_name = |name: &str| {
-        (
-            format!("{{{{ images[\"{name}\"].url }}}}"),
-            format!("{{{{ images[\"{name}\"].sha256 }}}}"),
-        )
-    };
     if imported.iter().any(|i| i == url) {
-        return Ok(by_name(url));
+        return Ok(ImageRef::Imported(url.to_string()));
     }
     if let Some((u, sha)) = url.split_once("#sha256=")
         && (u.starts_with("http://") || u.starts_with("https://"))
     {
-        return Ok((u.to_string(), sha.to_string()));
+        return Ok(ImageRef::Url {
+            url: u.to_string(),
+            sha256: sha.to_string(),
+        });
     }
     // An EKS Anywhere URL whose file name, less format suffixes, is an imported image's
     // name, as `kiln image import URL` names it (ubuntu-2204-kube-v1.30.gz: ubuntu-2204-kube-v1.30).
     let stem = kiln_api::images::default_name(url);
     if imported.contains(&stem) {
-        return Ok(by_name(&stem));
+        return Ok(ImageRef::Imported(stem));
     }
     Err(format!(
         "OS image {url:?}: not an imported image ({}); import it with `kiln image import FILE --name NAME` and name it, or give a URL with #sha256=<hex>",
         imported_list(imported)
     ))
+}
+
+/// An image for image2disk: template expressions for an imported image, or the URL and digest.
+fn image_exprs(url: Option<&str>, imported: &[String]) -> Result<(String, String), String> {
+    Ok(match image_ref(url, imported)? {
+        ImageRef::Imported(name) => (
+            format!("{{{{ images[\"{name}\"].url }}}}"),
+            format!("{{{{ images[\"{name}\"].sha256 }}}}"),
+        ),
+        ImageRef::Url { url, sha256 } => (url, sha256),
+    })
 }
 
 fn node_template(cluster: &str, image: (String, String)) -> Result<Template, ClusterError> {
@@ -131,6 +149,34 @@ pub fn role_name(role: &Role) -> String {
         Role::ControlPlane { first: false } => "control-plane".into(),
         Role::Worker { group } => format!("worker ({group})"),
     }
+}
+
+/// What a preflight checks of a spec: the machines it would be placed on, each with the
+/// image its node would be written with (unresolved), and the spec's warnings.
+pub(crate) fn preflight_targets(
+    store: &dyn Store,
+    file: &str,
+    text: &str,
+) -> Result<Vec<(Hardware, Option<String>)>, ClusterError> {
+    let (spec, _) = parse_spec(file, text)?;
+    let plan = kiln_cluster::plan(&spec, &free_machines(store)?)
+        .map_err(|e| ClusterError::Unplaceable(e.to_string()))?;
+    Ok(plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let machine = match &n.role {
+                Role::ControlPlane { .. } => Some(&spec.control_plane.machine),
+                Role::Worker { group } => spec
+                    .worker_groups
+                    .iter()
+                    .find(|g| &g.name == group)
+                    .map(|g| &g.machine),
+            };
+            let image = machine.and_then(|m| m.image_url.clone());
+            (n.hardware.clone(), image)
+        })
+        .collect())
 }
 
 /// Machines not in any cluster yet.

@@ -17,6 +17,7 @@ pub mod images;
 pub mod meters;
 mod options;
 mod power;
+pub mod preflight;
 mod provisioning;
 pub mod recorder;
 mod refresher;

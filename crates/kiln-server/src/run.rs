@@ -107,6 +107,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     })
     .await?;
     tracing::info!(store = %store.describe(), "store open");
+    // After the store opens (its directory exists then), before any service binds.
+    crate::preflight::local::at_start(&opts)?;
     let inventory = SharedInventory::new(Inventory::new(machines));
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (stop, shutdown) = watch::channel(false);

@@ -154,7 +154,10 @@ fn admin_only_read(path: &str) -> bool {
 
 /// POSTs a read-only token may make: they change nothing (a BMC action checks its op).
 fn reading_post(method: &str, path: &str) -> bool {
-    method == "POST" && (path.ends_with("/templates/validate") || path.ends_with("/bmc/actions"))
+    method == "POST"
+        && (path.ends_with("/templates/validate")
+            || path.ends_with("/bmc/actions")
+            || path.ends_with("/preflight"))
 }
 
 #[test]

@@ -86,6 +86,12 @@ fn a_server_on_postgres_enrolls_runs_workflows_and_survives_a_postgres_restart()
     (opts.http_port, opts.agent_tls_port, opts.tftp_port) = (0, 0, 0);
     opts.api_listen = "127.0.0.1:0".parse().unwrap();
     opts.store = Some(kiln_store::Location::Postgres { url: url.clone() });
+    // kiln serve refuses to start without its artifacts and TFTP directories.
+    let scratch = tempfile::tempdir().unwrap();
+    (opts.artifacts, opts.tftp_root) = (scratch.path().join("a"), scratch.path().join("t"));
+    for d in [&opts.artifacts, &opts.tftp_root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
     assert!(!format!("{opts:?}").contains("db-secret-pw"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();

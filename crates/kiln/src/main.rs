@@ -11,6 +11,7 @@ mod events;
 mod hardware;
 mod image;
 mod output;
+mod preflight;
 mod select;
 mod token;
 mod why;
@@ -85,6 +86,9 @@ enum Command {
     Cluster(cluster::Command),
     /// Power and boot control through the machines' BMCs (IPMI, Redfish), many in parallel.
     Bmc(bmc::Args),
+    /// Before anything is powered: BMCs, credentials, boot override, image, artifacts,
+    /// interface and other DHCP servers, checked by the server (read only).
+    Preflight(preflight::Args),
     /// Run the boot services (DHCP, TFTP, HTTP) on a provisioning network.
     Serve(kiln_server::flags::ServeArgs),
     /// Admin API tokens (on the server host: reads the data dir directly).
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         Command::Discovered(args) => discovered::run(&ctx, args),
         Command::Cluster(cmd) => cluster::run(&ctx, cmd),
         Command::Bmc(args) => bmc::run(&ctx, args),
+        Command::Preflight(args) => preflight::run(&ctx, args),
         Command::Serve(args) => kiln_server::flags::run(&cli.data_dir, args, VERSION)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

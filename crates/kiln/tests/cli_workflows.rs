@@ -24,6 +24,11 @@ impl Serve {
     fn start() -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // kiln serve refuses to start without its artifacts and TFTP directories.
+        let (artifacts, tftp_root) = (dir.path().join("artifacts"), dir.path().join("tftp"));
+        for d in [&artifacts, &tftp_root] {
+            std::fs::create_dir_all(d).unwrap();
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["serve", "--dhcp-mode", "off", "--address", "127.0.0.1"])
             .args([
@@ -36,6 +41,10 @@ impl Serve {
             ])
             .args(["--api-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .arg("--artifacts")
+            .arg(&artifacts)
+            .arg("--tftp-root")
+            .arg(&tftp_root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

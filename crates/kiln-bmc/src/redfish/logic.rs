@@ -116,6 +116,13 @@ pub fn boot_enabled(persistent: bool) -> &'static str {
     if persistent { "Continuous" } else { "Once" }
 }
 
+/// Whether the system offers a PXE next-boot override: its
+/// `BootSourceOverrideTarget@Redfish.AllowableValues` lists `Pxe`; `None` without a list.
+pub fn pxe_offered(boot: &Boot) -> Option<bool> {
+    let allowed = boot.target_allowed.as_ref()?;
+    Some(allowed.iter().any(|v| v == boot_target(BootDevice::Pxe)))
+}
+
 /// The `BootSourceOverrideMode` value for a mode; `None`: leave it as the system has it.
 pub fn boot_mode(mode: BootMode) -> Option<&'static str> {
     match mode {
@@ -757,5 +764,22 @@ mod tests {
             redact("user admin password s3cret! rejected", &["s3cret!", ""]),
             "user admin password <redacted> rejected"
         );
+    }
+
+    #[test]
+    fn pxe_override_offered_only_when_listed() {
+        let boot = |allowed: Option<&[&str]>| Boot {
+            target_allowed: allowed.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            ..Boot::default()
+        };
+        assert_eq!(
+            pxe_offered(&boot(Some(&["None", "Pxe", "Hdd"]))),
+            Some(true)
+        );
+        assert_eq!(
+            pxe_offered(&boot(Some(&["None", "Hdd", "Cd"]))),
+            Some(false)
+        );
+        assert_eq!(pxe_offered(&boot(None)), None);
     }
 }

@@ -27,7 +27,9 @@ mod mockup_tests;
 
 pub use logic::ChosenBy;
 
-use crate::{Bmc, BmcAddress, BmcError, BmcInfo, BootOverride, PowerAction, PowerState, Protocol};
+use crate::{
+    Bmc, BmcAddress, BmcError, BmcInfo, BmcReadout, BootOverride, PowerAction, PowerState, Protocol,
+};
 use kiln_model::Secret;
 use logic::{FirstStep, ObservedPower, SystemPick};
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, HeaderValue, IF_MATCH, LOCATION};
@@ -1005,6 +1007,28 @@ impl Bmc for RedfishBmc {
 
     async fn power_state(&self) -> Result<PowerState, BmcError> {
         Ok(self.read_power().await?.coarse())
+    }
+
+    /// The service root's version, then the system (which proves the credentials): its
+    /// PowerState and what its `Boot` offers.
+    async fn readout(&self) -> Result<BmcReadout, BmcError> {
+        let (root, _) = self
+            .get_json::<ServiceRoot>(SERVICE_ROOT, "Redfish (no service root)")
+            .await?;
+        let (system, path, _) = self.system().await?;
+        let power = self.observed_power(&system, &path)?.coarse();
+        let boot = system.boot.unwrap_or_default();
+        Ok(BmcReadout {
+            protocol: format!(
+                "Redfish {}",
+                root.redfish_version
+                    .as_deref()
+                    .unwrap_or("(version not given)")
+            ),
+            power,
+            pxe_override: logic::pxe_offered(&boot),
+            boot_mode: boot.mode.clone(),
+        })
     }
 
     async fn power(&self, action: PowerAction) -> Result<(), BmcError> {

@@ -24,6 +24,8 @@ pub struct Link {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ServiceRoot {
+    #[serde(rename = "RedfishVersion", default)]
+    pub redfish_version: Option<String>,
     #[serde(rename = "Vendor", default)]
     pub vendor: Option<String>,
     #[serde(rename = "Product", default)]

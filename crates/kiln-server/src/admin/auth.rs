@@ -87,9 +87,13 @@ pub fn ensure_first_token(
     Ok(())
 }
 
-/// POSTs that change nothing by themselves: checking a template, and BMC actions, whose
+/// POSTs that change nothing by themselves: checking a template, a preflight, and BMC actions, whose
 /// handler asks for an admin token unless the operation only reads (status, info).
-const READING_POSTS: &[&str] = &["/api/v1/templates/validate", "/api/v1/bmc/actions"];
+const READING_POSTS: &[&str] = &[
+    "/api/v1/templates/validate",
+    "/api/v1/bmc/actions",
+    kiln_api::PREFLIGHT,
+];
 
 /// What a request needs: reads (GET, HEAD, and the [`READING_POSTS`]) any token, everything
 /// else an admin one.

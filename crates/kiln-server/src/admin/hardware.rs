@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{AdminState, ApiResult, Failure};
 
-pub(super) fn csv_error(e: CsvError) -> Detail {
+pub(crate) fn csv_error(e: CsvError) -> Detail {
     Detail {
         file: Some(e.file),
         line: Some(e.line as u64),

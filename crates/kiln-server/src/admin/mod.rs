@@ -10,6 +10,7 @@ mod events;
 mod failure;
 mod hardware;
 mod images;
+mod preflight;
 mod templates;
 mod timeline;
 pub mod tokens;
@@ -33,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use failure::{ApiResult, Failure};
+pub(crate) use hardware::csv_error;
 
 use crate::error::{ServerError, StartContext};
 use crate::options::ServeOptions;
@@ -52,6 +54,8 @@ pub struct AdminState {
     pub shutdown: watch::Receiver<bool>,
     /// Image imports running or lately ended.
     pub imports: crate::images::Imports,
+    /// What `kiln serve` was told (the preflight checks the server's own set-up).
+    pub options: Arc<ServeOptions>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -114,6 +118,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(clusters::status, clusters::delete))
         .routes(routes!(clusters::kubeconfig))
         .routes(routes!(bmc::action))
+        .routes(routes!(preflight::run))
         .split_for_parts();
     let published = Arc::new(doc.clone());
     // The document too needs a token: no request without one is answered.
@@ -189,6 +194,7 @@ impl AdminApi {
             server_url: opts.server_url(),
             shutdown: shutdown.clone(),
             imports: Default::default(),
+            options: Arc::new(opts.clone()),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;
