@@ -9,7 +9,7 @@
 mod hardware;
 mod other;
 mod schema;
-mod workflows;
+pub(crate) mod workflows;
 
 use std::str::FromStr;
 use std::sync::Mutex;

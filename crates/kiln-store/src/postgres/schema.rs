@@ -125,6 +125,13 @@ const MIGRATIONS: &[&str] = &[
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();
      CREATE CONSTRAINT TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();",
+    // 2: the servers sharing this state, by the heartbeat each writes.
+    "CREATE TABLE servers (
+        id         TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        seen_ms    BIGINT NOT NULL
+     );",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

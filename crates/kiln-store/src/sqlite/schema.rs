@@ -116,6 +116,13 @@ const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL,
         revoked_ms INTEGER
      );",
+    // 10: the servers sharing this state, by the heartbeat each writes (one, for SQLite).
+    "CREATE TABLE servers (
+        id         TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        seen_ms    INTEGER NOT NULL
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

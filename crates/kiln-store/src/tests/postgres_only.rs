@@ -170,3 +170,87 @@ fn servers_starting_together_migrate_once_and_a_newer_schema_is_refused() {
         Some(crate::StoreError::TooNew { .. })
     ));
 }
+
+/// Event ids follow commit order across servers (issue 13, point 2): while one server's
+/// transaction holds an uncommitted event, another server's event waits for it, so a reader
+/// following `events?after=ID` never sees a larger id before a smaller one has committed.
+#[test]
+fn event_ids_follow_commit_order_across_writers() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let location = Location::Postgres { url: url.clone() };
+    let reader = crate::open(&location, Durability::Full).unwrap();
+    let mut first = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = first.transaction().unwrap();
+    let early = Event::now(EventKind::BmcDone, "first").with_machine("a");
+    crate::postgres::workflows::insert_event(&mut tx, &early).unwrap();
+    let second = std::thread::spawn({
+        let location = location.clone();
+        move || {
+            let other = crate::open(&location, Durability::Full).unwrap();
+            let late = Event::now(EventKind::BmcDone, "second").with_machine("b");
+            other.append_events(&[late]).unwrap();
+        }
+    });
+    // The second writer either waits on the events lock (right) or commits (the bug).
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    while !second.is_finished() {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = reader.events(None, 0, 10).unwrap();
+    assert!(
+        seen.is_empty(),
+        "committed ahead of an earlier id: {seen:?}"
+    );
+    tx.commit().unwrap();
+    second.join().unwrap();
+    let all = reader.events(None, 0, 10).unwrap();
+    let machines: Vec<_> = all.iter().map(|e| e.event.machine.as_deref()).collect();
+    assert_eq!(machines, [Some("a"), Some("b")]);
+    assert!(all[0].id < all[1].id);
+}
+
+/// A claim skips a workflow another server's transaction holds (`FOR UPDATE SKIP LOCKED`)
+/// instead of waiting for it, and takes it once it is free.
+#[test]
+fn a_claim_skips_a_workflow_another_server_holds() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let store = crate::open(&Location::Postgres { url: url.clone() }, Durability::Full).unwrap();
+    store
+        .enroll(&super::cases::workflow_machine("a", 1))
+        .unwrap();
+    store
+        .create_workflows(&[workflow("w1", "a")], &mut |_, _| Ok(()))
+        .unwrap();
+    let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut held = other.transaction().unwrap();
+    held.query("SELECT id FROM workflows WHERE id = 'w1' FOR UPDATE", &[])
+        .unwrap();
+    let claim = |store: &std::sync::Arc<dyn crate::Store>| {
+        store.with_workflow(WorkflowKey::IdUnlessLocked("w1"), |wf, _| {
+            wf.log_lines_dropped += 1;
+            Ok(())
+        })
+    };
+    assert!(matches!(claim(&store), Err(crate::StoreError::NoWorkflow)));
+    held.commit().unwrap();
+    claim(&store).unwrap();
+    assert_eq!(store.workflow("w1").unwrap().unwrap().log_lines_dropped, 1);
+}
