@@ -9,20 +9,39 @@ use kiln_store::{Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+/// How often a server writes its heartbeat row.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 pub fn spawn(
     store: StoreHandle,
     engine: Engine,
     inventory: SharedInventory,
     metrics: PrometheusHandle,
+    server_url: String,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let started = kiln_engine::now_ms();
+        let mut beat = tokio::time::Instant::now();
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
+            }
+            if first || beat.elapsed() >= HEARTBEAT {
+                first = false;
+                beat = tokio::time::Instant::now();
+                let (id, url) = (engine.owner().to_string(), server_url.clone());
+                let now = kiln_engine::now_ms();
+                if let Err(e) = store
+                    .run(move |s| s.heartbeat(&id, &url, started, now))
+                    .await
+                {
+                    tracing::warn!("writing the heartbeat: {e}");
+                }
             }
             metrics.run_upkeep();
             let e = engine.clone();

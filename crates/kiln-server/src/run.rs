@@ -110,7 +110,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
-    let engine = kiln_engine::Engine::new(engine_store.clone());
+    let server_id = opts.server_id();
+    let engine = kiln_engine::Engine::new(engine_store.clone()).with_owner(&server_id);
     let core = crate::boot_services::Core {
         engine: engine.clone(),
         store: engine_store.clone(),
@@ -130,6 +131,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         engine.clone(),
         inventory.clone(),
         metrics.clone(),
+        server_url.clone(),
         shutdown.clone(),
     ));
     tasks.push(crate::power::spawn(
@@ -139,6 +141,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     ));
     tracing::info!(
         url = %server_url,
+        server_id = %server_id,
         admin_api = %admin_addr,
         dhcp = ?opts.dhcp_mode,
         interface = opts.interface.as_deref().unwrap_or("-"),

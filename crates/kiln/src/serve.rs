@@ -46,6 +46,10 @@ pub struct Args {
     // Checked in `options`, not by clap: clap would echo a bad value, password and all.
     #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL")]
     store: Option<String>,
+    /// This server's name among those sharing a PostgreSQL store (BMC step claims and the
+    /// heartbeat carry it). Default: the host name and a hash of the data directory.
+    #[arg(long, env = "KILN_SERVER_ID")]
+    server_id: Option<String>,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -175,6 +179,7 @@ impl Args {
             router_advert: !self.no_router_advert,
             api_listen: self.api_listen,
             store,
+            server_id: self.server_id.clone(),
             limits: Limits {
                 http: self.http_limits.limits(),
                 tftp_max_per_source: self.tftp_max_per_source,
