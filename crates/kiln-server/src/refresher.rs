@@ -1,13 +1,17 @@
 //! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
-//! when another connection (another kiln process, the admin API) committed a change.
+//! when another connection (another kiln process, the admin API) committed a change. On
+//! PostgreSQL a change notification (LISTEN/NOTIFY, see `kiln_store::watch_changes`) wakes it
+//! at once, so a change made through any server reaches every server within milliseconds; the
+//! half-second poll stays as the fallback (and is all SQLite has).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_engine::Engine;
 use kiln_model::{Inventory, SharedInventory};
 use kiln_store::{Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// How often a server writes its heartbeat row.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -18,6 +22,7 @@ pub fn spawn(
     inventory: SharedInventory,
     metrics: PrometheusHandle,
     server_url: String,
+    changes: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -29,6 +34,7 @@ pub fn spawn(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = changes.notified() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
             if first || beat.elapsed() >= HEARTBEAT {

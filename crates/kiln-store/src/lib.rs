@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 pub use handle::StoreHandle;
 pub use postgres::PgStore;
+pub use postgres::listen::ChangeWatch;
 /// A store URL with any password replaced by `***`, for output.
 pub use postgres::redacted as redacted_url;
 pub use records::{
@@ -154,6 +155,28 @@ pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store
                 store.relax_durability()?;
             }
             Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Calls `on_change` whenever another server commits a change to hardware or workflows
+/// (PostgreSQL: LISTEN/NOTIFY on a connection of its own, reconnecting), until the returned
+/// guard is dropped. `None` for SQLite, which has no such signal: poll [`SettingStore::data_version`].
+pub fn watch_changes(
+    location: &Location,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<Option<ChangeWatch>, StoreError> {
+    match location {
+        Location::Sqlite { .. } => Ok(None),
+        Location::Postgres { url } => {
+            let config: ::postgres::Config = std::str::FromStr::from_str(url).map_err(|e| {
+                StoreError::Invalid(format!("store URL {}: {e}", postgres::redacted(url)))
+            })?;
+            Ok(Some(postgres::listen::watch(
+                config,
+                postgres::connect_with,
+                on_change,
+            )))
         }
     }
 }

@@ -7,6 +7,7 @@
 //! TLS is not wired yet (`NoTls`): use a unix socket or a trusted network until it is.
 
 mod hardware;
+pub(crate) mod listen;
 mod other;
 mod schema;
 pub(crate) mod workflows;
@@ -60,7 +61,7 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = connect_with(&self.config)?;
         if self.relaxed.load(Ordering::SeqCst) {
             client.batch_execute("SET synchronous_commit = off")?;
         }
@@ -134,6 +135,11 @@ impl Drop for PgStore {
                 .spawn(move || drop(client));
         }
     }
+}
+
+/// A new connection as `config` says.
+pub(crate) fn connect_with(config: &Config) -> Result<Client, StoreError> {
+    Ok(config.connect(NoTls)?)
 }
 
 /// What went wrong, with PostgreSQL's own message (`db error` alone says nothing); a

@@ -254,3 +254,39 @@ fn a_claim_skips_a_workflow_another_server_holds() {
     claim(&store).unwrap();
     assert_eq!(store.workflow("w1").unwrap().unwrap().log_lines_dropped, 1);
 }
+
+/// A change committed through one connection reaches a watcher on another at once (LISTEN /
+/// NOTIFY), and the watcher calls once on (re)connecting, for what it may have missed.
+#[test]
+fn changes_committed_elsewhere_are_notified_and_a_restart_is_survived() {
+    let Some(cluster) = own_cluster() else { return };
+    let url = cluster.create_database().unwrap();
+    let location = Location::Postgres { url };
+    let store = crate::open(&location, Durability::Full).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = crate::watch_changes(&location, move || {
+        let _ = tx.send(());
+    })
+    .unwrap()
+    .expect("PostgreSQL has a watcher");
+    let wait = std::time::Duration::from_secs(30);
+    rx.recv_timeout(wait).expect("a call on connecting");
+    store
+        .enroll(&super::cases::workflow_machine("a", 1))
+        .unwrap();
+    rx.recv_timeout(wait).expect("notified of the enrolment");
+    // Events alone change nothing the inventory holds: no call.
+    store
+        .append_events(&[Event::now(EventKind::BmcDone, "x").with_machine("a")])
+        .unwrap();
+    cluster.restart().unwrap();
+    rx.recv_timeout(wait).expect("a call on reconnecting");
+    store.set_netboot("a", true).unwrap();
+    rx.recv_timeout(wait).expect("notified after the restart");
+    drop(watch);
+    assert!(
+        crate::watch_changes(&Location::sqlite("/nonexistent"), || {})
+            .unwrap()
+            .is_none()
+    );
+}
