@@ -46,6 +46,8 @@ pub struct ServeOptions {
     /// The provisioning interface; DHCP binds to it alone.
     pub interface: Option<String>,
     pub dhcp_mode: kiln_dhcp::Mode,
+    /// Which enrolled machines DHCP answers: all, or this server's segment and relayed subnets.
+    pub dhcp_segments: kiln_dhcp::Segments,
     pub http_port: u16,
     pub agent_tls_port: u16,
     pub tftp_port: u16,
@@ -78,6 +80,7 @@ impl ServeOptions {
             address,
             interface: None,
             dhcp_mode: kiln_dhcp::Mode::Reservation,
+            dhcp_segments: kiln_dhcp::Segments::All,
             http_port: 8080,
             agent_tls_port: 8443,
             tftp_port: 69,

@@ -50,6 +50,17 @@ pub struct Args {
     /// heartbeat carry it). Default: the host name and a hash of the data directory.
     #[arg(long, env = "KILN_SERVER_ID")]
     server_id: Option<String>,
+    /// Which enrolled machines DHCP answers: `all` (one server for everything), or `own` —
+    /// those on this server's segment (their subnet holds --address) — followed by the subnets
+    /// it serves through DHCP relays: `own,10.20.0.0/24`. Several servers sharing a store each
+    /// answer their own segment.
+    #[arg(
+        long,
+        env = "KILN_DHCP_SERVE",
+        default_value = "all",
+        value_name = "all|own[,CIDR…]"
+    )]
+    dhcp_serve: String,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -167,6 +178,8 @@ impl Args {
                 DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
                 DhcpMode::Off => kiln_dhcp::Mode::Off,
             },
+            dhcp_segments: kiln_dhcp::Segments::parse(&self.dhcp_serve)
+                .map_err(|e| anyhow::anyhow!("--dhcp-serve {e}"))?,
             http_port: self.http_port,
             agent_tls_port: self.agent_tls_port,
             tftp_port: self.tftp_port,
