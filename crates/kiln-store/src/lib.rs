@@ -169,14 +169,9 @@ pub fn watch_changes(
     match location {
         Location::Sqlite { .. } => Ok(None),
         Location::Postgres { url } => {
-            let config: ::postgres::Config = std::str::FromStr::from_str(url).map_err(|e| {
-                StoreError::Invalid(format!("store URL {}: {e}", postgres::redacted(url)))
-            })?;
-            Ok(Some(postgres::listen::watch(
-                config,
-                postgres::connect_with,
-                on_change,
-            )))
+            let (config, tls) = postgres::parse_url(url)?;
+            let connect = move || postgres::connect_with(&config, tls.as_ref());
+            Ok(Some(postgres::listen::watch(connect, on_change)))
         }
     }
 }

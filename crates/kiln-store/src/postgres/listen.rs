@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config};
 
 /// How long the listener waits for a notification before it looks whether it must stop.
 const WAIT: Duration = Duration::from_millis(250);
@@ -29,8 +29,7 @@ impl Drop for ChangeWatch {
 /// workflows commits, and once after each (re)connection, since changes may have been missed
 /// while disconnected. Reconnects every second while PostgreSQL is unreachable.
 pub fn watch(
-    config: Config,
-    connect: fn(&Config) -> Result<Client, crate::StoreError>,
+    connect: impl Fn() -> Result<Client, crate::StoreError> + Send + 'static,
     on_change: impl Fn() + Send + 'static,
 ) -> ChangeWatch {
     let stop = Arc::new(AtomicBool::new(false));
@@ -40,7 +39,7 @@ pub fn watch(
         .name("kiln-pg-listen".into())
         .spawn(move || {
             while !stopped.load(Ordering::SeqCst) {
-                match connect(&config).and_then(|mut c| {
+                match connect().and_then(|mut c| {
                     c.batch_execute("LISTEN kiln_changes")?;
                     Ok(c)
                 }) {

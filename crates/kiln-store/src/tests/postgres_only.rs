@@ -290,3 +290,70 @@ fn changes_committed_elsewhere_are_notified_and_a_restart_is_survived() {
             .is_none()
     );
 }
+
+/// A CA and a server certificate it signed for `names` (PEM): (CA, certificate, key).
+fn certificates(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// TLS to PostgreSQL when the URL asks (issue 13, point 2): `require` encrypts, `verify-full`
+/// checks the CA and the name, `verify-ca` the CA alone; a wrong CA or name is refused.
+#[test]
+fn tls_is_used_when_the_url_asks_and_the_certificate_checked_as_asked() {
+    let Some(cluster) = own_cluster() else { return };
+    let (ca, cert, key) = certificates(&["127.0.0.1", "db.kiln.test"]);
+    let port = cluster.serve_tls(&cert, &key).unwrap();
+    cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (other_ca, _, _) = certificates(&["127.0.0.1"]);
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, &other_ca).unwrap();
+    let url = |host: &str, mode: &str, root: &std::path::Path| {
+        format!(
+            "postgres://kiln@{host}:{port}/kiln_0?sslmode={mode}&sslrootcert={}",
+            root.display()
+        )
+    };
+    let encrypted = |url: String| -> Result<bool, String> {
+        let store = crate::PgStore::open(&url).map_err(|e| e.to_string())?;
+        store
+            .with(|c| {
+                Ok(c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .get(0))
+            })
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        encrypted(url("127.0.0.1", "require", &other_ca_file)),
+        Ok(true)
+    );
+    assert_eq!(
+        encrypted(url("127.0.0.1", "verify-full", &ca_file)),
+        Ok(true)
+    );
+    let e = encrypted(url("127.0.0.1", "verify-full", &other_ca_file)).unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // The name is not the certificate's (localhost): only verify-ca accepts it.
+    assert_eq!(encrypted(url("localhost", "verify-ca", &ca_file)), Ok(true));
+    let e = encrypted(url("localhost", "verify-full", &ca_file)).unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // Without sslmode, over TCP: no TLS (as before).
+    let plain = format!("postgres://kiln@127.0.0.1:{port}/kiln_0");
+    assert_eq!(encrypted(plain), Ok(false));
+}
