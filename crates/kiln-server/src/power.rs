@@ -42,8 +42,8 @@ pub fn spawn(
             for job in jobs {
                 let (engine, store, limit) = (engine.clone(), store.clone(), Arc::clone(&limit));
                 tokio::spawn(async move {
-                    let _slot = limit.acquire_owned().await;
-                    let Some(outcome) = run_renewing(&engine, &store, &job).await else {
+                    // The claim is renewed from now on, waiting for a slot included.
+                    let Some(outcome) = run_renewing(&engine, &store, &job, limit).await else {
                         tracing::warn!(machine = %job.hardware, "BMC step taken over by another server");
                         return;
                     };
@@ -70,8 +70,12 @@ async fn run_renewing(
     engine: &Engine,
     store: &StoreHandle,
     job: &ClaimedJob,
+    limit: Arc<Semaphore>,
 ) -> Option<Result<String, StepFailure>> {
-    let work = run(engine, store, job);
+    let work = async {
+        let _slot = limit.acquire_owned().await;
+        run(engine, store, job).await
+    };
     tokio::pin!(work);
     let mut renew = tokio::time::interval(Duration::from_millis(RENEW_MS));
     renew.tick().await;
