@@ -28,16 +28,21 @@ pg_ctl_run() {
 pg_start() {
 	PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
 	[ -x "$PG_BIN/initdb" ] || die "PostgreSQL missing: apt-get install postgresql"
-	PG_DIR=$E2E_WORK/pg
-	mkdir -p "$PG_DIR"
+	# Outside the work dir (0700): as root the cluster runs as nobody, who must reach it.
+	PG_DIR=$(mktemp -d /tmp/kiln-e2e-pg.XXXXXX)
 	[ "$(id -u)" -ne 0 ] || chown nobody "$PG_DIR"
 	local init=("$PG_BIN/initdb" -D "$PG_DIR/data" -U kiln --auth=trust --no-sync --no-locale -E UTF8)
 	if [ "$(id -u)" -eq 0 ]; then (cd "$PG_DIR" && runuser -u nobody -- "${init[@]}") >/dev/null; else "${init[@]}" >/dev/null; fi
 	(cd "$PG_DIR" && pg_ctl_run -w start) >/dev/null
-	E2E_LOGS+=("postgres=$PG_DIR/postgres.log")
+	E2E_LOGS+=("postgres=$E2E_WORK/postgres.log")
 	STORE="postgresql://kiln@/postgres?host=$PG_DIR&port=5432"
 }
-pg_stop() { [ -z "$PG_DIR" ] || (cd "$PG_DIR" && pg_ctl_run -m immediate stop) >/dev/null 2>&1 || true; }
+pg_stop() {
+	[ -n "$PG_DIR" ] || return 0
+	(cd "$PG_DIR" && pg_ctl_run -m immediate stop) >/dev/null 2>&1 || true
+	cp "$PG_DIR/postgres.log" "$E2E_WORK/postgres.log" 2>/dev/null || true
+	rm -rf "$PG_DIR"
+}
 psql_q() { "$PG_BIN/psql" -h "$PG_DIR" -p 5432 -U kiln -d postgres -At -c "$1"; }
 
 # The chassis of ipmi_sim: records each command in $1/ctl.log; no machine behind it.
