@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
-# Issue 13 point 3(b), first step (no QEMU machine yet): two `kiln serve` on one PostgreSQL
+# Issue 13, several servers on one state. Two cases, each a child process of its own:
+#
+# segments (point 3(a), netboot only): two segments (bridges br0 10.77.0.0/24 and br1
+# 10.78.0.0/24 in the test's namespace), one `kiln serve --dhcp-serve own` on each, both on one
+# PostgreSQL; one QEMU machine per segment, netbooting at the same time: each gets its reserved
+# address and the test initramfs from the server of its own segment (kernel command line names
+# that server), both enrolled and switched to netboot through the first server only.
+#
+# takeover (point 3(b), no QEMU machine yet): two `kiln serve` on one PostgreSQL
 # cluster that this test starts itself (initdb + pg_ctl in its work dir, unix socket only, as
 # `nobody` when root; stopped and removed at the end), and one machine behind OpenIPMI's
 # ipmi_sim whose chassis only records commands (power reads "on" a few seconds after "set
@@ -8,7 +16,7 @@
 # lease runs out, reads the power state and sends nothing: the chassis log shows one power-on,
 # the workflow reaches netbooting, and the events the dead server wrote are all there.
 #
-#   tests/e2e/multi.sh      (root; KILN_BIN names the kiln under test)
+#   tests/e2e/multi.sh [CASE...]     (root; KILN_BIN names the kiln under test)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
@@ -120,8 +128,8 @@ multi_cleanup() {
 	e2e_cleanup
 }
 
-main() {
-	e2e_setup multi
+case_takeover() {
+	e2e_setup takeover
 	command -v ipmi_sim >/dev/null || die "ipmi_sim missing: apt-get install openipmi"
 	trap multi_cleanup EXIT
 	pg_start
@@ -136,7 +144,7 @@ main() {
 	KILN_ARTIFACTS=$E2E_WORK kiln_serve --dhcp-mode off --store "$STORE" --server-id a
 	local a_pid=$KILN_PID
 	serve_b
-	check "multi: both servers beat in the servers table" \
+	check "takeover: both servers beat in the servers table" \
 		[ "$(psql_q "SELECT string_agg(id, ',' ORDER BY id) FROM servers")" = a,b ]
 
 	cat >"$E2E_WORK/hardware.csv" <<-EOF
@@ -169,26 +177,115 @@ main() {
 	local victim=$a_pid survivor=b
 	[ "$owner" = b ] && { victim=$B_PID; survivor=a; }
 	kill -KILL "$victim"
-	check "multi: the step was running (not done) when its server was killed" [ "$state" = running ]
+	check "takeover: the step was running (not done) when its server was killed" [ "$state" = running ]
 	local t0=$SECONDS
 	for i in $(seq 120); do
 		[ "$(psql_q "SELECT state FROM workflows")" = netbooting ] && break
 		sleep 0.5
 	done
 	local took=$((SECONDS - t0))
-	check "multi: the other server finished the BMC step (workflow netbooting after ${took} s, bound 30 s)" \
+	check "takeover: the other server finished the BMC step (workflow netbooting after ${took} s, bound 30 s)" \
 		[ "$(psql_q "SELECT state FROM workflows")" = netbooting ]
-	check "multi: the step's last claim is the survivor's ($survivor)" \
+	check "takeover: the step's last claim is the survivor's ($survivor)" \
 		[ "$(psql_q "SELECT record::json->'power'->'start'->>'claimed_by' FROM workflows")" = "$survivor" ]
-	check "multi: took over within 30 s" [ "$took" -le 30 ]
-	check "multi: ipmi_sim's chassis received exactly one power-on" \
+	check "takeover: took over within 30 s" [ "$took" -le 30 ]
+	check "takeover: ipmi_sim's chassis received exactly one power-on" \
 		[ "$(grep -c "set .*power 1" "$E2E_WORK/bmc/ctl.log")" = 1 ]
 	psql_q "SELECT id, record::json->>'kind' FROM events WHERE machine = 'm1' ORDER BY id" >"$E2E_WORK/events.txt"
 	sed 's/^/#   /' "$E2E_WORK/events.txt"
 	# shellcheck disable=SC2016 # expanded by the inner bash
-	check "multi: no event lost: the dead server's boot-device and power events, then one bmc.done" \
+	check "takeover: no event lost: the dead server's boot-device and power events, then one bmc.done" \
 		bash -c 'k=$(cut -d"|" -f2 "$1" | grep "^bmc\." | tr "\n" " "); [ "$k" = "bmc.boot-device bmc.power bmc.done " ]' _ "$E2E_WORK/events.txt"
 }
 
-main "$@"
-[ "$E2E_FAILED" -eq 0 ]
+BOOT_TIMEOUT=${KILN_E2E_BOOT_TIMEOUT:-300}
+
+# boots_from VM_LOG VM_PID SERVER_URL HOST IP LABEL: the test initramfs ran with SERVER_URL as
+# kiln.server, got IP, and fetched SERVER_URL/healthz.
+boots_from() {
+	local vmlog=$1 pid=$2 url=$3 host=$4 ip=$5 label=$6 seen
+	seen=$(wait_for_any "$vmlog" "$BOOT_TIMEOUT" "$pid" "$M_FETCH_OK" "$M_FETCH_FAIL" "${M_DEAD_ENDS[@]}") ||
+		seen="nothing within ${BOOT_TIMEOUT}s (or QEMU exited)"
+	log "$label: $(serial_line "$vmlog" KILN-CMDLINE) $(serial_line "$vmlog" KILN-GUEST-IP) ($seen)"
+	check "$label: netbooted the test initramfs and fetched /healthz" [ "$seen" = "$M_FETCH_OK" ]
+	check "$label: its kernel command line names the server of its segment ($url)" \
+		has_marker "$vmlog" "KILN-CMDLINE server=$url mac="
+	check "$label: got its reserved address $ip" has_marker "$vmlog" "KILN-GUEST-IP=$ip"
+	: "$host"
+}
+
+case_segments() {
+	e2e_setup segments
+	trap multi_cleanup EXIT
+	require_assets
+	pg_start
+	ns_create 1
+	# The second segment: br1 with tap1, no link to br0.
+	nsx ip link add br1 type bridge
+	nsx ip link set br1 type bridge stp_state 0 forward_delay 0
+	nsx ip tuntap add dev tap1 mode tap
+	nsx ip link set tap1 master br1
+	nsx ip link set tap1 up
+	nsx ip addr add 10.78.0.1/24 dev br1
+	nsx ip link set br1 up
+	KILN_ARTIFACTS=$E2E_ASSETS/initramfs kiln_serve --dhcp-serve own --store "$STORE" --server-id seg-a \
+		--no-router-advert
+	B_DATA=$E2E_WORK/data-b
+	mkdir -p "$B_DATA"
+	ip netns exec "$E2E_NS" "$KILN_BIN" serve --data-dir "$B_DATA" --interface br1 --address 10.78.0.1 \
+		--dhcp-serve own --http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" \
+		--artifacts "$E2E_ASSETS/initramfs" --kernel-args "$KERNEL_ARGS" --no-router-advert \
+		--api-listen 127.0.0.1:9444 --store "$STORE" --server-id seg-b </dev/null >"$E2E_WORK/kiln-serve-b.log" 2>&1 &
+	B_PID=$!
+	E2E_PIDS+=("$B_PID")
+	E2E_LOGS+=("kiln serve b=$E2E_WORK/kiln-serve-b.log")
+	wait_http_ok "http://10.78.0.1:$HTTP_PORT/healthz" 60 "$B_PID" || die "server b did not start"
+
+	local mac_a=52:54:00:4d:0a:01 mac_b=52:54:00:4d:0b:01
+	cat >"$E2E_WORK/hardware.csv" <<-EOF
+		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
+		seg-a-1,,,,$mac_a,10.77.0.57,255.255.255.0,10.77.0.1,10.77.0.1,,/dev/vda
+		seg-b-1,,,,$mac_b,10.78.0.57,255.255.255.0,10.78.0.1,10.78.0.1,,/dev/vda
+	EOF
+	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
+	kiln hardware netboot seg-a-1 on >/dev/null
+	kiln hardware netboot seg-b-1 on >/dev/null
+	vm_start seg-a-1 --fw bios --tap tap0 --mac "$mac_a"
+	local log_a=$VM_LOG pid_a=$VM_PID
+	vm_start seg-b-1 --fw bios --tap tap1 --mac "$mac_b"
+	local log_b=$VM_LOG pid_b=$VM_PID
+	boots_from "$log_a" "$pid_a" "http://10.77.0.1:$HTTP_PORT" seg-a-1 10.77.0.57 "segments: seg-a-1 on br0"
+	boots_from "$log_b" "$pid_b" "http://10.78.0.1:$HTTP_PORT" seg-b-1 10.78.0.57 "segments: seg-b-1 on br1"
+}
+
+CASES=(segments takeover)
+
+if [ "${1:-}" = --case ]; then
+	"case_$2"
+	[ "$E2E_FAILED" -eq 0 ]
+	exit
+fi
+[ "$(id -u)" -eq 0 ] || { echo "multi.sh: must run as root" >&2; exit 2; }
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${CASES[@]}")
+passed=0
+failed=0
+for c in "${selected[@]}"; do
+	log "=== $c"
+	out=$(mktemp)
+	set +e
+	bash "$0" --case "$c" 2>&1 | tee "$out"
+	rc=${PIPESTATUS[0]}
+	set -e
+	n_ok=$(grep -c '^ok - ' "$out" || true)
+	n_fail=$(grep -c '^not ok - ' "$out" || true)
+	rm -f "$out"
+	if [ "$rc" -ne 0 ] && [ "$n_fail" -eq 0 ]; then
+		echo "not ok - $c: harness error (exit status $rc)"
+		n_fail=1
+	fi
+	passed=$((passed + n_ok))
+	failed=$((failed + n_fail))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
