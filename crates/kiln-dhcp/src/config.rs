@@ -50,6 +50,8 @@ pub struct Config {
     /// Lease time (option 51) for reserved addresses; T1/T2 are derived from it.
     pub lease_secs: u32,
     pub boot: BootFiles,
+    /// Which enrolled machines this server answers (several servers, one state).
+    pub segments: crate::segment::Segments,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             http_base: http_base.into(),
             lease_secs: 86_400,
             boot: BootFiles::default(),
+            segments: crate::segment::Segments::All,
         }
     }
 

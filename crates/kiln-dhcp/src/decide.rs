@@ -39,6 +39,8 @@ pub enum Outcome {
     IgnoredUnknown,
     /// REQUEST that selected another server's offer.
     IgnoredOtherServer,
+    /// A machine of another server's segment (see [`crate::Segments`]).
+    IgnoredOtherSegment,
     /// Proxy mode: not a netboot client, netboot off, or an arch we cannot boot.
     IgnoredNotNetboot,
     /// Mode is off.
@@ -59,6 +61,7 @@ impl Outcome {
             Outcome::Decline => "decline",
             Outcome::IgnoredUnknown => "ignored_unknown",
             Outcome::IgnoredOtherServer => "ignored_other_server",
+            Outcome::IgnoredOtherSegment => "ignored_other_segment",
             Outcome::IgnoredNotNetboot => "ignored_not_netboot",
             Outcome::IgnoredOff => "ignored_off",
             Outcome::IgnoredOther => "ignored_other",
@@ -181,6 +184,9 @@ pub fn decide_via(req: &Message, ingress: Ingress, inv: &Inventory, cfg: &Config
             ..Decision::ignore(Outcome::IgnoredUnknown, detail).with_mac(client.mac)
         };
     };
+    if let Err(why) = cfg.segments.answers(hw, req.giaddr(), cfg.server_ip) {
+        return Decision::ignore(Outcome::IgnoredOtherSegment, why).with_machine(hw);
+    }
     let decision = match cfg.mode {
         Mode::Reservation => reservation(req, &client, hw, ingress, cfg),
         Mode::Proxy => proxy(req, &client, hw, ingress, cfg),

@@ -13,12 +13,14 @@ pub mod decide;
 pub mod probe;
 mod reply;
 pub mod router_advert;
+pub mod segment;
 pub mod server;
 pub mod wire;
 
 pub use config::{BootFiles, Config, Mode};
 pub use decide::{Decision, Destination, Ingress, Outcome, Reply, decide, decide_via};
 pub use router_advert::{RouterAdvertError, build_router_advert, run_router_advert};
+pub use segment::{Segments, Subnet};
 pub use server::{DhcpError, DhcpServer, ServerOptions, run};
 pub use wire::{Handled, PacketError, fuzz_entry, handle_packet};
 

@@ -864,3 +864,83 @@ fn decision_holds_the_inventory_record() {
         inv.by_mac(&mac(1)).unwrap()
     ));
 }
+
+/// The second server of an HA pair on 10.77.0.0/24 (see `crate::segment`).
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+fn peer_config() -> Config {
+    Config::new(PEER, "http://10.77.0.2:8080")
+}
+
+/// Two servers on one segment answer alike: the lease is the hardware record's, only the
+/// server's own identity differs; a REQUEST that chose one is answered by it alone; a change of
+/// the shared record changes both answers the same way.
+#[test]
+fn an_ha_pair_never_gives_a_machine_conflicting_answers() {
+    let (a, b) = (config(), peer_config());
+    for inv in [inventory(), Inventory::new([machine(1, false)])] {
+        let hw = inv.by_mac(&mac(1)).unwrap().clone();
+        let discover = ipxe(request(MessageType::Discover, mac(1)), 7);
+        let (da, db) = (decide(&discover, &inv, &a), decide(&discover, &inv, &b));
+        let (oa, ob) = (reply(&da), reply(&db));
+        assert_lease_options(oa, &hw);
+        for code in [1, 3, 6, 12, 51, 58, 59] {
+            assert_eq!(opt(oa, code), opt(ob, code), "option {code}");
+        }
+        assert_eq!(oa.yiaddr(), ob.yiaddr());
+        assert_eq!(opt(ob, 54), Some(&DhcpOption::ServerIdentifier(PEER)));
+        // The same boot answer (or none), each naming its own server.
+        let same = |m: &Message| file(m).map(|f| f.replace("10.77.0.2", "10.77.0.1"));
+        assert_eq!(same(oa), same(ob));
+        assert_eq!(same(oa).is_some(), hw.netboot);
+
+        // The client takes b's offer: a stays silent, b acknowledges.
+        let mut req = ipxe(request(MessageType::Request, mac(1)), 7);
+        req.opts_mut().insert(DhcpOption::ServerIdentifier(PEER));
+        req.opts_mut().insert(DhcpOption::RequestedIpAddress(hw.ip));
+        assert_eq!(decide(&req, &inv, &a).outcome, Outcome::IgnoredOtherServer);
+        assert_eq!(decide(&req, &inv, &b).outcome, Outcome::Ack);
+    }
+}
+
+/// Two segments, one server each: a server answers the machines of its own segment and the
+/// relayed subnets it serves, and leaves the others to their server.
+#[test]
+fn a_server_answers_its_own_segment_and_the_relays_it_serves() {
+    let far = Hardware {
+        hostname: "far".into(),
+        ip: Ipv4Addr::new(10, 88, 0, 11),
+        gateway: None,
+        ..machine(3, true)
+    };
+    let relayed = Hardware {
+        hostname: "relayed".into(),
+        ip: Ipv4Addr::new(10, 99, 0, 11),
+        gateway: None,
+        ..machine(4, true)
+    };
+    let inv = Inventory::new([machine(1, true), far, relayed]);
+    let cfg = Config {
+        segments: crate::Segments::parse("own,10.99.0.0/24").unwrap(),
+        ..config()
+    };
+    let discover = |n| ipxe(request(MessageType::Discover, mac(n)), 7);
+    assert_eq!(decide(&discover(1), &inv, &cfg).outcome, Outcome::Offer);
+    let d = decide(&discover(3), &inv, &cfg);
+    assert_eq!(d.outcome, Outcome::IgnoredOtherSegment);
+    assert!(d.reply.is_none() && d.event.is_none());
+    let mut msg = discover(4);
+    msg.set_giaddr(Ipv4Addr::new(10, 99, 0, 1));
+    assert_eq!(decide(&msg, &inv, &cfg).outcome, Outcome::Offer);
+    let mut msg = discover(3);
+    msg.set_giaddr(Ipv4Addr::new(10, 88, 0, 1));
+    assert_eq!(
+        decide(&msg, &inv, &cfg).outcome,
+        Outcome::IgnoredOtherSegment
+    );
+    // The default answers every enrolled machine, as one server for everything does.
+    assert_eq!(
+        decide(&discover(3), &inv, &config()).outcome,
+        Outcome::Offer
+    );
+}

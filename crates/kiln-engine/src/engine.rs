@@ -107,16 +107,36 @@ pub struct ClaimedJob {
     pub workflow: String,
     pub hardware: String,
     pub job: power::PowerJob,
+    /// The power command an earlier claim of the step recorded (see [`power::sent_before`]).
+    pub sent_before: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<dyn Store>,
+    /// The server this engine runs in: its claims of BMC steps carry it.
+    owner: Arc<str>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Engine { store }
+        Engine {
+            store,
+            owner: Arc::from("local"),
+        }
+    }
+
+    /// The same engine, claiming BMC steps as server `owner` (its `server_id`).
+    pub fn with_owner(self, owner: &str) -> Self {
+        Engine {
+            owner: Arc::from(owner),
+            ..self
+        }
+    }
+
+    /// The server whose claims this engine makes.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     #[cfg(test)]
@@ -419,31 +439,69 @@ impl Engine {
 
     /// Claims every BMC step that is due, one transaction per workflow.
     pub fn claim_power_jobs(&self) -> Result<Vec<ClaimedJob>, EngineError> {
-        let now = now_ms();
+        self.claim_power_jobs_at(now_ms())
+    }
+
+    /// [`Engine::claim_power_jobs`] at time `now`. A workflow another server is changing is
+    /// skipped, not waited for (it is looked at again a second later).
+    pub fn claim_power_jobs_at(&self, now: u64) -> Result<Vec<ClaimedJob>, EngineError> {
         let mut jobs = Vec::new();
         for id in self.store.workflows_with_power_due()? {
-            let claimed = self.store.with_workflow(WorkflowKey::Id(&id), |wf, tx| {
-                let job = power::claim_job(wf, now);
-                if matches!(job, Some(power::PowerJob::Netboot { .. })) && credential::rearm(wf) {
-                    // Kiln starts a netboot round: whoever claimed before it (a host that
-                    // raced the machine) loses the credential.
-                    tx.revoke_token(&wf.id)?;
-                    let mut ev = Event::of(EventData::AgentRearmed {
+            let claimed = self
+                .store
+                .with_workflow(WorkflowKey::IdUnlessLocked(&id), |wf, tx| {
+                    let job = power::claim_job(wf, now, &self.owner);
+                    if matches!(job, Some(power::PowerJob::Netboot { .. })) && credential::rearm(wf)
+                    {
+                        // Kiln starts a netboot round: whoever claimed before it (a host that
+                        // raced the machine) loses the credential.
+                        tx.revoke_token(&wf.id)?;
+                        let mut ev = Event::of(EventData::AgentRearmed {
+                            workflow: wf.id.clone(),
+                        })
+                        .with_machine(wf.hardware.clone());
+                        ev.at_ms = now;
+                        tx.event(&ev)?;
+                    }
+                    Ok(job.map(|job| ClaimedJob {
                         workflow: wf.id.clone(),
-                    })
-                    .with_machine(wf.hardware.clone());
-                    ev.at_ms = now;
-                    tx.event(&ev)?;
-                }
-                Ok(job.map(|job| ClaimedJob {
-                    workflow: wf.id.clone(),
-                    hardware: wf.hardware.clone(),
-                    job,
-                }))
-            })?;
-            jobs.extend(claimed);
+                        hardware: wf.hardware.clone(),
+                        job,
+                        sent_before: power::sent_before(wf, job),
+                    }))
+                });
+            match claimed {
+                Ok(claimed) => jobs.extend(claimed),
+                // Held by another server's transaction, or gone since listed.
+                Err(StoreError::NoWorkflow) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(jobs)
+    }
+
+    /// Extends this server's claim of a running step; `false` when it was lost (taken over).
+    pub fn renew_power_job(&self, claimed: &ClaimedJob) -> Result<bool, EngineError> {
+        self.renew_power_job_at(claimed, now_ms())
+    }
+
+    pub fn renew_power_job_at(&self, claimed: &ClaimedJob, now: u64) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .with_workflow(WorkflowKey::Id(&claimed.workflow), |wf, _| {
+                Ok(power::renew(wf, claimed.job, &self.owner, now))
+            })?)
+    }
+
+    /// Records, committed before it is sent, that this server sends power command `action`
+    /// for a claimed step; `false` when the claim was lost: nothing may be sent then.
+    pub fn mark_power_sent(&self, claimed: &ClaimedJob, action: &str) -> Result<bool, EngineError> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .with_workflow(WorkflowKey::Id(&claimed.workflow), |wf, _| {
+                Ok(power::mark_sent(wf, claimed.job, &self.owner, action, now))
+            })?)
     }
 
     /// Applies a BMC step's outcome (stale outcomes are ignored).

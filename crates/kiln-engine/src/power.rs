@@ -11,8 +11,13 @@ use crate::machine::{Effects, finish_workflow};
 
 /// Attempts per step before it fails (the first one included).
 pub const ATTEMPTS: u32 = 5;
-/// How long a claim holds: longer than a slow BMC's power cycle plus confirmation.
-pub const LEASE_MS: u64 = 5 * 60_000;
+/// How long a claim holds without renewal. The server running a step renews it every
+/// [`RENEW_MS`] (a slow BMC's power cycle may take minutes), so a dead server's step is free
+/// again at most `LEASE_MS` after its last renewal; another server's claim loop (every second)
+/// takes it then: the takeover bound is `LEASE_MS` + 1 s + one store round trip, under 30 s.
+pub const LEASE_MS: u64 = 20_000;
+/// How often the server running a step renews its claim.
+pub const RENEW_MS: u64 = 5_000;
 
 /// Which step a claimed job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,28 +57,74 @@ fn due(step: &PowerStep, now: u64) -> bool {
     }
 }
 
-fn claim(step: &mut PowerStep, now: u64) -> u32 {
+fn claim(step: &mut PowerStep, now: u64, owner: &str) -> u32 {
     step.state = StepState::Running;
     step.attempts += 1;
     step.claimed_until_ms = Some(now + LEASE_MS);
+    step.claimed_by = Some(owner.to_string());
     step.next_at_ms = None;
     step.attempts
 }
 
-/// The step to run now, if any, claimed.
-pub fn claim_job(wf: &mut Workflow, now: u64) -> Option<PowerJob> {
+/// The step to run now, if any, claimed by server `owner`.
+pub fn claim_job(wf: &mut Workflow, now: u64, owner: &str) -> Option<PowerJob> {
     if wf.state.is_terminal() {
         if due(&wf.power.finish, now) {
             return Some(PowerJob::BootDisk {
-                attempt: claim(&mut wf.power.finish, now),
+                attempt: claim(&mut wf.power.finish, now, owner),
             });
         }
     } else if wf.state == WorkflowState::Pending && due(&wf.power.start, now) {
         return Some(PowerJob::Netboot {
-            attempt: claim(&mut wf.power.start, now),
+            attempt: claim(&mut wf.power.start, now, owner),
         });
     }
     None
+}
+
+fn step_of(wf: &mut Workflow, job: PowerJob) -> (&mut PowerStep, u32) {
+    match job {
+        PowerJob::Netboot { attempt } => (&mut wf.power.start, attempt),
+        PowerJob::BootDisk { attempt } => (&mut wf.power.finish, attempt),
+    }
+}
+
+/// The power command an earlier claim of this step recorded before sending it, if any: the
+/// runner then reads the power state and sends nothing when it is already what was asked.
+pub fn sent_before(wf: &Workflow, job: PowerJob) -> Option<String> {
+    let step = match job {
+        PowerJob::Netboot { .. } => &wf.power.start,
+        PowerJob::BootDisk { .. } => &wf.power.finish,
+    };
+    step.power_sent.clone()
+}
+
+/// Whether `owner` still holds `job`'s claim (nobody claimed the step since).
+fn holds(step: &PowerStep, attempt: u32, owner: &str) -> bool {
+    step.state == StepState::Running
+        && step.attempts == attempt
+        && step.claimed_by.as_deref() == Some(owner)
+}
+
+/// Extends `owner`'s claim of `job`; `false` when the claim was lost (taken over after it ran
+/// out): the runner must stop and send nothing more.
+pub fn renew(wf: &mut Workflow, job: PowerJob, owner: &str, now: u64) -> bool {
+    let (step, attempt) = step_of(wf, job);
+    if !holds(step, attempt, owner) {
+        return false;
+    }
+    step.claimed_until_ms = Some(now + LEASE_MS);
+    true
+}
+
+/// Records, before it goes to the BMC, that `owner` sends power command `action` for `job`
+/// (and renews the claim). `false` when the claim was lost: then nothing may be sent.
+pub fn mark_sent(wf: &mut Workflow, job: PowerJob, owner: &str, action: &str, now: u64) -> bool {
+    if !renew(wf, job, owner, now) {
+        return false;
+    }
+    step_of(wf, job).0.power_sent = Some(action.to_string());
+    true
 }
 
 /// Applies the outcome of a claimed job. A stale outcome (the step was
@@ -85,10 +136,7 @@ pub fn complete(
     now: u64,
 ) -> Effects {
     let mut fx = Effects::default();
-    let (step, attempt) = match job {
-        PowerJob::Netboot { attempt } => (&mut wf.power.start, attempt),
-        PowerJob::BootDisk { attempt } => (&mut wf.power.finish, attempt),
-    };
+    let (step, attempt) = step_of(wf, job);
     if step.state != StepState::Running || step.attempts != attempt {
         return fx;
     }
@@ -191,6 +239,7 @@ mod tests {
     use kiln_model::EventKind;
     use kiln_model::template::parse_template;
 
+    const OWNER: &str = "s1";
     const T: &str = "name: t\ntimeout: 1h\nactions:\n  - name: boot\n    kind: reboot\n";
 
     fn wf() -> Workflow {
@@ -211,9 +260,9 @@ mod tests {
     #[test]
     fn powered_on_then_netbooting() {
         let mut w = wf();
-        let job = claim_job(&mut w, 10).unwrap();
+        let job = claim_job(&mut w, 10, OWNER).unwrap();
         assert_eq!(job, PowerJob::Netboot { attempt: 1 });
-        assert_eq!(claim_job(&mut w, 11), None, "claimed once");
+        assert_eq!(claim_job(&mut w, 11, OWNER), None, "claimed once");
         let fx = complete(&mut w, job, Ok("was off; powered on".into()), 20);
         assert_eq!(w.state, WorkflowState::Netbooting);
         assert_eq!(w.power.start.state, StepState::Done);
@@ -229,13 +278,16 @@ mod tests {
         let mut w = wf();
         let mut now = 0;
         for attempt in 1..=ATTEMPTS {
-            let job = claim_job(&mut w, now).expect("due");
+            let job = claim_job(&mut w, now, OWNER).expect("due");
             assert_eq!(job, PowerJob::Netboot { attempt });
-            assert_eq!(claim_job(&mut w, now), None);
+            assert_eq!(claim_job(&mut w, now, OWNER), None);
             complete(&mut w, job, fail(true), now);
             if attempt < ATTEMPTS {
                 assert_eq!(w.power.start.state, StepState::Pending);
-                assert_eq!(claim_job(&mut w, now + backoff_ms(attempt) - 1), None);
+                assert_eq!(
+                    claim_job(&mut w, now + backoff_ms(attempt) - 1, OWNER),
+                    None
+                );
                 now += backoff_ms(attempt);
             }
         }
@@ -245,7 +297,7 @@ mod tests {
         // The workflow ended: the disk step is due, and netboot is off.
         assert_eq!(w.power.finish.state, StepState::Pending);
         assert!(matches!(
-            claim_job(&mut w, now),
+            claim_job(&mut w, now, OWNER),
             Some(PowerJob::BootDisk { attempt: 1 })
         ));
     }
@@ -253,7 +305,7 @@ mod tests {
     #[test]
     fn bad_credentials_fail_at_once() {
         let mut w = wf();
-        let job = claim_job(&mut w, 0).unwrap();
+        let job = claim_job(&mut w, 0, OWNER).unwrap();
         let fx = complete(&mut w, job, fail(false), 0);
         assert_eq!(w.state, WorkflowState::Failed);
         assert_eq!(w.power.start.attempts, 1);
@@ -267,9 +319,9 @@ mod tests {
     #[test]
     fn a_lost_claim_is_taken_up_again_and_late_outcomes_are_ignored() {
         let mut w = wf();
-        let first = claim_job(&mut w, 0).unwrap();
-        assert_eq!(claim_job(&mut w, LEASE_MS - 1), None);
-        let second = claim_job(&mut w, LEASE_MS).unwrap();
+        let first = claim_job(&mut w, 0, OWNER).unwrap();
+        assert_eq!(claim_job(&mut w, LEASE_MS - 1, OWNER), None);
+        let second = claim_job(&mut w, LEASE_MS, OWNER).unwrap();
         assert_eq!(second, PowerJob::Netboot { attempt: 2 });
         // The first runner's late answer changes nothing.
         let fx = complete(&mut w, first, Ok("late".into()), LEASE_MS + 1);
@@ -280,19 +332,40 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_taken_over_is_lost_to_its_first_owner_and_keeps_what_was_sent() {
+        let mut w = wf();
+        let first = claim_job(&mut w, 0, "s1").unwrap();
+        assert_eq!(w.power.start.claimed_by.as_deref(), Some("s1"));
+        // Renewed while running: not free when the first lease would have run out.
+        assert!(renew(&mut w, first, "s1", LEASE_MS - 1));
+        assert_eq!(claim_job(&mut w, LEASE_MS, "s2"), None);
+        assert!(mark_sent(&mut w, first, "s1", "on", LEASE_MS));
+        assert!(!renew(&mut w, first, "s2", LEASE_MS), "not s2's claim");
+        // s1 dies: two leases later, s2 takes the step, and learns a command went out.
+        let second = claim_job(&mut w, 3 * LEASE_MS, "s2").unwrap();
+        assert_eq!(second, PowerJob::Netboot { attempt: 2 });
+        assert_eq!(sent_before(&w, second).as_deref(), Some("on"));
+        // s1 comes back (it was only stalled): it may neither renew nor send.
+        assert!(!renew(&mut w, first, "s1", 3 * LEASE_MS));
+        assert!(!mark_sent(&mut w, first, "s1", "cycle", 3 * LEASE_MS));
+        assert_eq!(w.power.start.power_sent.as_deref(), Some("on"));
+        assert!(mark_sent(&mut w, second, "s2", "on", 3 * LEASE_MS));
+    }
+
+    #[test]
     fn machines_without_a_bmc_have_no_jobs() {
         let t = parse_template("t.yaml", T).unwrap();
         let mut w = machine::new_workflow("w".into(), "m1".into(), &t, t.actions.clone(), 0);
-        assert_eq!(claim_job(&mut w, 0), None);
+        assert_eq!(claim_job(&mut w, 0, OWNER), None);
         on_finish(&mut w);
         w.state = WorkflowState::Succeeded;
-        assert_eq!(claim_job(&mut w, 0), None);
+        assert_eq!(claim_job(&mut w, 0, OWNER), None);
     }
 
     #[test]
     fn a_machine_that_netbooted_by_itself_is_not_cycled() {
         let mut w = wf();
         assert!(netbooted_on_its_own(&mut w));
-        assert_eq!(claim_job(&mut w, 0), None);
+        assert_eq!(claim_job(&mut w, 0, OWNER), None);
     }
 }

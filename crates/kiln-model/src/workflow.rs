@@ -120,6 +120,13 @@ pub struct PowerStep {
     pub next_at_ms: Option<u64>,
     pub claimed_until_ms: Option<u64>,
     pub message: String,
+    /// The server (`server_id`) that holds, or last held, the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// The power command an attempt recorded just before sending it: whoever takes the step
+    /// over reads the power state instead of sending a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_sent: Option<String>,
 }
 
 impl Workflow {

@@ -154,6 +154,7 @@ fn dhcp(
     let mut cfg = kiln_dhcp::Config::new(opts.address, opts.server_url());
     cfg.mode = opts.dhcp_mode;
     cfg.lease_secs = opts.lease_secs;
+    cfg.segments = opts.dhcp_segments.clone();
     let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
     let discovery = Arc::new(crate::discovery::Discovery::default());
     let dhcp =

@@ -46,6 +46,8 @@ pub struct ServeOptions {
     /// The provisioning interface; DHCP binds to it alone.
     pub interface: Option<String>,
     pub dhcp_mode: kiln_dhcp::Mode,
+    /// Which enrolled machines DHCP answers: all, or this server's segment and relayed subnets.
+    pub dhcp_segments: kiln_dhcp::Segments,
     pub http_port: u16,
     pub agent_tls_port: u16,
     pub tftp_port: u16,
@@ -67,6 +69,9 @@ pub struct ServeOptions {
     pub store: Option<kiln_store::Location>,
     /// What `kiln_build_info` says is running: `VERSION (COMMIT)` as `kiln --version` prints it.
     pub version: String,
+    /// This server's name among those sharing the state (its claims of BMC steps and its
+    /// heartbeat carry it); `None`: the host name and a hash of the data directory.
+    pub server_id: Option<String>,
 }
 
 impl ServeOptions {
@@ -77,6 +82,7 @@ impl ServeOptions {
             address,
             interface: None,
             dhcp_mode: kiln_dhcp::Mode::Reservation,
+            dhcp_segments: kiln_dhcp::Segments::All,
             http_port: 8080,
             agent_tls_port: 8443,
             tftp_port: 69,
@@ -91,7 +97,22 @@ impl ServeOptions {
             limits: Limits::default(),
             store: None,
             version: env!("CARGO_PKG_VERSION").into(),
+            server_id: None,
         }
+    }
+
+    /// This server's id: the configured one, else `HOSTNAME-HASH` (the data directory's hash
+    /// tells two servers on one host apart).
+    pub fn server_id(&self) -> String {
+        if let Some(id) = self.server_id.as_deref().filter(|i| !i.is_empty()) {
+            return id.to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        let dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(dir.as_os_str().as_encoded_bytes());
+        let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{hash}", if host.is_empty() { "kiln" } else { host })
     }
 
     /// Where the server keeps its state.
@@ -143,6 +164,16 @@ mod tests {
             5000
         );
         assert_eq!(l.within_open_files(1024).http.max_connections, 512);
+    }
+
+    #[test]
+    fn the_server_id_is_configured_or_differs_per_data_directory() {
+        let mut a = ServeOptions::new("/var/lib/kiln-a".into(), Ipv4Addr::new(10, 0, 0, 1));
+        let b = ServeOptions::new("/var/lib/kiln-b".into(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_ne!(a.server_id(), b.server_id());
+        assert_eq!(a.server_id(), a.clone().server_id(), "stable");
+        a.server_id = Some("rack-1".into());
+        assert_eq!(a.server_id(), "rack-1");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_engine::power::StepFailure;
-use kiln_engine::power_run::run_job;
+use kiln_engine::power::{RENEW_MS, StepFailure};
+use kiln_engine::power_run::{Progress, run_job};
 use kiln_engine::{ClaimedJob, Engine};
 use kiln_store::StoreHandle;
 use tokio::sync::{Semaphore, watch};
@@ -42,8 +42,11 @@ pub fn spawn(
             for job in jobs {
                 let (engine, store, limit) = (engine.clone(), store.clone(), Arc::clone(&limit));
                 tokio::spawn(async move {
-                    let _slot = limit.acquire_owned().await;
-                    let outcome = run(&engine, &store, &job).await;
+                    // The claim is renewed from now on, waiting for a slot included.
+                    let Some(outcome) = run_renewing(&engine, &store, &job, limit).await else {
+                        tracing::warn!(machine = %job.hardware, "BMC step taken over by another server");
+                        return;
+                    };
                     if let Err(err) = outcome.as_ref() {
                         tracing::warn!(machine = %job.hardware, "BMC step failed: {}", err.message);
                     }
@@ -58,6 +61,75 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Runs a claimed step, renewing its claim every [`RENEW_MS`] meanwhile. `None` when the claim
+/// was lost (this server stalled past its lease and another took the step over): the step is
+/// dropped where it stands, and its outcome is not this server's to record.
+async fn run_renewing(
+    engine: &Engine,
+    store: &StoreHandle,
+    job: &ClaimedJob,
+    limit: Arc<Semaphore>,
+) -> Option<Result<String, StepFailure>> {
+    let work = async {
+        let _slot = limit.acquire_owned().await;
+        run(engine, store, job).await
+    };
+    tokio::pin!(work);
+    let mut renew = tokio::time::interval(Duration::from_millis(RENEW_MS));
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            outcome = &mut work => return Some(outcome),
+            _ = renew.tick() => {
+                let (e, j) = (engine.clone(), job.clone());
+                match tokio::task::spawn_blocking(move || e.renew_power_job(&j)).await {
+                    Ok(Ok(false)) => return None,
+                    Ok(Ok(true)) => {}
+                    // The store is unreachable: keep going; the fence before any power command
+                    // still holds.
+                    Ok(Err(err)) => tracing::warn!("renewing a BMC step's claim: {err}"),
+                    Err(err) => tracing::warn!("renewing a BMC step's claim: {err}"),
+                }
+            }
+        }
+    }
+}
+
+/// What a running step reports, written through the engine on the blocking pool (the
+/// PostgreSQL client must not block a runtime thread).
+struct StepProgress {
+    engine: Engine,
+    job: ClaimedJob,
+}
+
+#[async_trait::async_trait]
+impl Progress for StepProgress {
+    async fn note(&self, data: kiln_model::event::EventData) {
+        let (e, machine) = (self.engine.clone(), self.job.hardware.clone());
+        // Written at once so `kiln events --follow` shows each BMC step as it happens.
+        match tokio::task::spawn_blocking(move || e.event(&machine, data)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("recording a BMC event: {err}"),
+            Err(err) => tracing::warn!("recording a BMC event: {err}"),
+        }
+    }
+
+    async fn sending(&self, action: kiln_bmc::PowerAction) -> bool {
+        let (e, job) = (self.engine.clone(), self.job.clone());
+        match tokio::task::spawn_blocking(move || e.mark_power_sent(&job, &action.to_string()))
+            .await
+        {
+            Ok(Ok(held)) => held,
+            // Not recorded: sending anyway could double a command another server also sends.
+            Ok(Err(err)) => {
+                tracing::warn!("recording a power command before sending it: {err}");
+                false
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// One claimed step: the machine's BMC from the store, then the step.
@@ -98,18 +170,16 @@ async fn run(
     let bmc = crate::meters::open_bmc(&endpoint, &opts)
         .await
         .map_err(kiln_engine::power_run::failure)?;
-    let (events, hardware) = (engine.clone(), job.hardware.clone());
-    let note = move |data: kiln_model::event::EventData| {
-        // Written at once so `kiln events --follow` shows each BMC step as it happens.
-        if let Err(e) = events.event(&hardware, data) {
-            tracing::warn!("recording a BMC event: {e}");
-        }
+    let progress = StepProgress {
+        engine: engine.clone(),
+        job: job.clone(),
     };
     let result = run_job(
         job.job,
+        job.sent_before.is_some(),
         bmc.as_ref(),
         kiln_bmc::boot_override_mode(&hw),
-        &note,
+        &progress,
     )
     .await;
     if let Some(learnt) = bmc.hint().filter(|h| Some(h) != hint.as_ref()) {

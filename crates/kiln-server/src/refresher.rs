@@ -1,34 +1,58 @@
 //! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
-//! when another connection (another kiln process, the admin API) committed a change. Every
-//! few seconds: machines and workflows counted by state for `/metrics`.
+//! when another connection (another kiln process, the admin API) committed a change. On
+//! PostgreSQL a change notification (LISTEN/NOTIFY, see `kiln_store::watch_changes`) wakes it
+//! at once, so a change made through any server reaches every server within milliseconds; the
+//! half-second poll stays as the fallback (and is all SQLite has). Every few seconds: this
+//! server's heartbeat, and machines and workflows counted by state for `/metrics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_engine::Engine;
 use kiln_model::{Inventory, SharedInventory};
 use kiln_store::{Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-/// Ticks between two counts of machines and workflows by state (5 s).
-const STATES_EVERY: u64 = 10;
+/// How often a server writes its heartbeat row.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How often machines and workflows are counted by state for `/metrics`.
+const COUNT_STATES_EVERY: Duration = Duration::from_secs(5);
 
 pub fn spawn(
     store: StoreHandle,
     engine: Engine,
     inventory: SharedInventory,
     metrics: PrometheusHandle,
+    server_url: String,
+    changes: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut ticks: u64 = 0;
+        let started = kiln_engine::now_ms();
+        let mut beat = tokio::time::Instant::now();
+        let mut first = true;
+        let mut counted: Option<tokio::time::Instant> = None;
         loop {
-            ticks += 1;
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = changes.notified() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
+            }
+            if first || beat.elapsed() >= HEARTBEAT {
+                first = false;
+                beat = tokio::time::Instant::now();
+                let (id, url) = (engine.owner().to_string(), server_url.clone());
+                let now = kiln_engine::now_ms();
+                if let Err(e) = store
+                    .run(move |s| s.heartbeat(&id, &url, started, now))
+                    .await
+                {
+                    tracing::warn!("writing the heartbeat: {e}");
+                }
             }
             metrics.run_upkeep();
             let e = engine.clone();
@@ -48,15 +72,21 @@ pub fn spawn(
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reloading the inventory: {e}"),
             }
-            if ticks % STATES_EVERY == 1 {
-                let machines = inventory.load().len();
-                match store.run(|s| s.workflows(false)).await {
-                    Ok(wfs) => crate::meters::record_states(machines, &wfs),
-                    Err(e) => tracing::warn!("counting workflows for /metrics: {e}"),
-                }
+            if counted.is_none_or(|t| t.elapsed() >= COUNT_STATES_EVERY) {
+                counted = Some(tokio::time::Instant::now());
+                count_states(&store, &inventory).await;
             }
         }
     })
+}
+
+/// Sets `kiln_machines` and `kiln_workflows` from the store.
+async fn count_states(store: &StoreHandle, inventory: &SharedInventory) {
+    let machines = inventory.load().len();
+    match store.run(|s| s.workflows(false)).await {
+        Ok(wfs) => crate::meters::record_states(machines, &wfs),
+        Err(e) => tracing::warn!("counting workflows for /metrics: {e}"),
+    }
 }
 
 /// The hardware, when the store's data version moved since `seen`.

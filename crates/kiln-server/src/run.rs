@@ -41,6 +41,8 @@ fn metrics() -> Result<PrometheusHandle, ServerError> {
 /// A running server: where its listeners ended up (port 0 picks one) and how to stop it.
 pub struct Running {
     pub admin_addr: SocketAddr,
+    /// What the boot services answer from (for tests: how soon a change reaches it).
+    pub inventory: SharedInventory,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,7 +115,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     let events: Arc<dyn EventSink> = StoreSink::start(store.clone(), inventory.clone());
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = Vec::new();
-    let engine = kiln_engine::Engine::new(engine_store.clone());
+    let server_id = opts.server_id();
+    let engine = kiln_engine::Engine::new(engine_store.clone()).with_owner(&server_id);
     let core = crate::boot_services::Core {
         engine: engine.clone(),
         store: engine_store.clone(),
@@ -128,13 +131,26 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     let admin = crate::admin::AdminApi::bind(&opts, &engine, &events, &shutdown).await?;
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(shutdown.clone()));
+    // Other servers' commits wake the refresher (PostgreSQL); the guard lives as long as it.
+    let changes = Arc::new(tokio::sync::Notify::new());
+    let watch = {
+        let changes = Arc::clone(&changes);
+        kiln_store::watch_changes(&location, move || changes.notify_one())?
+    };
     tasks.push(crate::refresher::spawn(
         StoreHandle::new(store.clone()),
         engine.clone(),
         inventory.clone(),
         metrics.clone(),
+        server_url.clone(),
+        changes,
         shutdown.clone(),
     ));
+    let mut stopped = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        drop(watch);
+    }));
     tasks.push(crate::power::spawn(
         engine.clone(),
         StoreHandle::new(engine_store),
@@ -142,6 +158,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     ));
     tracing::info!(
         url = %server_url,
+        server_id = %server_id,
         admin_api = %admin_addr,
         dhcp = ?opts.dhcp_mode,
         interface = opts.interface.as_deref().unwrap_or("-"),
@@ -150,6 +167,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     );
     Ok(Running {
         admin_addr,
+        inventory: inventory.clone(),
         stop,
         tasks,
     })

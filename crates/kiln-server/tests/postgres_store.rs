@@ -152,3 +152,68 @@ fn a_server_on_postgres_enrolls_runs_workflows_and_survives_a_postgres_restart()
 
     rt.block_on(running.stop());
 }
+
+/// Two servers on one PostgreSQL database (issue 13, point 2): a machine enrolled and its
+/// netboot turned on through one server's admin API reach the other server's boot services
+/// (its in-memory inventory) within a second, and each server beats in the `servers` table.
+#[test]
+fn a_change_through_one_server_reaches_the_other_within_a_second() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.create_database().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let servers: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let mut opts = ServeOptions::new(dir.path().to_path_buf(), Ipv4Addr::LOCALHOST);
+            opts.dhcp_mode = kiln_dhcp::Mode::Off;
+            (opts.http_port, opts.agent_tls_port, opts.tftp_port) = (0, 0, 0);
+            opts.api_listen = "127.0.0.1:0".parse().unwrap();
+            opts.store = Some(kiln_store::Location::Postgres { url: url.clone() });
+            opts.server_id = Some(format!("server-{i}"));
+            rt.block_on(kiln_server::start(opts)).unwrap()
+        })
+        .collect();
+    let api = Api::new(dirs[0].path());
+    let mac: kiln_model::MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+    // Nothing is enrolled yet: the other server's inventory starts empty.
+    let other = servers[1].inventory.clone();
+    assert!(other.load().by_mac(&mac).is_none());
+
+    let sent = std::time::Instant::now();
+    let (status, out) = api.call(
+        "POST",
+        "/api/v1/hardware",
+        Some(json!({"file_name": "rack.csv", "csv": CSV})),
+    );
+    assert_eq!(status, 200, "{out}");
+    let committed = std::time::Instant::now();
+    while other.load().by_mac(&mac).is_none() {
+        assert!(
+            committed.elapsed() < std::time::Duration::from_secs(1),
+            "the other server's inventory has not seen the enrolment after 1 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    eprintln!(
+        "enrolment seen by the other server {:?} after it was committed ({:?} after the request)",
+        committed.elapsed(),
+        sent.elapsed()
+    );
+
+    let store = kiln_store::open(
+        &kiln_store::Location::Postgres { url },
+        kiln_store::Durability::Full,
+    )
+    .unwrap();
+    let ids: Vec<_> = store.servers().unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["server-0", "server-1"]);
+    for s in servers {
+        rt.block_on(s.stop());
+    }
+}

@@ -20,16 +20,18 @@ use std::sync::Arc;
 
 pub use handle::StoreHandle;
 pub use postgres::PgStore;
+pub use postgres::listen::ChangeWatch;
 /// A store URL with any password replaced by `***`, for output.
 pub use postgres::redacted as redacted_url;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
-    ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,
+    ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome,
+    ServerRecord, WorkflowKey,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
     BmcHintStore, Change, ClusterStore, DiscoveryStore, EventStore, HardwareStore, ImageStore,
-    SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
+    ServerStore, SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
 };
 
 /// File name of the SQLite database inside the data directory.
@@ -154,6 +156,23 @@ pub fn open(location: &Location, durability: Durability) -> Result<Arc<dyn Store
                 store.relax_durability()?;
             }
             Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Calls `on_change` whenever another server commits a change to hardware or workflows
+/// (PostgreSQL: LISTEN/NOTIFY on a connection of its own, reconnecting), until the returned
+/// guard is dropped. `None` for SQLite, which has no such signal: poll [`SettingStore::data_version`].
+pub fn watch_changes(
+    location: &Location,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<Option<ChangeWatch>, StoreError> {
+    match location {
+        Location::Sqlite { .. } => Ok(None),
+        Location::Postgres { url } => {
+            let (config, tls) = postgres::parse_url(url)?;
+            let connect = move || postgres::connect_with(&config, tls.as_ref());
+            Ok(Some(postgres::listen::watch(connect, on_change)))
         }
     }
 }

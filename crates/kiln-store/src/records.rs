@@ -29,6 +29,18 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A server sharing the state, as its last heartbeat left it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerRecord {
+    /// Its `server_id`: what its claims of BMC steps carry.
+    pub id: String,
+    /// Where it serves HTTP.
+    pub url: String,
+    pub started_ms: u64,
+    /// Its last heartbeat.
+    pub seen_ms: u64,
+}
+
 /// Events kept per machine and class (anonymous traffic apart from workflow and BMC events;
 /// events of no known machine together).
 pub const MAX_EVENTS_PER_MACHINE: i64 = 1000;
@@ -144,6 +156,10 @@ pub(crate) fn power_due(wf: &Workflow) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub enum WorkflowKey<'a> {
     Id(&'a str),
+    /// By id, unless another server's transaction holds it (PostgreSQL's `FOR UPDATE SKIP
+    /// LOCKED`): then [`crate::StoreError::NoWorkflow`] at once instead of waiting. For claims:
+    /// two servers never block on, nor both claim, one machine's step.
+    IdUnlessLocked(&'a str),
     /// By the SHA-256 (hex) of its agent credential: only one not revoked.
     AgentTokenHash(&'a str),
     /// The machine's (by hostname) workflow that has not ended.

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Port of the socket file (`.s.PGSQL.<port>` in the cluster's directory; no TCP).
@@ -25,6 +25,8 @@ pub struct PgCluster {
     /// `nobody` when we are root.
     run_as: Option<&'static str>,
     next_db: AtomicU32,
+    /// The socket's port; also a TCP port on 127.0.0.1 once [`PgCluster::serve_tls`] ran.
+    port: AtomicU16,
 }
 
 /// The directory with `initdb` and `pg_ctl`: Debian's newest /usr/lib/postgresql/<ver>/bin,
@@ -95,6 +97,7 @@ impl PgCluster {
             bin,
             run_as,
             next_db: AtomicU32::new(0),
+            port: AtomicU16::new(PORT),
         };
         let data = cluster.data_dir();
         cluster.run(
@@ -127,8 +130,9 @@ impl PgCluster {
     /// The URL of database `db` of this cluster.
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgresql://kiln@/{db}?host={}&port={PORT}",
-            self.dir.display()
+            "postgresql://kiln@/{db}?host={}&port={}",
+            self.dir.display(),
+            self.port()
         )
     }
 
@@ -143,6 +147,44 @@ impl PgCluster {
         Ok(self.url(&name))
     }
 
+    fn port(&self) -> u16 {
+        self.port.load(Ordering::SeqCst)
+    }
+
+    /// Turns on TLS with the server certificate and key given (PEM) and listens on a free TCP
+    /// port of 127.0.0.1 as well (TLS is never used on the socket); the port.
+    pub fn serve_tls(&self, cert_pem: &str, key_pem: &str) -> Result<u16, String> {
+        let data = self.data_dir();
+        let write = |name: &str, text: &str| -> Result<(), String> {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(&path, mode)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(user) = self.run_as {
+                let ok = Command::new("chown").arg(user).arg(&path).status();
+                if !ok.is_ok_and(|s| s.success()) {
+                    return Err(format!("chown {user} {} failed", path.display()));
+                }
+            }
+            Ok(())
+        };
+        write("server.crt", cert_pem)?;
+        write("server.key", key_pem)?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        self.port.store(port, Ordering::SeqCst);
+        self.restart()?;
+        Ok(port)
+    }
+
     /// `pg_ctl restart -m fast`: every connection is closed; the cluster is back when it returns.
     pub fn restart(&self) -> Result<(), String> {
         self.pg_ctl(&["-w", "-m", "fast", "restart"])
@@ -151,7 +193,13 @@ impl PgCluster {
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let data = self.data_dir();
         let log = self.dir.join("postgres.log");
-        let opts = format!("-k {} -c listen_addresses='' -p {PORT}", self.dir.display());
+        let port = self.port();
+        // TCP only once TLS is on (a port picked free), else the socket alone.
+        let listen = if port == PORT { "" } else { "127.0.0.1" };
+        let opts = format!(
+            "-k {} -c listen_addresses='{listen}' -p {port}",
+            self.dir.display()
+        );
         let mut all: Vec<&std::ffi::OsStr> = vec![
             "-D".as_ref(),
             data.as_os_str(),

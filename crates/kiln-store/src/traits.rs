@@ -8,7 +8,7 @@ use kiln_model::{Event, Hardware, MacAddr};
 use crate::StoreError;
 use crate::records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, EnrollSummary, EventRecord, ImageRecord,
-    PhoneHome, WorkflowKey,
+    PhoneHome, ServerRecord, WorkflowKey,
 };
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -167,6 +167,14 @@ pub trait SettingStore {
     fn describe(&self) -> String;
 }
 
+/// The servers sharing the state (several on PostgreSQL, one on SQLite).
+pub trait ServerStore {
+    /// Records that server `id` (serving at `url`, started at `started_ms`) is alive at `now_ms`.
+    fn heartbeat(&self, id: &str, url: &str, started_ms: u64, now_ms: u64) -> Result<()>;
+    /// Every server that ever beat, by id.
+    fn servers(&self) -> Result<Vec<ServerRecord>>;
+}
+
 /// Kiln's whole durable state. Backends implement the parts; this is their sum.
 pub trait Store:
     HardwareStore
@@ -178,6 +186,7 @@ pub trait Store:
     + ClusterStore
     + TokenStore
     + SettingStore
+    + ServerStore
     + Send
     + Sync
 {
@@ -193,6 +202,7 @@ impl<T> Store for T where
         + ClusterStore
         + TokenStore
         + SettingStore
+        + ServerStore
         + Send
         + Sync
 {

@@ -54,6 +54,21 @@ pub struct ServeArgs {
     // Checked in `options`, not by clap: clap would echo a bad value, password and all.
     #[arg(long, env = "KILN_STORE", value_name = "sqlite|URL")]
     store: Option<String>,
+    /// This server's name among those sharing a PostgreSQL store (BMC step claims and the
+    /// heartbeat carry it). Default: the host name and a hash of the data directory.
+    #[arg(long, env = "KILN_SERVER_ID")]
+    server_id: Option<String>,
+    /// Which enrolled machines DHCP answers: `all` (one server for everything), or `own` —
+    /// those on this server's segment (their subnet holds --address) — followed by the subnets
+    /// it serves through DHCP relays: `own,10.20.0.0/24`. Several servers sharing a store each
+    /// answer their own segment.
+    #[arg(
+        long,
+        env = "KILN_DHCP_SERVE",
+        default_value = "all",
+        value_name = "all|own[,CIDR…]"
+    )]
+    dhcp_serve: String,
     /// Provisioning interface. DHCP binds to it alone; required unless --dhcp-mode off.
     #[arg(long, env = "KILN_INTERFACE")]
     interface: Option<String>,
@@ -177,6 +192,8 @@ impl ServeArgs {
                 DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
                 DhcpMode::Off => kiln_dhcp::Mode::Off,
             },
+            dhcp_segments: kiln_dhcp::Segments::parse(&self.dhcp_serve)
+                .map_err(|e| ServerError::Invalid(format!("--dhcp-serve {e}")))?,
             http_port: self.http_port,
             agent_tls_port: self.agent_tls_port,
             tftp_port: self.tftp_port,
@@ -189,6 +206,7 @@ impl ServeArgs {
             router_advert: !self.no_router_advert,
             api_listen: self.api_listen,
             store,
+            server_id: self.server_id.clone(),
             limits: Limits {
                 http: self.http_limits.limits(),
                 tftp_max_per_source: self.tftp_max_per_source,

@@ -4,13 +4,15 @@
 //!
 //! The client is the synchronous `postgres` crate: it drives its own runtime and panics on a
 //! tokio worker thread, so every call must come from the blocking pool ([`crate::StoreHandle`]).
-//! TLS is not wired yet (`NoTls`): use a unix socket or a trusted network until it is.
+//! TLS when the URL asks for it (`sslmode=require|verify-ca|verify-full`, see [`tls`]).
 
 mod discovery;
 mod hardware;
+pub(crate) mod listen;
 mod other;
 mod schema;
-mod workflows;
+pub(crate) mod tls;
+pub(crate) mod workflows;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -26,6 +28,7 @@ use crate::StoreError;
 pub struct PgStore {
     client: Mutex<Option<Client>>,
     config: Config,
+    tls: Option<tls::RustlsConnect>,
     /// What `describe` shows: the URL without its password.
     shown: String,
     /// Commits may be acknowledged before they reach disk (`synchronous_commit = off`).
@@ -39,12 +42,12 @@ impl PgStore {
     /// Connects to `url` (`postgres://user@host/db`, or the key=value form) and migrates the
     /// schema. Errors never show the password.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let config = Config::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("store URL {}: {e}", redacted(url))))?;
+        let (config, tls) = parse_url(url)?;
         let shown = describe(&config);
         let store = PgStore {
             client: Mutex::new(None),
             config,
+            tls,
             shown,
             relaxed: AtomicBool::new(false),
             committing: AtomicBool::new(false),
@@ -61,7 +64,7 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = connect_with(&self.config, self.tls.as_ref())?;
         if self.relaxed.load(Ordering::SeqCst) {
             client.batch_execute("SET synchronous_commit = off")?;
         }
@@ -71,7 +74,7 @@ impl PgStore {
     /// Runs `f` on the connection, (re)connecting first if needed. When the connection turns
     /// out to be closed (PostgreSQL restarted) before `f` could commit, `f` runs once more on a
     /// new one: it had changed nothing, its transaction died with the connection.
-    fn with<R>(
+    pub(crate) fn with<R>(
         &self,
         mut f: impl FnMut(&mut Client) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -135,6 +138,25 @@ impl Drop for PgStore {
                 .spawn(move || drop(client));
         }
     }
+}
+
+/// The connection settings and the TLS connector (when the URL asks for TLS) of `url`.
+pub(crate) fn parse_url(url: &str) -> Result<(Config, Option<tls::RustlsConnect>), StoreError> {
+    let (plain, wanted) = tls::split_url(url);
+    let config = Config::from_str(&plain)
+        .map_err(|e| StoreError::Invalid(format!("store URL {}: {e}", redacted(url))))?;
+    Ok((config, tls::connector(&wanted)?))
+}
+
+/// A new connection as `config` says, over TLS when `tls` is given.
+pub(crate) fn connect_with(
+    config: &Config,
+    tls: Option<&tls::RustlsConnect>,
+) -> Result<Client, StoreError> {
+    Ok(match tls {
+        Some(tls) => config.connect(tls.clone())?,
+        None => config.connect(NoTls)?,
+    })
 }
 
 /// What went wrong, with PostgreSQL's own message (`db error` alone says nothing); a

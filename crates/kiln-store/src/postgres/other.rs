@@ -8,8 +8,44 @@ use super::workflows::insert_event;
 use crate::records::now_ms;
 use crate::{
     ApiTokenRecord, ClusterNode, ClusterRecord, EventRecord, ImageRecord, MAX_EVENTS_PER_MACHINE,
-    StoreError,
+    ServerRecord, StoreError,
 };
+
+impl crate::ServerStore for PgStore {
+    fn heartbeat(
+        &self,
+        id: &str,
+        url: &str,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO servers (id, url, started_ms, seen_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET url = $2, started_ms = $3, seen_ms = $4",
+                &[&id, &url, &(started_ms as i64), &(now_ms as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        self.with(|c| {
+            Ok(c.query(
+                "SELECT id, url, started_ms, seen_ms FROM servers ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| ServerRecord {
+                id: r.get(0),
+                url: r.get(1),
+                started_ms: r.get::<_, i64>(2) as u64,
+                seen_ms: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+        })
+    }
+}
 
 impl crate::EventStore for PgStore {
     fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {

@@ -132,6 +132,13 @@ const MIGRATIONS: &[&str] = &[
         record       TEXT NOT NULL
      );
      CREATE INDEX discovered_by_last_seen ON discovered (last_seen_ms);",
+    // 3: the servers sharing this state, by the heartbeat each writes.
+    "CREATE TABLE servers (
+        id         TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        seen_ms    BIGINT NOT NULL
+     );",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -29,19 +29,34 @@ impl PgTx<'_, '_> {
     }
 }
 
-/// Inserts an event (in the caller's transaction).
-pub(super) fn insert_event(
+/// Key of the advisory lock event writers hold until they commit ("evts" in ASCII).
+pub(crate) const EVENTS_LOCK: i64 = 0x6576_7473;
+
+/// Takes the events lock for the rest of the caller's transaction (see [`insert_event`]).
+pub(super) fn lock_events(tx: &mut impl postgres::GenericClient) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
+    Ok(())
+}
+
+/// Inserts an event (in the caller's transaction). Ids must be in commit order, or a reader
+/// following `events?after=ID` skips an event committed after a larger id it has seen: the
+/// insert first takes a transaction-level advisory lock, so a second writer's id is drawn only
+/// once the first has committed (the lock is re-entrant within a transaction).
+pub(crate) fn insert_event(
     tx: &mut impl postgres::GenericClient,
     event: &Event,
 ) -> Result<(), StoreError> {
     let record = serde_json::to_string(event).expect("events serialize");
+    // The id (the column default) is drawn per row the SELECT yields: after the lock is held.
     tx.execute(
-        "INSERT INTO events (at_ms, machine, record, wire) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO events (at_ms, machine, record, wire)
+         SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock($5)) AS events_lock",
         &[
             &(event.at_ms as i64),
             &event.machine,
             &record,
             &event.is_wire(),
+            &EVENTS_LOCK,
         ],
     )?;
     Ok(())
@@ -172,6 +187,9 @@ impl crate::WorkflowStore for PgStore {
                     .map(|r| r.get(0)))
             };
         self.write(|tx| {
+            // Events are written between the inserts: hold their lock from the start, so no
+            // other creation waits on this one's rows while holding it (no deadlock).
+            lock_events(tx)?;
             for wf in items {
                 if let Some(id) = busy(tx, &wf.hardware)? {
                     return Err(StoreError::Busy {
@@ -220,11 +238,19 @@ impl crate::WorkflowStore for PgStore {
         key: WorkflowKey<'_>,
         change: &mut Change<'_>,
     ) -> Result<(), StoreError> {
+        let mut lock = "FOR UPDATE";
         let (sql, value) = match key {
             WorkflowKey::Id(v) => (
                 "SELECT id, record FROM workflows WHERE id = $1".to_string(),
                 v,
             ),
+            WorkflowKey::IdUnlessLocked(v) => {
+                lock = "FOR UPDATE SKIP LOCKED";
+                (
+                    "SELECT id, record FROM workflows WHERE id = $1".to_string(),
+                    v,
+                )
+            }
             WorkflowKey::AgentTokenHash(v) => (
                 "SELECT id, record FROM workflows WHERE agent_token_hash = $1".to_string(),
                 v,
@@ -235,8 +261,8 @@ impl crate::WorkflowStore for PgStore {
             ),
         };
         // The row stays locked until the commit: another server's transition waits, then
-        // reads what this one wrote.
-        let sql = format!("{sql} FOR UPDATE");
+        // reads what this one wrote (or, skipping locked rows, finds nothing).
+        let sql = format!("{sql} {lock}");
         self.write(|tx| {
             let row = tx
                 .query_opt(&sql, &[&value])?

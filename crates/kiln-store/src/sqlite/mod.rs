@@ -7,6 +7,7 @@ mod events;
 mod hardware;
 mod images;
 mod schema;
+mod servers;
 mod tokens;
 mod workflows;
 

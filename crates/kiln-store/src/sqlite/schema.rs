@@ -123,6 +123,13 @@ const MIGRATIONS: &[&str] = &[
         record       TEXT NOT NULL
      );
      CREATE INDEX discovered_by_last_seen ON discovered (last_seen_ms);",
+    // 11: the servers sharing this state, by the heartbeat each writes (one, for SQLite).
+    "CREATE TABLE servers (
+        id         TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        seen_ms    INTEGER NOT NULL
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -177,7 +177,10 @@ impl crate::WorkflowStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let sql = match key {
-            WorkflowKey::Id(_) => "SELECT id, record FROM workflows WHERE id = ?1",
+            // One writer at a time (an immediate transaction): nothing is ever locked by another.
+            WorkflowKey::Id(_) | WorkflowKey::IdUnlessLocked(_) => {
+                "SELECT id, record FROM workflows WHERE id = ?1"
+            }
             WorkflowKey::AgentTokenHash(_) => {
                 "SELECT id, record FROM workflows WHERE agent_token_hash = ?1"
             }
@@ -186,7 +189,10 @@ impl crate::WorkflowStore for SqliteStore {
             }
         };
         let value = match key {
-            WorkflowKey::Id(v) | WorkflowKey::AgentTokenHash(v) | WorkflowKey::UnfinishedOf(v) => v,
+            WorkflowKey::Id(v)
+            | WorkflowKey::IdUnlessLocked(v)
+            | WorkflowKey::AgentTokenHash(v)
+            | WorkflowKey::UnfinishedOf(v) => v,
         };
         let (id, record): (String, String) = tx
             .query_row(sql, [value], |r| Ok((r.get(0)?, r.get(1)?)))

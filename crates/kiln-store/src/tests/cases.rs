@@ -342,6 +342,40 @@ pub fn settings_round_trip(b: &Backend) {
     assert!(!store.describe().is_empty());
 }
 
+pub fn servers_beat_and_every_connection_sees_them(b: &Backend) {
+    let store = &b.store;
+    assert!(store.servers().unwrap().is_empty());
+    store.heartbeat("s1", "http://a", 10, 11).unwrap();
+    store.heartbeat("s1", "http://a", 10, 15).unwrap();
+    let other = (b.reopen)();
+    other.heartbeat("s2", "http://b", 12, 13).unwrap();
+    let seen = store.servers().unwrap();
+    let rows: Vec<_> = seen
+        .iter()
+        .map(|s| (s.id.as_str(), s.url.as_str(), s.started_ms, s.seen_ms))
+        .collect();
+    assert_eq!(
+        rows,
+        [("s1", "http://a", 10, 15), ("s2", "http://b", 12, 13)]
+    );
+    // A claim by id works the same whether or not the backend can skip locked rows.
+    store.enroll(&workflow_machine("m", 1)).unwrap();
+    store
+        .create_workflows(&[workflow("w", "m")], &mut |_, _| Ok(()))
+        .unwrap();
+    store
+        .with_workflow(WorkflowKey::IdUnlessLocked("w"), |wf, _| {
+            wf.log_lines_dropped = 3;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(other.workflow("w").unwrap().unwrap().log_lines_dropped, 3);
+    assert!(matches!(
+        store.with_workflow(WorkflowKey::IdUnlessLocked("nope"), |_, _| Ok(())),
+        Err(StoreError::NoWorkflow)
+    ));
+}
+
 pub fn one_unfinished_workflow_per_machine_and_all_or_nothing(b: &Backend) {
     let store = &b.store;
     store.enroll(&workflow_machine("a", 1)).unwrap();

@@ -71,6 +71,7 @@ store_tests!(
     add_keeps_an_existing_image_and_put_replaces_it,
     a_revoked_token_is_listed_but_no_longer_found,
     settings_round_trip,
+    servers_beat_and_every_connection_sees_them,
     one_unfinished_workflow_per_machine_and_all_or_nothing,
     a_transition_commits_its_effects_or_nothing,
     concurrent_transitions_from_two_connections_never_interleave,

@@ -170,3 +170,190 @@ fn servers_starting_together_migrate_once_and_a_newer_schema_is_refused() {
         Some(crate::StoreError::TooNew { .. })
     ));
 }
+
+/// Event ids follow commit order across servers (issue 13, point 2): while one server's
+/// transaction holds an uncommitted event, another server's event waits for it, so a reader
+/// following `events?after=ID` never sees a larger id before a smaller one has committed.
+#[test]
+fn event_ids_follow_commit_order_across_writers() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let location = Location::Postgres { url: url.clone() };
+    let reader = crate::open(&location, Durability::Full).unwrap();
+    let mut first = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = first.transaction().unwrap();
+    let early = Event::now(EventKind::BmcDone, "first").with_machine("a");
+    crate::postgres::workflows::insert_event(&mut tx, &early).unwrap();
+    let second = std::thread::spawn({
+        let location = location.clone();
+        move || {
+            let other = crate::open(&location, Durability::Full).unwrap();
+            let late = Event::now(EventKind::BmcDone, "second").with_machine("b");
+            other.append_events(&[late]).unwrap();
+        }
+    });
+    // The second writer either waits on the events lock (right) or commits (the bug).
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    while !second.is_finished() {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = reader.events(None, 0, 10).unwrap();
+    assert!(
+        seen.is_empty(),
+        "committed ahead of an earlier id: {seen:?}"
+    );
+    tx.commit().unwrap();
+    second.join().unwrap();
+    let all = reader.events(None, 0, 10).unwrap();
+    let machines: Vec<_> = all.iter().map(|e| e.event.machine.as_deref()).collect();
+    assert_eq!(machines, [Some("a"), Some("b")]);
+    assert!(all[0].id < all[1].id);
+}
+
+/// A claim skips a workflow another server's transaction holds (`FOR UPDATE SKIP LOCKED`)
+/// instead of waiting for it, and takes it once it is free.
+#[test]
+fn a_claim_skips_a_workflow_another_server_holds() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let store = crate::open(&Location::Postgres { url: url.clone() }, Durability::Full).unwrap();
+    store
+        .enroll(&super::cases::workflow_machine("a", 1))
+        .unwrap();
+    store
+        .create_workflows(&[workflow("w1", "a")], &mut |_, _| Ok(()))
+        .unwrap();
+    let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut held = other.transaction().unwrap();
+    held.query("SELECT id FROM workflows WHERE id = 'w1' FOR UPDATE", &[])
+        .unwrap();
+    let claim = |store: &std::sync::Arc<dyn crate::Store>| {
+        store.with_workflow(WorkflowKey::IdUnlessLocked("w1"), |wf, _| {
+            wf.log_lines_dropped += 1;
+            Ok(())
+        })
+    };
+    assert!(matches!(claim(&store), Err(crate::StoreError::NoWorkflow)));
+    held.commit().unwrap();
+    claim(&store).unwrap();
+    assert_eq!(store.workflow("w1").unwrap().unwrap().log_lines_dropped, 1);
+}
+
+/// A change committed through one connection reaches a watcher on another at once (LISTEN /
+/// NOTIFY), and the watcher calls once on (re)connecting, for what it may have missed.
+#[test]
+fn changes_committed_elsewhere_are_notified_and_a_restart_is_survived() {
+    let Some(cluster) = own_cluster() else { return };
+    let url = cluster.create_database().unwrap();
+    let location = Location::Postgres { url };
+    let store = crate::open(&location, Durability::Full).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = crate::watch_changes(&location, move || {
+        let _ = tx.send(());
+    })
+    .unwrap()
+    .expect("PostgreSQL has a watcher");
+    let wait = std::time::Duration::from_secs(30);
+    rx.recv_timeout(wait).expect("a call on connecting");
+    store
+        .enroll(&super::cases::workflow_machine("a", 1))
+        .unwrap();
+    rx.recv_timeout(wait).expect("notified of the enrolment");
+    // Events alone change nothing the inventory holds: no call.
+    store
+        .append_events(&[Event::now(EventKind::BmcDone, "x").with_machine("a")])
+        .unwrap();
+    cluster.restart().unwrap();
+    rx.recv_timeout(wait).expect("a call on reconnecting");
+    store.set_netboot("a", true).unwrap();
+    rx.recv_timeout(wait).expect("notified after the restart");
+    drop(watch);
+    assert!(
+        crate::watch_changes(&Location::sqlite("/nonexistent"), || {})
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A CA and a server certificate it signed for `names` (PEM): (CA, certificate, key).
+fn certificates(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// TLS to PostgreSQL when the URL asks (issue 13, point 2): `require` encrypts, `verify-full`
+/// checks the CA and the name, `verify-ca` the CA alone; a wrong CA or name is refused.
+#[test]
+fn tls_is_used_when_the_url_asks_and_the_certificate_checked_as_asked() {
+    let Some(cluster) = own_cluster() else { return };
+    let (ca, cert, key) = certificates(&["127.0.0.1", "db.kiln.test"]);
+    let port = cluster.serve_tls(&cert, &key).unwrap();
+    cluster.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (other_ca, _, _) = certificates(&["127.0.0.1"]);
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, &other_ca).unwrap();
+    let url = |host: &str, mode: &str, root: &std::path::Path| {
+        format!(
+            "postgres://kiln@{host}:{port}/kiln_0?sslmode={mode}&sslrootcert={}",
+            root.display()
+        )
+    };
+    let encrypted = |url: String| -> Result<bool, String> {
+        let store = crate::PgStore::open(&url).map_err(|e| e.to_string())?;
+        store
+            .with(|c| {
+                Ok(c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .get(0))
+            })
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        encrypted(url("127.0.0.1", "require", &other_ca_file)),
+        Ok(true)
+    );
+    assert_eq!(
+        encrypted(url("127.0.0.1", "verify-full", &ca_file)),
+        Ok(true)
+    );
+    let e = encrypted(url("127.0.0.1", "verify-full", &other_ca_file)).unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // The name is not the certificate's (localhost): only verify-ca accepts it.
+    assert_eq!(encrypted(url("localhost", "verify-ca", &ca_file)), Ok(true));
+    let e = encrypted(url("localhost", "verify-full", &ca_file)).unwrap_err();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // Without sslmode, over TCP: no TLS (as before).
+    let plain = format!("postgres://kiln@127.0.0.1:{port}/kiln_0");
+    assert_eq!(encrypted(plain), Ok(false));
+}
