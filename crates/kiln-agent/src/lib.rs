@@ -8,6 +8,7 @@
 pub mod client;
 pub mod image2disk;
 pub mod installed;
+pub mod inventory;
 pub mod kexec;
 pub mod runner;
 pub mod tls;

@@ -10,6 +10,7 @@ pub mod event_data;
 pub mod event_kind;
 pub mod events;
 pub mod images;
+pub mod inventory;
 pub mod mac;
 pub mod resources;
 pub mod routes;
