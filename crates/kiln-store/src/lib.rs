@@ -23,12 +23,13 @@ pub use postgres::PgStore;
 pub use postgres::redacted as redacted_url;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
-    ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome, WorkflowKey,
+    ImageRecord, InventoryRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES,
+    PhoneHome, WorkflowKey,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
-    BmcHintStore, Change, ClusterStore, EventStore, HardwareStore, ImageStore, SettingStore, Store,
-    TokenStore, WorkflowStore, WorkflowTx,
+    BmcHintStore, Change, ClusterStore, EventStore, HardwareStore, ImageStore, InventoryStore,
+    SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
 };
 
 /// File name of the SQLite database inside the data directory.

@@ -7,6 +7,7 @@
 //! TLS is not wired yet (`NoTls`): use a unix socket or a trusted network until it is.
 
 mod hardware;
+mod inventory;
 mod other;
 mod schema;
 mod workflows;

@@ -125,6 +125,22 @@ const MIGRATIONS: &[&str] = &[
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();
      CREATE CONSTRAINT TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kiln_data_changed();",
+    // Hardware inventory reports (a bounded history per machine) and small facts about a
+    // machine kept across workflows (the disk of its last install, what its BMC says).
+    "CREATE TABLE inventories (
+        id       BIGSERIAL PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        at_ms    BIGINT NOT NULL,
+        report   TEXT NOT NULL
+     );
+     CREATE INDEX inventories_by_machine ON inventories (hostname, id);
+     CREATE TABLE machine_facts (
+        hostname   TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (hostname, key)
+     );",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

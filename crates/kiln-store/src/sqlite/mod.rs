@@ -5,6 +5,7 @@ mod clusters;
 mod events;
 mod hardware;
 mod images;
+mod inventory;
 mod schema;
 mod tokens;
 mod workflows;
