@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod bmc;
 pub mod clusters;
+pub mod disk_hint;
 pub mod error;
 pub mod event_data;
 pub mod event_kind;
