@@ -6,6 +6,7 @@
 //! addressed by IP.
 
 pub mod client;
+pub mod disk_choice;
 pub mod image2disk;
 pub mod installed;
 pub mod inventory;

@@ -12,6 +12,7 @@ pub mod clusters;
 pub mod config;
 mod error;
 pub mod images;
+mod machine_inventory;
 mod options;
 mod power;
 mod provisioning;

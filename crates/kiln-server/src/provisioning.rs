@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use kiln_api::agent::DiskWrite;
+use kiln_api::inventory::Inventory;
 use kiln_engine::credential::{CredentialError, PhoneHomeKey};
 use kiln_engine::engine::AgentCall;
 use kiln_engine::{Engine, EngineError, ReportError};
@@ -26,7 +28,7 @@ pub struct EngineProvisioning {
     pub phone_home_key: PhoneHomeKey,
 }
 
-fn api_error(e: EngineError) -> ApiError {
+pub(crate) fn api_error(e: EngineError) -> ApiError {
     use ApiErrorKind as K;
     match e {
         EngineError::Store(StoreError::NoWorkflow) => ApiError::unauthorized(),
@@ -184,21 +186,32 @@ impl Provisioning for EngineProvisioning {
             for v in action.params.values_mut() {
                 *v = self.phone_home_key.fill(&workflow.id, v);
             }
+            if action.kind == ActionKind::Image2disk {
+                action.guard = Some(self.guard_for(&workflow.hardware, action));
+            }
         }
         Ok(next)
     }
 
     fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError> {
-        let reported = self
-            .engine
-            .report(AgentCall { token, peer }, &report)
-            .map_err(api_error)?;
+        let call = AgentCall { token, peer };
+        let before = self.engine.agent_workflow(call).map_err(api_error)?;
+        let reported = self.engine.report(call, &report).map_err(api_error)?;
+        self.after_report(&before, &report);
         // Before the agent hears the answer (and reboots): the boot services answer from the
         // in-memory inventory, which the refresher only rebuilds on its next tick.
         if let Some(on) = reported.netboot {
             self.inventory.set_netboot(&reported.machine, on);
         }
         Ok(())
+    }
+
+    fn inventory(&self, token: &str, peer: IpAddr, inventory: Inventory) -> Result<(), ApiError> {
+        self.take_inventory(AgentCall { token, peer }, &inventory)
+    }
+
+    fn disk_write(&self, token: &str, peer: IpAddr, write: DiskWrite) -> Result<(), ApiError> {
+        self.take_disk_write(AgentCall { token, peer }, &write)
     }
 
     fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError> {
