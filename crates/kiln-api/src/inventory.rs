@@ -369,6 +369,47 @@ impl std::fmt::Display for InventorySummary {
     }
 }
 
+/// One stored report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryReport {
+    /// RFC 3339.
+    pub at: String,
+    pub at_ms: u64,
+    pub inventory: Inventory,
+}
+
+/// An older report, summarized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryHistoryItem {
+    pub at: String,
+    pub at_ms: u64,
+    pub summary: InventorySummary,
+}
+
+/// `GET /api/v1/hardware/{name}/inventory`: what the agent last found, earlier reports in
+/// short, the disk of the last install, and what the BMC says of the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MachineInventory {
+    pub name: String,
+    pub latest: Option<InventoryReport>,
+    /// Newest first, the latest included.
+    pub history: Vec<InventoryHistoryItem>,
+    /// The disk Kiln last installed to (what the wrong-disk guard compares).
+    pub installed_disk: Option<DiskIdentity>,
+    /// From the BMC (Redfish), when asked (`kiln bmc info`).
+    pub bmc_system: Option<BmcSystem>,
+}
+
+/// What a Redfish BMC says of its system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct BmcSystem {
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub power_state: String,
+    pub at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

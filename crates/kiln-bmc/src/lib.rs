@@ -129,6 +129,8 @@ pub struct BmcInfo {
     pub firmware: String,
     /// Redfish: the system driven and why it was chosen (empty for IPMI).
     pub system: String,
+    /// Redfish: the system's serial number (empty when the BMC does not say, and for IPMI).
+    pub serial: String,
 }
 
 /// One machine's BMC. Every call is one logical operation against the BMC with the driver's own

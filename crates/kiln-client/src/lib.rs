@@ -6,6 +6,8 @@
 //! dir's `tls/ca.crt`. Token: `KILN_TOKEN`, [`Endpoint::token_file`], or the data dir's
 //! `admin.token`.
 
+pub mod render;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

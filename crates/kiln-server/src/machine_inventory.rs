@@ -19,6 +19,8 @@ pub const INVENTORY_KEEP: usize = 20;
 pub const INVENTORY_MIN_INTERVAL_MS: u64 = 10_000;
 /// Machine fact: the identity (JSON) of the disk the last successful install wrote.
 pub const FACT_INSTALLED_DISK: &str = "installed-disk";
+/// Machine fact: what the BMC says of the system (JSON `BmcSystem`), from `bmc info`.
+pub const FACT_BMC_SYSTEM: &str = "bmc-system";
 /// Machine fact: the disk the running install is writing; becomes the installed disk when
 /// the write succeeds.
 const FACT_WRITING_DISK: &str = "writing-disk";

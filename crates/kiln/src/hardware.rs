@@ -1,5 +1,6 @@
 //! `kiln hardware list|show|netboot|update|delete`. BMC passwords go in, never out.
 
+use kiln_api::inventory::MachineInventory;
 use std::process::ExitCode;
 
 use kiln_api::HardwareUpdate;
@@ -18,6 +19,12 @@ pub enum Command {
     },
     /// Show one machine.
     Show {
+        name: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// A machine's hardware inventory (what the agent found at its last netboot, and before).
+    Inventory {
         name: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -167,6 +174,26 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Show { name, output } => {
             let hw: Hardware = api.get(&path("hardware", Some(&name), ""))?;
             print_one(&hw, output)?;
+            if output == Format::Table {
+                let inv: MachineInventory =
+                    api.get(&path("hardware", Some(&name), "/inventory"))?;
+                print!(
+                    "{}",
+                    kiln_client::render::inventory::machine_inventory(&inv)
+                );
+            }
+        }
+        Command::Inventory { name, output } => {
+            let inv: MachineInventory = api.get(&path("hardware", Some(&name), "/inventory"))?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+                Format::Table => {
+                    print!(
+                        "{}",
+                        kiln_client::render::inventory::machine_inventory(&inv)
+                    )
+                }
+            }
         }
         Command::Netboot { name, state } => {
             let up = HardwareUpdate {

@@ -980,6 +980,7 @@ impl Bmc for RedfishBmc {
         let model = pick([system.model, root.product, manager.model]);
         let bmc_fw = pick([manager.firmware_version, None, None]);
         let bios = pick([system.bios_version, None, None]);
+        let serial = pick([system.serial_number, None, None]);
         let firmware = match (bmc_fw.is_empty(), bios.is_empty()) {
             (false, false) => format!("{bmc_fw} (BIOS {bios})"),
             (false, true) => bmc_fw,
@@ -1000,6 +1001,7 @@ impl Bmc for RedfishBmc {
             model,
             firmware,
             system,
+            serial,
         })
     }
 

@@ -9,6 +9,7 @@ mod events;
 mod failure;
 mod hardware;
 mod images;
+mod inventory;
 mod templates;
 mod workflows;
 
@@ -94,6 +95,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             hardware::update,
             hardware::delete
         ))
+        .routes(routes!(inventory::get_one))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(workflows::get_one))
         .routes(routes!(workflows::logs))

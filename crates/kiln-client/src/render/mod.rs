@@ -1,0 +1,3 @@
+//! Text rendering of API views for the CLI (one module per topic).
+
+pub mod inventory;
