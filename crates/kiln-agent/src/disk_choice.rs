@@ -75,6 +75,7 @@ mod tests {
     fn installed(d: &Disk) -> DiskGuard {
         DiskGuard {
             installed: Some(d.identity()),
+            written: None,
             overwrite_always: false,
         }
     }
@@ -135,6 +136,7 @@ mod tests {
         );
         let guard = DiskGuard {
             installed: Some(DiskIdentity::default()),
+            written: None,
             overwrite_always: false,
         };
         let e = choose("/dev/sdq", &disks, Some(&guard)).unwrap_err();

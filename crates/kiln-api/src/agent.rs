@@ -103,6 +103,10 @@ pub struct ActionSpec {
 pub struct DiskGuard {
     /// The disk of the machine's last successful install; `None`: Kiln never installed it.
     pub installed: Option<DiskIdentity>,
+    /// The disk an earlier write of Kiln's went to, finished or not (a retried image2disk
+    /// finds its own partial image there, not someone else's data).
+    #[serde(default)]
+    pub written: Option<DiskIdentity>,
     /// `overwrite: always` (template parameter or cluster spec): write whatever the disk is
     /// and holds.
     pub overwrite_always: bool,
@@ -115,7 +119,12 @@ impl DiskGuard {
     /// Whether the agent may write `disk`: it must be the disk of the last install, or, on
     /// a machine Kiln never installed, hold no partition table or file system.
     pub fn check(&self, disk: &Disk) -> Result<(), String> {
-        if self.overwrite_always {
+        if self.overwrite_always
+            || self
+                .written
+                .as_ref()
+                .is_some_and(|w| w.matches(&disk.identity()))
+        {
             return Ok(());
         }
         match &self.installed {
@@ -306,6 +315,7 @@ mod tests {
         let installed = disk("A", vec![Signature::Ext4]).identity();
         let guard = DiskGuard {
             installed: Some(installed),
+            written: None,
             overwrite_always: false,
         };
         assert_eq!(guard.check(&disk("A", vec![Signature::Ext4])), Ok(()));
@@ -326,6 +336,13 @@ mod tests {
             e.contains("never installed") && e.contains("vda1: xfs"),
             "{e}"
         );
+        // A retry finds the partial image of Kiln's earlier attempt: its own, so written.
+        let retry = DiskGuard {
+            written: Some(disk("B", vec![]).identity()),
+            ..DiskGuard::default()
+        };
+        assert_eq!(retry.check(&disk("B", vec![Signature::Gpt])), Ok(()));
+        assert!(retry.check(&disk("C", vec![Signature::Gpt])).is_err());
 
         let always = DiskGuard {
             overwrite_always: true,

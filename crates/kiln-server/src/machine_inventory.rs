@@ -139,14 +139,16 @@ impl EngineProvisioning {
 
     /// The guard for an image2disk action of `hostname`.
     pub(crate) fn guard_for(&self, hostname: &str, action: &ActionSpec) -> DiskGuard {
-        let installed = self
-            .store
-            .machine_fact(hostname, FACT_INSTALLED_DISK)
-            .ok()
-            .flatten()
-            .and_then(|j| serde_json::from_str::<DiskIdentity>(&j).ok());
+        let fact = |key: &str| {
+            self.store
+                .machine_fact(hostname, key)
+                .ok()
+                .flatten()
+                .and_then(|j| serde_json::from_str::<DiskIdentity>(&j).ok())
+        };
         DiskGuard {
-            installed,
+            installed: fact(FACT_INSTALLED_DISK),
+            written: fact(FACT_WRITING_DISK),
             overwrite_always: action
                 .params
                 .get("overwrite")

@@ -152,7 +152,7 @@ mod tests {
 
     fn machine(name: &str, role: &str) -> Hardware {
         let row = format!(
-            "hostname,mac,ip_address,netmask,gateway,labels,disk\n{name},aa:bb:cc:dd:ee:0{},10.0.0.{},255.255.255.0,10.0.0.254,role={role},/dev/sda\n",
+            "hostname,mac,ip_address,netmask,gateway,nameservers,labels,disk\n{name},aa:bb:cc:dd:ee:0{},10.0.0.{},255.255.255.0,10.0.0.254,,role={role},/dev/sda\n",
             name.len() % 10,
             name.len() + 1
         );
