@@ -206,7 +206,7 @@ fn choose_disk(param: &str, action: &ActionSpec, rep: &Reporter) -> Result<Chose
         );
     }
     let disks = inventory::collect(Path::new("/")).disks;
-    let chosen = disk_choice::choose(param, &disks, action.guard.as_ref())?;
+    let chosen = disk_choice::choose(param, &disks, action.guard.as_deref())?;
     if chosen.device != param {
         rep.log(format!("disk {param:?} is {}", chosen.device));
     }

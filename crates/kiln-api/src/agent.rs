@@ -95,7 +95,7 @@ pub struct ActionSpec {
     /// For actions that write a disk (image2disk): what the server knows of the machine's
     /// disk, for the agent's wrong-disk guard. Set by the server when it hands the action out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guard: Option<DiskGuard>,
+    pub guard: Option<Box<DiskGuard>>,
 }
 
 /// What the agent checks before it writes a disk ([`DiskGuard::check`]).

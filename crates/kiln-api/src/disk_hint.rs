@@ -314,7 +314,7 @@ mod tests {
         }
     }
 
-    fn pick<'a>(hint: &str, disks: &'a [Disk]) -> Result<String, HintError> {
+    fn pick(hint: &str, disks: &[Disk]) -> Result<String, HintError> {
         DiskChoice::parse(hint)?
             .resolve(hint, disks)
             .map(|r| r.device())

@@ -11,7 +11,7 @@ use kiln_engine::{Engine, EngineError, ReportError};
 use kiln_http::{ApiError, ApiErrorKind, Provisioning};
 use kiln_model::cloudinit;
 use kiln_model::template::ActionKind;
-use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed, Workflow};
+use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, ReportKind, Seed, Workflow};
 use kiln_store::{Store, StoreError};
 
 pub struct EngineProvisioning {
@@ -187,7 +187,7 @@ impl Provisioning for EngineProvisioning {
                 *v = self.phone_home_key.fill(&workflow.id, v);
             }
             if action.kind == ActionKind::Image2disk {
-                action.guard = Some(self.guard_for(&workflow.hardware, action));
+                action.guard = Some(Box::new(self.guard_for(&workflow.hardware, action)));
             }
         }
         Ok(next)
@@ -195,9 +195,17 @@ impl Provisioning for EngineProvisioning {
 
     fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError> {
         let call = AgentCall { token, peer };
-        let before = self.engine.agent_workflow(call).map_err(api_error)?;
+        // Only a success may change what is installed: progress reports cost no extra read.
+        let before = match report.kind {
+            ReportKind::Succeeded { .. } => {
+                Some(self.engine.agent_workflow(call).map_err(api_error)?)
+            }
+            _ => None,
+        };
         let reported = self.engine.report(call, &report).map_err(api_error)?;
-        self.after_report(&before, &report);
+        if let Some(wf) = &before {
+            self.after_report(wf, &report);
+        }
         // Before the agent hears the answer (and reboots): the boot services answer from the
         // in-memory inventory, which the refresher only rebuilds on its next tick.
         if let Some(on) = reported.netboot {
@@ -624,7 +632,10 @@ mod tests {
         let NextAction::Run { action, .. } = next else {
             panic!("{next:?}")
         };
-        assert_eq!(action.guard, Some(kiln_api::agent::DiskGuard::default()));
+        assert_eq!(
+            action.guard.as_deref(),
+            Some(&kiln_api::agent::DiskGuard::default())
+        );
         // The write is recorded with what the disk held, then the disk is the installed one.
         let write =
             serde_json::json!({"index": 0, "attempt": 1, "disk": disk_json("NVME-B", "gpt")});
