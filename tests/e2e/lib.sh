@@ -333,7 +333,7 @@ dnsmasq_dhcp_only() {
 #   --mem MB          memory (default 512)
 vm_start() {
 	local name=$1 tap='' mac='' fw=bios rom=default disk='' nic=virtio-net-pci netstack=all
-	local snapshot=on noreboot=1 mem=512
+	local snapshot=on noreboot=1 mem=512 disk_serial='' nvme=()
 	shift
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -347,6 +347,8 @@ vm_start() {
 		--rw-disk) snapshot=off; shift ;;
 		--reboot) noreboot=0; shift ;;
 		--mem) mem=$2; shift 2 ;;
+		--disk-serial) disk_serial=$2; shift 2 ;;
+		--nvme) nvme+=("$2"); shift 2 ;; # FILE:SERIAL, read-write, not bootable
 		*) die "vm_start: unknown option $1" ;;
 		esac
 	done
@@ -377,8 +379,13 @@ vm_start() {
 	args+=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "$nicdev")
 	if [ -n "$disk" ]; then
 		args+=(-drive "file=$disk,format=raw,if=none,id=d0,snapshot=$snapshot"
-			-device "virtio-blk-pci,drive=d0,bootindex=2")
+			-device "virtio-blk-pci,drive=d0,bootindex=2${disk_serial:+,serial=$disk_serial}")
 	fi
+	local i=0 n
+	for n in "${nvme[@]}"; do
+		args+=(-drive "file=${n%%:*},format=raw,if=none,id=n$i" -device "nvme,drive=n$i,serial=${n##*:}")
+		i=$((i + 1))
+	done
 	log "vm $name: fw=$fw nic=$nic rom=$rom mac=$mac tap=$tap${disk:+ disk=$(basename "$disk")}$([ "$fw" = bios ] || echo " uefi-netstack=$netstack")"
 	: >"$VM_LOG"
 	ip netns exec "$E2E_NS" qemu-system-x86_64 "${args[@]}" </dev/null >"$qlog" 2>&1 &

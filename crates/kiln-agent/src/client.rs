@@ -255,6 +255,33 @@ impl Client {
         })
     }
 
+    /// Sends the machine's hardware inventory, once: the server keeps it as the machine's
+    /// latest and records an event. A refusal (too soon after the last one, say) is not fatal.
+    pub fn send_inventory(&self, inventory: &kiln_api::inventory::Inventory) -> Result<(), String> {
+        let body = serde_json::to_string(inventory).expect("inventories serialize");
+        let url = self.url("/v1/agent/inventory");
+        match self.post_json(&url, &body).and_then(status_and_text) {
+            Ok((s, _)) if (200..300).contains(&s) => Ok(()),
+            Ok((s, text)) => Err(format!("the server answered {s}: {}", text.trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Tells the server which disk the running action is about to write and what it holds;
+    /// retried until the server answers. A refusal stops the write.
+    pub fn disk_write(&self, write: &kiln_api::agent::DiskWrite) -> Result<(), Refused> {
+        let body = serde_json::to_string(write).expect("disk writes serialize");
+        let url = self.url("/v1/agent/disk");
+        let (status, text) = self.retrying("recording the disk write", || {
+            status_and_text(self.post_json(&url, &body)?)
+        });
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Self::refused(status, text))
+        }
+    }
+
     /// The report endpoint, and the report as its JSON body.
     fn report_request(&self, index: usize, attempt: u32, kind: ReportKind) -> (String, String) {
         let url = self.url("/v1/agent/report");

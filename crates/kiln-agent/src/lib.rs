@@ -6,8 +6,10 @@
 //! addressed by IP.
 
 pub mod client;
+pub mod disk_choice;
 pub mod image2disk;
 pub mod installed;
+pub mod inventory;
 pub mod kexec;
 pub mod runner;
 pub mod tls;

@@ -39,6 +39,13 @@ enum Command {
         #[arg(long)]
         disk: PathBuf,
     },
+    /// Print the hardware inventory the agent reports (JSON): CPU, memory, disks with their
+    /// partition tables and file systems, NICs, PCI devices without a driver, firmware, DMI.
+    Inventory {
+        /// Where /proc, /sys and /dev are (another root for tests)
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +111,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Image2disk(args) => run_image2disk(args),
         Command::Run => run_workflow(),
+        Command::Inventory { root } => {
+            let inv = kiln_agent::inventory::collect(&root);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&inv).expect("inventories serialize")
+            );
+            ExitCode::SUCCESS
+        }
         Command::Wipe { disk } => {
             match kiln_agent::wipe::wipe(&disk, &|line| eprintln!("{line}")) {
                 Ok(w) => {

@@ -6,12 +6,15 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kiln_api::agent::{ActionKind, ActionSpec};
+use kiln_api::agent::{ActionKind, ActionSpec, DiskWrite};
 use kiln_api::agent::{NextAction, ReportKind};
+use kiln_api::disk_hint::is_device_path;
 
 use crate::client::{Client, Refused};
+use crate::disk_choice::{self, Chosen};
 use crate::image2disk::{self, Image2Disk, Options, Progress, ProgressReport};
 use crate::installed::{self, MountedRoot};
+use crate::inventory;
 use crate::kexec;
 use crate::wipe;
 
@@ -184,14 +187,41 @@ fn prepare_kexec(disk: Option<&str>, rep: &Reporter) -> Result<String, String> {
     })
 }
 
+/// The disk the action's `disk` parameter names (a path, or a hint resolved against the
+/// inventory), checked by the action's wrong-disk guard. Nothing is written before this.
+fn choose_disk(param: &str, action: &ActionSpec, rep: &Reporter) -> Result<Chosen, String> {
+    if is_device_path(param) {
+        wait_for_disk(param, rep)?;
+    } else if !param.starts_with('/') {
+        // A hint is resolved among the disks present: wait until every driver is loaded.
+        wait_for_path(
+            Path::new(DRIVERS_LOADED),
+            DISK_WAIT,
+            Duration::from_millis(100),
+            &|| {
+                rep.log(format!(
+                    "waiting for storage drivers to resolve disk {param:?}"
+                ))
+            },
+        );
+    }
+    let disks = inventory::collect(Path::new("/")).disks;
+    let chosen = disk_choice::choose(param, &disks, action.guard.as_deref())?;
+    if chosen.device != param {
+        rep.log(format!("disk {param:?} is {}", chosen.device));
+    }
+    Ok(chosen)
+}
+
 /// Runs one action; the message goes into the success or failure report, with
-/// how the agent leaves once the server has taken it.
+/// how the agent leaves once the server has taken it. `disk` is the one earlier actions
+/// worked on (kexec's); an action naming a disk sets it.
 fn execute(
     client: &Client,
     index: usize,
     attempt: u32,
     action: &ActionSpec,
-    disk: Option<&str>,
+    disk: &mut Option<String>,
 ) -> Result<(String, Leave), String> {
     let rep = Reporter {
         client,
@@ -199,9 +229,34 @@ fn execute(
         attempt,
         lock: Mutex::new(()),
     };
-    if let Some(d) = action.params.get("disk") {
-        wait_for_disk(d, &rep)?;
+    let mut action = action.clone();
+    if let Some(param) = action.params.get("disk").cloned() {
+        let chosen = choose_disk(&param, &action, &rep)?;
+        if let Some(d) = &chosen.disk
+            && action.kind == ActionKind::Image2disk
+        {
+            rep.log(format!(
+                "writing {} ({}); it holds: {}",
+                d.device(),
+                d.identity(),
+                d.signatures_text()
+            ));
+            client
+                .disk_write(&DiskWrite {
+                    index,
+                    attempt,
+                    disk: d.clone(),
+                })
+                .map_err(|e| format!("the server did not take the disk write: {e:?}"))?;
+        }
+        if action.kind != ActionKind::Wipe {
+            // A wiped disk holds no OS to kexec into.
+            *disk = Some(chosen.device.clone());
+        }
+        action.params.insert("disk".into(), chosen.device);
     }
+    let action = &action;
+    let disk = disk.as_deref();
     match action.kind {
         ActionKind::Image2disk => run_image2disk(action, &rep),
         ActionKind::CloudInit => write_seed(client, action, &rep),
@@ -313,6 +368,30 @@ fn kexec_or_reboot(disk: Option<&str>, rep: &Reporter<'_>) -> (String, Leave) {
     }
 }
 
+/// Collects the hardware inventory (once the storage drivers are loaded, so every disk is
+/// in it) and sends it; a failure is logged, never fatal.
+fn report_inventory(client: &Client) {
+    wait_for_path(
+        Path::new(DRIVERS_LOADED),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        &|| println!("kiln-agent: waiting for drivers before the inventory"),
+    );
+    let inv = inventory::collect(Path::new("/"));
+    println!("kiln-agent: inventory: {}", inv.summary());
+    for d in &inv.disks {
+        println!(
+            "kiln-agent: disk {} ({}): {}",
+            d.device(),
+            d.identity(),
+            d.signatures_text()
+        );
+    }
+    if let Err(e) = client.send_inventory(&inv) {
+        eprintln!("kiln-agent: the inventory was not taken: {e}");
+    }
+}
+
 /// Runs actions until the workflow is done. Returns how the agent should
 /// leave the machine now.
 pub fn run(client: &Client) -> Result<Leave, String> {
@@ -328,6 +407,7 @@ pub fn run(client: &Client) -> Result<Leave, String> {
         }
         other => format!("claiming this machine's credential: {other:?}"),
     })?;
+    report_inventory(client);
     loop {
         let next = match client.next() {
             Ok(n) => n,
@@ -361,13 +441,7 @@ pub fn run(client: &Client) -> Result<Leave, String> {
                     "kiln-agent: action {index} {} ({}) attempt {attempt}",
                     action.name, action.kind
                 );
-                if let Some(d) = action.params.get("disk")
-                    && action.kind != ActionKind::Wipe
-                {
-                    // A wiped disk holds no OS to kexec into.
-                    disk = Some(d.clone());
-                }
-                let result = execute(client, index, attempt, &action, disk.as_deref());
+                let result = execute(client, index, attempt, &action, &mut disk);
                 let mut leave = Leave::Stay;
                 let kind = match result {
                     Ok((message, how)) => {

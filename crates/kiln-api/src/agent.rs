@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::inventory::{Disk, DiskIdentity};
 use crate::mac::MacAddr;
 
 /// The actions the agent knows how to run.
@@ -54,7 +55,7 @@ impl ActionKind {
     /// (required, optional) parameters.
     pub fn params(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
-            ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size"]),
+            ActionKind::Image2disk => (&["url", "sha256"], &["disk", "size", "overwrite"]),
             ActionKind::Writefile => (&["path", "content"], &["mode", "disk"]),
             ActionKind::CloudInit => (&[], &["user_data", "meta_data", "network_config", "disk"]),
             ActionKind::Exec => (&["command"], &["disk"]),
@@ -91,6 +92,67 @@ pub struct ActionSpec {
     pub timeout: Duration,
     pub retries: u32,
     pub params: BTreeMap<String, String>,
+    /// For actions that write a disk (image2disk): what the server knows of the machine's
+    /// disk, for the agent's wrong-disk guard. Set by the server when it hands the action out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Box<DiskGuard>>,
+}
+
+/// What the agent checks before it writes a disk ([`DiskGuard::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DiskGuard {
+    /// The disk of the machine's last successful install; `None`: Kiln never installed it.
+    pub installed: Option<DiskIdentity>,
+    /// The disk an earlier write of Kiln's went to, finished or not (a retried image2disk
+    /// finds its own partial image there, not someone else's data).
+    #[serde(default)]
+    pub written: Option<DiskIdentity>,
+    /// `overwrite: always` (template parameter or cluster spec): write whatever the disk is
+    /// and holds.
+    pub overwrite_always: bool,
+}
+
+/// The `overwrite` action parameter's one value that turns the guard off.
+pub const OVERWRITE_ALWAYS: &str = "always";
+
+impl DiskGuard {
+    /// Whether the agent may write `disk`: it must be the disk of the last install, or, on
+    /// a machine Kiln never installed, hold no partition table or file system.
+    pub fn check(&self, disk: &Disk) -> Result<(), String> {
+        if self.overwrite_always
+            || self
+                .written
+                .as_ref()
+                .is_some_and(|w| w.matches(&disk.identity()))
+        {
+            return Ok(());
+        }
+        match &self.installed {
+            Some(before) if !before.matches(&disk.identity()) => Err(format!(
+                "refusing to overwrite {}: it is not the disk of this machine's last install \
+                 (now: {}; installed then: {before}); set `overwrite: always` to write it anyway",
+                disk.device(),
+                disk.identity()
+            )),
+            Some(_) => Ok(()),
+            None if disk.has_signatures() => Err(format!(
+                "refusing to overwrite {}: Kiln never installed this machine and the disk holds \
+                 data ({}); set `overwrite: always` to write it anyway",
+                disk.device(),
+                disk.signatures_text()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `POST /v1/agent/disk`: the disk an action is about to write, with what it holds (for the
+/// machine's events and the next install's guard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskWrite {
+    pub index: usize,
+    pub attempt: u32,
+    pub disk: Disk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -222,4 +284,86 @@ pub fn valid_agent_run(run: &str) -> bool {
     !run.is_empty()
         && run.len() <= 64
         && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Partition, Signature};
+
+    fn disk(serial: &str, signatures: Vec<Signature>) -> Disk {
+        Disk {
+            name: "vda".into(),
+            by_path: String::new(),
+            size_bytes: 8 << 30,
+            model: String::new(),
+            serial: serial.into(),
+            wwn: String::new(),
+            rotational: false,
+            removable: false,
+            signatures: vec![],
+            partitions: vec![Partition {
+                name: "vda1".into(),
+                size_bytes: 1 << 30,
+                signatures,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_guard_refuses_another_disk_and_unknown_data() {
+        let installed = disk("A", vec![Signature::Ext4]).identity();
+        let guard = DiskGuard {
+            installed: Some(installed),
+            written: None,
+            overwrite_always: false,
+        };
+        assert_eq!(guard.check(&disk("A", vec![Signature::Ext4])), Ok(()));
+        let e = guard.check(&disk("B", vec![])).unwrap_err();
+        assert!(
+            e.contains("not the disk of this machine's last install"),
+            "{e}"
+        );
+        assert!(
+            e.contains("serial \"B\"") && e.contains("serial \"A\""),
+            "{e}"
+        );
+
+        let fresh = DiskGuard::default();
+        assert_eq!(fresh.check(&disk("B", vec![])), Ok(()), "a blank disk");
+        let e = fresh.check(&disk("B", vec![Signature::Xfs])).unwrap_err();
+        assert!(
+            e.contains("never installed") && e.contains("vda1: xfs"),
+            "{e}"
+        );
+        // A retry finds the partial image of Kiln's earlier attempt: its own, so written.
+        let retry = DiskGuard {
+            written: Some(disk("B", vec![]).identity()),
+            ..DiskGuard::default()
+        };
+        assert_eq!(retry.check(&disk("B", vec![Signature::Gpt])), Ok(()));
+        assert!(retry.check(&disk("C", vec![Signature::Gpt])).is_err());
+
+        let always = DiskGuard {
+            overwrite_always: true,
+            ..guard
+        };
+        assert_eq!(always.check(&disk("B", vec![Signature::Xfs])), Ok(()));
+    }
+
+    #[test]
+    fn actions_without_a_guard_keep_their_old_wire_form() {
+        let a = ActionSpec {
+            name: "x".into(),
+            kind: ActionKind::Reboot,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            params: BTreeMap::new(),
+            guard: None,
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert!(json.get("guard").is_none());
+        let back: ActionSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, a);
+    }
 }

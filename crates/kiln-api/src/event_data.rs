@@ -168,6 +168,18 @@ pub enum EventData {
     AgentSeed {
         workflow: String,
     },
+    /// The agent reported the machine's hardware inventory.
+    InventoryReported {
+        summary: crate::inventory::InventorySummary,
+    },
+    /// The agent is about to write `device` (resolved from the `disk` parameter).
+    DiskOverwriting {
+        workflow: String,
+        device: String,
+        identity: crate::inventory::DiskIdentity,
+        /// What the disk held: `vda: gpt; vda1: ext4`, or `none`.
+        signatures: String,
+    },
     /// An admin API request refused.
     ApiRefused {
         method: String,
@@ -296,6 +308,8 @@ impl EventData {
             D::AgentRearmed { .. } => K::AgentRearmed,
             D::AgentSeed { .. } => K::AgentSeed,
             D::ApiRefused { .. } => K::ApiRefused,
+            D::InventoryReported { .. } => K::InventoryReported,
+            D::DiskOverwriting { .. } => K::DiskOverwriting,
         }
     }
 
@@ -336,6 +350,19 @@ impl EventData {
                 esc(reason);
             }
             EventData::Action { message, .. } => message.iter_mut().for_each(esc),
+            EventData::InventoryReported { summary } => summary.disks.iter_mut().for_each(esc),
+            EventData::DiskOverwriting {
+                device,
+                identity,
+                signatures,
+                ..
+            } => {
+                esc(device);
+                esc(signatures);
+                esc(&mut identity.serial);
+                esc(&mut identity.wwn);
+                esc(&mut identity.model);
+            }
             EventData::WorkflowEntered { reason, .. }
             | EventData::WorkflowCancelled { reason, .. } => esc(reason),
             _ => {}
@@ -400,7 +427,9 @@ impl fmt::Display for EventData {
             D::AgentClaimed { .. }
             | D::AgentRearmed { .. }
             | D::AgentSeed { .. }
-            | D::ApiRefused { .. } => self.fmt_agent(f),
+            | D::ApiRefused { .. }
+            | D::InventoryReported { .. }
+            | D::DiskOverwriting { .. } => self.fmt_agent(f),
         }
     }
 }
@@ -681,6 +710,13 @@ impl EventData {
                 peer,
                 reason,
             } => write!(f, "{method} {path} from {peer}: {reason}"),
+            D::InventoryReported { summary } => write!(f, "inventory: {summary}"),
+            D::DiskOverwriting {
+                device,
+                identity,
+                signatures,
+                ..
+            } => write!(f, "writing {device} ({identity}); it held: {signatures}"),
             other => unreachable!("{:?} is not in this family", other.kind()),
         }
     }
@@ -882,6 +918,24 @@ mod tests {
                 peer,
                 reason: "no token".into(),
             },
+            EventData::InventoryReported {
+                summary: crate::inventory::InventorySummary {
+                    cpu_cores: 2,
+                    memory_gib: 1,
+                    disks: vec!["vda 8 GiB A".into()],
+                    nics: 1,
+                    ..Default::default()
+                },
+            },
+            EventData::DiskOverwriting {
+                workflow: "wf-1".into(),
+                device: "/dev/vda".into(),
+                identity: crate::inventory::DiskIdentity {
+                    serial: "A".into(),
+                    ..Default::default()
+                },
+                signatures: "vda: gpt; vda1: ext4".into(),
+            },
         ];
         for h in [HttpRoot::Artifacts, HttpRoot::Images, HttpRoot::Boot] {
             all.push(EventData::HttpFile {
@@ -925,7 +979,7 @@ mod tests {
             assert_eq!(back, d, "{json}");
         }
         // One tag per variant: a new variant without a sample shows here.
-        assert_eq!(tags.len(), 20, "{tags:?}");
+        assert_eq!(tags.len(), 22, "{tags:?}");
     }
 
     #[test]

@@ -72,6 +72,10 @@ event_kinds! {
     AgentSeed = "agent.seed",
     /// An admin API request refused (no token, unknown or revoked, or too little scope).
     ApiRefused = "api.refused",
+    /// The agent reported the machine's hardware inventory.
+    InventoryReported = "inventory.reported",
+    /// The agent is about to write a disk (what the disk held is in the data).
+    DiskOverwriting = "disk.overwriting",
 }
 
 impl EventKind {

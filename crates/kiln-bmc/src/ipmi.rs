@@ -219,6 +219,7 @@ impl Bmc for IpmiBmc {
             model: format!("product {:#06x}", id.product_id),
             firmware: id.firmware(),
             system: String::new(),
+            serial: String::new(),
         })
     }
 

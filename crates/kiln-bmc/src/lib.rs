@@ -129,6 +129,8 @@ pub struct BmcInfo {
     pub firmware: String,
     /// Redfish: the system driven and why it was chosen (empty for IPMI).
     pub system: String,
+    /// Redfish: the system's serial number (empty when the BMC does not say, and for IPMI).
+    pub serial: String,
 }
 
 /// What a preflight reads from a BMC, changing nothing.

@@ -601,6 +601,7 @@ fn cluster_doc(
         control_plane: control_plane?,
         worker_groups: worker_groups?,
         network: network?,
+        overwrite_always: false,
     };
     spec.check(errs, &cluster_check_at(spec_node));
     Some(spec)

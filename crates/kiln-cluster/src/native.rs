@@ -22,6 +22,7 @@
 //!   # nodeCidrMaskSize: 24
 //! osFamily: ubuntu              # optional: ubuntu (default) | redhat | debian
 //! image: http://10.77.0.1:8080/images/ubuntu.raw.zst   # optional
+//! overwrite: always             # optional: no wrong-disk guard (default: never)
 //! users:                        # optional
 //!   - name: ec2-user
 //!     sshAuthorizedKeys: ["ssh-ed25519 AAAA... me@laptop"]
@@ -58,6 +59,20 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
         spec::image_url(n, f, errs).map(Some)
     });
     let users = m.optional("users", Vec::new(), errs, spec::users);
+    let overwrite = m.optional("overwrite", false, errs, |n, f, errs| {
+        match text(n, f, errs)? {
+            "always" => Some(true),
+            "never" => Some(false),
+            other => {
+                errs.push(
+                    n.pos(),
+                    f,
+                    format!("{other:?}: `always` (no wrong-disk guard) or `never` (the default)"),
+                );
+                None
+            }
+        }
+    });
     let machine = |selector| -> Option<MachineSpec> {
         Some(MachineSpec {
             selector,
@@ -94,6 +109,7 @@ pub(crate) fn parse(doc: &Node, errs: &mut Errs<'_>) -> Option<ClusterSpec> {
         control_plane: control_plane?,
         worker_groups: worker_groups?,
         network: network?,
+        overwrite_always: overwrite?,
     };
     spec.check(
         errs,

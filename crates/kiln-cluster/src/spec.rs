@@ -26,6 +26,10 @@ pub struct ClusterSpec {
     /// Empty for a single-node (or control-plane-only) cluster.
     pub worker_groups: Vec<WorkerGroupSpec>,
     pub network: NetworkSpec,
+    /// `overwrite: always`: the nodes' image2disk writes whatever disk the hint names, with
+    /// no wrong-disk guard (Kiln's own spec; EKS Anywhere has no such field).
+    #[serde(default)]
+    pub overwrite_always: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -143,6 +143,25 @@ fn too_few_machines_fails_before_anything_with_counts_and_selector() {
 }
 
 #[test]
+fn overwrite_always_turns_the_wrong_disk_guard_off() {
+    let with = |extra: &str| {
+        format!(
+            "kind: KilnCluster\nname: x\nkubernetesVersion: \"1.30\"\n{extra}\
+             controlPlane: {{count: 1, endpoint: 10.77.0.11, selector: {{type: cp}}}}\n"
+        )
+    };
+    let parse = |t: &str| ClusterSpec::parse(t, "cluster.yaml").unwrap();
+    assert!(!parse(&with("")).overwrite_always, "guarded by default");
+    assert!(parse(&with("overwrite: always\n")).overwrite_always);
+    assert!(!parse(&with("overwrite: never\n")).overwrite_always);
+    let e = errors(&with("overwrite: sometimes\n"));
+    assert!(
+        e.contains("cluster.yaml:4:") && e.contains("`always`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn endpoint_checks() {
     let hw = hardware();
     let with_endpoint = |ep: &str, count: u32| {

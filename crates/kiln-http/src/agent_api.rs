@@ -13,6 +13,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use kiln_api::agent::DiskWrite;
+use kiln_api::inventory::Inventory;
 use kiln_model::Event;
 use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed};
 
@@ -29,6 +31,10 @@ pub enum ApiErrorKind {
     Gone,
     /// A second claim; a report about an action that is not running; a report too early.
     Conflict,
+    /// A body that breaks a bound (too many items, too long a field).
+    Invalid,
+    /// Sent again too soon.
+    TooMany,
     Internal,
 }
 
@@ -88,6 +94,8 @@ impl ApiError {
             ApiErrorKind::NotFound => StatusCode::NOT_FOUND,
             ApiErrorKind::Gone => StatusCode::GONE,
             ApiErrorKind::Conflict => StatusCode::CONFLICT,
+            ApiErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +115,10 @@ pub trait Provisioning: Send + Sync + 'static {
     /// The next action for the credential's machine; `run` names the asking agent process.
     fn next(&self, token: &str, peer: IpAddr, run: Option<&str>) -> Result<NextAction, ApiError>;
     fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError>;
+    /// The credential's machine's hardware inventory (bounded; at most one per interval).
+    fn inventory(&self, token: &str, peer: IpAddr, inventory: Inventory) -> Result<(), ApiError>;
+    /// The credential's agent is about to write a disk.
+    fn disk_write(&self, token: &str, peer: IpAddr, write: DiskWrite) -> Result<(), ApiError>;
     /// The credential's machine's cloud-init seed, handed out once per workflow.
     fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError>;
     /// The installed OS phoned home to its signed URL.
@@ -145,6 +157,12 @@ impl Provisioning for NoProvisioning {
         Err(ApiError::unauthorized())
     }
     fn seed(&self, _: &str, _: IpAddr) -> Result<Seed, ApiError> {
+        Err(ApiError::unauthorized())
+    }
+    fn inventory(&self, _: &str, _: IpAddr, _: Inventory) -> Result<(), ApiError> {
+        Err(ApiError::unauthorized())
+    }
+    fn disk_write(&self, _: &str, _: IpAddr, _: DiskWrite) -> Result<(), ApiError> {
         Err(ApiError::unauthorized())
     }
     fn phone_home(&self, _: &str, _: &str, _: IpAddr, _: String) -> Result<(), ApiError> {
@@ -265,6 +283,36 @@ pub(crate) async fn report(
     let peer = source(peer);
     call(&state, "report", peer, move |p| {
         p.report(&token, peer, report)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn inventory(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
+    Json(inventory): Json<Inventory>,
+) -> Result<StatusCode, ApiError> {
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "inventory", peer, e))?;
+    let peer = source(peer);
+    call(&state, "inventory", peer, move |p| {
+        p.inventory(&token, peer, inventory)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn disk_write(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
+    Json(write): Json<DiskWrite>,
+) -> Result<StatusCode, ApiError> {
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "disk", peer, e))?;
+    let peer = source(peer);
+    call(&state, "disk", peer, move |p| {
+        p.disk_write(&token, peer, write)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

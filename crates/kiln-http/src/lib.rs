@@ -86,6 +86,9 @@ pub fn router(
         .route("/v1/agent/next", get(agent_api::next))
         .route("/v1/agent/report", post(agent_api::report))
         .route("/v1/agent/seed", get(agent_api::seed))
+        // The inventory's bounds (kiln_api::inventory) fit inside MAX_REQUEST_BODY.
+        .route("/v1/agent/inventory", post(agent_api::inventory))
+        .route("/v1/agent/disk", post(agent_api::disk_write))
         .route(
             "/v1/phone-home/{workflow}/{signature}",
             post(agent_api::phone_home),

@@ -675,14 +675,12 @@ impl<'a> RowReader<'a> {
     fn disk(&mut self) -> String {
         let disk_f = self.required("disk");
         let disk = disk_f.text.trim().to_string();
-        if !is_device_path(&disk) {
-            self.bad(
-                disk_f,
-                "disk",
-                format!(
-                    "{disk:?} is not a device path like /dev/sda (/dev/ then letters, digits, '_' and '-', as EKS Anywhere checks)"
-                ),
-            );
+        // A device path (EKS Anywhere's rule), or, as a Kiln extension, a root device hint
+        // the agent resolves against its inventory (`serial=…`, `size>=500`, `smallest`).
+        if !is_device_path(&disk)
+            && let Err(e) = kiln_api::disk_hint::DiskChoice::parse(&disk)
+        {
+            self.bad(disk_f, "disk", e.to_string());
         }
         disk
     }
@@ -1150,6 +1148,22 @@ mod tests {
         ] {
             assert!(!is_device_path(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn disk_may_be_a_root_device_hint() {
+        let row = |disk: &str| {
+            parse(&format!(
+                "n1,,,,aa:bb:cc:dd:ee:01,10.0.0.2,255.255.255.0,10.0.0.1,,,{disk}\n"
+            ))
+        };
+        for ok in ["serial=S123", "size>=500&model<in>Samsung", "smallest"] {
+            assert_eq!(row(ok).unwrap()[0].disk, ok);
+        }
+        let errs = row("colour=red").unwrap_err().0;
+        assert_eq!(errs[0].field, "disk");
+        assert!(errs[0].message.contains("disk hint"), "{}", errs[0].message);
+        assert_eq!((errs[0].line, errs[0].column), (2, 59));
     }
 
     #[test]

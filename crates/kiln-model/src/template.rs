@@ -269,6 +269,7 @@ impl Problems<'_> {
             timeout,
             retries,
             params,
+            guard: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //! many machines in parallel, one row each. Every change is also an event of its machine.
 //! Rows carry the error class and the driver's message, never a credential.
 
+use kiln_api::inventory::BmcSystem;
 use std::sync::Arc;
 
 use kiln_api::{BmcOp, BmcRow};
@@ -33,6 +34,7 @@ async fn apply(
     bmc: &dyn Bmc,
     hw: &Hardware,
     persistent: bool,
+    system: &mut Option<BmcSystem>,
 ) -> Result<String, BmcError> {
     let power = |a: PowerAction| async move {
         bmc.power(a).await?;
@@ -64,10 +66,26 @@ async fn apply(
         BmcOp::Disk => boot(BootDevice::Disk).await,
         BmcOp::Info => {
             let i = bmc.identify().await?;
+            let power = bmc.power_state().await.map(|p| p.to_string());
             let mut text = format!(
                 "{} {} {} firmware {}",
                 i.protocol, i.vendor, i.model, i.firmware
             );
+            if !i.serial.is_empty() {
+                text.push_str(&format!(", serial {}", i.serial));
+            }
+            // Kept with the machine's inventory (`kiln hardware show`).
+            *system = Some(BmcSystem {
+                manufacturer: i.vendor.clone(),
+                model: i.model.clone(),
+                serial: i.serial.clone(),
+                power_state: power.unwrap_or_default(),
+                at: kiln_api::time::rfc3339_ms(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                ),
+            });
             // Redfish: which system behind the BMC, and why that one.
             if !i.system.is_empty() {
                 text.push_str(&format!("; system {}", i.system));
@@ -83,7 +101,7 @@ async fn one(
     hw: Hardware,
     persistent: bool,
     hint: Option<String>,
-) -> (BmcRow, Option<String>) {
+) -> (BmcRow, Option<String>, Option<BmcSystem>) {
     let Some(endpoint) = hw.bmc.clone() else {
         let row = BmcRow {
             machine: hw.hostname,
@@ -93,7 +111,7 @@ async fn one(
             error: Some("unsupported".into()),
             detail: "hardware.csv gives no bmc_ip for this machine".into(),
         };
-        return (row, None);
+        return (row, None, None);
     };
     let mut row = BmcRow {
         machine: hw.hostname.clone(),
@@ -108,9 +126,10 @@ async fn one(
         ..kiln_bmc::OpenOptions::for_hardware(&hw)
     };
     let mut learnt = None;
+    let mut system = None;
     let outcome = match crate::meters::open_bmc(&endpoint, &opts).await {
         Ok(bmc) => {
-            let r = apply(op, bmc.as_ref(), &hw, persistent).await;
+            let r = apply(op, bmc.as_ref(), &hw, persistent, &mut system).await;
             learnt = bmc.hint();
             let _ = bmc.close().await;
             r
@@ -128,7 +147,7 @@ async fn one(
             row.detail = e.to_string();
         }
     }
-    (row, learnt)
+    (row, learnt, system)
 }
 
 /// Runs `op` on every machine (at most [`PARALLEL`] at once), keeps what the drivers learnt
@@ -178,12 +197,20 @@ pub async fn run(
     }
     store
         .run(move |store| {
-            for ((row, learnt), before) in done.iter().zip(&known) {
+            for ((row, learnt, system), before) in done.iter().zip(&known) {
                 if let Some(hint) = learnt.as_ref().filter(|h| Some(*h) != before.as_ref()) {
                     store.set_bmc_hint(&row.machine, &row.bmc, hint)?;
                 }
+                if let Some(system) = system {
+                    let json = serde_json::to_string(system).expect("BMC systems serialize");
+                    store.set_machine_fact(
+                        &row.machine,
+                        crate::machine_inventory::FACT_BMC_SYSTEM,
+                        &json,
+                    )?;
+                }
             }
-            let rows: Vec<BmcRow> = done.into_iter().map(|(row, _)| row).collect();
+            let rows: Vec<BmcRow> = done.into_iter().map(|(row, _, _)| row).collect();
             if !op.reads_only() {
                 store.append_events(&events_of(op, &rows))?;
             }

@@ -127,10 +127,19 @@ fn image_exprs(url: Option<&str>, imported: &[String]) -> Result<(String, String
     })
 }
 
-fn node_template(cluster: &str, image: (String, String)) -> Result<Template, ClusterError> {
+fn node_template(
+    cluster: &str,
+    image: (String, String),
+    overwrite_always: bool,
+) -> Result<Template, ClusterError> {
     let (url, sha) = image;
+    let overwrite = if overwrite_always {
+        "\n      overwrite: always"
+    } else {
+        ""
+    };
     let text = format!(
-        "name: kiln-cluster-{cluster}\ntimeout: 90m\nactions:\n  - name: stream-image\n    kind: image2disk\n    timeout: 60m\n    retries: 2\n    with:\n      url: '{url}'\n      sha256: '{sha}'\n  - name: seed-cloud-init\n    kind: cloud-init\n    timeout: 2m\n    retries: 2\n  - name: reboot\n    kind: reboot\n    timeout: 2m\n"
+        "name: kiln-cluster-{cluster}\ntimeout: 90m\nactions:\n  - name: stream-image\n    kind: image2disk\n    timeout: 60m\n    retries: 2\n    with:\n      url: '{url}'\n      sha256: '{sha}'{overwrite}\n  - name: seed-cloud-init\n    kind: cloud-init\n    timeout: 2m\n    retries: 2\n  - name: reboot\n    kind: reboot\n    timeout: 2m\n"
     );
     parse_template("cluster node template", &text).map_err(|e| {
         ClusterError::Unplaceable(
@@ -256,7 +265,7 @@ fn node_templates(
         };
         let image = image_exprs(machine.image_url.as_deref(), imported)
             .map_err(|e| ClusterError::Unplaceable(format!("node {}: {e}", node.hostname)))?;
-        templates.push(node_template(&spec.name, image)?);
+        templates.push(node_template(&spec.name, image, spec.overwrite_always)?);
     }
     Ok(templates)
 }

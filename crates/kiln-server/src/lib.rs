@@ -14,6 +14,7 @@ pub mod discovery;
 mod error;
 pub mod flags;
 pub mod images;
+mod machine_inventory;
 pub mod meters;
 mod options;
 mod power;

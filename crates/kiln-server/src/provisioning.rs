@@ -3,13 +3,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use kiln_api::agent::DiskWrite;
+use kiln_api::inventory::Inventory;
 use kiln_engine::credential::{CredentialError, PhoneHomeKey};
 use kiln_engine::engine::AgentCall;
 use kiln_engine::{Engine, EngineError, ReportError};
 use kiln_http::{ApiError, ApiErrorKind, Provisioning};
 use kiln_model::cloudinit;
 use kiln_model::template::ActionKind;
-use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, Seed, Workflow};
+use kiln_model::workflow::{ClaimRequest, Claimed, NextAction, Report, ReportKind, Seed, Workflow};
 use kiln_store::{Store, StoreError};
 
 pub struct EngineProvisioning {
@@ -26,7 +28,7 @@ pub struct EngineProvisioning {
     pub phone_home_key: PhoneHomeKey,
 }
 
-fn api_error(e: EngineError) -> ApiError {
+pub(crate) fn api_error(e: EngineError) -> ApiError {
     use ApiErrorKind as K;
     match e {
         EngineError::Store(StoreError::NoWorkflow) => ApiError::unauthorized(),
@@ -184,21 +186,40 @@ impl Provisioning for EngineProvisioning {
             for v in action.params.values_mut() {
                 *v = self.phone_home_key.fill(&workflow.id, v);
             }
+            if action.kind == ActionKind::Image2disk {
+                action.guard = Some(Box::new(self.guard_for(&workflow.hardware, action)));
+            }
         }
         Ok(next)
     }
 
     fn report(&self, token: &str, peer: IpAddr, report: Report) -> Result<(), ApiError> {
-        let reported = self
-            .engine
-            .report(AgentCall { token, peer }, &report)
-            .map_err(api_error)?;
+        let call = AgentCall { token, peer };
+        // Only a success may change what is installed: progress reports cost no extra read.
+        let before = match report.kind {
+            ReportKind::Succeeded { .. } => {
+                Some(self.engine.agent_workflow(call).map_err(api_error)?)
+            }
+            _ => None,
+        };
+        let reported = self.engine.report(call, &report).map_err(api_error)?;
+        if let Some(wf) = &before {
+            self.after_report(wf, &report);
+        }
         // Before the agent hears the answer (and reboots): the boot services answer from the
         // in-memory inventory, which the refresher only rebuilds on its next tick.
         if let Some(on) = reported.netboot {
             self.inventory.set_netboot(&reported.machine, on);
         }
         Ok(())
+    }
+
+    fn inventory(&self, token: &str, peer: IpAddr, inventory: Inventory) -> Result<(), ApiError> {
+        self.take_inventory(AgentCall { token, peer }, &inventory)
+    }
+
+    fn disk_write(&self, token: &str, peer: IpAddr, write: DiskWrite) -> Result<(), ApiError> {
+        self.take_disk_write(AgentCall { token, peer }, &write)
     }
 
     fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError> {
@@ -293,6 +314,10 @@ mod tests {
     }
 
     fn lab() -> Lab {
+        lab_with(TEMPLATE)
+    }
+
+    fn lab_with(template: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let store = kiln_store::open_sqlite(dir.path()).unwrap();
         let mut hw = kiln_model::csv::parse_hardware_csv(
@@ -305,7 +330,7 @@ mod tests {
         .unwrap();
         store.enroll(&hw).unwrap();
         let engine = Engine::new(store.clone());
-        let t = parse_template("t.yaml", TEMPLATE).unwrap();
+        let t = parse_template("t.yaml", template).unwrap();
         let wf = engine
             .create(&t, &hw, "http://10.0.0.1:8080", false)
             .unwrap();
@@ -538,5 +563,127 @@ mod tests {
         for e in lab.events.0.lock().unwrap().iter() {
             assert!(!e.detail.contains(&claimed.token), "{e:?}");
         }
+    }
+
+    const IMAGE_TEMPLATE: &str = "name: t\nactions:\n  - name: img\n    kind: image2disk\n    with:\n      url: http://10.0.0.1:8080/images/os.raw\n      sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n  - name: boot\n    kind: reboot\n";
+
+    fn disk_json(serial: &str, signatures: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": "nvme0n1", "size_bytes": 4u64 << 30, "model": "QEMU NVMe Ctrl",
+            "serial": serial, "wwn": "", "rotational": false, "removable": false,
+            "signatures": [signatures], "partitions": []
+        })
+    }
+
+    #[tokio::test]
+    async fn inventory_is_bounded_rate_limited_and_the_written_disk_becomes_the_installed_one() {
+        let lab = lab_with(IMAGE_TEMPLATE);
+        let (_, body) = lab.claim(VICTIM, "boot-1").await;
+        let claimed: Claimed = serde_json::from_str(&body).unwrap();
+        let t = Some(claimed.token.as_str());
+        let inv = serde_json::json!({
+            "cpu": {"model": "QEMU", "cores": 2}, "memory_bytes": 1u64 << 30,
+            "firmware": "bios", "dmi": {"vendor": "QEMU", "product": "pc", "serial": ""},
+            "disks": [disk_json("NVME-B", "gpt")], "nics": [], "unbound_pci": []
+        });
+        // Too many disks: refused whole, nothing stored.
+        let mut big = inv.clone();
+        big["disks"] = serde_json::Value::Array(vec![disk_json("X", "gpt"); 65]);
+        let (status, why) = lab
+            .send(VICTIM, "POST", "/v1/agent/inventory", t, &big.to_string())
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{why}");
+        assert!(why.contains("disks: 65 items, at most 64"), "{why}");
+        // Without the credential, or from another address: refused.
+        let (status, _) = lab
+            .send(
+                VICTIM,
+                "POST",
+                "/v1/agent/inventory",
+                None,
+                &inv.to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = lab
+            .send(ATTACKER, "POST", "/v1/agent/inventory", t, &inv.to_string())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(lab.store.inventories("n1", 10).unwrap().is_empty());
+        let (status, _) = lab
+            .send(VICTIM, "POST", "/v1/agent/inventory", t, &inv.to_string())
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = lab
+            .send(VICTIM, "POST", "/v1/agent/inventory", t, &inv.to_string())
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "one report per interval"
+        );
+        assert_eq!(lab.store.inventories("n1", 10).unwrap().len(), 1);
+
+        // The image2disk goes out with a guard: Kiln never installed n1.
+        let (_, next) = lab
+            .send(VICTIM, "GET", "/v1/agent/next?run=boot-1", t, "")
+            .await;
+        let next: NextAction = serde_json::from_str(&next).unwrap();
+        let NextAction::Run { action, .. } = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!(
+            action.guard.as_deref(),
+            Some(&kiln_api::agent::DiskGuard::default())
+        );
+        // The write is recorded with what the disk held, then the disk is the installed one.
+        let write =
+            serde_json::json!({"index": 0, "attempt": 1, "disk": disk_json("NVME-B", "gpt")});
+        let (status, why) = lab
+            .send(VICTIM, "POST", "/v1/agent/disk", t, &write.to_string())
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{why}");
+        let stale =
+            serde_json::json!({"index": 1, "attempt": 1, "disk": disk_json("NVME-B", "gpt")});
+        let (status, _) = lab
+            .send(VICTIM, "POST", "/v1/agent/disk", t, &stale.to_string())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "not a running image2disk");
+        assert_eq!(
+            lab.store.machine_fact("n1", "installed-disk").unwrap(),
+            None
+        );
+        let done = r#"{"index":0,"attempt":1,"report":"succeeded","message":"ok"}"#;
+        lab.send(VICTIM, "POST", "/v1/agent/report", t, done).await;
+        let installed: kiln_api::inventory::DiskIdentity = serde_json::from_str(
+            &lab.store
+                .machine_fact("n1", "installed-disk")
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(installed.serial, "NVME-B");
+        let kinds: Vec<(kiln_model::EventKind, String)> = lab
+            .store
+            .events(Some("n1"), 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.event.kind, r.event.detail))
+            .collect();
+        assert!(
+            kinds
+                .iter()
+                .any(|(k, d)| *k == kiln_model::EventKind::InventoryReported
+                    && d.contains("disks [nvme0n1 4 GiB NVME-B]")),
+            "{kinds:#?}"
+        );
+        assert!(
+            kinds
+                .iter()
+                .any(|(k, d)| *k == kiln_model::EventKind::DiskOverwriting
+                    && d.contains("/dev/nvme0n1")
+                    && d.contains("it held: nvme0n1: gpt")),
+            "{kinds:#?}"
+        );
     }
 }

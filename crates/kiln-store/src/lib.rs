@@ -25,13 +25,13 @@ pub use postgres::listen::ChangeWatch;
 pub use postgres::redacted as redacted_url;
 pub use records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, Conflict, EnrollSummary, EventRecord,
-    ImageRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, PhoneHome,
-    ServerRecord, WorkflowKey,
+    ImageRecord, InventoryRecord, MAX_EVENTS_PER_MACHINE, MAX_LOG_LINE_BYTES, MAX_LOG_LINES,
+    PhoneHome, ServerRecord, WorkflowKey,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
     BmcHintStore, Change, ClusterStore, DiscoveryStore, EventStore, HardwareStore, ImageStore,
-    ServerStore, SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
+    InventoryStore, ServerStore, SettingStore, Store, TokenStore, WorkflowStore, WorkflowTx,
 };
 
 /// File name of the SQLite database inside the data directory.

@@ -99,6 +99,13 @@ pub struct ClusterNode {
     pub workflow: String,
 }
 
+/// One hardware inventory report as stored (JSON of `kiln_api::inventory::Inventory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryRecord {
+    pub at_ms: u64,
+    pub report: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTokenRecord {
     pub id: String,

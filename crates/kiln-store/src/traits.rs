@@ -8,7 +8,7 @@ use kiln_model::{Event, Hardware, MacAddr};
 use crate::StoreError;
 use crate::records::{
     ActionLog, ApiTokenRecord, ClusterNode, ClusterRecord, EnrollSummary, EventRecord, ImageRecord,
-    PhoneHome, ServerRecord, WorkflowKey,
+    InventoryRecord, PhoneHome, ServerRecord, WorkflowKey,
 };
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -44,6 +44,18 @@ pub trait BmcHintStore {
     fn bmc_hint(&self, hostname: &str, address: &str) -> Result<Option<String>>;
     /// Records (or replaces) `hostname`'s hint for its BMC at `address`.
     fn set_bmc_hint(&self, hostname: &str, address: &str, hint: &str) -> Result<()>;
+}
+
+/// Hardware inventory reports (bounded history per machine) and small named facts about a
+/// machine that outlive its workflows (the disk of its last install, what its BMC says).
+pub trait InventoryStore {
+    /// Records `hostname`'s report (JSON) and drops its oldest beyond `keep`.
+    fn put_inventory(&self, hostname: &str, at_ms: u64, report: &str, keep: usize) -> Result<()>;
+    /// `hostname`'s reports, newest first, at most `limit`.
+    fn inventories(&self, hostname: &str, limit: usize) -> Result<Vec<InventoryRecord>>;
+    /// Records (or replaces) the fact `key` of `hostname`.
+    fn set_machine_fact(&self, hostname: &str, key: &str, value: &str) -> Result<()>;
+    fn machine_fact(&self, hostname: &str, key: &str) -> Result<Option<String>>;
 }
 
 /// The effects of a workflow transition, written in the transition's transaction.
@@ -179,6 +191,7 @@ pub trait ServerStore {
 pub trait Store:
     HardwareStore
     + BmcHintStore
+    + InventoryStore
     + WorkflowStore
     + EventStore
     + DiscoveryStore
@@ -195,6 +208,7 @@ pub trait Store:
 impl<T> Store for T where
     T: HardwareStore
         + BmcHintStore
+        + InventoryStore
         + WorkflowStore
         + EventStore
         + DiscoveryStore

@@ -1,5 +1,6 @@
 //! `kiln hardware list|show|netboot|update|delete`. BMC passwords go in, never out.
 
+use kiln_api::inventory::MachineInventory;
 use std::process::ExitCode;
 
 use kiln_api::HardwareUpdate;
@@ -19,6 +20,12 @@ pub enum Command {
     },
     /// Show one machine.
     Show {
+        name: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// A machine's hardware inventory (what the agent found at its last netboot, and before).
+    Inventory {
         name: String,
         #[arg(long, short, value_enum, default_value_t)]
         output: Format,
@@ -84,6 +91,18 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Show { name, output } => {
             let hw: Hardware = api.get(&path("hardware", Some(&name), ""))?;
             output.print(&hw, render::show)?;
+            if output == Format::Table {
+                let inv: MachineInventory =
+                    api.get(&path("hardware", Some(&name), "/inventory"))?;
+                print!(
+                    "{}",
+                    kiln_client::render::inventory::machine_inventory(&inv)
+                );
+            }
+        }
+        Command::Inventory { name, output } => {
+            let inv: MachineInventory = api.get(&path("hardware", Some(&name), "/inventory"))?;
+            output.print(&inv, kiln_client::render::inventory::machine_inventory)?;
         }
         Command::Netboot { name, state } => {
             let up = HardwareUpdate {

@@ -156,7 +156,7 @@ fn system_json(f: &Fake) -> Value {
         reset["@Redfish.ActionInfo"] = json!(format!("{SYSTEM}/ResetActionInfo"));
     }
     let mut v = json!({
-        "@odata.id": SYSTEM, "Id": "1", "Manufacturer": "Contoso", "Model": "R1",
+        "@odata.id": SYSTEM, "Id": "1", "Manufacturer": "Contoso", "Model": "R1", "SerialNumber": "SN-1",
         "BiosVersion": "2.3.4", "PowerState": f.power, "Boot": boot,
         "Actions": {"#ComputerSystem.Reset": reset},
         "Links": {"ManagedBy": [{"@odata.id": "/redfish/v1/Managers/bmc"}]},
@@ -808,6 +808,7 @@ async fn identify_combines_system_service_root_and_manager() {
             model: "R1".into(),
             firmware: "1.2.3 (BIOS 2.3.4)".into(),
             system: format!("{SYSTEM} (the only system)"),
+            serial: "SN-1".into(),
         }
     );
 }

@@ -982,6 +982,7 @@ impl Bmc for RedfishBmc {
         let model = pick([system.model, root.product, manager.model]);
         let bmc_fw = pick([manager.firmware_version, None, None]);
         let bios = pick([system.bios_version, None, None]);
+        let serial = pick([system.serial_number, None, None]);
         let firmware = match (bmc_fw.is_empty(), bios.is_empty()) {
             (false, false) => format!("{bmc_fw} (BIOS {bios})"),
             (false, true) => bmc_fw,
@@ -1002,6 +1003,7 @@ impl Bmc for RedfishBmc {
             model,
             firmware,
             system,
+            serial,
         })
     }
 

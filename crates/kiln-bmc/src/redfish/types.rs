@@ -69,6 +69,8 @@ pub struct ComputerSystem {
     pub manufacturer: Option<String>,
     #[serde(rename = "Model", default)]
     pub model: Option<String>,
+    #[serde(rename = "SerialNumber", default)]
+    pub serial_number: Option<String>,
     #[serde(rename = "BiosVersion", default)]
     pub bios_version: Option<String>,
     #[serde(rename = "Boot", default)]

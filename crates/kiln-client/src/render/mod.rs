@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod discovered;
 pub mod hardware;
 pub mod image;
+pub mod inventory;
 pub mod preflight;
 pub mod token;
 pub mod why;

@@ -33,8 +33,18 @@ pub async fn action(
             "a BMC action that changes power or boot",
         )?;
     }
-    let all = s.store.run(|store| store.hardware()).await?;
-    let machines = bmc_actions::select(all, &req.machines, &req.selector)?;
+    let (names, selector) = (req.machines.clone(), req.selector.clone());
+    let machines = s
+        .store
+        .run(move |store| -> ApiResult<_> {
+            Ok(crate::select::select_with(
+                store.hardware()?,
+                &names,
+                &selector,
+                &|h| crate::select::latest_inventory(store, h),
+            )?)
+        })
+        .await?;
     let rows = bmc_actions::run(s.store.clone(), req.op, machines, req.persistent).await?;
     Ok(Json(rows))
 }

@@ -10,6 +10,7 @@ mod events;
 mod failure;
 mod hardware;
 mod images;
+mod inventory;
 mod preflight;
 mod templates;
 mod timeline;
@@ -104,6 +105,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(timeline::timeline))
         .routes(routes!(discovered::list))
         .routes(routes!(discovered::enroll))
+        .routes(routes!(inventory::get_one))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(workflows::get_one))
         .routes(routes!(workflows::logs))

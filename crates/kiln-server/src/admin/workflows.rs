@@ -15,7 +15,7 @@ use kiln_store::Store;
 use serde::Deserialize;
 
 use super::{AdminState, ApiResult, Failure, now_ms};
-use crate::workflows::{find, log_line, select, view_stored};
+use crate::workflows::{find, log_line, view_stored};
 
 fn engine_failure(e: EngineError) -> Failure {
     match e {
@@ -95,7 +95,12 @@ pub async fn create(
                 ))
                 .with_details(crate::templates::details(errors))
             })?;
-            let machines = select(store.hardware()?, &req.hardware, &req.selector)?;
+            let machines = crate::select::select_with(
+                store.hardware()?,
+                &req.hardware,
+                &req.selector,
+                &|h| crate::select::latest_inventory(store, h),
+            )?;
             let created = s
                 .engine
                 .create(

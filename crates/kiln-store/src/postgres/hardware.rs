@@ -153,6 +153,11 @@ impl crate::HardwareStore for PgStore {
                 return Err(StoreError::NotFound(hostname.to_string()));
             }
             tx.execute("DELETE FROM bmc_hints WHERE hostname = $1", &[&hostname])?;
+            tx.execute("DELETE FROM inventories WHERE hostname = $1", &[&hostname])?;
+            tx.execute(
+                "DELETE FROM machine_facts WHERE hostname = $1",
+                &[&hostname],
+            )?;
             self.commit(tx)
         })
     }

@@ -8,6 +8,7 @@
 
 mod discovery;
 mod hardware;
+mod inventory;
 pub(crate) mod listen;
 mod other;
 mod schema;

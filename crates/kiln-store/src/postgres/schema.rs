@@ -139,6 +139,22 @@ const MIGRATIONS: &[&str] = &[
         started_ms BIGINT NOT NULL,
         seen_ms    BIGINT NOT NULL
      );",
+    // 4: hardware inventory reports (a bounded history per machine) and small facts about a
+    // machine kept across workflows (the disk of its last install, what its BMC says).
+    "CREATE TABLE inventories (
+        id       BIGSERIAL PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        at_ms    BIGINT NOT NULL,
+        report   TEXT NOT NULL
+     );
+     CREATE INDEX inventories_by_machine ON inventories (hostname, id);
+     CREATE TABLE machine_facts (
+        hostname   TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (hostname, key)
+     );",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -182,6 +182,8 @@ impl crate::HardwareStore for SqliteStore {
             return Err(StoreError::NotFound(hostname.to_string()));
         }
         tx.execute("DELETE FROM bmc_hints WHERE hostname = ?1", [hostname])?;
+        tx.execute("DELETE FROM inventories WHERE hostname = ?1", [hostname])?;
+        tx.execute("DELETE FROM machine_facts WHERE hostname = ?1", [hostname])?;
         tx.commit()?;
         Ok(())
     }

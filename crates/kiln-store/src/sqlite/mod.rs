@@ -6,6 +6,7 @@ mod discovery;
 mod events;
 mod hardware;
 mod images;
+mod inventory;
 mod schema;
 mod servers;
 mod tokens;

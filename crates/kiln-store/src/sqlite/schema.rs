@@ -130,6 +130,22 @@ const MIGRATIONS: &[&str] = &[
         started_ms INTEGER NOT NULL,
         seen_ms    INTEGER NOT NULL
      );",
+    // 12: hardware inventory reports (a bounded history per machine) and small facts about a
+    // machine kept across workflows (the disk of its last install, what its BMC says).
+    "CREATE TABLE inventories (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        hostname TEXT NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        report   TEXT NOT NULL
+     );
+     CREATE INDEX inventories_by_machine ON inventories (hostname, id);
+     CREATE TABLE machine_facts (
+        hostname   TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (hostname, key)
+     );",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

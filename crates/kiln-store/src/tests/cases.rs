@@ -289,6 +289,40 @@ pub fn a_hint_is_kept_per_machine_and_only_for_its_address(b: &Backend) {
     assert_eq!(store.bmc_hint("n2", a2).unwrap(), None);
 }
 
+pub fn inventory_history_is_bounded_per_machine_and_facts_replace(b: &Backend) {
+    let store = &b.store;
+    assert!(store.inventories("n1", 10).unwrap().is_empty());
+    for i in 0..5u64 {
+        store
+            .put_inventory("n1", 1000 + i, &format!("{{\"n\":{i}}}"), 3)
+            .unwrap();
+    }
+    store.put_inventory("n2", 7, "{}", 3).unwrap();
+    let got = store.inventories("n1", 10).unwrap();
+    let at: Vec<u64> = got.iter().map(|r| r.at_ms).collect();
+    assert_eq!(at, [1004, 1003, 1002], "newest first, the oldest dropped");
+    assert_eq!(got[0].report, "{\"n\":4}");
+    assert_eq!(store.inventories("n1", 1).unwrap().len(), 1);
+    assert_eq!(store.inventories("n2", 10).unwrap().len(), 1, "per machine");
+    assert_eq!(store.machine_fact("n1", "installed-disk").unwrap(), None);
+    store.set_machine_fact("n1", "installed-disk", "a").unwrap();
+    store.set_machine_fact("n1", "installed-disk", "b").unwrap();
+    store.set_machine_fact("n1", "bmc-system", "c").unwrap();
+    assert_eq!(
+        store
+            .machine_fact("n1", "installed-disk")
+            .unwrap()
+            .as_deref(),
+        Some("b")
+    );
+    assert_eq!(store.machine_fact("n2", "installed-disk").unwrap(), None);
+    // Facts and reports of a forgotten machine go with it.
+    store.enroll(&workflow_machine("n1", 1)).unwrap();
+    store.delete_hardware("n1").unwrap();
+    assert!(store.inventories("n1", 10).unwrap().is_empty());
+    assert_eq!(store.machine_fact("n1", "bmc-system").unwrap(), None);
+}
+
 fn image(name: &str, file: &str) -> ImageRecord {
     ImageRecord {
         name: name.into(),

@@ -68,6 +68,7 @@ store_tests!(
     a_flood_of_fetches_cannot_push_out_workflow_and_bmc_events,
     history_is_bounded_per_machine_and_filterable,
     a_hint_is_kept_per_machine_and_only_for_its_address,
+    inventory_history_is_bounded_per_machine_and_facts_replace,
     add_keeps_an_existing_image_and_put_replaces_it,
     a_revoked_token_is_listed_but_no_longer_found,
     settings_round_trip,
