@@ -31,6 +31,19 @@ pub async fn timeline(
                 .map(event_view)
                 .collect();
             let unknown_macs = super::discovered::sightings(store)?;
+            // PCI devices without a driver in the last inventory (a NIC the agent OS lacks).
+            let driverless: Option<Vec<String>> = store
+                .inventories(&name, 1)?
+                .first()
+                .and_then(|r| {
+                    serde_json::from_str::<kiln_api::inventory::Inventory>(&r.report).ok()
+                })
+                .map(|inv| {
+                    inv.unbound_pci
+                        .iter()
+                        .map(|d| format!("{} ({}, class {})", d.address, d.id, d.class))
+                        .collect()
+                });
             let mac = hw.mac.to_string();
             let inputs = Inputs {
                 machine: &name,
@@ -40,8 +53,7 @@ pub async fn timeline(
                 events: &events,
                 now_ms: now_ms(),
                 unknown_macs: &unknown_macs,
-                // The agent's inventory report is not stored yet.
-                driverless: None,
+                driverless: driverless.as_deref(),
             };
             Ok(Json(recorder::timeline(&inputs)))
         })
