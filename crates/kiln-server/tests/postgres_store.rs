@@ -176,6 +176,12 @@ fn a_change_through_one_server_reaches_the_other_within_a_second() {
             opts.api_listen = "127.0.0.1:0".parse().unwrap();
             opts.store = Some(kiln_store::Location::Postgres { url: url.clone() });
             opts.server_id = Some(format!("server-{i}"));
+            // kiln serve refuses to start without its artifacts and TFTP directories.
+            (opts.artifacts, opts.tftp_root) =
+                (dir.path().join("artifacts"), dir.path().join("tftp"));
+            for d in [&opts.artifacts, &opts.tftp_root] {
+                std::fs::create_dir_all(d).unwrap();
+            }
             rt.block_on(kiln_server::start(opts)).unwrap()
         })
         .collect();
