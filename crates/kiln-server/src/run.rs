@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_model::{EventSink, Inventory, SharedInventory};
-use kiln_store::{Durability, StoreHandle};
+use kiln_store::{Durability, Store, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -81,6 +81,33 @@ pub(crate) async fn on_blocking_pool<T: Send + 'static>(
         .map_err(|e| ServerError::Store(kiln_store::StoreError::Interrupted(e.to_string())))?
 }
 
+/// The events' and the engine's store connections, and the enrolled machines.
+type Opened = (Arc<dyn Store>, Arc<dyn Store>, Vec<kiln_model::Hardware>);
+
+/// The server's two store connections and the enrolled machines; the URL machines reach it by
+/// recorded. Every store call of the start runs on the blocking pool: the PostgreSQL client
+/// blocks on a runtime of its own, which panics on a tokio worker thread.
+async fn open_stores(
+    location: &kiln_store::Location,
+    server_url: &str,
+) -> Result<Opened, ServerError> {
+    let (location, server_url) = (location.clone(), server_url.to_string());
+    on_blocking_pool(move || {
+        // This connection writes events (and reads): see `Durability::Relaxed`.
+        let store = kiln_store::open(&location, Durability::Relaxed)
+            .with_start(|| format!("opening the store ({location:?})"))?;
+        // The engine writes through its own connection: `data_version` only moves for
+        // other connections' commits (SQLite), and the refresher must see the engine
+        // turn netboot off.
+        let engine_store = kiln_store::open(&location, Durability::Full)
+            .start("opening the engine's store connection")?;
+        store.set_setting("server_url", &server_url)?;
+        let machines = store.hardware()?;
+        Ok((store, engine_store, machines))
+    })
+    .await
+}
+
 /// Starts every service and returns once they listen.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     opts.check_safety()?;
@@ -88,26 +115,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
     crate::meters::describe(&opts.version);
     let data_dir = opts.data_dir.clone();
     let location = opts.store_location();
-    // Every store call of the start runs on the blocking pool: the PostgreSQL client blocks on
-    // a runtime of its own, which panics on a tokio worker thread.
     let server_url = opts.server_url();
-    let (store, engine_store, machines) = on_blocking_pool({
-        let (location, server_url) = (location.clone(), server_url.clone());
-        move || {
-            // This connection writes events (and reads): see `Durability::Relaxed`.
-            let store = kiln_store::open(&location, Durability::Relaxed)
-                .with_start(|| format!("opening the store ({location:?})"))?;
-            // The engine writes through its own connection: `data_version` only moves for
-            // other connections' commits (SQLite), and the refresher must see the engine
-            // turn netboot off.
-            let engine_store = kiln_store::open(&location, Durability::Full)
-                .start("opening the engine's store connection")?;
-            store.set_setting("server_url", &server_url)?;
-            let machines = store.hardware()?;
-            Ok((store, engine_store, machines))
-        }
-    })
-    .await?;
+    let (store, engine_store, machines) = open_stores(&location, &server_url).await?;
     tracing::info!(store = %store.describe(), "store open");
     // After the store opens (its directory exists then), before any service binds.
     crate::preflight::local::at_start(&opts)?;
