@@ -127,6 +127,28 @@ pub struct ClusterDeleteQuery {
     pub server_url: Option<String>,
 }
 
+impl ClusterDeleteQuery {
+    /// `/api/v1/clusters/NAME[?force=true&keep_disks=true&server_url=URL]`.
+    pub fn path(&self, name: &str) -> String {
+        let mut query = vec![];
+        if self.force {
+            query.push("force=true".to_string());
+        }
+        if self.keep_disks {
+            query.push("keep_disks=true".to_string());
+        }
+        if let Some(u) = &self.server_url {
+            query.push(format!("server_url={}", crate::routes::segment(u)));
+        }
+        let url = crate::routes::path("clusters", Some(name), "");
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}?{}", query.join("&"))
+        }
+    }
+}
+
 /// What `DELETE /api/v1/clusters/{name}` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterDeleted {
@@ -141,4 +163,23 @@ pub struct ClusterDeleted {
     /// Without a wipe: the BMC power-off of each machine that has a BMC.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub power_off: Vec<crate::BmcRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_options_travel_in_the_query() {
+        let q = |force, keep_disks, server_url: Option<&str>| ClusterDeleteQuery {
+            force,
+            keep_disks,
+            server_url: server_url.map(String::from),
+        };
+        assert_eq!(q(false, false, None).path("c1"), "/api/v1/clusters/c1");
+        assert_eq!(
+            q(true, true, Some("http://10.0.0.1:8080/")).path("c1"),
+            "/api/v1/clusters/c1?force=true&keep_disks=true&server_url=http:%2F%2F10.0.0.1:8080%2F"
+        );
+    }
 }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use kiln_api::{ApiErrorBody, LocalServer};
 
+pub mod files;
 pub mod follow;
 pub mod images;
+pub mod logs;
 mod progress;
 pub mod render;
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kiln_api::routes::path;
 use kiln_api::{
-    ClusterCreateRequest, ClusterCreated, ClusterDeleted, ClusterStatus, MintedKubeconfig,
+    ClusterCreateRequest, ClusterCreated, ClusterDeleteQuery, ClusterDeleted, ClusterStatus,
+    MintedKubeconfig,
 };
 
 use kiln_client::follow::{follow, quietly};
@@ -174,32 +175,17 @@ pub fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<ExitCode> {
             server_url,
             output,
         } => {
-            let url = delete_path(&name, force, keep_disks, server_url.as_deref());
+            let query = ClusterDeleteQuery {
+                force,
+                keep_disks,
+                server_url,
+            };
+            let url = query.path(&name);
             let deleted: ClusterDeleted = api.delete(&url)?;
             return print_deleted(deleted, output);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `DELETE /api/v1/clusters/NAME[?force=true&keep_disks=true&server_url=URL]`.
-fn delete_path(name: &str, force: bool, keep_disks: bool, server_url: Option<&str>) -> String {
-    let mut query = vec![];
-    if force {
-        query.push("force=true".to_string());
-    }
-    if keep_disks {
-        query.push("keep_disks=true".to_string());
-    }
-    if let Some(u) = server_url {
-        query.push(format!("server_url={}", kiln_api::routes::segment(u)));
-    }
-    let url = path("clusters", Some(name), "");
-    if query.is_empty() {
-        url
-    } else {
-        format!("{url}?{}", query.join("&"))
-    }
 }
 
 /// `create --dry-run --out-dir DIR`: the server rendered the seeds; they are written here.
@@ -261,34 +247,12 @@ fn kubeconfig(
         .context("the server returned no kubeconfig")?;
     match out {
         Some(path) => {
-            write_private(path, &text)?;
+            kiln_client::files::write_private(path, &text)?;
             minted.file = Some(path.display().to_string());
         }
         None => minted.kubeconfig = Some(text),
     }
     Ok(minted)
-}
-
-/// Writes `text` to `path` with mode 0600, atomically: a temporary file (0600 from the
-/// start) in the same directory, synced, then renamed over `path`.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kiln-kubeconfig-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// Prints what the deletion did; without a wipe, the BMC power-off rows follow as
@@ -304,18 +268,4 @@ fn print_deleted(mut d: ClusterDeleted, output: Format) -> anyhow::Result<ExitCo
     }
     print!("{}", render::deleted(&d));
     Ok(crate::bmc::exit_code(&d.power_off))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delete_options_travel_in_the_query() {
-        assert_eq!(delete_path("c1", false, false, None), "/api/v1/clusters/c1");
-        assert_eq!(
-            delete_path("c1", true, true, Some("http://10.0.0.1:8080/")),
-            "/api/v1/clusters/c1?force=true&keep_disks=true&server_url=http:%2F%2F10.0.0.1:8080%2F"
-        );
-    }
 }

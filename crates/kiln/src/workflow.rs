@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_api::routes::path;
-use kiln_api::{CancelRequest, CreateWorkflows, LOG_PAGE, LogPage, StartOptions, WorkflowView};
+use kiln_api::{CancelRequest, CreateWorkflows, LogPage, StartOptions, WorkflowView};
 
 use kiln_client::follow::follow;
 use kiln_client::render::workflow as render;
@@ -272,38 +272,20 @@ fn cancel(api: &Client, ids: &[String], reason: &str, output: Format) -> anyhow:
     })
 }
 
-/// The agent's output, page by page; with `follow`, until the workflow ended and said all.
+/// The agent's output; with `follow`, until the workflow ended and said all.
 fn logs(api: &Client, key: &str, follow: bool, output: Format) -> anyhow::Result<()> {
-    let mut workflow = key.to_string();
-    let mut after = 0;
-    let mut first = true;
-    loop {
-        let page: LogPage = api.get(&format!(
-            "{}?after={after}",
-            path("workflows", Some(&workflow), "/logs")
-        ))?;
-        if first && page.log_lines_dropped > 0 {
-            eprintln!(
-                "({} older log line(s) of {} were dropped: kiln keeps the newest {})",
-                page.log_lines_dropped, page.workflow, page.log_lines_kept
-            );
+    let dropped = |page: &LogPage| {
+        eprintln!(
+            "({} older log line(s) of {} were dropped: kiln keeps the newest {})",
+            page.log_lines_dropped, page.workflow, page.log_lines_kept
+        )
+    };
+    kiln_client::logs::each_line(api, key, follow, dropped, |l| {
+        match output {
+            Format::Json => println!("{}", serde_json::to_string(l).expect("log lines serialize")),
+            Format::Table => println!("{} [{}#{}] {}", l.at, l.action, l.attempt, l.line),
         }
-        first = false;
-        // Later pages by id: the hostname's newest workflow may change meanwhile.
-        workflow = page.workflow.clone();
-        after = page.after;
-        for l in &page.lines {
-            match output {
-                Format::Json => println!("{}", serde_json::to_string(l)?),
-                Format::Table => println!("{} [{}#{}] {}", l.at, l.action, l.attempt, l.line),
-            }
-        }
-        if page.lines.len() >= LOG_PAGE {
-            continue; // a full page: more are waiting
-        }
-        if !follow || page.ended {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        Ok(())
+    })?;
+    Ok(())
 }
