@@ -19,6 +19,7 @@ pub mod images;
 pub mod logs;
 mod progress;
 pub mod render;
+pub mod workflows;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_api::routes::path;
-use kiln_api::{CancelRequest, CreateWorkflows, LogPage, StartOptions, WorkflowView};
+use kiln_api::{CreateWorkflows, LogPage, StartOptions, WorkflowView};
 
 use kiln_client::follow::follow;
 use kiln_client::render::workflow as render;
@@ -222,14 +222,7 @@ fn watch(
     timeout: Option<Duration>,
     output: Format,
 ) -> anyhow::Result<ExitCode> {
-    let targets: Vec<String> = if ids.is_empty() {
-        let open: Vec<WorkflowView> = api.get(&path("workflows", None, ""))?;
-        open.into_iter().map(|w| w.id).collect()
-    } else {
-        ids.iter()
-            .map(|k| Ok(api.get::<WorkflowView>(&one(k))?.id))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let targets = kiln_client::workflows::ids(api, ids)?;
     if targets.is_empty() {
         output.print(&targets, |_| "no unfinished workflows\n".into())?;
         return Ok(ExitCode::SUCCESS);
@@ -244,28 +237,12 @@ fn watch(
 
 /// `cancel`: every named workflow that has not ended is ended; exit 1 if any could not be.
 fn cancel(api: &Client, ids: &[String], reason: &str, output: Format) -> anyhow::Result<ExitCode> {
-    let req = CancelRequest {
-        reason: Some(reason.to_string()),
-    };
-    let mut done = Vec::new();
-    let mut refused = 0;
-    for key in ids {
-        match api.send::<_, WorkflowView>("POST", &path("workflows", Some(key), "/cancel"), &req) {
-            Ok(w) => done.push(w),
-            // A workflow that cannot end now is reported; anything else (an unknown name, a
-            // refused token) stops everything.
-            Err(ClientError::Api {
-                status: 409 | 422,
-                body,
-            }) => {
-                eprintln!("kiln: {}", body.message);
-                refused += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let (done, refused) = kiln_client::workflows::cancel(api, ids, reason)?;
+    for why in &refused {
+        eprintln!("kiln: {why}");
     }
     output.print(&done, |d| d.iter().map(render::cancelled).collect())?;
-    Ok(if refused == 0 {
+    Ok(if refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
