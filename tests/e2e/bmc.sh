@@ -49,26 +49,7 @@ machine_script() {
 write_ipmi_sim_config() {
 	local dir=$1 vmdir=$2 mac=$3 tap=$4 port=$5
 	machine_script "$dir/machine.sh" "$vmdir" "$mac" "$tap"
-	cat >"$dir/lan.conf" <<-EOF
-		name "kiln-e2e"
-		set_working_mc 0x20
-		  startlan 1
-		    addr 127.0.0.1 $port
-		    priv_limit admin
-		    allowed_auths_callback none md2 md5 straight
-		    allowed_auths_user none md2 md5 straight
-		    allowed_auths_operator none md2 md5 straight
-		    allowed_auths_admin none md2 md5 straight
-		    guid a123456789abcdefa123456789abcdef
-		  endlan
-		  chassis_control "$dir/machine.sh 0x20"
-		  user 2 true "admin" "password" admin 10 none md2 md5 straight
-	EOF
-	cat >"$dir/bmc.emu" <<-'EOF'
-		mc_setbmc 0x20
-		mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-		mc_enable 0x20
-	EOF
+	ipmi_sim_files "$dir" "$port" "$dir/machine.sh" "password" kiln-e2e
 	mkdir -p "$dir/state"
 }
 

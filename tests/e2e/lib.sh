@@ -317,6 +317,37 @@ dnsmasq_dhcp_only() {
 
 # ---- QEMU -------------------------------------------------------------------------------
 
+# ipmi_sim_files DIR PORT CHASSIS [PASSWORD] [NAME]: DIR/lan.conf (0600: it holds the password)
+# and DIR/bmc.emu for OpenIPMI's ipmi_sim: one BMC on 127.0.0.1:PORT, user admin, whose
+# chassis_control runs the script CHASSIS (power and boot commands); DIR/state for its state.
+ipmi_sim_files() {
+	local dir=$1 port=$2 chassis=$3 password=${4:-password} name=${5:-kiln-e2e}
+	mkdir -p "$dir/state"
+	(
+		umask 077
+		cat >"$dir/lan.conf" <<-EOF
+			name "$name"
+			set_working_mc 0x20
+			  startlan 1
+			    addr 127.0.0.1 $port
+			    priv_limit admin
+			    allowed_auths_callback none md2 md5 straight
+			    allowed_auths_user none md2 md5 straight
+			    allowed_auths_operator none md2 md5 straight
+			    allowed_auths_admin none md2 md5 straight
+			    guid a123456789abcdefa123456789abcdef
+			  endlan
+			  chassis_control "$chassis 0x20"
+			  user 2 true "admin" "$password" admin 10 none md2 md5 straight
+		EOF
+	)
+	cat >"$dir/bmc.emu" <<-'EOF'
+		mc_setbmc 0x20
+		mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+		mc_enable 0x20
+	EOF
+}
+
 # vm_start NAME --tap TAP --mac MAC [--fw bios|uefi] [--no-rom] [--disk IMG] [--nic MODEL]
 #          [--uefi-netstack all|ipv4|none] [--rw-disk] [--reboot] [--mem MB]
 # Starts QEMU in the background; boot order: the NIC (bootindex 1), then the disk if given

@@ -78,26 +78,7 @@ write_chassis() {
 		done
 	EOF
 	chmod +x "$dir/chassis.sh"
-	cat >"$dir/lan.conf" <<-EOF
-		name "kiln-multi"
-		set_working_mc 0x20
-		  startlan 1
-		    addr 127.0.0.1 $IPMI_PORT
-		    priv_limit admin
-		    allowed_auths_callback none md2 md5 straight
-		    allowed_auths_user none md2 md5 straight
-		    allowed_auths_operator none md2 md5 straight
-		    allowed_auths_admin none md2 md5 straight
-		    guid a123456789abcdefa123456789abcdef
-		  endlan
-		  chassis_control "$dir/chassis.sh 0x20"
-		  user 2 true "admin" "password" admin 10 none md2 md5 straight
-	EOF
-	cat >"$dir/bmc.emu" <<-'EOF'
-		mc_setbmc 0x20
-		mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-		mc_enable 0x20
-	EOF
+	ipmi_sim_files "$dir" "$IPMI_PORT" "$dir/chassis.sh" "password" kiln-multi
 	mkdir -p "$dir/state"
 }
 

@@ -43,26 +43,7 @@ write_chassis() {
 start_ipmi_sim() {
 	local dir=$1 port=$2
 	mkdir -p "$dir/state"
-	cat >"$dir/lan.conf" <<-EOF
-		name "kiln-preflight"
-		set_working_mc 0x20
-		  startlan 1
-		    addr 127.0.0.1 $port
-		    priv_limit admin
-		    allowed_auths_callback none md2 md5 straight
-		    allowed_auths_user none md2 md5 straight
-		    allowed_auths_operator none md2 md5 straight
-		    allowed_auths_admin none md2 md5 straight
-		    guid a123456789abcdefa123456789abcdef
-		  endlan
-		  chassis_control "$E2E_WORK/chassis.sh 0x20"
-		  user 2 true "admin" "password" admin 10 none md2 md5 straight
-	EOF
-	cat >"$dir/bmc.emu" <<-'EOF'
-		mc_setbmc 0x20
-		mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-		mc_enable 0x20
-	EOF
+	ipmi_sim_files "$dir" "$port" "$E2E_WORK/chassis.sh" "password" kiln-preflight
 	ip netns exec "$E2E_NS" ipmi_sim -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state" -n \
 		</dev/null >"$dir/ipmi_sim.log" 2>&1 &
 	E2E_PIDS+=("$!")
