@@ -116,6 +116,9 @@ fn disks(root: &Path) -> Vec<Disk> {
     names(&sys_block)
         .into_iter()
         .filter(|n| is_disk(n))
+        // NVMe multipath's per-path nodes (`nvme0c0n1`) are hidden: the namespace's own node
+        // (`nvme0n1`) is the disk; counting both would make every hint ambiguous.
+        .filter(|n| attr(&sys_block.join(n).join("hidden")) != "1")
         .take(MAX_DISKS)
         .map(|name| {
             let dir = sys_block.join(&name);
@@ -310,7 +313,10 @@ mod tests {
         write(&r, "sys/block/nvme0n1/wwid", "nvme.1b36-4e564d452d42\n");
         write(&r, "sys/block/nvme0n1/queue/rotational", "0\n");
         write_bytes(&r, "dev/nvme0n1", &[0u8; 8192]);
-        // Left out: loop and RAM devices.
+        // Left out: loop and RAM devices, and NVMe multipath's hidden per-path node.
+        write(&r, "sys/block/nvme0c0n1/size", "33554432\n");
+        write(&r, "sys/block/nvme0c0n1/hidden", "1\n");
+        write(&r, "sys/block/nvme0c0n1/device/serial", "NVME-B   \n");
         write(&r, "sys/block/loop0/size", "0\n");
         write(&r, "sys/block/ram0/size", "0\n");
         link(&r, "dev/disk/by-path/pci-0000:00:04.0", "../../nvme0n1");
