@@ -17,6 +17,8 @@ KILN_APT_PACKAGES=(
   systemd-container
   # the store suite and kiln-server's tests on PostgreSQL (a cluster of their own, initdb in a temp dir)
   postgresql
+  # tests/e2e/ui.sh: the operator web page in headless Chromium
+  chromium
 )
 # The QEMU family: installed together from one suite (see above).
 KILN_QEMU_PACKAGES=(qemu-system-x86 qemu-utils seabios ipxe-qemu)

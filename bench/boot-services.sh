@@ -10,7 +10,9 @@
 #   TFTP  ipxe.efi and a 64 MiB random file from kiln, tftpd-hpa and atftpd with atftp (blksize 512/1468,
 #         no windowsize/4/16); the same at a 1 ms round trip (netem, or when the kernel has no sch_netem
 #         our client bench/tftp-client.py sleeping 1 ms before each ACK); 200 concurrent ipxe.efi fetches.
-#   HTTP  kiln's /artifacts/ against nginx (sendfile on): one 1 GiB download, 32 concurrent 64 MiB ones.
+#   HTTP  kiln's /artifacts/ against nginx (sendfile on): one 1 GiB download, 32 concurrent 64 MiB ones;
+#         and image streaming: a 64 MiB image imported with `kiln image import` (stored zstd), fetched by
+#         50 concurrent clients from kiln's /images/ and from nginx serving the same stored file.
 #
 # TFTP and HTTP are measured interleaved, because this machine is shared and its load swings within a
 # minute: the servers of a part run at the same time on their own ports (TFTP: kiln 69, tftpd-hpa 1069,
@@ -747,6 +749,7 @@ section_tftp() {
 
 HTTP_SERVERS=(kiln nginx)
 NGINX_HTTP_PORT=8081
+NGINX_IMAGES=$BENCH_WORK/nginx-images
 HTTP_TARGETS=("kiln=$SRV_IP:$HTTP_PORT" "nginx=$SRV_IP:$NGINX_HTTP_PORT")
 
 # Interleaved single downloads (see INTERLEAVE_INNER).   PATH SIZE MIN MAX BUDGET DEADLINE NAME=IP:PORT...
@@ -816,6 +819,32 @@ http_bench() {
 	done
 	record_samples http conc_wall "32 concurrent 64 MiB downloads, wall time" ms lower complete
 	record_samples http conc_rate "32 concurrent 64 MiB downloads, aggregate" MB/s higher
+	log "HTTP: 50 concurrent streams of an imported image"
+	# shellcheck disable=SC2046
+	lines=$(cli bash -c "$HTTP_CONC_INNER" _ "$IMAGE_PATH" "$IMAGE_SIZE" 50 $(rounds http-conc) "$RUN/http" "${HTTP_TARGETS[@]}") || true
+	take_samples http image50_rate inv $((50 * IMAGE_SIZE)) <<<"$lines"
+	record_samples http image50_rate "50 concurrent image streams (64 MiB image, stored zstd), aggregate" MB/s higher
+}
+
+# import_image: `kiln image import` of rand64M into the HTTP part's kiln, and the stored file copied
+# for nginx; sets IMAGE_PATH (/images/FILE, the same on both) and IMAGE_SIZE (the served bytes).
+import_image() {
+	local data=$RUN/http/kiln-data file stored
+	ip netns exec "$NS_S" "$KILN" image import "$FILES/rand64M" --name bench --data-dir "$data" >"$RUN/image-import.log" 2>&1 ||
+		die "kiln image import failed: $(tail -3 "$RUN/image-import.log")"
+	file=$(ip netns exec "$NS_S" "$KILN" image list -o json --data-dir "$data" |
+		"$PY" -c 'import json,sys; print(next(i["file"] for i in json.load(sys.stdin) if i["name"] == "bench"))')
+	stored=$(find "$data" -type f -name "$file" | head -n 1)
+	[ -n "$stored" ] || die "the imported image $file is not under $data"
+	# Where nginx's workers (not root) can read it, like $FILES.
+	rm -rf "$NGINX_IMAGES"
+	mkdir -p "$NGINX_IMAGES"
+	cp "$stored" "$NGINX_IMAGES/$file"
+	chmod 755 "$NGINX_IMAGES"
+	chmod 644 "$NGINX_IMAGES/$file"
+	IMAGE_PATH=/images/$file
+	IMAGE_SIZE=$(stat -c %s "$stored")
+	cat "$stored" >/dev/null
 }
 
 section_http() {
@@ -839,6 +868,7 @@ section_http() {
 		  server {
 		    listen $SRV_IP:$NGINX_HTTP_PORT;
 		    location /artifacts/ { alias $FILES/; }
+		    location /images/ { alias $NGINX_IMAGES/; }
 		  }
 		}
 	EOF
@@ -851,6 +881,7 @@ section_http() {
 	for i in "${!pids[@]}"; do
 		wait_http "http://${HTTP_TARGETS[i]#*=}/artifacts/rand64M" "${pids[i]}"
 	done
+	import_image
 	DEADLINE=$((EPOCHSECONDS + HTTP_SECONDS))
 	http_bench
 	for i in "${pids[@]}"; do stop_and_forget "$i"; done

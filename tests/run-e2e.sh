@@ -65,8 +65,10 @@ if [ ${#scripts[@]} -eq 0 ]; then
 fi
 
 # Two lanes run side by side (QEMU under TCG keeps one core busy per machine; this machine
-# has two): the workflow suite, the longest, in one; every other script, in order, in the
-# other. KILN_E2E_LANES=1 runs everything one after the other.
+# has two): the longest suites (workflow, package, ui: ~15, ~15 and ~5 minutes) in one;
+# every other script, in order, in the other (multi alone takes ~15). KILN_E2E_LANES=1 runs
+# everything one after the other.
+LANE_A="workflow.sh package.sh ui.sh"
 lanes=${KILN_E2E_LANES:-2}
 results=$(mktemp -d)
 lane_pids=()
@@ -99,7 +101,7 @@ run_lane() {
 lane_a=()
 lane_b=()
 for s in "${scripts[@]}"; do
-	if [ "$lanes" -ge 2 ] && [ "$(basename "$s")" = workflow.sh ]; then lane_a+=("$s"); else lane_b+=("$s"); fi
+	if [ "$lanes" -ge 2 ] && [[ " $LANE_A " == *" $(basename "$s") "* ]]; then lane_a+=("$s"); else lane_b+=("$s"); fi
 done
 set -m # lanes in process groups of their own
 if [ ${#lane_a[@]} -gt 0 ]; then

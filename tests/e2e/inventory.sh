@@ -126,13 +126,4 @@ fi
 [ -s "$AGENT_OS/initrd.img" ] || die "agent OS missing: images/agent/build.sh $AGENT_OS"
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${CASES[@]}")
-passed=0
-failed=0
-for c in "${selected[@]}"; do
-	out=$( ("case_${c//-/_}") 2>&1) || true
-	printf '%s\n' "$out"
-	passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
-	failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
-done
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+run_cases "${selected[@]}"

@@ -501,3 +501,17 @@ require_assets() {
 	"$E2E_REPO/images/test-initramfs/local-disk.sh" "$E2E_ASSETS/local-disk.img" >/dev/null ||
 		die "building the local disk image failed"
 }
+
+# run_cases CASE...: runs case_<name> (dashes as underscores) for each, each in a subshell of
+# its own, shows its output, prints "N passed, N failed"; fails when one failed or none passed.
+run_cases() {
+	local c out passed=0 failed=0
+	for c in "$@"; do
+		out=$( ("case_${c//-/_}") 2>&1) || true
+		printf '%s\n' "$out"
+		passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
+		failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
+	done
+	echo "$passed passed, $failed failed"
+	[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+}

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Issue 13, several servers on one state. Two cases, each a child process of its own:
+# Issue 13 point 3, several servers on one state. Each case starts a PostgreSQL cluster of its
+# own (tests/lib/postgres.sh: initdb + pg_ctl in a temp dir, unix socket only, as `nobody` when
+# root; stopped and removed at the end) shared by two `kiln serve`, and provisions QEMU machines
+# to `succeeded` with the agent OS and workflows/debian-test-os.yaml. The test OS image is
+# imported once, through the first server; the second serves the same files (its images dir is
+# the first's: README "Several servers"). Each case is a child process of its own.
 #
-# segments (point 3(a), netboot only): two segments (bridges br0 10.77.0.0/24 and br1
-# 10.78.0.0/24 in the test's namespace), one `kiln serve --dhcp-serve own` on each, both on one
-# PostgreSQL; one QEMU machine per segment, netbooting at the same time: each gets its reserved
-# address and the test initramfs from the server of its own segment (kernel command line names
-# that server), both enrolled and switched to netboot through the first server only.
-#
-# takeover (point 3(b), no QEMU machine yet): two `kiln serve` on one PostgreSQL
-# cluster that this test starts itself (initdb + pg_ctl in its work dir, unix socket only, as
-# `nobody` when root; stopped and removed at the end), and one machine behind OpenIPMI's
-# ipmi_sim whose chassis only records commands (power reads "on" a few seconds after "set
-# power 1", like a slow BMC). The server that claimed the machine's BMC step is killed with
-# SIGKILL right after it sent the power-on; the other server takes the step over once the
-# lease runs out, reads the power state and sends nothing: the chassis log shows one power-on,
-# the workflow reaches netbooting, and the events the dead server wrote are all there.
+# segments (3(a)): two segments (bridges br0 10.77.0.0/24 and br1 10.78.0.0/24), one
+#   `kiln serve --dhcp-serve own` on each; one machine per segment, both provisioned at once,
+#   each by the server of its own segment: its DHCP answers name that server's boot URL, and
+#   that server streamed it the image (each server's /metrics).
+# takeover (3(b)): an HA pair on one segment (10.77.0.1 and .2, both answering DHCP) and one
+#   machine behind OpenIPMI's ipmi_sim, whose chassis starts and stops its QEMU machine
+#   (tests/e2e/vm-power.sh). The server that claimed the machine's BMC step, the one driving
+#   its workflow, is killed with SIGKILL right after it sent the power-on. The other takes the
+#   step over (≤ 30 s) and sends nothing, answers the machine's netboot, streams its image and
+#   takes its phone-home: the workflow succeeds, the chassis saw one power-on, and every event
+#   (the dead server's first ones included) is there.
+# hapair (the HA pair of point 2): two servers on one segment, both `--dhcp-serve all`; one
+#   machine provisioned to `succeeded` on one lease: both servers offer it the same address,
+#   each REQUEST is acked once, by the server it chose, and never NAKed.
 #
 #   tests/e2e/multi.sh [CASE...]     (root; KILN_BIN names the kiln under test)
 set -euo pipefail
@@ -22,185 +27,155 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 source "$REPO/tests/e2e/lib.sh"
 
+AGENT_OS=$E2E_ASSETS/agent-os
+TEST_OS=$E2E_ASSETS/test-os/test-os.raw.zst
 IPMI_PORT=9001
-MAC=52:54:00:4d:00:01
-POWER_DELAY=6 # seconds before the chassis reports "on" after "set power 1"
+B_IP=10.77.0.2 # the second server of an HA pair on br0
+# Generous: two TCG machines at once on two shared cores (one install alone takes ~3 min).
+WORKFLOW_TIMEOUT=${KILN_E2E_WORKFLOW_TIMEOUT:-1200}
 
-PG_DIR=
-PG_BIN=
-pg_ctl_run() {
-	local cmd=("$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" \
-		-o "-k $PG_DIR -c listen_addresses='' -p 5432" "$@")
-	if [ "$(id -u)" -eq 0 ]; then runuser -u nobody -- "${cmd[@]}"; else "${cmd[@]}"; fi
-}
-pg_start() {
-	PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-	[ -x "$PG_BIN/initdb" ] || die "PostgreSQL missing: apt-get install postgresql"
-	# Outside the work dir (0700): as root the cluster runs as nobody, who must reach it.
-	PG_DIR=$(mktemp -d /tmp/kiln-e2e-pg.XXXXXX)
-	[ "$(id -u)" -ne 0 ] || chown nobody "$PG_DIR"
-	local init=("$PG_BIN/initdb" -D "$PG_DIR/data" -U kiln --auth=trust --no-sync --no-locale -E UTF8)
-	if [ "$(id -u)" -eq 0 ]; then (cd "$PG_DIR" && runuser -u nobody -- "${init[@]}") >/dev/null; else "${init[@]}" >/dev/null; fi
-	(cd "$PG_DIR" && pg_ctl_run -w start) >/dev/null
+# shellcheck source=tests/lib/postgres.sh
+source "$REPO/tests/lib/postgres.sh"
+# The cluster, its log kept with the test's.
+pg_up() {
+	pg_start || die "could not start PostgreSQL"
 	E2E_LOGS+=("postgres=$E2E_WORK/postgres.log")
-	STORE="postgresql://kiln@/postgres?host=$PG_DIR&port=5432"
 }
-pg_stop() {
-	[ -n "$PG_DIR" ] || return 0
-	(cd "$PG_DIR" && pg_ctl_run -m immediate stop) >/dev/null 2>&1 || true
-	cp "$PG_DIR/postgres.log" "$E2E_WORK/postgres.log" 2>/dev/null || true
-	rm -rf "$PG_DIR"
-}
-psql_q() { "$PG_BIN/psql" -h "$PG_DIR" -p 5432 -U kiln -d postgres -At -c "$1"; }
+pg_down() { pg_stop "$E2E_WORK/postgres.log"; }
 
-# The chassis of ipmi_sim: records each command in $1/ctl.log; no machine behind it.
-write_chassis() {
-	local dir=$1
-	cat >"$dir/chassis.sh" <<-EOF
-		#!/bin/sh
-		D=$dir
-		shift
-		op=\$1; shift
-		echo "\$(date +%T.%N) \$op \$*" >>"\$D/ctl.log"
-		if [ "\$op" = get ]; then
-		  for k in "\$@"; do case \$k in
-		    power) if [ -f "\$D/on_at" ] && [ \$((\$(date +%s) - \$(cat "\$D/on_at"))) -ge $POWER_DELAY ]; then echo power:1; else echo power:0; fi ;;
-		    boot) echo "boot:\$(cat "\$D/boot" 2>/dev/null || echo default)" ;;
-		  esac; done
-		  exit 0
-		fi
-		while [ \$# -ge 2 ]; do
-		  case \$1 in
-		    power) if [ "\$2" = 1 ]; then [ -f "\$D/on_at" ] || date +%s >"\$D/on_at"; else rm -f "\$D/on_at"; fi ;;
-		    boot) echo "\$2" >"\$D/boot" ;;
-		  esac
-		  shift 2
-		done
-	EOF
-	chmod +x "$dir/chassis.sh"
-	ipmi_sim_files "$dir" "$IPMI_PORT" "$dir/chassis.sh" "password" kiln-multi
-	mkdir -p "$dir/state"
-}
-
-# serve_b: the second server, on 10.77.0.2 of the same segment, its own data dir and admin API.
-B_DATA=
-B_PID=
-serve_b() {
-	B_DATA=$E2E_WORK/data-b
-	mkdir -p "$B_DATA"
-	nsx ip addr add 10.77.0.2/24 dev br0
-	ip netns exec "$E2E_NS" "$KILN_BIN" serve --data-dir "$B_DATA" --address 10.77.0.2 --dhcp-mode off \
-		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "$E2E_WORK" \
-		--api-listen 127.0.0.1:9444 --store "$STORE" --server-id b </dev/null >"$E2E_WORK/kiln-serve-b.log" 2>&1 &
-	B_PID=$!
-	E2E_PIDS+=("$B_PID")
-	E2E_LOGS+=("kiln serve b=$E2E_WORK/kiln-serve-b.log")
-	wait_http_ok "http://10.77.0.2:$HTTP_PORT/healthz" 60 "$B_PID" || die "server b did not start"
-}
-
-# Servers and ipmi_sim first (newest first), then PostgreSQL; then the harness's own cleanup.
+# Servers, machines and ipmi_sim first (newest first), then PostgreSQL; then the harness's own
+# cleanup (the QEMU machine behind ipmi_sim, the namespace, the logs).
 multi_cleanup() {
 	local rc=$? i
 	trap - EXIT
 	set +e
 	for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${E2E_PIDS[i]}"; done
-	pg_stop
+	pg_down
 	(exit "$rc")
 	e2e_cleanup
 }
 
-case_takeover() {
-	e2e_setup takeover
-	command -v ipmi_sim >/dev/null || die "ipmi_sim missing: apt-get install openipmi"
+# setup CASE NTAPS: work dir, PostgreSQL, namespace with br0 and NTAPS taps.
+setup() {
+	e2e_setup "$1"
 	trap multi_cleanup EXIT
-	pg_start
-	ns_create 0
-	mkdir -p "$E2E_WORK/bmc"
-	write_chassis "$E2E_WORK/bmc"
-	ip netns exec "$E2E_NS" ipmi_sim -c "$E2E_WORK/bmc/lan.conf" -f "$E2E_WORK/bmc/bmc.emu" \
-		-s "$E2E_WORK/bmc/state" -n </dev/null >"$E2E_WORK/ipmi_sim.log" 2>&1 &
-	E2E_PIDS+=("$!")
-	E2E_LOGS+=("ipmi_sim=$E2E_WORK/ipmi_sim.log" "chassis=$E2E_WORK/bmc/ctl.log")
+	[ -s "$TEST_OS" ] || die "test OS image missing: images/test-os/build.sh $E2E_ASSETS/test-os"
+	[ -s "$AGENT_OS/initrd.img" ] || die "agent OS missing: images/agent/build.sh $AGENT_OS"
+	pg_up
+	ns_create "$2"
+}
 
-	KILN_ARTIFACTS=$E2E_WORK kiln_serve --dhcp-mode off --store "$STORE" --server-id a
-	local a_pid=$KILN_PID
-	serve_b
-	check "takeover: both servers beat in the servers table" \
-		[ "$(psql_q "SELECT string_agg(id, ',' ORDER BY id) FROM servers")" = a,b ]
+# serve_a ID [ARGS...]: the first server (lib.sh's kiln_serve: 10.77.0.1 on br0, admin API
+# 127.0.0.1:9443, data dir $E2E_DATA) with the agent OS, on the shared store; the images dir
+# the second server will share exists from now on.
+serve_a() {
+	local id=$1
+	shift
+	KILN_ARTIFACTS=$AGENT_OS kiln_serve --store "$STORE" --server-id "$id" "$@"
+	A_PID=$KILN_PID
+	A_DATA=$E2E_DATA
+	mkdir -p "$(images_dir_of "$A_DATA")"
+}
+images_dir_of() { echo "$1/images"; }
 
-	cat >"$E2E_WORK/hardware.csv" <<-EOF
-		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
-		m1,ipmi://127.0.0.1:$IPMI_PORT,admin,password,$MAC,10.77.0.61,255.255.255.0,$SERVER_IP,$SERVER_IP,kiln.dev/boot-mode=legacy,/dev/vda
-	EOF
+# serve_b ID INTERFACE ADDRESS [ARGS...]: the second server, its own data dir and admin API
+# (127.0.0.1:9444), the first one's images dir. Sets B_PID, B_DATA, B_LOG.
+serve_b() {
+	local id=$1 iface=$2 address=$3
+	shift 3
+	B_DATA=$E2E_WORK/data-b
+	B_LOG=$E2E_WORK/kiln-serve-b.log
+	mkdir -p "$B_DATA"
+	ln -s "$(images_dir_of "$A_DATA")" "$(images_dir_of "$B_DATA")"
+	local cmd=("$KILN_BIN" serve --data-dir "$B_DATA" --interface "$iface" --address "$address"
+		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "$AGENT_OS"
+		--kernel-args "$KERNEL_ARGS" --api-listen 127.0.0.1:9444 --store "$STORE" --server-id "$id" "$@")
+	log "starting: ${cmd[*]}"
+	ip netns exec "$E2E_NS" "${cmd[@]}" </dev/null >"$B_LOG" 2>&1 &
+	B_PID=$!
+	E2E_PIDS+=("$B_PID")
+	E2E_LOGS+=("kiln serve b=$B_LOG")
+	wait_http_ok "http://$address:$HTTP_PORT/healthz" 60 "$B_PID" || die "server $id did not start"
+	local i
+	for i in $(seq 150); do
+		[ -s "$B_DATA/api.json" ] && break
+		sleep 0.2
+	done
+	[ -s "$B_DATA/api.json" ] || die "server $id wrote no $B_DATA/api.json"
+	# The admin token is the store's (the first server made it): the CLI on this host may
+	# talk to either server.
+	cp "$A_DATA/admin.token" "$B_DATA/admin.token"
+}
+
+# enroll_and_import: hardware.csv (written by the caller) enrolled and the test OS imported,
+# through the first server.
+enroll_and_import() {
 	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
-	cat >"$E2E_WORK/t.yaml" <<-'EOF'
-		name: reach-agent
-		timeout: 30m
-		actions:
-		  - name: hello
-		    kind: exec
-		    timeout: 1m
-		    with:
-		      command: "true"
-	EOF
-	kiln workflow create --template "$E2E_WORK/t.yaml" --hardware m1 >/dev/null || die "workflow create failed"
-
-	# Whoever claims the step: kill it as soon as its power-on went out.
-	local owner="" i
-	for i in $(seq 300); do
-		grep -q "set .*power 1" "$E2E_WORK/bmc/ctl.log" 2>/dev/null && break
-		sleep 0.1
-	done
-	owner=$(psql_q "SELECT record::json->'power'->'start'->>'claimed_by' FROM workflows")
-	local state
-	state=$(psql_q "SELECT record::json->'power'->'start'->>'state' FROM workflows")
-	log "step claimed by $owner ($state); sending SIGKILL to it"
-	local victim=$a_pid survivor=b
-	[ "$owner" = b ] && { victim=$B_PID; survivor=a; }
-	kill -KILL "$victim"
-	check "takeover: the step was running (not done) when its server was killed" [ "$state" = running ]
-	local t0=$SECONDS
-	for i in $(seq 120); do
-		[ "$(psql_q "SELECT state FROM workflows")" = netbooting ] && break
-		sleep 0.5
-	done
-	local took=$((SECONDS - t0))
-	check "takeover: the other server finished the BMC step (workflow netbooting after ${took} s, bound 30 s)" \
-		[ "$(psql_q "SELECT state FROM workflows")" = netbooting ]
-	check "takeover: the step's last claim is the survivor's ($survivor)" \
-		[ "$(psql_q "SELECT record::json->'power'->'start'->>'claimed_by' FROM workflows")" = "$survivor" ]
-	check "takeover: took over within 30 s" [ "$took" -le 30 ]
-	check "takeover: ipmi_sim's chassis received exactly one power-on" \
-		[ "$(grep -c "set .*power 1" "$E2E_WORK/bmc/ctl.log")" = 1 ]
-	psql_q "SELECT id, record::json->>'kind' FROM events WHERE machine = 'm1' ORDER BY id" >"$E2E_WORK/events.txt"
-	sed 's/^/#   /' "$E2E_WORK/events.txt"
-	# shellcheck disable=SC2016 # expanded by the inner bash
-	check "takeover: no event lost: the dead server's boot-device and power events, then one bmc.done" \
-		bash -c 'k=$(cut -d"|" -f2 "$1" | grep "^bmc\." | tr "\n" " "); [ "$k" = "bmc.boot-device bmc.power bmc.done " ]' _ "$E2E_WORK/events.txt"
+	kiln image import "$TEST_OS" --name test-os >/dev/null || die "image import failed"
 }
 
-BOOT_TIMEOUT=${KILN_E2E_BOOT_TIMEOUT:-300}
-
-# boots_from VM_LOG VM_PID SERVER_URL HOST IP LABEL: the test initramfs ran with SERVER_URL as
-# kiln.server, got IP, and fetched SERVER_URL/healthz.
-boots_from() {
-	local vmlog=$1 pid=$2 url=$3 host=$4 ip=$5 label=$6 seen
-	seen=$(wait_for_any "$vmlog" "$BOOT_TIMEOUT" "$pid" "$M_FETCH_OK" "$M_FETCH_FAIL" "${M_DEAD_ENDS[@]}") ||
-		seen="nothing within ${BOOT_TIMEOUT}s (or QEMU exited)"
-	log "$label: $(serial_line "$vmlog" KILN-CMDLINE) $(serial_line "$vmlog" KILN-GUEST-IP) ($seen)"
-	check "$label: netbooted the test initramfs and fetched /healthz" [ "$seen" = "$M_FETCH_OK" ]
-	check "$label: its kernel command line names the server of its segment ($url)" \
-		has_marker "$vmlog" "KILN-CMDLINE server=$url mac="
-	check "$label: got its reserved address $ip" has_marker "$vmlog" "KILN-GUEST-IP=$ip"
-	: "$host"
+# install HOST [ARGS...]: a debian-test-os workflow for HOST. Its rendered URLs (the image's)
+# name the server it is created through, or --server-url.
+install() {
+	local host=$1
+	shift
+	kiln workflow create --template "$REPO/workflows/debian-test-os.yaml" --hardware "$host" "$@" >/dev/null ||
+		die "workflow create $host failed"
 }
+
+# wf_state HOST / wf_field HOST SQL-JSON-PATH: the machine's workflow, read from the shared
+# store (whichever server is alive).
+wf_state() { psql_q "SELECT state FROM workflows WHERE hardware = '$1' ORDER BY created_ms DESC LIMIT 1"; }
+wf_field() { psql_q "SELECT record::json$2 FROM workflows WHERE hardware = '$1' ORDER BY created_ms DESC LIMIT 1"; }
+
+# wait_ended TIMEOUT HOST...: until every HOST's workflow ended (or TIMEOUT s passed).
+wait_ended() {
+	local deadline=$((SECONDS + $1)) h s left
+	shift
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		left=0
+		for h in "$@"; do
+			s=$(wf_state "$h")
+			case $s in succeeded | failed | timed-out) ;; *) left=1 ;; esac
+		done
+		[ "$left" = 0 ] && return 0
+		sleep 3
+	done
+	return 1
+}
+
+# machine_disk NAME: a blank 3 GiB sparse disk.
+machine_disk() {
+	truncate -s 3G "$E2E_WORK/$1.disk.raw"
+	echo "$E2E_WORK/$1.disk.raw"
+}
+
+# events_json FILE: every event (JSON lines), through the admin API of the server whose data
+# dir $E2E_DATA is.
+events_json() { kiln_cli events --last 100000 -o json >"$1"; }
+
+# metric URL SAMPLE: one sample of URL/metrics (0 when absent).
+metric() {
+	nsx curl --noproxy '*' -s --max-time 5 "$1/metrics" |
+		awk -v s="$2" '$1 == s { v = $2 } END { printf "%d\n", (v == "" ? 0 : v) }'
+}
+
+# succeeded_checks LABEL HOST IP: the workflow succeeded and the installed OS phoned home from
+# its reserved address.
+succeeded_checks() {
+	local label=$1 host=$2 ip=$3 state peer
+	state=$(wf_state "$host")
+	check "$label: $host's workflow succeeded (got $state)" [ "$state" = succeeded ]
+	peer=$(kiln_cli workflow show "$host" -o json 2>/dev/null |
+		python3 -c 'import json,sys; print((json.load(sys.stdin).get("phone_home") or {}).get("peer", ""))' 2>/dev/null || true)
+	check "$label: $host's installed OS phoned home from its reserved address $ip (got $peer)" [ "$peer" = "$ip" ]
+	[ "$state" = succeeded ] || kiln_cli workflow logs "$host" 2>/dev/null | tail -n 20 | sed 's/^/#   logs: /'
+}
+
+# ---- segments ---------------------------------------------------------------------------
 
 case_segments() {
-	e2e_setup segments
-	trap multi_cleanup EXIT
-	require_assets
-	pg_start
-	ns_create 1
+	setup segments 1
 	# The second segment: br1 with tap1, no link to br0.
 	nsx ip link add br1 type bridge
 	nsx ip link set br1 type bridge stp_state 0 forward_delay 0
@@ -209,18 +184,8 @@ case_segments() {
 	nsx ip link set tap1 up
 	nsx ip addr add 10.78.0.1/24 dev br1
 	nsx ip link set br1 up
-	KILN_ARTIFACTS=$E2E_ASSETS/initramfs kiln_serve --dhcp-serve own --store "$STORE" --server-id seg-a \
-		--no-router-advert
-	B_DATA=$E2E_WORK/data-b
-	mkdir -p "$B_DATA"
-	ip netns exec "$E2E_NS" "$KILN_BIN" serve --data-dir "$B_DATA" --interface br1 --address 10.78.0.1 \
-		--dhcp-serve own --http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" \
-		--artifacts "$E2E_ASSETS/initramfs" --kernel-args "$KERNEL_ARGS" --no-router-advert \
-		--api-listen 127.0.0.1:9444 --store "$STORE" --server-id seg-b </dev/null >"$E2E_WORK/kiln-serve-b.log" 2>&1 &
-	B_PID=$!
-	E2E_PIDS+=("$B_PID")
-	E2E_LOGS+=("kiln serve b=$E2E_WORK/kiln-serve-b.log")
-	wait_http_ok "http://10.78.0.1:$HTTP_PORT/healthz" 60 "$B_PID" || die "server b did not start"
+	serve_a seg-a --dhcp-serve own --no-router-advert
+	serve_b seg-b br1 10.78.0.1 --dhcp-serve own --no-router-advert
 
 	local mac_a=52:54:00:4d:0a:01 mac_b=52:54:00:4d:0b:01
 	cat >"$E2E_WORK/hardware.csv" <<-EOF
@@ -228,18 +193,208 @@ case_segments() {
 		seg-a-1,,,,$mac_a,10.77.0.57,255.255.255.0,10.77.0.1,10.77.0.1,,/dev/vda
 		seg-b-1,,,,$mac_b,10.78.0.57,255.255.255.0,10.78.0.1,10.78.0.1,,/dev/vda
 	EOF
-	kiln enroll "$E2E_WORK/hardware.csv" >/dev/null || die "enrolment failed"
-	kiln hardware netboot seg-a-1 on >/dev/null
-	kiln hardware netboot seg-b-1 on >/dev/null
-	vm_start seg-a-1 --fw bios --tap tap0 --mac "$mac_a"
-	local log_a=$VM_LOG pid_a=$VM_PID
-	vm_start seg-b-1 --fw bios --tap tap1 --mac "$mac_b"
-	local log_b=$VM_LOG pid_b=$VM_PID
-	boots_from "$log_a" "$pid_a" "http://10.77.0.1:$HTTP_PORT" seg-a-1 10.77.0.57 "segments: seg-a-1 on br0"
-	boots_from "$log_b" "$pid_b" "http://10.78.0.1:$HTTP_PORT" seg-b-1 10.78.0.57 "segments: seg-b-1 on br1"
+	enroll_and_import
+	install seg-a-1
+	install seg-b-1 --server-url "http://10.78.0.1:$HTTP_PORT"
+	vm_start seg-a-1 --tap tap0 --mac "$mac_a" --disk "$(machine_disk seg-a-1)" --rw-disk --reboot --mem 1024
+	vm_start seg-b-1 --tap tap1 --mac "$mac_b" --disk "$(machine_disk seg-b-1)" --rw-disk --reboot --mem 1024
+	wait_ended "$WORKFLOW_TIMEOUT" seg-a-1 seg-b-1 || log "not both ended within $WORKFLOW_TIMEOUT s"
+	succeeded_checks segments seg-a-1 10.77.0.57
+	succeeded_checks segments seg-b-1 10.78.0.57
+
+	events_json "$E2E_WORK/events.json"
+	local host url
+	for host in seg-a-1 seg-b-1; do
+		url=http://10.77.0.1:$HTTP_PORT
+		[ "$host" = seg-b-1 ] && url=http://10.78.0.1:$HTTP_PORT
+		# shellcheck disable=SC2016 # python
+		check "segments: $host's DHCP answers with a boot file all name its own segment's server ($url)" \
+			python3 -c 'import json, sys
+host, url = sys.argv[2], sys.argv[3]
+ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+boots = [e["detail"] for e in ev if e.get("machine") == host and e["kind"] in ("dhcp.offer", "dhcp.ack") and "boot=" in e["detail"]]
+print("#   " + "\n#   ".join(boots))
+assert boots and all(("boot=" + url + "/") in d for d in boots), boots' "$E2E_WORK/events.json" "$host" "$url"
+	done
+	# One machine per server: each served one image stream (and the other none would show 0).
+	local size a_bytes b_bytes
+	size=$(stat -c %s "$TEST_OS")
+	a_bytes=$(metric "http://10.77.0.1:$HTTP_PORT" 'kiln_http_file_bytes_total{root="images"}')
+	b_bytes=$(metric "http://10.78.0.1:$HTTP_PORT" 'kiln_http_file_bytes_total{root="images"}')
+	check "segments: seg-a streamed the image to its segment's machine ($a_bytes bytes; image $size)" [ "$a_bytes" -ge "$size" ]
+	check "segments: seg-b streamed the image to its segment's machine ($b_bytes bytes; image $size)" [ "$b_bytes" -ge "$size" ]
+	check "segments: both servers beat in the servers table" \
+		[ "$(psql_q "SELECT string_agg(id, ',' ORDER BY id) FROM servers")" = seg-a,seg-b ]
 }
 
-CASES=(segments takeover)
+# ---- takeover ---------------------------------------------------------------------------
+
+# bmc_machine DIR VMDIR MAC TAP DISK: ipmi_sim's files for one BMC on 127.0.0.1:$IPMI_PORT whose
+# chassis is tests/e2e/vm-power.sh driving that QEMU machine (bios, 1 GiB, the disk).
+bmc_machine() {
+	local dir=$1 vmdir=$2 mac=$3 tap=$4 disk=$5
+	mkdir -p "$dir"
+	cat >"$dir/machine.sh" <<-EOF
+		#!/bin/sh
+		VMDIR=$vmdir MAC=$mac TAP=$tap MEM=1024 DISK=$disk exec $REPO/tests/e2e/vm-power.sh "\$@"
+	EOF
+	chmod +x "$dir/machine.sh"
+	ipmi_sim_files "$dir" "$IPMI_PORT" "$dir/machine.sh" "password" kiln-multi
+}
+
+case_takeover() {
+	setup takeover 1
+	command -v ipmi_sim >/dev/null || die "ipmi_sim missing: apt-get install openipmi"
+	local mac=52:54:00:4d:00:01 vmdir=$E2E_WORK/vm
+	bmc_machine "$E2E_WORK/bmc" "$vmdir" "$mac" tap0 "$(machine_disk m1)"
+	E2E_PIDFILES+=("$vmdir/qemu.pid")
+	ip netns exec "$E2E_NS" ipmi_sim -c "$E2E_WORK/bmc/lan.conf" -f "$E2E_WORK/bmc/bmc.emu" \
+		-s "$E2E_WORK/bmc/state" -n </dev/null >"$E2E_WORK/ipmi_sim.log" 2>&1 &
+	E2E_PIDS+=("$!")
+	E2E_LOGS+=("ipmi_sim=$E2E_WORK/ipmi_sim.log" "chassis=$vmdir/ctl.log" "m1 serial=$vmdir/serial.log")
+
+	serve_a a
+	nsx ip addr add "$B_IP/24" dev br0
+	serve_b b br0 "$B_IP"
+	cat >"$E2E_WORK/hardware.csv" <<-EOF
+		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
+		m1,ipmi://127.0.0.1:$IPMI_PORT,admin,password,$mac,10.77.0.61,255.255.255.0,$SERVER_IP,$SERVER_IP,kiln.dev/boot-mode=legacy,/dev/vda
+	EOF
+	enroll_and_import
+	# Server a claims the step and so is the one to kill: b is paused (SIGSTOP) until a has
+	# claimed it. The workflow's rendered URLs (the image's) name b, the survivor: such URLs
+	# name one server (README, "Several servers").
+	kill -STOP "$B_PID"
+	install m1 --server-url "http://$B_IP:$HTTP_PORT"
+	local i
+	for i in $(seq 600); do
+		grep -q "set power 1" "$vmdir/ctl.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	local owner state
+	owner=$(wf_field m1 "->'power'->'start'->>'claimed_by'")
+	state=$(wf_field m1 "->'power'->'start'->>'state'")
+	log "step claimed by $owner ($state) and its power-on sent; SIGKILL to a, SIGCONT to b"
+	kill -KILL "$A_PID"
+	kill -CONT "$B_PID"
+	wait "$A_PID" 2>/dev/null || true
+	local killed_at_ms survivor=b survivor_url=http://$B_IP:$HTTP_PORT
+	killed_at_ms=$(date +%s%3N)
+	E2E_DATA=$B_DATA # the CLI talks to the survivor from now on
+	check "takeover: the BMC step was running (not done), claimed by a, when a was killed ($owner, $state)" \
+		[ "$owner/$state" = a/running ]
+
+	local t0=$SECONDS took
+	for i in $(seq 120); do
+		[ "$(wf_field m1 "->'power'->'start'->>'state'")" = "done" ] && break
+		sleep 0.5
+	done
+	took=$((SECONDS - t0))
+	check "takeover: the other server finished the BMC step (after ${took} s)" \
+		[ "$(wf_field m1 "->'power'->'start'->>'state'")" = "done" ]
+	check "takeover: within the documented bound, 30 s" [ "$took" -le 30 ]
+	check "takeover: the step's last claim is the survivor's ($survivor)" \
+		[ "$(wf_field m1 "->'power'->'start'->>'claimed_by'")" = "$survivor" ]
+
+	wait_ended "$WORKFLOW_TIMEOUT" m1 || log "the workflow did not end within $WORKFLOW_TIMEOUT s"
+	succeeded_checks takeover m1 10.77.0.61
+	# The finish step (next boot from disk) ran too: nothing BMC-wise is left.
+	for i in $(seq 60); do
+		[ "$(wf_field m1 "->'power'->'finish'->>'state'")" = "done" ] && break
+		sleep 1
+	done
+	check "takeover: the survivor set the machine's next boot to its disk at the end" \
+		[ "$(wf_field m1 "->'power'->'finish'->>'state'")/$(wf_field m1 "->'power'->'finish'->>'claimed_by'")" = "done/$survivor" ]
+	sed 's/^/#   chassis: /' "$vmdir/ctl.log"
+	check "takeover: ipmi_sim's chassis received exactly one power command, the power-on" \
+		[ "$(grep -cE "set .*(power|reset) " "$vmdir/ctl.log")/$(grep -c "set power 1" "$vmdir/ctl.log")" = 1/1 ]
+
+	# The survivor served the machine after the kill: DHCP, the image, the agent.
+	events_json "$E2E_WORK/events.json"
+	# shellcheck disable=SC2016 # python
+	check "takeover: after the kill the machine netbooted from the survivor ($survivor_url)" \
+		python3 -c 'import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+after = [e["detail"] for e in ev if e.get("machine") == "m1" and e["kind"] == "dhcp.ack" and e["at_ms"] > int(sys.argv[3]) and "boot=" in e["detail"]]
+print("#   " + "\n#   ".join(after))
+assert after and all(("boot=" + sys.argv[2] + "/") in d for d in after), after' \
+		"$E2E_WORK/events.json" "$survivor_url" "$killed_at_ms"
+	local size bytes
+	size=$(stat -c %s "$TEST_OS")
+	bytes=$(metric "$survivor_url" 'kiln_http_file_bytes_total{root="images"}')
+	check "takeover: the survivor streamed the image ($bytes bytes of $size)" [ "$bytes" -ge "$size" ]
+
+	# No event lost: the dead server's boot-device and power events, the survivor's done; then
+	# the whole workflow, each event once, in order.
+	python3 "$REPO/tests/e2e/event_kinds.py" m1 "$mac" <"$E2E_WORK/events.json" >"$E2E_WORK/kinds.txt"
+	sed 's/^/#   /' "$E2E_WORK/kinds.txt"
+	check "takeover: BMC events: the dead server's boot-device and power, the survivor's done; at the end, done (disk)" \
+		[ "$(grep '^bmc\.' "$E2E_WORK/kinds.txt" | tr '\n' ' ')" = "bmc.boot-device bmc.power bmc.done bmc.done " ]
+	check "takeover: workflow events: created, running, three actions started and succeeded, rebooting, succeeded" \
+		[ "$(grep -E '^(workflow|action)\.' "$E2E_WORK/kinds.txt" | grep -v '^workflow.netbooting$' | tr '\n' ' ')" = \
+		"workflow.created workflow.running action.started action.succeeded action.started action.succeeded action.started action.succeeded workflow.rebooting workflow.succeeded " ]
+}
+
+# ---- hapair -----------------------------------------------------------------------------
+
+# The machine's DHCP events, one a line: AT_MS KIND IP DETAIL (see case_hapair).
+same_address() { [ -s "$1" ] && ! awk -v ip="$2" '$3 != ip' "$1" | grep -q .; }
+offered_by() {
+	local file=$1 url
+	shift
+	for url in "$@"; do grep -q "dhcp.offer .*boot=$url/" "$file" || return 1; done
+}
+no_nak() { ! grep -qE ' dhcp\.(nak|decline) ' "$1"; }
+# A second server's ACK to the same REQUEST would follow the first within milliseconds.
+one_ack_per_exchange() {
+	awk '$2 == "dhcp.ack" { if (last && $1 - last < 3000) bad = 1; last = $1 } END { exit bad }' "$1"
+}
+
+case_hapair() {
+	setup hapair 1
+	serve_a a --dhcp-serve all
+	nsx ip addr add "$B_IP/24" dev br0
+	serve_b b br0 "$B_IP" --dhcp-serve all
+	local mac=52:54:00:4d:0c:01 ip=10.77.0.58
+	write_hardware_csv "$E2E_WORK/hardware.csv" "ha-1,$mac,$ip"
+	enroll_and_import
+	install ha-1
+	vm_start ha-1 --tap tap0 --mac "$mac" --disk "$(machine_disk ha-1)" --rw-disk --reboot --mem 1024
+	wait_ended "$WORKFLOW_TIMEOUT" ha-1 || log "the workflow did not end within $WORKFLOW_TIMEOUT s"
+	succeeded_checks hapair ha-1 "$ip"
+
+	events_json "$E2E_WORK/events.json"
+	python3 - "$E2E_WORK/events.json" ha-1 >"$E2E_WORK/dhcp.txt" <<-'EOF'
+		import json, sys
+		ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+		for e in sorted(ev, key=lambda e: (e["at_ms"], e["id"])):
+		    if e.get("machine") == sys.argv[2] and e["kind"].startswith("dhcp."):
+		        print(e["at_ms"], e["kind"], e.get("ip") or "-", e["detail"])
+	EOF
+	sed 's/^/#   /' "$E2E_WORK/dhcp.txt"
+	local a=$KILN_URL b=http://$B_IP:$HTTP_PORT
+	check "hapair: every DHCP answer gave the machine the same address $ip" same_address "$E2E_WORK/dhcp.txt" "$ip"
+	check "hapair: both servers offered it netbooting (offers naming each server's boot URL)" \
+		offered_by "$E2E_WORK/dhcp.txt" "$a" "$b"
+	check "hapair: no NAK, no DECLINE (no conflicting answers)" no_nak "$E2E_WORK/dhcp.txt"
+	check "hapair: one ACK per exchange (no two ACKs within 3 s)" one_ack_per_exchange "$E2E_WORK/dhcp.txt"
+	local acks_a acks_b offers_a offers_b naks ignored acks
+	acks_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="ack"}')
+	acks_b=$(metric "$b" 'kiln_dhcp_packets_total{outcome="ack"}')
+	offers_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="offer"}')
+	offers_b=$(metric "$b" 'kiln_dhcp_packets_total{outcome="offer"}')
+	naks=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="nak"}') + $(metric "$b" 'kiln_dhcp_packets_total{outcome="nak"}')))
+	ignored=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}') + $(metric "$b" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}')))
+	acks=$(grep -c ' dhcp.ack ' "$E2E_WORK/dhcp.txt" || true)
+	log "metrics: a offered $offers_a, acked $acks_a; b offered $offers_b, acked $acks_b; naks $naks; REQUESTs left to the other server $ignored; ACK events $acks"
+	check "hapair: both servers offered (a $offers_a, b $offers_b)" [ "$((offers_a > 0))$((offers_b > 0))" = 11 ]
+	check "hapair: the servers' ACKs are the machine's ACK events ($acks_a + $acks_b = $acks): none unseen, none twice" \
+		[ $((acks_a + acks_b)) = "$acks" ]
+	check "hapair: REQUESTs that chose one server were left to it by the other ($ignored), none NAKed ($naks)" \
+		[ "$((ignored > 0))/$naks" = 1/0 ]
+}
+
+CASES=(takeover segments hapair)
 
 if [ "${1:-}" = --case ]; then
 	"case_$2"

@@ -24,6 +24,8 @@ pub struct Identity {
     pub api: Option<(String, [u8; 32])>,
     pub mac: MacAddr,
     pub hostname: Option<String>,
+    /// `kiln.inspect=1`: the machine is not enrolled; report its inventory and power off.
+    pub inspect: bool,
 }
 
 impl Identity {
@@ -50,6 +52,7 @@ impl Identity {
             api,
             mac,
             hostname: get("kiln.hostname"),
+            inspect: get("kiln.inspect").as_deref() == Some("1"),
         })
     }
 }
@@ -139,6 +142,43 @@ impl Client {
         );
         let _ = self.token.set(claimed.token);
         Ok(())
+    }
+
+    /// Inspection-only mode: a ticket good for one inventory report of this MAC.
+    pub fn inspect_claim(&self) -> Result<(), Refused> {
+        let body = serde_json::to_string(&ClaimRequest {
+            mac: self.id.mac,
+            run: agent_run(),
+        })
+        .expect("claims serialize");
+        let url = self.url("/v1/agent/inspect/claim");
+        let (status, text) = self.retrying("taking an inspection ticket", || {
+            status_and_text(self.post_json(&url, &body)?)
+        });
+        if status != 200 {
+            return Err(Self::refused(status, text));
+        }
+        let claimed: Claimed = serde_json::from_str(&text)
+            .map_err(|e| Refused::Other(status, format!("unreadable ticket: {e}")))?;
+        let _ = self.token.set(claimed.token);
+        Ok(())
+    }
+
+    /// Inspection-only mode: the inventory, on the ticket; retried until the server answers.
+    pub fn send_inspection(
+        &self,
+        inventory: &kiln_api::inventory::Inventory,
+    ) -> Result<(), Refused> {
+        let body = serde_json::to_string(inventory).expect("inventories serialize");
+        let url = self.url("/v1/agent/inspect/inventory");
+        let (status, text) = self.retrying("sending the inspection", || {
+            status_and_text(self.post_json(&url, &body)?)
+        });
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Self::refused(status, text))
+        }
     }
 
     /// The machine's cloud-init seed. The server hands it out once per workflow, so it is
@@ -371,6 +411,12 @@ mod tests {
         );
         assert_eq!(id.mac.to_string(), "52:54:00:aa:00:01");
         assert_eq!(id.hostname.as_deref(), Some("node1"));
+        assert!(!id.inspect);
+        let inspecting = Identity::from_cmdline(
+            "kiln.inspect=1 kiln.server=http://x kiln.mac=52:54:00:aa:00:01",
+        )
+        .unwrap();
+        assert!(inspecting.inspect);
         assert!(
             Identity::from_cmdline("kiln.server=http://x")
                 .unwrap_err()

@@ -219,8 +219,15 @@ fn run_workflow() -> ExitCode {
         id.hostname.as_deref().unwrap_or("?"),
         uptime.split_whitespace().next().unwrap_or("?")
     );
+    let inspect = id.inspect;
     let client = kiln_agent::client::Client::new(id);
-    match kiln_agent::runner::run(&client) {
+    let left = if inspect {
+        println!("kiln-agent: inspection-only mode (this machine is not enrolled)");
+        Ok(kiln_agent::runner::inspect(&client))
+    } else {
+        kiln_agent::runner::run(&client)
+    };
+    match left {
         Ok(Leave::Kexec) => {
             println!("kiln-agent: starting the installed OS's kernel (kexec)");
             let _ = std::process::Command::new("sync").status();

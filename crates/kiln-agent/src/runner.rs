@@ -392,6 +392,33 @@ fn report_inventory(client: &Client) {
     }
 }
 
+/// Inspection-only mode (`kiln.inspect=1`, a machine that is not enrolled): take a ticket,
+/// report the inventory on it, then power off. Powered off rather than halted or rebooted: a
+/// machine left running would netboot again at the next reset, and one that is off draws no
+/// power until the operator enrols it and its BMC (or a hand) turns it on. It powers off
+/// whatever the server answered: inspection is best-effort, and a refusal says why in its
+/// events.
+pub fn inspect(client: &Client) -> Leave {
+    match client.inspect_claim() {
+        Ok(()) => {
+            wait_for_path(
+                Path::new(DRIVERS_LOADED),
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                &|| println!("kiln-agent: waiting for drivers before the inventory"),
+            );
+            let inv = inventory::collect(Path::new("/"));
+            println!("kiln-agent: inspection: {}", inv.summary());
+            match client.send_inspection(&inv) {
+                Ok(()) => println!("kiln-agent: inspection reported"),
+                Err(e) => eprintln!("kiln-agent: the inspection was refused: {e:?}"),
+            }
+        }
+        Err(e) => eprintln!("kiln-agent: no inspection ticket: {e:?}"),
+    }
+    Leave::Poweroff
+}
+
 /// Runs actions until the workflow is done. Returns how the agent should
 /// leave the machine now.
 pub fn run(client: &Client) -> Result<Leave, String> {

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::MacAddr;
+use crate::disk_hint::{Cmp, parse_size};
 use crate::event_data::DhcpClient;
+use crate::inventory::{FirmwareKind, Inventory};
 
 /// At most this many MACs are kept; the one seen least recently goes first.
 pub const MAX_DISCOVERED: usize = 1024;
@@ -30,11 +32,43 @@ pub struct DiscoveredMac {
     pub vendor_class: Option<String>,
     /// Option 77 (`iPXE`), escaped and cut at [`MAX_CLASS_LEN`].
     pub user_class: Option<String>,
+    /// What the agent found when it booted in inspection-only mode (`--discovery inspect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
 }
+
+/// An inspection-only boot's report, kept with the discovered MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Inspection {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub inventory: Inventory,
+}
+
+/// The largest inventory kept per discovered MAC (JSON bytes): a real server's is a few KiB;
+/// with [`MAX_DISCOVERED`] MACs the list stays within 64 MiB whatever unknown clients send.
+pub const MAX_INSPECTION_JSON: usize = 64 * 1024;
 
 impl DiscoveredMac {
     /// `self` then `later` (the same MAC): the first sighting stays, the rest is the latest.
+    /// A record with `count` 0 is no sighting (an inspection report): only its inspection
+    /// is merged.
     pub fn merge(&mut self, later: &DiscoveredMac) {
+        if later.count > 0 {
+            self.merge_sighting(later);
+        }
+        // A sighting carries no inventory: it never erases one; a newer inspection replaces it.
+        if let Some(i) = &later.inspection
+            && self
+                .inspection
+                .as_ref()
+                .is_none_or(|mine| i.at_ms >= mine.at_ms)
+        {
+            self.inspection = Some(i.clone());
+        }
+    }
+
+    fn merge_sighting(&mut self, later: &DiscoveredMac) {
         self.first_seen_ms = self.first_seen_ms.min(later.first_seen_ms);
         if later.last_seen_ms >= self.last_seen_ms {
             self.last_seen_ms = later.last_seen_ms;
@@ -61,8 +95,45 @@ impl DiscoveredMac {
     }
 
     /// Facts enrolment rules match on: `arch` (`x86_64`, `arm64`, `x86`, `arm32`),
-    /// `firmware` (`bios`, `uefi`), `client` (`pxe`, `ipxe`, `http`, `plain`).
+    /// `firmware` (`bios`, `uefi`), `client` (`pxe`, `ipxe`, `http`, `plain`); once inspected,
+    /// `vendor` and `product` (DMI), and `firmware` as the agent found it.
     pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = self.dhcp_facts();
+        if let Some(inv) = self.inspection.as_ref().map(|i| &i.inventory) {
+            facts.retain(|(f, _)| *f != "firmware");
+            let firmware = match inv.firmware {
+                FirmwareKind::Bios => "bios",
+                FirmwareKind::Uefi => "uefi",
+            };
+            facts.push(("firmware", firmware.to_string()));
+            facts.push(("vendor", inv.dmi.vendor.clone()));
+            facts.push(("product", inv.dmi.product.clone()));
+        }
+        facts
+    }
+
+    /// Whether the MAC meets a rule's condition; an inventory condition needs an inspection.
+    pub fn satisfies(&self, c: &RuleCondition) -> bool {
+        match c {
+            RuleCondition::Fact { fact, op, value } => {
+                let holds = self.facts().iter().any(|(f, v)| f == fact && v == value);
+                holds == (*op == Cmp::Eq)
+            }
+            RuleCondition::Measure { measure, op, n } => {
+                let Some(inv) = self.inspection.as_ref().map(|i| &i.inventory) else {
+                    return false;
+                };
+                match measure {
+                    Measure::MemoryGib => op.holds(inv.memory_gib(), *n),
+                    Measure::CpuCores => op.holds(u64::from(inv.cpu.cores), *n),
+                    Measure::Disks => op.holds(inv.disks.len() as u64, *n),
+                    Measure::DiskSize => inv.disks.iter().any(|d| op.holds(d.size_bytes, *n)),
+                }
+            }
+        }
+    }
+
+    fn dhcp_facts(&self) -> Vec<(&'static str, String)> {
         let mut facts = vec![("client", format!("{:?}", self.client).to_lowercase())];
         if let Some(a) = self.arch {
             let arch = match a {
@@ -76,6 +147,79 @@ impl DiscoveredMac {
             facts.push(("firmware", if a == 0 { "bios" } else { "uefi" }.to_string()));
         }
         facts
+    }
+}
+
+/// What an inventory condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    MemoryGib,
+    CpuCores,
+    /// How many disks.
+    Disks,
+    /// Any one disk's size, in bytes.
+    DiskSize,
+}
+
+/// The condition of an enrolment rule (`FACT=VALUE`, `inventory.memory_gib>=64`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleCondition {
+    /// `arch=x86_64`, `vendor!=QEMU`: [`Cmp::Eq`] or [`Cmp::Ne`].
+    Fact {
+        fact: &'static str,
+        op: Cmp,
+        value: String,
+    },
+    Measure {
+        measure: Measure,
+        op: Cmp,
+        n: u64,
+    },
+}
+
+/// Facts a rule may test for equality.
+pub const RULE_FACTS: [&str; 5] = ["arch", "firmware", "client", "vendor", "product"];
+/// Inventory measures a rule may compare (the selectors' names).
+pub const RULE_MEASURES: &str =
+    "inventory.memory_gib, inventory.cpu_cores, inventory.disks, disk.size";
+
+impl RuleCondition {
+    /// `arch=arm64`, `vendor!=QEMU`, `inventory.memory_gib>=64`, `disk.size>=500G`.
+    pub fn parse(s: &str) -> Result<RuleCondition, String> {
+        let (key, op, value) = Cmp::split(s)
+            .filter(|(_, op, _)| *op != Cmp::Contains)
+            .ok_or_else(|| format!("{s:?} needs one of =, !=, >=, <=, >, <"))?;
+        if let Some(&fact) = RULE_FACTS.iter().find(|f| **f == key) {
+            if !matches!(op, Cmp::Eq | Cmp::Ne) {
+                return Err(format!("{key} is compared with = or != only"));
+            }
+            return Ok(RuleCondition::Fact {
+                fact,
+                op,
+                value: value.to_string(),
+            });
+        }
+        let measure = match key {
+            "inventory.memory_gib" => Measure::MemoryGib,
+            "inventory.cpu_cores" => Measure::CpuCores,
+            "inventory.disks" => Measure::Disks,
+            "disk.size" => Measure::DiskSize,
+            _ => {
+                return Err(format!(
+                    "{key:?} is not one of {}, {RULE_MEASURES}",
+                    RULE_FACTS.join(", ")
+                ));
+            }
+        };
+        let n = if measure == Measure::DiskSize {
+            parse_size(value)
+                .ok_or_else(|| format!("{value:?} is not a size (500, 500G, 2T; GiB by default)"))?
+        } else {
+            value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a whole number"))?
+        };
+        Ok(RuleCondition::Measure { measure, op, n })
     }
 }
 
@@ -100,7 +244,9 @@ pub struct DiscoveredEnroll {
     /// Labels for every machine (`k=v`).
     #[serde(default)]
     pub labels: Vec<String>,
-    /// `FACT=VALUE:K=V`: label `K=V` on machines whose fact matches (see [`DiscoveredMac::facts`]).
+    /// `CONDITION:K=V`: label `K=V` on machines that meet the condition (see
+    /// [`RuleCondition::parse`]: `arch=arm64`, `vendor=Dell Inc.`, `inventory.memory_gib>=64`,
+    /// `disk.size>=500G`; inventory conditions need an inspection).
     #[serde(default)]
     pub rules: Vec<String>,
     /// Only these MACs (default: every discovered one).
@@ -128,6 +274,7 @@ mod tests {
             arch,
             vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
             user_class: None,
+            inspection: None,
         }
     }
 
@@ -162,5 +309,92 @@ mod tests {
         );
         assert_eq!(clean_class(b"a\x1bb"), "a\\u{1b}b");
         assert_eq!(clean_class(&[b'x'; 200]).len(), MAX_CLASS_LEN);
+    }
+
+    fn inspected(at: u64, gib: u64, disks_gib: &[u64]) -> Inspection {
+        let mut inventory = Inventory {
+            memory_bytes: gib << 30,
+            dmi: crate::inventory::Dmi {
+                vendor: "QEMU".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        inventory.cpu.cores = 2;
+        inventory.firmware = FirmwareKind::Uefi;
+        for (i, g) in disks_gib.iter().enumerate() {
+            inventory.disks.push(crate::inventory::Disk {
+                name: format!("vd{}", (b'a' + i as u8) as char),
+                by_path: String::new(),
+                size_bytes: g << 30,
+                model: String::new(),
+                serial: format!("S{i}"),
+                wwn: String::new(),
+                rotational: false,
+                removable: false,
+                signatures: Vec::new(),
+                partitions: Vec::new(),
+            });
+        }
+        Inspection {
+            at_ms: at,
+            inventory,
+        }
+    }
+
+    #[test]
+    fn a_sighting_never_erases_an_inspection_and_a_newer_one_replaces_it() {
+        let mut a = seen(100, Some(0));
+        a.inspection = Some(inspected(150, 1, &[2]));
+        a.merge(&seen(200, Some(0)));
+        assert_eq!(a.inspection.as_ref().unwrap().at_ms, 150);
+        // A report (count 0) changes nothing of what DHCP saw.
+        let mut b = seen(300, None);
+        b.count = 0;
+        b.client = DhcpClient::Plain;
+        b.vendor_class = None;
+        b.inspection = Some(inspected(300, 4, &[2]));
+        a.merge(&b);
+        assert_eq!(a.inspection.as_ref().unwrap().inventory.memory_gib(), 4);
+        assert_eq!((a.count, a.last_seen_ms, a.arch), (2, 200, Some(0)));
+        assert_eq!(a.client, DhcpClient::Pxe);
+        assert!(a.vendor_class.is_some());
+        let mut old = seen(50, Some(0));
+        old.inspection = Some(inspected(50, 8, &[]));
+        a.merge(&old);
+        assert_eq!(
+            a.inspection.as_ref().unwrap().at_ms,
+            300,
+            "an older report is ignored"
+        );
+    }
+
+    #[test]
+    fn rule_conditions_read_dhcp_facts_and_the_inspected_inventory() {
+        let c = |s: &str| RuleCondition::parse(s).unwrap();
+        let mut d = seen(1, Some(0));
+        assert!(d.satisfies(&c("firmware=bios")));
+        assert!(d.satisfies(&c("arch!=arm64")));
+        // Not inspected: an inventory condition does not hold, whatever it says.
+        assert!(!d.satisfies(&c("inventory.memory_gib>=0")));
+        d.inspection = Some(inspected(2, 2, &[4, 8]));
+        assert!(d.satisfies(&c("firmware=uefi")), "the agent's word wins");
+        assert!(!d.satisfies(&c("firmware=bios")));
+        assert!(d.satisfies(&c("vendor=QEMU")));
+        assert!(d.satisfies(&c("inventory.memory_gib>=2")));
+        assert!(!d.satisfies(&c("inventory.memory_gib>2")));
+        assert!(d.satisfies(&c("inventory.cpu_cores=2")));
+        assert!(d.satisfies(&c("inventory.disks=2")));
+        assert!(d.satisfies(&c("disk.size>=8G")));
+        assert!(!d.satisfies(&c("disk.size>8G")));
+        for bad in [
+            "colour=red",
+            "arch>=1",
+            "inventory.memory_gib>=lots",
+            "disk.size>=9X",
+            "arch",
+        ] {
+            assert!(RuleCondition::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -180,6 +180,19 @@ pub enum EventData {
         /// What the disk held: `vda: gpt; vda1: ext4`, or `none`.
         signatures: String,
     },
+    /// A MAC not enrolled took an inspection ticket from `peer`.
+    InspectionClaimed {
+        #[schema(value_type = String)]
+        mac: crate::MacAddr,
+        #[schema(value_type = String)]
+        peer: IpAddr,
+    },
+    /// A MAC not enrolled reported what its agent found (inspection-only mode).
+    InspectionReported {
+        #[schema(value_type = String)]
+        mac: crate::MacAddr,
+        summary: crate::inventory::InventorySummary,
+    },
     /// An admin API request refused.
     ApiRefused {
         method: String,
@@ -310,6 +323,8 @@ impl EventData {
             D::ApiRefused { .. } => K::ApiRefused,
             D::InventoryReported { .. } => K::InventoryReported,
             D::DiskOverwriting { .. } => K::DiskOverwriting,
+            D::InspectionClaimed { .. } => K::InspectionClaimed,
+            D::InspectionReported { .. } => K::InspectionReported,
         }
     }
 
@@ -350,7 +365,10 @@ impl EventData {
                 esc(reason);
             }
             EventData::Action { message, .. } => message.iter_mut().for_each(esc),
-            EventData::InventoryReported { summary } => summary.disks.iter_mut().for_each(esc),
+            EventData::InventoryReported { summary }
+            | EventData::InspectionReported { summary, .. } => {
+                summary.disks.iter_mut().for_each(esc)
+            }
             EventData::DiskOverwriting {
                 device,
                 identity,
@@ -429,6 +447,8 @@ impl fmt::Display for EventData {
             | D::AgentSeed { .. }
             | D::ApiRefused { .. }
             | D::InventoryReported { .. }
+            | D::InspectionClaimed { .. }
+            | D::InspectionReported { .. }
             | D::DiskOverwriting { .. } => self.fmt_agent(f),
         }
     }
@@ -711,6 +731,15 @@ impl EventData {
                 reason,
             } => write!(f, "{method} {path} from {peer}: {reason}"),
             D::InventoryReported { summary } => write!(f, "inventory: {summary}"),
+            D::InspectionClaimed { mac, peer } => {
+                write!(
+                    f,
+                    "{mac} (not enrolled) took an inspection ticket from {peer}"
+                )
+            }
+            D::InspectionReported { mac, summary } => {
+                write!(f, "{mac} (not enrolled) inspected: {summary}")
+            }
             D::DiskOverwriting {
                 device,
                 identity,
@@ -927,6 +956,14 @@ mod tests {
                     ..Default::default()
                 },
             },
+            EventData::InspectionClaimed {
+                mac: "52:54:00:00:00:09".parse().unwrap(),
+                peer,
+            },
+            EventData::InspectionReported {
+                mac: "52:54:00:00:00:09".parse().unwrap(),
+                summary: Default::default(),
+            },
             EventData::DiskOverwriting {
                 workflow: "wf-1".into(),
                 device: "/dev/vda".into(),
@@ -979,7 +1016,7 @@ mod tests {
             assert_eq!(back, d, "{json}");
         }
         // One tag per variant: a new variant without a sample shows here.
-        assert_eq!(tags.len(), 22, "{tags:?}");
+        assert_eq!(tags.len(), 24, "{tags:?}");
     }
 
     #[test]

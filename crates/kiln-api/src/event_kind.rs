@@ -76,6 +76,10 @@ event_kinds! {
     InventoryReported = "inventory.reported",
     /// The agent is about to write a disk (what the disk held is in the data).
     DiskOverwriting = "disk.overwriting",
+    /// A MAC not enrolled took an inspection ticket (`--discovery inspect`).
+    InspectionClaimed = "inspection.claimed",
+    /// A MAC not enrolled reported its inventory in inspection-only mode.
+    InspectionReported = "inspection.reported",
 }
 
 impl EventKind {
@@ -84,7 +88,10 @@ impl EventKind {
     /// anyone can cause those, so their history is bounded apart.
     pub fn is_wire(self) -> bool {
         let n = self.as_str();
-        n.starts_with("dhcp.") || n.starts_with("tftp.") || n.starts_with("http.")
+        n.starts_with("dhcp.")
+            || n.starts_with("tftp.")
+            || n.starts_with("http.")
+            || n.starts_with("inspection.")
     }
 
     /// `workflow.<state>` for a workflow entering `state`.

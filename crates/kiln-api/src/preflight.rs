@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 
 /// Where preflights are posted.
 pub const PREFLIGHT: &str = "/api/v1/preflight";
+/// The last preflight report of the server asked.
+pub const PREFLIGHT_LAST: &str = "/api/v1/preflight/last";
 
 /// A file sent for checking, named for diagnostics (`hardware.csv:3`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -142,6 +144,15 @@ impl PreflightReport {
             warnings,
         }
     }
+}
+
+/// `GET /api/v1/preflight/last`: the last report this server made, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LastPreflight {
+    /// RFC 3339: when the checks ended.
+    pub at: String,
+    pub at_ms: u64,
+    pub report: PreflightReport,
 }
 
 #[cfg(test)]

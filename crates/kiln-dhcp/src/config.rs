@@ -52,6 +52,9 @@ pub struct Config {
     pub boot: BootFiles,
     /// Which enrolled machines this server answers (several servers, one state).
     pub segments: crate::segment::Segments,
+    /// `--discovery inspect`: MACs not enrolled that netboot are answered too (see
+    /// [`crate::inspect`]); `None` lists them only.
+    pub inspect: Option<crate::inspect::Inspect>,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             lease_secs: 86_400,
             boot: BootFiles::default(),
             segments: crate::segment::Segments::All,
+            inspect: None,
         }
     }
 

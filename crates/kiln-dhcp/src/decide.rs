@@ -178,6 +178,7 @@ pub fn decide_via(req: &Message, ingress: Ingress, inv: &Inventory, cfg: &Config
                 .as_deref()
                 .map(|v| kiln_model::discovery::clean_class(v.as_bytes())),
             user_class: client.user_class.clone(),
+            inspection: None,
         };
         return Decision {
             unknown: Some(unknown),
@@ -193,6 +194,109 @@ pub fn decide_via(req: &Message, ingress: Ingress, inv: &Inventory, cfg: &Config
         Mode::Off => Decision::ignore(Outcome::IgnoredOff, "DHCP is off"),
     };
     decision.with_machine(hw)
+}
+
+/// [`decide_via`], and with `--discovery inspect` (`cfg.inspect`) an answer for a MAC that is
+/// not enrolled: a netboot client (or, in reservation mode, a plain client still holding the
+/// lease its netboot got) is answered as a machine named `inspect-` and its MAC's hex digits,
+/// with an address from the pool for [`crate::inspect::INSPECT_LEASE_SECS`]. Such a decision
+/// names no machine (no events: anyone can send one), still reports the MAC to discovery, and
+/// records the lease in `leases`.
+pub fn decide_inspecting(
+    req: &Message,
+    ingress: Ingress,
+    inv: &Inventory,
+    cfg: &Config,
+    leases: &mut crate::inspect::Leases,
+    now_ms: u64,
+) -> Decision {
+    let decision = decide_via(req, ingress, inv, cfg);
+    let Some(inspect) = cfg.inspect.as_ref() else {
+        return decision;
+    };
+    if decision.outcome != Outcome::IgnoredUnknown {
+        return decision;
+    }
+    let Ok(client) = client::classify(req) else {
+        return decision;
+    };
+    let unknown = decision.unknown.clone();
+    let keep = |mut d: Decision| {
+        d.mac = Some(client.mac);
+        d.machine = None;
+        d.event = None;
+        d.unknown = unknown.clone();
+        d
+    };
+    let hostname = format!("inspect-{}", client.mac.to_string().replace(':', ""));
+    let guest = |ip: Ipv4Addr, netmask: Ipv4Addr| Hardware {
+        hostname: hostname.clone(),
+        mac: client.mac,
+        ip,
+        netmask,
+        gateway: None,
+        nameservers: Vec::new(),
+        labels: Default::default(),
+        disk: String::new(),
+        vlan_id: None,
+        bmc: None,
+        netboot: true,
+    };
+    match cfg.mode {
+        Mode::Proxy => keep(proxy(
+            req,
+            &client,
+            &guest(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+            ingress,
+            cfg,
+        )),
+        Mode::Reservation => {
+            let Some(pool) = inspect.pool.as_ref() else {
+                return decision;
+            };
+            let ip = match client.msg_type {
+                MessageType::Release => {
+                    leases.release(&client.mac);
+                    return decision;
+                }
+                MessageType::Discover | MessageType::Request if client.kind.is_netboot() => {
+                    let lease_ms = u64::from(inspect.lease_secs) * 1000;
+                    let taken = |ip: Ipv4Addr| inv.by_ip(&ip).is_some();
+                    leases.lease(client.mac, now_ms, lease_ms, pool, &taken)
+                }
+                MessageType::Discover | MessageType::Request => {
+                    let held = leases.held(&client.mac, now_ms);
+                    if let Some(ip) = held {
+                        let lease_ms = u64::from(inspect.lease_secs) * 1000;
+                        let taken = |ip: Ipv4Addr| inv.by_ip(&ip).is_some();
+                        leases.lease(client.mac, now_ms, lease_ms, pool, &taken);
+                        Some(ip)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let Some(ip) = ip else {
+                return Decision {
+                    detail: format!("{} (inspection: no pool address for it)", decision.detail),
+                    ..decision
+                };
+            };
+            let cfg = Config {
+                lease_secs: inspect.lease_secs,
+                ..cfg.clone()
+            };
+            keep(reservation(
+                req,
+                &client,
+                &guest(ip, pool.netmask),
+                ingress,
+                &cfg,
+            ))
+        }
+        Mode::Off => decision,
+    }
 }
 
 fn reservation(

@@ -10,6 +10,7 @@ pub mod boot;
 pub mod client;
 pub mod config;
 pub mod decide;
+pub mod inspect;
 pub mod probe;
 mod reply;
 pub mod router_advert;
@@ -18,7 +19,10 @@ pub mod server;
 pub mod wire;
 
 pub use config::{BootFiles, Config, Mode};
-pub use decide::{Decision, Destination, Ingress, Outcome, Reply, decide, decide_via};
+pub use decide::{
+    Decision, Destination, Ingress, Outcome, Reply, decide, decide_inspecting, decide_via,
+};
+pub use inspect::{INSPECT_LEASE_SECS, Inspect, InspectPool, Leases, SharedLeases};
 pub use router_advert::{RouterAdvertError, build_router_advert, run_router_advert};
 pub use segment::{Segments, Subnet};
 pub use server::{DhcpError, DhcpServer, ServerOptions, run};

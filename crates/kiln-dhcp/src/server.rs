@@ -86,9 +86,17 @@ pub struct DhcpServer {
     inv: SharedInventory,
     events: Arc<dyn EventSink>,
     discovery: Option<Arc<dyn DiscoverySink>>,
+    leases: crate::inspect::SharedLeases,
 }
 
 impl DhcpServer {
+    /// The inspection lease table (see [`crate::inspect`]), to share with whoever checks an
+    /// inspected machine's address.
+    pub fn with_leases(mut self, leases: crate::inspect::SharedLeases) -> Self {
+        self.leases = leases;
+        self
+    }
+
     /// Reports MACs that are not enrolled to `sink` (discovery).
     pub fn with_discovery(mut self, sink: Arc<dyn DiscoverySink>) -> Self {
         self.discovery = Some(sink);
@@ -122,6 +130,7 @@ impl DhcpServer {
             inv,
             events,
             discovery: None,
+            leases: Default::default(),
         })
     }
 
@@ -135,6 +144,7 @@ impl DhcpServer {
             inv,
             events,
             discovery,
+            leases,
         } = self;
         let Some(dhcp) = dhcp else {
             info!(interface = %opts.interface, "DHCP is off");
@@ -172,7 +182,10 @@ impl DhcpServer {
                 &opts,
                 &inv,
                 events.as_ref(),
-                discovery.as_deref(),
+                Strangers {
+                    discovery: discovery.as_deref(),
+                    leases: &leases,
+                },
             ) else {
                 continue;
             };
@@ -196,6 +209,12 @@ pub async fn run(
     DhcpServer::bind(opts, inv, events)?.serve(shutdown).await
 }
 
+/// Where MACs that are not enrolled go: discovery, and inspection's leases.
+struct Strangers<'a> {
+    discovery: Option<&'a dyn DiscoverySink>,
+    leases: &'a crate::inspect::SharedLeases,
+}
+
 /// One packet through the pure core, with metrics, logs and events. Returns
 /// the reply bytes and where to send them.
 fn process(
@@ -205,11 +224,27 @@ fn process(
     opts: &ServerOptions,
     inv: &SharedInventory,
     events: &dyn EventSink,
-    discovery: Option<&dyn DiscoverySink>,
+    strangers: Strangers<'_>,
 ) -> Option<(Vec<u8>, SocketAddr)> {
+    let Strangers { discovery, leases } = strangers;
     let inventory = inv.load();
     let started = Instant::now();
-    let handled = handle_packet(packet, ingress, &inventory, &opts.config);
+    let handled = if opts.config.inspect.is_some() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
+        crate::wire::handle_packet_inspecting(
+            packet,
+            ingress,
+            &inventory,
+            &opts.config,
+            &mut leases,
+            now,
+        )
+    } else {
+        handle_packet(packet, ingress, &inventory, &opts.config)
+    };
     metrics::histogram!("kiln_dhcp_decide_seconds").record(started.elapsed().as_secs_f64());
     let Handled { decision, bytes } = match handled {
         Ok(h) => h,
@@ -265,6 +300,19 @@ async fn recv_maybe(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(u
     }
 }
 
+/// The receive buffer DHCP asks for: a rack whose power comes back sends a thousand
+/// DISCOVERs within a second; the default buffer (`rmem_default`, about 208 KiB) holds some
+/// 200 of them and the rest would be dropped, each machine retrying only seconds later.
+pub(crate) const STORM_BUFFER: usize = 4 << 20;
+
+/// Sets [`STORM_BUFFER`]: past `net.core.rmem_max` when the process may (SO_RCVBUFFORCE
+/// needs CAP_NET_ADMIN, which a DHCP server on a real interface has), else up to it.
+fn room_for_a_boot_storm(socket: &Socket) {
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, STORM_BUFFER).is_err() {
+        let _ = socket.set_recv_buffer_size(STORM_BUFFER);
+    }
+}
+
 /// 0.0.0.0:port bound to one interface (SO_BINDTODEVICE), with broadcast on
 /// (replies to address-less clients) and SO_REUSEADDR (quick restarts).
 pub(crate) fn bind_udp(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
@@ -276,6 +324,7 @@ pub(crate) fn bind_udp(interface: &str, port: u16) -> Result<UdpSocket, DhcpErro
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_broadcast(true).map_err(err)?;
+    room_for_a_boot_storm(&socket);
     socket
         .bind_device(Some(interface.as_bytes()))
         .map_err(err)?;
@@ -306,6 +355,22 @@ mod tests {
     }
 
     const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x00, 0x00, 0x01]);
+
+    #[tokio::test]
+    async fn the_dhcp_socket_holds_a_boot_storm() {
+        // SO_BINDTODEVICE needs root, as does SO_RCVBUFFORCE past rmem_max (CI runs as root).
+        let socket = match bind_udp("lo", 0) {
+            Err(DhcpError::Socket { source, .. })
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                return;
+            }
+            other => other.unwrap(),
+        };
+        // The kernel reports twice what was set (its bookkeeping overhead included).
+        let size = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert!(size >= STORM_BUFFER, "receive buffer {size} bytes");
+    }
 
     fn inventory() -> SharedInventory {
         SharedInventory::new(Inventory::new([Hardware {

@@ -944,3 +944,140 @@ fn a_server_answers_its_own_segment_and_the_relays_it_serves() {
         Outcome::Offer
     );
 }
+
+fn inspect_config() -> Config {
+    Config {
+        inspect: Some(crate::Inspect {
+            pool: Some(crate::InspectPool::parse("10.77.0.200-10.77.0.201/24").unwrap()),
+            lease_secs: crate::INSPECT_LEASE_SECS,
+        }),
+        ..config()
+    }
+}
+
+fn lease_time(m: &Message) -> Option<u32> {
+    match opt(m, 51) {
+        Some(DhcpOption::AddressLeaseTime(s)) => Some(*s),
+        _ => None,
+    }
+}
+
+#[test]
+fn inspection_leases_a_pool_address_to_an_unknown_netboot_client_only() {
+    let inv = inventory();
+    let cfg = inspect_config();
+    let mut leases = crate::Leases::default();
+    let stranger = mac(9);
+    let go = |msg: Message, leases: &mut crate::Leases, now: u64| {
+        crate::decide_inspecting(&msg, Ingress::Dhcp, &inv, &cfg, leases, now)
+    };
+    // A plain client that never netbooted gets nothing: the pool is not a DHCP server.
+    let d = go(request(MessageType::Discover, stranger), &mut leases, 0);
+    assert_eq!(d.outcome, Outcome::IgnoredUnknown);
+    assert!(d.reply.is_none() && d.unknown.is_some());
+    // PXE: an offer from the pool, the short lease, the first-stage binary; no event.
+    let d = go(
+        pxe(request(MessageType::Discover, stranger), 0),
+        &mut leases,
+        0,
+    );
+    assert_eq!(d.outcome, Outcome::Offer);
+    let m = reply(&d);
+    assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 77, 0, 200));
+    assert_eq!(lease_time(m), Some(crate::INSPECT_LEASE_SECS));
+    assert_eq!(file(m).as_deref(), Some("undionly.kpxe"));
+    assert!(matches!(opt(m, 12), Some(DhcpOption::Hostname(h)) if h == "inspect-525400aabb09"));
+    assert!(d.machine.is_none() && d.event.is_none(), "no event: {d:?}");
+    assert!(d.unknown.is_some(), "still reported to discovery");
+    // iPXE then asks for the script, and the agent OS's plain client for its address.
+    let d = go(
+        ipxe(request(MessageType::Discover, stranger), 0),
+        &mut leases,
+        1000,
+    );
+    assert_eq!(
+        file(reply(&d)).as_deref(),
+        Some("http://10.77.0.1:8080/ipxe/52:54:00:aa:bb:09/boot.ipxe")
+    );
+    let mut req = request(MessageType::Request, stranger);
+    req.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            10, 77, 0, 200,
+        )));
+    let d = go(req, &mut leases, 2000);
+    assert_eq!(d.outcome, Outcome::Ack);
+    assert_eq!(reply(&d).yiaddr(), Ipv4Addr::new(10, 77, 0, 200));
+    assert_eq!(
+        leases.held(&stranger, 2000),
+        Some(Ipv4Addr::new(10, 77, 0, 200))
+    );
+    // Enrolled machines are answered as before.
+    let d = go(
+        pxe(request(MessageType::Discover, mac(1)), 0),
+        &mut leases,
+        0,
+    );
+    assert_eq!(reply(&d).yiaddr(), machine(1, true).ip);
+    assert!(d.event.is_some());
+    // The pool runs out: the third stranger gets nothing.
+    assert!(
+        go(
+            pxe(request(MessageType::Discover, mac(10)), 0),
+            &mut leases,
+            0
+        )
+        .reply
+        .is_some()
+    );
+    let d = go(
+        pxe(request(MessageType::Discover, mac(11)), 0),
+        &mut leases,
+        0,
+    );
+    assert!(d.reply.is_none(), "{d:?}");
+    // Without inspection, the same stranger gets nothing.
+    let d = crate::decide_inspecting(
+        &pxe(request(MessageType::Discover, stranger), 0),
+        Ingress::Dhcp,
+        &inv,
+        &config(),
+        &mut crate::Leases::default(),
+        0,
+    );
+    assert_eq!(d.outcome, Outcome::IgnoredUnknown);
+    assert!(d.reply.is_none());
+}
+
+#[test]
+fn inspection_in_proxy_mode_adds_boot_information_only() {
+    let cfg = Config {
+        mode: Mode::Proxy,
+        inspect: Some(crate::Inspect {
+            pool: None,
+            lease_secs: crate::INSPECT_LEASE_SECS,
+        }),
+        ..config()
+    };
+    let mut leases = crate::Leases::default();
+    let d = crate::decide_inspecting(
+        &pxe(request(MessageType::Discover, mac(9)), 7),
+        Ingress::Dhcp,
+        &inventory(),
+        &cfg,
+        &mut leases,
+        0,
+    );
+    let m = reply(&d);
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(file(m).as_deref(), Some("ipxe.efi"));
+    assert!(leases.is_empty());
+    let plain = crate::decide_inspecting(
+        &request(MessageType::Discover, mac(9)),
+        Ingress::Dhcp,
+        &inventory(),
+        &cfg,
+        &mut leases,
+        0,
+    );
+    assert!(plain.reply.is_none());
+}

@@ -52,7 +52,25 @@ pub fn handle_packet(
     cfg: &Config,
 ) -> Result<Handled, PacketError> {
     let msg = decode(bytes)?;
-    let decision = decide_via(&msg, ingress, inv, cfg);
+    encoded(decide_via(&msg, ingress, inv, cfg))
+}
+
+/// [`handle_packet`] with inspection's lease table (see [`crate::decide_inspecting`]).
+pub fn handle_packet_inspecting(
+    bytes: &[u8],
+    ingress: Ingress,
+    inv: &Inventory,
+    cfg: &Config,
+    leases: &mut crate::inspect::Leases,
+    now_ms: u64,
+) -> Result<Handled, PacketError> {
+    let msg = decode(bytes)?;
+    encoded(crate::decide::decide_inspecting(
+        &msg, ingress, inv, cfg, leases, now_ms,
+    ))
+}
+
+fn encoded(decision: Decision) -> Result<Handled, PacketError> {
     let bytes = match &decision.reply {
         Some(reply) => Some(encode(&reply.message)?),
         None => None,

@@ -437,21 +437,41 @@ impl Engine {
         Ok(())
     }
 
-    /// Claims every BMC step that is due, one transaction per workflow.
-    pub fn claim_power_jobs(&self) -> Result<Vec<ClaimedJob>, EngineError> {
-        self.claim_power_jobs_at(now_ms())
+    /// Claims BMC steps that are due, at most `max`, one transaction per workflow.
+    pub fn claim_power_jobs(&self, max: usize) -> Result<Vec<ClaimedJob>, EngineError> {
+        self.claim_power_jobs_at(now_ms(), max)
     }
 
-    /// [`Engine::claim_power_jobs`] at time `now`. A workflow another server is changing is
-    /// skipped, not waited for (it is looked at again a second later).
-    pub fn claim_power_jobs_at(&self, now: u64) -> Result<Vec<ClaimedJob>, EngineError> {
+    /// [`Engine::claim_power_jobs`] at time `now`, at most `max` of them: a server claims only
+    /// what it can run at once, so the rest stay free for another server (and need no lease
+    /// renewals while they wait). A workflow another server is changing is skipped, not
+    /// waited for (it is looked at again a second later).
+    pub fn claim_power_jobs_at(
+        &self,
+        now: u64,
+        max: usize,
+    ) -> Result<Vec<ClaimedJob>, EngineError> {
         let mut jobs = Vec::new();
         for id in self.store.workflows_with_power_due()? {
+            if jobs.len() >= max {
+                break;
+            }
             let claimed = self
                 .store
                 .with_workflow(WorkflowKey::IdUnlessLocked(&id), |wf, tx| {
+                    if let Some(done) = power::settle_overtaken(wf, now, &self.owner) {
+                        let mut ev = Event::of(done).with_machine(wf.hardware.clone());
+                        ev.at_ms = now;
+                        tx.event(&ev)?;
+                    }
                     let job = power::claim_job(wf, now, &self.owner);
-                    if matches!(job, Some(power::PowerJob::Netboot { .. })) && credential::rearm(wf)
+                    // A step taken over after its power command went out continues the round
+                    // that command started: the agent may already hold its credential.
+                    let taken_over_after_power =
+                        job.is_some_and(|j| power::sent_before(wf, j).is_some());
+                    if matches!(job, Some(power::PowerJob::Netboot { .. }))
+                        && !taken_over_after_power
+                        && credential::rearm(wf)
                     {
                         // Kiln starts a netboot round: whoever claimed before it (a host that
                         // raced the machine) loses the credential.
@@ -531,6 +551,9 @@ impl Engine {
         let now = now_ms();
         let mut changed = 0;
         for wf in self.store.workflows(true)? {
+            if !machine::timeout_due(&wf, now) {
+                continue;
+            }
             let did = self
                 .store
                 .with_workflow(WorkflowKey::Id(&wf.id), |wf, tx| {

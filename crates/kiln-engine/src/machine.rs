@@ -441,9 +441,27 @@ pub fn cancel(wf: &mut Workflow, reason: &str, now: u64) -> Result<Effects, Repo
 }
 
 /// Timeouts: the running action's, then the workflow's.
+/// Whether [`tick`] has anything to do for `wf` at `now` (a timeout is due). Decided on a
+/// snapshot, so that a server locks and writes only the workflows with something due: with a
+/// thousand running workflows, a locked round trip (and a commit) for each one every tick
+/// would keep the store busy doing nothing.
+pub fn timeout_due(wf: &Workflow, now: u64) -> bool {
+    if wf.state.is_terminal() {
+        return false;
+    }
+    if now >= wf.deadline_ms {
+        return true;
+    }
+    wf.current().is_some_and(|index| {
+        let action = &wf.actions[index];
+        let limit = action.spec.timeout.as_millis() as u64;
+        action.state == ActionState::Running && action.started_ms.is_some_and(|s| now >= s + limit)
+    })
+}
+
 pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
     let mut fx = Effects::default();
-    if wf.state.is_terminal() {
+    if !timeout_due(wf, now) {
         return fx;
     }
     if now >= wf.deadline_ms {
@@ -456,14 +474,9 @@ pub fn tick(wf: &mut Workflow, now: u64) -> Effects {
         return fx;
     }
     if let Some(index) = wf.current() {
-        let action = &mut wf.actions[index];
-        let limit = action.spec.timeout.as_millis() as u64;
-        if action.state == ActionState::Running
-            && action.started_ms.is_some_and(|s| now >= s + limit)
-        {
-            let msg = format!("timed out after {} s", limit / 1000);
-            retry_or_end(wf, index, msg, ActionState::TimedOut, now, &mut fx);
-        }
+        let limit = wf.actions[index].spec.timeout.as_millis() as u64;
+        let msg = format!("timed out after {} s", limit / 1000);
+        retry_or_end(wf, index, msg, ActionState::TimedOut, now, &mut fx);
     }
     fx
 }
@@ -779,6 +792,31 @@ mod tests {
                 state: WorkflowState::TimedOut
             }
         ));
+    }
+
+    #[test]
+    fn a_timeout_is_due_exactly_when_tick_acts() {
+        let mut w = wf();
+        run(&mut w, 2_000);
+        // The action's 10 min, then the workflow's hour.
+        for now in [
+            2_000,
+            2_000 + 10 * 60_000 - 1,
+            2_000 + 10 * 60_000,
+            1_000 + 3_600_000,
+        ] {
+            let due = timeout_due(&w, now);
+            let fx = tick(&mut w.clone(), now);
+            assert_eq!(due, !fx.events.is_empty(), "at {now}: {fx:?}");
+        }
+        assert!(!timeout_due(&w, 2_000 + 10 * 60_000 - 1));
+        assert!(timeout_due(&w, 2_000 + 10 * 60_000));
+        tick(&mut w, 1_000 + 3_600_000);
+        assert_eq!(w.state, WorkflowState::TimedOut);
+        assert!(
+            !timeout_due(&w, u64::MAX),
+            "an ended workflow has nothing due"
+        );
     }
 
     #[test]

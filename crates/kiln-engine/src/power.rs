@@ -212,6 +212,26 @@ pub fn netbooted_on_its_own(wf: &mut Workflow) -> bool {
     false
 }
 
+/// A start step whose claim ran out after the workflow went on without it: its server died
+/// mid-step, yet the machine's agent called (the power-on took, the machine netbooted), so
+/// nothing is left to send. The step is done, recorded as `owner`'s, who found it so; its
+/// event is returned. Without this the step would stay claimed by a dead server for good: only a
+/// pending workflow's start step is claimed again.
+pub fn settle_overtaken(wf: &mut Workflow, now: u64, owner: &str) -> Option<EventData> {
+    let step = &mut wf.power.start;
+    if wf.state == WorkflowState::Pending || step.state != StepState::Running || !due(step, now) {
+        return None;
+    }
+    step.state = StepState::Done;
+    step.claimed_until_ms = None;
+    step.claimed_by = Some(owner.to_string());
+    step.message = "taken over: the machine's agent had called (it netbooted); nothing sent".into();
+    Some(EventData::BmcDone {
+        task: BmcTask::Netboot,
+        result: step.message.clone(),
+    })
+}
+
 /// A start step that has not run (nor been claimed) is not needed any more: the workflow
 /// ends before the BMC was used, so neither it nor the finish step runs.
 pub fn drop_unstarted(wf: &mut Workflow, why: &str) {
@@ -314,6 +334,50 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, EventData::BmcFailed { retried: false, .. }))
         );
+    }
+
+    #[test]
+    fn a_dead_servers_start_step_is_settled_once_the_agent_called() {
+        let mut w = wf();
+        let dead = claim_job(&mut w, 0, "dead").unwrap();
+        assert!(mark_sent(&mut w, dead, "dead", "on", 1));
+        // Its server is gone; the machine came up anyway and its agent called first.
+        machine::next(&mut w, 2);
+        assert_eq!(w.state, WorkflowState::Running);
+        assert_eq!(w.power.start.state, StepState::Running, "still claimed");
+        assert_eq!(claim_job(&mut w, LEASE_MS + 1, OWNER), None, "not pending");
+        assert_eq!(
+            settle_overtaken(&mut w, LEASE_MS, OWNER),
+            None,
+            "claim still held"
+        );
+        let ev = settle_overtaken(&mut w, LEASE_MS + 1, OWNER).expect("settled");
+        assert!(matches!(
+            ev,
+            EventData::BmcDone {
+                task: BmcTask::Netboot,
+                ..
+            }
+        ));
+        assert_eq!(w.power.start.state, StepState::Done);
+        assert_eq!(w.power.start.claimed_by.as_deref(), Some(OWNER));
+        assert_eq!(settle_overtaken(&mut w, LEASE_MS + 2, OWNER), None, "once");
+        // The dead server's late outcome changes nothing, and no power command goes out.
+        assert!(
+            complete(&mut w, dead, Ok("late".into()), LEASE_MS + 3)
+                .events
+                .is_empty()
+        );
+        assert!(!mark_sent(&mut w, dead, "dead", "cycle", LEASE_MS + 3));
+        assert_eq!(w.state, WorkflowState::Running);
+    }
+
+    #[test]
+    fn a_pending_workflows_lost_claim_is_claimed_not_settled() {
+        let mut w = wf();
+        claim_job(&mut w, 0, "dead").unwrap();
+        assert_eq!(settle_overtaken(&mut w, LEASE_MS, OWNER), None);
+        assert!(claim_job(&mut w, LEASE_MS, OWNER).is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use kiln_bmc::{Bmc, BmcError, BmcInfo, BootMode, BootOverride, PowerAction, PowerState};
+use kiln_engine::engine::AgentCall;
 use kiln_engine::power::LEASE_MS;
 use kiln_engine::power_run::{Progress, run_job};
 use kiln_engine::{ClaimedJob, Engine, now_ms};
@@ -114,22 +115,34 @@ fn two_servers_claiming_at_once_claim_a_step_once() {
     };
     let now = now_ms();
     let (ja, jb) = std::thread::scope(|s| {
-        let ta = s.spawn(|| a.claim_power_jobs_at(now).unwrap());
-        let tb = s.spawn(|| b.claim_power_jobs_at(now).unwrap());
+        let ta = s.spawn(|| a.claim_power_jobs_at(now, usize::MAX).unwrap());
+        let tb = s.spawn(|| b.claim_power_jobs_at(now, usize::MAX).unwrap());
         (ta.join().unwrap(), tb.join().unwrap())
     });
     assert_eq!(ja.len() + jb.len(), 1, "a: {ja:?} b: {jb:?}");
     // Neither claims it again while the lease holds.
     assert!(
-        a.claim_power_jobs_at(now + LEASE_MS - 1)
+        a.claim_power_jobs_at(now + LEASE_MS - 1, usize::MAX)
             .unwrap()
             .is_empty()
     );
     assert!(
-        b.claim_power_jobs_at(now + LEASE_MS - 1)
+        b.claim_power_jobs_at(now + LEASE_MS - 1, usize::MAX)
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_server_claims_no_more_steps_than_it_can_run() {
+    let Some(Rack { _db, a, b, .. }) = two_servers() else {
+        return;
+    };
+    let now = now_ms();
+    assert!(a.claim_power_jobs_at(now, 0).unwrap().is_empty());
+    // What "a" has no room for stays free for "b".
+    assert_eq!(b.claim_power_jobs_at(now, 1).unwrap().len(), 1);
+    assert!(a.claim_power_jobs_at(now, usize::MAX).unwrap().is_empty());
 }
 
 /// `dies_after_sending`: server "a" dies right after its power command went out (before it
@@ -142,7 +155,7 @@ async fn takeover(dies_after_sending: bool) {
     let bmc = CountingBmc::default();
     let t0 = now_ms();
     let (a, b) = (rack.a.clone(), rack.b.clone());
-    let mut jobs = blocking(move || a.claim_power_jobs_at(t0).unwrap()).await;
+    let mut jobs = blocking(move || a.claim_power_jobs_at(t0, usize::MAX).unwrap()).await;
     assert_eq!(jobs.len(), 1);
     let job = jobs.remove(0);
     if dies_after_sending {
@@ -156,12 +169,12 @@ async fn takeover(dies_after_sending: bool) {
     }
     // While a's lease holds, b takes nothing.
     let b2 = b.clone();
-    let early = blocking(move || b2.claim_power_jobs_at(t0 + 1_000).unwrap()).await;
+    let early = blocking(move || b2.claim_power_jobs_at(t0 + 1_000, usize::MAX).unwrap()).await;
     assert!(early.is_empty(), "{early:?}");
     // The lease ran out (a renews no more): b takes the step over.
     let later = now_ms() + 2 * LEASE_MS;
     let b2 = b.clone();
-    let mut taken = blocking(move || b2.claim_power_jobs_at(later).unwrap()).await;
+    let mut taken = blocking(move || b2.claim_power_jobs_at(later, usize::MAX).unwrap()).await;
     assert_eq!(taken.len(), 1);
     let taken = taken.remove(0);
     assert_eq!(taken.sent_before.is_some(), dies_after_sending);
@@ -212,4 +225,68 @@ async fn a_server_dead_after_claiming_is_taken_over_with_one_power_on() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_server_dead_after_powering_on_is_taken_over_without_a_second_command() {
     takeover(true).await;
+}
+
+/// "a" dies right after its power-on went out, and the machine's agent calls "b" before a's
+/// lease ran out: the workflow runs, and its start step, which only a pending workflow's claim
+/// loop would take up again, is settled by b's claim loop once the lease ran out: done, b's,
+/// with no second power command.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dead_servers_step_is_settled_when_the_agent_called_first() {
+    let Some(rack) = blocking(two_servers).await else {
+        return;
+    };
+    let bmc = CountingBmc::default();
+    let t0 = now_ms();
+    let a = rack.a.clone();
+    let job = blocking(move || a.claim_power_jobs_at(t0, usize::MAX).unwrap())
+        .await
+        .remove(0);
+    let dying = Server {
+        engine: rack.a.clone(),
+        job: job.clone(),
+    };
+    let _ = run_job(job.job, false, &bmc, BootMode::Uefi, &dying).await;
+    let b = rack.b.clone();
+    let next = blocking(move || {
+        let peer = "10.0.0.11".parse().unwrap();
+        let mac = "52:54:00:00:00:01".parse().unwrap();
+        let claim = b.claim(&mac, peer, "run-1", true).unwrap();
+        let call = AgentCall {
+            token: &claim.token,
+            peer,
+        };
+        b.next_for(call, Some("run-1")).unwrap()
+    })
+    .await;
+    assert!(
+        matches!(next, kiln_model::workflow::NextAction::Run { .. }),
+        "{next:?}"
+    );
+    let b = rack.b.clone();
+    assert!(
+        blocking(move || b.claim_power_jobs_at(t0 + 1_000, usize::MAX).unwrap())
+            .await
+            .is_empty()
+    );
+    let b = rack.b.clone();
+    let later = now_ms() + 2 * LEASE_MS;
+    let taken = blocking(move || b.claim_power_jobs_at(later, usize::MAX).unwrap()).await;
+    assert!(taken.is_empty(), "nothing to run: {taken:?}");
+
+    assert_eq!(*bmc.commands.lock().unwrap(), [PowerAction::On]);
+    let (store, id) = (rack.store.clone(), rack.workflow.clone());
+    let (wf, events) = blocking(move || {
+        let wf = store.workflow(&id).unwrap().unwrap();
+        (wf, store.events(Some("m1"), 0, 100).unwrap())
+    })
+    .await;
+    assert_eq!(wf.state, WorkflowState::Running);
+    assert_eq!(wf.power.start.state, kiln_model::workflow::StepState::Done);
+    assert_eq!(wf.power.start.claimed_by.as_deref(), Some("b"));
+    let done = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::BmcDone)
+        .count();
+    assert_eq!(done, 1, "{events:?}");
 }

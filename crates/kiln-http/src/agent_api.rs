@@ -129,6 +129,19 @@ pub trait Provisioning: Send + Sync + 'static {
         peer: IpAddr,
         payload: String,
     ) -> Result<(), ApiError>;
+    /// A MAC that is not enrolled, booted in inspection-only mode, takes a ticket good for one
+    /// inventory report (`--discovery inspect`); refused when inspection is off.
+    fn inspect_claim(&self, req: &ClaimRequest, _peer: IpAddr) -> Result<Claimed, ApiError> {
+        Err(ApiError::refused(
+            ApiErrorKind::NotFound,
+            None,
+            format!("{}: inspection is off on this server", req.mac),
+        ))
+    }
+    /// The ticket's MAC's inventory (once per ticket).
+    fn inspect_inventory(&self, _: &str, _: IpAddr, _: Inventory) -> Result<(), ApiError> {
+        Err(ApiError::unauthorized())
+    }
     /// The installed OS's set-up failed (before its phone-home); `log_tail` is its last lines.
     fn installed_os_failed(
         &self,
@@ -137,6 +150,13 @@ pub trait Provisioning: Send + Sync + 'static {
         peer: IpAddr,
         log_tail: String,
     ) -> Result<(), ApiError>;
+    /// Whether `hostname` still netboots by the shared state, asked when the in-memory
+    /// inventory says it does: that inventory follows the state by up to a refresh, and a
+    /// machine back from its agent's reboot sooner (or asking another server of an HA pair)
+    /// must get its disk, not the agent again.
+    fn still_netboots(&self, _hostname: &str) -> bool {
+        true
+    }
 }
 
 /// No workflows at all (boot services alone).
@@ -298,6 +318,34 @@ pub(crate) async fn inventory(
     let peer = source(peer);
     call(&state, "inventory", peer, move |p| {
         p.inventory(&token, peer, inventory)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn inspect_claim(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(req): Json<ClaimRequest>,
+) -> Result<Json<Claimed>, ApiError> {
+    let peer = source(peer);
+    call(&state, "inspect claim", peer, move |p| {
+        p.inspect_claim(&req, peer)
+    })
+    .await
+    .map(Json)
+}
+
+pub(crate) async fn inspect_inventory(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    bearer: Result<Bearer, ApiError>,
+    Json(inventory): Json<Inventory>,
+) -> Result<StatusCode, ApiError> {
+    let Bearer(token) = bearer.map_err(|e| rejected(&state, "inspect inventory", peer, e))?;
+    let peer = source(peer);
+    call(&state, "inspect inventory", peer, move |p| {
+        p.inspect_inventory(&token, peer, inventory)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -47,6 +47,24 @@ pub fn netboot_script(p: &ScriptParams<'_>) -> String {
     )
 }
 
+/// The stand-in record a machine being inspected is named by: `inspect-` and its MAC's hex
+/// digits (what DHCP calls it too), no address of its own.
+fn inspection_guest(mac: MacAddr) -> Hardware {
+    Hardware {
+        hostname: format!("inspect-{}", mac.to_string().replace(':', "")),
+        mac,
+        ip: std::net::Ipv4Addr::UNSPECIFIED,
+        netmask: std::net::Ipv4Addr::UNSPECIFIED,
+        gateway: None,
+        nameservers: Vec::new(),
+        labels: Default::default(),
+        disk: String::new(),
+        vlan_id: None,
+        bmc: None,
+        netboot: true,
+    }
+}
+
 pub fn local_disk_script(who: &str, reason: &str) -> String {
     fill(LOCAL_DISK, &[("who", who), ("reason", reason)])
 }
@@ -65,8 +83,17 @@ pub(crate) async fn boot_script(
     };
     let inv = state.inventory.load();
     let cfg = &state.config;
-    let (script, event) = match inv.by_mac(&mac) {
+    let netboots = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
+            let (p, host) = (state.provisioning.clone(), hw.hostname.clone());
+            tokio::task::spawn_blocking(move || p.still_netboots(&host))
+                .await
+                .unwrap_or(true)
+        }
+        _ => false,
+    };
+    let (script, event) = match inv.by_mac(&mac) {
+        Some(hw) if netboots => {
             // No credential in the script: anyone can name a MAC. The agent claims its own.
             let script = netboot_script(&ScriptParams {
                 server: &cfg.server_url,
@@ -92,6 +119,20 @@ pub(crate) async fn boot_script(
                 initrd: None,
             }),
         ),
+        // Not enrolled, inspection on: the agent in inspection-only mode. The script holds no
+        // secret either; the agent takes a ticket good for one inventory report.
+        None if cfg.inspect => {
+            let guest = inspection_guest(mac);
+            let kernel_args = format!("{} kiln.inspect=1", cfg.kernel_args.trim());
+            let script = netboot_script(&ScriptParams {
+                server: &cfg.server_url,
+                kernel: &cfg.kernel,
+                initrd: &cfg.initrd,
+                kernel_args: &kernel_args,
+                hardware: &guest,
+            });
+            (script, None)
+        }
         // Not enrolled: anyone can name a MAC, so no event (it could flood the log).
         None => (
             local_disk_script(&mac.to_string(), "this machine is not enrolled"),

@@ -44,6 +44,9 @@ pub struct HttpConfig {
     pub kernel: String,
     pub initrd: String,
     pub kernel_args: String,
+    /// `--discovery inspect`: a MAC not enrolled gets the agent in inspection-only mode
+    /// (`kiln.inspect=1`) instead of a way back to its disk.
+    pub inspect: bool,
 }
 
 #[derive(Clone)]
@@ -89,6 +92,12 @@ pub fn router(
         // The inventory's bounds (kiln_api::inventory) fit inside MAX_REQUEST_BODY.
         .route("/v1/agent/inventory", post(agent_api::inventory))
         .route("/v1/agent/disk", post(agent_api::disk_write))
+        // Inspection-only boots of MACs not enrolled: a ticket, then one inventory.
+        .route("/v1/agent/inspect/claim", post(agent_api::inspect_claim))
+        .route(
+            "/v1/agent/inspect/inventory",
+            post(agent_api::inspect_inventory),
+        )
         .route(
             "/v1/phone-home/{workflow}/{signature}",
             post(agent_api::phone_home),

@@ -28,6 +28,10 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) fn fixture() -> Fixture {
+    fixture_with(false)
+}
+
+fn fixture_with(inspect: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let art = dir.path().join("artifacts");
     std::fs::create_dir_all(&art).unwrap();
@@ -52,6 +56,7 @@ pub(crate) fn fixture() -> Fixture {
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
             kernel_args: "console=ttyS0".into(),
+            inspect,
         },
         SharedInventory::new(Inventory::new(hw)),
         events.clone(),
@@ -142,6 +147,37 @@ async fn netboot_off_and_unknown_leave_for_disk_on_both_firmwares() {
     }
     let (status, _, _) = send(&f.app, get("/ipxe/not-a-mac/boot.ipxe")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn with_inspection_an_unknown_mac_gets_the_agent_in_inspection_only_mode() {
+    let f = fixture_with(true);
+    let (status, _, body) = send(&f.app, get("/ipxe/52:54:00:00:00:99/boot.ipxe")).await;
+    assert_eq!(status, StatusCode::OK);
+    let s = String::from_utf8(body).unwrap();
+    assert!(
+        s.contains("console=ttyS0 kiln.inspect=1 kiln.server=http://10.0.0.1:8080 kiln.mac=52:54:00:00:00:99 kiln.hostname=inspect-525400000099"),
+        "{s}"
+    );
+    // An enrolled machine is not inspected; netboot off still leaves for its disk.
+    let (_, _, body) = send(&f.app, get("/ipxe/52:54:00:00:00:01/boot.ipxe")).await;
+    assert!(!String::from_utf8(body).unwrap().contains("kiln.inspect"));
+    let (_, _, body) = send(&f.app, get("/ipxe/52:54:00:00:00:02/boot.ipxe")).await;
+    assert!(String::from_utf8(body).unwrap().contains("sanboot"));
+    let scripts: Vec<_> = f.events.0.lock().unwrap().iter().map(|e| e.mac).collect();
+    assert!(
+        !scripts
+            .iter()
+            .any(|m| m.is_some_and(|m| m.to_string().ends_with(":99"))),
+        "no event for a MAC anyone can name"
+    );
+    // Without a server that inspects, the ticket is refused (and the refusal recorded).
+    let claim = Request::post("/v1/agent/inspect/claim")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"mac":"52:54:00:00:00:99","run":"r1"}"#))
+        .unwrap();
+    let (status, _, _) = send(&f.app, claim).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ async fn start() -> Kiln {
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
             kernel_args: agent_tls.kernel_args("https://127.0.0.1:8443"),
+            inspect: false,
         },
         SharedInventory::new(Inventory::new(Vec::new())),
         Arc::new(NullSink),

@@ -526,11 +526,25 @@ impl Lab {
         args: &[&str],
         log: &Path,
     ) -> anyhow::Result<u32> {
+        let ns = self.ns.clone();
+        self.spawn_in(&ns, what, program, args, log)
+    }
+
+    /// As [`Lab::spawn`], inside namespace `ns` (one the caller made): stopped at teardown
+    /// like the lab's own processes.
+    pub fn spawn_in(
+        &mut self,
+        ns: &str,
+        what: &str,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<u32> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         // `ip netns exec` execs the program: the child's pid is the program's.
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+            .args(["netns", "exec", ns])
             .arg(program)
             .args(args)
             .stdin(Stdio::null())

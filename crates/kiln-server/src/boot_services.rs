@@ -54,9 +54,11 @@ pub async fn spawn(
         .limits
         .clone()
         .within_open_files(open_files.unwrap_or(u64::MAX));
-    let mut tasks = http(opts, core, agent_tls, &limits, shutdown).await?;
+    // Inspection's leases: DHCP hands them out, the agent API checks tickets against them.
+    let leases = kiln_dhcp::SharedLeases::default();
+    let mut tasks = http(opts, core, agent_tls, &limits, &leases, shutdown).await?;
     tasks.push(tftp(opts, &core.events, &limits, shutdown).await?);
-    tasks.extend(dhcp(opts, core, shutdown)?);
+    tasks.extend(dhcp(opts, core, &leases, shutdown)?);
     Ok(tasks)
 }
 
@@ -67,6 +69,7 @@ async fn http(
     core: &Core,
     agent_tls: &AgentTlsListener,
     limits: &Limits,
+    leases: &kiln_dhcp::SharedLeases,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
     let server_url = opts.server_url();
@@ -78,7 +81,16 @@ async fn http(
         kernel: opts.kernel.clone(),
         initrd: opts.initrd.clone(),
         kernel_args: format!("{} {}", opts.kernel_args, agent_tls.kernel_args()),
+        inspect: opts.inspect,
     };
+    let inspector = opts.inspect.then(|| {
+        let reservation = opts.dhcp_mode == kiln_dhcp::Mode::Reservation;
+        Arc::new(crate::inspection::Inspector::new(
+            core.store.clone(),
+            core.inventory.clone(),
+            reservation.then(|| leases.clone()),
+        ))
+    });
     let provisioning = Arc::new(crate::provisioning::EngineProvisioning {
         engine: core.engine.clone(),
         store: core.store.clone(),
@@ -86,6 +98,7 @@ async fn http(
         server_url,
         check_peer_ip: opts.dhcp_mode == kiln_dhcp::Mode::Reservation,
         phone_home_key: crate::server_key::load_or_create(&opts.data_dir)?,
+        inspector,
     });
     let render = core.metrics.clone();
     let app = kiln_http::router(
@@ -142,6 +155,7 @@ async fn tftp(
 fn dhcp(
     opts: &ServeOptions,
     core: &Core,
+    leases: &kiln_dhcp::SharedLeases,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
     if opts.dhcp_mode == kiln_dhcp::Mode::Off {
@@ -155,12 +169,19 @@ fn dhcp(
     cfg.mode = opts.dhcp_mode;
     cfg.lease_secs = opts.lease_secs;
     cfg.segments = opts.dhcp_segments.clone();
+    if opts.inspect {
+        cfg.inspect = Some(kiln_dhcp::Inspect {
+            pool: opts.discovery_pool,
+            lease_secs: kiln_dhcp::INSPECT_LEASE_SECS,
+        });
+    }
     let server_opts = kiln_dhcp::ServerOptions::new(&iface, cfg);
     let discovery = Arc::new(crate::discovery::Discovery::default());
     let dhcp =
         kiln_dhcp::DhcpServer::bind(server_opts, core.inventory.clone(), core.events.clone())
             .with_start(|| format!("starting DHCP on {iface}"))?
-            .with_discovery(discovery.clone());
+            .with_discovery(discovery.clone())
+            .with_leases(leases.clone());
     let mut tasks = vec![
         supervised("DHCP", dhcp.serve(shutdown.clone())),
         discovery.spawn_writer(core.store.clone(), shutdown.clone()),

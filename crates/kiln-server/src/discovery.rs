@@ -101,6 +101,7 @@ mod tests {
             arch: None,
             vendor_class: None,
             user_class: None,
+            inspection: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod discovery;
 mod error;
 pub mod flags;
 pub mod images;
+pub mod inspection;
 mod machine_inventory;
 pub mod meters;
 mod options;

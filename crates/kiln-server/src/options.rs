@@ -72,6 +72,11 @@ pub struct ServeOptions {
     /// This server's name among those sharing the state (its claims of BMC steps and its
     /// heartbeat carry it); `None`: the host name and a hash of the data directory.
     pub server_id: Option<String>,
+    /// `--discovery inspect`: MACs not enrolled that netboot get the agent in inspection-only
+    /// mode (see [`crate::inspection`]).
+    pub inspect: bool,
+    /// Where those get a short lease in reservation mode.
+    pub discovery_pool: Option<kiln_dhcp::InspectPool>,
 }
 
 impl ServeOptions {
@@ -98,6 +103,8 @@ impl ServeOptions {
             store: None,
             version: env!("CARGO_PKG_VERSION").into(),
             server_id: None,
+            inspect: false,
+            discovery_pool: None,
         }
     }
 
@@ -146,6 +153,32 @@ impl ServeOptions {
     }
 }
 
+/// `--discovery inspect` in reservation mode needs a pool (unknown machines have no reserved
+/// address), and the pool must not hold Kiln's own address; a pool without inspection is a
+/// mistake worth saying.
+pub fn check_discovery(
+    inspect: bool,
+    pool: Option<&kiln_dhcp::InspectPool>,
+    mode: kiln_dhcp::Mode,
+    address: Ipv4Addr,
+) -> Result<(), crate::ServerError> {
+    let invalid = |m: String| Err(crate::ServerError::Invalid(m));
+    match (inspect, pool) {
+        (true, None) if mode == kiln_dhcp::Mode::Reservation => invalid(
+            "--discovery inspect in reservation mode needs --discovery-pool FIRST-LAST/PREFIX: \
+             machines that are not enrolled have no reserved address"
+                .into(),
+        ),
+        (false, Some(_)) => {
+            invalid("--discovery-pool is only used with --discovery inspect".into())
+        }
+        (_, Some(p)) if p.contains(address) => invalid(format!(
+            "--discovery-pool {p} holds this server's address {address}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The directory imported images live in.
 pub fn images_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("images")
@@ -174,6 +207,22 @@ mod tests {
         assert_eq!(a.server_id(), a.clone().server_id(), "stable");
         a.server_id = Some("rack-1".into());
         assert_eq!(a.server_id(), "rack-1");
+    }
+
+    #[test]
+    fn inspection_in_reservation_mode_needs_a_pool_apart_from_our_address() {
+        use kiln_dhcp::{InspectPool, Mode};
+        let us = Ipv4Addr::new(10, 0, 0, 1);
+        let pool = InspectPool::parse("10.0.0.200-10.0.0.220/24").unwrap();
+        assert!(check_discovery(false, None, Mode::Reservation, us).is_ok());
+        let e = check_discovery(true, None, Mode::Reservation, us).unwrap_err();
+        assert!(e.to_string().contains("needs --discovery-pool"), "{e}");
+        assert!(check_discovery(true, None, Mode::Proxy, us).is_ok());
+        assert!(check_discovery(true, Some(&pool), Mode::Reservation, us).is_ok());
+        assert!(check_discovery(false, Some(&pool), Mode::Reservation, us).is_err());
+        let ours = InspectPool::parse("10.0.0.1-10.0.0.9/24").unwrap();
+        let e = check_discovery(true, Some(&ours), Mode::Reservation, us).unwrap_err();
+        assert!(e.to_string().contains("holds this server's address"), "{e}");
     }
 
     #[test]

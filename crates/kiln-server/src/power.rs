@@ -8,7 +8,7 @@ use kiln_engine::power::{RENEW_MS, StepFailure};
 use kiln_engine::power_run::{Progress, run_job};
 use kiln_engine::{ClaimedJob, Engine};
 use kiln_store::StoreHandle;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// BMCs talked to at once.
 const PARALLEL: usize = 64;
@@ -21,14 +21,22 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(PARALLEL));
+        // A step that ends frees a slot: look for more at once, not at the next tick.
+        let freed = Arc::new(Notify::new());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = freed.notified() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
+            // Only as many as can run now: the rest stay free for another server.
+            let free = limit.available_permits();
+            if free == 0 {
+                continue;
+            }
             let e = engine.clone();
-            let jobs = match tokio::task::spawn_blocking(move || e.claim_power_jobs()).await {
+            let jobs = match tokio::task::spawn_blocking(move || e.claim_power_jobs(free)).await {
                 Ok(Ok(jobs)) => jobs,
                 Ok(Err(err)) => {
                     tracing::warn!("claiming BMC steps: {err}");
@@ -40,11 +48,18 @@ pub fn spawn(
                 }
             };
             for job in jobs {
-                let (engine, store, limit) = (engine.clone(), store.clone(), Arc::clone(&limit));
+                // This loop alone takes slots, and claimed no more than were free.
+                let Ok(slot) = Arc::clone(&limit).try_acquire_owned() else {
+                    break;
+                };
+                let (engine, store, freed) = (engine.clone(), store.clone(), Arc::clone(&freed));
                 tokio::spawn(async move {
-                    // The claim is renewed from now on, waiting for a slot included.
-                    let Some(outcome) = run_renewing(&engine, &store, &job, limit).await else {
-                        tracing::warn!(machine = %job.hardware, "BMC step taken over by another server");
+                    // Dropped in reverse: the slot is given back before the loop is woken.
+                    let _wake = NotifyOnDrop(freed);
+                    let _slot = slot;
+                    // The claim is renewed from now on.
+                    let Some(outcome) = run_renewing(&engine, &store, &job).await else {
+                        tracing::warn!(machine = %job.hardware, "BMC step's claim lapsed (not renewed within its lease): taken over by a server, maybe this one");
                         return;
                     };
                     if let Err(err) = outcome.as_ref() {
@@ -63,6 +78,15 @@ pub fn spawn(
     })
 }
 
+/// Wakes the claiming loop when a step's task ends, however it ends.
+struct NotifyOnDrop(Arc<Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
 /// Runs a claimed step, renewing its claim every [`RENEW_MS`] meanwhile. `None` when the claim
 /// was lost (this server stalled past its lease and another took the step over): the step is
 /// dropped where it stands, and its outcome is not this server's to record.
@@ -70,12 +94,8 @@ async fn run_renewing(
     engine: &Engine,
     store: &StoreHandle,
     job: &ClaimedJob,
-    limit: Arc<Semaphore>,
 ) -> Option<Result<String, StepFailure>> {
-    let work = async {
-        let _slot = limit.acquire_owned().await;
-        run(engine, store, job).await
-    };
+    let work = run(engine, store, job);
     tokio::pin!(work);
     let mut renew = tokio::time::interval(Duration::from_millis(RENEW_MS));
     renew.tick().await;

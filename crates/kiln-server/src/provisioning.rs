@@ -26,6 +26,8 @@ pub struct EngineProvisioning {
     pub check_peer_ip: bool,
     /// Signs and checks the installed OS's phone-home URLs.
     pub phone_home_key: PhoneHomeKey,
+    /// `--discovery inspect`: inspection-only boots of MACs not enrolled; `None` refuses them.
+    pub inspector: Option<Arc<crate::inspection::Inspector>>,
 }
 
 pub(crate) fn api_error(e: EngineError) -> ApiError {
@@ -153,6 +155,17 @@ impl EngineProvisioning {
 }
 
 impl Provisioning for EngineProvisioning {
+    fn still_netboots(&self, hostname: &str) -> bool {
+        match self.store.hardware_by_name(hostname) {
+            Ok(hw) => hw.is_some_and(|h| h.netboot),
+            // The store unreachable: the inventory's answer stands.
+            Err(e) => {
+                tracing::warn!(machine = hostname, "reading netboot from the store: {e}");
+                true
+            }
+        }
+    }
+
     fn claim(&self, req: &ClaimRequest, peer: IpAddr) -> Result<Claimed, ApiError> {
         if !kiln_model::workflow::valid_agent_run(&req.run) {
             return Err(ApiError::plain(
@@ -220,6 +233,25 @@ impl Provisioning for EngineProvisioning {
 
     fn disk_write(&self, token: &str, peer: IpAddr, write: DiskWrite) -> Result<(), ApiError> {
         self.take_disk_write(AgentCall { token, peer }, &write)
+    }
+
+    fn inspect_claim(&self, req: &ClaimRequest, peer: IpAddr) -> Result<Claimed, ApiError> {
+        match &self.inspector {
+            Some(i) => i.claim(req, peer),
+            None => kiln_http::NoProvisioning.inspect_claim(req, peer),
+        }
+    }
+
+    fn inspect_inventory(
+        &self,
+        token: &str,
+        peer: IpAddr,
+        inventory: Inventory,
+    ) -> Result<(), ApiError> {
+        match &self.inspector {
+            Some(i) => i.report(token, peer, inventory),
+            None => Err(ApiError::unauthorized()),
+        }
     }
 
     fn seed(&self, token: &str, peer: IpAddr) -> Result<Seed, ApiError> {
@@ -305,6 +337,7 @@ mod tests {
     }
 
     struct Lab {
+        leases: kiln_dhcp::SharedLeases,
         app: axum::Router,
         store: Arc<dyn Store>,
         events: Arc<Recorder>,
@@ -338,6 +371,12 @@ mod tests {
         let inventory = SharedInventory::new(Inventory::new(hw));
         let key = PhoneHomeKey::generate();
         let events = Arc::new(Recorder::default());
+        let leases = kiln_dhcp::SharedLeases::default();
+        let inspector = Arc::new(crate::inspection::Inspector::new(
+            store.clone(),
+            inventory.clone(),
+            Some(leases.clone()),
+        ));
         let app = kiln_http::router(
             kiln_http::HttpConfig {
                 server_url: "http://10.0.0.1:8080".into(),
@@ -347,6 +386,7 @@ mod tests {
                 kernel: "vmlinuz".into(),
                 initrd: "initrd.img".into(),
                 kernel_args: String::new(),
+                inspect: false,
             },
             inventory.clone(),
             events.clone(),
@@ -358,9 +398,11 @@ mod tests {
                 server_url: "http://10.0.0.1:8080".into(),
                 check_peer_ip: true,
                 phone_home_key: key.clone(),
+                inspector: Some(inspector),
             }),
         );
         Lab {
+            leases,
             app,
             store,
             events,
@@ -421,6 +463,137 @@ mod tests {
             let wf = self.store.workflow(&self.workflow).unwrap().unwrap();
             wf.state.to_string()
         }
+    }
+
+    #[tokio::test]
+    async fn the_script_asks_the_shared_state_when_the_inventory_says_netboot() {
+        let lab = lab();
+        let uri = format!("/ipxe/{MAC}/boot.ipxe");
+        let (status, script) = lab.send(VICTIM, "GET", &uri, None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(script.contains("kernel "), "{script}");
+        // Another server (or this one's engine, before the inventory's refresh) turned it
+        // off: the in-memory inventory still says netboot.
+        lab.store.set_netboot("n1", false).unwrap();
+        let (status, script) = lab.send(VICTIM, "GET", &uri, None, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!script.contains("kernel "), "{script}");
+        assert!(script.contains("sanboot"), "{script}");
+    }
+
+    #[tokio::test]
+    async fn an_inspection_ticket_is_one_inventory_of_one_unknown_mac_from_its_lease() {
+        let lab = lab();
+        const STRANGER: &str = "52:54:00:00:00:99";
+        const LEASED: &str = "10.0.0.200";
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let pool = kiln_dhcp::InspectPool::parse("10.0.0.200-10.0.0.210/24").unwrap();
+        let got = lab.leases.lock().unwrap().lease(
+            STRANGER.parse().unwrap(),
+            now,
+            600_000,
+            &pool,
+            &|_| false,
+        );
+        assert_eq!(got.map(|i| i.to_string()).as_deref(), Some(LEASED));
+        let claim = |mac: &str| format!(r#"{{"mac":"{mac}","run":"r1"}}"#);
+        // An enrolled machine cannot be "inspected" (nor its MAC used for a ticket).
+        let (status, _) = lab
+            .send(VICTIM, "POST", "/v1/agent/inspect/claim", None, &claim(MAC))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Not from the MAC's inspection lease: refused and recorded.
+        let (status, _) = lab
+            .send(
+                ATTACKER,
+                "POST",
+                "/v1/agent/inspect/claim",
+                None,
+                &claim(STRANGER),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(lab.refusals_from(ATTACKER).len(), 1);
+        let (status, body) = lab
+            .send(
+                LEASED,
+                "POST",
+                "/v1/agent/inspect/claim",
+                None,
+                &claim(STRANGER),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // A second ticket for the same MAC is refused.
+        let (status, _) = lab
+            .send(
+                LEASED,
+                "POST",
+                "/v1/agent/inspect/claim",
+                None,
+                &claim(STRANGER),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        // The ticket is nothing to the workflow API.
+        for (method, uri) in [
+            ("GET", "/v1/agent/next"),
+            ("GET", "/v1/agent/seed"),
+            ("POST", "/v1/agent/inventory"),
+        ] {
+            let (status, _) = lab.send(LEASED, method, uri, Some(&token), "{}").await;
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{uri}: {status}"
+            );
+        }
+        let inv = r#"{"cpu":{"model":"QEMU","cores":1},"memory_bytes":1073741824,"firmware":"bios",
+            "dmi":{"vendor":"QEMU","product":"Standard PC","serial":""},"disks":[],"nics":[],"unbound_pci":[]}"#;
+        let (status, body) = lab
+            .send(
+                LEASED,
+                "POST",
+                "/v1/agent/inspect/inventory",
+                Some(&token),
+                inv,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        let (status, _) = lab
+            .send(
+                LEASED,
+                "POST",
+                "/v1/agent/inspect/inventory",
+                Some(&token),
+                inv,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "spent");
+        let found = lab.store.discovered().unwrap();
+        let d = found
+            .iter()
+            .find(|d| d.mac.to_string() == STRANGER)
+            .unwrap();
+        let i = d.inspection.as_ref().unwrap();
+        assert_eq!((i.inventory.memory_gib(), i.inventory.cpu.cores), (1, 1));
+        // Nothing of the enrolled machine changed.
+        assert_eq!(lab.state(), "pending");
+        let kinds: Vec<_> = lab
+            .store
+            .events(None, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.kind)
+            .collect();
+        assert!(kinds.contains(&kiln_model::EventKind::InspectionClaimed));
+        assert!(kinds.contains(&kiln_model::EventKind::InspectionReported));
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
-//! Every half second: workflow timeouts, metrics upkeep, and the in-memory inventory rebuilt
-//! when another connection (another kiln process, the admin API) committed a change. On
+//! Every half second: metrics upkeep and the in-memory inventory rebuilt when another
+//! connection (another kiln process, the admin API) committed a change. On
 //! PostgreSQL a change notification (LISTEN/NOTIFY, see `kiln_store::watch_changes`) wakes it
 //! at once, so a change made through any server reaches every server within milliseconds; the
-//! half-second poll stays as the fallback (and is all SQLite has). Every few seconds: this
-//! server's heartbeat, and machines and workflows counted by state for `/metrics`.
+//! half-second poll stays as the fallback (and is all SQLite has). Every second: workflow
+//! timeouts. Every few seconds: this server's heartbeat, and machines and workflows counted by
+//! state for `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,10 @@ use tokio::sync::{Notify, watch};
 
 /// How often a server writes its heartbeat row.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How often workflow and action timeouts are applied (they are whole seconds or more; each
+/// round lists the running workflows).
+const TIMEOUTS_EVERY: Duration = Duration::from_secs(1);
 
 /// How often machines and workflows are counted by state for `/metrics`.
 const COUNT_STATES_EVERY: Duration = Duration::from_secs(5);
@@ -36,6 +41,7 @@ pub fn spawn(
         let mut beat = tokio::time::Instant::now();
         let mut first = true;
         let mut counted: Option<tokio::time::Instant> = None;
+        let mut ticked: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -55,12 +61,8 @@ pub fn spawn(
                 }
             }
             metrics.run_upkeep();
-            let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.tick_all()).await {
-                Ok(Err(err)) => tracing::warn!("applying workflow timeouts: {err}"),
-                Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
-                Ok(Ok(_)) => {}
-            }
+            // The inventory first: DHCP decides from it whether a machine netboots, and a
+            // machine powered on (or rebooted) right after a change must be answered by it.
             match store.run(move |s| reload_if_changed(s, seen)).await {
                 Ok(Some((v, hw))) => {
                     if seen.is_some() {
@@ -71,6 +73,15 @@ pub fn spawn(
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reloading the inventory: {e}"),
+            }
+            if ticked.is_none_or(|t| t.elapsed() >= TIMEOUTS_EVERY) {
+                ticked = Some(tokio::time::Instant::now());
+                let e = engine.clone();
+                match tokio::task::spawn_blocking(move || e.tick_all()).await {
+                    Ok(Err(err)) => tracing::warn!("applying workflow timeouts: {err}"),
+                    Err(err) => tracing::warn!("applying workflow timeouts: {err}"),
+                    Ok(Ok(_)) => {}
+                }
             }
             if counted.is_none_or(|t| t.elapsed() >= COUNT_STATES_EVERY) {
                 counted = Some(tokio::time::Instant::now());

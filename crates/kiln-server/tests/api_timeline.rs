@@ -107,6 +107,7 @@ fn discovered_macs_are_listed_hinted_at_and_enrolled_from_a_pool() {
         arch: Some(0),
         vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
         user_class: None,
+        inspection: None,
     };
     let store = s.store();
     store.record_discovered(&[stranger]).unwrap();

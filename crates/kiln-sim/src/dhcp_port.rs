@@ -66,7 +66,9 @@ impl DhcpPort {
         s.set_broadcast(true)?;
         s.bind_device(Some(interface.as_bytes()))?;
         // A boot storm: a thousand OFFERs may arrive before the reader runs.
-        let _ = s.set_recv_buffer_size(8 << 20);
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&s, 8 << 20).is_err() {
+            let _ = s.set_recv_buffer_size(8 << 20);
+        }
         s.set_nonblocking(true)?;
         s.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, client_port)).into())?;
         let socket = UdpSocket::from_std(s.into())?;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kiln_api::agent::{
-    ActionKind, ActionSpec, ClaimRequest, Claimed, NextAction, Progress, Report, ReportKind, Seed,
+    ActionKind, ActionSpec, ClaimRequest, Claimed, DiskWrite, NextAction, Progress, Report,
+    ReportKind, Seed,
 };
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -67,6 +68,8 @@ pub struct Counters {
     pub boot_bytes: AtomicU64,
     pub image_bytes: AtomicU64,
     pub failures: AtomicU64,
+    /// iPXE netboots by the server whose offer the machine took (several servers: the split).
+    pub netboots_by_server: Mutex<std::collections::BTreeMap<Ipv4Addr, u64>>,
 }
 
 /// What the image on the "disk" left for the installed OS: its cloud-init seed.
@@ -197,6 +200,9 @@ impl SimMachine {
 
     /// From power-on to the installed OS (or to where the workflow leaves the machine).
     async fn power_on(&self, rack: &Rack) -> Result<(), SimError> {
+        // A real machine's POST takes longer still (tens of seconds on a server).
+        self.set_status("firmware: POST");
+        tokio::time::sleep(rack.reboot_delay).await;
         for _ in 0..MAX_BOOTS {
             // A boot starts with no connections: none is reused across a reboot.
             let http = self.client(None)?;
@@ -209,6 +215,13 @@ impl SimMachine {
                 .dora(self.mac, Asker::Ipxe { arch: rack.arch })
                 .await?;
             self.note_dora(rack, &dora);
+            *rack
+                .counters
+                .netboots_by_server
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(dora.lease.server)
+                .or_default() += 1;
             // No boot file: netboot is off for this machine; iPXE gives up and the
             // firmware boots the disk.
             let Some(url) = dora.lease.boot_file.clone() else {
@@ -379,6 +392,20 @@ impl SimMachine {
             base: &base,
             token: &token,
         };
+        // As the agent: the inventory after the claim; a refusal does not stop the run.
+        let inv = serde_json::to_string(&crate::inventory::inventory(
+            &self.hostname,
+            &self.mac_text(),
+        ))
+        .expect("inventories serialize");
+        self.set_status("agent: inventory");
+        let _ = agent
+            .call("inventory", |c, b| {
+                c.post(format!("{b}/v1/agent/inventory"))
+                    .header("content-type", "application/json")
+                    .body(inv.clone())
+            })
+            .await;
         for _ in 0..MAX_STEPS {
             self.set_status("agent: next");
             let text = agent
@@ -467,6 +494,21 @@ impl SimMachine {
             .get("sha256")
             .ok_or("parameter \"sha256\" is missing")?
             .to_ascii_lowercase();
+        // As the agent: the disk about to be written, recorded before a byte goes to it.
+        let write = serde_json::to_string(&DiskWrite {
+            index,
+            attempt,
+            disk: crate::inventory::disk(&self.hostname),
+        })
+        .expect("disk writes serialize");
+        agent
+            .call("disk", |c, b| {
+                c.post(format!("{b}/v1/agent/disk"))
+                    .header("content-type", "application/json")
+                    .body(write.clone())
+            })
+            .await
+            .map_err(|e| format!("the server did not take the disk write: {e}"))?;
         let t0 = Instant::now();
         let progress = |done: u64, total: Option<u64>| {
             let rate_bps = (done as f64 / t0.elapsed().as_secs_f64().max(1e-3)) as u64;

@@ -20,6 +20,7 @@ use crate::dhcp_port::DhcpPort;
 use crate::ipmi::SimIpmi;
 use crate::machine::{Counters, Firmware, Rack, SimMachine};
 use crate::redfish::{SimBmc, SimSystem};
+use crate::servers::{self, Place, Server, ServerFigures};
 use crate::stats::{Measure, Samples, Summary};
 
 /// Each machine's BMC listens on a port of its own from here (Kiln takes turns reading the
@@ -78,6 +79,9 @@ pub struct Options {
     pub serve_args: Vec<String>,
     pub bmc: BmcKind,
     pub firmware: Firmware,
+    /// 1, or 2: an HA pair on the rack's segment (needs a PostgreSQL `--store` in
+    /// `serve_args`; see [`crate::servers`]).
+    pub servers: u32,
 }
 
 /// The figures of one run.
@@ -95,9 +99,13 @@ pub struct Report {
     pub dhcp_resent: u64,
     pub boot_bytes: u64,
     pub image_bytes: u64,
+    /// All servers' CPU seconds, and the largest peak RSS among them.
     pub server_cpu_seconds: f64,
     pub server_max_rss_mib: f64,
     pub server_pid: u32,
+    pub servers: Vec<ServerFigures>,
+    /// kiln-rack's own CPU seconds (the simulated machines and BMCs share the server's CPUs).
+    pub generator_cpu_seconds: f64,
     pub events_file: Option<PathBuf>,
     pub storm: Option<Storm>,
 }
@@ -221,24 +229,8 @@ fn wire_machines(server_ns: &str, machines: &[Arc<SimMachine>]) -> anyhow::Resul
             &kiln_lab::SERVER_IP.to_string(),
         ],
     )?;
-    // A thousand machines fill a namespace's default neighbour table (gc_thresh3 1024): the
-    // server would drop answers to some of them.
-    for n in [&ns, server_ns] {
-        for (k, v) in [
-            ("gc_thresh1", "4096"),
-            ("gc_thresh2", "8192"),
-            ("gc_thresh3", "16384"),
-        ] {
-            let _ = kiln_lab::run(Command::new("ip").args([
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.neigh.default.{k}={v}"),
-            ]));
-        }
-    }
+    grow_neighbour_table(&ns);
+    grow_neighbour_table(server_ns);
     ip(&ns, &["link", "set", SIM_IF, "up"])?;
     ip(
         &ns,
@@ -265,6 +257,25 @@ fn wire_machines(server_ns: &str, machines: &[Arc<SimMachine>]) -> anyhow::Resul
         bail!("adding the machines' addresses to {SIM_IF} failed");
     }
     Ok(guard)
+}
+
+/// A thousand machines fill a namespace's default neighbour table (gc_thresh3 1024): a server
+/// would drop answers to some of them.
+pub(crate) fn grow_neighbour_table(ns: &str) {
+    for (k, v) in [
+        ("gc_thresh1", "4096"),
+        ("gc_thresh2", "8192"),
+        ("gc_thresh3", "16384"),
+    ] {
+        let _ = kiln_lab::run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.neigh.default.{k}={v}"),
+        ]));
+    }
 }
 
 /// The namespace this process started in.
@@ -357,6 +368,15 @@ pub fn render(r: &Report) -> String {
         r.server_cpu_seconds,
         r.server_max_rss_mib
     );
+    if r.servers.len() > 1 {
+        for s in &r.servers {
+            let _ = writeln!(
+                out,
+                "    {} ({}, pid {}): CPU {:.1} s, max RSS {:.0} MiB, {} netboots",
+                s.id, s.address, s.pid, s.cpu_seconds, s.max_rss_mib, s.netboots
+            );
+        }
+    }
     if let Some(s) = &r.storm {
         let _ = writeln!(
             out,
@@ -433,7 +453,8 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     std::fs::create_dir_all(lab.work.join("logs"))?;
     lab.create_network()?;
     let sim_ns = wire_machines(&lab.ns, &machines)?;
-    let (pid, log) = start_server(lab, opts)?;
+    let (started, _second_ns) = start_servers(lab, opts)?;
+    let log = started[0].log.clone();
     let data = lab.data.clone();
 
     // The runtime's threads start in the machines' namespace.
@@ -478,7 +499,13 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     ];
     kiln(opts, &lab.ns, &data, &create)?;
     let (ended, power_on) = wait_for_workflows(lab, opts, &machines, t0, &log)?;
-    let (cpu, rss) = proc_usage(pid);
+    let by_server = rack
+        .counters
+        .netboots_by_server
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let per_server = servers::figures(&started, &by_server);
     let events = lab.work.join("events.json");
     let all_events = ["events", "--last", "1000000", "-o", "json"];
     if let Ok(text) = kiln(opts, &lab.ns, &data, &all_events) {
@@ -486,8 +513,11 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     }
     let mut report = summarize(&machines, &ended, &rack);
     report.power_on_seconds = power_on;
-    (report.server_cpu_seconds, report.server_max_rss_mib) = (cpu, rss);
-    report.server_pid = pid;
+    report.server_cpu_seconds = per_server.iter().map(|s| s.cpu_seconds).sum();
+    report.server_max_rss_mib = per_server.iter().map(|s| s.max_rss_mib).fold(0.0, f64::max);
+    report.server_pid = started[0].pid;
+    report.servers = per_server;
+    report.generator_cpu_seconds = proc_usage(std::process::id()).0;
     report.events_file = opts.keep.then_some(events);
     report.storm = storm;
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -497,9 +527,19 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Starts `kiln serve` in the lab's namespace (fake boot files in its artifacts) and waits for
-/// its admin API; its PID and log.
-fn start_server(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<(u32, PathBuf)> {
+/// The server(s), with fake boot files in their artifacts: the first in the lab's namespace on
+/// br0, a second (an HA pair) in a namespace of its own, returned to be kept until the end.
+fn start_servers(
+    lab: &mut kiln_lab::Lab,
+    opts: &Options,
+) -> anyhow::Result<(Vec<Server>, Option<servers::ServerNamespace>)> {
+    if opts.servers > 2 || opts.servers == 0 {
+        bail!("--servers takes 1 or 2, not {}", opts.servers);
+    }
+    let shared_store = opts.serve_args.iter().any(|a| a.contains("postgres"));
+    if opts.servers == 2 && !shared_store {
+        bail!("two servers share one state on PostgreSQL: add `-- --store postgresql://…`");
+    }
     let artifacts = lab.work.join("artifacts");
     std::fs::create_dir_all(&artifacts)?;
     fake_file(&artifacts.join("vmlinuz"), opts.kernel_bytes)?;
@@ -508,44 +548,27 @@ fn start_server(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<(u32,
     for ipxe in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
         fake_file(&artifacts.join(ipxe), 96 << 10)?;
     }
-    let data = lab.data.clone();
-    let log = lab.log("kiln-serve.log");
-    let (data_s, artifacts_s) = (data.to_string_lossy(), artifacts.to_string_lossy());
-    let (address, http_port) = (
-        kiln_lab::SERVER_IP.to_string(),
-        kiln_lab::HTTP_PORT.to_string(),
-    );
-    let mut serve: Vec<&str> = vec![
-        "serve",
-        "--data-dir",
-        &data_s,
-        "--interface",
-        "br0",
-        "--address",
-        &address,
-        "--http-port",
-        &http_port,
-        "--tftp-root",
-        &artifacts_s,
-        "--artifacts",
-        &artifacts_s,
-    ];
-    serve.extend(opts.serve_args.iter().map(String::as_str));
-    let pid = lab.spawn("kiln serve", &opts.kiln, &serve, &log)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !data.join("api.json").exists() {
-        if let Some(why) = lab.exited() {
-            bail!("{why}; see {}", log.display());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "kiln serve's admin API did not come up in 60 s; see {}",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let (lab_ns, data) = (lab.ns.clone(), lab.data.clone());
+    let first = Place {
+        ns: &lab_ns,
+        interface: "br0",
+        address: kiln_lab::SERVER_IP,
+        data: &data,
+    };
+    let mut started = vec![servers::start(lab, opts, 0, &first, &artifacts)?];
+    if opts.servers < 2 {
+        return Ok((started, None));
     }
-    Ok((pid, log))
+    let ns = servers::wire_second(&lab_ns)?;
+    let data2 = lab.work.join("data-2");
+    let second = Place {
+        ns: &ns.0,
+        interface: "srv2",
+        address: servers::SECOND_SERVER_IP,
+        data: &data2,
+    };
+    started.push(servers::start(lab, opts, 1, &second, &artifacts)?);
+    Ok((started, Some(ns)))
 }
 
 /// The shared DHCP port, a BMC per machine (a port each, as a rack has), and every machine's
@@ -660,6 +683,8 @@ fn summarize(machines: &[Arc<SimMachine>], ended: &[WorkflowView], rack: &Rack) 
         server_cpu_seconds: 0.0,
         server_max_rss_mib: 0.0,
         server_pid: 0,
+        servers: Vec::new(),
+        generator_cpu_seconds: 0.0,
         events_file: None,
         storm: None,
     }

@@ -173,7 +173,8 @@ pub trait SettingStore {
     fn set_setting(&self, key: &str, value: &str) -> Result<()>;
     fn setting(&self, key: &str) -> Result<Option<String>>;
     /// A number that changes whenever another connection (another process, another server)
-    /// commits: cheap to poll, so a server notices changes it did not make.
+    /// commits a change to the hardware (on SQLite, any change): cheap to poll, so a server
+    /// notices changes to what it holds in memory that it did not make.
     fn data_version(&self) -> Result<i64>;
     /// Where the state lives, for logs (a path, or a URL without its password).
     fn describe(&self) -> String;

@@ -40,7 +40,10 @@ pub struct EnrollArgs {
     /// A label for every machine enrolled (k=v; repeatable).
     #[arg(long = "label", requires = "from_discovered")]
     labels: Vec<String>,
-    /// FACT=VALUE:K=V: label K=V where a fact matches (facts: arch, firmware, client).
+    /// CONDITION:K=V: label K=V where the condition holds: FACT=VALUE or FACT!=VALUE (arch,
+    /// firmware, client; vendor, product once inspected), or an inspected inventory's
+    /// inventory.memory_gib, inventory.cpu_cores, inventory.disks or disk.size compared with
+    /// =, !=, >=, <=, >, < (`inventory.memory_gib>=64:size=large`, `disk.size>=500G:role=storage`).
     #[arg(long = "rule", requires = "from_discovered")]
     rules: Vec<String>,
     /// Only this MAC (repeatable; default: every discovered one).

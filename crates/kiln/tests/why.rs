@@ -88,6 +88,7 @@ fn why_discovered_and_enrolment_from_discovery() {
             arch: Some(0),
             vendor_class: None,
             user_class: None,
+            inspection: None,
         }])
         .unwrap();
     let o = kiln(&data, &["discovered"]);

@@ -1,4 +1,5 @@
-//! `kiln discovered`: one line per MAC not enrolled, most recently seen first.
+//! `kiln discovered`: one line per MAC not enrolled, most recently seen first; under an
+//! inspected one, what its agent found (CPU, memory, firmware, disks, NICs).
 
 use kiln_api::DiscoveredMac;
 use kiln_api::time::rfc3339_ms;
@@ -21,6 +22,13 @@ pub fn table(found: &[DiscoveredMac]) -> String {
             d.count,
             d.asked()
         ));
+        if let Some(i) = &d.inspection {
+            out.push_str(&format!(
+                "  inspected {}: {}\n",
+                rfc3339_ms(i.at_ms),
+                i.inventory.summary()
+            ));
+        }
     }
     out
 }
@@ -40,8 +48,9 @@ mod tests {
             arch: Some(0),
             vendor_class: None,
             user_class: None,
+            inspection: None,
         };
-        let text = table(&[d]);
+        let text = table(std::slice::from_ref(&d));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("MAC "), "{text}");
         assert!(
@@ -49,6 +58,22 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].ends_with("     3  PXE, arch 0 (BIOS)"), "{text}");
+        let mut inspected = d.clone();
+        let mut inventory = kiln_api::inventory::Inventory {
+            memory_bytes: 2 << 30,
+            ..Default::default()
+        };
+        inventory.cpu.cores = 1;
+        inspected.inspection = Some(kiln_api::discovery::Inspection {
+            at_ms: 2000,
+            inventory,
+        });
+        let text = table(&[inspected]);
+        assert_eq!(
+            text.lines().nth(2),
+            Some("  inspected 1970-01-01T00:00:02.000Z: 1 cpu, 2 GiB, bios, disks [], 0 nic(s)"),
+            "{text}"
+        );
         assert_eq!(
             table(&[]),
             "no MAC that is not enrolled has asked for DHCP\n"

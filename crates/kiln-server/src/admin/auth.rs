@@ -120,7 +120,7 @@ pub struct Caller {
 }
 
 /// A refusal: logged, recorded as an `api.refused` event naming the source, and the error.
-fn refused(
+pub(crate) fn refused(
     state: &AdminState,
     peer: SocketAddr,
     what: &str,
@@ -168,6 +168,61 @@ pub fn require(
     ))
 }
 
+/// Why a request was not let in: (status, code, reason), as the refusal says it.
+pub(crate) type Refusal = (StatusCode, &'static str, String);
+
+/// Who is asking: the live token behind the request's `Authorization: Bearer` header or,
+/// for reads only (GET, HEAD), behind the web page's session cookie (see [`super::ui`]): a
+/// cookie never changes state, so a page elsewhere cannot make a browser change it (CSRF).
+/// The token is looked up on every request, so a revoked one stops working at once.
+pub(crate) async fn identify(
+    state: &AdminState,
+    method: &Method,
+    headers: &header::HeaderMap,
+) -> Result<ApiTokenRecord, Refusal> {
+    let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let token_hash = match (bearer, super::ui::session_cookie(headers)) {
+        (Some(token), _) => hash(&token),
+        (None, Some(session)) => {
+            if method != Method::GET && method != Method::HEAD {
+                return Err(unauthorized(
+                    "the web page's session cookie only reads; this needs a bearer token (Authorization: Bearer ...)",
+                ));
+            }
+            state
+                .ui_sessions
+                .token_hash(&session, super::now_ms())
+                .ok_or_else(|| unauthorized("the web page's session has ended; log in again"))?
+        }
+        (None, None) => {
+            return Err(unauthorized(
+                "a bearer token is needed (Authorization: Bearer ...)",
+            ));
+        }
+    };
+    let found = state
+        .store
+        .run(move |store| store.api_token_by_hash(&token_hash))
+        .await;
+    match found {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(unauthorized("unknown or revoked token")),
+        Err(e) => {
+            tracing::error!("admin API: store: {e}");
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the store failed: {e}"),
+            ))
+        }
+    }
+}
+
 /// The middleware in front of every admin route but the OpenAPI document.
 pub async fn require_token(
     State(state): State<Arc<AdminState>>,
@@ -175,12 +230,6 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
     let need = needed(request.method(), request.uri().path());
     let what = format!("{} {}", request.method(), request.uri().path());
     let refuse = |status: StatusCode, code: &str, why: String| {
@@ -192,27 +241,12 @@ pub async fn require_token(
         );
         response
     };
-    let Some(token) = presented else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is needed (Authorization: Bearer ...)".into(),
-        );
-    };
-    let found = state
-        .store
-        .run(move |store| store.api_token_by_hash(&hash(&token)))
-        .await;
-    let record = match found {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown or revoked token".into(),
-            );
+    let record = match identify(&state, request.method(), request.headers()).await {
+        Ok(record) => record,
+        Err((StatusCode::INTERNAL_SERVER_ERROR, code, why)) => {
+            return Failure::new(StatusCode::INTERNAL_SERVER_ERROR, code, why).into_response();
         }
-        Err(e) => return Failure::from(e).into_response(),
+        Err((status, code, why)) => return refuse(status, code, why),
     };
     let scope = TokenScope::parse(&record.scope).unwrap_or(TokenScope::ReadOnly);
     if !scope.allows(need) {

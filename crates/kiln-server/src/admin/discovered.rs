@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use kiln_api::discovery::RuleCondition;
 use kiln_api::{Detail, DiscoveredEnroll, DiscoveredMac, EnrollOutcome, EnrollRequest};
 use kiln_model::{Hardware, MacAddr};
 use kiln_store::Store;
@@ -74,6 +75,21 @@ pub async fn enroll(
             };
             let outcome = super::hardware::enroll_blocking(store, csv_req, req.dry_run)?;
             if outcome.enrolled {
+                // What inspection found becomes the machine's first inventory report, so
+                // inventory selectors and `kiln hardware inventory` work before it netboots.
+                let prefix = req.hostname_prefix.as_deref().unwrap_or("node");
+                for d in found.iter().filter(|d| macs.contains(&d.mac)) {
+                    if let Some(i) = &d.inspection {
+                        let json =
+                            serde_json::to_string(&i.inventory).expect("inventories serialize");
+                        store.put_inventory(
+                            &hostname(prefix, d.mac),
+                            i.at_ms,
+                            &json,
+                            crate::machine_inventory::INVENTORY_KEEP,
+                        )?;
+                    }
+                }
                 store.forget_discovered(&macs)?;
             }
             Ok(Json(outcome))
@@ -109,15 +125,20 @@ fn parse_pool(pool: &str) -> Result<(u32, u32, Ipv4Addr), String> {
     Ok((first, last, Ipv4Addr::from(mask)))
 }
 
-/// `FACT=VALUE:K=V` → (fact, value, label).
-fn parse_rule(rule: &str) -> Result<(&str, &str, &str), String> {
-    let bad = || format!("{rule:?} is not FACT=VALUE:KEY=VALUE (arch=x86_64:role=worker)");
-    let (cond, label) = rule.split_once(':').ok_or_else(bad)?;
-    let (fact, value) = cond.split_once('=').ok_or_else(bad)?;
-    if !label.contains('=') || !["arch", "firmware", "client"].contains(&fact) {
-        return Err(bad());
+/// The hostname enrolment gives a discovered MAC: `PREFIX-` and its 12 hex digits.
+fn hostname(prefix: &str, mac: MacAddr) -> String {
+    format!("{prefix}-{}", mac.to_string().replace(':', ""))
+}
+
+/// `CONDITION:K=V` → (condition, label); conditions as [`RuleCondition::parse`] reads them.
+fn parse_rule(rule: &str) -> Result<(RuleCondition, &str), String> {
+    let (cond, label) = rule.split_once(':').ok_or_else(|| {
+        format!("{rule:?} is not CONDITION:KEY=VALUE (arch=x86_64:role=worker, inventory.memory_gib>=64:size=large)")
+    })?;
+    if !label.contains('=') {
+        return Err(format!("{rule:?}: the label {label:?} is not KEY=VALUE"));
     }
-    Ok((fact, value, label))
+    Ok((RuleCondition::parse(cond)?, label))
 }
 
 /// Values that go into the CSV as given must not break its structure.
@@ -207,16 +228,15 @@ fn plan(
             ));
             break;
         };
-        let facts = d.facts();
         let mut labels = req.labels.clone();
-        for (fact, value, label) in &rules {
-            if facts.iter().any(|(f, v)| f == fact && v == value) {
+        for (condition, label) in &rules {
+            if d.satisfies(condition) {
                 labels.push((*label).to_string());
             }
         }
-        let hex: String = d.mac.to_string().replace(':', "");
         csv.push_str(&format!(
-            "{prefix}-{hex},,,,{},{},{netmask},{},{},{},{}\n",
+            "{},,,,{},{},{netmask},{},{},{},{}\n",
+            hostname(prefix, d.mac),
             d.mac,
             Ipv4Addr::from(ip),
             req.gateway.as_deref().unwrap_or(""),
@@ -247,6 +267,7 @@ mod tests {
             arch: Some(arch),
             vendor_class: None,
             user_class: None,
+            inspection: None,
         }
     }
 
@@ -281,6 +302,46 @@ mod tests {
         // The generated file passes the real parser.
         let machines = kiln_model::csv::parse_hardware_csv(FILE, &csv).unwrap();
         assert_eq!(machines[1].labels["role"], "worker");
+    }
+
+    #[test]
+    fn rules_on_inventory_facts_label_only_the_inspected_machines_that_meet_them() {
+        let mut big = found(1, 0);
+        big.inspection = Some(serde_json::from_str(
+            r#"{"at_ms":5,"inventory":{"cpu":{"model":"QEMU","cores":2},"memory_bytes":2147483648,
+                "firmware":"bios","dmi":{"vendor":"QEMU","product":"pc","serial":""},
+                "disks":[{"name":"vda","size_bytes":8589934592,"model":"","serial":"A","wwn":"",
+                  "rotational":false,"removable":false,"signatures":[],"partitions":[]}],
+                "nics":[],"unbound_pci":[]}}"#,
+        )
+        .unwrap());
+        let small = found(2, 0);
+        let req = DiscoveredEnroll {
+            rules: vec![
+                "inventory.memory_gib>=2:size=big".into(),
+                "disk.size>=8G:storage=yes".into(),
+                "vendor=QEMU:virtual=yes".into(),
+            ],
+            labels: Vec::new(),
+            ..request()
+        };
+        let (csv, _) = plan(&[big, small], &[], &req).unwrap();
+        let rows: Vec<&str> = csv.lines().skip(1).collect();
+        assert!(
+            rows[0].ends_with(",size=big|storage=yes|virtual=yes,/dev/sda"),
+            "{csv}"
+        );
+        assert!(
+            rows[1].ends_with(",,/dev/sda"),
+            "not inspected: no inventory label: {csv}"
+        );
+        let mut bad = request();
+        bad.rules = vec!["inventory.memory_gib>=lots:a=b".into()];
+        let problems = plan(&[found(1, 0)], &[], &bad).unwrap_err();
+        assert!(
+            problems[0].message.contains("not a whole number"),
+            "{problems:?}"
+        );
     }
 
     #[test]

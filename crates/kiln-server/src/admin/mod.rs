@@ -15,6 +15,7 @@ mod preflight;
 mod templates;
 mod timeline;
 pub mod tokens;
+pub mod ui;
 mod workflows;
 
 use std::net::SocketAddr;
@@ -57,6 +58,10 @@ pub struct AdminState {
     pub imports: crate::images::Imports,
     /// What `kiln serve` was told (the preflight checks the server's own set-up).
     pub options: Arc<ServeOptions>,
+    /// The web page's sessions (see [`ui`]).
+    pub ui_sessions: ui::Sessions,
+    /// This server's last preflight report, for the web page.
+    pub last_preflight: std::sync::Mutex<Option<kiln_api::LastPreflight>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -121,6 +126,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
         .routes(routes!(clusters::kubeconfig))
         .routes(routes!(bmc::action))
         .routes(routes!(preflight::run))
+        .routes(routes!(preflight::last))
         .split_for_parts();
     let published = Arc::new(doc.clone());
     // The document too needs a token: no request without one is answered.
@@ -136,6 +142,7 @@ pub fn router(state: Arc<AdminState>) -> (axum::Router, utoipa::openapi::OpenApi
             state.clone(),
             auth::require_token,
         ))
+        .merge(ui::routes(state.clone()))
         .with_state(state);
     (app, doc)
 }
@@ -197,6 +204,8 @@ impl AdminApi {
             shutdown: shutdown.clone(),
             imports: Default::default(),
             options: Arc::new(opts.clone()),
+            ui_sessions: Default::default(),
+            last_preflight: Default::default(),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;

@@ -1,14 +1,16 @@
 //! `POST /api/v1/preflight`: what would stop an install, checked before anything is powered.
 //! A POST because the files are the body; it only reads (BMCs included), so a read-only
-//! token may ask.
+//! token may ask. The last report is kept (in memory, per server) for the web page:
+//! `GET /api/v1/preflight/last`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use kiln_api::{PreflightReport, PreflightRequest};
+use kiln_api::time::rfc3339_ms;
+use kiln_api::{LastPreflight, PreflightReport, PreflightRequest};
 
-use super::{AdminState, ApiResult};
+use super::{AdminState, ApiResult, Failure, now_ms};
 
 /// Checks the machines of a hardware.csv, of a selection or of a cluster spec's placement —
 /// BMC reachable, credentials, cipher suite or Redfish version, power state, PXE override —
@@ -25,5 +27,26 @@ pub async fn run(
     Json(req): Json<PreflightRequest>,
 ) -> ApiResult<Json<PreflightReport>> {
     let report = crate::preflight::run(s.store.clone(), s.options.clone(), req).await?;
+    let at_ms = now_ms();
+    let last = LastPreflight {
+        at: rfc3339_ms(at_ms),
+        at_ms,
+        report: report.clone(),
+    };
+    *s.last_preflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
     Ok(Json(report))
+}
+
+/// The last preflight report this server made (since it started), and when.
+#[utoipa::path(get, path = "/api/v1/preflight/last", tag = "preflight", operation_id = "preflight_last",
+    responses((status = 200, body = LastPreflight),
+        (status = 404, description = "No preflight has run on this server since it started", body = kiln_api::ApiErrorBody)))]
+pub async fn last(State(s): State<Arc<AdminState>>) -> ApiResult<Json<LastPreflight>> {
+    let last = s
+        .last_preflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    last.map(Json)
+        .ok_or_else(|| Failure::not_found("no preflight has run on this server since it started"))
 }

@@ -25,6 +25,16 @@ pub enum DhcpMode {
     Off,
 }
 
+/// What `serve` does with MACs that netboot but are not enrolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryMode {
+    /// List them (`kiln discovered`) and answer nothing.
+    List,
+    /// Also boot them into the agent in inspection-only mode: it reports the hardware and
+    /// powers the machine off. Reservation mode needs --discovery-pool.
+    Inspect,
+}
+
 /// How `serve` writes its log (stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -82,6 +92,15 @@ pub struct ServeArgs {
         default_value = "reservation"
     )]
     dhcp_mode: DhcpMode,
+    /// MACs that netboot but are not enrolled: `list` them only, or `inspect` them too (the
+    /// agent reports their hardware to `kiln discovered` and powers them off). Anyone on the
+    /// provisioning network can then boot the agent OS and store one bounded inventory per MAC.
+    #[arg(long, env = "KILN_DISCOVERY", value_enum, default_value = "list")]
+    discovery: DiscoveryMode,
+    /// Addresses for machines being inspected in reservation mode, FIRST-LAST/PREFIX
+    /// (10.0.0.200-10.0.0.220/24): a 10-minute lease each, only to MACs that netbooted.
+    #[arg(long, env = "KILN_DISCOVERY_POOL", value_name = "FIRST-LAST/PREFIX")]
+    discovery_pool: Option<String>,
     #[arg(long, env = "KILN_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
     /// Port of the agent API over TLS, on --address (the plain HTTP port then refuses
@@ -173,6 +192,14 @@ impl ServeArgs {
         self.config.as_deref()
     }
 
+    fn dhcp_mode_value(&self) -> kiln_dhcp::Mode {
+        match self.dhcp_mode {
+            DhcpMode::Reservation => kiln_dhcp::Mode::Reservation,
+            DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
+            DhcpMode::Off => kiln_dhcp::Mode::Off,
+        }
+    }
+
     pub fn options(&self, data_dir: &Path) -> Result<ServeOptions, ServerError> {
         // SQLite in the data directory is what `None` means.
         let store = match &self.store {
@@ -182,16 +209,27 @@ impl ServeArgs {
             },
             None => None,
         };
+        let discovery_pool = self
+            .discovery_pool
+            .as_deref()
+            .map(kiln_dhcp::InspectPool::parse)
+            .transpose()
+            .map_err(|e| ServerError::Invalid(format!("--discovery-pool {e}")))?;
+        let inspect = self.discovery == DiscoveryMode::Inspect;
+        crate::options::check_discovery(
+            inspect,
+            discovery_pool.as_ref(),
+            self.dhcp_mode_value(),
+            self.address,
+        )?;
         Ok(ServeOptions {
             version: env!("CARGO_PKG_VERSION").into(),
+            inspect,
+            discovery_pool,
             data_dir: data_dir.to_path_buf(),
             address: self.address,
             interface: self.interface.clone(),
-            dhcp_mode: match self.dhcp_mode {
-                DhcpMode::Reservation => kiln_dhcp::Mode::Reservation,
-                DhcpMode::Proxy => kiln_dhcp::Mode::Proxy,
-                DhcpMode::Off => kiln_dhcp::Mode::Off,
-            },
+            dhcp_mode: self.dhcp_mode_value(),
             dhcp_segments: kiln_dhcp::Segments::parse(&self.dhcp_serve)
                 .map_err(|e| ServerError::Invalid(format!("--dhcp-serve {e}")))?,
             http_port: self.http_port,

@@ -103,25 +103,25 @@ fn a_recorded_qemu_install_reads_as_its_phases_in_order() {
             (P::PhoneHome, done),
         ]
     );
-    assert_eq!(t.workflow.as_deref(), Some("wf-bios-1796612798816"));
+    assert_eq!(t.workflow.as_deref(), Some("wf-bios-1796642868767"));
     assert_eq!(t.current, None);
     assert_eq!(t.diagnosis, None);
     assert_eq!(
         t.outcome.as_deref(),
         Some("workflow.succeeded: installed OS phoned home")
     );
-    // Kernel fetched (initrd at 03:06:42.358) → agent's claim at 03:07:02.622.
-    assert_eq!(t.phases[3].duration_ms, 20_264);
+    // Kernel fetched (initrd at 11:27:51.756) → agent's claim at 11:28:06.121.
+    assert_eq!(t.phases[3].duration_ms, 14_365);
     let image = &t.phases[4];
     assert_eq!(image.subject.as_deref(), Some("stream-image (image2disk)"));
     assert_eq!(image.bytes, Some(1_610_612_736));
-    // 1,610,612,736 bytes over 20.243 s (started 03:07:02.730, done 03:07:22.973).
-    assert_eq!(image.rate_bps, Some(1_610_612_736_000 / 20_243));
+    // 1,610,612,736 bytes over 16.627 s (started 11:28:07.456, done 11:28:24.083).
+    assert_eq!(image.rate_bps, Some(1_610_612_736_000 / 16_627));
     assert_eq!(
-        t.phases[7].duration_ms, 3_231,
+        t.phases[7].duration_ms, 2_714,
         "reboot → the installed OS's DHCP"
     );
-    assert_eq!(t.phases[8].duration_ms, 126_970, "its DHCP → phone-home");
+    assert_eq!(t.phases[8].duration_ms, 106_742, "its DHCP → phone-home");
 }
 
 #[test]
@@ -135,6 +135,7 @@ fn midway_the_last_phase_runs_and_within_its_bound_is_not_diagnosed() {
         // Between the agent's call and an action, or two actions, no phase runs.
         let between = [
             EventKind::AgentClaimed,
+            EventKind::InventoryReported,
             EventKind::WorkflowRunning,
             EventKind::ActionSucceeded,
         ];

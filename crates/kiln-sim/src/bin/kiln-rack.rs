@@ -49,12 +49,17 @@ struct Cli {
     /// The machines' boot ROM: ipxe (as QEMU's NICs) or pxe (DHCP, then iPXE over TFTP).
     #[arg(long, value_enum, default_value_t)]
     firmware: Firmware,
-    /// Seconds from the agent's reboot to iPXE's DHCP (the firmware's reset and POST).
+    /// Seconds from power-on, and from the agent's reboot, to iPXE's DHCP (the firmware's
+    /// reset and POST).
     #[arg(long, default_value_t = 3.0)]
     reboot_secs: f64,
     /// Seconds an OS takes from its kernel to the network (agent OS, installed OS).
     #[arg(long, default_value_t = 1.0)]
     os_boot_secs: f64,
+    /// How many `kiln serve`: 1, or 2 (an HA pair on the rack's segment; both need the same
+    /// PostgreSQL store: `-- --store postgresql://…`).
+    #[arg(long, default_value_t = 1)]
+    servers: u32,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
@@ -110,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         serve_args: cli.serve_args,
         bmc: cli.bmc,
         firmware: cli.firmware,
+        servers: cli.servers,
     };
     let out = rack::run(&opts);
     if image.starts_with(std::env::temp_dir()) && image.to_string_lossy().contains("kiln-rack-") {

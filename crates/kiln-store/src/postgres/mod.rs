@@ -15,28 +15,42 @@ mod schema;
 pub(crate) mod tls;
 pub(crate) mod workflows;
 
+use std::cell::Cell;
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use postgres::config::Host;
 use postgres::{Client, Config, NoTls};
 
 use crate::StoreError;
 
-/// Kiln's state in a PostgreSQL database. One connection, serialized by a mutex (callers use
-/// the blocking pool); reopened once per call when PostgreSQL closed it (a restart).
+/// Connections one store opens at most. Callers on several blocking threads (agent calls,
+/// BMC jobs, the admin API) then run their transactions side by side, as PostgreSQL is
+/// built for, instead of queueing behind one connection; a thousand machines reporting at
+/// once showed that queue as seconds of latency. Opened as needed.
+const CONNECTIONS: usize = 8;
+
+thread_local! {
+    /// Set while a COMMIT is on its way in this thread's call: a connection lost then leaves
+    /// the outcome unknown, so the call is not repeated (it could apply twice). Per thread:
+    /// a call runs on one thread, holding one connection, from start to end.
+    static COMMITTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Kiln's state in a PostgreSQL database: up to [`CONNECTIONS`] connections, each used by one
+/// call at a time (callers use the blocking pool); a connection is reopened once per call when
+/// PostgreSQL closed it (a restart).
 pub struct PgStore {
-    client: Mutex<Option<Client>>,
+    connections: Vec<Mutex<Option<Client>>>,
+    /// Where the search for a free connection starts (turns, so none is always passed over).
+    next: AtomicUsize,
     config: Config,
     tls: Option<tls::RustlsConnect>,
     /// What `describe` shows: the URL without its password.
     shown: String,
     /// Commits may be acknowledged before they reach disk (`synchronous_commit = off`).
     relaxed: AtomicBool,
-    /// Set while a COMMIT is on its way: a connection lost then leaves the outcome unknown,
-    /// so the call is not repeated (it could apply twice).
-    committing: AtomicBool,
 }
 
 impl PgStore {
@@ -46,12 +60,12 @@ impl PgStore {
         let (config, tls) = parse_url(url)?;
         let shown = describe(&config);
         let store = PgStore {
-            client: Mutex::new(None),
+            connections: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
             config,
             tls,
             shown,
             relaxed: AtomicBool::new(false),
-            committing: AtomicBool::new(false),
         };
         store.with(schema::migrate)?;
         Ok(store)
@@ -61,7 +75,40 @@ impl PgStore {
     /// PostgreSQL flushes them, so the last ones may be lost to a crash of PostgreSQL itself.
     pub fn relax_durability(&self) -> Result<(), StoreError> {
         self.relaxed.store(true, Ordering::SeqCst);
-        self.with(|c| Ok(c.batch_execute("SET synchronous_commit = off")?))
+        // Connections opened from now on set it themselves (see `connect`).
+        for slot in &self.connections {
+            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(client) = guard.as_mut() {
+                client.batch_execute("SET synchronous_commit = off")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection slot for one call: a free open connection if there is one, else a free
+    /// unopened slot, else (all busy) the next one in turn, waiting for it.
+    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
+        let n = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut unopened = None;
+        for i in 0..n {
+            let guard = match self.connections[(start + i) % n].try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            if guard.is_some() {
+                return guard;
+            }
+            if unopened.is_none() {
+                unopened = Some(guard);
+            }
+        }
+        unopened.unwrap_or_else(|| {
+            self.connections[start % n]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        })
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
@@ -79,19 +126,17 @@ impl PgStore {
         &self,
         mut f: impl FnMut(&mut Client) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.slot();
         let mut retried = false;
         loop {
             if guard.as_ref().is_none_or(Client::is_closed) {
                 *guard = Some(self.connect()?);
             }
             let client = guard.as_mut().expect("connected above");
-            self.committing.store(false, Ordering::SeqCst);
+            COMMITTING.set(false);
             match f(client) {
                 Err(StoreError::Postgres(e))
-                    if !retried
-                        && (e.is_closed() || client.is_closed())
-                        && !self.committing.load(Ordering::SeqCst) =>
+                    if !retried && (e.is_closed() || client.is_closed()) && !COMMITTING.get() =>
                 {
                     retried = true;
                     *guard = None;
@@ -117,7 +162,7 @@ impl PgStore {
 
     /// Commits `tx`, marking the commit in flight for [`PgStore::with`].
     fn commit(&self, tx: postgres::Transaction<'_>) -> Result<(), StoreError> {
-        self.committing.store(true, Ordering::SeqCst);
+        COMMITTING.set(true);
         tx.commit()?;
         Ok(())
     }
@@ -128,15 +173,15 @@ impl Drop for PgStore {
     /// worker thread (where the last handle on a store may well be dropped): close it on a
     /// thread of its own.
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(client) = client {
+        let clients: Vec<Client> = self
+            .connections
+            .iter_mut()
+            .filter_map(|slot| slot.get_mut().unwrap_or_else(|e| e.into_inner()).take())
+            .collect();
+        if !clients.is_empty() {
             let _ = std::thread::Builder::new()
                 .name("kiln-pg-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || drop(clients));
         }
     }
 }

@@ -207,8 +207,11 @@ pub fn other_connections_commits_change_data_version(b: &Backend) {
     cli.enroll(&workflow_machine("a", 1)).unwrap();
     let v1 = server.data_version().unwrap();
     assert_ne!(v1, v0);
-    cli.create_workflows(&[workflow("w1", "a")], &mut |_, _| Ok(()))
-        .unwrap();
+    // As the engine creates one: the machine's netboot turns on (hardware a server holds).
+    cli.create_workflows(&[workflow("w1", "a")], &mut |wf, tx| {
+        tx.set_netboot(&wf.hardware, true)
+    })
+    .unwrap();
     assert_ne!(server.data_version().unwrap(), v1);
 }
 
@@ -698,6 +701,7 @@ fn sighting(n: u16, at: u64) -> kiln_model::DiscoveredMac {
         arch: Some(0),
         vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
         user_class: None,
+        inspection: None,
     }
 }
 
@@ -737,4 +741,31 @@ pub fn discovered_macs_merge_are_bounded_and_forgotten(b: &Backend) {
     let gone = [flood[20].mac, flood[21].mac, sighting(1, 0).mac];
     assert_eq!(store.forget_discovered(&gone).unwrap(), 2);
     assert_eq!(store.discovered().unwrap().len(), MAX_DISCOVERED - 2);
+}
+
+pub fn an_inspection_is_kept_with_its_mac_across_sightings(b: &Backend) {
+    let store = &b.store;
+    store.record_discovered(&[sighting(7, 100)]).unwrap();
+    // The hardware inventory's type lives in kiln-api, which this crate reads only as JSON.
+    let inspection: kiln_model::discovery::Inspection = serde_json::from_str(
+        r#"{"at_ms":200,"inventory":{"cpu":{"model":"QEMU","cores":2},"memory_bytes":2147483648,
+            "firmware":"bios","dmi":{"vendor":"QEMU","product":"pc","serial":""},
+            "disks":[],"nics":[],"unbound_pci":[]}}"#,
+    )
+    .unwrap();
+    let inventory = inspection.inventory.clone();
+    let mut report = sighting(7, 200);
+    report.count = 0;
+    report.inspection = Some(inspection);
+    // The report comes through another connection (the agent API's), then DHCP sees it again.
+    (b.reopen)().record_discovered(&[report]).unwrap();
+    store.record_discovered(&[sighting(7, 300)]).unwrap();
+    let all = store.discovered().unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].count, all[0].last_seen_ms), (2, 300));
+    let kept = all[0].inspection.as_ref().expect("the inspection is kept");
+    assert_eq!((kept.at_ms, &kept.inventory), (200, &inventory));
+    // Forgetting the MAC (enrolled) forgets its inspection too.
+    store.forget_discovered(&[all[0].mac]).unwrap();
+    assert!(store.discovered().unwrap().is_empty());
 }

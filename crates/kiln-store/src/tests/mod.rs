@@ -81,4 +81,5 @@ store_tests!(
     logs_are_stored_in_order,
     concurrent_enrolments_and_transitions_do_not_deadlock,
     discovered_macs_merge_are_bounded_and_forgotten,
+    an_inspection_is_kept_with_its_mac_across_sightings,
 );

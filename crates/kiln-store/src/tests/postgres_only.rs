@@ -255,6 +255,47 @@ fn a_claim_skips_a_workflow_another_server_holds() {
     assert_eq!(store.workflow("w1").unwrap().unwrap().log_lines_dropped, 1);
 }
 
+/// One store serves several callers at once: a read does not wait behind another caller's
+/// open transaction (a thousand agents reporting must not queue on one connection).
+#[test]
+fn a_read_does_not_wait_for_another_callers_transaction() {
+    if skip_pg() {
+        eprintln!("KILN_SKIP_PG=1: PostgreSQL test skipped");
+        return;
+    }
+    let (_cluster, url) = crate::testing::fresh_database();
+    let store = crate::open(&Location::Postgres { url }, Durability::Full).unwrap();
+    store
+        .enroll(&super::cases::workflow_machine("a", 1))
+        .unwrap();
+    store
+        .create_workflows(&[workflow("w1", "a")], &mut |_, _| Ok(()))
+        .unwrap();
+    let (inside_tx, inside) = std::sync::mpsc::channel();
+    let (read_tx, read) = std::sync::mpsc::channel();
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            store.with_workflow(WorkflowKey::Id("w1"), |wf, _| {
+                inside_tx.send(()).unwrap();
+                // Holds its connection (and the row) until the reader is done, or gives up.
+                let read_meanwhile = read.recv_timeout(std::time::Duration::from_secs(30));
+                wf.log_lines_dropped += 1;
+                Ok(read_meanwhile.is_ok())
+            })
+        })
+    };
+    inside.recv().unwrap();
+    assert_eq!(store.hardware().unwrap().len(), 1);
+    // (Should the writer have given up waiting, it is gone: the assertion below says so.)
+    let _ = read_tx.send(());
+    assert!(
+        writer.join().unwrap().unwrap(),
+        "the read waited for the writer's transaction"
+    );
+    assert_eq!(store.workflow("w1").unwrap().unwrap().log_lines_dropped, 1);
+}
+
 /// A change committed through one connection reaches a watcher on another at once (LISTEN /
 /// NOTIFY), and the watcher calls once on (re)connecting, for what it may have missed.
 #[test]
