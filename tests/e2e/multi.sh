@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # Issue 13 point 3, several servers on one state. Each case starts a PostgreSQL cluster of its
 # own (tests/lib/postgres.sh: initdb + pg_ctl in a temp dir, unix socket only, as `nobody` when
-# root; stopped and removed at the end) shared by two `kiln serve`, and provisions QEMU machines
+# root; stopped and removed at the end) shared by two or three `kiln serve`, and provisions QEMU machines
 # to `succeeded` with the agent OS and workflows/debian-test-os.yaml. The test OS image is
 # imported once, through the first server; the second serves the same files (its images dir is
 # the first's: README "Several servers"). Each case is a child process of its own.
 #
-# segments (3(a)): two segments (bridges br0 10.77.0.0/24 and br1 10.78.0.0/24), one
-#   `kiln serve --dhcp-serve own` on each; one machine per segment, both provisioned at once,
-#   each by the server of its own segment: its DHCP answers name that server's boot URL, and
-#   that server streamed it the image (each server's /metrics).
+# segments (3(a), and the HA pair of point 2): two segments (bridges br0 10.77.0.0/24 and br1
+#   10.78.0.0/24); on br0 an HA pair (seg-a 10.77.0.1 and seg-c .2), on br1 seg-b, all three
+#   `kiln serve --dhcp-serve own`. One machine per segment, both provisioned at once, both
+#   workflows created through seg-a: each machine is answered and served by its own segment's
+#   servers (DHCP answers name them, they streamed its image, the URLs rendered for seg-a are
+#   handed out naming the server the machine reached). The pair offers seg-a-1 the same
+#   address, each REQUEST is acked once, by the server it chose, and never NAKed.
 # takeover (3(b)): an HA pair on one segment (10.77.0.1 and .2, both answering DHCP) and one
 #   machine behind OpenIPMI's ipmi_sim, whose chassis starts and stops its QEMU machine
-#   (tests/e2e/vm-power.sh). The server that claimed the machine's BMC step, the one driving
-#   its workflow, is killed with SIGKILL right after it sent the power-on. The other takes the
-#   step over (≤ 30 s) and sends nothing, answers the machine's netboot, streams its image and
-#   takes its phone-home: the workflow succeeds, the chassis saw one power-on, and every event
-#   (the dead server's first ones included) is there.
-# hapair (the HA pair of point 2): two servers on one segment, both `--dhcp-serve all`; one
-#   machine provisioned to `succeeded` on one lease: both servers offer it the same address,
-#   each REQUEST is acked once, by the server it chose, and never NAKed.
+#   (tests/e2e/vm-power.sh). The server that claimed the machine's BMC step, the one its
+#   workflow was created through, is killed with SIGKILL right after it sent the power-on. The
+#   other takes the step over (≤ 30 s) and sends nothing, answers the machine's netboot, hands
+#   it the workflow's URLs naming itself, streams its image and takes its phone-home: the
+#   workflow succeeds, the chassis saw one power-on, and every event (the dead server's first
+#   ones included) is there.
 #
 #   tests/e2e/multi.sh [CASE...]     (root; KILN_BIN names the kiln under test)
 set -euo pipefail
@@ -78,33 +79,41 @@ serve_a() {
 }
 images_dir_of() { echo "$1/images"; }
 
-# serve_b ID INTERFACE ADDRESS [ARGS...]: the second server, its own data dir and admin API
-# (127.0.0.1:9444), the first one's images dir. Sets B_PID, B_DATA, B_LOG.
-serve_b() {
-	local id=$1 iface=$2 address=$3
-	shift 3
-	B_DATA=$E2E_WORK/data-b
-	B_LOG=$E2E_WORK/kiln-serve-b.log
-	mkdir -p "$B_DATA"
-	ln -s "$(images_dir_of "$A_DATA")" "$(images_dir_of "$B_DATA")"
-	local cmd=("$KILN_BIN" serve --data-dir "$B_DATA" --interface "$iface" --address "$address"
+# serve_peer ID INTERFACE ADDRESS API_PORT [ARGS...]: another server, its own data dir and admin
+# API (127.0.0.1:API_PORT), the first one's images dir. Sets PEER_PID, PEER_DATA.
+serve_peer() {
+	local id=$1 iface=$2 address=$3 api_port=$4
+	shift 4
+	PEER_DATA=$E2E_WORK/data-$id
+	local log=$E2E_WORK/kiln-serve-$id.log
+	mkdir -p "$PEER_DATA"
+	ln -s "$(images_dir_of "$A_DATA")" "$(images_dir_of "$PEER_DATA")"
+	local cmd=("$KILN_BIN" serve --data-dir "$PEER_DATA" --interface "$iface" --address "$address"
 		--http-port "$HTTP_PORT" --tftp-root "$E2E_TFTP_ROOT" --artifacts "$AGENT_OS"
-		--kernel-args "$KERNEL_ARGS" --api-listen 127.0.0.1:9444 --store "$STORE" --server-id "$id" "$@")
+		--kernel-args "$KERNEL_ARGS" --api-listen "127.0.0.1:$api_port" --store "$STORE" --server-id "$id" "$@")
 	log "starting: ${cmd[*]}"
-	ip netns exec "$E2E_NS" "${cmd[@]}" </dev/null >"$B_LOG" 2>&1 &
-	B_PID=$!
-	E2E_PIDS+=("$B_PID")
-	E2E_LOGS+=("kiln serve b=$B_LOG")
-	wait_http_ok "http://$address:$HTTP_PORT/healthz" 60 "$B_PID" || die "server $id did not start"
+	ip netns exec "$E2E_NS" "${cmd[@]}" </dev/null >"$log" 2>&1 &
+	PEER_PID=$!
+	E2E_PIDS+=("$PEER_PID")
+	E2E_LOGS+=("kiln serve $id=$log")
+	wait_http_ok "http://$address:$HTTP_PORT/healthz" 60 "$PEER_PID" || die "server $id did not start"
 	local i
 	for i in $(seq 150); do
-		[ -s "$B_DATA/api.json" ] && break
+		[ -s "$PEER_DATA/api.json" ] && break
 		sleep 0.2
 	done
-	[ -s "$B_DATA/api.json" ] || die "server $id wrote no $B_DATA/api.json"
+	[ -s "$PEER_DATA/api.json" ] || die "server $id wrote no $PEER_DATA/api.json"
 	# The admin token is the store's (the first server made it): the CLI on this host may
-	# talk to either server.
-	cp "$A_DATA/admin.token" "$B_DATA/admin.token"
+	# talk to any server.
+	cp "$A_DATA/admin.token" "$PEER_DATA/admin.token"
+}
+
+# serve_b ID INTERFACE ADDRESS [ARGS...]: the second server (admin API 127.0.0.1:9444). Sets
+# B_PID, B_DATA.
+serve_b() {
+	serve_peer "$1" "$2" "$3" 9444 "${@:4}"
+	B_PID=$PEER_PID
+	B_DATA=$PEER_DATA
 }
 
 # enroll_and_import: hardware.csv (written by the caller) enrolled and the test OS imported,
@@ -114,8 +123,9 @@ enroll_and_import() {
 	kiln image import "$TEST_OS" --name test-os >/dev/null || die "image import failed"
 }
 
-# install HOST [ARGS...]: a debian-test-os workflow for HOST. Its rendered URLs (the image's)
-# name the server it is created through, or --server-url.
+# install HOST [ARGS...]: a debian-test-os workflow for HOST, created through the first server:
+# its rendered URLs (the image's, phone-home's) name that server, and whichever server the
+# machine reaches hands them out naming itself.
 install() {
 	local host=$1
 	shift
@@ -174,6 +184,20 @@ succeeded_checks() {
 
 # ---- segments ---------------------------------------------------------------------------
 
+# The machine's DHCP events, one a line: AT_MS KIND IP DETAIL (see case_segments).
+same_address() { [ -s "$1" ] && ! awk -v ip="$2" '$3 != ip' "$1" | grep -q .; }
+offered_by() {
+	local file=$1 url
+	shift
+	for url in "$@"; do grep -q "dhcp.offer .*boot=$url/" "$file" || return 1; done
+}
+no_nak() { ! grep -qE ' dhcp\.(nak|decline) ' "$1"; }
+# A second server's ACK to the same REQUEST would follow the first within milliseconds.
+one_ack_per_exchange() {
+	awk '$2 == "dhcp.ack" { if (last && $1 - last < 3000) bad = 1; last = $1 } END { exit bad }' "$1"
+}
+
+
 case_segments() {
 	setup segments 1
 	# The second segment: br1 with tap1, no link to br0.
@@ -185,46 +209,78 @@ case_segments() {
 	nsx ip addr add 10.78.0.1/24 dev br1
 	nsx ip link set br1 up
 	serve_a seg-a --dhcp-serve own --no-router-advert
+	nsx ip addr add "$B_IP/24" dev br0
+	serve_peer seg-c br0 "$B_IP" 9445 --dhcp-serve own --no-router-advert
 	serve_b seg-b br1 10.78.0.1 --dhcp-serve own --no-router-advert
 
-	local mac_a=52:54:00:4d:0a:01 mac_b=52:54:00:4d:0b:01
+	local mac_a=52:54:00:4d:0a:01 mac_b=52:54:00:4d:0b:01 ip_a=10.77.0.57
 	cat >"$E2E_WORK/hardware.csv" <<-EOF
 		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
-		seg-a-1,,,,$mac_a,10.77.0.57,255.255.255.0,10.77.0.1,10.77.0.1,,/dev/vda
+		seg-a-1,,,,$mac_a,$ip_a,255.255.255.0,10.77.0.1,10.77.0.1,,/dev/vda
 		seg-b-1,,,,$mac_b,10.78.0.57,255.255.255.0,10.78.0.1,10.78.0.1,,/dev/vda
 	EOF
 	enroll_and_import
+	# Both through seg-a: seg-b-1's rendered URLs name a server its segment cannot reach.
 	install seg-a-1
-	install seg-b-1 --server-url "http://10.78.0.1:$HTTP_PORT"
+	install seg-b-1
 	vm_start seg-a-1 --tap tap0 --mac "$mac_a" --disk "$(machine_disk seg-a-1)" --rw-disk --reboot --mem 1024
 	vm_start seg-b-1 --tap tap1 --mac "$mac_b" --disk "$(machine_disk seg-b-1)" --rw-disk --reboot --mem 1024
 	wait_ended "$WORKFLOW_TIMEOUT" seg-a-1 seg-b-1 || log "not both ended within $WORKFLOW_TIMEOUT s"
-	succeeded_checks segments seg-a-1 10.77.0.57
+	succeeded_checks segments seg-a-1 "$ip_a"
 	succeeded_checks segments seg-b-1 10.78.0.57
 
 	events_json "$E2E_WORK/events.json"
-	local host url
-	for host in seg-a-1 seg-b-1; do
-		url=http://10.77.0.1:$HTTP_PORT
-		[ "$host" = seg-b-1 ] && url=http://10.78.0.1:$HTTP_PORT
-		# shellcheck disable=SC2016 # python
-		check "segments: $host's DHCP answers with a boot file all name its own segment's server ($url)" \
-			python3 -c 'import json, sys
-host, url = sys.argv[2], sys.argv[3]
+	local a=$KILN_URL b=http://10.78.0.1:$HTTP_PORT c=http://$B_IP:$HTTP_PORT
+	# shellcheck disable=SC2016 # python
+	check "segments: every DHCP answer with a boot file names a server of the machine's own segment" \
+		python3 -c 'import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-boots = [e["detail"] for e in ev if e.get("machine") == host and e["kind"] in ("dhcp.offer", "dhcp.ack") and "boot=" in e["detail"]]
-print("#   " + "\n#   ".join(boots))
-assert boots and all(("boot=" + url + "/") in d for d in boots), boots' "$E2E_WORK/events.json" "$host" "$url"
-	done
-	# One machine per server: each served one image stream (and the other none would show 0).
-	local size a_bytes b_bytes
+for host, urls in (("seg-a-1", sys.argv[2:4]), ("seg-b-1", sys.argv[4:5])):
+    boots = [e["detail"] for e in ev if e.get("machine") == host and e["kind"] in ("dhcp.offer", "dhcp.ack") and "boot=" in e["detail"]]
+    print("#   " + host + ":\n#   " + "\n#   ".join(boots))
+    assert boots and all(any(("boot=" + u + "/") in d for u in urls) for d in boots), (host, boots)' \
+		"$E2E_WORK/events.json" "$a" "$c" "$b"
+	check "segments: seg-b-1's workflow was rendered for seg-a ($a), yet served by seg-b" \
+		[ "$(wf_field seg-b-1 "->>'rendered_for'")" = "$a" ]
+	# One machine per segment: seg-b streamed one image, seg-a's pair the other.
+	local size a_bytes b_bytes c_bytes
 	size=$(stat -c %s "$TEST_OS")
-	a_bytes=$(metric "http://10.77.0.1:$HTTP_PORT" 'kiln_http_file_bytes_total{root="images"}')
-	b_bytes=$(metric "http://10.78.0.1:$HTTP_PORT" 'kiln_http_file_bytes_total{root="images"}')
-	check "segments: seg-a streamed the image to its segment's machine ($a_bytes bytes; image $size)" [ "$a_bytes" -ge "$size" ]
+	a_bytes=$(metric "$a" 'kiln_http_file_bytes_total{root="images"}')
+	b_bytes=$(metric "$b" 'kiln_http_file_bytes_total{root="images"}')
+	c_bytes=$(metric "$c" 'kiln_http_file_bytes_total{root="images"}')
 	check "segments: seg-b streamed the image to its segment's machine ($b_bytes bytes; image $size)" [ "$b_bytes" -ge "$size" ]
-	check "segments: both servers beat in the servers table" \
-		[ "$(psql_q "SELECT string_agg(id, ',' ORDER BY id) FROM servers")" = seg-a,seg-b ]
+	check "segments: seg-a's HA pair streamed it to theirs ($a_bytes + $c_bytes bytes)" [ $((a_bytes + c_bytes)) -ge "$size" ]
+	check "segments: the three servers beat in the servers table" \
+		[ "$(psql_q "SELECT string_agg(id, ',' ORDER BY id) FROM servers")" = seg-a,seg-b,seg-c ]
+
+	# The HA pair (point 2): seg-a and seg-c both answer br0; seg-a-1 got one lease.
+	python3 - "$E2E_WORK/events.json" seg-a-1 >"$E2E_WORK/dhcp.txt" <<-'EOF'
+		import json, sys
+		ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+		for e in sorted(ev, key=lambda e: (e["at_ms"], e["id"])):
+		    if e.get("machine") == sys.argv[2] and e["kind"].startswith("dhcp."):
+		        print(e["at_ms"], e["kind"], e.get("ip") or "-", e["detail"])
+	EOF
+	sed 's/^/#   /' "$E2E_WORK/dhcp.txt"
+	check "hapair: every DHCP answer gave seg-a-1 the same address $ip_a" same_address "$E2E_WORK/dhcp.txt" "$ip_a"
+	check "hapair: both servers of the pair offered it netbooting (offers naming each one's boot URL)" \
+		offered_by "$E2E_WORK/dhcp.txt" "$a" "$c"
+	check "hapair: no NAK, no DECLINE (no conflicting answers)" no_nak "$E2E_WORK/dhcp.txt"
+	check "hapair: one ACK per exchange (no two ACKs within 3 s)" one_ack_per_exchange "$E2E_WORK/dhcp.txt"
+	local acks_a acks_c offers_a offers_c naks ignored acks
+	acks_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="ack"}')
+	acks_c=$(metric "$c" 'kiln_dhcp_packets_total{outcome="ack"}')
+	offers_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="offer"}')
+	offers_c=$(metric "$c" 'kiln_dhcp_packets_total{outcome="offer"}')
+	naks=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="nak"}') + $(metric "$c" 'kiln_dhcp_packets_total{outcome="nak"}')))
+	ignored=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}') + $(metric "$c" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}')))
+	acks=$(grep -c ' dhcp.ack ' "$E2E_WORK/dhcp.txt" || true)
+	log "metrics: seg-a offered $offers_a, acked $acks_a; seg-c offered $offers_c, acked $acks_c; naks $naks; REQUESTs left to the other server $ignored; ACK events $acks"
+	check "hapair: both servers offered (seg-a $offers_a, seg-c $offers_c)" [ "$((offers_a > 0))$((offers_c > 0))" = 11 ]
+	check "hapair: the pair's ACKs are the machine's ACK events ($acks_a + $acks_c = $acks): none unseen, none twice" \
+		[ $((acks_a + acks_c)) = "$acks" ]
+	check "hapair: REQUESTs that chose one server were left to it by the other ($ignored), none NAKed ($naks)" \
+		[ "$((ignored > 0))/$naks" = 1/0 ]
 }
 
 # ---- takeover ---------------------------------------------------------------------------
@@ -262,10 +318,10 @@ case_takeover() {
 	EOF
 	enroll_and_import
 	# Server a claims the step and so is the one to kill: b is paused (SIGSTOP) until a has
-	# claimed it. The workflow's rendered URLs (the image's) name b, the survivor: such URLs
-	# name one server (README, "Several servers").
+	# claimed it. The workflow is created through a: its rendered URLs (the image's, the
+	# phone-home's) name the server that dies; b hands them out naming itself.
 	kill -STOP "$B_PID"
-	install m1 --server-url "http://$B_IP:$HTTP_PORT"
+	install m1
 	local i
 	for i in $(seq 600); do
 		grep -q "set power 1" "$vmdir/ctl.log" 2>/dev/null && break
@@ -335,66 +391,7 @@ assert after and all(("boot=" + sys.argv[2] + "/") in d for d in after), after' 
 		"workflow.created workflow.running action.started action.succeeded action.started action.succeeded action.started action.succeeded workflow.rebooting workflow.succeeded " ]
 }
 
-# ---- hapair -----------------------------------------------------------------------------
-
-# The machine's DHCP events, one a line: AT_MS KIND IP DETAIL (see case_hapair).
-same_address() { [ -s "$1" ] && ! awk -v ip="$2" '$3 != ip' "$1" | grep -q .; }
-offered_by() {
-	local file=$1 url
-	shift
-	for url in "$@"; do grep -q "dhcp.offer .*boot=$url/" "$file" || return 1; done
-}
-no_nak() { ! grep -qE ' dhcp\.(nak|decline) ' "$1"; }
-# A second server's ACK to the same REQUEST would follow the first within milliseconds.
-one_ack_per_exchange() {
-	awk '$2 == "dhcp.ack" { if (last && $1 - last < 3000) bad = 1; last = $1 } END { exit bad }' "$1"
-}
-
-case_hapair() {
-	setup hapair 1
-	serve_a a --dhcp-serve all
-	nsx ip addr add "$B_IP/24" dev br0
-	serve_b b br0 "$B_IP" --dhcp-serve all
-	local mac=52:54:00:4d:0c:01 ip=10.77.0.58
-	write_hardware_csv "$E2E_WORK/hardware.csv" "ha-1,$mac,$ip"
-	enroll_and_import
-	install ha-1
-	vm_start ha-1 --tap tap0 --mac "$mac" --disk "$(machine_disk ha-1)" --rw-disk --reboot --mem 1024
-	wait_ended "$WORKFLOW_TIMEOUT" ha-1 || log "the workflow did not end within $WORKFLOW_TIMEOUT s"
-	succeeded_checks hapair ha-1 "$ip"
-
-	events_json "$E2E_WORK/events.json"
-	python3 - "$E2E_WORK/events.json" ha-1 >"$E2E_WORK/dhcp.txt" <<-'EOF'
-		import json, sys
-		ev = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-		for e in sorted(ev, key=lambda e: (e["at_ms"], e["id"])):
-		    if e.get("machine") == sys.argv[2] and e["kind"].startswith("dhcp."):
-		        print(e["at_ms"], e["kind"], e.get("ip") or "-", e["detail"])
-	EOF
-	sed 's/^/#   /' "$E2E_WORK/dhcp.txt"
-	local a=$KILN_URL b=http://$B_IP:$HTTP_PORT
-	check "hapair: every DHCP answer gave the machine the same address $ip" same_address "$E2E_WORK/dhcp.txt" "$ip"
-	check "hapair: both servers offered it netbooting (offers naming each server's boot URL)" \
-		offered_by "$E2E_WORK/dhcp.txt" "$a" "$b"
-	check "hapair: no NAK, no DECLINE (no conflicting answers)" no_nak "$E2E_WORK/dhcp.txt"
-	check "hapair: one ACK per exchange (no two ACKs within 3 s)" one_ack_per_exchange "$E2E_WORK/dhcp.txt"
-	local acks_a acks_b offers_a offers_b naks ignored acks
-	acks_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="ack"}')
-	acks_b=$(metric "$b" 'kiln_dhcp_packets_total{outcome="ack"}')
-	offers_a=$(metric "$a" 'kiln_dhcp_packets_total{outcome="offer"}')
-	offers_b=$(metric "$b" 'kiln_dhcp_packets_total{outcome="offer"}')
-	naks=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="nak"}') + $(metric "$b" 'kiln_dhcp_packets_total{outcome="nak"}')))
-	ignored=$(($(metric "$a" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}') + $(metric "$b" 'kiln_dhcp_packets_total{outcome="ignored_other_server"}')))
-	acks=$(grep -c ' dhcp.ack ' "$E2E_WORK/dhcp.txt" || true)
-	log "metrics: a offered $offers_a, acked $acks_a; b offered $offers_b, acked $acks_b; naks $naks; REQUESTs left to the other server $ignored; ACK events $acks"
-	check "hapair: both servers offered (a $offers_a, b $offers_b)" [ "$((offers_a > 0))$((offers_b > 0))" = 11 ]
-	check "hapair: the servers' ACKs are the machine's ACK events ($acks_a + $acks_b = $acks): none unseen, none twice" \
-		[ $((acks_a + acks_b)) = "$acks" ]
-	check "hapair: REQUESTs that chose one server were left to it by the other ($ignored), none NAKed ($naks)" \
-		[ "$((ignored > 0))/$naks" = 1/0 ]
-}
-
-CASES=(takeover segments hapair)
+CASES=(takeover segments)
 
 if [ "${1:-}" = --case ]; then
 	"case_$2"

@@ -214,6 +214,7 @@ impl Engine {
                 })?;
             let mut wf = machine::new_workflow(id, hw.hostname.clone(), template, rendered, now);
             wf.retry_of = retry_of.map(str::to_string);
+            wf.rendered_for = Some(server_url.to_string());
             if power && hw.bmc.is_some() {
                 power::plan(&mut wf);
             }

@@ -83,6 +83,7 @@ pub fn new_workflow(
         log_lines_dropped: 0,
         agent_claim: None,
         seed_served_ms: None,
+        rendered_for: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Workflows: one per machine, a rendered copy of a template's actions and
 //! where each one got to. The engine (kiln-engine) moves them; this is the data.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::template::ActionSpec;
@@ -69,6 +71,10 @@ pub struct Workflow {
     /// When the cloud-init seed was handed to the agent: it leaves once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_served_ms: Option<u64>,
+    /// The server URL its actions were rendered with (image and phone-home URLs name it);
+    /// another server that serves the machine names itself instead (see `retarget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_for: Option<String>,
 }
 
 /// The agent that claimed a workflow's credential: its address binds every later call.
@@ -135,5 +141,67 @@ impl Workflow {
         self.actions
             .iter()
             .position(|a| a.state != ActionState::Succeeded)
+    }
+
+    /// `value` (an action parameter) as `server_url` hands it out: the URLs of the server
+    /// the workflow was rendered for name `server_url` instead. Any server of a group may
+    /// serve a machine (its own segment's, or the survivor when the other died); the machine
+    /// reached this one, so this one's image and phone-home URLs are the ones it can use.
+    pub fn for_server<'a>(&self, value: &'a str, server_url: &str) -> Cow<'a, str> {
+        match self.rendered_for.as_deref() {
+            Some(from) if from != server_url => retarget(value, from, server_url),
+            _ => Cow::Borrowed(value),
+        }
+    }
+}
+
+/// `value` with every URL under `from` (`from` itself, or `from/…`) moved under `to`.
+pub fn retarget<'a>(value: &'a str, from: &str, to: &str) -> Cow<'a, str> {
+    if from.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    if value == from {
+        return Cow::Owned(to.to_string());
+    }
+    let under = format!("{from}/");
+    if value.contains(&under) {
+        Cow::Owned(value.replace(&under, &format!("{to}/")))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retarget;
+
+    #[test]
+    fn urls_under_the_rendering_server_move_to_the_serving_one() {
+        let (a, b) = ("http://10.77.0.1:8080", "http://10.77.0.2:8080");
+        assert_eq!(
+            retarget("http://10.77.0.1:8080/images/os.raw", a, b),
+            "http://10.77.0.2:8080/images/os.raw"
+        );
+        assert_eq!(retarget(a, a, b), b);
+        let script =
+            "curl http://10.77.0.1:8080/v1/phone-home/x/sig && echo http://10.77.0.1:8080/a";
+        assert_eq!(
+            retarget(script, a, b),
+            "curl http://10.77.0.2:8080/v1/phone-home/x/sig && echo http://10.77.0.2:8080/a"
+        );
+    }
+
+    #[test]
+    fn other_urls_and_longer_ports_are_left_alone() {
+        let (a, b) = ("http://10.77.0.1:80", "http://10.77.0.2:80");
+        for v in [
+            "http://10.77.0.1:8080/images/x",
+            "https://mirror.example/x",
+            "",
+            "http://10.77.0.1:80x",
+        ] {
+            assert_eq!(retarget(v, a, b), v);
+        }
+        assert_eq!(retarget("http://x/y", "", b), "http://x/y");
     }
 }

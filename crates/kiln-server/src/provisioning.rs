@@ -101,6 +101,14 @@ impl EngineProvisioning {
         Ok(wf)
     }
 
+    /// A rendered parameter of `wf` as it leaves this server: its URLs name this server
+    /// (the machine reached it; the one it was rendered for may be on another segment, or
+    /// dead) and its phone-home URL is signed.
+    fn hand_out(&self, wf: &Workflow, value: &str) -> String {
+        self.phone_home_key
+            .fill(&wf.id, &wf.for_server(value, &self.server_url))
+    }
+
     /// The NoCloud seed of `wf`: the cluster's node documents, the template's own, or the
     /// defaults; the phone-home URL signed.
     fn render_seed(&self, wf: &Workflow) -> Result<Seed, ApiError> {
@@ -142,7 +150,7 @@ impl EngineProvisioning {
             params
                 .and_then(|p| p.get(k))
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| self.phone_home_key.fill(&wf.id, v))
+                .map(|v| self.hand_out(wf, v))
         };
         Ok(Seed {
             user_data: given("user_data")
@@ -194,10 +202,11 @@ impl Provisioning for EngineProvisioning {
         let call = AgentCall { token, peer };
         let mut next = self.engine.next_for(call, run).map_err(api_error)?;
         if let NextAction::Run { action, .. } = &mut next {
-            // A template may hand the phone-home URL to any action: signed as it leaves.
+            // A template may hand the phone-home URL to any action: signed as it leaves,
+            // naming this server.
             let workflow = self.engine.agent_workflow(call).map_err(api_error)?;
             for v in action.params.values_mut() {
-                *v = self.phone_home_key.fill(&workflow.id, v);
+                *v = self.hand_out(&workflow, v);
             }
             if action.kind == ActionKind::Image2disk {
                 action.guard = Some(Box::new(self.guard_for(&workflow.hardware, action)));
@@ -326,6 +335,7 @@ mod tests {
     const VICTIM: &str = "10.0.0.11";
     const ATTACKER: &str = "10.0.0.66";
     const MAC: &str = "52:54:00:00:00:01";
+    const RENDERED_FOR: &str = "http://10.0.0.1:8080";
     const TEMPLATE: &str = "name: t\nactions:\n  - name: seed\n    kind: cloud-init\n    with:\n      disk: /dev/vda\n  - name: boot\n    kind: reboot\n";
 
     #[derive(Default)]
@@ -351,6 +361,12 @@ mod tests {
     }
 
     fn lab_with(template: &str) -> Lab {
+        lab_serving(template, RENDERED_FOR)
+    }
+
+    /// The workflow rendered through RENDERED_FOR; the agent API of `serving` (another
+    /// server of the group, when they differ).
+    fn lab_serving(template: &str, serving: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let store = kiln_store::open_sqlite(dir.path()).unwrap();
         let mut hw = kiln_model::csv::parse_hardware_csv(
@@ -364,9 +380,7 @@ mod tests {
         store.enroll(&hw).unwrap();
         let engine = Engine::new(store.clone());
         let t = parse_template("t.yaml", template).unwrap();
-        let wf = engine
-            .create(&t, &hw, "http://10.0.0.1:8080", false)
-            .unwrap();
+        let wf = engine.create(&t, &hw, RENDERED_FOR, false).unwrap();
         hw[0].netboot = true;
         let inventory = SharedInventory::new(Inventory::new(hw));
         let key = PhoneHomeKey::generate();
@@ -379,7 +393,7 @@ mod tests {
         ));
         let app = kiln_http::router(
             kiln_http::HttpConfig {
-                server_url: "http://10.0.0.1:8080".into(),
+                server_url: serving.into(),
                 artifacts_dir: dir.path().into(),
                 boot_dir: dir.path().into(),
                 images_dir: dir.path().into(),
@@ -395,7 +409,7 @@ mod tests {
                 engine: engine.clone(),
                 store: store.clone(),
                 inventory,
-                server_url: "http://10.0.0.1:8080".into(),
+                server_url: serving.into(),
                 check_peer_ip: true,
                 phone_home_key: key.clone(),
                 inspector: Some(inspector),
@@ -739,6 +753,63 @@ mod tests {
     }
 
     const IMAGE_TEMPLATE: &str = "name: t\nactions:\n  - name: img\n    kind: image2disk\n    with:\n      url: http://10.0.0.1:8080/images/os.raw\n      sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n  - name: boot\n    kind: reboot\n";
+
+    const RETARGET_TEMPLATE: &str = "name: t\nactions:\n  - name: img\n    kind: image2disk\n    with:\n      url: '{{ server }}/images/os.raw'\n      sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n  - name: seed\n    kind: cloud-init\n    with:\n      disk: /dev/vda\n      user_data: 'runcmd: [curl {{ workflow.phone_home_url }}]'\n  - name: boot\n    kind: reboot\n";
+
+    /// The action the agent is handed next, as JSON.
+    async fn next_action(lab: &Lab, token: Option<&str>) -> serde_json::Value {
+        let (status, body) = lab
+            .send(VICTIM, "GET", "/v1/agent/next?run=boot-1", token, "")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn another_server_of_the_group_hands_out_urls_naming_itself() {
+        let other = "http://10.0.0.2:8080";
+        let lab = lab_serving(RETARGET_TEMPLATE, other);
+        let (_, body) = lab.claim(VICTIM, "boot-1").await;
+        let claimed: Claimed = serde_json::from_str(&body).unwrap();
+        let t = Some(claimed.token.as_str());
+        let next = next_action(&lab, t).await;
+        assert_eq!(
+            next["action"]["params"]["url"], "http://10.0.0.2:8080/images/os.raw",
+            "{next}"
+        );
+        // Stored as rendered, for the record.
+        let wf = lab.store.workflow(&lab.workflow).unwrap().unwrap();
+        assert_eq!(wf.rendered_for.as_deref(), Some(RENDERED_FOR));
+        assert_eq!(
+            wf.actions[0].spec.params["url"],
+            "http://10.0.0.1:8080/images/os.raw"
+        );
+        let report = r#"{"index":0,"attempt":1,"report":"succeeded","message":"ok"}"#;
+        let (status, why) = lab
+            .send(VICTIM, "POST", "/v1/agent/report", t, report)
+            .await;
+        assert!(status.is_success(), "{status} {why}");
+        let next = next_action(&lab, t).await;
+        let user_data = next["action"]["params"]["user_data"].as_str().unwrap();
+        let url = user_data
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .unwrap()
+            .trim_end_matches(']');
+        assert!(
+            url.starts_with("http://10.0.0.2:8080/v1/phone-home/"),
+            "{user_data}"
+        );
+        // Signed by the server that handed it out (the one that will take it).
+        assert_eq!(
+            url,
+            format!(
+                "{other}/v1/phone-home/{}/{}",
+                lab.workflow,
+                lab.key.sign(&lab.workflow)
+            )
+        );
+    }
 
     fn disk_json(serial: &str, signatures: &str) -> serde_json::Value {
         serde_json::json!({

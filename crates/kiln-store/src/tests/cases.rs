@@ -42,6 +42,7 @@ pub fn workflow(id: &str, hardware: &str) -> Workflow {
         log_lines_dropped: 0,
         agent_claim: None,
         seed_served_ms: None,
+        rendered_for: None,
     }
 }
 
