@@ -301,6 +301,35 @@ fn the_event_stream_delivers_new_events_and_ends_at_shutdown() {
 }
 
 #[test]
+fn a_revoked_tokens_event_stream_ends() {
+    let s = Server::start();
+    let token = s.token("wall-screen", TokenScope::ReadOnly);
+    let resp = s
+        .agent
+        .get(&format!("{}/api/v1/events/stream", s.base))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (tx, rx) = mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(resp.into_body().into_reader()).lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(()); // the stream ended
+    });
+    // Still open while the token is good.
+    assert!(rx.recv_timeout(Duration::from_secs(3)).is_err());
+    // As `kiln token revoke` does it: straight in the store, by name.
+    assert_eq!(s.store().revoke_api_token("wall-screen", 2).unwrap(), 1);
+    rx.recv_timeout(PATIENCE)
+        .expect("the stream of a revoked token ends");
+    reader.join().unwrap();
+}
+
+#[test]
 fn every_route_refuses_a_missing_token_and_changes_need_an_admin_one() {
     let s = Server::start();
     s.enroll();

@@ -117,6 +117,26 @@ pub struct Caller {
     pub peer: SocketAddr,
     /// `METHOD /path`, for the refusal's log line and event.
     pub what: String,
+    /// What let the request in, to ask again later (a long-lived stream ends when its token
+    /// is revoked or its session ends).
+    pub(crate) credential: Credential,
+}
+
+/// The credential a request presented: a bearer token (kept hashed) or the web page's
+/// session (its id is a secret too: never printed).
+#[derive(Clone)]
+pub(crate) enum Credential {
+    TokenHash(String),
+    Session(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::TokenHash(_) => "TokenHash(..)",
+            Credential::Session(_) => "Session(..)",
+        })
+    }
 }
 
 /// A refusal: logged, recorded as an `api.refused` event naming the source, and the error.
@@ -179,31 +199,50 @@ pub(crate) async fn identify(
     state: &AdminState,
     method: &Method,
     headers: &header::HeaderMap,
-) -> Result<ApiTokenRecord, Refusal> {
-    let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+) -> Result<(ApiTokenRecord, Credential), Refusal> {
+    let credential = presented(method, headers)?;
+    let record = resolve(state, &credential).await?;
+    Ok((record, credential))
+}
+
+fn unauthorized(why: &str) -> Refusal {
+    (StatusCode::UNAUTHORIZED, "unauthorized", why.to_string())
+}
+
+/// The credential a request carries: its bearer token, else (reads only) its session cookie.
+fn presented(method: &Method, headers: &header::HeaderMap) -> Result<Credential, Refusal> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
-    let token_hash = match (bearer, super::ui::session_cookie(headers)) {
-        (Some(token), _) => hash(&token),
+    match (bearer, super::ui::session_cookie(headers)) {
+        (Some(token), _) => Ok(Credential::TokenHash(hash(&token))),
         (None, Some(session)) => {
             if method != Method::GET && method != Method::HEAD {
                 return Err(unauthorized(
                     "the web page's session cookie only reads; this needs a bearer token (Authorization: Bearer ...)",
                 ));
             }
-            state
-                .ui_sessions
-                .token_hash(&session, super::now_ms())
-                .ok_or_else(|| unauthorized("the web page's session has ended; log in again"))?
+            Ok(Credential::Session(session))
         }
-        (None, None) => {
-            return Err(unauthorized(
-                "a bearer token is needed (Authorization: Bearer ...)",
-            ));
-        }
+        (None, None) => Err(unauthorized(
+            "a bearer token is needed (Authorization: Bearer ...)",
+        )),
+    }
+}
+
+/// The live token behind `credential`, now.
+pub(crate) async fn resolve(
+    state: &AdminState,
+    credential: &Credential,
+) -> Result<ApiTokenRecord, Refusal> {
+    let token_hash = match credential {
+        Credential::TokenHash(h) => h.clone(),
+        Credential::Session(session) => state
+            .ui_sessions
+            .token_hash(session, super::now_ms())
+            .ok_or_else(|| unauthorized("the web page's session has ended; log in again"))?,
     };
     let found = state
         .store
@@ -241,8 +280,8 @@ pub async fn require_token(
         );
         response
     };
-    let record = match identify(&state, request.method(), request.headers()).await {
-        Ok(record) => record,
+    let (record, credential) = match identify(&state, request.method(), request.headers()).await {
+        Ok(found) => found,
         Err((StatusCode::INTERNAL_SERVER_ERROR, code, why)) => {
             return Failure::new(StatusCode::INTERNAL_SERVER_ERROR, code, why).into_response();
         }
@@ -267,6 +306,7 @@ pub async fn require_token(
         token_name: record.name,
         peer,
         what,
+        credential,
     });
     let mut response = next.run(request).await;
     // Responses may carry machine data: never cached by anything between.

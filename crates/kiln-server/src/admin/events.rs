@@ -6,10 +6,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
+use axum::{Extension, Json};
 use futures_util::Stream;
 use kiln_api::EventView;
 use kiln_api::events::SSE_EVENT;
@@ -18,10 +18,14 @@ use kiln_store::{EventRecord, Store, StoreHandle};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use super::auth::{Caller, Credential};
 use super::{AdminState, ApiResult, Failure};
 
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
+/// How often a stream asks again whether its token (or the web page's session) still lets
+/// it in: a revoked token's stream ends within this long.
+const RECHECK: Duration = Duration::from_secs(2);
 /// Events one read (a page, a poll of the stream) returns at most.
 const PAGE: i64 = 1000;
 
@@ -100,7 +104,8 @@ pub struct StreamQuery {
 }
 
 /// New events as Server-Sent Events (`event: event`, `id:` the event's id, `data:` the JSON
-/// of an event), with keep-alive comments; ends when the server shuts down.
+/// of an event), with keep-alive comments; ends when the server shuts down, or within
+/// [`RECHECK`] of its token's revocation (or its web page session's end).
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", operation_id = "event_stream",
     params(StreamQuery),
     responses((status = 200, description = "text/event-stream of EventView", content_type = "text/event-stream", body = EventView),
@@ -108,6 +113,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<StreamQuery>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>> {
     let resumed = headers
@@ -131,6 +137,9 @@ pub async fn stream(
         after,
         pending: VecDeque::new(),
         shutdown: s.shutdown.clone(),
+        credential: caller.credential,
+        checked: tokio::time::Instant::now(),
+        state: s.clone(),
     };
     Ok(Sse::new(futures_util::stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
 }
@@ -142,13 +151,26 @@ struct Tail {
     after: i64,
     pending: VecDeque<EventRecord>,
     shutdown: watch::Receiver<bool>,
+    /// What let the stream in, and when that was last asked again.
+    credential: Credential,
+    checked: tokio::time::Instant,
+    state: Arc<AdminState>,
 }
 
 impl Tail {
-    /// The next event to send, polling the store for it; `None` at shutdown (or when the store
-    /// fails: the client reconnects with `Last-Event-ID`).
+    /// The next event to send, polling the store for it; `None` at shutdown, once the
+    /// credential no longer lets the stream in, or when the store fails (the client
+    /// reconnects with `Last-Event-ID`).
     async fn next(mut self) -> Option<(Result<sse::Event, Infallible>, Tail)> {
         loop {
+            if self.checked.elapsed() >= RECHECK {
+                if let Err((_, _, why)) = super::auth::resolve(&self.state, &self.credential).await
+                {
+                    tracing::info!("admin API: event stream ended: {why}");
+                    return None;
+                }
+                self.checked = tokio::time::Instant::now();
+            }
             if let Some(rec) = self.pending.pop_front() {
                 let data = serde_json::to_string(&event_view(&rec)).expect("events serialize");
                 let ev = sse::Event::default()

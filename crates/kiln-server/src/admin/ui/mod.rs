@@ -201,7 +201,7 @@ async fn login(
         bearer.insert(header::AUTHORIZATION, v);
     }
     match identify(&state, &Method::GET, &bearer).await {
-        Ok(record) => {
+        Ok((record, _)) => {
             let id = state
                 .ui_sessions
                 .open(super::auth::hash(token), super::now_ms());
