@@ -12,7 +12,7 @@ n2,,,,52:54:00:aa:00:02,10.9.0.12,255.255.255.0,10.9.0.1,10.9.0.1,role=spare,/de
 ";
 
 mod common;
-use common::Server;
+use common::{Server, documented_routes};
 
 impl Server {
     /// (status, JSON body or null).
@@ -25,26 +25,6 @@ impl Server {
     ) -> (u16, Value) {
         self.request_json(method, path, token, body.as_ref())
     }
-}
-
-/// Every (method, path) the OpenAPI document lists, with its `{parameters}` filled in.
-fn documented_routes(doc: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        let mut concrete = String::new();
-        let mut rest = path.as_str();
-        while let Some(open) = rest.find('{') {
-            concrete.push_str(&rest[..open]);
-            let close = rest[open..].find('}').unwrap() + open;
-            concrete.push_str("n1");
-            rest = &rest[close + 1..];
-        }
-        concrete.push_str(rest);
-        for method in item.as_object().unwrap().keys() {
-            out.push((method.to_uppercase(), concrete.clone()));
-        }
-    }
-    out
 }
 
 #[test]

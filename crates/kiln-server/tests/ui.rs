@@ -3,13 +3,11 @@
 //! logging out or revoking the token ends it; without one a browser is sent to the login form
 //! and anything else gets 401 and no data.
 
-use std::sync::Arc;
-
 use kiln_api::TokenScope;
 use serde_json::{Value, json};
 
 mod common;
-use common::Server;
+use common::{Server, documented_routes};
 
 /// What one request to the page got back.
 struct Answer {
@@ -37,16 +35,8 @@ struct Browser {
 
 impl Browser {
     fn new(s: &Server) -> Browser {
-        let pem = std::fs::read(s.data.join("tls/ca.crt")).unwrap();
-        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .max_idle_connections(0)
+        let agent = common::client_config(&s.data)
             .max_redirects(0)
-            .http_status_as_error(false)
             .build()
             .new_agent();
         Browser {
@@ -208,26 +198,6 @@ fn a_live_token_opens_a_session_whose_cookie_reads_the_page_and_the_api() {
     // A bearer token opens the page too (scripts and tools need no cookie).
     let bearer = format!("Bearer {}", s.read_only);
     assert_eq!(b.get("/ui/", &[("authorization", &bearer)]).status, 200);
-}
-
-/// Every (method, path) the OpenAPI document lists, its `{parameters}` filled in.
-fn documented_routes(doc: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        let mut concrete = String::new();
-        let mut rest = path.as_str();
-        while let Some(open) = rest.find('{') {
-            concrete.push_str(&rest[..open]);
-            let close = rest[open..].find('}').unwrap() + open;
-            concrete.push_str("n1");
-            rest = &rest[close + 1..];
-        }
-        concrete.push_str(rest);
-        for method in item.as_object().unwrap().keys() {
-            out.push((method.to_uppercase(), concrete.clone()));
-        }
-    }
-    out
 }
 
 #[test]

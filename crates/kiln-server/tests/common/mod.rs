@@ -73,19 +73,7 @@ impl Server {
             .unwrap()
             .trim()
             .to_string();
-        let pem = std::fs::read(data.join("tls/ca.crt")).unwrap();
-        let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .build();
-        // A connection per request, as the CLI makes them: the server closes a connection
-        // whose request body a refusal left unread, and a pooled one may be reused as it closes.
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .max_idle_connections(0)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+        let agent = client_config(&data).build().new_agent();
         let mut server = Server {
             rt,
             running: Some(running),
@@ -182,4 +170,40 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Every (method, path) the OpenAPI document lists, with its `{parameters}` filled in.
+pub fn documented_routes(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let mut concrete = String::new();
+        let mut rest = path.as_str();
+        while let Some(open) = rest.find('{') {
+            concrete.push_str(&rest[..open]);
+            let close = rest[open..].find('}').unwrap() + open;
+            concrete.push_str("n1");
+            rest = &rest[close + 1..];
+        }
+        concrete.push_str(rest);
+        for method in item.as_object().unwrap().keys() {
+            out.push((method.to_uppercase(), concrete.clone()));
+        }
+    }
+    out
+}
+
+/// A client configuration for the server whose data dir is `data`: trusts its CA only, one
+/// connection per request as the CLI makes them (the server closes a connection whose
+/// request body a refusal left unread, and a pooled one may be reused as it closes), and an
+/// HTTP error status is an answer, not an error.
+pub fn client_config(data: &Path) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let pem = std::fs::read(data.join("tls/ca.crt")).unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .max_idle_connections(0)
+        .http_status_as_error(false)
 }
