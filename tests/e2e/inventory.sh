@@ -22,26 +22,6 @@ HOST=inv-1
 MAC=52:54:00:3f:02:01
 IP=10.77.0.57
 
-# The test OS streamed to the chosen disk, then power off: the workflow ends with the agent.
-write_template() {
-	cat >"$1" <<'YAML'
-name: inventory-install
-timeout: 30m
-actions:
-  - name: stream-image
-    kind: image2disk
-    timeout: 20m
-    retries: 0
-    with:
-      url: '{{ images["test-os"].url }}'
-      sha256: '{{ images["test-os"].sha256 }}'
-      size: '{{ images["test-os"].size }}'
-  - name: off
-    kind: poweroff
-    timeout: 2m
-YAML
-}
-
 wait_workflow() {
 	local deadline=$((SECONDS + $1)) state=
 	while [ "$SECONDS" -lt "$deadline" ]; do
@@ -79,7 +59,7 @@ zero_mib() { cmp -s -n 1048576 "$1" /dev/zero; }
 case_hint_and_swap() {
 	e2e_setup inventory
 	ns_create 1
-	write_template "$E2E_WORK/inventory.yaml"
+	write_image_poweroff_template "$E2E_WORK/inventory.yaml" inventory-install
 	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln image import "$TEST_OS" --name test-os >/dev/null
 	truncate -s 3G "$E2E_WORK/virtio.raw"

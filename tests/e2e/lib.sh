@@ -502,6 +502,27 @@ require_assets() {
 		die "building the local disk image failed"
 }
 
+# write_image_poweroff_template FILE NAME: a workflow template NAME that streams the test OS image
+# to the machine's disk, then powers it off (the workflow ends with the agent: no reboot).
+write_image_poweroff_template() {
+	cat >"$1" <<YAML
+name: $2
+timeout: 30m
+actions:
+  - name: stream-image
+    kind: image2disk
+    timeout: 20m
+    retries: 0
+    with:
+      url: '{{ images["test-os"].url }}'
+      sha256: '{{ images["test-os"].sha256 }}'
+      size: '{{ images["test-os"].size }}'
+  - name: off
+    kind: poweroff
+    timeout: 2m
+YAML
+}
+
 # run_cases CASE...: runs case_<name> (dashes as underscores) for each, each in a subshell of
 # its own, shows its output, prints "N passed, N failed"; fails when one failed or none passed.
 run_cases() {

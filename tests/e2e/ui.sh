@@ -30,25 +30,6 @@ IP=10.77.0.58
 STRANGER_MAC=52:54:00:3f:07:99 # asks for DHCP, never enrolled
 SHOTS=$E2E_WORK_BASE/ui-screenshots
 
-write_template() {
-	cat >"$1" <<'YAML'
-name: ui-install
-timeout: 30m
-actions:
-  - name: stream-image
-    kind: image2disk
-    timeout: 20m
-    retries: 0
-    with:
-      url: '{{ images["test-os"].url }}'
-      sha256: '{{ images["test-os"].sha256 }}'
-      size: '{{ images["test-os"].size }}'
-  - name: off
-    kind: poweroff
-    timeout: 2m
-YAML
-}
-
 # spki_of HOST:PORT: base64 SHA-256 of the public key the TLS server there presents (what
 # Chromium's --ignore-certificate-errors-spki-list names: this server's certificate only).
 spki_of() {
@@ -79,7 +60,7 @@ case_provision() {
 	ip -n "$client_ns" link set lo up
 	ip -n "$client_ns" link set sw0p up
 
-	write_template "$E2E_WORK/ui.yaml"
+	write_image_poweroff_template "$E2E_WORK/ui.yaml" ui-install
 	KILN_ARTIFACTS=$AGENT_OS kiln_serve
 	kiln image import "$TEST_OS" --name test-os >/dev/null
 	write_hardware_csv "$E2E_WORK/hardware.csv" "$HOST,$MAC,$IP"
