@@ -195,3 +195,40 @@ fn a_cluster_spec_is_checked_on_the_machines_it_would_take() {
     let (_, clusters) = s.request_json("GET", "/api/v1/clusters", Some(&s.admin), None);
     assert_eq!(clusters, json!([]));
 }
+
+#[test]
+fn one_preflight_runs_at_a_time() {
+    let s = Server::start();
+    // A BMC that never answers (a UDP socket that reads nothing) keeps the first run busy
+    // for its timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let csv = CSV.replace(
+        "ipmi://127.0.0.1:9",
+        &format!("ipmi://{}", silent.local_addr().unwrap()),
+    );
+    let body = json!({"csv": {"file_name": "rack.csv", "text": csv}});
+    std::thread::scope(|scope| {
+        let first = scope
+            .spawn(|| s.request_json("POST", "/api/v1/preflight", Some(&s.admin), Some(&body)));
+        std::thread::sleep(Duration::from_millis(700));
+        let (status, busy) =
+            s.request_json("POST", "/api/v1/preflight", Some(&s.read_only), Some(&body));
+        assert_eq!(status, 429, "{busy}");
+        assert!(
+            busy["message"]
+                .as_str()
+                .unwrap()
+                .contains("already running"),
+            "{busy}"
+        );
+        assert!(
+            !first.is_finished(),
+            "the first run outlived the second call"
+        );
+        let (status, report) = first.join().unwrap();
+        assert_eq!(status, 200, "{report}");
+    });
+    // Once it has ended, the next may run.
+    let (status, _) = s.request_json("POST", "/api/v1/preflight", Some(&s.admin), Some(&body));
+    assert_eq!(status, 200);
+}

@@ -62,6 +62,9 @@ pub struct AdminState {
     pub ui_sessions: ui::Sessions,
     /// This server's last preflight report, for the web page.
     pub last_preflight: std::sync::Mutex<Option<kiln_api::LastPreflight>>,
+    /// Held while a preflight runs: one at a time per server (each logs in to every BMC it
+    /// names; a second at once would only double the load on them, or lock out an account).
+    pub preflight_running: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -206,6 +209,7 @@ impl AdminApi {
             options: Arc::new(opts.clone()),
             ui_sessions: Default::default(),
             last_preflight: Default::default(),
+            preflight_running: Default::default(),
         });
         let (app, _) = router(state);
         write_local_server(data_dir, addr)?;

@@ -16,16 +16,24 @@ use super::{AdminState, ApiResult, Failure, now_ms};
 /// BMC reachable, credentials, cipher suite or Redfish version, power state, PXE override —
 /// their addresses, the OS image, and the server's own set-up (artifacts, TFTP root,
 /// interface, other DHCP servers on the segment). Nothing is powered or changed. A failed
-/// check is a row with `status: fail`, not an HTTP error.
+/// check is a row with `status: fail`, not an HTTP error. One runs at a time per server.
 #[utoipa::path(post, path = "/api/v1/preflight", tag = "preflight", operation_id = "preflight",
     request_body = PreflightRequest,
     responses((status = 200, body = PreflightReport),
         (status = 404, description = "A machine named is not enrolled", body = kiln_api::ApiErrorBody),
+        (status = 429, description = "Another preflight is running on this server (one at a time)", body = kiln_api::ApiErrorBody),
         (status = 422, description = "hardware.csv or spec problems (details located file:line:column), or a selector that matches nothing", body = kiln_api::ApiErrorBody)))]
 pub async fn run(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<PreflightRequest>,
 ) -> ApiResult<Json<PreflightReport>> {
+    let Ok(_running) = s.preflight_running.try_lock() else {
+        return Err(Failure::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "a preflight is already running on this server; ask again when it has ended",
+        ));
+    };
     let report = crate::preflight::run(s.store.clone(), s.options.clone(), req).await?;
     let at_ms = now_ms();
     let last = LastPreflight {
