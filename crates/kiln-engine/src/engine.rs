@@ -446,16 +446,22 @@ impl Engine {
     /// [`Engine::claim_power_jobs`] at time `now`, at most `max` of them: a server claims only
     /// what it can run at once, so the rest stay free for another server (and need no lease
     /// renewals while they wait). A workflow another server is changing is skipped, not
-    /// waited for (it is looked at again a second later).
+    /// waited for (it is looked at again a second later). A machine's steps run one at a
+    /// time, its oldest workflow's first: a new workflow's netboot waits for the step an
+    /// ended one still has (its "next boot disk" would undo the netboot's PXE override).
     pub fn claim_power_jobs_at(
         &self,
         now: u64,
         max: usize,
     ) -> Result<Vec<ClaimedJob>, EngineError> {
         let mut jobs = Vec::new();
-        for id in self.store.workflows_with_power_due()? {
+        let mut machines_seen = std::collections::HashSet::new();
+        for (id, machine) in self.store.workflows_with_power_due()? {
             if jobs.len() >= max {
                 break;
+            }
+            if !machines_seen.insert(machine) {
+                continue; // an older workflow of this machine has a step to run first
             }
             let claimed = self
                 .store
@@ -618,6 +624,47 @@ mod tests {
             .unwrap()
             .unwrap()
             .netboot
+    }
+
+    #[test]
+    fn a_machines_bmc_steps_run_one_at_a_time_its_older_workflows_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = kiln_store::open_sqlite(dir.path()).unwrap();
+        let hw = parse_hardware_csv(
+            "t.csv",
+            "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n\
+             n1,10.9.0.11,admin,pw,52:54:00:00:00:01,10.0.0.11,255.255.255.0,,,,/dev/vda\n",
+        )
+        .unwrap();
+        store.enroll(&hw).unwrap();
+        let engine = Engine::new(store.clone());
+        let t = parse_template("t.yaml", T).unwrap();
+        // An installed machine: its workflow ended, "next boot disk" still to run.
+        let old = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
+        store
+            .with_workflow(WorkflowKey::Id(&old.id), |wf, _| {
+                wf.state = WorkflowState::Succeeded;
+                wf.power.start.state = kiln_model::workflow::StepState::Done;
+                wf.power.finish.state = kiln_model::workflow::StepState::Pending;
+                Ok(())
+            })
+            .unwrap();
+        // A new workflow (a wipe, say) is created before that step ran.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let new = engine.create(&t, &hw, "http://k", true).unwrap().remove(0);
+        let jobs = engine.claim_power_jobs(usize::MAX).unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].workflow, old.id);
+        assert!(matches!(jobs[0].job, power::PowerJob::BootDisk { .. }));
+        // While it runs, the new workflow's netboot waits.
+        assert!(engine.claim_power_jobs(usize::MAX).unwrap().is_empty());
+        engine
+            .complete_power_job(&jobs[0], Ok("next boot disk".into()))
+            .unwrap();
+        let jobs = engine.claim_power_jobs(usize::MAX).unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].workflow, new.id);
+        assert!(matches!(jobs[0].job, power::PowerJob::Netboot { .. }));
     }
 
     #[test]

@@ -102,8 +102,8 @@ pub trait WorkflowStore {
     /// `change`'s error aborts everything. [`crate::Store::with_workflow`] is the typed form.
     fn change_workflow(&self, key: WorkflowKey<'_>, change: &mut Change<'_>) -> Result<()>;
     fn workflow(&self, id: &str) -> Result<Option<Workflow>>;
-    /// Ids of workflows with a BMC step pending or claimed, oldest first.
-    fn workflows_with_power_due(&self) -> Result<Vec<String>>;
+    /// Workflows with a BMC step pending or claimed, oldest first: (id, machine).
+    fn workflows_with_power_due(&self) -> Result<Vec<(String, String)>>;
     /// Workflows, newest first; only unfinished ones if `unfinished_only`.
     fn workflows(&self, unfinished_only: bool) -> Result<Vec<Workflow>>;
     fn action_logs(&self, id: &str, after: i64, limit: i64) -> Result<Vec<ActionLog>>;

@@ -301,14 +301,14 @@ impl crate::WorkflowStore for PgStore {
         })
     }
 
-    fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
+    fn workflows_with_power_due(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.with(|c| {
             Ok(c.query(
-                "SELECT id FROM workflows WHERE power_due ORDER BY created_ms",
+                "SELECT id, hardware FROM workflows WHERE power_due ORDER BY created_ms, id",
                 &[],
             )?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect())
         })
     }

@@ -228,11 +228,12 @@ impl crate::WorkflowStore for SqliteStore {
     }
 
     /// Ids of workflows with a BMC step pending or claimed.
-    fn workflows_with_power_due(&self) -> Result<Vec<String>, StoreError> {
+    fn workflows_with_power_due(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT id FROM workflows WHERE power_due = 1 ORDER BY created_ms")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, hardware FROM workflows WHERE power_due = 1 ORDER BY created_ms, id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -488,7 +488,10 @@ pub fn a_transition_commits_its_effects_or_nothing(b: &Backend) {
         store.workflow("w1").unwrap().unwrap().state,
         WorkflowState::Succeeded
     );
-    assert_eq!(store.workflows_with_power_due().unwrap(), vec!["w1"]);
+    assert_eq!(
+        store.workflows_with_power_due().unwrap(),
+        vec![("w1".to_string(), "a".to_string())]
+    );
     assert!(store.workflows(true).unwrap().is_empty());
     assert_eq!(store.workflows(false).unwrap().len(), 1);
     assert_eq!(store.phone_home_of("w1").unwrap().unwrap().peer, "10.0.0.1");
