@@ -228,20 +228,8 @@ pub fn decide_inspecting(
         d.unknown = unknown.clone();
         d
     };
-    let hostname = format!("inspect-{}", client.mac.to_string().replace(':', ""));
-    let guest = |ip: Ipv4Addr, netmask: Ipv4Addr| Hardware {
-        hostname: hostname.clone(),
-        mac: client.mac,
-        ip,
-        netmask,
-        gateway: None,
-        nameservers: Vec::new(),
-        labels: Default::default(),
-        disk: String::new(),
-        vlan_id: None,
-        bmc: None,
-        netboot: true,
-    };
+    let guest =
+        |ip: Ipv4Addr, netmask: Ipv4Addr| Hardware::inspection_guest(client.mac, ip, netmask);
     match cfg.mode {
         Mode::Proxy => keep(proxy(
             req,

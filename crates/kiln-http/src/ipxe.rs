@@ -47,24 +47,6 @@ pub fn netboot_script(p: &ScriptParams<'_>) -> String {
     )
 }
 
-/// The stand-in record a machine being inspected is named by: `inspect-` and its MAC's hex
-/// digits (what DHCP calls it too), no address of its own.
-fn inspection_guest(mac: MacAddr) -> Hardware {
-    Hardware {
-        hostname: format!("inspect-{}", mac.to_string().replace(':', "")),
-        mac,
-        ip: std::net::Ipv4Addr::UNSPECIFIED,
-        netmask: std::net::Ipv4Addr::UNSPECIFIED,
-        gateway: None,
-        nameservers: Vec::new(),
-        labels: Default::default(),
-        disk: String::new(),
-        vlan_id: None,
-        bmc: None,
-        netboot: true,
-    }
-}
-
 pub fn local_disk_script(who: &str, reason: &str) -> String {
     fill(LOCAL_DISK, &[("who", who), ("reason", reason)])
 }
@@ -122,7 +104,11 @@ pub(crate) async fn boot_script(
         // Not enrolled, inspection on: the agent in inspection-only mode. The script holds no
         // secret either; the agent takes a ticket good for one inventory report.
         None if cfg.inspect => {
-            let guest = inspection_guest(mac);
+            let guest = Hardware::inspection_guest(
+                mac,
+                std::net::Ipv4Addr::UNSPECIFIED,
+                std::net::Ipv4Addr::UNSPECIFIED,
+            );
             let kernel_args = format!("{} kiln.inspect=1", cfg.kernel_args.trim());
             let script = netboot_script(&ScriptParams {
                 server: &cfg.server_url,

@@ -41,6 +41,24 @@ pub struct BmcEndpoint {
 }
 
 impl Hardware {
+    /// The stand-in record of a machine being inspected (not enrolled): named `inspect-` and
+    /// its MAC's hex digits, netbooting, at `ip` (unspecified until a pool lease gives one).
+    pub fn inspection_guest(mac: MacAddr, ip: Ipv4Addr, netmask: Ipv4Addr) -> Hardware {
+        Hardware {
+            hostname: format!("inspect-{}", mac.to_string().replace(':', "")),
+            mac,
+            ip,
+            netmask,
+            gateway: None,
+            nameservers: Vec::new(),
+            labels: Default::default(),
+            disk: String::new(),
+            vlan_id: None,
+            bmc: None,
+            netboot: true,
+        }
+    }
+
     /// Prefix length of the netmask (the CSV parser guarantees it is contiguous).
     pub fn prefix_len(&self) -> u32 {
         u32::from(self.netmask).count_ones()
