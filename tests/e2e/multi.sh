@@ -286,12 +286,20 @@ for host, urls in (("seg-a-1", sys.argv[2:4]), ("seg-b-1", sys.argv[4:5])):
 # ---- takeover ---------------------------------------------------------------------------
 
 # bmc_machine DIR VMDIR MAC TAP DISK: ipmi_sim's files for one BMC on 127.0.0.1:$IPMI_PORT whose
-# chassis is tests/e2e/vm-power.sh driving that QEMU machine (bios, 1 GiB, the disk).
+# chassis is tests/e2e/vm-power.sh driving that QEMU machine (bios, 1 GiB, the disk). While
+# DIR/kill-on-power-on holds a PID, the chassis sends that process SIGKILL the moment a power-on
+# reaches it, before carrying it out, and then empties the file: the server that sent the command
+# dies between sending it and recording it as done, the worst moment for a takeover.
 bmc_machine() {
 	local dir=$1 vmdir=$2 mac=$3 tap=$4 disk=$5
 	mkdir -p "$dir"
 	cat >"$dir/machine.sh" <<-EOF
 		#!/bin/sh
+		if [ "\$2 \$3 \$4" = "set power 1" ] && [ -s "$dir/kill-on-power-on" ]; then
+			pid=\$(cat "$dir/kill-on-power-on")
+			: >"$dir/kill-on-power-on"
+			kill -KILL "\$pid" && echo "\$(date +%T.%N) SIGKILL to \$pid on power-on" >>"$vmdir/ctl.log"
+		fi
 		VMDIR=$vmdir MAC=$mac TAP=$tap MEM=1024 DISK=$disk exec $REPO/tests/e2e/vm-power.sh "\$@"
 	EOF
 	chmod +x "$dir/machine.sh"
@@ -317,26 +325,31 @@ case_takeover() {
 		m1,ipmi://127.0.0.1:$IPMI_PORT,admin,password,$mac,10.77.0.61,255.255.255.0,$SERVER_IP,$SERVER_IP,kiln.dev/boot-mode=legacy,/dev/vda
 	EOF
 	enroll_and_import
-	# Server a claims the step and so is the one to kill: b is paused (SIGSTOP) until a has
-	# claimed it. The workflow is created through a: its rendered URLs (the image's, the
-	# phone-home's) name the server that dies; b hands them out naming itself.
+	# Server a claims the step and so is the one to kill: b is paused (SIGSTOP) until a is dead.
+	# The chassis kills a as the power-on reaches it (bmc_machine), so a dies with the step
+	# claimed and its command sent but not recorded. The workflow is created through a: its
+	# rendered URLs (the image's, the phone-home's) name the server that dies; b hands them out
+	# naming itself.
+	echo "$A_PID" >"$E2E_WORK/bmc/kill-on-power-on"
 	kill -STOP "$B_PID"
 	install m1
 	local i
 	for i in $(seq 600); do
-		grep -q "set power 1" "$vmdir/ctl.log" 2>/dev/null && break
+		grep -q "SIGKILL to $A_PID on power-on" "$vmdir/ctl.log" 2>/dev/null && break
 		sleep 0.1
 	done
+	# Reap a once it is dead; if the chassis never killed it, kill it here (the check below fails).
+	grep -q "SIGKILL to $A_PID on power-on" "$vmdir/ctl.log" || kill -KILL "$A_PID"
+	wait "$A_PID" 2>/dev/null || true
 	local owner state
 	owner=$(wf_field m1 "->'power'->'start'->>'claimed_by'")
 	state=$(wf_field m1 "->'power'->'start'->>'state'")
-	log "step claimed by $owner ($state) and its power-on sent; SIGKILL to a, SIGCONT to b"
-	kill -KILL "$A_PID"
+	log "a was killed by the chassis as its power-on arrived; step claimed by $owner ($state); SIGCONT to b"
 	kill -CONT "$B_PID"
-	wait "$A_PID" 2>/dev/null || true
 	local killed_at_ms survivor=b survivor_url=http://$B_IP:$HTTP_PORT
 	killed_at_ms=$(date +%s%3N)
 	E2E_DATA=$B_DATA # the CLI talks to the survivor from now on
+	check "takeover: a died on its power-on (the chassis log)" grep -q "SIGKILL to $A_PID on power-on" "$vmdir/ctl.log"
 	check "takeover: the BMC step was running (not done), claimed by a, when a was killed ($owner, $state)" \
 		[ "$owner/$state" = a/running ]
 
