@@ -21,6 +21,11 @@
 #   it the workflow's URLs naming itself, streams its image and takes its phone-home: the
 #   workflow succeeds, the chassis saw one power-on, and every event (the dead server's first
 #   ones included) is there.
+# agent (point 2, an agent already running): an HA pair, only a answering DHCP. The machine
+#   netboots through a; its kernel line names b's agent API (and b's CA) after a's. a is killed
+#   with SIGKILL while the image streams: the agent moves to b, b hands out the same attempt
+#   with its own image URL and the download resumes there; the workflow succeeds without a
+#   second netboot or a second attempt.
 #
 #   tests/e2e/multi.sh [CASE...]     (root; KILN_BIN names the kiln under test)
 set -euo pipefail
@@ -404,7 +409,78 @@ assert after and all(("boot=" + sys.argv[2] + "/") in d for d in after), after' 
 		"workflow.created workflow.running action.started action.succeeded action.started action.succeeded action.started action.succeeded workflow.rebooting workflow.succeeded " ]
 }
 
-CASES=(takeover segments)
+# ---- agent ------------------------------------------------------------------------------
+
+# An agent already running moves to another server when its own dies: the kernel line names
+# the other live servers' agent APIs (each with its own CA), the download resumes from the
+# survivor's URL for the same image, and the workflow goes on without a second netboot.
+case_agent() {
+	setup agent 1
+	local mac=52:54:00:4d:00:03 ip=10.77.0.63
+	serve_a a
+	nsx ip addr add "$B_IP/24" dev br0
+	# b answers no DHCP: the machine netboots through a, the one that dies.
+	serve_b b br0 "$B_IP" --dhcp-mode off
+	cat >"$E2E_WORK/hardware.csv" <<-EOF
+		hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk
+		m1,,,,$mac,$ip,255.255.255.0,$SERVER_IP,$SERVER_IP,,/dev/vda
+	EOF
+	enroll_and_import
+	install m1
+	# a lists its peers from the heartbeats (every 5 s): wait for one of a's beats after b's.
+	local i
+	for i in $(seq 100); do
+		[ "$(psql_q "SELECT count(*) FROM servers a, servers b WHERE a.id = 'a' AND b.id = 'b' AND a.seen_ms > b.seen_ms + 500")" = 1 ] && break
+		sleep 0.2
+	done
+	vm_start m1 --tap tap0 --mac "$mac" --disk "$(machine_disk m1)" --rw-disk --reboot --mem 1024
+	local serial=$VM_LOG
+	E2E_LOGS+=("m1 serial=$serial")
+
+	# SIGKILL to a once the image is streaming (the agent reported bytes written).
+	local written='' raw
+	raw=$(cat "$E2E_ASSETS/test-os/test-os.raw.size")
+	for i in $(seq 3000); do
+		written=$(wf_field m1 "->'actions'->0->'progress'->>'done'")
+		[ -n "$written" ] && [ "$written" -gt 0 ] && break
+		sleep 0.3
+	done
+	local state
+	state=$(wf_field m1 "->'actions'->0->>'state'")
+	log "the image action is $state, ${written:-0} of $raw bytes written: SIGKILL to a"
+	kill -KILL "$A_PID"
+	wait "$A_PID" 2>/dev/null || true
+	E2E_DATA=$B_DATA # the CLI talks to the survivor from now on
+	check "agent: a died mid-stream (the image action running, ${written:-0} of $raw bytes written)" \
+		[ "$state/$((${written:-0} > 0))/$((${written:-0} < raw))" = running/1/1 ]
+
+	wait_ended "$WORKFLOW_TIMEOUT" m1 || log "the workflow did not end within $WORKFLOW_TIMEOUT s"
+	succeeded_checks agent m1 "$ip"
+	local b_url=http://$B_IP:$HTTP_PORT b_api=https://$B_IP:8443
+	check "agent: the kernel line named b's agent API after a's" \
+		grep -q "kiln-agent: working for https://$SERVER_IP:8443 (m1) at .* s; then $b_api" "$serial"
+	check "agent: the agent moved to b when a stopped answering" grep -q "moving to $b_api" "$serial"
+	check "agent: the download resumed from b's URL for the image" \
+		grep -q "the image is now served at $b_url/images/.*: resuming there" "$serial"
+	local bytes size attempts
+	size=$(stat -c %s "$TEST_OS")
+	bytes=$(metric "$b_url" 'kiln_http_file_bytes_total{root="images"}')
+	check "agent: b streamed the rest of the image, not all of it ($bytes of $size bytes)" \
+		[ "$((bytes > 0))/$((bytes < size))" = 1/1 ]
+	attempts=$(wf_field m1 "->'actions'->0->>'attempts'")
+	check "agent: the image action took one attempt (got $attempts)" [ "$attempts" = 1 ]
+	check "agent: the machine netbooted once (one iPXE script's kernel on its console)" \
+		[ "$(grep -c "kiln-agent: working for" "$serial")" = 1 ]
+
+	events_json "$E2E_WORK/events.json"
+	python3 "$REPO/tests/e2e/event_kinds.py" m1 "$mac" <"$E2E_WORK/events.json" >"$E2E_WORK/kinds.txt"
+	sed 's/^/#   /' "$E2E_WORK/kinds.txt"
+	check "agent: workflow events: created, running, three actions started and succeeded, rebooting, succeeded" \
+		[ "$(grep -E '^(workflow|action)\.' "$E2E_WORK/kinds.txt" | grep -v '^workflow.netbooting$' | tr '\n' ' ')" = \
+		"workflow.created workflow.running action.started action.succeeded action.started action.succeeded action.started action.succeeded workflow.rebooting workflow.succeeded " ]
+}
+
+CASES=(takeover segments agent)
 
 if [ "${1:-}" = --case ]; then
 	"case_$2"

@@ -1,11 +1,14 @@
 //! The agent's side of the protocol: claim the machine's credential, ask for the next
 //! action, report on it. The server may be down (restarted, say): every call retries with
-//! backoff until it answers, so a restart of kiln never loses the agent.
+//! backoff until it answers, so a restart of kiln never loses the agent. When the kernel line
+//! names other servers sharing the state, a call the current one does not answer moves on to
+//! the next, and the agent stays there.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kiln_api::MacAddr;
@@ -20,8 +23,9 @@ pub struct Identity {
     /// Plain HTTP base (downloads; the agent API when the server offers no TLS).
     pub server: String,
     /// The agent API over TLS (`kiln.api=`) and the fingerprint of the CA that must have
-    /// signed its certificate (`kiln.ca-sha256=`).
-    pub api: Option<(String, [u8; 32])>,
+    /// signed its certificate (`kiln.ca-sha256=`): the netbooting server's first, then the
+    /// other servers' to move to. Empty: the API is on `server`, plain HTTP.
+    pub api: Vec<(String, [u8; 32])>,
     pub mac: MacAddr,
     pub hostname: Option<String>,
     /// `kiln.inspect=1`: the machine is not enrolled; report its inventory and power off.
@@ -45,8 +49,13 @@ impl Identity {
         let api = crate::tls::api_from_cmdline(cmdline);
         if api.is_none() && (get("kiln.api").is_some() || get("kiln.ca-sha256").is_some()) {
             // Never fall back to plain HTTP: the credential and seed would travel readable.
-            return Err("kiln.api= needs https:// and kiln.ca-sha256= 64 hex digits".into());
+            return Err(
+                "kiln.api= needs https:// URLs and kiln.ca-sha256= as many fingerprints \
+                        of 64 hex digits, comma-separated"
+                    .into(),
+            );
         }
+        let api = api.unwrap_or_default();
         Ok(Identity {
             server: server.trim_end_matches('/').to_string(),
             api,
@@ -78,9 +87,17 @@ pub enum Refused {
     Other(u16, String),
 }
 
+/// One place the agent API is served, and an HTTP agent that trusts only its CA.
+struct Endpoint {
+    base: String,
+    agent: ureq::Agent,
+}
+
 pub struct Client {
     id: Identity,
-    agent: ureq::Agent,
+    endpoints: Vec<Endpoint>,
+    /// Which endpoint calls go to: the netbooting server's until it stops answering.
+    current: AtomicUsize,
     /// Retry delays: first, and the cap it doubles up to.
     pub backoff: (Duration, Duration),
     /// See [`STATE_DIR`].
@@ -95,10 +112,24 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .build();
-        let pin = id.api.as_ref().map(|(_, pin)| *pin);
+        let endpoints = if id.api.is_empty() {
+            vec![Endpoint {
+                base: id.server.clone(),
+                agent: crate::tls::agent_for(None, config),
+            }]
+        } else {
+            id.api
+                .iter()
+                .map(|(base, pin)| Endpoint {
+                    base: base.clone(),
+                    agent: crate::tls::agent_for(Some(*pin), config.clone()),
+                })
+                .collect()
+        };
         Client {
             id,
-            agent: crate::tls::agent_for(pin, config),
+            endpoints,
+            current: AtomicUsize::new(0),
             backoff: (Duration::from_millis(500), Duration::from_secs(10)),
             state_dir: PathBuf::from(STATE_DIR),
             token: OnceLock::new(),
@@ -121,9 +152,8 @@ impl Client {
             run: agent_run(),
         })
         .expect("claims serialize");
-        let url = self.url("/v1/agent/claim");
-        let (status, text) = self.retrying("claiming the machine's credential", || {
-            status_and_text(self.post_json(&url, &body)?)
+        let (status, text) = self.retrying("claiming the machine's credential", |ep| {
+            status_and_text(self.post_json(ep, "/v1/agent/claim", &body)?)
         });
         if status != 200 {
             return Err(Self::refused(status, text));
@@ -151,9 +181,8 @@ impl Client {
             run: agent_run(),
         })
         .expect("claims serialize");
-        let url = self.url("/v1/agent/inspect/claim");
-        let (status, text) = self.retrying("taking an inspection ticket", || {
-            status_and_text(self.post_json(&url, &body)?)
+        let (status, text) = self.retrying("taking an inspection ticket", |ep| {
+            status_and_text(self.post_json(ep, "/v1/agent/inspect/claim", &body)?)
         });
         if status != 200 {
             return Err(Self::refused(status, text));
@@ -170,9 +199,8 @@ impl Client {
         inventory: &kiln_api::inventory::Inventory,
     ) -> Result<(), Refused> {
         let body = serde_json::to_string(inventory).expect("inventories serialize");
-        let url = self.url("/v1/agent/inspect/inventory");
-        let (status, text) = self.retrying("sending the inspection", || {
-            status_and_text(self.post_json(&url, &body)?)
+        let (status, text) = self.retrying("sending the inspection", |ep| {
+            status_and_text(self.post_json(ep, "/v1/agent/inspect/inventory", &body)?)
         });
         if (200..300).contains(&status) {
             Ok(())
@@ -191,8 +219,7 @@ impl Client {
         {
             return Ok(seed);
         }
-        let url = self.url("/v1/agent/seed");
-        let (status, body) = self.get_retrying("fetching the cloud-init seed", &url);
+        let (status, body) = self.get_retrying("fetching the cloud-init seed", "/v1/agent/seed");
         if status != 200 {
             return Err(Self::refused(status, body));
         }
@@ -212,31 +239,55 @@ impl Client {
         &self.id
     }
 
+    /// `path` on the agent API in use.
     pub fn url(&self, path: &str) -> String {
-        let base = self.id.api.as_ref().map_or(&self.id.server, |(api, _)| api);
-        format!("{base}{path}")
+        format!("{}{path}", self.endpoint().base)
     }
 
-    /// Runs `call` until the server answers; returns its status and body.
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
+    /// Runs `call` until a server answers; returns its status and body. A call the current
+    /// endpoint fails (no answer, or a server error) moves on to the next one at once; after a
+    /// round of all of them without an answer, it waits (backoff) before the next round.
     fn retrying(
         &self,
         what: &str,
-        call: impl Fn() -> Result<(u16, String), ureq::Error>,
+        call: impl Fn(&Endpoint) -> Result<(u16, String), ureq::Error>,
     ) -> (u16, String) {
         let mut delay = self.backoff.0;
+        let mut failed = 0usize;
         loop {
-            match call() {
+            let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+            let ep = &self.endpoints[i];
+            let why = match call(ep) {
                 Ok((status, body)) if status < 500 => return (status, body),
-                Ok((status, body)) => {
-                    eprintln!("kiln-agent: {what}: server error {status}: {}", body.trim())
-                }
-                Err(e) => eprintln!(
-                    "kiln-agent: {what}: {e}; retrying in {} ms",
-                    delay.as_millis()
-                ),
+                Ok((status, body)) => format!("server error {status}: {}", body.trim()),
+                Err(e) => e.to_string(),
+            };
+            failed += 1;
+            let next = (i + 1) % self.endpoints.len();
+            if next != i {
+                // Another thread (progress reports) may have moved on already.
+                let _ =
+                    self.current
+                        .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(self.backoff.1);
+            if failed.is_multiple_of(self.endpoints.len()) {
+                eprintln!(
+                    "kiln-agent: {what} at {}: {why}; retrying in {} ms",
+                    ep.base,
+                    delay.as_millis()
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(self.backoff.1);
+            } else {
+                eprintln!(
+                    "kiln-agent: {what} at {}: {why}; moving to {}",
+                    ep.base, self.endpoints[next].base
+                );
+            }
         }
     }
 
@@ -254,8 +305,8 @@ impl Client {
     pub fn next(&self) -> Result<NextAction, Refused> {
         // Naming this run lets the server answer a retried call (lost reply) with the same
         // attempt instead of counting an interruption.
-        let url = self.url(&format!("/v1/agent/next?run={}", agent_run()));
-        let (status, body) = self.get_retrying("asking for the next action", &url);
+        let path = format!("/v1/agent/next?run={}", agent_run());
+        let (status, body) = self.get_retrying("asking for the next action", &path);
         if status != 200 {
             return Err(Self::refused(status, body));
         }
@@ -266,15 +317,16 @@ impl Client {
     /// One try, no retry: for progress and log lines, which may be lost
     /// while the server is away (the final result is not: see [`Client::report`]).
     pub fn try_report(&self, index: usize, attempt: u32, kind: ReportKind) -> bool {
-        let (url, body) = self.report_request(index, attempt, kind);
-        matches!(self.post_json(&url, &body), Ok(r) if r.status().is_success())
+        let body = report_body(index, attempt, kind);
+        let sent = self.post_json(self.endpoint(), "/v1/agent/report", &body);
+        matches!(sent, Ok(r) if r.status().is_success())
     }
 
     /// Reports until the server takes it (or refuses it for good).
     pub fn report(&self, index: usize, attempt: u32, kind: ReportKind) -> Result<(), Refused> {
-        let (url, body) = self.report_request(index, attempt, kind);
-        let (status, text) = self.retrying("reporting", || {
-            status_and_text(self.post_json(&url, &body)?)
+        let body = report_body(index, attempt, kind);
+        let (status, text) = self.retrying("reporting", |ep| {
+            status_and_text(self.post_json(ep, "/v1/agent/report", &body)?)
         });
         if (200..300).contains(&status) {
             Ok(())
@@ -283,12 +335,12 @@ impl Client {
         }
     }
 
-    /// GETs `url` until the server answers.
-    fn get_retrying(&self, what: &str, url: &str) -> (u16, String) {
-        self.retrying(what, || {
+    /// GETs `path` until a server answers.
+    fn get_retrying(&self, what: &str, path: &str) -> (u16, String) {
+        self.retrying(what, |ep| {
             status_and_text(
-                self.agent
-                    .get(url)
+                ep.agent
+                    .get(format!("{}{path}", ep.base))
                     .header("authorization", self.bearer())
                     .call()?,
             )
@@ -299,8 +351,8 @@ impl Client {
     /// latest and records an event. A refusal (too soon after the last one, say) is not fatal.
     pub fn send_inventory(&self, inventory: &kiln_api::inventory::Inventory) -> Result<(), String> {
         let body = serde_json::to_string(inventory).expect("inventories serialize");
-        let url = self.url("/v1/agent/inventory");
-        match self.post_json(&url, &body).and_then(status_and_text) {
+        let sent = self.post_json(self.endpoint(), "/v1/agent/inventory", &body);
+        match sent.and_then(status_and_text) {
             Ok((s, _)) if (200..300).contains(&s) => Ok(()),
             Ok((s, text)) => Err(format!("the server answered {s}: {}", text.trim())),
             Err(e) => Err(e.to_string()),
@@ -311,9 +363,8 @@ impl Client {
     /// retried until the server answers. A refusal stops the write.
     pub fn disk_write(&self, write: &kiln_api::agent::DiskWrite) -> Result<(), Refused> {
         let body = serde_json::to_string(write).expect("disk writes serialize");
-        let url = self.url("/v1/agent/disk");
-        let (status, text) = self.retrying("recording the disk write", || {
-            status_and_text(self.post_json(&url, &body)?)
+        let (status, text) = self.retrying("recording the disk write", |ep| {
+            status_and_text(self.post_json(ep, "/v1/agent/disk", &body)?)
         });
         if (200..300).contains(&status) {
             Ok(())
@@ -322,28 +373,31 @@ impl Client {
         }
     }
 
-    /// The report endpoint, and the report as its JSON body.
-    fn report_request(&self, index: usize, attempt: u32, kind: ReportKind) -> (String, String) {
-        let url = self.url("/v1/agent/report");
-        let body = serde_json::to_string(&Report {
-            index,
-            attempt,
-            kind,
-        })
-        .expect("reports serialize");
-        (url, body)
-    }
-
-    fn post_json(&self, url: &str, body: &str) -> Result<Response<Body>, ureq::Error> {
-        let mut req = self
+    fn post_json(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        body: &str,
+    ) -> Result<Response<Body>, ureq::Error> {
+        let mut req = ep
             .agent
-            .post(url)
+            .post(format!("{}{path}", ep.base))
             .header("content-type", "application/json");
         if self.token.get().is_some() {
             req = req.header("authorization", self.bearer());
         }
         req.send(body.as_bytes())
     }
+}
+
+/// A report as its JSON body.
+fn report_body(index: usize, attempt: u32, kind: ReportKind) -> String {
+    serde_json::to_string(&Report {
+        index,
+        attempt,
+        kind,
+    })
+    .expect("reports serialize")
 }
 
 /// This agent process: the kernel's boot id and the PID, so a restart (a new boot, or the
@@ -386,6 +440,72 @@ fn status_and_text(mut response: Response<Body>) -> Result<(u16, String), ureq::
 mod tests {
     use super::*;
 
+    /// A client whose calls go to `bases` in turn (no network: the tests' calls look at the
+    /// endpoint's base only).
+    fn client_over(bases: &[&str]) -> Client {
+        let id = Identity::from_cmdline("kiln.server=http://k kiln.mac=52:54:00:aa:00:01").unwrap();
+        let mut client = Client::new(id);
+        let agent = client.endpoints[0].agent.clone();
+        client.endpoints = bases
+            .iter()
+            .map(|b| Endpoint {
+                base: b.to_string(),
+                agent: agent.clone(),
+            })
+            .collect();
+        client.backoff = (Duration::from_millis(1), Duration::from_millis(2));
+        client
+    }
+
+    fn refused() -> ureq::Error {
+        ureq::Error::Io(std::io::ErrorKind::ConnectionRefused.into())
+    }
+
+    #[test]
+    fn a_call_the_server_does_not_answer_moves_on_to_the_next_and_stays_there() {
+        let client = client_over(&["https://a", "https://b", "https://c"]);
+        let calls = std::sync::Mutex::new(Vec::new());
+        let answer = client.retrying("asking", |ep| {
+            calls.lock().unwrap().push(ep.base.clone());
+            match ep.base.as_str() {
+                "https://a" => Err(refused()),
+                "https://b" => Ok((503, "store unreachable".into())),
+                _ => Ok((200, "from c".into())),
+            }
+        });
+        assert_eq!(answer, (200, "from c".into()));
+        assert_eq!(
+            *calls.lock().unwrap(),
+            ["https://a", "https://b", "https://c"]
+        );
+        // The next call starts where the last answer came from.
+        assert_eq!(client.url("/v1/agent/next"), "https://c/v1/agent/next");
+        let again = client.retrying("asking", |ep| Ok((200, ep.base.clone())));
+        assert_eq!(again.1, "https://c");
+        // A refusal (4xx) is an answer: no moving on.
+        let refusal = client.retrying("asking", |_| Ok((409, "stale".into())));
+        assert_eq!(refusal.0, 409);
+        assert_eq!(client.url(""), "https://c");
+    }
+
+    #[test]
+    fn when_no_server_answers_it_goes_round_again_until_one_does() {
+        let client = client_over(&["https://a", "https://b"]);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let answer = client.retrying("asking", |ep| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            // Both dead for two rounds, then a is back.
+            if n >= 4 && ep.base == "https://a" {
+                Ok((200, "a again".into()))
+            } else {
+                Err(refused())
+            }
+        });
+        assert_eq!(answer.1, "a again");
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
+        assert_eq!(client.url(""), "https://a");
+    }
+
     #[test]
     fn reads_the_kernel_command_line() {
         let id = Identity::from_cmdline(
@@ -393,13 +513,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.server, "http://10.77.0.1:8080");
-        assert_eq!(id.api, None);
+        assert!(id.api.is_empty());
         let pin = "ab".repeat(32);
         let tls = Identity::from_cmdline(&format!(
             "kiln.server=http://k:8080 kiln.api=https://k:8443/ kiln.ca-sha256={pin} kiln.mac=52:54:00:aa:00:01"
         ))
         .unwrap();
-        assert_eq!(tls.api, Some(("https://k:8443".to_string(), [0xab; 32])));
+        assert_eq!(tls.api, [("https://k:8443".to_string(), [0xab; 32])]);
         assert_eq!(
             Client::new(tls).url("/v1/agent/next"),
             "https://k:8443/v1/agent/next"

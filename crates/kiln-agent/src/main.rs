@@ -213,11 +213,18 @@ fn run_workflow() -> ExitCode {
     };
     // With the kernel's clock: the agent OS's boot time is measured up to this line.
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let mut apis = id.api.iter().map(|(api, _)| api.as_str());
+    let others: Vec<&str> = apis.clone().skip(1).collect();
     println!(
-        "kiln-agent: working for {} ({}) at {} s",
-        id.api.as_ref().map_or(&id.server, |(api, _)| api),
+        "kiln-agent: working for {} ({}) at {} s{}",
+        apis.next().unwrap_or(&id.server),
         id.hostname.as_deref().unwrap_or("?"),
-        uptime.split_whitespace().next().unwrap_or("?")
+        uptime.split_whitespace().next().unwrap_or("?"),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; then {}", others.join(", "))
+        }
     );
     let inspect = id.inspect;
     let client = kiln_agent::client::Client::new(id);

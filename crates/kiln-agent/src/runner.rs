@@ -72,6 +72,22 @@ impl Progress for Reporter<'_> {
     fn event(&self, message: &str) {
         self.log(message.to_string());
     }
+
+    /// Asks for the next action again, as this run (the server hands the running attempt
+    /// back): a server that took the machine over hands it out with its own image URL. A
+    /// dead server's call moves the client on to the next one (see `Client::retrying`).
+    fn relocate(&self, url: &str) -> Option<String> {
+        match self.client.next() {
+            Ok(NextAction::Run {
+                index,
+                attempt,
+                action,
+            }) if index == self.index && attempt == self.attempt => {
+                action.params.get("url").filter(|u| *u != url).cloned()
+            }
+            _ => None,
+        }
+    }
 }
 
 fn param<'a>(action: &'a ActionSpec, key: &str) -> Result<&'a str, String> {

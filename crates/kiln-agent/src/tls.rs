@@ -1,6 +1,8 @@
 //! Talking to Kiln's agent API over TLS, trusting exactly one CA: the one whose SHA-256
 //! (of its DER) the kernel command line names (`kiln.ca-sha256=`, beside
-//! `kiln.api=https://IP:PORT`).
+//! `kiln.api=https://IP:PORT`). With several servers the line names several APIs, paired by
+//! position with their CAs (`kiln.api=U1,U2 kiln.ca-sha256=H1,H2`): each is trusted only with
+//! its own.
 //!
 //! The command line carries only the hash, so the server sends its CA after its own
 //! certificate; the agent picks from what it was sent the certificate with that hash, makes
@@ -32,18 +34,30 @@ use ureq::unversioned::transport::{
     Transport, TransportAdapter,
 };
 
-/// `kiln.api=` and `kiln.ca-sha256=` from a kernel command line: the agent API's base URL
-/// (no trailing '/') and the CA fingerprint. `None` unless both are there and the
-/// fingerprint is 64 hex digits.
-pub fn api_from_cmdline(cmdline: &str) -> Option<(String, [u8; 32])> {
+/// `kiln.api=` and `kiln.ca-sha256=` from a kernel command line: each agent API's base URL
+/// (no trailing '/') with its CA fingerprint, in the line's order (the netbooting server's
+/// first). `None` unless both are there, name as many of each, every URL is `https://` and
+/// every fingerprint 64 hex digits.
+pub fn api_from_cmdline(cmdline: &str) -> Option<Vec<(String, [u8; 32])>> {
     let get = |key: &str| {
         cmdline
             .split_whitespace()
             .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
     };
-    let api = get("kiln.api")?.trim_end_matches('/');
-    let pin = parse_sha256(get("kiln.ca-sha256")?)?;
-    (api.starts_with("https://") && api.len() > "https://".len()).then(|| (api.to_string(), pin))
+    let urls: Vec<&str> = get("kiln.api")?.split(',').collect();
+    let pins: Vec<&str> = get("kiln.ca-sha256")?.split(',').collect();
+    if urls.len() != pins.len() {
+        return None;
+    }
+    urls.iter()
+        .zip(&pins)
+        .map(|(url, pin)| {
+            let url = url.trim_end_matches('/');
+            let pin = parse_sha256(pin)?;
+            (url.starts_with("https://") && url.len() > "https://".len())
+                .then(|| (url.to_string(), pin))
+        })
+        .collect()
 }
 
 /// 64 hex digits (either case) as 32 bytes.
@@ -468,7 +482,11 @@ mod tests {
         let line = format!(
             "console=ttyS0 kiln.server=http://10.77.0.1:8080 kiln.api=https://10.77.0.1:8443/ kiln.ca-sha256={hex} kiln.mac=52:54:00:00:00:01"
         );
-        let (api, pin) = api_from_cmdline(&line).unwrap();
+        let apis = api_from_cmdline(&line).unwrap();
+        let [(api, pin)] = apis.as_slice() else {
+            panic!("{apis:?}")
+        };
+        let pin = *pin;
         assert_eq!(api, "https://10.77.0.1:8443");
         assert_eq!(pin[0], 0x38);
         assert_eq!(pin[31], 0x17);
@@ -488,6 +506,28 @@ mod tests {
         // `kiln.api` does not match a longer key.
         let longer = format!("kiln.apix=https://h:1 kiln.ca-sha256={hex}");
         assert_eq!(api_from_cmdline(&longer), None);
+        // Several servers: paired by position, the first is the netbooting server's.
+        let other = "ab".repeat(32);
+        let two = format!(
+            "kiln.api=https://10.77.0.1:8443,https://10.77.0.2:8443/ kiln.ca-sha256={hex},{other}"
+        );
+        assert_eq!(
+            api_from_cmdline(&two),
+            Some(vec![
+                ("https://10.77.0.1:8443".to_string(), pin),
+                ("https://10.77.0.2:8443".to_string(), [0xab; 32])
+            ])
+        );
+        // Unpaired, or one of them bad: no pinned API at all.
+        for bad in [
+            format!("kiln.api=https://a:1,https://b:1 kiln.ca-sha256={hex}"),
+            format!("kiln.api=https://a:1 kiln.ca-sha256={hex},{other}"),
+            format!("kiln.api=https://a:1,http://b:1 kiln.ca-sha256={hex},{other}"),
+            format!("kiln.api=https://a:1,https://b:1 kiln.ca-sha256={hex},12"),
+            format!("kiln.api=https://a:1, kiln.ca-sha256={hex},{other}"),
+        ] {
+            assert_eq!(api_from_cmdline(&bad), None, "{bad}");
+        }
         // Multi-byte text of the right length is not hex.
         assert_eq!(parse_sha256(&"é".repeat(32)), None);
     }

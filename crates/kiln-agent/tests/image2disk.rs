@@ -196,6 +196,66 @@ fn fixed_size_file_is_written_in_place() {
     }
 }
 
+/// Moves the download to `to` the first time it is asked (another server took over).
+struct Relocating {
+    to: String,
+    asked: Mutex<Vec<String>>,
+    inner: Recorder,
+}
+
+impl Progress for Relocating {
+    fn event(&self, m: &str) {
+        self.inner.event(m);
+    }
+    fn relocate(&self, url: &str) -> Option<String> {
+        let mut asked = self.asked.lock().unwrap();
+        asked.push(url.to_string());
+        (asked.len() == 1).then(|| self.to.clone())
+    }
+}
+
+#[test]
+fn a_dead_server_s_download_resumes_where_another_server_serves_the_image() {
+    let (dying, taking_over) = (Server::start(), Server::start());
+    let scratch = Scratch::new("relocate");
+    let img = image();
+    let body = compressed()[2].clone();
+    let from = dying.add("/images/os.raw.zst", body.clone());
+    let to = taking_over.add("/images/os.raw.zst", body.clone());
+    let cut = (body.len() / 3) as u64;
+    dying.set_faults(Faults {
+        cut_after: cut,
+        cut_times: usize::MAX,
+        ..Faults::default()
+    });
+    let disk = scratch.path("disk");
+    let progress = Relocating {
+        to: to.clone(),
+        asked: Mutex::default(),
+        inner: Recorder::default(),
+    };
+    let o = image2disk(&job(&from, sha256(&body), &disk, None), &fast(), &progress).unwrap();
+    assert!(std::fs::read(&disk).unwrap() == img, "content differs");
+    assert_eq!(o.downloaded, body.len() as u64);
+    // Asked once, about the dying server's URL; never back to it.
+    assert_eq!(*progress.asked.lock().unwrap(), [from]);
+    assert_eq!(dying.requests().len(), 1);
+    // The rest came from the other server, from the byte the first one stopped at.
+    let rest = taking_over.requests();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(
+        rest[0].contains(&format!("range=Some(\"bytes={cut}-\")")),
+        "{rest:?}"
+    );
+    let events = progress.inner.events.lock().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.ends_with(&format!("the image is now served at {to}: resuming there"))),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn resumes_after_cuts_with_identical_result() {
     let server = Server::start();

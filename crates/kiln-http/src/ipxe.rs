@@ -65,6 +65,10 @@ pub(crate) async fn boot_script(
     };
     let inv = state.inventory.load();
     let cfg = &state.config;
+    let kernel_args = match &cfg.agent_apis {
+        Some(apis) => format!("{} {}", cfg.kernel_args.trim(), apis.kernel_args()),
+        None => cfg.kernel_args.trim().to_string(),
+    };
     let netboots = match inv.by_mac(&mac) {
         Some(hw) if hw.netboot => {
             let (p, host) = (state.provisioning.clone(), hw.hostname.clone());
@@ -81,7 +85,7 @@ pub(crate) async fn boot_script(
                 server: &cfg.server_url,
                 kernel: &cfg.kernel,
                 initrd: &cfg.initrd,
-                kernel_args: cfg.kernel_args.trim(),
+                kernel_args: kernel_args.trim(),
                 hardware: hw,
             });
             (
@@ -109,7 +113,7 @@ pub(crate) async fn boot_script(
                 std::net::Ipv4Addr::UNSPECIFIED,
                 std::net::Ipv4Addr::UNSPECIFIED,
             );
-            let kernel_args = format!("{} kiln.inspect=1", cfg.kernel_args.trim());
+            let kernel_args = format!("{} kiln.inspect=1", kernel_args.trim());
             let script = netboot_script(&ScriptParams {
                 server: &cfg.server_url,
                 kernel: &cfg.kernel,

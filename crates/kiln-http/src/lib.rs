@@ -4,6 +4,7 @@
 
 mod accept;
 mod agent_api;
+pub mod agent_apis;
 mod artifacts;
 mod deadline;
 mod fast_path;
@@ -44,6 +45,9 @@ pub struct HttpConfig {
     pub kernel: String,
     pub initrd: String,
     pub kernel_args: String,
+    /// The agent APIs the kernel line names (`kiln.api=`, `kiln.ca-sha256=`), when the agent
+    /// API is served over TLS.
+    pub agent_apis: Option<agent_apis::AgentApis>,
     /// `--discovery inspect`: a MAC not enrolled gets the agent in inspection-only mode
     /// (`kiln.inspect=1`) instead of a way back to its disk.
     pub inspect: bool,

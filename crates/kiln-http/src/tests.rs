@@ -56,6 +56,7 @@ fn fixture_with(inspect: bool) -> Fixture {
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
             kernel_args: "console=ttyS0".into(),
+            agent_apis: None,
             inspect,
         },
         SharedInventory::new(Inventory::new(hw)),

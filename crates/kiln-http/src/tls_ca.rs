@@ -4,7 +4,7 @@
 //! `DATA_DIR/tls/` (0700) holds `ca.crt` (0644), `ca.key`, `server.crt` and `server.key`
 //! (0600), each written whole under a temporary name and renamed into place. The agent
 //! does not carry the CA: the kernel command line carries the SHA-256 of its DER
-//! (`kiln.ca-sha256=`), and the server presents the CA after its own certificate so the
+//! (`kiln.ca-sha256=`, see `agent_apis`), and the server presents the CA after its own certificate so the
 //! agent can find the one it pins.
 
 use std::fs;
@@ -55,11 +55,6 @@ impl AgentTls {
     /// The CA fingerprint as 64 lower-case hex digits.
     pub fn ca_sha256_hex(&self) -> String {
         hex(&self.ca_sha256)
-    }
-
-    /// `kiln.api=API_URL kiln.ca-sha256=HEX`, for the netbooted kernel's command line.
-    pub fn kernel_args(&self, api_url: &str) -> String {
-        format!("kiln.api={api_url} kiln.ca-sha256={}", self.ca_sha256_hex())
     }
 }
 
@@ -331,12 +326,9 @@ mod tests {
         assert_eq!(tls.chain_der.len(), 2);
         assert_eq!(tls.chain_der[1], tls.ca_cert_der);
         assert_eq!(tls.ca_sha256_hex().len(), 64);
-        assert_eq!(
-            tls.kernel_args("https://10.77.0.1:8443"),
-            format!(
-                "kiln.api=https://10.77.0.1:8443 kiln.ca-sha256={}",
-                tls.ca_sha256_hex()
-            )
+        assert!(
+            crate::agent_apis::AgentEndpoint::new("https://10.77.0.1:8443", &tls.ca_sha256_hex())
+                .is_some()
         );
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
 use axum::routing::get;
+use kiln_http::agent_apis::{AgentApis, AgentEndpoint};
 use kiln_http::{HttpConfig, NoProvisioning, plain_only, router, serve, serve_tls, tls, tls_ca};
 use kiln_model::{Inventory, NullSink, SharedInventory};
 use tokio::net::TcpListener;
@@ -34,7 +35,10 @@ async fn start() -> Kiln {
             boot_dir: dir.path().into(),
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
-            kernel_args: agent_tls.kernel_args("https://127.0.0.1:8443"),
+            kernel_args: String::new(),
+            agent_apis: Some(AgentApis::new(
+                AgentEndpoint::new("https://127.0.0.1:8443", &agent_tls.ca_sha256_hex()).unwrap(),
+            )),
             inspect: false,
         },
         SharedInventory::new(Inventory::new(Vec::new())),

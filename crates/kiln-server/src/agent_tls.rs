@@ -1,6 +1,7 @@
 //! `kiln serve`'s second listener: the agent API over TLS, with Kiln's own CA
 //! (`DATA_DIR/tls`, see `kiln_http::tls_ca`). The netbooted kernel's command line names it
-//! (`kiln.api=https://ADDRESS:PORT`) and the CA's fingerprint (`kiln.ca-sha256=`); the plain
+//! (`kiln.api=https://ADDRESS:PORT`, then the other live servers') and the CA's fingerprint
+//! (`kiln.ca-sha256=`, each server's own); the plain
 //! listener then refuses `/v1/agent/...` (`kiln_http::plain_only`).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use kiln_http::agent_apis::{AgentApis, AgentEndpoint};
 use kiln_http::tls_ca::AgentTls;
 
 use crate::error::{ServerError, StartContext};
@@ -16,6 +18,8 @@ use crate::error::{ServerError, StartContext};
 pub struct AgentTlsListener {
     pub url: String,
     pub tls: AgentTls,
+    /// This server's agent API and its peers', for the kernel command line.
+    pub apis: AgentApis,
     addr: SocketAddr,
     config: Arc<kiln_http::tls::ServerConfig>,
 }
@@ -33,17 +37,17 @@ impl AgentTlsListener {
         let config =
             kiln_http::tls::server_config(tls.chain_der.clone(), tls.key_pkcs8_der.clone())
                 .start("the agent API's TLS configuration")?;
+        let url = format!("https://{address}:{port}");
+        let own = AgentEndpoint::new(&url, &tls.ca_sha256_hex()).ok_or_else(|| {
+            ServerError::Invalid(format!("{url} cannot go on a kernel command line"))
+        })?;
         Ok(AgentTlsListener {
-            url: format!("https://{address}:{port}"),
+            apis: AgentApis::new(own),
+            url,
             addr: SocketAddr::from((address, port)),
             tls,
             config,
         })
-    }
-
-    /// What the netbooted kernel's command line gains.
-    pub fn kernel_args(&self) -> String {
-        self.tls.kernel_args(&self.url)
     }
 
     /// Binds the TLS listener; the future it returns serves `app` (the whole router; the

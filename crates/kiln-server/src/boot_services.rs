@@ -80,7 +80,8 @@ async fn http(
         images_dir: images_dir(&opts.data_dir),
         kernel: opts.kernel.clone(),
         initrd: opts.initrd.clone(),
-        kernel_args: format!("{} {}", opts.kernel_args, agent_tls.kernel_args()),
+        kernel_args: opts.kernel_args.clone(),
+        agent_apis: Some(agent_tls.apis.clone()),
         inspect: opts.inspect,
     };
     let inspector = opts.inspect.then(|| {

@@ -400,6 +400,7 @@ mod tests {
                 kernel: "vmlinuz".into(),
                 initrd: "initrd.img".into(),
                 kernel_args: String::new(),
+                agent_apis: None,
                 inspect: false,
             },
             inventory.clone(),

@@ -3,20 +3,31 @@
 //! PostgreSQL a change notification (LISTEN/NOTIFY, see `kiln_store::watch_changes`) wakes it
 //! at once, so a change made through any server reaches every server within milliseconds; the
 //! half-second poll stays as the fallback (and is all SQLite has). Every second: workflow
-//! timeouts. Every few seconds: this server's heartbeat, and machines and workflows counted by
-//! state for `/metrics`.
+//! timeouts. Every few seconds: this server's heartbeat (and, from the others', the agent APIs a
+//! netbooted kernel is told to move to), and machines and workflows counted by state for
+//! `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_engine::Engine;
+use kiln_http::agent_apis::{AgentApis, AgentEndpoint};
 use kiln_model::{Inventory, SharedInventory};
-use kiln_store::{Store, StoreError, StoreHandle};
+use kiln_store::{ServerRecord, Store, StoreError, StoreHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Notify, watch};
 
 /// How often a server writes its heartbeat row.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A server whose heartbeat is older than this is not offered to agents as a place to move to.
+const PEER_SILENT_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+
+/// This server as its heartbeat describes it: its HTTP URL, and its agent API with the peers'.
+pub struct ThisServer {
+    pub url: String,
+    pub apis: AgentApis,
+}
 
 /// How often workflow and action timeouts are applied (they are whole seconds or more; each
 /// round lists the running workflows).
@@ -30,7 +41,7 @@ pub fn spawn(
     engine: Engine,
     inventory: SharedInventory,
     metrics: PrometheusHandle,
-    server_url: String,
+    me: ThisServer,
     changes: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -51,13 +62,24 @@ pub fn spawn(
             if first || beat.elapsed() >= HEARTBEAT {
                 first = false;
                 beat = tokio::time::Instant::now();
-                let (id, url) = (engine.owner().to_string(), server_url.clone());
-                let now = kiln_engine::now_ms();
-                if let Err(e) = store
-                    .run(move |s| s.heartbeat(&id, &url, started, now))
-                    .await
-                {
-                    tracing::warn!("writing the heartbeat: {e}");
+                let own = me.apis.own().clone();
+                let beat = ServerRecord {
+                    id: engine.owner().to_string(),
+                    url: me.url.clone(),
+                    agent_api: Some(own.url),
+                    ca_sha256: Some(own.ca_sha256),
+                    started_ms: started,
+                    seen_ms: kiln_engine::now_ms(),
+                };
+                let result = store
+                    .run(move |s| {
+                        s.heartbeat(&beat)?;
+                        Ok::<_, StoreError>(live_peers(&s.servers()?, &beat.id, beat.seen_ms))
+                    })
+                    .await;
+                match result {
+                    Ok(peers) => me.apis.set_peers(peers),
+                    Err(e) => tracing::warn!("writing the heartbeat: {e}"),
                 }
             }
             metrics.run_upkeep();
@@ -100,6 +122,17 @@ async fn count_states(store: &StoreHandle, inventory: &SharedInventory) {
     }
 }
 
+/// The agent APIs of the servers other than `own_id` that beat within [`PEER_SILENT_AFTER`]
+/// of `now_ms`, by id.
+fn live_peers(servers: &[ServerRecord], own_id: &str, now_ms: u64) -> Vec<AgentEndpoint> {
+    let since = now_ms.saturating_sub(PEER_SILENT_AFTER.as_millis() as u64);
+    servers
+        .iter()
+        .filter(|s| s.id != own_id && s.seen_ms >= since)
+        .filter_map(|s| AgentEndpoint::new(s.agent_api.as_deref()?, s.ca_sha256.as_deref()?))
+        .collect()
+}
+
 /// The hardware, when the store's data version moved since `seen`.
 #[allow(clippy::type_complexity)]
 fn reload_if_changed(
@@ -111,4 +144,42 @@ fn reload_if_changed(
         return Ok(None);
     }
     Ok(Some((v, store.hardware()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(id: &str, seen_ms: u64, agent: Option<&str>) -> ServerRecord {
+        ServerRecord {
+            id: id.into(),
+            url: format!("http://{id}:8080"),
+            agent_api: agent.map(str::to_string),
+            ca_sha256: agent.map(|_| "ab".repeat(32)),
+            started_ms: 0,
+            seen_ms,
+        }
+    }
+
+    #[test]
+    fn agents_are_offered_the_other_servers_that_beat_lately() {
+        let now = 100_000;
+        let servers = [
+            server("a", now, Some("https://10.77.0.1:8443")),
+            server("b", now - 2_000, Some("https://10.77.0.2:8443")),
+            server(
+                "c",
+                now - PEER_SILENT_AFTER.as_millis() as u64 - 1,
+                Some("https://10.77.0.3:8443"),
+            ),
+            server("d", now, None),
+            server("e", now, Some("http://10.77.0.5:8443")),
+        ];
+        let urls: Vec<String> = live_peers(&servers, "a", now)
+            .into_iter()
+            .map(|e| e.url)
+            .collect();
+        // Not itself, not the silent one, not one without (or with an unusable) agent API.
+        assert_eq!(urls, ["https://10.77.0.2:8443"]);
+    }
 }

@@ -151,7 +151,10 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServerError> {
         engine.clone(),
         inventory.clone(),
         metrics.clone(),
-        server_url.clone(),
+        crate::refresher::ThisServer {
+            url: server_url.clone(),
+            apis: agent_tls.apis.clone(),
+        },
         changes,
         shutdown.clone(),
     ));

@@ -362,7 +362,8 @@ impl SimMachine {
         cmdline: &str,
     ) -> Result<Leave, SimError> {
         let id = kiln_agent::client::Identity::from_cmdline(cmdline).map_err(SimError::Protocol)?;
-        let (base, api) = match &id.api {
+        // The netbooting server's API (a simulated agent does not move to another).
+        let (base, api) = match id.api.first() {
             Some((url, pin)) => (url.clone(), self.client(Some(*pin))?),
             None => (id.server.clone(), http.clone()),
         };

@@ -36,6 +36,11 @@ pub struct ServerRecord {
     pub id: String,
     /// Where it serves HTTP.
     pub url: String,
+    /// Where it serves the agent API over TLS (`https://ADDRESS:PORT`), and the SHA-256 (hex)
+    /// of the CA that signs its certificate: a netbooted agent is given the other servers'
+    /// pairs, to move to when its own server dies.
+    pub agent_api: Option<String>,
+    pub ca_sha256: Option<String>,
     pub started_ms: u64,
     /// Its last heartbeat.
     pub seen_ms: u64,

@@ -182,8 +182,8 @@ pub trait SettingStore {
 
 /// The servers sharing the state (several on PostgreSQL, one on SQLite).
 pub trait ServerStore {
-    /// Records that server `id` (serving at `url`, started at `started_ms`) is alive at `now_ms`.
-    fn heartbeat(&self, id: &str, url: &str, started_ms: u64, now_ms: u64) -> Result<()>;
+    /// Records that `server` (by its id) is alive at its `seen_ms`, serving where it says.
+    fn heartbeat(&self, server: &ServerRecord) -> Result<()>;
     /// Every server that ever beat, by id.
     fn servers(&self) -> Result<Vec<ServerRecord>>;
 }

@@ -60,6 +60,7 @@ pub(super) fn run(
     free: Receiver<Vec<u8>>,
 ) -> Result<Downloaded, StageError> {
     let agent = agent(policy);
+    let mut url = url.to_string();
     let mut st = State {
         resume: Resume::default(),
         backoff: Backoff::new(*policy),
@@ -71,7 +72,7 @@ pub(super) fn run(
             return Err(StageError::Aborted);
         }
         attempts += 1;
-        let err = match attempt(&agent, url, &mut st, ctx, &tx, &free) {
+        let err = match attempt(&agent, &url, &mut st, ctx, &tx, &free) {
             Ok(()) => break,
             Err(e) => e,
         };
@@ -90,6 +91,16 @@ pub(super) fn run(
                 };
             }
             Attempt::Retry(m) => {
+                // The same bytes from another server resume where these stopped (the
+                // If-Range validator still guards against a different file).
+                if let Some(moved) = ctx.progress.relocate(&url).filter(|u| *u != url) {
+                    ctx.event(&format!(
+                        "{m}; the image is now served at {moved}: resuming there"
+                    ));
+                    url = moved;
+                    st.backoff.reset();
+                    continue;
+                }
                 let idle = st.last_progress.elapsed();
                 let Some(delay) = st.backoff.next_delay(idle) else {
                     return Err(StageError::Failed(Error::Download(format!(

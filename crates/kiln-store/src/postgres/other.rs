@@ -12,18 +12,21 @@ use crate::{
 };
 
 impl crate::ServerStore for PgStore {
-    fn heartbeat(
-        &self,
-        id: &str,
-        url: &str,
-        started_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    fn heartbeat(&self, s: &ServerRecord) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO servers (id, url, started_ms, seen_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET url = $2, started_ms = $3, seen_ms = $4",
-                &[&id, &url, &(started_ms as i64), &(now_ms as i64)],
+                "INSERT INTO servers (id, url, started_ms, seen_ms, agent_api, ca_sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET url = $2, started_ms = $3, seen_ms = $4,
+                    agent_api = $5, ca_sha256 = $6",
+                &[
+                    &s.id,
+                    &s.url,
+                    &(s.started_ms as i64),
+                    &(s.seen_ms as i64),
+                    &s.agent_api,
+                    &s.ca_sha256,
+                ],
             )?;
             Ok(())
         })
@@ -32,7 +35,7 @@ impl crate::ServerStore for PgStore {
     fn servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
         self.with(|c| {
             Ok(c.query(
-                "SELECT id, url, started_ms, seen_ms FROM servers ORDER BY id",
+                "SELECT id, url, started_ms, seen_ms, agent_api, ca_sha256 FROM servers ORDER BY id",
                 &[],
             )?
             .iter()
@@ -41,6 +44,8 @@ impl crate::ServerStore for PgStore {
                 url: r.get(1),
                 started_ms: r.get::<_, i64>(2) as u64,
                 seen_ms: r.get::<_, i64>(3) as u64,
+                agent_api: r.get(4),
+                ca_sha256: r.get(5),
             })
             .collect())
         })

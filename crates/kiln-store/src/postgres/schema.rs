@@ -159,6 +159,10 @@ const MIGRATIONS: &[&str] = &[
     // memory (it reads workflows from here at each use), and a thousand machines reporting
     // made every workflow write wait for the one counter row at its commit.
     "DROP TRIGGER IF EXISTS workflows_changed ON workflows;",
+    // 6: where each server serves the agent API and the CA it pins, so an agent can be
+    // given the others to move to (see ServerRecord).
+    "ALTER TABLE servers ADD COLUMN agent_api TEXT;
+     ALTER TABLE servers ADD COLUMN ca_sha256 TEXT;",
 ];
 
 pub fn migrate(client: &mut Client) -> Result<(), StoreError> {

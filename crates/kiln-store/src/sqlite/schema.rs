@@ -146,6 +146,10 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (hostname, key)
      );",
+    // 13: where each server serves the agent API and the CA it pins, so an agent can be
+    // given the others to move to (see ServerRecord).
+    "ALTER TABLE servers ADD COLUMN agent_api TEXT;
+     ALTER TABLE servers ADD COLUMN ca_sha256 TEXT;",
 ];
 
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use kiln_model::{Event, EventKind, Hardware};
 
 use super::Backend;
 use crate::{
-    ApiTokenRecord, ClusterNode, ClusterRecord, ImageRecord, MAX_EVENTS_PER_MACHINE, Store,
-    StoreError, WorkflowKey,
+    ApiTokenRecord, ClusterNode, ClusterRecord, ImageRecord, MAX_EVENTS_PER_MACHINE, ServerRecord,
+    Store, StoreError, WorkflowKey,
 };
 
 const HEADER: &str = "hostname,bmc_ip,bmc_username,bmc_password,mac,ip_address,netmask,gateway,nameservers,labels,disk\n";
@@ -383,19 +383,25 @@ pub fn settings_round_trip(b: &Backend) {
 pub fn servers_beat_and_every_connection_sees_them(b: &Backend) {
     let store = &b.store;
     assert!(store.servers().unwrap().is_empty());
-    store.heartbeat("s1", "http://a", 10, 11).unwrap();
-    store.heartbeat("s1", "http://a", 10, 15).unwrap();
+    let beat =
+        |id: &str, url: &str, agent: Option<(&str, &str)>, started_ms, seen_ms| ServerRecord {
+            id: id.into(),
+            url: url.into(),
+            agent_api: agent.map(|a| a.0.to_string()),
+            ca_sha256: agent.map(|a| a.1.to_string()),
+            started_ms,
+            seen_ms,
+        };
+    let pin = "ab".repeat(32);
+    store
+        .heartbeat(&beat("s1", "http://a", None, 10, 11))
+        .unwrap();
+    let s1 = beat("s1", "http://a", Some(("https://a:8443", &pin)), 10, 15);
+    store.heartbeat(&s1).unwrap();
     let other = (b.reopen)();
-    other.heartbeat("s2", "http://b", 12, 13).unwrap();
-    let seen = store.servers().unwrap();
-    let rows: Vec<_> = seen
-        .iter()
-        .map(|s| (s.id.as_str(), s.url.as_str(), s.started_ms, s.seen_ms))
-        .collect();
-    assert_eq!(
-        rows,
-        [("s1", "http://a", 10, 15), ("s2", "http://b", 12, 13)]
-    );
+    let s2 = beat("s2", "http://b", None, 12, 13);
+    other.heartbeat(&s2).unwrap();
+    assert_eq!(store.servers().unwrap(), [s1, s2]);
     // A claim by id works the same whether or not the backend can skip locked rows.
     store.enroll(&workflow_machine("m", 1)).unwrap();
     store
