@@ -4,7 +4,9 @@
 # script starts itself: initdb/pg_ctl in a temp dir, unix socket only, removed at the end),
 # powered on through Kiln's BMC job, and prints the figures: machines per minute, p50/p99 of
 # DHCP, iPXE script, agent calls and phone-home, the simulated BMCs' power-on, each kiln serve's
-# CPU seconds and peak RSS. `--postgres --servers 2` runs an HA pair on the rack's segment.
+# CPU seconds and peak RSS. `--postgres --servers 2` runs an HA pair on the rack's segment;
+# `--server-cpu 0.4` caps each kiln serve at 0.4 CPU (a CPU cgroup each), so one server and two
+# compare at the same CPU per server on a machine whose cores PostgreSQL and the generator share.
 # Root (namespaces).
 #
 # Environment: KILN_BIN (default target/release/kiln), KILN_RACK (default: kiln-rack next to
@@ -84,7 +86,9 @@ print(f"  DHCP resent {r['dhcp_resent']}; served {r['boot_bytes'] >> 20} MiB boo
 st = r.get("storm")
 if st:
     print(f"  boot storm: {st['machines']} DORAs at once, done in {st['seconds']:.2f} s; {st['resent']} resent, {st['failed']} without a lease")
-print(f"  kiln serve: CPU {r['server_cpu_seconds']:.1f} s, peak RSS {r['server_max_rss_mib']:.0f} MiB; load generator CPU {r['generator_cpu_seconds']:.1f} s")
+cap = r.get("server_cpu_cap")
+print(f"  kiln serve: CPU {r['server_cpu_seconds']:.1f} s, peak RSS {r['server_max_rss_mib']:.0f} MiB; load generator CPU {r['generator_cpu_seconds']:.1f} s"
+      + (f"; each server capped at {cap:g} CPU" if cap else ""))
 if len(r["servers"]) > 1:
     for s in r["servers"]:
         print(f"    {s['id']} ({s['address']}): CPU {s['cpu_seconds']:.1f} s, peak RSS {s['max_rss_mib']:.0f} MiB, {s['netboots']} netboots")

@@ -7,6 +7,7 @@
 //! The wire codecs ([`dhcp`], [`script`]) are pure and unit-tested; the machines reuse the
 //! agent's own kernel command line parser and pinned-CA TLS verifier and kiln-api's types.
 
+pub mod cpu_cap;
 pub mod dhcp;
 pub mod dhcp_port;
 pub mod inventory;

@@ -82,6 +82,8 @@ pub struct Options {
     /// 1, or 2: an HA pair on the rack's segment (needs a PostgreSQL `--store` in
     /// `serve_args`; see [`crate::servers`]).
     pub servers: u32,
+    /// Each server capped at this many CPUs (see [`crate::cpu_cap`]); `None`: no cap.
+    pub server_cpu: Option<f64>,
 }
 
 /// The figures of one run.
@@ -103,6 +105,8 @@ pub struct Report {
     pub server_cpu_seconds: f64,
     pub server_max_rss_mib: f64,
     pub server_pid: u32,
+    /// The CPU cap of each server (`--server-cpu`), if any.
+    pub server_cpu_cap: Option<f64>,
     pub servers: Vec<ServerFigures>,
     /// kiln-rack's own CPU seconds (the simulated machines and BMCs share the server's CPUs).
     pub generator_cpu_seconds: f64,
@@ -454,6 +458,16 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     lab.create_network()?;
     let sim_ns = wire_machines(&lab.ns, &machines)?;
     let (started, _second_ns) = start_servers(lab, opts)?;
+    let _caps = match opts.server_cpu {
+        Some(cpus) => started
+            .iter()
+            .map(|s| {
+                let group = format!("kiln-rack-{}-{}", std::process::id(), s.id);
+                crate::cpu_cap::CpuCap::apply(&group, s.pid, cpus)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let log = started[0].log.clone();
     let data = lab.data.clone();
 
@@ -516,6 +530,7 @@ fn run_in(lab: &mut kiln_lab::Lab, opts: &Options) -> anyhow::Result<Report> {
     report.server_cpu_seconds = per_server.iter().map(|s| s.cpu_seconds).sum();
     report.server_max_rss_mib = per_server.iter().map(|s| s.max_rss_mib).fold(0.0, f64::max);
     report.server_pid = started[0].pid;
+    report.server_cpu_cap = opts.server_cpu;
     report.servers = per_server;
     report.generator_cpu_seconds = proc_usage(std::process::id()).0;
     report.events_file = opts.keep.then_some(events);
@@ -683,6 +698,7 @@ fn summarize(machines: &[Arc<SimMachine>], ended: &[WorkflowView], rack: &Rack) 
         server_cpu_seconds: 0.0,
         server_max_rss_mib: 0.0,
         server_pid: 0,
+        server_cpu_cap: None,
         servers: Vec::new(),
         generator_cpu_seconds: 0.0,
         events_file: None,

@@ -60,6 +60,10 @@ struct Cli {
     /// PostgreSQL store: `-- --store postgresql://…`).
     #[arg(long, default_value_t = 1)]
     servers: u32,
+    /// Cap each `kiln serve` at this many CPUs (a CPU cgroup each), so one server and two
+    /// compare at the same CPU per server.
+    #[arg(long, value_name = "CPUS")]
+    server_cpu: Option<f64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
@@ -116,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bmc: cli.bmc,
         firmware: cli.firmware,
         servers: cli.servers,
+        server_cpu: cli.server_cpu,
     };
     let out = rack::run(&opts);
     if image.starts_with(std::env::temp_dir()) && image.to_string_lossy().contains("kiln-rack-") {
