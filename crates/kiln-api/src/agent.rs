@@ -172,6 +172,21 @@ pub enum WorkflowState {
 }
 
 impl WorkflowState {
+    pub const ALL: [WorkflowState; 7] = [
+        WorkflowState::Pending,
+        WorkflowState::Netbooting,
+        WorkflowState::Running,
+        WorkflowState::Rebooting,
+        WorkflowState::Succeeded,
+        WorkflowState::Failed,
+        WorkflowState::TimedOut,
+    ];
+
+    /// The state [`WorkflowState::name`] names.
+    pub fn from_name(name: &str) -> Option<WorkflowState> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

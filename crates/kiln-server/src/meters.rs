@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use kiln_bmc::{Bmc, BmcError, BmcInfo, BootOverride, PowerAction, PowerState};
-use kiln_model::workflow::Workflow;
+use kiln_model::workflow::WorkflowState;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Every metric Kiln exports, with its kind and help text (`/metrics` shows the help).
@@ -146,18 +146,18 @@ const WORKFLOW_STATES: [&str; 7] = [
 pub type Counts = Vec<(&'static str, u64)>;
 
 /// Counts per state: machines (by their unfinished workflow, else idle) and workflows.
-pub fn by_state(machines: usize, workflows: &[Workflow]) -> (Counts, Counts) {
+pub fn by_state(machines: usize, workflows: &[(WorkflowState, u64)]) -> (Counts, Counts) {
     let mut wf: Counts = WORKFLOW_STATES.iter().map(|s| (*s, 0)).collect();
     let mut busy: Counts = MACHINE_STATES.iter().map(|s| (*s, 0)).collect();
-    for w in workflows {
-        let name = w.state.name();
+    for &(state, n) in workflows {
+        let name = state.name();
         if let Some(slot) = wf.iter_mut().find(|(s, _)| *s == name) {
-            slot.1 += 1;
+            slot.1 += n;
         }
-        if !w.state.is_terminal()
+        if !state.is_terminal()
             && let Some(slot) = busy.iter_mut().find(|(s, _)| *s == name)
         {
-            slot.1 += 1;
+            slot.1 += n;
         }
     }
     let unfinished: u64 = busy.iter().map(|(_, n)| n).sum();
@@ -166,7 +166,7 @@ pub fn by_state(machines: usize, workflows: &[Workflow]) -> (Counts, Counts) {
 }
 
 /// Sets `kiln_machines` and `kiln_workflows`.
-pub fn record_states(machines: usize, workflows: &[Workflow]) {
+pub fn record_states(machines: usize, workflows: &[(WorkflowState, u64)]) {
     let (by_machine, by_workflow) = by_state(machines, workflows);
     for (state, n) in by_machine {
         metrics::gauge!("kiln_machines", "state" => state).set(n as f64);
@@ -231,29 +231,11 @@ impl Bmc for Metered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_model::template::parse_template;
-    use kiln_model::workflow::WorkflowState;
-
-    fn workflow(machine: &str, state: WorkflowState) -> Workflow {
-        let t = parse_template(
-            "t.yaml",
-            "name: t\nactions:\n  - name: b\n    kind: reboot\n",
-        )
-        .unwrap();
-        let mut w = kiln_engine::new_workflow("w".into(), machine.into(), &t, t.actions.clone(), 0);
-        w.state = state;
-        w
-    }
 
     #[test]
     fn machines_are_idle_unless_a_workflow_runs_and_workflows_count_by_result() {
         use WorkflowState::*;
-        let wfs = [
-            workflow("a", Succeeded),
-            workflow("a", Running),
-            workflow("b", Failed),
-            workflow("c", Netbooting),
-        ];
+        let wfs = [(Succeeded, 1), (Running, 1), (Failed, 1), (Netbooting, 1)];
         let (machines, workflows) = by_state(4, &wfs);
         let get = |v: &[(&str, u64)], k: &str| v.iter().find(|(s, _)| *s == k).unwrap().1;
         assert_eq!(get(&machines, "idle"), 2);

@@ -116,8 +116,8 @@ pub fn spawn(
 /// Sets `kiln_machines` and `kiln_workflows` from the store.
 async fn count_states(store: &StoreHandle, inventory: &SharedInventory) {
     let machines = inventory.load().len();
-    match store.run(|s| s.workflows(false)).await {
-        Ok(wfs) => crate::meters::record_states(machines, &wfs),
+    match store.run(|s| s.workflow_state_counts()).await {
+        Ok(counts) => crate::meters::record_states(machines, &counts),
         Err(e) => tracing::warn!("counting workflows for /metrics: {e}"),
     }
 }

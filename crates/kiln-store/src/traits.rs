@@ -2,7 +2,7 @@
 //! method is blocking and commits before it returns (an acknowledged change survives
 //! `kill -9`); async code goes through [`crate::StoreHandle`].
 
-use kiln_model::workflow::Workflow;
+use kiln_model::workflow::{Workflow, WorkflowState};
 use kiln_model::{Event, Hardware, MacAddr};
 
 use crate::StoreError;
@@ -106,6 +106,9 @@ pub trait WorkflowStore {
     fn workflows_with_power_due(&self) -> Result<Vec<(String, String)>>;
     /// Workflows, newest first; only unfinished ones if `unfinished_only`.
     fn workflows(&self, unfinished_only: bool) -> Result<Vec<Workflow>>;
+    /// How many workflows are in each state (states without one left out): counted by the
+    /// store, for `/metrics`, without reading a record.
+    fn workflow_state_counts(&self) -> Result<Vec<(WorkflowState, u64)>>;
     fn action_logs(&self, id: &str, after: i64, limit: i64) -> Result<Vec<ActionLog>>;
     fn phone_home_of(&self, id: &str) -> Result<Option<PhoneHome>>;
 }

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use kiln_model::Event;
-use kiln_model::workflow::Workflow;
+use kiln_model::workflow::{Workflow, WorkflowState};
 use postgres::Transaction;
 
 use super::PgStore;
@@ -323,6 +323,19 @@ impl crate::WorkflowStore for PgStore {
                 &[&unfinished_only],
             )?;
             decode_rows(&rows)
+        })
+    }
+
+    fn workflow_state_counts(&self) -> Result<Vec<(WorkflowState, u64)>, StoreError> {
+        self.with(|c| {
+            let rows = c.query("SELECT state, count(*) FROM workflows GROUP BY state", &[])?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let n: i64 = r.get(1);
+                    Some((WorkflowState::from_name(r.get(0))?, n as u64))
+                })
+                .collect())
         })
     }
 

@@ -3,7 +3,7 @@
 //! its effects (netboot flag, token revocation, events) in the same commit.
 
 use kiln_model::Event;
-use kiln_model::workflow::Workflow;
+use kiln_model::workflow::{Workflow, WorkflowState};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::SqliteStore;
@@ -252,6 +252,19 @@ impl crate::WorkflowStore for SqliteStore {
         for row in rows {
             let (id, rec) = row?;
             out.push(decode_workflow(&id, &rec)?);
+        }
+        Ok(out)
+    }
+
+    fn workflow_state_counts(&self) -> Result<Vec<(WorkflowState, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT state, count(*) FROM workflows GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            out.extend(WorkflowState::from_name(&state).map(|s| (s, n as u64)));
         }
         Ok(out)
     }

@@ -455,6 +455,34 @@ pub fn one_unfinished_workflow_per_machine_and_all_or_nothing(b: &Backend) {
     assert_eq!(events.len(), 1);
 }
 
+pub fn workflows_are_counted_by_state(b: &Backend) {
+    let store = &b.store;
+    assert_eq!(store.workflow_state_counts().unwrap(), []);
+    store.enroll(&workflow_machine("a", 1)).unwrap();
+    store.enroll(&workflow_machine("b", 2)).unwrap();
+    let with = |id: &str, machine: &str, state| Workflow {
+        state,
+        ..workflow(id, machine)
+    };
+    let wfs = [
+        with("w0", "a", WorkflowState::Failed),
+        with("w1", "a", WorkflowState::Failed),
+        workflow("w2", "a"),
+        with("w3", "b", WorkflowState::Running),
+    ];
+    store.create_workflows(&wfs, &mut |_, _| Ok(())).unwrap();
+    let mut counts = store.workflow_state_counts().unwrap();
+    counts.sort_by_key(|(s, _)| s.name());
+    assert_eq!(
+        counts,
+        [
+            (WorkflowState::Failed, 2),
+            (WorkflowState::Pending, 1),
+            (WorkflowState::Running, 1)
+        ]
+    );
+}
+
 pub fn a_transition_commits_its_effects_or_nothing(b: &Backend) {
     let store = &b.store;
     store.enroll(&workflow_machine("a", 1)).unwrap();

@@ -63,6 +63,7 @@ store_tests!(
     conflicts_abort_everything,
     netboot_on_unknown_machine,
     update_hardware_keeps_identity,
+    workflows_are_counted_by_state,
     delete_hardware_is_refused_while_busy,
     other_connections_commits_change_data_version,
     a_flood_of_fetches_cannot_push_out_workflow_and_bmc_events,
