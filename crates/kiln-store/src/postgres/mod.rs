@@ -154,8 +154,28 @@ impl PgStore {
     ) -> Result<R, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
+            workflows::share_events_lock(&mut tx)?;
             let out = f(&mut tx)?;
             self.commit(tx)?;
+            Ok(out)
+        })
+    }
+
+    /// Runs the read `f` holding the events lock alone: every write transaction that began
+    /// before has ended, so no event with a smaller id than those `f` sees can commit later
+    /// (see [`workflows::insert_event`]). New writers wait only for `f`.
+    fn read_events<R>(
+        &self,
+        mut f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&workflows::EVENTS_LOCK],
+            )?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
             Ok(out)
         })
     }

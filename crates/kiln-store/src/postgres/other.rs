@@ -85,7 +85,7 @@ impl crate::EventStore for PgStore {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.with(|c| {
+        self.read_events(|c| {
             let rows = c.query(
                 "SELECT id, record FROM events WHERE id > $1 AND ($2::TEXT IS NULL OR machine = $2)
                  ORDER BY id LIMIT $3",
@@ -106,7 +106,7 @@ impl crate::EventStore for PgStore {
     }
 
     fn last_event_id(&self) -> Result<i64, StoreError> {
-        self.with(|c| {
+        self.read_events(|c| {
             Ok(
                 c.query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM events", &[])?
                     .get(0),

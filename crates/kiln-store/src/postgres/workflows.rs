@@ -29,19 +29,24 @@ impl PgTx<'_, '_> {
     }
 }
 
-/// Key of the advisory lock event writers hold until they commit ("evts" in ASCII).
+/// Key of the advisory lock on the events ("evts" in ASCII): writers hold it shared until they
+/// commit, a reader of events takes it alone (see [`insert_event`]).
 pub(crate) const EVENTS_LOCK: i64 = 0x6576_7473;
 
-/// Takes the events lock for the rest of the caller's transaction (see [`insert_event`]).
-pub(super) fn lock_events(tx: &mut impl postgres::GenericClient) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
+/// Takes the events lock, shared, for the rest of the caller's transaction: every write
+/// transaction does so first (`PgStore::write`), before any row lock, so a writer that waits
+/// for it (behind a reader) holds nothing another writer could be waiting for.
+pub(super) fn share_events_lock(tx: &mut impl postgres::GenericClient) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&EVENTS_LOCK])?;
     Ok(())
 }
 
-/// Inserts an event (in the caller's transaction). Ids must be in commit order, or a reader
-/// following `events?after=ID` skips an event committed after a larger id it has seen: the
-/// insert first takes a transaction-level advisory lock, so a second writer's id is drawn only
-/// once the first has committed (the lock is re-entrant within a transaction).
+/// Inserts an event (in the caller's transaction). Event ids are drawn when the rows are
+/// inserted, so two writers may commit out of id order, and a reader following
+/// `events?after=ID` must never see a larger id before a smaller one has committed. Writers
+/// hold the events lock shared (they run side by side; this insert takes it too, in case the
+/// transaction did not already); a reader takes it alone (`PgStore::read_events`), so it
+/// reads only once every transaction that may hold an uncommitted event has ended.
 pub(crate) fn insert_event(
     tx: &mut impl postgres::GenericClient,
     event: &Event,
@@ -50,7 +55,7 @@ pub(crate) fn insert_event(
     // The id (the column default) is drawn per row the SELECT yields: after the lock is held.
     tx.execute(
         "INSERT INTO events (at_ms, machine, record, wire)
-         SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock($5)) AS events_lock",
+         SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock_shared($5)) AS events_lock",
         &[
             &(event.at_ms as i64),
             &event.machine,
@@ -187,9 +192,6 @@ impl crate::WorkflowStore for PgStore {
                     .map(|r| r.get(0)))
             };
         self.write(|tx| {
-            // Events are written between the inserts: hold their lock from the start, so no
-            // other creation waits on this one's rows while holding it (no deadlock).
-            lock_events(tx)?;
             for wf in items {
                 if let Some(id) = busy(tx, &wf.hardware)? {
                     return Err(StoreError::Busy {
