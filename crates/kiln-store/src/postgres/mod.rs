@@ -150,15 +150,9 @@ impl PgStore {
     /// write goes through BEGIN, so a connection found dead is found so before anything is sent.
     fn write<R>(
         &self,
-        mut f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
+        f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.with(|c| {
-            let mut tx = c.transaction()?;
-            workflows::share_events_lock(&mut tx)?;
-            let out = f(&mut tx)?;
-            self.commit(tx)?;
-            Ok(out)
-        })
+        self.transaction(workflows::EventsLock::Shared, f)
     }
 
     /// Runs the read `f` holding the events lock alone: every write transaction that began
@@ -166,16 +160,23 @@ impl PgStore {
     /// (see [`workflows::insert_event`]). New writers wait only for `f`.
     fn read_events<R>(
         &self,
+        f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.transaction(workflows::EventsLock::Alone, f)
+    }
+
+    /// Runs `f` in a transaction that takes the events lock first (before any row lock), and
+    /// commits it.
+    fn transaction<R>(
+        &self,
+        lock: workflows::EventsLock,
         mut f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&workflows::EVENTS_LOCK],
-            )?;
+            workflows::take_events_lock(&mut tx, lock)?;
             let out = f(&mut tx)?;
-            tx.commit()?;
+            self.commit(tx)?;
             Ok(out)
         })
     }

@@ -33,11 +33,27 @@ impl PgTx<'_, '_> {
 /// commit, a reader of events takes it alone (see [`insert_event`]).
 pub(crate) const EVENTS_LOCK: i64 = 0x6576_7473;
 
-/// Takes the events lock, shared, for the rest of the caller's transaction: every write
-/// transaction does so first (`PgStore::write`), before any row lock, so a writer that waits
-/// for it (behind a reader) holds nothing another writer could be waiting for.
-pub(super) fn share_events_lock(tx: &mut impl postgres::GenericClient) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&EVENTS_LOCK])?;
+/// How a transaction holds the events lock.
+#[derive(Clone, Copy)]
+pub(super) enum EventsLock {
+    /// Writers: side by side.
+    Shared,
+    /// Readers of events: once no writer holds it.
+    Alone,
+}
+
+/// Takes the events lock for the rest of the caller's transaction. Every write transaction
+/// takes it shared first (`PgStore::write`), before any row lock, so a writer that waits for it
+/// (behind a reader) holds nothing another writer could be waiting for.
+pub(super) fn take_events_lock(
+    tx: &mut impl postgres::GenericClient,
+    how: EventsLock,
+) -> Result<(), StoreError> {
+    let sql = match how {
+        EventsLock::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+        EventsLock::Alone => "SELECT pg_advisory_xact_lock($1)",
+    };
+    tx.execute(sql, &[&EVENTS_LOCK])?;
     Ok(())
 }
 
