@@ -74,16 +74,17 @@ impl Progress for Reporter<'_> {
     }
 
     /// Asks for the next action again, as this run (the server hands the running attempt
-    /// back): a server that took the machine over hands it out with its own image URL. A
-    /// dead server's call moves the client on to the next one (see `Client::retrying`).
-    fn relocate(&self, url: &str) -> Option<String> {
+    /// back): a server that took the machine over hands it out with its own image URL (the
+    /// download compares it with the one that failed). A dead server's call moves the client
+    /// on to the next one (see `Client::retrying`).
+    fn relocate(&self, _url: &str) -> Option<String> {
         match self.client.next() {
             Ok(NextAction::Run {
                 index,
                 attempt,
                 action,
             }) if index == self.index && attempt == self.attempt => {
-                action.params.get("url").filter(|u| *u != url).cloned()
+                action.params.get("url").cloned()
             }
             _ => None,
         }

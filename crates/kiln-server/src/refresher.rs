@@ -63,7 +63,7 @@ pub fn spawn(
                 first = false;
                 beat = tokio::time::Instant::now();
                 let own = me.apis.own().clone();
-                let beat = ServerRecord {
+                let record = ServerRecord {
                     id: engine.owner().to_string(),
                     url: me.url.clone(),
                     agent_api: Some(own.url),
@@ -73,8 +73,9 @@ pub fn spawn(
                 };
                 let result = store
                     .run(move |s| {
-                        s.heartbeat(&beat)?;
-                        Ok::<_, StoreError>(live_peers(&s.servers()?, &beat.id, beat.seen_ms))
+                        s.heartbeat(&record)?;
+                        let peers = live_peers(&s.servers()?, &record.id, record.seen_ms);
+                        Ok::<_, StoreError>(peers)
                     })
                     .await;
                 match result {

@@ -45,8 +45,8 @@ pub trait Progress: Sync {
     /// how zero blocks are handled. May be called from pipeline threads.
     fn event(&self, _message: &str) {}
     /// The download from `url` failed (no answer, or a server error): where the image is
-    /// served now, if somewhere else (another server took the machine over). `None` keeps
-    /// retrying `url`. May block while it asks.
+    /// served now (another server may have taken the machine over). `None`, or `url` itself,
+    /// keeps retrying `url`. May block while it asks.
     fn relocate(&self, _url: &str) -> Option<String> {
         None
     }
